@@ -1,0 +1,585 @@
+// Test harness: starts the real server binaries, and gives raw HTTP / WebSocket helpers
+// for the Engine.IO endpoint plus bookkeeping for socket.io-client instances.
+//
+// Everything targets 127.0.0.1 only.
+
+import { spawn } from "node:child_process";
+import { access, constants } from "node:fs/promises";
+import path from "node:path";
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { WebSocket } from "ws";
+import { io, Manager } from "socket.io-client";
+
+export { sleep };
+
+const READY_RE = /listening on http:\/\/([0-9.]+):(\d+)/;
+const STARTUP_TIMEOUT_MS = 20_000;
+const STDERR_KEEP = 64 * 1024;
+const VERBOSE = !!process.env.ROOMCAST_TEST_VERBOSE;
+
+const live = new Set();
+process.on("exit", () => {
+  for (const p of live) {
+    try {
+      p.kill("SIGKILL");
+    } catch {}
+  }
+});
+
+export function binDir() {
+  const dir = process.env.ROOMCAST_BIN_DIR;
+  if (!dir) {
+    throw new Error(
+      "ROOMCAST_BIN_DIR is not set; run the tests through dataplane/tests/js/run.sh",
+    );
+  }
+  return dir;
+}
+
+/** Path of a server binary: "main" is roomcast-dataplane, anything else is an example. */
+export function binaryPath(bin) {
+  if (bin === "main" || bin === "roomcast-dataplane") {
+    return path.join(binDir(), "roomcast-dataplane");
+  }
+  return path.join(binDir(), "examples", bin);
+}
+
+/**
+ * Spawns a server binary with `--listen 127.0.0.1:0` plus `args`, waits for its
+ * `listening on http://IP:PORT` stdout line and returns { url, host, port, proc, stop(),
+ * stderr(), assertHealthy() }.
+ */
+export async function startServer({ bin = "testkit", args = [], env = {} } = {}) {
+  const exe = binaryPath(bin);
+  try {
+    await access(exe, constants.X_OK);
+  } catch {
+    throw new Error(`server binary not found or not executable: ${exe} (build it first)`);
+  }
+  const fullArgs = ["--listen", "127.0.0.1:0", ...args];
+  const proc = spawn(exe, fullArgs, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { RUST_BACKTRACE: "1", ...process.env, ...env },
+  });
+  live.add(proc);
+
+  let stderrBuf = "";
+  let stdoutBuf = "";
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    proc.once("exit", (code, signal) => {
+      exited = { code, signal };
+      live.delete(proc);
+      resolve(exited);
+    });
+  });
+  proc.stderr.setEncoding("utf8");
+  proc.stderr.on("data", (chunk) => {
+    if (VERBOSE) process.stderr.write(`[${bin}] ${chunk}`);
+    stderrBuf += chunk;
+    if (stderrBuf.length > STDERR_KEEP * 2) {
+      // keep the head (startup errors) and the tail (latest)
+      stderrBuf =
+        stderrBuf.slice(0, STDERR_KEEP / 4) +
+        "\n[... stderr elided ...]\n" +
+        stderrBuf.slice(-STDERR_KEEP);
+    }
+  });
+  // Panics are remembered even when the stderr buffer is trimmed.
+  const panics = [];
+  proc.stderr.on("data", (chunk) => {
+    if (/panicked at/.test(chunk)) panics.push(chunk.slice(0, 2000));
+  });
+
+  const describeFailure = (why) =>
+    `${why}\n  command: ${exe} ${fullArgs.join(" ")}\n  stdout: ${stdoutBuf.slice(-2000)}\n  stderr: ${stderrBuf.slice(-8000)}`;
+
+  const ready = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(describeFailure(`server did not print its listening line within ${STARTUP_TIMEOUT_MS} ms`)));
+    }, STARTUP_TIMEOUT_MS);
+    proc.stdout.setEncoding("utf8");
+    const onData = (chunk) => {
+      stdoutBuf += chunk;
+      if (stdoutBuf.length > STDERR_KEEP) stdoutBuf = stdoutBuf.slice(-STDERR_KEEP);
+      const m = READY_RE.exec(stdoutBuf);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ host: m[1], port: Number(m[2]) });
+      }
+    };
+    proc.stdout.on("data", onData);
+    exitPromise.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(describeFailure(`server exited before it was ready (code ${code}, signal ${signal})`)));
+    });
+    proc.once("error", (err) => {
+      clearTimeout(timer);
+      reject(new Error(describeFailure(`failed to spawn server: ${err.message}`)));
+    });
+  });
+  // keep draining stdout so the child never blocks on a full pipe
+  proc.stdout.on("data", () => {});
+
+  const url = `http://${ready.host}:${ready.port}`;
+  return {
+    bin,
+    url,
+    wsUrl: url.replace(/^http/, "ws"),
+    host: ready.host,
+    port: ready.port,
+    proc,
+    stderr: () => stderrBuf,
+    get exited() {
+      return exited;
+    },
+    /** Fails if the process died or printed a panic. */
+    assertHealthy(context = "") {
+      assert.equal(
+        exited,
+        null,
+        describeFailure(`server process exited unexpectedly ${context}: ${JSON.stringify(exited)}`),
+      );
+      assert.deepEqual(panics, [], `server panicked ${context}:\n${panics.join("\n")}`);
+    },
+    async stop() {
+      if (exited) return exited;
+      proc.kill("SIGTERM");
+      const res = await Promise.race([exitPromise, sleep(5000).then(() => null)]);
+      if (res) return res;
+      proc.kill("SIGKILL");
+      return exitPromise;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Promises with deadlines
+
+/** Resolves with the event's arguments (array), rejects after `ms`. */
+export function once(emitter, event, ms = 5000, what = event) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+    const handler = (...args) => {
+      clearTimeout(timer);
+      off();
+      resolve(args);
+    };
+    const off = () => {
+      if (emitter.off) emitter.off(event, handler);
+      else emitter.removeListener(event, handler);
+    };
+    emitter.on(event, handler);
+  });
+}
+
+export function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** Polls `cond` until true or fails after `ms`. */
+export async function eventually(cond, ms = 5000, what = "condition", step = 20) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(step);
+  }
+}
+
+export function toBuffer(x) {
+  if (Buffer.isBuffer(x)) return x;
+  if (Array.isArray(x)) return Buffer.from(x);
+  if (x instanceof ArrayBuffer) return Buffer.from(x);
+  if (ArrayBuffer.isView(x)) return Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  throw new Error(`not binary: ${Object.prototype.toString.call(x)}`);
+}
+
+export function assertBytes(actual, expected, msg) {
+  assert.ok(
+    Buffer.isBuffer(actual) || actual instanceof ArrayBuffer || ArrayBuffer.isView(actual),
+    `${msg ?? "value"} should be binary, got ${Object.prototype.toString.call(actual)}: ${JSON.stringify(actual)}`,
+  );
+  assert.deepEqual([...toBuffer(actual)], [...toBuffer(expected)], msg);
+}
+
+// ---------------------------------------------------------------------------
+// socket.io-client bookkeeping
+
+/** Creates socket.io-client sockets / managers and closes them all in `closeAll()`. */
+export class ClientPool {
+  constructor() {
+    this.sockets = new Set();
+    this.managers = new Set();
+  }
+  /** io(url, opts) with forceNew so no state is shared between tests. */
+  io(url, opts = {}) {
+    const s = io(url, { forceNew: true, reconnection: false, timeout: 10_000, ...opts });
+    this.sockets.add(s);
+    return s;
+  }
+  manager(url, opts = {}) {
+    const m = new Manager(url, { reconnection: false, timeout: 10_000, ...opts });
+    this.managers.add(m);
+    return m;
+  }
+  track(s) {
+    this.sockets.add(s);
+    return s;
+  }
+  /** io() + wait for "connect"; returns the socket, with `welcome` (the testkit's welcome payload if any). */
+  async connect(url, opts = {}, { welcome = true, ms = 10_000 } = {}) {
+    const s = this.io(url, opts);
+    const welcomeP = welcome ? once(s, "welcome", ms, `welcome on ${url}`) : null;
+    welcomeP?.catch(() => {});
+    await connected(s, ms, url);
+    if (welcomeP) s.welcome = (await welcomeP)[0];
+    return s;
+  }
+  closeAll() {
+    for (const s of this.sockets) {
+      try {
+        s.disconnect();
+        s.io?.engine?.close();
+      } catch {}
+    }
+    for (const m of this.managers) {
+      try {
+        m.engine?.close();
+        m._close?.();
+      } catch {}
+    }
+    this.sockets.clear();
+    this.managers.clear();
+  }
+}
+
+/** Waits for a socket.io-client socket to connect; rejects on connect_error. */
+export function connected(s, ms = 10_000, what = "socket") {
+  if (s.connected) return Promise.resolve(s);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out after ${ms} ms waiting for connect of ${what}`));
+    }, ms);
+    const onConnect = () => {
+      cleanup();
+      resolve(s);
+    };
+    const onError = (err) => {
+      cleanup();
+      const e = new Error(`connect_error on ${what}: ${err?.message}`);
+      e.cause = err;
+      reject(e);
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      s.off("connect", onConnect);
+      s.off("connect_error", onError);
+    };
+    s.on("connect", onConnect);
+    s.on("connect_error", onError);
+  });
+}
+
+/** Waits for connect_error and returns the Error. */
+export function connectError(s, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out after ${ms} ms waiting for connect_error`));
+    }, ms);
+    const onConnect = () => {
+      cleanup();
+      reject(new Error(`expected connect_error but the socket connected (id ${s.id})`));
+    };
+    const onError = (err) => {
+      cleanup();
+      resolve(err);
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      s.off("connect", onConnect);
+      s.off("connect_error", onError);
+    };
+    s.on("connect", onConnect);
+    s.on("connect_error", onError);
+  });
+}
+
+/** Emits `echo` with args and resolves with the echoed args. */
+export async function echo(s, ...args) {
+  const p = once(s, "echo", 5000, `echo on ${s.nsp}`);
+  s.emit("echo", ...args);
+  return p;
+}
+
+/**
+ * A socket.io-client connected before a bad-input test; `check()` proves it still works
+ * (an echo round trip on its existing connection).
+ */
+export async function bystander(pool, server, opts = {}) {
+  const s = await pool.connect(server.url, { transports: ["websocket"], ...opts });
+  let disconnects = [];
+  s.on("disconnect", (reason) => disconnects.push(reason));
+  const engineId = s.io.engine.id;
+  return {
+    socket: s,
+    async check(context = "") {
+      assert.deepEqual(disconnects, [], `bystander was disconnected ${context}`);
+      assert.equal(s.io.engine.id, engineId, `bystander's engine session changed ${context}`);
+      const token = `alive-${Math.random().toString(36).slice(2)}`;
+      const [got] = await echo(s, token).catch((e) => {
+        throw new Error(`bystander got no echo ${context}: ${e.message}`);
+      });
+      assert.equal(got, token, `bystander echo ${context}`);
+      server.assertHealthy(context);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Raw Engine.IO over HTTP
+
+export function eioUrl(server, params = {}, { path: p = "/socket.io/", ws = false } = {}) {
+  const base = ws ? server.wsUrl : server.url;
+  const q = new URLSearchParams(params).toString();
+  return `${base}${p}${q ? "?" + q : ""}`;
+}
+
+/** fetch with a deadline; resolves { status, headers, body } (body as text). */
+export async function http(url, { method = "GET", body, headers, ms = 5000 } = {}) {
+  const res = await fetch(url, { method, body, headers, signal: AbortSignal.timeout(ms) });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text };
+}
+
+/** Asserts an Engine.IO JSON error answer, e.g. 400 {"code":1,"message":"Session ID unknown"}. */
+export function assertEioError(res, status, code, message, what = "") {
+  assert.equal(res.status, status, `${what}: HTTP status (body: ${res.body})`);
+  let json;
+  try {
+    json = JSON.parse(res.body);
+  } catch {
+    assert.fail(`${what}: body is not JSON: ${JSON.stringify(res.body)}`);
+  }
+  assert.deepEqual(json, { code, message }, `${what}: JSON error body`);
+  const ct = res.headers.get("content-type") ?? "";
+  assert.match(ct, /application\/json/, `${what}: content-type`);
+}
+
+export const SEP = "\x1e";
+
+/** Opens a polling session; returns { sid, open } (open = the handshake JSON). */
+export async function pollingHandshake(server, extra = {}) {
+  const res = await http(eioUrl(server, { EIO: "4", transport: "polling", ...extra }));
+  assert.equal(res.status, 200, `polling handshake status (body: ${res.body})`);
+  assert.ok(res.body.startsWith("0"), `polling handshake body should start with 0: ${res.body}`);
+  const open = JSON.parse(res.body.slice(1).split(SEP)[0]);
+  return { sid: open.sid, open };
+}
+
+export function pollGet(server, sid, ms = 5000) {
+  return http(eioUrl(server, { EIO: "4", transport: "polling", sid }), { ms });
+}
+
+export function pollPost(server, sid, body, { headers, ms = 5000 } = {}) {
+  return http(eioUrl(server, { EIO: "4", transport: "polling", sid }), {
+    method: "POST",
+    body,
+    headers: { "content-type": "text/plain;charset=UTF-8", ...headers },
+    ms,
+  });
+}
+
+/**
+ * Asserts that a polling session is (or soon becomes) closed: GETs until one answers
+ * 400 {"code":1}; a 200 on the way may only carry close/noop packets. A GET that hangs
+ * means the session is still open, which fails.
+ */
+export async function assertPollingClosed(server, sid, what = "") {
+  for (let i = 0; i < 3; i++) {
+    let res;
+    try {
+      res = await pollGet(server, sid, 3000);
+    } catch (e) {
+      assert.fail(`${what}: session ${sid} still open (GET hung: ${e.message})`);
+    }
+    if (res.status === 400) {
+      assertEioError(res, 400, 1, "Session ID unknown", `${what}: GET on closed session`);
+      return;
+    }
+    assert.equal(res.status, 200, `${what}: unexpected status ${res.status} ${res.body}`);
+    const packets = res.body.split(SEP);
+    assert.ok(
+      packets.every((p) => p === "1" || p === "6"),
+      `${what}: session ${sid} still delivering packets: ${JSON.stringify(res.body)}`,
+    );
+  }
+  assert.fail(`${what}: session ${sid} never answered 400`);
+}
+
+// ---------------------------------------------------------------------------
+// Raw WebSocket with a message queue
+
+export class RawWs {
+  /**
+   * @param url ws:// URL
+   * @param autoPong answer Engine.IO pings ("2") with "3" and hide them from the queue
+   */
+  constructor(url, { autoPong = true, ws = {} } = {}) {
+    this.url = url;
+    this.ws = new WebSocket(url, { perMessageDeflate: false, ...ws });
+    this.queue = [];
+    this.waiters = [];
+    this.closed = null;
+    this.errors = [];
+    this.unexpected = null;
+    this.pings = 0;
+    this.ws.on("message", (data, isBinary) => {
+      const msg = isBinary ? data : data.toString("utf8");
+      if (autoPong && msg === "2") {
+        this.pings++;
+        this.ws.send("3");
+        return;
+      }
+      this.queue.push(msg);
+      this._wake();
+    });
+    this.ws.on("error", (e) => {
+      this.errors.push(e);
+      this._wake();
+    });
+    this.ws.on("unexpected-response", (req, res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (body += c));
+      res.on("end", () => {
+        this.unexpected = { status: res.statusCode, headers: res.headers, body };
+        this._wake();
+      });
+      res.on("error", () => {});
+    });
+    this.opened = new Promise((resolve) => this.ws.once("open", () => resolve(true)));
+    this.opened.catch(() => {});
+    this.closedP = new Promise((resolve) => {
+      this.ws.once("close", (code, reason) => {
+        this.closed = { code, reason: reason.toString() };
+        this._wake();
+        resolve(this.closed);
+      });
+    });
+  }
+  _wake() {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+  async _until(cond, ms, what) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const v = cond();
+      if (v !== undefined) return v;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${ms} ms waiting for ${what} on ${this.url}`);
+      await new Promise((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+  async open(ms = 5000) {
+    return this._until(
+      () => {
+        if (this.ws.readyState === WebSocket.OPEN) return true;
+        if (this.unexpected) throw new Error(`WebSocket refused: HTTP ${this.unexpected.status} ${this.unexpected.body}`);
+        if (this.closed) throw new Error(`WebSocket closed before open: ${JSON.stringify(this.closed)}`);
+        return undefined;
+      },
+      ms,
+      "open",
+    );
+  }
+  /** Next message (string for text frames, Buffer for binary); fails if the socket closes first. */
+  async next(ms = 5000, what = "a message") {
+    return this._until(
+      () => {
+        if (this.queue.length) return this.queue.shift();
+        if (this.closed) throw new Error(`closed (${JSON.stringify(this.closed)}) while waiting for ${what}`);
+        return undefined;
+      },
+      ms,
+      what,
+    );
+  }
+  /** Waits for the close; resolves { code, reason }. */
+  async waitClose(ms = 5000, what = "close") {
+    return this._until(() => this.closed ?? undefined, ms, what);
+  }
+  /** Waits until either the server refuses the upgrade (HTTP status) or closes the socket. */
+  async waitRefusedOrClosed(ms = 5000) {
+    return this._until(
+      () => {
+        if (this.unexpected) return { refused: this.unexpected };
+        if (this.closed) return { closed: this.closed, queue: this.queue };
+        return undefined;
+      },
+      ms,
+      "refusal or close",
+    );
+  }
+  send(data, opts) {
+    this.ws.send(data, opts);
+  }
+  close() {
+    try {
+      if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+      else this.ws.close();
+    } catch {}
+  }
+  terminate() {
+    try {
+      this.ws.terminate();
+    } catch {}
+  }
+}
+
+/** Opens a raw Engine.IO WebSocket session; returns { ws, open } after the open packet. */
+export async function rawEioWs(server, { query = {}, autoPong = true } = {}) {
+  const ws = new RawWs(eioUrl(server, { EIO: "4", transport: "websocket", ...query }, { ws: true }), { autoPong });
+  await ws.open();
+  const first = await ws.next(5000, "Engine.IO open packet");
+  assert.equal(typeof first, "string");
+  assert.ok(first.startsWith("0{"), `expected open packet, got ${first}`);
+  return { ws, open: JSON.parse(first.slice(1)) };
+}
+
+/**
+ * Raw WebSocket + Socket.IO CONNECT to `nsp` on the testkit; consumes the CONNECT reply and
+ * the testkit's `welcome` event. Returns { ws, open, sid }.
+ */
+export async function rawSioWs(server, nsp = "/", { auth, autoPong = true } = {}) {
+  const { ws, open } = await rawEioWs(server, { autoPong });
+  const prefix = nsp === "/" ? "" : `${nsp},`;
+  ws.send(`40${prefix}${auth ? JSON.stringify(auth) : ""}`);
+  const reply = await ws.next(5000, "CONNECT reply");
+  assert.ok(reply.startsWith(`40${prefix}{`), `expected CONNECT reply for ${nsp}, got ${reply}`);
+  const { sid } = JSON.parse(reply.slice(2 + prefix.length));
+  const welcome = await ws.next(5000, "welcome event");
+  assert.ok(welcome.startsWith(`42${prefix}["welcome"`), `expected welcome event, got ${welcome}`);
+  return { ws, open, sid };
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Integration tests of the data plane with real socket.io / engine.io clients from npm.
+#
+#   bash dataplane/tests/js/run.sh                  # all test files
+#   bash dataplane/tests/js/run.sh rooms.test.mjs   # some files (relative to this folder)
+#
+# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build; ROOMCAST_TEST_VERBOSE=1 echoes server
+# stderr. Exits non-zero on any failure.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../../.." && pwd)"
+
+command -v node >/dev/null || { echo "run.sh: node (>= 20) is required" >&2; exit 1; }
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$NODE_MAJOR" -lt 20 ]; then
+  echo "run.sh: node >= 20 is required (found $(node --version))" >&2
+  exit 1
+fi
+
+# 1. npm packages from the committed lockfile; skipped when node_modules matches it.
+cd "$HERE"
+STAMP="node_modules/.roomcast-lock.sha256"
+LOCK_SUM="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCK_SUM" ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$LOCK_SUM" > "$STAMP"
+fi
+
+# 2. The server binaries (debug profile).
+cd "$REPO"
+if [ -z "${ROOMCAST_SKIP_BUILD:-}" ]; then
+  nice -n 10 cargo build -p roomcast-dataplane --bins --examples --locked
+fi
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked \
+  | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+export ROOMCAST_BIN_DIR="$TARGET_DIR/debug"
+
+# 3. The tests, one file at a time (each file starts its own servers on 127.0.0.1:0).
+# 1,000 clients need file descriptors on both sides.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cd "$HERE"
+if [ "$#" -gt 0 ]; then
+  FILES=("$@")
+else
+  FILES=(*.test.mjs)
+fi
+exec node --test --test-concurrency=1 --test-timeout=300000 "${FILES[@]}"

@@ -1,0 +1,172 @@
+// Transports with the real socket.io-client / engine.io-client: polling only, websocket
+// only, polling then upgrade, and the engine.io-client on its own.
+
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { Socket as EngineSocket } from "engine.io-client";
+import {
+  startServer,
+  ClientPool,
+  once,
+  echo,
+  eventually,
+  assertBytes,
+  pollGet,
+  pollingHandshake,
+  assertEioError,
+  withTimeout,
+} from "./harness.mjs";
+
+let server;
+const pool = new ClientPool();
+
+before(async () => {
+  server = await startServer({ bin: "testkit" });
+});
+afterEach(() => pool.closeAll());
+after(async () => {
+  pool.closeAll();
+  server?.assertHealthy("at the end of transports tests");
+  await server?.stop();
+});
+
+describe("socket.io-client transports", () => {
+  it("polling only: connects, stays on polling, echo round trip", async () => {
+    const s = await pool.connect(server.url, { transports: ["polling"], upgrade: false });
+    assert.equal(s.io.engine.transport.name, "polling");
+    assert.equal(s.welcome.id, s.id, "welcome.id is the socket id");
+    assert.equal(s.welcome.nsp, "/");
+    const [a, b, c] = await echo(s, "hello", 42, { nested: ["x", null, true] });
+    assert.deepEqual([a, b, c], ["hello", 42, { nested: ["x", null, true] }]);
+    // several round trips in a row over polling, in order
+    const got = [];
+    s.on("echo", (n) => got.push(n));
+    for (let i = 0; i < 20; i++) s.emit("echo", i);
+    await eventually(() => got.length >= 20, 5000, "20 echoes over polling");
+    assert.deepEqual(got, [...Array(20).keys()]);
+    assert.equal(s.io.engine.transport.name, "polling");
+  });
+
+  it("websocket only: connects over websocket, echo round trip", async () => {
+    const s = await pool.connect(server.url, { transports: ["websocket"] });
+    assert.equal(s.io.engine.transport.name, "websocket");
+    const [a] = await echo(s, "über ✓ 😀");
+    assert.equal(a, "über ✓ 😀", "UTF-8 preserved");
+  });
+
+  it("polling then upgrade to websocket, echo before and after", async () => {
+    const s = pool.io(server.url, { transports: ["polling", "websocket"], upgrade: true });
+    let firstTransport = null;
+    let upgradedTo = null;
+    s.io.once("open", () => {
+      firstTransport = s.io.engine.transport.name;
+      s.io.engine.once("upgrade", (t) => (upgradedTo = t.name));
+    });
+    await once(s, "connect", 10_000);
+    assert.equal(firstTransport, "polling", "the session opened on polling");
+    const [before] = await echo(s, "before-upgrade");
+    assert.equal(before, "before-upgrade");
+    await eventually(() => upgradedTo !== null, 10_000, "engine upgrade event");
+    assert.equal(upgradedTo, "websocket");
+    assert.equal(s.io.engine.transport.name, "websocket");
+    const [afterUp] = await echo(s, "after-upgrade");
+    assert.equal(afterUp, "after-upgrade");
+    // after the upgrade, the polling transport of that sid is gone for good
+    const res = await pollGet(server, s.io.engine.id);
+    assert.equal(res.status, 400, `polling GET after upgrade must fail, got ${res.status} ${res.body}`);
+  });
+
+  it("messages in flight during the upgrade are neither lost nor reordered", async () => {
+    const s = pool.io(server.url, { transports: ["polling", "websocket"] });
+    const got = [];
+    s.on("echo", (n) => got.push(n));
+    await once(s, "connect", 10_000);
+    const N = 200;
+    for (let i = 0; i < N; i++) {
+      s.emit("echo", i);
+      if (i % 10 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await eventually(() => got.length >= N, 10_000, `${N} echoes`);
+    await eventually(() => s.io.engine.transport.name === "websocket", 10_000, "upgrade");
+    assert.deepEqual(got, [...Array(N).keys()]);
+  });
+
+  it("socket.id is not the engine id, and a socket id cannot be used as a session id", async () => {
+    for (const transports of [["polling"], ["websocket"]]) {
+      const s = await pool.connect(server.url, { transports });
+      assert.ok(s.id && s.io.engine.id, "both ids present");
+      assert.notEqual(s.id, s.io.engine.id, `socket.id must differ from engine id (${transports})`);
+      const res = await pollGet(server, s.id);
+      assertEioError(res, 400, 1, "Session ID unknown", "socket id used as sid");
+    }
+  });
+
+  it("handshake advertises the default values of the reference server", async () => {
+    const { open } = await pollingHandshake(server);
+    assert.deepEqual(Object.keys(open).sort(), ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"]);
+    assert.deepEqual(open.upgrades, ["websocket"]);
+    assert.equal(open.pingInterval, 25000);
+    assert.equal(open.pingTimeout, 20000);
+    assert.equal(open.maxPayload, 1000000);
+    assert.equal(typeof open.sid, "string");
+    assert.ok(open.sid.length >= 8, `sid long enough: ${open.sid}`);
+  });
+});
+
+describe("engine.io-client on its own", () => {
+  for (const transports of [["polling"], ["websocket"]]) {
+    it(`raw Socket.IO packets over engine.io-client (${transports[0]}), text and binary`, async () => {
+      const e = new EngineSocket(server.url, { path: "/socket.io/", transports });
+      try {
+        await once(e, "open", 10_000, "engine open");
+        assert.equal(e.transport.name, transports[0]);
+        const messages = [];
+        e.on("message", (m) => messages.push(m));
+        e.send("0"); // Socket.IO CONNECT to "/"
+        await eventually(() => messages.length >= 2, 5000, "CONNECT reply + welcome");
+        assert.match(messages[0], /^0\{"sid":"[^"]+"\}$/);
+        const { sid } = JSON.parse(messages[0].slice(1));
+        assert.notEqual(sid, e.id, "Socket.IO sid differs from engine sid");
+        assert.ok(messages[1].startsWith('2["welcome",'), messages[1]);
+        messages.length = 0;
+
+        e.send('2["echo","plain"]');
+        await eventually(() => messages.length >= 1, 5000, "echo");
+        assert.equal(messages.shift(), '2["echo","plain"]');
+
+        // BINARY_EVENT with one attachment: header then the binary message
+        e.send('51-["echo",{"_placeholder":true,"num":0}]');
+        e.send(Uint8Array.from([0, 1, 2, 254, 255]));
+        await eventually(() => messages.length >= 2, 5000, "binary echo");
+        assert.equal(messages[0], '51-["echo",{"_placeholder":true,"num":0}]');
+        assertBytes(messages[1], [0, 1, 2, 254, 255], "binary attachment echoed");
+      } finally {
+        e.close();
+      }
+    });
+  }
+
+  it("engine.io-client sees the server's ping and stays open", async () => {
+    const srv = await startServer({ bin: "testkit", args: ["--ping-interval", "200", "--ping-timeout", "400"] });
+    const e = new EngineSocket(srv.url, { path: "/socket.io/", transports: ["websocket"] });
+    try {
+      await once(e, "open", 10_000);
+      let pings = 0;
+      e.on("ping", () => pings++);
+      await withTimeout(
+        eventually(() => pings >= 3, 5000, "3 pings"),
+        6000,
+        "pings",
+      );
+      assert.equal(e.readyState, "open");
+      // the client answers pings automatically, so the session survives several intervals
+      e.send("0");
+      const [m] = await once(e, "message", 5000);
+      assert.match(m, /^0\{"sid":/);
+    } finally {
+      e.close();
+      srv.assertHealthy();
+      await srv.stop();
+    }
+  });
+});
