@@ -1,0 +1,174 @@
+//! Engine.IO v4: sessions, the polling and WebSocket transports, upgrades and heartbeats.
+//!
+//! The engine knows nothing of Socket.IO: it hands each session's messages to a
+//! [`ConnectionHandler`] created by a [`ConnectionFactory`] at handshake time.
+
+pub mod http;
+pub mod outbox;
+pub mod packet;
+mod polling;
+pub mod session;
+pub mod sid;
+mod websocket;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::config::{Config, TransportKind};
+pub use outbox::{Frame, OutboxLimits, PushOutcome};
+pub use session::{CloseReason, Session};
+
+/// What the engine knows of the HTTP request that opened a session.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    pub headers: ::http::HeaderMap,
+    pub query: String,
+    pub address: SocketAddr,
+    pub url: String,
+    pub time: std::time::SystemTime,
+    pub secure: bool,
+}
+
+/// The layer above the engine (Socket.IO) for one session.
+pub trait ConnectionHandler: Send + Sync {
+    /// A text message (the data of an Engine.IO `4` packet), valid UTF-8.
+    fn on_message(&self, text: Bytes);
+    /// A binary message.
+    fn on_binary(&self, data: Bytes);
+    /// The session closed; called exactly once.
+    fn on_close(&self, reason: CloseReason);
+}
+
+/// Creates the upper-layer handler of each new session.
+pub trait ConnectionFactory: Send + Sync {
+    fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler>;
+}
+
+/// Engine settings resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub path: String,
+    pub transports: Vec<TransportKind>,
+    pub allow_upgrades: bool,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    pub max_payload: usize,
+    pub max_connections: usize,
+    pub outbox: OutboxLimits,
+    pub cors_origins: Vec<String>,
+    pub cors_credentials: bool,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let e = &config.engine;
+        Self {
+            path: e.path.clone(),
+            transports: e.transports.clone(),
+            allow_upgrades: e.allow_upgrades,
+            ping_interval: Duration::from_millis(e.ping_interval),
+            ping_timeout: Duration::from_millis(e.ping_timeout),
+            upgrade_timeout: Duration::from_millis(e.upgrade_timeout),
+            max_payload: e.max_http_buffer_size,
+            max_connections: config.limits.max_connections,
+            outbox: OutboxLimits {
+                max_frames: config.limits.max_outbound_frames,
+                max_bytes: config.limits.max_outbound_bytes,
+            },
+            cors_origins: e.cors.origin.clone(),
+            cors_credentials: e.cors.credentials,
+        }
+    }
+
+    fn allows(&self, transport: TransportKind) -> bool {
+        self.transports.contains(&transport)
+    }
+}
+
+/// The Engine.IO server: the session table plus settings.
+pub struct Engine {
+    pub settings: EngineSettings,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    factory: Arc<dyn ConnectionFactory>,
+    sids: sid::SidGenerator,
+}
+
+impl Engine {
+    pub fn new(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Arc<Self> {
+        Arc::new(Self {
+            settings: EngineSettings::from_config(config),
+            sessions: RwLock::new(HashMap::new()),
+            factory,
+            sids: sid::SidGenerator::new(&config.node_id),
+        })
+    }
+
+    /// Open sessions on this node.
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().get(sid).cloned()
+    }
+
+    /// Creates and registers a session, or `None` at the connection limit.
+    fn create_session(
+        self: &Arc<Self>,
+        transport: TransportKind,
+        handshake: HandshakeInfo,
+    ) -> Option<Arc<Session>> {
+        let session = {
+            let mut sessions = self.sessions.write();
+            if sessions.len() >= self.settings.max_connections {
+                return None;
+            }
+            let sid: Arc<str> = Arc::from(self.sids.session_id());
+            let session = Session::new(sid.clone(), transport, Arc::downgrade(self));
+            sessions.insert(sid, session.clone());
+            session
+        };
+        let handler = self.factory.open(&session, handshake);
+        session.attach_handler(handler);
+        session::spawn_heartbeat(&session, self.settings.ping_interval, self.settings.ping_timeout);
+        Some(session)
+    }
+
+    fn remove_session(&self, sid: &str) {
+        self.sessions.write().remove(sid);
+    }
+
+    /// The `0` open packet for a new session.
+    fn open_packet(&self, session: &Session, transport: TransportKind) -> String {
+        let upgrades: &[&str] = if transport == TransportKind::Polling
+            && self.settings.allow_upgrades
+            && self.settings.allows(TransportKind::Websocket)
+        {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let open = serde_json::json!({
+            "sid": &*session.sid,
+            "upgrades": upgrades,
+            "pingInterval": self.settings.ping_interval.as_millis() as u64,
+            "pingTimeout": self.settings.ping_timeout.as_millis() as u64,
+            "maxPayload": self.settings.max_payload,
+        });
+        format!("0{open}")
+    }
+
+    /// Closes every session (graceful shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<Arc<Session>> = self.sessions.read().values().cloned().collect();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The bounded outbound queue of one Engine.IO session.
+//!
+//! Frames are immutable and reference-counted: a broadcast encodes its frame once and every
+//! recipient's outbox holds a clone of the same `Bytes`. The transport that currently owns
+//! the session (a pending polling GET or the WebSocket task) drains everything queued at
+//! once, so many frames go out in one write.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One Engine.IO packet ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text packet including its type digit, e.g. `42["event"]` or `2` (ping).
+    Text(Utf8Bytes),
+    /// A binary message (a Socket.IO attachment).
+    Binary(Bytes),
+}
+
+impl Frame {
+    pub const PING: Frame = Frame::Text(Utf8Bytes::from_static("2"));
+    pub const NOOP: Frame = Frame::Text(Utf8Bytes::from_static("6"));
+    pub const CLOSE: Frame = Frame::Text(Utf8Bytes::from_static("1"));
+
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Frame::Text(Utf8Bytes::from(text))
+    }
+}
+
+/// What happened to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Queued,
+    /// A volatile packet was dropped because the queue is full.
+    DroppedVolatile,
+    /// The queue is full of non-volatile frames: the session must be closed.
+    Overflow,
+    /// The session is closed; nothing was queued.
+    Closed,
+}
+
+/// Queue limits, from `LimitsConfig`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<(Frame, bool)>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// Outbound frames of one session plus the wake-up for its writer.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+impl Outbox {
+    /// Queues the frames of one packet (text then attachments) atomically, so concurrent
+    /// broadcasts never interleave a packet's attachments.
+    pub fn push(&self, frames: &[Frame], volatile: bool, limits: OutboxLimits) -> PushOutcome {
+        let size: usize = frames.iter().map(Frame::len).sum();
+        let mut q = self.queue.lock();
+        if q.closed {
+            return PushOutcome::Closed;
+        }
+        let fits = |q: &Queue| {
+            q.frames.len() + frames.len() <= limits.max_frames && q.bytes + size <= limits.max_bytes
+        };
+        if !fits(&q) {
+            if volatile {
+                return PushOutcome::DroppedVolatile;
+            }
+            // Make room by dropping volatile frames already queued, oldest first.
+            let before = q.frames.len();
+            q.frames.retain(|(_, v)| !*v);
+            if q.frames.len() != before {
+                q.bytes = q.frames.iter().map(|(f, _)| f.len()).sum();
+            }
+            if !fits(&q) {
+                return PushOutcome::Overflow;
+            }
+        }
+        for frame in frames {
+            q.frames.push_back((frame.clone(), volatile));
+        }
+        q.bytes += size;
+        drop(q);
+        self.ready.notify_one();
+        PushOutcome::Queued
+    }
+
+    /// Queues control frames (ping, noop, close) that bypass the limits.
+    pub fn push_control(&self, frame: Frame) {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return;
+        }
+        q.bytes += frame.len();
+        q.frames.push_back((frame, false));
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// Takes every queued frame into `out` (which keeps its capacity between calls).
+    pub fn drain_into(&self, out: &mut Vec<Frame>) {
+        let mut q = self.queue.lock();
+        out.extend(q.frames.drain(..).map(|(f, _)| f));
+        q.bytes = 0;
+        if q.frames.capacity() > 64 {
+            q.frames.shrink_to(16);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().frames.is_empty()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().closed
+    }
+
+    /// Marks the outbox closed and wakes the writer; queued frames may still be drained.
+    pub fn close(&self) {
+        self.queue.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits until frames are queued or the outbox is closed (single consumer).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Wakes the current writer without queuing anything (e.g. to hand over the transport).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: OutboxLimits = OutboxLimits {
+        max_frames: 3,
+        max_bytes: 1000,
+    };
+
+    fn text(s: &str) -> Frame {
+        Frame::from(s.to_string())
+    }
+
+    fn drain(o: &Outbox) -> Vec<Frame> {
+        let mut out = Vec::new();
+        o.drain_into(&mut out);
+        out
+    }
+
+    #[test]
+    fn frames_are_shared_not_copied() {
+        let frame = text("42[\"x\"]");
+        let a = Outbox::default();
+        let b = Outbox::default();
+        a.push(std::slice::from_ref(&frame), false, LIMITS);
+        b.push(std::slice::from_ref(&frame), false, LIMITS);
+        let (fa, fb) = (drain(&a), drain(&b));
+        match (&fa[0], &fb[0], &frame) {
+            (Frame::Text(x), Frame::Text(y), Frame::Text(z)) => {
+                let p = |u: &Utf8Bytes| u.as_str().as_ptr();
+                assert_eq!(p(x), p(z));
+                assert_eq!(p(y), p(z));
+            }
+            _ => panic!("expected text frames"),
+        }
+    }
+
+    #[test]
+    fn volatile_dropped_first_then_overflow() {
+        let o = Outbox::default();
+        assert_eq!(o.push(&[text("4a")], true, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(&[text("4b")], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(&[text("4c")], false, LIMITS), PushOutcome::Queued);
+        // Full: a volatile push is dropped, a reliable one evicts the queued volatile frame.
+        assert_eq!(o.push(&[text("4d")], true, LIMITS), PushOutcome::DroppedVolatile);
+        assert_eq!(o.push(&[text("4e")], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(&[text("4f")], false, LIMITS), PushOutcome::Overflow);
+        assert_eq!(drain(&o), vec![text("4b"), text("4c"), text("4e")]);
+    }
+
+    #[test]
+    fn byte_limit_counts() {
+        let o = Outbox::default();
+        let big = Frame::Binary(Bytes::from(vec![0u8; 900]));
+        assert_eq!(o.push(&[big.clone()], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(&[big], false, LIMITS), PushOutcome::Overflow);
+    }
+
+    #[test]
+    fn closed_rejects() {
+        let o = Outbox::default();
+        o.close();
+        assert_eq!(o.push(&[text("4a")], false, LIMITS), PushOutcome::Closed);
+        assert!(o.is_closed());
+    }
+}

@@ -1,0 +1,220 @@
+//! Engine.IO v4 packets and the HTTP long-polling payload format. Pure code, no I/O.
+//!
+//! A text packet is one ASCII digit (its type) followed by its data. A binary packet is
+//! raw bytes on WebSocket and `b` + base64 inside a polling payload, where packets are
+//! separated by the record separator `\x1e`.
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+/// The separator between packets in an HTTP long-polling payload.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// One decoded Engine.IO packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Open(String),
+    Close,
+    Ping(Bytes),
+    Pong(Bytes),
+    Message(Bytes),
+    Binary(Bytes),
+    Upgrade,
+    Noop,
+}
+
+/// Why bytes could not be decoded into a packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty packet")]
+    Empty,
+    #[error("unknown packet type {0:?}")]
+    UnknownType(u8),
+    #[error("invalid base64 in binary packet")]
+    BadBase64,
+    #[error("packet is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+impl Packet {
+    /// Decodes one text packet (a WebSocket text frame or one record of a polling payload).
+    /// The message data is returned as a slice of `input`, without copying.
+    pub fn decode_text(input: Bytes) -> Result<Packet, DecodeError> {
+        let first = *input.first().ok_or(DecodeError::Empty)?;
+        if first == b'b' {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(&input[1..])
+                .map_err(|_| DecodeError::BadBase64)?;
+            return Ok(Packet::Binary(Bytes::from(decoded)));
+        }
+        let data = input.slice(1..);
+        Ok(match first {
+            b'0' => {
+                Packet::Open(String::from_utf8(data.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?)
+            }
+            b'1' => Packet::Close,
+            b'2' => Packet::Ping(data),
+            b'3' => Packet::Pong(data),
+            b'4' => Packet::Message(data),
+            b'5' => Packet::Upgrade,
+            b'6' => Packet::Noop,
+            other => return Err(DecodeError::UnknownType(other)),
+        })
+    }
+
+    /// Encodes a packet as text, as on a WebSocket text frame or inside a polling payload.
+    pub fn encode_text(&self) -> String {
+        fn with(prefix: char, data: &[u8]) -> String {
+            let mut out = String::with_capacity(1 + data.len());
+            out.push(prefix);
+            out.push_str(&String::from_utf8_lossy(data));
+            out
+        }
+        match self {
+            Packet::Open(json) => with('0', json.as_bytes()),
+            Packet::Close => "1".to_string(),
+            Packet::Ping(data) => with('2', data),
+            Packet::Pong(data) => with('3', data),
+            Packet::Message(data) => with('4', data),
+            Packet::Upgrade => "5".to_string(),
+            Packet::Noop => "6".to_string(),
+            Packet::Binary(data) => {
+                let mut out = String::from("b");
+                base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+                out
+            }
+        }
+    }
+}
+
+/// Splits a polling POST body into packets. Every record must decode, or the whole
+/// payload is rejected (the session is then closed, as by the reference server).
+pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
+    if std::str::from_utf8(&body).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    let mut packets = Vec::new();
+    let mut start = 0;
+    for (i, byte) in body.iter().enumerate() {
+        if *byte == RECORD_SEPARATOR {
+            packets.push(Packet::decode_text(body.slice(start..i))?);
+            start = i + 1;
+        }
+    }
+    packets.push(Packet::decode_text(body.slice(start..))?);
+    Ok(packets)
+}
+
+/// Appends one binary packet to a polling payload as `b` + base64.
+pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
+    out.push(b'b');
+    let start = out.len();
+    let encoded_len = data.len().div_ceil(3) * 4;
+    out.resize(start + encoded_len, 0);
+    // The buffer was sized for the exact encoded length, so this cannot fail.
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_each_type() {
+        assert_eq!(Packet::decode_text(Bytes::from_static(b"1")), Ok(Packet::Close));
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"2probe")),
+            Ok(Packet::Ping(Bytes::from_static(b"probe")))
+        );
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"4hello")),
+            Ok(Packet::Message(Bytes::from_static(b"hello")))
+        );
+        assert_eq!(Packet::decode_text(Bytes::from_static(b"5")), Ok(Packet::Upgrade));
+        assert_eq!(Packet::decode_text(Bytes::from_static(b"6")), Ok(Packet::Noop));
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"bAQIDBA==")),
+            Ok(Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(Packet::decode_text(Bytes::new()), Err(DecodeError::Empty));
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"9x")),
+            Err(DecodeError::UnknownType(b'9'))
+        );
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"b!!!")),
+            Err(DecodeError::BadBase64)
+        );
+        assert_eq!(
+            decode_payload(Bytes::from_static(b"4a\x1e\x1e4b")),
+            Err(DecodeError::Empty)
+        );
+        assert_eq!(
+            decode_payload(Bytes::from_static(b"4\xff")),
+            Err(DecodeError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn splits_payloads() {
+        let packets = decode_payload(Bytes::from_static(b"4hello\x1ebAQIDBA==\x1e3")).unwrap();
+        assert_eq!(
+            packets,
+            vec![
+                Packet::Message(Bytes::from_static(b"hello")),
+                Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+                Packet::Pong(Bytes::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn base64_matches_encoder() {
+        let mut out = Vec::new();
+        push_base64(&mut out, &[1, 2, 3, 4]);
+        assert_eq!(out, b"bAQIDBA==");
+    }
+
+    fn arb_packet() -> impl Strategy<Value = Packet> {
+        let text = "[^\u{1e}]{0,40}";
+        prop_oneof![
+            text.prop_map(Packet::Open),
+            Just(Packet::Close),
+            text.prop_map(|s| Packet::Ping(Bytes::from(s))),
+            text.prop_map(|s| Packet::Pong(Bytes::from(s))),
+            text.prop_map(|s| Packet::Message(Bytes::from(s))),
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|v| Packet::Binary(Bytes::from(v))),
+            Just(Packet::Upgrade),
+            Just(Packet::Noop),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn text_round_trip(packet in arb_packet()) {
+            let encoded = packet.encode_text();
+            prop_assert_eq!(Packet::decode_text(Bytes::from(encoded)), Ok(packet));
+        }
+
+        #[test]
+        fn payload_round_trip(packets in proptest::collection::vec(arb_packet(), 1..8)) {
+            let body = packets.iter().map(Packet::encode_text).collect::<Vec<_>>().join("\u{1e}");
+            prop_assert_eq!(decode_payload(Bytes::from(body)), Ok(packets));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_payload(Bytes::from(bytes.clone()));
+            let _ = Packet::decode_text(Bytes::from(bytes));
+        }
+    }
+}

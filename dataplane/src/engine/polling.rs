@@ -1,0 +1,135 @@
+//! HTTP long-polling: GET waits for queued frames, POST delivers client packets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::http::{Body, EngineError, Responder};
+use super::outbox::Frame;
+use super::packet::{decode_payload, push_base64, RECORD_SEPARATOR};
+use super::session::{CloseReason, FlagGuard, Session};
+use super::Engine;
+use crate::config::TransportKind;
+
+/// Joins frames into one polling payload: text as is, binary as `b` + base64.
+fn encode_payload(frames: &[Frame]) -> Bytes {
+    let size: usize = frames.iter().map(|f| f.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + size / 3);
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(RECORD_SEPARATOR);
+        }
+        match frame {
+            Frame::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Frame::Binary(data) => push_base64(&mut out, data),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// A polling GET: answers at once with what is queued, or waits for the next frames.
+pub(super) async fn poll(session: &Arc<Session>, responder: &Responder) -> Response<Body> {
+    {
+        let mut t = session.transport.lock();
+        if t.get_active {
+            drop(t);
+            // Two concurrent GETs: the reference server fails the session.
+            session.close(CloseReason::TransportError);
+            return responder.error(EngineError::BadRequest);
+        }
+        t.get_active = true;
+    }
+    let _guard = FlagGuard { session, get: true };
+    let mut frames = Vec::new();
+    loop {
+        let ready = session.outbox.ready();
+        session.outbox.drain_into(&mut frames);
+        if !frames.is_empty() {
+            return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", encode_payload(&frames));
+        }
+        if session.outbox.is_closed() {
+            return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", "1");
+        }
+        {
+            // During an upgrade the pending GET is released with a noop so the client can
+            // finish the switch; once upgraded, polling gets nothing more.
+            let t = session.transport.lock();
+            if t.upgrading || t.transport != TransportKind::Polling {
+                return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", "6");
+            }
+        }
+        ready.await;
+    }
+}
+
+/// A polling POST: decodes the payload and hands every packet to the session.
+pub(super) async fn data(
+    engine: &Engine,
+    session: &Arc<Session>,
+    req: Request<Incoming>,
+    responder: &Responder,
+) -> Response<Body> {
+    {
+        let mut t = session.transport.lock();
+        if t.post_active {
+            drop(t);
+            session.close(CloseReason::TransportError);
+            return responder.error(EngineError::BadRequest);
+        }
+        t.post_active = true;
+    }
+    let _guard = FlagGuard { session, get: false };
+    let max = engine.settings.max_payload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        session.close(CloseReason::TransportError);
+        return responder.status_json(StatusCode::PAYLOAD_TOO_LARGE, EngineError::BadRequest.code(), "Payload too large");
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let too_large = err.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            session.close(CloseReason::TransportError);
+            return if too_large {
+                responder.status_json(StatusCode::PAYLOAD_TOO_LARGE, EngineError::BadRequest.code(), "Payload too large")
+            } else {
+                responder.error(EngineError::BadRequest)
+            };
+        }
+    };
+    match decode_payload(body) {
+        Ok(packets) => {
+            for packet in packets {
+                session.on_packet(packet);
+            }
+            responder.build(StatusCode::OK, "text/html", "ok")
+        }
+        Err(error) => {
+            tracing::debug!(sid = %session.sid, %error, "malformed polling payload");
+            session.close(CloseReason::ParseError);
+            responder.error(EngineError::BadRequest)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_encoding() {
+        let frames = vec![
+            Frame::from("4hello".to_string()),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+            Frame::PING,
+        ];
+        assert_eq!(&encode_payload(&frames)[..], b"4hello\x1ebAQIDBA==\x1e2");
+    }
+}

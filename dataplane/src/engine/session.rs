@@ -1,0 +1,254 @@
+//! One Engine.IO session: its transport state, outbound queue and heartbeat.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::outbox::{Frame, Outbox, OutboxLimits, PushOutcome};
+use super::packet::Packet;
+use super::{ConnectionHandler, Engine};
+use crate::config::TransportKind;
+
+/// Why a session ended. The strings are the Socket.IO disconnect reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection or sent a close packet.
+    TransportClose,
+    /// The connection failed (I/O error, protocol violation on the wire).
+    TransportError,
+    PingTimeout,
+    /// The client sent a packet that could not be decoded.
+    ParseError,
+    /// The server closed the session (e.g. `disconnect(true)`).
+    ForcedClose,
+    /// The client could not keep up with its outbound queue.
+    SlowConsumer,
+    /// The session never joined a namespace within `connectTimeout`.
+    ConnectTimeout,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::ConnectTimeout => "connect timeout",
+            CloseReason::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+/// Which transport carries the session and whose turn it is to use it.
+#[derive(Debug)]
+pub(super) struct TransportState {
+    pub transport: TransportKind,
+    /// A WebSocket probe succeeded and the upgrade is in progress.
+    pub upgrading: bool,
+    /// A polling GET is waiting for frames.
+    pub get_active: bool,
+    /// A polling POST is being processed.
+    pub post_active: bool,
+}
+
+pub struct Session {
+    pub sid: Arc<str>,
+    pub outbox: Outbox,
+    pub(super) transport: Mutex<TransportState>,
+    /// Set when a pong arrives; checked by the heartbeat.
+    pong: Notify,
+    /// Woken once when the session closes, for tasks blocked on I/O.
+    pub(super) closed_notify: Notify,
+    closed: AtomicBool,
+    handler: OnceLock<Arc<dyn ConnectionHandler>>,
+    engine: Weak<Engine>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).finish()
+    }
+}
+
+impl Session {
+    pub(super) fn new(sid: Arc<str>, transport: TransportKind, engine: Weak<Engine>) -> Arc<Self> {
+        Arc::new(Self {
+            sid,
+            outbox: Outbox::default(),
+            transport: Mutex::new(TransportState {
+                transport,
+                upgrading: false,
+                get_active: false,
+                post_active: false,
+            }),
+            pong: Notify::new(),
+            closed_notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            handler: OnceLock::new(),
+            engine,
+        })
+    }
+
+    pub(super) fn attach_handler(&self, handler: Arc<dyn ConnectionHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport.lock().transport
+    }
+
+    fn limits(&self) -> OutboxLimits {
+        self.engine
+            .upgrade()
+            .map(|e| e.settings.outbox)
+            .unwrap_or(OutboxLimits {
+                max_frames: 0,
+                max_bytes: 0,
+            })
+    }
+
+    /// Queues the frames of one packet. A non-volatile packet that does not fit closes the
+    /// session as a slow consumer; a volatile one is silently dropped.
+    pub fn send(&self, frames: &[Frame], volatile: bool) -> PushOutcome {
+        self.send_with_limits(frames, volatile, self.limits())
+    }
+
+    /// Like [`Session::send`] with limits the caller already holds (broadcast loops).
+    pub fn send_with_limits(&self, frames: &[Frame], volatile: bool, limits: OutboxLimits) -> PushOutcome {
+        let outcome = self.outbox.push(frames, volatile, limits);
+        if outcome == PushOutcome::Overflow {
+            tracing::warn!(sid = %self.sid, max_frames = limits.max_frames, max_bytes = limits.max_bytes,
+                "closing slow consumer: outbound queue full");
+            self.close(CloseReason::SlowConsumer);
+        }
+        outcome
+    }
+
+    /// Handles one decoded packet from whichever transport carries the session.
+    pub(super) fn on_packet(&self, packet: Packet) {
+        match packet {
+            Packet::Pong(_) => self.pong.notify_waiters(),
+            Packet::Message(text) => {
+                if let Some(h) = self.handler.get() {
+                    h.on_message(text);
+                }
+            }
+            Packet::Binary(data) => {
+                if let Some(h) = self.handler.get() {
+                    h.on_binary(data);
+                }
+            }
+            Packet::Close => self.close(CloseReason::TransportClose),
+            // Pings come from the server in v4; upgrade and noop only matter during an
+            // upgrade, handled by the WebSocket transport; a client never sends open.
+            Packet::Ping(_) | Packet::Upgrade | Packet::Noop | Packet::Open(_) => {}
+        }
+    }
+
+    /// Closes the session once: unregisters it, tells the upper layer, and lets the
+    /// transport flush what is queued (a pending poll receives the close packet).
+    pub fn close(&self, reason: CloseReason) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
+        if let Some(engine) = self.engine.upgrade() {
+            engine.remove_session(&self.sid);
+        }
+        if let Some(h) = self.handler.get() {
+            h.on_close(reason);
+        }
+        self.outbox.push_control(Frame::CLOSE);
+        self.outbox.close();
+        self.closed_notify.notify_waiters();
+    }
+
+    /// Resolves when the session is closed.
+    pub(super) async fn wait_closed(&self) {
+        let notified = self.closed_notify.notified();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Starts the server-side heartbeat: ping every `interval`, close if no pong within `timeout`.
+/// The task holds only a weak reference between pings, so it never keeps a session alive.
+pub(super) fn spawn_heartbeat(session: &Arc<Session>, interval: Duration, timeout: Duration) {
+    let weak = Arc::downgrade(session);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(session) = weak.upgrade() else { return };
+            if session.is_closed() {
+                return;
+            }
+            // Listen before pinging; `notify_waiters` stores no permit, so a stray pong
+            // sent earlier cannot answer this ping.
+            let pong = session.pong.notified();
+            session.outbox.push_control(Frame::PING);
+            tokio::select! {
+                _ = pong => {}
+                _ = tokio::time::sleep(timeout) => {
+                    session.close(CloseReason::PingTimeout);
+                    return;
+                }
+                _ = session.wait_closed() => return,
+            }
+        }
+    });
+}
+
+/// Resets a transport flag when a request ends, however it ends.
+pub(super) struct FlagGuard<'a> {
+    pub session: &'a Session,
+    pub get: bool,
+}
+
+impl Drop for FlagGuard<'_> {
+    fn drop(&mut self) {
+        let mut t = self.session.transport.lock();
+        if self.get {
+            t.get_active = false;
+        } else {
+            t.post_active = false;
+        }
+    }
+}
+
+/// Upper layer for tests and for the engine conformance server: echoes every message.
+pub struct EchoHandler {
+    pub session: Weak<Session>,
+}
+
+impl ConnectionHandler for EchoHandler {
+    fn on_message(&self, text: Bytes) {
+        if let Some(s) = self.session.upgrade() {
+            let mut out = String::with_capacity(text.len() + 1);
+            out.push('4');
+            out.push_str(&String::from_utf8_lossy(&text));
+            s.send(&[Frame::from(out)], false);
+        }
+    }
+
+    fn on_binary(&self, data: Bytes) {
+        if let Some(s) = self.session.upgrade() {
+            s.send(&[Frame::Binary(data)], false);
+        }
+    }
+
+    fn on_close(&self, _reason: CloseReason) {}
+}

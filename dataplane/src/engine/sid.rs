@@ -1,0 +1,88 @@
+//! Engine.IO session ids and Socket.IO socket ids.
+//!
+//! A session id is 16 random base64url characters (96 bits from a CSPRNG) followed by the
+//! base64url form of the owning node's member id, so any node can tell which node owns a
+//! session from the id alone. Socket ids are separate random values: knowing a socket id
+//! (which other clients may see) never lets anyone touch the engine session.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::RngCore;
+
+const RANDOM_BYTES: usize = 12;
+/// Length of the random part of a session id in characters.
+const RANDOM_CHARS: usize = RANDOM_BYTES * 4 / 3;
+
+fn random_part() -> String {
+    let mut bytes = [0u8; RANDOM_BYTES];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Makes session ids that name their node.
+#[derive(Debug, Clone)]
+pub struct SidGenerator {
+    node_suffix: String,
+}
+
+impl SidGenerator {
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_suffix: URL_SAFE_NO_PAD.encode(node_id.as_bytes()),
+        }
+    }
+
+    pub fn session_id(&self) -> String {
+        let mut sid = random_part();
+        sid.push_str(&self.node_suffix);
+        sid
+    }
+}
+
+/// A fresh random Socket.IO socket id, unrelated to any session id.
+pub fn socket_id() -> String {
+    random_part()
+}
+
+/// The member id of the node that owns a session id, if the id is well formed.
+pub fn owner_of(sid: &str) -> Option<String> {
+    let suffix = sid.get(RANDOM_CHARS..)?;
+    let bytes = URL_SAFE_NO_PAD.decode(suffix).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn session_ids_are_unique_and_name_their_node() {
+        let generator = SidGenerator::new("hub-2");
+        let a = generator.session_id();
+        let b = generator.session_id();
+        assert_ne!(a, b);
+        assert_eq!(owner_of(&a).as_deref(), Some("hub-2"));
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn socket_ids_do_not_name_nodes() {
+        let id = socket_id();
+        assert_eq!(id.len(), RANDOM_CHARS);
+        assert_eq!(owner_of(&id).as_deref(), Some(""));
+    }
+
+    proptest! {
+        #[test]
+        fn owner_round_trip(node in "[a-z0-9.-]{1,63}") {
+            let sid = SidGenerator::new(&node).session_id();
+            prop_assert_eq!(owner_of(&sid), Some(node));
+        }
+
+        #[test]
+        fn owner_of_garbage_never_panics(s in ".{0,64}") {
+            let _ = owner_of(&s);
+        }
+    }
+}
