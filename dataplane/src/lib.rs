@@ -2,8 +2,12 @@
 //!
 //! Layers, bottom up (as in Node `socket.io`): [`engine`] (sessions, transports),
 //! [`socketio`] (packets, namespaces, sockets, rooms, broadcasts) and the application
-//! [`socketio::Handler`] that receives connects, events and disconnects.
+//! [`socketio::Handler`] that receives connects, events and disconnects. [`server`] runs
+//! the HTTP front; [`relay`] is the binary's built-in application.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod relay;
+pub mod server;
 pub mod socketio;

@@ -213,7 +213,7 @@ mod tests {
     fn byte_limit_counts() {
         let o = Outbox::default();
         let big = Frame::Binary(Bytes::from(vec![0u8; 900]));
-        assert_eq!(o.push(&[big.clone()], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(std::slice::from_ref(&big), false, LIMITS), PushOutcome::Queued);
         assert_eq!(o.push(&[big], false, LIMITS), PushOutcome::Overflow);
     }
 

@@ -1,0 +1,152 @@
+//! Command-line flags shared by the hub binary and the examples.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::config::{Config, TransportKind};
+
+/// Flags that override the configuration. Every flag also reads an environment variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HubArgs {
+    /// Address to listen on for Socket.IO clients, e.g. 0.0.0.0:3000 (port 0 picks a free one).
+    #[arg(long, env = "ROOMCAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Stable member id of this node (the pod name in Kubernetes).
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// HTTP path of the Socket.IO endpoint.
+    #[arg(long, env = "ROOMCAST_PATH")]
+    pub path: Option<String>,
+    /// Milliseconds between server pings.
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
+    /// Milliseconds a client has to answer a ping.
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT")]
+    pub ping_timeout: Option<u64>,
+    /// Largest accepted message or HTTP body, in bytes.
+    #[arg(long, env = "ROOMCAST_MAX_PAYLOAD")]
+    pub max_payload: Option<usize>,
+    /// Open Engine.IO sessions allowed on this node.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a new session may stay without joining a namespace.
+    #[arg(long, env = "ROOMCAST_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<u64>,
+    /// Transports to accept, comma separated: polling,websocket.
+    #[arg(long, env = "ROOMCAST_TRANSPORTS", value_delimiter = ',')]
+    pub transports: Option<Vec<String>>,
+    /// Namespaces clients may join, comma separated; `*` matches any run of characters.
+    #[arg(long, env = "ROOMCAST_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Option<Vec<String>>,
+    /// Namespaces one session may join at once.
+    #[arg(long, env = "ROOMCAST_MAX_NAMESPACES")]
+    pub max_namespaces: Option<usize>,
+    /// Frames queued per connection before volatile packets drop and the client is cut.
+    #[arg(long, env = "ROOMCAST_MAX_OUTBOUND_FRAMES")]
+    pub max_outbound_frames: Option<usize>,
+    /// Allowed CORS origins, comma separated (`*` for any).
+    #[arg(long, env = "ROOMCAST_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Option<Vec<String>>,
+    /// Log format: text or json.
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// A flag value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --{flag}: {reason}")]
+pub struct FlagError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+impl HubArgs {
+    /// Applies the flags given on top of `config`.
+    pub fn apply(&self, config: &mut Config) -> Result<(), FlagError> {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.node_id {
+            config.node_id = v.clone();
+        }
+        if let Some(v) = &self.path {
+            if !v.starts_with('/') {
+                return Err(FlagError { flag: "path", reason: "must start with /".into() });
+            }
+            config.engine.path = if v.ends_with('/') { v.clone() } else { format!("{v}/") };
+        }
+        if let Some(v) = self.ping_interval {
+            config.engine.ping_interval = v;
+        }
+        if let Some(v) = self.ping_timeout {
+            config.engine.ping_timeout = v;
+        }
+        if let Some(v) = self.max_payload {
+            config.engine.max_http_buffer_size = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.limits.max_connections = v;
+        }
+        if let Some(v) = self.connect_timeout {
+            config.socketio.connect_timeout = v;
+        }
+        if let Some(list) = &self.transports {
+            let mut transports = Vec::new();
+            for t in list {
+                transports.push(match t.trim() {
+                    "polling" => TransportKind::Polling,
+                    "websocket" => TransportKind::Websocket,
+                    other => {
+                        return Err(FlagError {
+                            flag: "transports",
+                            reason: format!("unknown transport {other:?} (expected polling or websocket)"),
+                        })
+                    }
+                });
+            }
+            if transports.is_empty() {
+                return Err(FlagError { flag: "transports", reason: "at least one transport is needed".into() });
+            }
+            config.engine.transports = transports;
+        }
+        if let Some(v) = &self.namespaces {
+            config.socketio.namespaces = v.clone();
+        }
+        if let Some(v) = self.max_namespaces {
+            config.limits.max_namespaces_per_session = v;
+        }
+        if let Some(v) = self.max_outbound_frames {
+            config.limits.max_outbound_frames = v;
+        }
+        if let Some(v) = &self.cors_origin {
+            config.engine.cors.origin = v.clone();
+        }
+        Ok(())
+    }
+
+    /// Installs the tracing subscriber (logs to stderr; `RUST_LOG` sets the level).
+    pub fn init_logging(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        if self.log_format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
+    }
+}
+
+/// Binds the listener, prints the ready line on stdout and runs until SIGTERM/Ctrl-C.
+pub async fn serve(server: crate::server::Server, listen: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts wait for this exact line.
+    println!("listening on http://{addr} (path {path})");
+    tracing::info!(%addr, path, "listening");
+    server.run(listener, crate::server::shutdown_signal()).await?;
+    Ok(())
+}

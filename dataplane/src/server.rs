@@ -1,0 +1,132 @@
+//! The TCP accept loop, HTTP/1 connections, health endpoints and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::http::Body;
+use crate::engine::{CloseReason, ConnectionFactory, Engine};
+use crate::socketio::{Handler, Hub};
+
+/// A hub node's client-facing server.
+pub struct Server {
+    engine: Arc<Engine>,
+    hub: Option<Hub>,
+}
+
+impl Server {
+    /// A Socket.IO server whose application logic is `handler`.
+    pub fn new(config: Config, handler: Arc<dyn Handler>) -> Self {
+        let config = Arc::new(config);
+        let hub = Hub::new(config.clone(), handler);
+        let engine = Engine::new(&config, hub.connection_factory());
+        Self {
+            engine,
+            hub: Some(hub),
+        }
+    }
+
+    /// A bare Engine.IO server (no Socket.IO layer), e.g. for engine conformance tests.
+    pub fn engine_only(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Self {
+        Self {
+            engine: Engine::new(config, factory),
+            hub: None,
+        }
+    }
+
+    pub fn hub(&self) -> Option<&Hub> {
+        self.hub.as_ref()
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then closes every session and returns once they
+    /// are gone (or after a short grace period).
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_connection(self.engine.clone(), stream, peer));
+                    }
+                    Err(error) => {
+                        // Usually EMFILE: back off instead of spinning; existing clients go on.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(sessions = self.engine.session_count(), "shutting down: closing sessions");
+        self.engine.close_all(CloseReason::ServerShutdown);
+        // Give transports a moment to flush the close to their clients.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    }
+}
+
+async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let engine = engine.clone();
+        async move { Ok::<_, Infallible>(route(engine, req, peer).await) }
+    });
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "http connection ended with an error");
+    }
+}
+
+async fn route(engine: Arc<Engine>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" | "/readyz" => {
+            let mut res = Response::new(Body::from("ok"));
+            *res.status_mut() = StatusCode::OK;
+            res
+        }
+        _ => engine.handle(req, peer).await,
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

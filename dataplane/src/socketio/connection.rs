@@ -1,0 +1,261 @@
+//! The Socket.IO side of one engine session: namespace connects, binary reassembly and
+//! dispatch of packets to sockets and the application.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::handler::{AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event};
+use super::hub::HubInner;
+use super::packet::{self, Packet, PacketKind};
+use super::payload::Payload;
+use super::socket::Socket;
+use crate::engine::{CloseReason, ConnectionHandler, Frame, HandshakeInfo, Session};
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+#[derive(Default)]
+struct State {
+    /// One socket per connected namespace.
+    sockets: Vec<Arc<Socket>>,
+    /// Namespaces whose connect is being decided by the application.
+    connecting: Vec<String>,
+    partial: Option<Partial>,
+    closed: bool,
+}
+
+pub(crate) struct Connection {
+    hub: Arc<HubInner>,
+    session: Weak<Session>,
+    handshake: Arc<HandshakeInfo>,
+    state: Mutex<State>,
+}
+
+impl Connection {
+    pub(super) fn new(hub: Arc<HubInner>, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            session: Arc::downgrade(session),
+            handshake: Arc::new(handshake),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub(super) fn has_namespaces(&self) -> bool {
+        !self.state.lock().sockets.is_empty()
+    }
+
+    fn send_text(&self, text: String) {
+        if let Some(session) = self.session.upgrade() {
+            session.send(&[Frame::from(text)], false);
+        }
+    }
+
+    fn fail(&self, error: &dyn std::fmt::Display) {
+        if let Some(session) = self.session.upgrade() {
+            tracing::debug!(sid = %session.sid, %error, "closing session on invalid Socket.IO packet");
+            session.close(CloseReason::ParseError);
+        }
+    }
+
+    fn socket_for(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.state
+            .lock()
+            .sockets
+            .iter()
+            .find(|s| s.namespace().name() == nsp)
+            .cloned()
+    }
+
+    pub(super) fn forget(&self, socket: &Arc<Socket>) {
+        self.state.lock().sockets.retain(|s| !Arc::ptr_eq(s, socket));
+    }
+
+    /// `disconnect(true)`: every namespace gets a DISCONNECT, then the connection closes.
+    pub(super) fn disconnect_all_and_close(&self) {
+        let sockets = self.state.lock().sockets.clone();
+        for socket in &sockets {
+            socket.finish(DisconnectReason::ServerNamespaceDisconnect);
+        }
+        if let Some(session) = self.session.upgrade() {
+            session.close(CloseReason::ForcedClose);
+        }
+    }
+
+    fn on_connect(self: &Arc<Self>, packet: Packet) {
+        let nsp = packet.nsp;
+        if !self.hub.namespace_allowed(&nsp) {
+            self.send_text(packet::encode_connect_error(&nsp, "Invalid namespace", None));
+            return;
+        }
+        {
+            let mut state = self.state.lock();
+            let busy = state.sockets.iter().any(|s| s.namespace().name() == nsp) || state.connecting.contains(&nsp);
+            if busy {
+                return;
+            }
+            let max = self.hub.config.limits.max_namespaces_per_session;
+            if state.sockets.len() + state.connecting.len() >= max {
+                drop(state);
+                let data = serde_json::json!({ "limit": max });
+                self.send_text(packet::encode_connect_error(&nsp, "Too many namespaces", Some(&data)));
+                return;
+            }
+            state.connecting.push(nsp.clone());
+        }
+        let request = ConnectRequest {
+            namespace: nsp,
+            auth: packet.data.unwrap_or_else(|| Value::Object(Default::default())),
+            handshake: self.handshake.clone(),
+        };
+        let conn = self.clone();
+        tokio::spawn(async move {
+            let decision = conn.hub.handler.connect(request.clone()).await;
+            conn.finish_connect(request, decision);
+        });
+    }
+
+    fn finish_connect(self: &Arc<Self>, request: ConnectRequest, decision: ConnectDecision) {
+        let nsp = request.namespace;
+        let Some(session) = self.session.upgrade() else { return };
+        {
+            let mut state = self.state.lock();
+            state.connecting.retain(|n| n != &nsp);
+            if state.closed {
+                return;
+            }
+        }
+        let (data, rooms) = match decision {
+            ConnectDecision::Accept { data, rooms } => (data, rooms),
+            ConnectDecision::Reject { message, data } => {
+                self.send_text(packet::encode_connect_error(&nsp, &message, data.as_ref()));
+                return;
+            }
+        };
+        let ns = self.hub.namespace(&nsp);
+        let socket = Socket::new(ns.clone(), session, Arc::downgrade(self), self.handshake.clone(), request.auth, data);
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            state.sockets.push(socket.clone());
+        }
+        ns.add(&socket);
+        for room in &rooms {
+            if let Err(error) = socket.join(room) {
+                tracing::warn!(socket = socket.id(), room = %room, %error, "initial room not joined");
+            }
+        }
+        self.send_text(packet::encode_connect(&nsp, socket.id()));
+        self.hub.handler.connected(&socket);
+    }
+
+    fn dispatch(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {
+        let Some(socket) = self.socket_for(&packet.nsp) else {
+            // As the reference server: packets for a namespace not joined are ignored.
+            tracing::debug!(nsp = %packet.nsp, "packet for a namespace not connected");
+            return;
+        };
+        let args = match packet.data {
+            Some(Value::Array(args)) => args,
+            _ => Vec::new(),
+        };
+        match packet.kind {
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let mut args = args.into_iter();
+                let name = match args.next() {
+                    Some(Value::String(name)) => name,
+                    Some(other) => other.to_string(),
+                    None => return,
+                };
+                let event = Event {
+                    name,
+                    payload: Payload {
+                        args: args.collect(),
+                        attachments,
+                    },
+                    ack: packet.id.map(|id| AckResponder {
+                        socket: socket.clone(),
+                        id,
+                    }),
+                };
+                self.hub.handler.event(&socket, event);
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                if let Some(id) = packet.id {
+                    socket.resolve_ack(id, Payload { args, attachments });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ConnectionHandler for Arc<Connection> {
+    fn on_message(&self, text: Bytes) {
+        let Ok(text) = std::str::from_utf8(&text) else {
+            return self.fail(&"message is not UTF-8");
+        };
+        if self.state.lock().partial.is_some() {
+            return self.fail(&"text packet while binary attachments were expected");
+        }
+        let packet = match Packet::decode(text, self.hub.config.limits.max_attachments) {
+            Ok(packet) => packet,
+            Err(error) => return self.fail(&error),
+        };
+        match packet.kind {
+            PacketKind::Connect => self.on_connect(packet),
+            PacketKind::Disconnect => {
+                if let Some(socket) = self.socket_for(&packet.nsp) {
+                    socket.finish(DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketKind::ConnectError => self.fail(&"clients may not send CONNECT_ERROR"),
+            PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
+                self.state.lock().partial = Some(Partial {
+                    packet,
+                    attachments: Vec::new(),
+                });
+            }
+            _ => self.dispatch(packet, Vec::new()),
+        }
+    }
+
+    fn on_binary(&self, data: Bytes) {
+        let complete = {
+            let mut state = self.state.lock();
+            let Some(partial) = state.partial.as_mut() else {
+                drop(state);
+                return self.fail(&"unexpected binary message");
+            };
+            partial.attachments.push(data);
+            if partial.attachments.len() == partial.packet.attachments {
+                state.partial.take()
+            } else {
+                None
+            }
+        };
+        if let Some(Partial { packet, attachments }) = complete {
+            self.dispatch(packet, attachments);
+        }
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        let sockets = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.partial = None;
+            state.sockets.clone()
+        };
+        for socket in sockets {
+            socket.finish(DisconnectReason::Transport(reason));
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The Socket.IO server of one node: configured namespaces, the application handler and
+//! the registry of live namespaces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::connection::Connection;
+use super::handler::Handler;
+use super::namespace::{Namespace, NamespaceLimits};
+use crate::config::Config;
+use crate::engine::{CloseReason, ConnectionFactory, ConnectionHandler, HandshakeInfo, OutboxLimits, Session};
+
+/// Whether `name` matches a namespace pattern, where `*` matches any run of characters.
+pub fn namespace_matches(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut remaining) = name.strip_prefix(head) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let tail = parts.pop().unwrap_or("");
+    for part in parts {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= tail.len() && remaining.ends_with(tail)
+}
+
+pub(crate) struct HubInner {
+    pub config: Arc<Config>,
+    pub handler: Arc<dyn Handler>,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    limits: NamespaceLimits,
+}
+
+impl HubInner {
+    pub fn namespace_allowed(&self, name: &str) -> bool {
+        self.config
+            .socketio
+            .namespaces
+            .iter()
+            .any(|pattern| namespace_matches(pattern, name))
+    }
+
+    /// The namespace of that name, created on first use.
+    pub fn namespace(&self, name: &str) -> Arc<Namespace> {
+        if let Some(ns) = self.namespaces.read().get(name) {
+            return ns.clone();
+        }
+        self.namespaces
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| Namespace::new(name, self.limits, self.handler.clone()))
+            .clone()
+    }
+}
+
+/// Handle on the Socket.IO server, for application code and the management API.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl Hub {
+    pub fn new(config: Arc<Config>, handler: Arc<dyn Handler>) -> Self {
+        let limits = NamespaceLimits {
+            outbox: OutboxLimits {
+                max_frames: config.limits.max_outbound_frames,
+                max_bytes: config.limits.max_outbound_bytes,
+            },
+            max_pending_acks: config.limits.max_pending_acks,
+            max_rooms_per_socket: config.limits.max_rooms_per_socket,
+        };
+        let inner = Arc::new(HubInner {
+            config,
+            handler,
+            namespaces: RwLock::new(HashMap::new()),
+            limits,
+        });
+        for name in &inner.config.socketio.namespaces {
+            if !name.contains('*') {
+                inner.namespace(name);
+            }
+        }
+        Self { inner }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A namespace that exists (configured, or created by a client connecting to it).
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.inner.namespaces.read().get(name).cloned()
+    }
+
+    /// Every live namespace, sorted by name.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        let mut all: Vec<_> = self.inner.namespaces.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// What the engine calls to create the Socket.IO side of each new session.
+    pub fn connection_factory(&self) -> Arc<dyn ConnectionFactory> {
+        Arc::new(Factory(self.inner.clone()))
+    }
+}
+
+struct Factory(Arc<HubInner>);
+
+impl ConnectionFactory for Factory {
+    fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+        let conn = Connection::new(self.0.clone(), session, handshake);
+        // A session that joins no namespace within `connectTimeout` is closed.
+        let timeout = Duration::from_millis(self.0.config.socketio.connect_timeout);
+        let (weak_conn, weak_session) = (Arc::downgrade(&conn), Arc::downgrade(session));
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let (Some(conn), Some(session)) = (weak_conn.upgrade(), weak_session.upgrade()) {
+                if !conn.has_namespaces() {
+                    session.close(CloseReason::ConnectTimeout);
+                }
+            }
+        });
+        Arc::new(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_matches as m;
+
+    #[test]
+    fn namespace_patterns() {
+        assert!(m("/", "/"));
+        assert!(!m("/", "/a"));
+        assert!(m("/dyn-*", "/dyn-1"));
+        assert!(m("/dyn-*", "/dyn-"));
+        assert!(!m("/dyn-*", "/dy"));
+        assert!(m("*", "/anything"));
+        assert!(m("/t/*/chat", "/t/acme/chat"));
+        assert!(!m("/t/*/chat", "/t/acme/chatx"));
+        assert!(m("/a*b*c", "/aXbYc"));
+        assert!(!m("/a*bc", "/abc/x"));
+        assert!(m("/a*a", "/aa"));
+    }
+}

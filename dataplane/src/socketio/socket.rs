@@ -1,0 +1,266 @@
+//! A Socket.IO socket: one client in one namespace.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::connection::Connection;
+use super::handler::DisconnectReason;
+use super::namespace::Namespace;
+use super::packet;
+use super::payload::Payload;
+use crate::engine::{CloseReason, Frame, HandshakeInfo, PushOutcome, Session};
+
+/// Errors of operations on a socket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SocketError {
+    #[error("the socket is disconnected")]
+    Disconnected,
+    #[error("the outbound queue is full")]
+    QueueFull,
+    #[error("too many acknowledgements pending (limit {0})")]
+    TooManyPendingAcks(usize),
+    #[error("no acknowledgement within the timeout")]
+    AckTimeout,
+    #[error("the socket is in too many rooms (limit {0})")]
+    TooManyRooms(usize),
+}
+
+/// One client's answer to a broadcast with acks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckReply {
+    pub socket_id: Arc<str>,
+    pub payload: Payload,
+}
+
+#[derive(Debug)]
+pub(super) enum AckWaiter {
+    One(oneshot::Sender<Payload>),
+    Many(mpsc::UnboundedSender<AckReply>),
+}
+
+/// Builds the frames of one packet: the text frame then its attachments.
+pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + payload.attachments.len());
+    frames.push(Frame::from(text));
+    frames.extend(payload.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
+
+pub struct Socket {
+    id: Arc<str>,
+    pub(super) ns: Arc<Namespace>,
+    pub(super) session: Arc<Session>,
+    pub(super) conn: Weak<Connection>,
+    handshake: Arc<HandshakeInfo>,
+    auth: Value,
+    /// Rooms joined, not counting the implicit room named by the socket id.
+    pub(super) rooms: Mutex<Vec<Arc<str>>>,
+    acks: Mutex<HashMap<u64, AckWaiter>>,
+    data: Mutex<Value>,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.ns.name())
+            .finish()
+    }
+}
+
+impl Socket {
+    pub(super) fn new(
+        ns: Arc<Namespace>,
+        session: Arc<Session>,
+        conn: Weak<Connection>,
+        handshake: Arc<HandshakeInfo>,
+        auth: Value,
+        data: Value,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: Arc::from(crate::engine::sid::socket_id()),
+            ns,
+            session,
+            conn,
+            handshake,
+            auth,
+            rooms: Mutex::new(Vec::new()),
+            acks: Mutex::new(HashMap::new()),
+            data: Mutex::new(data),
+            connected: AtomicBool::new(true),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    pub fn handshake(&self) -> &HandshakeInfo {
+        &self.handshake
+    }
+
+    /// The `auth` object the client sent when connecting to this namespace.
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    pub fn data(&self) -> Value {
+        self.data.lock().clone()
+    }
+
+    pub fn set_data(&self, data: Value) {
+        *self.data.lock() = data;
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The rooms this socket is in, its own id first (as in Node).
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms = vec![self.id.to_string()];
+        rooms.extend(self.rooms.lock().iter().map(|r| r.to_string()));
+        rooms
+    }
+
+    pub fn join(self: &Arc<Self>, room: &str) -> Result<(), SocketError> {
+        if !self.connected() {
+            return Err(SocketError::Disconnected);
+        }
+        self.ns.join(self, room)
+    }
+
+    pub fn leave(self: &Arc<Self>, room: &str) {
+        self.ns.leave(self, room);
+    }
+
+    fn push(&self, frames: &[Frame], volatile: bool) -> Result<(), SocketError> {
+        if !self.connected() {
+            return Err(SocketError::Disconnected);
+        }
+        match self.session.send(frames, volatile) {
+            PushOutcome::Queued | PushOutcome::DroppedVolatile => Ok(()),
+            PushOutcome::Overflow => Err(SocketError::QueueFull),
+            PushOutcome::Closed => Err(SocketError::Disconnected),
+        }
+    }
+
+    /// Emits an event to this client.
+    pub fn emit(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
+        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), None);
+        self.push(&packet_frames(text, payload), false)
+    }
+
+    /// Emits an event that may be dropped if the client cannot take it now.
+    pub fn emit_volatile(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
+        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), None);
+        self.push(&packet_frames(text, payload), true)
+    }
+
+    /// Emits an event and waits for the client's acknowledgement.
+    pub async fn emit_with_ack(&self, event: &str, payload: &Payload, timeout: Duration) -> Result<Payload, SocketError> {
+        let id = self.ns.next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        self.register_ack(id, AckWaiter::One(tx))?;
+        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), Some(id));
+        if let Err(error) = self.push(&packet_frames(text, payload), false) {
+            self.acks.lock().remove(&id);
+            return Err(error);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(SocketError::Disconnected),
+            Err(_) => {
+                self.acks.lock().remove(&id);
+                Err(SocketError::AckTimeout)
+            }
+        }
+    }
+
+    pub(super) fn register_ack(&self, id: u64, waiter: AckWaiter) -> Result<(), SocketError> {
+        let max = self.ns.limits().max_pending_acks;
+        let mut acks = self.acks.lock();
+        if acks.len() >= max {
+            return Err(SocketError::TooManyPendingAcks(max));
+        }
+        acks.insert(id, waiter);
+        Ok(())
+    }
+
+    pub(super) fn forget_ack(&self, id: u64) {
+        self.acks.lock().remove(&id);
+    }
+
+    /// A client ACK arrived for a server emit.
+    pub(super) fn resolve_ack(&self, id: u64, payload: Payload) {
+        let waiter = self.acks.lock().remove(&id);
+        match waiter {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(payload);
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(AckReply {
+                    socket_id: self.id.clone(),
+                    payload,
+                });
+            }
+            None => tracing::debug!(socket = %self.id, id, "ack for unknown id ignored"),
+        }
+    }
+
+    /// Answers a client's ack request.
+    pub(super) fn send_ack(&self, id: u64, payload: &Payload) {
+        let text = packet::encode_ack(self.ns.name(), id, &payload.args, payload.attachments.len());
+        let _ = self.push(&packet_frames(text, payload), false);
+    }
+
+    /// Removes the socket from its namespace. Node semantics: with `close` the whole
+    /// connection is closed too (the client will not reconnect on its own).
+    pub fn disconnect(self: &Arc<Self>, close: bool) {
+        if !self.connected() {
+            return;
+        }
+        let _ = self.push(&[Frame::from(packet::encode_disconnect(self.ns.name()))], false);
+        if close {
+            if let Some(conn) = self.conn.upgrade() {
+                conn.disconnect_all_and_close();
+            }
+        } else {
+            self.finish(DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    /// Closes the underlying connection without namespace DISCONNECT packets, so the client
+    /// reconnects by itself (used for draining a node).
+    pub fn close_transport(&self) {
+        self.session.close(CloseReason::ForcedClose);
+    }
+
+    /// Leaves the namespace and tells the application; runs once.
+    pub(super) fn finish(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(conn) = self.conn.upgrade() {
+            conn.forget(self);
+        }
+        self.ns.remove(self);
+        self.acks.lock().clear();
+        self.ns.handler().disconnected(self, reason);
+    }
+}
