@@ -1,0 +1,259 @@
+//! A minimal Engine.IO v4 / Socket.IO v5 client over a raw WebSocket.
+//!
+//! Only what the benchmarks need: the WebSocket-only handshake (`0{...}` open packet,
+//! `40` namespace connect, `40{"sid":...}` answer), heartbeats (`2` answered with `3`),
+//! text events (`42[...]`) and acks (`43[...]`). Everything is plain text, so frames are
+//! built with `format!` and inspected by prefix, which keeps the generator cheap.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::target::Target;
+
+/// The WebSocket carrying one Engine.IO session.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// One connected Socket.IO socket (one Engine.IO session, one namespace).
+pub struct Conn {
+    /// The WebSocket.
+    pub ws: Ws,
+    /// Server ping interval announced in the open packet.
+    pub ping_interval: Duration,
+    /// Namespace prefix used in packets (`""` for `/`, `"/chat,"` otherwise).
+    pub ns_prefix: String,
+    /// Pings answered during the handshake.
+    pub pings: u64,
+}
+
+/// A text frame as the benchmarks see it.
+pub enum Frame {
+    /// Engine.IO ping (`2`): the caller must answer with [`Conn::pong`].
+    Ping,
+    /// Socket.IO EVENT (`42...`); the text after the namespace prefix, starting at `[` or the ack id.
+    Event(String),
+    /// Socket.IO ACK (`43...`).
+    Ack(String),
+    /// Engine.IO close or Socket.IO disconnect: the session is over.
+    Closed,
+    /// Anything else (noop, other packet types): ignored.
+    Other,
+}
+
+/// Opens a TCP connection from `local_ip` and performs the full Engine.IO + Socket.IO handshake.
+pub async fn connect(target: &Target, local_ip: IpAddr, timeout: Duration) -> anyhow::Result<Conn> {
+    tokio::time::timeout(timeout, connect_inner(target, local_ip))
+        .await
+        .context("handshake timed out")?
+}
+
+async fn connect_inner(target: &Target, local_ip: IpAddr) -> anyhow::Result<Conn> {
+    let socket = match target.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .context("socket")?;
+    socket
+        .bind(SocketAddr::new(local_ip, 0))
+        .with_context(|| format!("bind {local_ip}"))?;
+    let stream = socket.connect(target.addr).await.context("tcp connect")?;
+    stream.set_nodelay(true).context("nodelay")?;
+    // Small read buffer: thousands of idle clients live in one process.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _resp) =
+        tokio_tungstenite::client_async_with_config(target.ws_url.as_str(), stream, Some(config))
+            .await
+            .context("websocket upgrade")?;
+
+    // Engine.IO open packet: 0{"sid":"...","upgrades":[],"pingInterval":25000,...}
+    let open = next_text(&mut ws).await?;
+    let Some(json) = open.strip_prefix('0') else {
+        bail!("expected open packet, got {open:?}");
+    };
+    let open: OpenPacket = serde_json::from_str(json).context("bad open packet")?;
+    if open.sid.is_empty() {
+        bail!("empty sid in open packet");
+    }
+
+    let ns_prefix = if target.namespace == "/" {
+        String::new()
+    } else {
+        format!("{},", target.namespace)
+    };
+    ws.send(Message::Text(format!("40{ns_prefix}").into()))
+        .await
+        .context("send connect")?;
+
+    let mut pings = 0;
+    loop {
+        let text = next_text(&mut ws).await?;
+        if text == "2" {
+            ws.send(Message::Text("3".into())).await.context("pong")?;
+            pings += 1;
+            continue;
+        }
+        if let Some(rest) = text.strip_prefix("40") {
+            let rest = rest.strip_prefix(ns_prefix.as_str()).unwrap_or(rest);
+            let c: ConnectAnswer = serde_json::from_str(rest).context("bad connect answer")?;
+            if c.sid.is_empty() {
+                bail!("empty socket id in connect answer");
+            }
+            break;
+        }
+        if text.starts_with("44") {
+            bail!("connect error: {text}");
+        }
+        // Events sent before our connect answer are not expected; ignore anything else.
+    }
+    Ok(Conn {
+        ws,
+        ping_interval: Duration::from_millis(open.ping_interval),
+        ns_prefix,
+        pings,
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenPacket {
+    sid: String,
+    ping_interval: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectAnswer {
+    sid: String,
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None => bail!("closed during handshake"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e).context("read during handshake"),
+        }
+    }
+}
+
+impl Conn {
+    /// Reads the next frame; `Err` on transport errors.
+    pub async fn next_frame(&mut self) -> anyhow::Result<Frame> {
+        loop {
+            let msg = match self.ws.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(e).context("read"),
+                None => return Ok(Frame::Closed),
+            };
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Close(_) => return Ok(Frame::Closed),
+                _ => continue,
+            };
+            let s = text.as_str();
+            return Ok(match s.as_bytes().first() {
+                Some(b'2') if s.len() == 1 => Frame::Ping,
+                Some(b'1') => Frame::Closed,
+                Some(b'4') => {
+                    let body = s[1..]
+                        .strip_prefix('2')
+                        .map(|r| (r, true))
+                        .or_else(|| s[1..].strip_prefix('3').map(|r| (r, false)));
+                    match body {
+                        Some((r, is_event)) => {
+                            let r = r.strip_prefix(self.ns_prefix.as_str()).unwrap_or(r);
+                            if is_event {
+                                Frame::Event(r.to_owned())
+                            } else {
+                                Frame::Ack(r.to_owned())
+                            }
+                        }
+                        None if s[1..].starts_with('1') => Frame::Closed,
+                        None => Frame::Other,
+                    }
+                }
+                _ => Frame::Other,
+            });
+        }
+    }
+
+    /// Answers an Engine.IO ping.
+    pub async fn pong(&mut self) -> anyhow::Result<()> {
+        self.ws
+            .send(Message::Text("3".into()))
+            .await
+            .context("pong")
+    }
+
+    /// Sends a Socket.IO EVENT; `args_json` is the JSON array `["name",...]`;
+    /// `ack_id` requests an ack.
+    pub async fn emit(&mut self, args_json: &str, ack_id: Option<u64>) -> anyhow::Result<()> {
+        let frame = match ack_id {
+            Some(id) => format!("42{}{id}{args_json}", self.ns_prefix),
+            None => format!("42{}{args_json}", self.ns_prefix),
+        };
+        self.ws
+            .send(Message::Text(frame.into()))
+            .await
+            .context("emit")
+    }
+
+    /// Emits with an ack and waits up to `wait` for it (answering pings meanwhile; other
+    /// events are dropped). `Ok(false)` when the ack did not come in time.
+    pub async fn emit_and_wait_ack(
+        &mut self,
+        args_json: &str,
+        ack_id: u64,
+        wait: Duration,
+    ) -> anyhow::Result<bool> {
+        self.emit(args_json, Some(ack_id)).await?;
+        let want = ack_id.to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Ok(f) => f?,
+                Err(_) => return Ok(false),
+            };
+            match frame {
+                Frame::Ping => self.pong().await?,
+                Frame::Ack(body)
+                    if body
+                        .strip_prefix(want.as_str())
+                        .is_some_and(|r| r.starts_with('[')) =>
+                {
+                    return Ok(true)
+                }
+                Frame::Closed => bail!("closed while waiting for ack {ack_id}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Emits with an ack, re-emitting (with a new ack id) when no ack came within `wait`.
+    /// Some servers (socketioxide) run the connect handler after sending the CONNECT answer,
+    /// so an event sent right away can reach a socket that has no handler yet and be dropped.
+    pub async fn emit_acked_with_retry(
+        &mut self,
+        args_json: &str,
+        tries: u64,
+        wait: Duration,
+    ) -> anyhow::Result<u64> {
+        for id in 1..=tries.max(1) {
+            if self.emit_and_wait_ack(args_json, id, wait).await? {
+                return Ok(id);
+            }
+        }
+        bail!("no ack after {tries} tries")
+    }
+}
+
+/// JSON-encodes a string (quotes and escapes).
+pub fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
