@@ -1,0 +1,159 @@
+//! Pure builders: a `SocketIOHub` in, the desired Kubernetes objects out.
+//!
+//! Nothing here talks to the API server, reads a clock or draws randomness, so every builder is
+//! unit-tested with fixtures (`operator/tests/fixtures/`). The reconciler server-side-applies
+//! what these return with one field manager.
+
+mod config;
+mod pdb;
+mod rbac;
+mod secret;
+mod service;
+mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+pub use config::{config_hash, render_config, CONFIG_FILE, CONFIG_MOUNT_PATH};
+pub use pdb::pod_disruption_budget;
+pub use rbac::{role, role_binding, service_account};
+pub use secret::{management_secret, MANAGEMENT_TOKEN_KEY};
+pub use service::{client_service, endpoint, peer_service};
+pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME};
+
+use crate::crd::SocketIOHub;
+use crate::{Error, Result};
+
+/// `app.kubernetes.io/name` of every hub object.
+pub const APP_NAME: &str = "roomcast-hub";
+/// `app.kubernetes.io/managed-by` and the server-side-apply field manager.
+pub const MANAGER: &str = "roomcast-operator";
+/// Pod-template annotation carrying the hash of the rendered config; a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "roomcast.dev/config-hash";
+/// Label naming the hub an object belongs to.
+pub const HUB_LABEL: &str = "roomcast.dev/hub";
+
+/// Inputs besides the hub itself. Everything impure (operator flags, existing Secret content,
+/// generated randomness) is decided by the caller and passed in here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildOptions {
+    /// Image used when `spec.image` is unset (the operator's matching data-plane version).
+    pub default_image: String,
+    /// Management token to store in the generated Secret. `None` when the hub names its own
+    /// Secret (then no Secret is generated).
+    pub management_token: Option<String>,
+}
+
+/// Everything a hub consists of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub config_map: ConfigMap,
+    /// Generated management-token Secret; `None` when the hub references its own.
+    pub secret: Option<Secret>,
+    pub peer_service: Service,
+    pub client_service: Service,
+    pub statefulset: StatefulSet,
+    /// `None` when the hub disables its PodDisruptionBudget.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Hash of the rendered configuration (also on the pod template).
+    pub config_hash: String,
+}
+
+/// Builds every object of `hub`.
+pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
+    let config_map = config::config_map(hub)?;
+    let hash = config::config_map_hash(&config_map);
+    Ok(Desired {
+        service_account: service_account(hub)?,
+        role: role(hub)?,
+        role_binding: role_binding(hub)?,
+        secret: match &opts.management_token {
+            Some(token) if hub.spec.management.token_secret_ref.is_none() => {
+                Some(management_secret(hub, token)?)
+            }
+            _ => None,
+        },
+        peer_service: peer_service(hub)?,
+        client_service: client_service(hub)?,
+        statefulset: statefulset(hub, &opts.default_image, &hash)?,
+        pdb: pod_disruption_budget(hub)?,
+        config_map,
+        config_hash: hash,
+    })
+}
+
+/// Names of the objects of a hub, derived from the hub's name.
+pub mod names {
+    pub fn config_map(hub: &str) -> String {
+        format!("{hub}-config")
+    }
+    pub fn management_secret(hub: &str) -> String {
+        format!("{hub}-management")
+    }
+    pub fn peer_service(hub: &str) -> String {
+        format!("{hub}-peers")
+    }
+    /// Client Service, StatefulSet, PDB, ServiceAccount, Role and RoleBinding share the hub's name.
+    pub fn same(hub: &str) -> String {
+        hub.to_string()
+    }
+}
+
+/// Labels selecting the hub's pods (stable: part of the immutable StatefulSet selector).
+pub fn selector_labels(hub: &SocketIOHub) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
+        ("app.kubernetes.io/instance".to_string(), hub.name_any()),
+    ])
+}
+
+/// The selector as a string, for the scale subresource.
+pub fn selector_string(hub: &SocketIOHub) -> String {
+    selector_labels(hub)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Labels on every object of the hub.
+pub fn labels(hub: &SocketIOHub) -> BTreeMap<String, String> {
+    let mut l = selector_labels(hub);
+    l.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        MANAGER.to_string(),
+    );
+    l.insert(
+        "app.kubernetes.io/part-of".to_string(),
+        "roomcast".to_string(),
+    );
+    l.insert("app.kubernetes.io/component".to_string(), "hub".to_string());
+    l.insert(HUB_LABEL.to_string(), hub.name_any());
+    l
+}
+
+/// Controller owner reference to the hub (so deleting the hub garbage-collects the object).
+pub fn owner_ref(hub: &SocketIOHub) -> Result<OwnerReference> {
+    hub.controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidHub("hub has no uid yet".to_string()))
+}
+
+/// Metadata of an object named `name` in the hub's namespace, labelled and owned by the hub.
+pub fn object_meta(hub: &SocketIOHub, name: String) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: hub.namespace(),
+        labels: Some(labels(hub)),
+        owner_references: Some(vec![owner_ref(hub)?]),
+        ..ObjectMeta::default()
+    })
+}

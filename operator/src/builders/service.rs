@@ -1,0 +1,79 @@
+//! The client Service and the headless peer Service.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{names, object_meta, selector_labels, statefulset::CLIENT_PORT};
+use crate::crd::{SessionAffinity, SocketIOHub};
+use crate::Result;
+
+/// Headless Service `<hub>-peers`: stable pod DNS names and the EndpointSlices the pods
+/// discover each other through. Ready endpoints only.
+pub fn peer_service(hub: &SocketIOHub) -> Result<Service> {
+    let name = hub.metadata.name.clone().unwrap_or_default();
+    Ok(Service {
+        metadata: object_meta(hub, names::peer_service(&name))?,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            selector: Some(selector_labels(hub)),
+            publish_not_ready_addresses: Some(false),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port: CLIENT_PORT,
+                target_port: Some(IntOrString::String("http".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// Client Service `<hub>`: what Socket.IO clients connect to. Any pod serves any session, so
+/// no affinity is needed; `ClientIP` affinity only saves a forwarding hop.
+pub fn client_service(hub: &SocketIOHub) -> Result<Service> {
+    let name = hub.metadata.name.clone().unwrap_or_default();
+    let s = &hub.spec.service;
+    let mut meta = object_meta(hub, names::same(&name))?;
+    if !s.annotations.is_empty() {
+        meta.annotations = Some(s.annotations.clone());
+    }
+    Ok(Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some(s.type_.as_str().to_string()),
+            selector: Some(selector_labels(hub)),
+            session_affinity: Some(
+                match s.session_affinity {
+                    SessionAffinity::None => "None",
+                    SessionAffinity::ClientIP => "ClientIP",
+                }
+                .to_string(),
+            ),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port: s.port,
+                node_port: s.node_port,
+                target_port: Some(IntOrString::String("http".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// In-cluster URL of the hub (what goes in `status.endpoint`).
+pub fn endpoint(hub: &SocketIOHub) -> String {
+    let name = hub.metadata.name.as_deref().unwrap_or_default();
+    let ns = hub.metadata.namespace.as_deref().unwrap_or("default");
+    let port = hub.spec.service.port;
+    let path = hub.spec.engine.path.as_deref().unwrap_or("/socket.io/");
+    if port == 80 {
+        format!("http://{name}.{ns}.svc{path}")
+    } else {
+        format!("http://{name}.{ns}.svc:{port}{path}")
+    }
+}

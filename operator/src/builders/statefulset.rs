@@ -1,0 +1,201 @@
+//! The StatefulSet running the hub's data-plane pods.
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::secret::management_token_ref;
+use super::{
+    labels, names, object_meta, selector_labels, CONFIG_FILE, CONFIG_HASH_ANNOTATION,
+    CONFIG_MOUNT_PATH,
+};
+use crate::crd::{SecretKeyRef, SocketIOHub};
+use crate::Result;
+
+/// Port the data plane serves clients (and probes) on inside the pod.
+pub const CLIENT_PORT: i32 = 3000;
+/// Name of the data-plane container.
+pub const CONTAINER_NAME: &str = "hub";
+
+/// The hub's StatefulSet. `config_hash` goes into the pod template so that a configuration
+/// change rolls the pods.
+pub fn statefulset(
+    hub: &SocketIOHub,
+    default_image: &str,
+    config_hash: &str,
+) -> Result<StatefulSet> {
+    let spec = &hub.spec;
+    let name = hub.metadata.name.clone().unwrap_or_default();
+
+    let mut pod_annotations = spec.pod_annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+
+    let mut env = vec![
+        field_env("ROOMCAST_NODE_ID", "metadata.name"),
+        field_env("ROOMCAST_POD_NAMESPACE", "metadata.namespace"),
+        EnvVar {
+            name: "ROOMCAST_PEER_SERVICE".to_string(),
+            value: Some(names::peer_service(&name)),
+            ..EnvVar::default()
+        },
+        secret_env("ROOMCAST_MANAGEMENT_TOKEN", &management_token_ref(hub)),
+    ];
+    if let Some(r) = spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
+        env.push(secret_env("ROOMCAST_AUTH_KEY", r));
+    }
+
+    let placement = spec.placement.clone().unwrap_or_default();
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+
+    let container = Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        ),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(vec![
+            "--config".to_string(),
+            format!("{CONFIG_MOUNT_PATH}/{CONFIG_FILE}"),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_string()),
+            container_port: CLIENT_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".to_string(),
+            mount_path: CONFIG_MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    let pod_spec = PodSpec {
+        service_account_name: Some(names::same(&name)),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
+            spec.image_pull_secrets
+                .iter()
+                .map(|n| LocalObjectReference { name: n.clone() })
+                .collect()
+        }),
+        node_selector: (!placement.node_selector.is_empty()).then_some(placement.node_selector),
+        tolerations: (!placement.tolerations.is_empty()).then_some(placement.tolerations),
+        affinity: placement.affinity,
+        topology_spread_constraints: (!placement.topology_spread_constraints.is_empty())
+            .then_some(placement.topology_spread_constraints),
+        priority_class_name: placement.priority_class_name,
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "config".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::config_map(&name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    };
+
+    Ok(StatefulSet {
+        metadata: object_meta(hub, names::same(&name))?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(names::peer_service(&name)),
+            pod_management_policy: Some(spec.pod_management_policy.as_str().to_string()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(hub)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(hub)),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}

@@ -1,0 +1,430 @@
+//! The reconcile loop: read → validate → build → server-side apply → status.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::builders::{self, names, BuildOptions, MANAGEMENT_TOKEN_KEY, MANAGER};
+use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
+use crate::metrics::Metrics;
+use crate::status::{self, Observed, Problem};
+use crate::validate::validate;
+use crate::{Error, Result};
+
+/// How often a healthy hub is re-reconciled even without events (corrects drift in objects
+/// the operator does not watch, such as the generated Secret).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Backoff after a failed reconcile: `BACKOFF_BASE * 2^(failures-1)`, at most `BACKOFF_MAX`.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    /// Data-plane image used when a hub sets none.
+    pub default_image: String,
+    /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, default_image: String) -> Self {
+        Self {
+            client,
+            metrics,
+            default_image,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, key: &str, failed: bool) -> u32 {
+        let mut f = match self.failures.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if failed {
+            let n = f.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            f.remove(key);
+            0
+        }
+    }
+}
+
+/// Backoff after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+fn key_of<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Seconds-precision now (what the API server stores), so a status read back compares equal.
+fn now() -> Time {
+    let ts = Timestamp::now();
+    Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+}
+
+/// Reconciles one hub.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<SocketIOHub>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let start = Instant::now();
+    let key = key_of(obj.as_ref());
+    let result = match &obj.0 {
+        Ok(hub) => reconcile_hub(hub, &ctx).await,
+        Err(invalid) => report_undecodable(&invalid.metadata, &invalid.error, &ctx).await,
+    };
+    let label = match &result {
+        Ok((_, true)) => "ok",
+        Ok((_, false)) => "invalid",
+        Err(_) => "error",
+    };
+    ctx.metrics.observe(label, start.elapsed());
+    match result {
+        Ok((action, _)) => {
+            ctx.record(&key, false);
+            Ok(action)
+        }
+        Err(e) => {
+            ctx.metrics.error(e.kind());
+            Err(e)
+        }
+    }
+}
+
+/// Requeue policy on error: exponential per-object backoff.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<SocketIOHub>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = key_of(obj.as_ref());
+    let failures = ctx.record(&key, true);
+    let delay = backoff(failures);
+    warn!(hub = %key, error = %err, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Returns the action and whether the hub was valid.
+async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool)> {
+    let ns = hub
+        .namespace()
+        .ok_or_else(|| Error::InvalidHub("hub has no namespace".to_string()))?;
+    let name = hub.name_any();
+    if hub.metadata.deletion_timestamp.is_some() {
+        // Owned objects are garbage-collected through their owner references.
+        return Ok((Action::await_change(), true));
+    }
+    let client = &ctx.client;
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), &ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+
+    let problems = validate(hub);
+    if !problems.is_empty() {
+        let message = problems.join("; ");
+        info!(hub = %name, namespace = %ns, problems = %message, "hub spec is invalid");
+        let sts = statefulsets.get_opt(&name).await?;
+        let observed = Observed {
+            statefulset: sts.as_ref(),
+            problem: Some(Problem::InvalidSpec(message)),
+            config_hash: None,
+        };
+        write_status(&hubs, hub, status::compute(hub, &observed, &now()), ctx).await?;
+        // No retry: the next change of the hub triggers a new reconcile.
+        return Ok((Action::await_change(), false));
+    }
+
+    let token = match hub.spec.management.token_secret_ref {
+        Some(_) => None,
+        None => Some(management_token(client, &ns, &name).await?),
+    };
+    let desired = builders::build(
+        hub,
+        &BuildOptions {
+            default_image: ctx.default_image.clone(),
+            management_token: token,
+        },
+    )?;
+
+    match apply_all(client, &ns, hub, &desired).await {
+        Ok(sts) => {
+            let observed = Observed {
+                statefulset: Some(&sts),
+                problem: None,
+                config_hash: Some(desired.config_hash.clone()),
+            };
+            let st = status::compute(hub, &observed, &now());
+            let ready = status::find(&st, status::READY).map(|c| c.status == "True");
+            write_status(&hubs, hub, st, ctx).await?;
+            debug!(hub = %name, namespace = %ns, ?ready, "reconciled");
+            Ok((Action::requeue(RESYNC), true))
+        }
+        Err(Error::Kube(kube::Error::Api(e))) if (400..500).contains(&e.code) && e.code != 409 => {
+            // The API server refused an object: say so on the hub, then back off.
+            let message = format!("{} ({})", e.message, e.reason);
+            let sts = statefulsets.get_opt(&name).await?;
+            let observed = Observed {
+                statefulset: sts.as_ref(),
+                problem: Some(Problem::ApplyFailed(message)),
+                config_hash: None,
+            };
+            write_status(&hubs, hub, status::compute(hub, &observed, &now()), ctx).await?;
+            Err(Error::Kube(kube::Error::Api(e)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Applies every object; returns the StatefulSet as stored.
+async fn apply_all(
+    client: &Client,
+    ns: &str,
+    hub: &SocketIOHub,
+    d: &builders::Desired,
+) -> Result<StatefulSet> {
+    apply(client, ns, &d.service_account).await?;
+    apply(client, ns, &d.role).await?;
+    apply(client, ns, &d.role_binding).await?;
+    apply(client, ns, &d.config_map).await?;
+    let name = hub.name_any();
+    match &d.secret {
+        Some(s) => {
+            apply(client, ns, s).await?;
+        }
+        None => {
+            delete_if_owned::<Secret>(client, ns, &names::management_secret(&name), hub).await?
+        }
+    }
+    apply(client, ns, &d.peer_service).await?;
+    apply(client, ns, &d.client_service).await?;
+    let sts = apply(client, ns, &d.statefulset).await?;
+    match &d.pdb {
+        Some(p) => {
+            apply(client, ns, p).await?;
+        }
+        None => {
+            delete_if_owned::<PodDisruptionBudget>(client, ns, &names::same(&name), hub).await?
+        }
+    }
+    Ok(sts)
+}
+
+/// Server-side apply with the operator's field manager, taking over conflicting fields
+/// (that is what corrects drift, e.g. a hand-edited StatefulSet).
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let pp = PatchParams::apply(MANAGER).force();
+    Ok(api.patch(&name, &pp, &Patch::Apply(obj)).await?)
+}
+
+/// Deletes `name` if it exists and is controlled by `hub`.
+async fn delete_if_owned<K>(client: &Client, ns: &str, name: &str, hub: &SocketIOHub) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let owned = obj
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == hub.metadata.uid.as_ref() && o.controller == Some(true));
+    if owned {
+        info!(hub = %hub.name_any(), kind = %K::kind(&()), object = name, "deleting object no longer wanted");
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The management token: kept from the generated Secret when it exists, else a new random one.
+async fn management_token(client: &Client, ns: &str, hub: &str) -> Result<String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    if let Some(s) = secrets.get_opt(&names::management_secret(hub)).await? {
+        if let Some(token) = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(MANAGEMENT_TOKEN_KEY))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(token);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the status through the status subresource, only when it changed.
+async fn write_status(
+    api: &Api<SocketIOHub>,
+    hub: &SocketIOHub,
+    status: SocketIOHubStatus,
+    ctx: &Context,
+) -> Result<()> {
+    if hub.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "SocketIOHub",
+        "status": status,
+    });
+    api.patch_status(
+        &hub.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_writes.inc();
+    Ok(())
+}
+
+/// A hub object that does not decode into the current types: reported `Degraded` and left
+/// alone until it changes; the watch carries on with the other hubs.
+async fn report_undecodable(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    error: &str,
+    ctx: &Context,
+) -> Result<(Action, bool)> {
+    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Ok((Action::await_change(), false));
+    };
+    warn!(
+        hub = name,
+        namespace = ns,
+        error,
+        "hub object cannot be decoded"
+    );
+    let api: Api<DeserializeGuard<SocketIOHub>> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "SocketIOHub",
+        "status": {
+            "observedGeneration": meta.generation,
+            "conditions": [{
+                "type": status::DEGRADED,
+                "status": "True",
+                "reason": "Undecodable",
+                "message": error,
+                "observedGeneration": meta.generation,
+                "lastTransitionTime": now(),
+            }],
+        },
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_writes.inc();
+    Ok((Action::await_change(), false))
+}
+
+/// Runs the controller until `shutdown` resolves (then finishes running reconciles).
+pub async fn run(
+    ctx: Arc<Context>,
+    watch_namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let hubs: Api<DeserializeGuard<SocketIOHub>> = match &watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    fn owned_api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(
+        client: &Client,
+        ns: &Option<String>,
+    ) -> Api<K> {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    info!(namespace = ?watch_namespace, concurrency, "starting controller");
+    Controller::new(hubs, watcher::Config::default())
+        .owns(
+            owned_api::<StatefulSet>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(
+            owned_api::<ConfigMap>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(
+            owned_api::<Service>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(
+            owned_api::<PodDisruptionBudget>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(
+            owned_api::<ServiceAccount>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(owned_api::<Role>(&client, &watch_namespace), owned.clone())
+        .owns(owned_api::<RoleBinding>(&client, &watch_namespace), owned)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(hub = %obj.name, "reconcile done"),
+                Err(e) => debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}

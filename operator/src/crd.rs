@@ -1,0 +1,535 @@
+//! The `SocketIOHub` API (`roomcast.dev/v1alpha1`).
+//!
+//! Field names follow the data plane's configuration (`roomcast_dataplane::config`) and, through
+//! it, the Node `socket.io` server options, so a user can carry settings over. Durations are
+//! milliseconds. Everything optional has a default applied by the API server (the `default`
+//! values in the schema) or by the builders.
+//!
+//! Immutability and cross-field rules are CEL (`x-kubernetes-validations`) so the API server
+//! rejects bad objects before the operator sees them; `crate::validate` repeats the checks that
+//! matter for objects created before a rule existed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Roomcast resource.
+pub const GROUP: &str = "roomcast.dev";
+/// Served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Desired state of a Socket.IO hub: a horizontally scaled set of data-plane pods behind one
+/// Service, configured for the namespaces, upstreams and auth given here.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "roomcast.dev",
+    version = "v1alpha1",
+    kind = "SocketIOHub",
+    plural = "socketiohubs",
+    singular = "socketiohub",
+    shortname = "sio",
+    category = "roomcast",
+    namespaced,
+    status = "SocketIOHubStatus",
+    derive = "PartialEq",
+    doc = "A horizontally scalable Socket.IO endpoint served by Roomcast data-plane pods.",
+    validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters (pod and revision names derive from it)"),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketIOHubSpec {
+    /// Number of data-plane pods. Also driven by `kubectl scale` and HorizontalPodAutoscalers
+    /// through the scale subresource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Data-plane image. Defaults to the image matching the operator's own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Image pull policy of the data-plane container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Names of Secrets in the hub's namespace used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<String>,
+
+    /// Compute resources of the data-plane container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where the pods may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+
+    /// How pods are created and deleted by the StatefulSet. Immutable (a StatefulSet cannot
+    /// change it); `Parallel` by default so scaling does not wait pod by pod.
+    #[serde(default = "default_pod_management_policy")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("podManagementPolicy is immutable"))]
+    pub pod_management_policy: PodManagementPolicy,
+
+    /// Engine.IO options (transports, heartbeats, payload size, CORS).
+    #[serde(default)]
+    pub engine: EngineSpec,
+
+    /// Socket.IO namespaces clients may connect to. Empty means only the main namespace `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub namespaces: Vec<NamespaceSpec>,
+
+    /// How long a new session may stay without joining a namespace, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 600000))]
+    pub connect_timeout: Option<u64>,
+
+    /// Default timeout of server-to-client acknowledgements, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub ack_timeout: Option<u64>,
+
+    /// Per-pod resource limits enforced by the data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+
+    /// Client authentication (JWT in the handshake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Management API used by the application backend.
+    #[serde(default)]
+    pub management: ManagementSpec,
+
+    /// The client-facing Service.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// PodDisruptionBudget of the hub's pods.
+    #[serde(default)]
+    pub pod_disruption_budget: PdbSpec,
+
+    /// Extra annotations on the pods (merged under the operator's own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_pod_management_policy() -> PodManagementPolicy {
+    PodManagementPolicy::Parallel
+}
+
+/// Image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// StatefulSet pod management policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PodManagementPolicy {
+    OrderedReady,
+    Parallel,
+}
+
+impl PodManagementPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodManagementPolicy::OrderedReady => "OrderedReady",
+            PodManagementPolicy::Parallel => "Parallel",
+        }
+    }
+}
+
+/// Pod placement, copied onto the pod template as is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// An Engine.IO transport.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+/// Engine.IO options; unset fields take the data plane's defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.pingTimeout) || !has(self.pingInterval) || self.pingTimeout <= self.pingInterval * 10").message("pingTimeout must not exceed ten pingIntervals"))]
+pub struct EngineSpec {
+    /// HTTP path of the endpoint; must start and end with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^/([^?#]*/)?$"))]
+    pub path: Option<String>,
+    /// Transports offered to clients, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub transports: Option<Vec<Transport>>,
+    /// Whether a polling session may upgrade to WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_upgrades: Option<bool>,
+    /// Interval between server pings, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 3600000))]
+    pub ping_interval: Option<u64>,
+    /// Time a client has to answer a ping, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 3600000))]
+    pub ping_timeout: Option<u64>,
+    /// Time an upgrade may take, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub upgrade_timeout: Option<u64>,
+    /// Largest accepted message or HTTP body in bytes (`maxPayload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 104857600))]
+    pub max_http_buffer_size: Option<u64>,
+    /// CORS for the polling transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+}
+
+/// CORS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Allowed origins; `"*"` allows any. Empty disables CORS headers.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub origin: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+}
+
+/// A Socket.IO namespace, its upstream and what clients may do in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    /// Namespace name (`/chat`) or pattern with `*` (`/tenant-*`).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^/[^\s]*$"))]
+    pub name: String,
+    /// Where client events of this namespace are delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSpec>,
+    /// Event names clients may emit; empty allows all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_events: Vec<String>,
+    /// Rules letting clients join and emit to rooms themselves (apps without backend logic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub policies: Vec<ClientPolicy>,
+}
+
+/// Upstream webhook of a namespace (CloudEvents over HTTP).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamSpec {
+    /// Webhook URL of the application backend.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must be http or https"))]
+    pub url: String,
+    /// Which events are sent; default all of connect, event, disconnect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub events: Vec<UpstreamEvent>,
+    /// Timeout of one webhook call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 60000))]
+    pub timeout: Option<u64>,
+    /// Secret holding the key that signs webhook requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Kinds of client activity sent upstream.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamEvent {
+    Connect,
+    Event,
+    Disconnect,
+}
+
+/// Lets clients act on rooms matching a pattern without the backend.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientPolicy {
+    /// Room name pattern; `*` matches any run of characters, `{sub}` a JWT claim.
+    #[schemars(length(min = 1, max = 253))]
+    pub rooms: String,
+    #[serde(default)]
+    pub join: bool,
+    #[serde(default)]
+    pub emit: bool,
+}
+
+/// A key of a Secret in the hub's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Data-plane limits; unset fields take the data plane's defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Open sessions per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_namespaces_per_session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_outbound_frames: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_outbound_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pending_acks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_attachments: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_rooms_per_socket: Option<u64>,
+}
+
+/// Client authentication with a JWT in the handshake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.jwksUrl)").message("set exactly one of secretRef and jwksUrl"))]
+pub struct AuthSpec {
+    /// Secret key with the HS256 secret or the PEM public key (RS256/ES256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// URL of a JWKS document with the verification keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("jwksUrl must be http or https"))]
+    pub jwks_url: Option<String>,
+    /// Accepted algorithms; default HS256 with secretRef, RS256 and ES256 with jwksUrl.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Required `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Reject handshakes without a token (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+/// JWT signature algorithms.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+/// Management API settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagementSpec {
+    /// Secret key holding the bearer token of the management API. When absent the operator
+    /// generates one into the Secret `<hub>-management` (key `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Kind of client Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Session affinity of the client Service. Roomcast needs none (any pod serves any session);
+/// `ClientIP` only saves a forwarding hop.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    ClientIP,
+}
+
+/// The client-facing Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("nodePort needs type NodePort or LoadBalancer"))]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Port clients connect to.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Fixed node port (NodePort / LoadBalancer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::ClusterIP,
+            port: default_service_port(),
+            node_port: None,
+            annotations: BTreeMap::new(),
+            session_affinity: SessionAffinity::None,
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+
+/// PodDisruptionBudget settings; by default one pod may be disrupted at a time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("set at most one of minAvailable and maxUnavailable"))]
+pub struct PdbSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+impl Default for PdbSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_available: None,
+            max_unavailable: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Observed state of a hub.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketIOHubStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods of the StatefulSet (scale subresource `statusReplicasPath`).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods passing their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods running the current pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Label selector of the pods, as a string (scale subresource `labelSelectorPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// In-cluster URL clients connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Hash of the rendered data-plane configuration now in the pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl SocketIOHubSpec {
+    /// Namespace names the data plane accepts; `/` when none are listed.
+    pub fn namespace_names(&self) -> Vec<String> {
+        if self.namespaces.is_empty() {
+            vec!["/".to_string()]
+        } else {
+            self.namespaces.iter().map(|n| n.name.clone()).collect()
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Fixture tests of the pure builders: each `tests/fixtures/<case>/hub.yaml` is built into the
+//! objects of `expected.yaml`. Regenerate after an intended change with
+//! `UPDATE_FIXTURES=1 cargo test -p roomcast-operator --test builders` and review the diff.
+
+use std::path::{Path, PathBuf};
+
+use roomcast_operator::builders::{build, BuildOptions, Desired};
+use roomcast_operator::crd::SocketIOHub;
+use serde::Serialize;
+
+const IMAGE: &str = "roomcast/roomcast-dataplane:test";
+const TOKEN: &str = "fixture-token";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn load(case: &str) -> SocketIOHub {
+    let text = std::fs::read_to_string(fixtures().join(case).join("hub.yaml")).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+fn opts() -> BuildOptions {
+    BuildOptions {
+        default_image: IMAGE.to_string(),
+        management_token: Some(TOKEN.to_string()),
+    }
+}
+
+fn doc<T: Serialize>(out: &mut String, kind: &str, obj: &T) {
+    out.push_str(&format!("--- # {kind}\n"));
+    out.push_str(&serde_saphyr::to_string(obj).unwrap());
+}
+
+fn render(d: &Desired) -> String {
+    let mut out = String::new();
+    doc(&mut out, "ServiceAccount", &d.service_account);
+    doc(&mut out, "Role", &d.role);
+    doc(&mut out, "RoleBinding", &d.role_binding);
+    doc(&mut out, "ConfigMap", &d.config_map);
+    if let Some(s) = &d.secret {
+        doc(&mut out, "Secret", s);
+    }
+    doc(&mut out, "Service (peers)", &d.peer_service);
+    doc(&mut out, "Service (clients)", &d.client_service);
+    doc(&mut out, "StatefulSet", &d.statefulset);
+    if let Some(p) = &d.pdb {
+        doc(&mut out, "PodDisruptionBudget", p);
+    }
+    out
+}
+
+fn check(case: &str) {
+    let hub = load(case);
+    let problems = roomcast_operator::validate::validate(&hub);
+    assert!(
+        problems.is_empty(),
+        "{case}: fixture hub is invalid: {problems:?}"
+    );
+    let got = render(&build(&hub, &opts()).unwrap());
+    let path = fixtures().join(case).join("expected.yaml");
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "{case}: built objects differ from {}; rerun with UPDATE_FIXTURES=1 and review.\n--- got ---\n{got}",
+        path.display()
+    );
+}
+
+#[test]
+fn fixture_minimal() {
+    check("minimal");
+}
+
+#[test]
+fn fixture_full() {
+    check("full");
+}
+
+#[test]
+fn fixture_own_secret_no_pdb() {
+    check("own-secret-no-pdb");
+}
+
+#[test]
+fn config_change_changes_pod_template_hash_but_scaling_does_not() {
+    let hub = load("minimal");
+    let base = build(&hub, &opts()).unwrap();
+    let annotation = |d: &Desired| {
+        d.statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["roomcast.dev/config-hash"]
+            .clone()
+    };
+    assert_eq!(annotation(&base), base.config_hash);
+
+    let mut scaled = hub.clone();
+    scaled.spec.replicas = 5;
+    assert_eq!(
+        build(&scaled, &opts()).unwrap().config_hash,
+        base.config_hash
+    );
+
+    let mut changed = hub.clone();
+    changed.spec.engine.ping_interval = Some(10_000);
+    let d = build(&changed, &opts()).unwrap();
+    assert_ne!(d.config_hash, base.config_hash);
+    assert_eq!(annotation(&d), d.config_hash);
+}
+
+#[test]
+fn rendered_config_is_the_data_plane_schema() {
+    use roomcast_operator::dataplane_config::Config;
+    let hub = load("full");
+    let d = build(&hub, &opts()).unwrap();
+    let text = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    // The file parses back with the data plane's own type (deny_unknown_fields) ...
+    let parsed: Config = serde_saphyr::from_str(text).unwrap();
+    // ... and carries the spec's settings.
+    assert_eq!(parsed.engine.path, "/rt/");
+    assert_eq!(parsed.engine.ping_interval, 10_000);
+    assert_eq!(parsed.socketio.namespaces, vec!["/", "/lobby", "/tenant-*"]);
+    assert_eq!(parsed.limits.max_connections, 20_000);
+    assert_eq!(parsed.listen.port(), 3000);
+}
+
+#[test]
+fn generated_secret_only_without_own_reference() {
+    assert!(build(&load("minimal"), &opts()).unwrap().secret.is_some());
+    let d = build(&load("own-secret-no-pdb"), &opts()).unwrap();
+    assert!(d.secret.is_none());
+    assert!(d.pdb.is_none());
+    let text = serde_json::to_string(&d.statefulset).unwrap();
+    assert!(text.contains("notify-admin") && text.contains("api-token"));
+}

@@ -1,0 +1,206 @@
+//! Status computation and validation, without a cluster.
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use roomcast_operator::crd::{SocketIOHub, SocketIOHubSpec};
+use roomcast_operator::status::{compute, find, Observed, Problem, DEGRADED, PROGRESSING, READY};
+use roomcast_operator::validate::validate;
+
+fn hub(replicas: i32) -> SocketIOHub {
+    let mut spec: SocketIOHubSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+    spec.replicas = replicas;
+    let mut h = SocketIOHub::new("chat", spec);
+    h.metadata.namespace = Some("apps".into());
+    h.metadata.uid = Some("uid-1".into());
+    h.metadata.generation = Some(3);
+    h
+}
+
+fn sts(gen: i64, observed: i64, replicas: i32, ready: i32, updated: i32) -> StatefulSet {
+    StatefulSet {
+        metadata: ObjectMeta {
+            generation: Some(gen),
+            ..ObjectMeta::default()
+        },
+        status: Some(StatefulSetStatus {
+            observed_generation: Some(observed),
+            replicas,
+            ready_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            current_revision: Some("r1".into()),
+            update_revision: Some("r1".into()),
+            ..StatefulSetStatus::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn t(secs: i64) -> Time {
+    Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
+}
+
+fn cond(s: &roomcast_operator::crd::SocketIOHubStatus, ty: &str) -> (String, String, Time) {
+    let c = find(s, ty).unwrap();
+    (
+        c.status.clone(),
+        c.reason.clone(),
+        c.last_transition_time.clone(),
+    )
+}
+
+#[test]
+fn no_statefulset_yet_is_creating() {
+    let s = compute(&hub(2), &Observed::default(), &t(0));
+    assert_eq!(cond(&s, READY).0, "False");
+    assert_eq!(cond(&s, PROGRESSING).1, "Creating");
+    assert_eq!(cond(&s, DEGRADED).0, "False");
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(
+        s.selector.as_deref(),
+        Some("app.kubernetes.io/instance=chat,app.kubernetes.io/name=roomcast-hub")
+    );
+    assert_eq!(
+        s.endpoint.as_deref(),
+        Some("http://chat.apps.svc/socket.io/")
+    );
+}
+
+#[test]
+fn progresses_to_ready_and_keeps_transition_times() {
+    let mut h = hub(2);
+    let waiting = sts(1, 1, 2, 1, 2);
+    let s1 = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&waiting),
+            ..Observed::default()
+        },
+        &t(0),
+    );
+    assert_eq!(cond(&s1, PROGRESSING).1, "WaitingForPods");
+    assert_eq!(cond(&s1, READY).0, "False");
+    h.status = Some(s1.clone());
+
+    // Same observation later: nothing changes, not even times.
+    let s1b = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&waiting),
+            ..Observed::default()
+        },
+        &t(10),
+    );
+    assert_eq!(s1, s1b);
+
+    let ready = sts(1, 1, 2, 2, 2);
+    let s2 = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&ready),
+            ..Observed::default()
+        },
+        &t(20),
+    );
+    assert_eq!(
+        cond(&s2, READY),
+        ("True".into(), "AllReplicasReady".into(), t(20))
+    );
+    assert_eq!(
+        cond(&s2, PROGRESSING),
+        ("False".into(), "Complete".into(), t(20))
+    );
+    // Degraded stayed False: its time is the first one.
+    assert_eq!(cond(&s2, DEGRADED).2, t(0));
+    assert_eq!(s2.ready_replicas, 2);
+}
+
+#[test]
+fn reason_change_without_status_change_keeps_time() {
+    let mut h = hub(2);
+    let rolling = sts(2, 1, 2, 2, 2);
+    let s1 = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&rolling),
+            ..Observed::default()
+        },
+        &t(0),
+    );
+    assert_eq!(cond(&s1, PROGRESSING).1, "RollingOut");
+    h.status = Some(s1);
+    let waiting = sts(2, 2, 2, 1, 2);
+    let s2 = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&waiting),
+            ..Observed::default()
+        },
+        &t(5),
+    );
+    assert_eq!(
+        cond(&s2, PROGRESSING),
+        ("True".into(), "WaitingForPods".into(), t(0))
+    );
+}
+
+#[test]
+fn problems_are_degraded() {
+    let h = hub(1);
+    let o = Observed {
+        problem: Some(Problem::InvalidSpec(
+            "spec.engine.path must start and end with '/'".into(),
+        )),
+        ..Observed::default()
+    };
+    let s = compute(&h, &o, &t(0));
+    let d = find(&s, DEGRADED).unwrap();
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(d.message.contains("engine.path"));
+}
+
+#[test]
+fn scaled_to_zero_is_not_ready() {
+    let s = compute(
+        &hub(0),
+        &Observed {
+            statefulset: Some(&sts(1, 1, 0, 0, 0)),
+            ..Observed::default()
+        },
+        &t(0),
+    );
+    assert_eq!(cond(&s, READY).1, "ScaledToZero");
+    assert_eq!(cond(&s, PROGRESSING).0, "False");
+}
+
+#[test]
+fn validation_reports_each_problem() {
+    let mut h = hub(1);
+    assert!(validate(&h).is_empty());
+    h.spec = serde_json::from_value(serde_json::json!({
+        "engine": {"path": "no-slash", "transports": ["polling", "polling"]},
+        "namespaces": [{"name": "/a"}, {"name": "/a"}, {"name": "b"}],
+        "auth": {},
+        "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1},
+        "service": {"nodePort": 30000},
+    }))
+    .unwrap();
+    let p = validate(&h).join("\n");
+    for needle in [
+        "engine.path",
+        "duplicates",
+        "listed twice",
+        "\"b\" must start",
+        "exactly one",
+        "at most one",
+        "nodePort",
+    ] {
+        assert!(p.contains(needle), "missing {needle:?} in {p}");
+    }
+    h.metadata.name = Some("x".repeat(53));
+    h.spec = serde_json::from_value(serde_json::json!({})).unwrap();
+    assert_eq!(validate(&h).len(), 1);
+}
