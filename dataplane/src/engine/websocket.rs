@@ -72,7 +72,8 @@ pub(super) fn accept(
         };
         let mut config = WebSocketConfig::default();
         config.read_buffer_size = READ_BUFFER;
-        config.write_buffer_size = 0;
+        // Frames fed between two flushes are coalesced into one write up to this size.
+        config.write_buffer_size = 16 * 1024;
         config.max_message_size = Some(engine.settings.max_payload);
         config.max_frame_size = Some(engine.settings.max_payload);
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
