@@ -1,11 +1,12 @@
 //! The Socket.IO server of one node: configured namespaces, the application handler and
 //! the registry of live namespaces.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::connection::Connection;
 use super::handler::Handler;
@@ -37,6 +38,57 @@ pub(crate) struct HubInner {
     pub handler: Arc<dyn Handler>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     limits: NamespaceLimits,
+    connect_deadlines: Arc<ConnectDeadlines>,
+}
+
+/// Sessions that must join a namespace before a deadline. Every session gets the same
+/// timeout, so deadlines arrive in order and one queue swept by one task serves them all
+/// (a few bytes per pending session instead of a timer task each).
+#[derive(Default)]
+struct ConnectDeadlines {
+    queue: Mutex<VecDeque<(Instant, Weak<Connection>, Weak<Session>)>>,
+    sweeper_started: AtomicBool,
+}
+
+impl ConnectDeadlines {
+    fn push(self: &Arc<Self>, timeout: Duration, conn: &Arc<Connection>, session: &Arc<Session>) {
+        let deadline = Instant::now() + timeout;
+        self.queue
+            .lock()
+            .push_back((deadline, Arc::downgrade(conn), Arc::downgrade(session)));
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let Some(this) = weak.upgrade() else { return };
+                    let next = this.sweep(Instant::now());
+                    drop(this);
+                    tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + timeout).into()).await;
+                }
+            });
+        }
+    }
+
+    /// Closes the due sessions that joined no namespace; returns the next deadline.
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        loop {
+            let due = {
+                let mut queue = self.queue.lock();
+                match queue.front() {
+                    Some((deadline, _, _)) if *deadline <= now => queue.pop_front(),
+                    Some((deadline, _, _)) => return Some(*deadline),
+                    None => return None,
+                }
+            };
+            if let Some((_, conn, session)) = due {
+                if let (Some(conn), Some(session)) = (conn.upgrade(), session.upgrade()) {
+                    if !conn.has_namespaces() {
+                        session.close(CloseReason::ConnectTimeout);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl HubInner {
@@ -82,6 +134,7 @@ impl Hub {
             handler,
             namespaces: RwLock::new(HashMap::new()),
             limits,
+            connect_deadlines: Arc::new(ConnectDeadlines::default()),
         });
         for name in &inner.config.socketio.namespaces {
             if !name.contains('*') {
@@ -120,15 +173,7 @@ impl ConnectionFactory for Factory {
         let conn = Connection::new(self.0.clone(), session, handshake);
         // A session that joins no namespace within `connectTimeout` is closed.
         let timeout = Duration::from_millis(self.0.config.socketio.connect_timeout);
-        let (weak_conn, weak_session) = (Arc::downgrade(&conn), Arc::downgrade(session));
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let (Some(conn), Some(session)) = (weak_conn.upgrade(), weak_session.upgrade()) {
-                if !conn.has_namespaces() {
-                    session.close(CloseReason::ConnectTimeout);
-                }
-            }
-        });
+        self.0.connect_deadlines.push(timeout, &conn, session);
         Arc::new(conn)
     }
 }
