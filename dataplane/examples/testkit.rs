@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.listen = ([127, 0, 0, 1], 3000).into();
     config.socketio.namespaces = vec!["/".into(), "/custom".into(), "/dyn-*".into(), "/private".into()];
-    cli.hub.apply(&mut config)?;
+    let config = cli.hub.resolve(config)?;
     let server = Server::new(config.clone(), Arc::new(Testkit));
     roomcast_dataplane::cli::serve(server, config.listen, &config.engine.path).await
 }

@@ -9,6 +9,9 @@ use crate::config::{Config, TransportKind};
 /// Flags that override the configuration. Every flag also reads an environment variable.
 #[derive(Debug, Clone, Default, Args)]
 pub struct HubArgs {
+    /// Configuration file (YAML, TOML or JSON); flags and environment variables override it.
+    #[arg(long, env = "ROOMCAST_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Address to listen on for Socket.IO clients, e.g. 0.0.0.0:3000 (port 0 picks a free one).
     #[arg(long, env = "ROOMCAST_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -51,6 +54,20 @@ pub struct HubArgs {
     /// Log format: text or json.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+impl HubArgs {
+    /// The configuration to run with: `base` (the caller's embedded default), then the
+    /// `--config` file if given, then flags and environment variables; validated.
+    pub fn resolve(&self, base: Config) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => base,
+        };
+        self.apply(&mut config)?;
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// A flag value that cannot be used.

@@ -5,8 +5,31 @@
 //! durations are milliseconds.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Invalid(Vec<FieldError>),
+}
+
+/// One invalid field, named by its path in the file (e.g. `engine.pingInterval`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
 
 /// Everything a hub process needs to run. `Config::default()` is the embedded default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +53,101 @@ impl Default for Config {
             engine: EngineConfig::default(),
             socketio: SocketIoConfig::default(),
             limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a configuration file: YAML (`.yaml`, `.yml`), TOML (`.toml`) or JSON (`.json`).
+    /// Fields left out keep their defaults; unknown fields are errors.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        Self::parse(&text, ext).map_err(|message| ConfigError::Parse { path: shown, message })
+    }
+
+    /// Parses configuration text in the format named by `format` (`yaml`, `toml`, `json`).
+    pub fn parse(text: &str, format: &str) -> Result<Config, String> {
+        match format {
+            "toml" => toml::from_str(text).map_err(|e| e.to_string()),
+            "json" => serde_json::from_str(text).map_err(|e| e.to_string()),
+            "yaml" | "yml" | "" => serde_saphyr::from_str(text).map_err(|e| e.to_string()),
+            other => Err(format!("unknown configuration format {other:?} (use .yaml, .toml or .json)")),
+        }
+    }
+
+    /// Checks cross-field rules; every bad field is reported, named by its path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut bad = |field: &str, reason: &str| {
+            errors.push(FieldError {
+                field: field.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.node_id.is_empty() || self.node_id.len() > 253 {
+            bad("nodeId", "must be 1 to 253 characters");
+        }
+        if self.node_id.chars().any(char::is_whitespace) {
+            bad("nodeId", "must not contain whitespace");
+        }
+        let e = &self.engine;
+        if !e.path.starts_with('/') || !e.path.ends_with('/') {
+            bad("engine.path", "must start and end with /");
+        }
+        if e.transports.is_empty() {
+            bad("engine.transports", "at least one transport is needed");
+        }
+        if e.transports.iter().enumerate().any(|(i, t)| e.transports[..i].contains(t)) {
+            bad("engine.transports", "lists a transport twice");
+        }
+        for (field, value) in [
+            ("engine.pingInterval", e.ping_interval),
+            ("engine.pingTimeout", e.ping_timeout),
+            ("engine.upgradeTimeout", e.upgrade_timeout),
+            ("socketio.connectTimeout", self.socketio.connect_timeout),
+            ("socketio.ackTimeout", self.socketio.ack_timeout),
+        ] {
+            if value == 0 || value > 3_600_000 {
+                bad(field, "must be between 1 and 3600000 milliseconds");
+            }
+        }
+        if e.max_http_buffer_size == 0 || e.max_http_buffer_size > 256 * 1024 * 1024 {
+            bad("engine.maxHttpBufferSize", "must be between 1 byte and 256 MiB");
+        }
+        if self.socketio.namespaces.is_empty() {
+            bad("socketio.namespaces", "at least one namespace or pattern is needed");
+        }
+        for ns in &self.socketio.namespaces {
+            if !(ns.starts_with('/') || ns.starts_with('*')) || ns.contains(',') {
+                bad("socketio.namespaces", "each entry must start with / (or be a * pattern) and contain no comma");
+                break;
+            }
+        }
+        let l = &self.limits;
+        for (field, value) in [
+            ("limits.maxConnections", l.max_connections),
+            ("limits.maxNamespacesPerSession", l.max_namespaces_per_session),
+            ("limits.maxOutboundFrames", l.max_outbound_frames),
+            ("limits.maxOutboundBytes", l.max_outbound_bytes),
+            ("limits.maxPendingAcks", l.max_pending_acks),
+            ("limits.maxRoomsPerSocket", l.max_rooms_per_socket),
+        ] {
+            if value == 0 {
+                bad(field, "must be at least 1");
+            }
+        }
+        if l.max_outbound_bytes < e.max_http_buffer_size {
+            bad("limits.maxOutboundBytes", "must be at least engine.maxHttpBufferSize so any accepted message can be sent on");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
         }
     }
 }
@@ -160,5 +278,56 @@ impl Default for LimitsConfig {
             max_attachments: 16,
             max_rooms_per_socket: 1_024,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn yaml_toml_and_json_agree() {
+        let yaml = "nodeId: hub-0\nengine:\n  pingInterval: 1000\n  transports: [websocket]\n";
+        let toml = "nodeId = \"hub-0\"\n[engine]\npingInterval = 1000\ntransports = [\"websocket\"]\n";
+        let json = r#"{"nodeId":"hub-0","engine":{"pingInterval":1000,"transports":["websocket"]}}"#;
+        let a = Config::parse(yaml, "yaml").unwrap();
+        let b = Config::parse(toml, "toml").unwrap();
+        let c = Config::parse(json, "json").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a.engine.ping_interval, 1000);
+        assert_eq!(a.engine.transports, vec![TransportKind::Websocket]);
+        assert_eq!(a.engine.ping_timeout, 20_000, "unset fields keep defaults");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::parse("engine:\n  pingIntervall: 5\n", "yaml").unwrap_err();
+        assert!(err.contains("pingIntervall"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let mut config = Config::default();
+        config.engine.path = "socket".into();
+        config.engine.ping_interval = 0;
+        config.limits.max_connections = 0;
+        let ConfigError::Invalid(errors) = config.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["engine.path", "engine.pingInterval", "limits.maxConnections"]);
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let config = Config::default();
+        let text = serde_saphyr::to_string(&config).unwrap();
+        assert_eq!(Config::parse(&text, "yaml").unwrap(), config);
     }
 }

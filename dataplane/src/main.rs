@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     // The embedded default: every namespace open, the relay app so clients can chat at once.
     let mut config = Config::default();
     config.socketio.namespaces = vec!["*".to_string()];
-    cli.hub.apply(&mut config)?;
+    let config = cli.hub.resolve(config)?;
     let server = Server::new(config.clone(), Arc::new(Relay));
     roomcast_dataplane::cli::serve(server, config.listen, &config.engine.path).await
 }

@@ -302,15 +302,26 @@ describe("WebSocket-level garbage", () => {
     await bystandersOk("after invalid UTF-8");
   });
 
-  it("garbage bytes on an open WebSocket (not a valid frame) close it", async () => {
-    const { ws } = await rawSioWs(server, "/");
-    track(ws);
-    // unmasked frame with a reserved opcode and RSV bits, followed by noise
-    ws.ws._socket.write(Buffer.from([0xff, 0xff, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]));
-    const closed = await ws.waitClose(5000);
-    assert.ok(closed);
-    await bystandersOk("after garbage frames");
-  });
+  const BAD_FRAMES = [
+    // FIN + RSV1-3 + reserved opcode 0xF, masked, empty payload: a complete, invalid frame
+    ["reserved opcode and RSV bits", [0xff, 0x80, 1, 2, 3, 4]],
+    // a client frame without the mask bit (RFC 6455 5.1: the server MUST close)
+    ["unmasked client frame", [0x81, 0x05, 0x34, 0x68, 0x65, 0x6c, 0x6f]],
+    // a complete header announcing a 2^62-byte binary frame
+    ["absurd frame length", [0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]],
+    // a continuation frame with no message started
+    ["continuation without a start", [0x80, 0x81, 1, 2, 3, 4, 0x30]],
+  ];
+  for (const [name, bytes] of BAD_FRAMES) {
+    it(`garbage on an open WebSocket (${name}) closes it`, async () => {
+      const { ws } = await rawSioWs(server, "/");
+      track(ws);
+      ws.ws._socket.write(Buffer.from(bytes));
+      const closed = await ws.waitClose(5000);
+      assert.ok(closed);
+      await bystandersOk(`after garbage frame (${name})`);
+    });
+  }
 
   it("oversized WebSocket message (> maxPayload) closes that connection", async () => {
     // just under the limit works
