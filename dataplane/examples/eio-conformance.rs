@@ -11,7 +11,11 @@ use roomcast_dataplane::server::Server;
 struct Echo;
 
 impl ConnectionFactory for Echo {
-    fn open(&self, session: &Arc<Session>, _handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+    fn open(
+        &self,
+        session: &Arc<Session>,
+        _handshake: HandshakeInfo,
+    ) -> Arc<dyn ConnectionHandler> {
         Arc::new(EchoHandler {
             session: Arc::downgrade(session),
         })
@@ -20,8 +24,10 @@ impl ConnectionFactory for Echo {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut config = Config::default();
-    config.listen = ([127, 0, 0, 1], 3000).into();
+    let mut config = Config {
+        listen: ([127, 0, 0, 1], 3000).into(),
+        ..Config::default()
+    };
     config.engine.path = "/engine.io/".into();
     config.engine.ping_interval = 300;
     config.engine.ping_timeout = 200;

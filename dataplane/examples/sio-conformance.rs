@@ -34,8 +34,10 @@ impl Handler for Conformance {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut config = Config::default();
-    config.listen = ([127, 0, 0, 1], 3000).into();
+    let mut config = Config {
+        listen: ([127, 0, 0, 1], 3000).into(),
+        ..Config::default()
+    };
     config.engine.ping_interval = 300;
     config.engine.ping_timeout = 200;
     config.engine.max_http_buffer_size = 1_000_000;

@@ -24,7 +24,12 @@ struct Testkit;
 fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -44,7 +49,8 @@ impl Handler for Testkit {
     }
 
     fn connected(&self, socket: &Arc<Socket>) {
-        let welcome = json!({ "id": socket.id(), "nsp": socket.namespace().name(), "auth": socket.auth() });
+        let welcome =
+            json!({ "id": socket.id(), "nsp": socket.namespace().name(), "auth": socket.auth() });
         let _ = socket.emit("welcome", &Payload::new(vec![welcome]));
     }
 
@@ -83,16 +89,37 @@ impl Handler for Testkit {
                 if first.get("includeSelf") != Some(&Value::Bool(true)) {
                     selector.except.push(socket.id().to_string());
                 }
-                let name = first.get("event").and_then(Value::as_str).unwrap_or("broadcast").to_string();
-                let args = first.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+                let name = first
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("broadcast")
+                    .to_string();
+                let args = first
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let volatile = first.get("volatile") == Some(&Value::Bool(true));
-                let payload = Payload { args, attachments: event.payload.attachments.clone() };
-                let count = socket.namespace().broadcast(&selector, &name, &payload, volatile);
+                let payload = Payload {
+                    args,
+                    attachments: event.payload.attachments.clone(),
+                };
+                let count = socket
+                    .namespace()
+                    .broadcast(&selector, &name, &payload, volatile);
                 answer(event, json!({ "ok": true, "count": count }));
             }
             "request-ack" => {
-                let name = first.get("event").and_then(Value::as_str).unwrap_or("request").to_string();
-                let args = first.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+                let name = first
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("request")
+                    .to_string();
+                let args = first
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let timeout = first.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
                 let socket = socket.clone();
                 tokio::spawn(async move {
@@ -101,22 +128,40 @@ impl Handler for Testkit {
                         .await;
                     let value = match result {
                         Ok(reply) => json!({ "ok": true, "response": reply.args }),
-                        Err(error) => json!({ "ok": false, "error": if error == roomcast_dataplane::socketio::SocketError::AckTimeout { "timeout".to_string() } else { error.to_string() } }),
+                        Err(error) => {
+                            json!({ "ok": false, "error": if error == roomcast_dataplane::socketio::SocketError::AckTimeout { "timeout".to_string() } else { error.to_string() } })
+                        }
                     };
                     answer(event, value);
                 });
             }
             "broadcast-ack" => {
                 let selector = Selector::rooms(strings(first.get("rooms")));
-                let name = first.get("event").and_then(Value::as_str).unwrap_or("request").to_string();
+                let name = first
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("request")
+                    .to_string();
                 let timeout = first.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
                 let ns = socket.namespace().clone();
                 tokio::spawn(async move {
                     let acks = ns
-                        .broadcast_with_ack(&selector, &name, &Payload::default(), Duration::from_millis(timeout))
+                        .broadcast_with_ack(
+                            &selector,
+                            &name,
+                            &Payload::default(),
+                            Duration::from_millis(timeout),
+                        )
                         .await;
-                    let replies: Vec<Value> = acks.replies.iter().map(|r| json!({ "id": &*r.socket_id, "args": r.payload.args })).collect();
-                    answer(event, json!({ "expected": acks.expected, "timedOut": acks.timed_out, "replies": replies }));
+                    let replies: Vec<Value> = acks
+                        .replies
+                        .iter()
+                        .map(|r| json!({ "id": &*r.socket_id, "args": r.payload.args }))
+                        .collect();
+                    answer(
+                        event,
+                        json!({ "expected": acks.expected, "timedOut": acks.timed_out, "replies": replies }),
+                    );
                 });
             }
             "disconnect-me" => socket.disconnect(false),
@@ -140,9 +185,16 @@ impl Handler for Testkit {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.hub.init_logging();
-    let mut config = Config::default();
-    config.listen = ([127, 0, 0, 1], 3000).into();
-    config.socketio.namespaces = vec!["/".into(), "/custom".into(), "/dyn-*".into(), "/private".into()];
+    let mut config = Config {
+        listen: ([127, 0, 0, 1], 3000).into(),
+        ..Config::default()
+    };
+    config.socketio.namespaces = vec![
+        "/".into(),
+        "/custom".into(),
+        "/dyn-*".into(),
+        "/private".into(),
+    ];
     let config = cli.hub.resolve(config)?;
     let server = Server::new(config.clone(), Arc::new(Testkit));
     roomcast_dataplane::cli::serve(server, config.listen, &config.engine.path).await

@@ -89,9 +89,16 @@ impl HubArgs {
         }
         if let Some(v) = &self.path {
             if !v.starts_with('/') {
-                return Err(FlagError { flag: "path", reason: "must start with /".into() });
+                return Err(FlagError {
+                    flag: "path",
+                    reason: "must start with /".into(),
+                });
             }
-            config.engine.path = if v.ends_with('/') { v.clone() } else { format!("{v}/") };
+            config.engine.path = if v.ends_with('/') {
+                v.clone()
+            } else {
+                format!("{v}/")
+            };
         }
         if let Some(v) = self.ping_interval {
             config.engine.ping_interval = v;
@@ -117,13 +124,18 @@ impl HubArgs {
                     other => {
                         return Err(FlagError {
                             flag: "transports",
-                            reason: format!("unknown transport {other:?} (expected polling or websocket)"),
+                            reason: format!(
+                                "unknown transport {other:?} (expected polling or websocket)"
+                            ),
                         })
                     }
                 });
             }
             if transports.is_empty() {
-                return Err(FlagError { flag: "transports", reason: "at least one transport is needed".into() });
+                return Err(FlagError {
+                    flag: "transports",
+                    reason: "at least one transport is needed".into(),
+                });
             }
             config.engine.transports = transports;
         }
@@ -146,7 +158,9 @@ impl HubArgs {
     pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         if self.log_format == "json" {
             builder.json().init();
         } else {
@@ -156,7 +170,11 @@ impl HubArgs {
 }
 
 /// Binds the listener, prints the ready line on stdout and runs until SIGTERM/Ctrl-C.
-pub async fn serve(server: crate::server::Server, listen: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    server: crate::server::Server,
+    listen: SocketAddr,
+    path: &str,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -164,6 +182,8 @@ pub async fn serve(server: crate::server::Server, listen: SocketAddr, path: &str
     // Tests and scripts wait for this exact line.
     println!("listening on http://{addr} (path {path})");
     tracing::info!(%addr, path, "listening");
-    server.run(listener, crate::server::shutdown_signal()).await?;
+    server
+        .run(listener, crate::server::shutdown_signal())
+        .await?;
     Ok(())
 }

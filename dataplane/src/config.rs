@@ -67,7 +67,10 @@ impl Config {
             source,
         })?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        Self::parse(&text, ext).map_err(|message| ConfigError::Parse { path: shown, message })
+        Self::parse(&text, ext).map_err(|message| ConfigError::Parse {
+            path: shown,
+            message,
+        })
     }
 
     /// Parses configuration text in the format named by `format` (`yaml`, `toml`, `json`).
@@ -76,7 +79,9 @@ impl Config {
             "toml" => toml::from_str(text).map_err(|e| e.to_string()),
             "json" => serde_json::from_str(text).map_err(|e| e.to_string()),
             "yaml" | "yml" | "" => serde_saphyr::from_str(text).map_err(|e| e.to_string()),
-            other => Err(format!("unknown configuration format {other:?} (use .yaml, .toml or .json)")),
+            other => Err(format!(
+                "unknown configuration format {other:?} (use .yaml, .toml or .json)"
+            )),
         }
     }
 
@@ -102,7 +107,11 @@ impl Config {
         if e.transports.is_empty() {
             bad("engine.transports", "at least one transport is needed");
         }
-        if e.transports.iter().enumerate().any(|(i, t)| e.transports[..i].contains(t)) {
+        if e.transports
+            .iter()
+            .enumerate()
+            .any(|(i, t)| e.transports[..i].contains(t))
+        {
             bad("engine.transports", "lists a transport twice");
         }
         for (field, value) in [
@@ -117,21 +126,33 @@ impl Config {
             }
         }
         if e.max_http_buffer_size == 0 || e.max_http_buffer_size > 256 * 1024 * 1024 {
-            bad("engine.maxHttpBufferSize", "must be between 1 byte and 256 MiB");
+            bad(
+                "engine.maxHttpBufferSize",
+                "must be between 1 byte and 256 MiB",
+            );
         }
         if self.socketio.namespaces.is_empty() {
-            bad("socketio.namespaces", "at least one namespace or pattern is needed");
+            bad(
+                "socketio.namespaces",
+                "at least one namespace or pattern is needed",
+            );
         }
         for ns in &self.socketio.namespaces {
             if !(ns.starts_with('/') || ns.starts_with('*')) || ns.contains(',') {
-                bad("socketio.namespaces", "each entry must start with / (or be a * pattern) and contain no comma");
+                bad(
+                    "socketio.namespaces",
+                    "each entry must start with / (or be a * pattern) and contain no comma",
+                );
                 break;
             }
         }
         let l = &self.limits;
         for (field, value) in [
             ("limits.maxConnections", l.max_connections),
-            ("limits.maxNamespacesPerSession", l.max_namespaces_per_session),
+            (
+                "limits.maxNamespacesPerSession",
+                l.max_namespaces_per_session,
+            ),
             ("limits.maxOutboundFrames", l.max_outbound_frames),
             ("limits.maxOutboundBytes", l.max_outbound_bytes),
             ("limits.maxPendingAcks", l.max_pending_acks),
@@ -142,7 +163,10 @@ impl Config {
             }
         }
         if l.max_outbound_bytes < e.max_http_buffer_size {
-            bad("limits.maxOutboundBytes", "must be at least engine.maxHttpBufferSize so any accepted message can be sent on");
+            bad(
+                "limits.maxOutboundBytes",
+                "must be at least engine.maxHttpBufferSize so any accepted message can be sent on",
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -293,8 +317,10 @@ mod tests {
     #[test]
     fn yaml_toml_and_json_agree() {
         let yaml = "nodeId: hub-0\nengine:\n  pingInterval: 1000\n  transports: [websocket]\n";
-        let toml = "nodeId = \"hub-0\"\n[engine]\npingInterval = 1000\ntransports = [\"websocket\"]\n";
-        let json = r#"{"nodeId":"hub-0","engine":{"pingInterval":1000,"transports":["websocket"]}}"#;
+        let toml =
+            "nodeId = \"hub-0\"\n[engine]\npingInterval = 1000\ntransports = [\"websocket\"]\n";
+        let json =
+            r#"{"nodeId":"hub-0","engine":{"pingInterval":1000,"transports":["websocket"]}}"#;
         let a = Config::parse(yaml, "yaml").unwrap();
         let b = Config::parse(toml, "toml").unwrap();
         let c = Config::parse(json, "json").unwrap();
@@ -321,7 +347,14 @@ mod tests {
             panic!("expected field errors");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["engine.path", "engine.pingInterval", "limits.maxConnections"]);
+        assert_eq!(
+            fields,
+            [
+                "engine.path",
+                "engine.pingInterval",
+                "limits.maxConnections"
+            ]
+        );
     }
 
     #[test]

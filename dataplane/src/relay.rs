@@ -19,7 +19,12 @@ fn reply(event: Event, value: Value) {
 
 impl Handler for Relay {
     fn event(&self, socket: &Arc<Socket>, event: Event) {
-        let room = event.payload.args.first().and_then(Value::as_str).map(str::to_string);
+        let room = event
+            .payload
+            .args
+            .first()
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match (event.name.as_str(), room) {
             ("join", Some(room)) => {
                 let result = socket.join(&room);
@@ -29,12 +34,21 @@ impl Handler for Relay {
                 socket.leave(&room);
                 reply(event, json!({ "ok": true }));
             }
-            ("join" | "leave", None) => reply(event, json!({ "ok": false, "error": "room name expected" })),
+            ("join" | "leave", None) => {
+                reply(event, json!({ "ok": false, "error": "room name expected" }))
+            }
             _ => {
                 let rooms: Vec<String> = socket.rooms().into_iter().skip(1).collect();
-                let selector = if rooms.is_empty() { Selector::all() } else { Selector::rooms(rooms) };
+                let selector = if rooms.is_empty() {
+                    Selector::all()
+                } else {
+                    Selector::rooms(rooms)
+                };
                 let selector = selector.except([socket.id()]);
-                let delivered = socket.namespace().broadcast(&selector, &event.name, &event.payload, false);
+                let delivered =
+                    socket
+                        .namespace()
+                        .broadcast(&selector, &event.name, &event.payload, false);
                 reply(event, json!({ "ok": true, "delivered": delivered }));
             }
         }

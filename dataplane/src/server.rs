@@ -54,7 +54,11 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then closes every session and returns once they
     /// are gone (or after a short grace period).
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -73,7 +77,10 @@ impl Server {
             }
         }
         drop(listener);
-        tracing::info!(sessions = self.engine.session_count(), "shutting down: closing sessions");
+        tracing::info!(
+            sessions = self.engine.session_count(),
+            "shutting down: closing sessions"
+        );
         self.engine.close_all(CloseReason::ServerShutdown);
         // Give transports a moment to flush the close to their clients.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -113,7 +113,12 @@ impl Responder {
         Self { cors }
     }
 
-    pub fn build(&self, status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    pub fn build(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Response<Body> {
         let mut res = Response::new(Full::new(body.into()));
         *res.status_mut() = status;
         let h = res.headers_mut();
@@ -124,14 +129,21 @@ impl Responder {
                 h.insert(header::VARY, HeaderValue::from_static("Origin"));
             }
             if *credentials {
-                h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
             }
         }
         res
     }
 
     pub fn error(&self, error: EngineError) -> Response<Body> {
-        let body = format!(r#"{{"code":{},"message":"{}"}}"#, error.code(), error.message());
+        let body = format!(
+            r#"{{"code":{},"message":"{}"}}"#,
+            error.code(),
+            error.message()
+        );
         self.build(error.status(), "application/json", body)
     }
 
@@ -143,10 +155,16 @@ impl Responder {
     fn preflight(&self, headers: &HeaderMap) -> Response<Body> {
         let mut res = self.build(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
         let h = res.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+        );
         if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
-            h.insert(header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Headers"));
+            h.insert(
+                header::VARY,
+                HeaderValue::from_static("Origin, Access-Control-Request-Headers"),
+            );
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         res
@@ -155,7 +173,11 @@ impl Responder {
 
 impl Engine {
     /// Serves one HTTP request addressed to the engine path.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let responder = Responder::new(&self, req.headers());
         if !req.uri().path().starts_with(self.settings.path.as_str()) {
             return responder.build(StatusCode::NOT_FOUND, "text/plain", "Not found");
@@ -248,6 +270,9 @@ mod tests {
     #[test]
     fn error_codes_match_reference() {
         assert_eq!(EngineError::UnknownSid.code(), 1);
-        assert_eq!(EngineError::UnsupportedProtocolVersion.message(), "Unsupported protocol version");
+        assert_eq!(
+            EngineError::UnsupportedProtocolVersion.message(),
+            "Unsupported protocol version"
+        );
     }
 }

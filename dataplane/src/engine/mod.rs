@@ -136,7 +136,11 @@ impl Engine {
         };
         let handler = self.factory.open(&session, handshake);
         session.attach_handler(handler);
-        session::spawn_heartbeat(&session, self.settings.ping_interval, self.settings.ping_timeout);
+        session::spawn_heartbeat(
+            &session,
+            self.settings.ping_interval,
+            self.settings.ping_timeout,
+        );
         Some(session)
     }
 

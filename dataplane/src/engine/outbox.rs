@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(o.push(&[text("4b")], false, LIMITS), PushOutcome::Queued);
         assert_eq!(o.push(&[text("4c")], false, LIMITS), PushOutcome::Queued);
         // Full: a volatile push is dropped, a reliable one evicts the queued volatile frame.
-        assert_eq!(o.push(&[text("4d")], true, LIMITS), PushOutcome::DroppedVolatile);
+        assert_eq!(
+            o.push(&[text("4d")], true, LIMITS),
+            PushOutcome::DroppedVolatile
+        );
         assert_eq!(o.push(&[text("4e")], false, LIMITS), PushOutcome::Queued);
         assert_eq!(o.push(&[text("4f")], false, LIMITS), PushOutcome::Overflow);
         assert_eq!(drain(&o), vec![text("4b"), text("4c"), text("4e")]);
@@ -213,7 +216,10 @@ mod tests {
     fn byte_limit_counts() {
         let o = Outbox::default();
         let big = Frame::Binary(Bytes::from(vec![0u8; 900]));
-        assert_eq!(o.push(std::slice::from_ref(&big), false, LIMITS), PushOutcome::Queued);
+        assert_eq!(
+            o.push(std::slice::from_ref(&big), false, LIMITS),
+            PushOutcome::Queued
+        );
         assert_eq!(o.push(&[big], false, LIMITS), PushOutcome::Overflow);
     }
 

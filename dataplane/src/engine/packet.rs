@@ -49,9 +49,9 @@ impl Packet {
         }
         let data = input.slice(1..);
         Ok(match first {
-            b'0' => {
-                Packet::Open(String::from_utf8(data.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?)
-            }
+            b'0' => Packet::Open(
+                String::from_utf8(data.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?,
+            ),
             b'1' => Packet::Close,
             b'2' => Packet::Ping(data),
             b'3' => Packet::Pong(data),
@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn decodes_each_type() {
-        assert_eq!(Packet::decode_text(Bytes::from_static(b"1")), Ok(Packet::Close));
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"1")),
+            Ok(Packet::Close)
+        );
         assert_eq!(
             Packet::decode_text(Bytes::from_static(b"2probe")),
             Ok(Packet::Ping(Bytes::from_static(b"probe")))
@@ -134,8 +137,14 @@ mod tests {
             Packet::decode_text(Bytes::from_static(b"4hello")),
             Ok(Packet::Message(Bytes::from_static(b"hello")))
         );
-        assert_eq!(Packet::decode_text(Bytes::from_static(b"5")), Ok(Packet::Upgrade));
-        assert_eq!(Packet::decode_text(Bytes::from_static(b"6")), Ok(Packet::Noop));
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"5")),
+            Ok(Packet::Upgrade)
+        );
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"6")),
+            Ok(Packet::Noop)
+        );
         assert_eq!(
             Packet::decode_text(Bytes::from_static(b"bAQIDBA==")),
             Ok(Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])))

@@ -48,7 +48,11 @@ pub(super) async fn poll(session: &Arc<Session>, responder: &Responder) -> Respo
         let ready = session.outbox.ready();
         session.outbox.drain_into(&mut frames);
         if !frames.is_empty() {
-            return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", encode_payload(&frames));
+            return responder.build(
+                StatusCode::OK,
+                "text/plain; charset=UTF-8",
+                encode_payload(&frames),
+            );
         }
         if session.outbox.is_closed() {
             return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", "1");
@@ -81,7 +85,10 @@ pub(super) async fn data(
         }
         t.post_active = true;
     }
-    let _guard = FlagGuard { session, get: false };
+    let _guard = FlagGuard {
+        session,
+        get: false,
+    };
     let max = engine.settings.max_payload;
     let declared = req
         .headers()
@@ -90,15 +97,25 @@ pub(super) async fn data(
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > max) {
         session.close(CloseReason::TransportError);
-        return responder.status_json(StatusCode::PAYLOAD_TOO_LARGE, EngineError::BadRequest.code(), "Payload too large");
+        return responder.status_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::BadRequest.code(),
+            "Payload too large",
+        );
     }
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            let too_large = err.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let too_large = err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
             session.close(CloseReason::TransportError);
             return if too_large {
-                responder.status_json(StatusCode::PAYLOAD_TOO_LARGE, EngineError::BadRequest.code(), "Payload too large")
+                responder.status_json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    EngineError::BadRequest.code(),
+                    "Payload too large",
+                )
             } else {
                 responder.error(EngineError::BadRequest)
             };

@@ -126,7 +126,12 @@ impl Session {
     }
 
     /// Like [`Session::send`] with limits the caller already holds (broadcast loops).
-    pub fn send_with_limits(&self, frames: &[Frame], volatile: bool, limits: OutboxLimits) -> PushOutcome {
+    pub fn send_with_limits(
+        &self,
+        frames: &[Frame],
+        volatile: bool,
+        limits: OutboxLimits,
+    ) -> PushOutcome {
         let outcome = self.outbox.push(frames, volatile, limits);
         if outcome == PushOutcome::Overflow {
             tracing::warn!(sid = %self.sid, max_frames = limits.max_frames, max_bytes = limits.max_bytes,
@@ -192,7 +197,9 @@ pub(super) fn spawn_heartbeat(session: &Arc<Session>, interval: Duration, timeou
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let Some(session) = weak.upgrade() else { return };
+            let Some(session) = weak.upgrade() else {
+                return;
+            };
             if session.is_closed() {
                 return;
             }

@@ -63,7 +63,9 @@ mod tests {
         let b = generator.session_id();
         assert_ne!(a, b);
         assert_eq!(owner_of(&a).as_deref(), Some("hub-2"));
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub(super) fn accept(
 
     let mode = match (existing, handshake) {
         (Some(session), _) => Mode::Upgrade(session),
-        (None, Some(handshake)) => match engine.create_session(TransportKind::Websocket, handshake) {
+        (None, Some(handshake)) => match engine.create_session(TransportKind::Websocket, handshake)
+        {
             Some(session) => Mode::Fresh(session),
             None => {
                 return responder.status_json(
@@ -76,7 +77,9 @@ pub(super) fn accept(
         config.write_buffer_size = 16 * 1024;
         config.max_message_size = Some(engine.settings.max_payload);
         config.max_frame_size = Some(engine.settings.max_payload);
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
         match mode {
             Mode::Fresh(session) => run_fresh(engine, session, ws).await,
             Mode::Upgrade(session) => run_upgrade(engine, session, ws).await,
@@ -139,7 +142,11 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
         match Packet::decode_text(Bytes::from(text)) {
             Ok(Packet::Ping(data)) if &data[..] == b"probe" && !probed => {
                 probed = true;
-                if ws.send(Message::Text(Utf8Bytes::from_static("3probe"))).await.is_err() {
+                if ws
+                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
+                    .await
+                    .is_err()
+                {
                     break false;
                 }
                 // Release the pending GET with a noop so the client can send `5`.
@@ -207,7 +214,12 @@ async fn serve(session: Arc<Session>, mut ws: Ws) {
 
 /// Feeds a batch of frames and flushes once; gives up if the session closes meanwhile
 /// (a slow consumer must not pin the task on a full socket).
-async fn write_batch(session: &Session, ws: &mut Ws, batch: &mut Vec<Frame>, closing: bool) -> Result<(), CloseReason> {
+async fn write_batch(
+    session: &Session,
+    ws: &mut Ws,
+    batch: &mut Vec<Frame>,
+    closing: bool,
+) -> Result<(), CloseReason> {
     let write = async {
         for frame in batch.drain(..) {
             let msg = match frame {

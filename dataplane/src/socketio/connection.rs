@@ -38,7 +38,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(hub: Arc<HubInner>, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<Self> {
+    pub(super) fn new(
+        hub: Arc<HubInner>,
+        session: &Arc<Session>,
+        handshake: HandshakeInfo,
+    ) -> Arc<Self> {
         Arc::new(Self {
             hub,
             session: Arc::downgrade(session),
@@ -74,7 +78,10 @@ impl Connection {
     }
 
     pub(super) fn forget(&self, socket: &Arc<Socket>) {
-        self.state.lock().sockets.retain(|s| !Arc::ptr_eq(s, socket));
+        self.state
+            .lock()
+            .sockets
+            .retain(|s| !Arc::ptr_eq(s, socket));
     }
 
     /// `disconnect(true)`: every namespace gets a DISCONNECT, then the connection closes.
@@ -91,12 +98,17 @@ impl Connection {
     fn on_connect(self: &Arc<Self>, packet: Packet) {
         let nsp = packet.nsp;
         if !self.hub.namespace_allowed(&nsp) {
-            self.send_text(packet::encode_connect_error(&nsp, "Invalid namespace", None));
+            self.send_text(packet::encode_connect_error(
+                &nsp,
+                "Invalid namespace",
+                None,
+            ));
             return;
         }
         {
             let mut state = self.state.lock();
-            let busy = state.sockets.iter().any(|s| s.namespace().name() == nsp) || state.connecting.contains(&nsp);
+            let busy = state.sockets.iter().any(|s| s.namespace().name() == nsp)
+                || state.connecting.contains(&nsp);
             if busy {
                 return;
             }
@@ -104,14 +116,20 @@ impl Connection {
             if state.sockets.len() + state.connecting.len() >= max {
                 drop(state);
                 let data = serde_json::json!({ "limit": max });
-                self.send_text(packet::encode_connect_error(&nsp, "Too many namespaces", Some(&data)));
+                self.send_text(packet::encode_connect_error(
+                    &nsp,
+                    "Too many namespaces",
+                    Some(&data),
+                ));
                 return;
             }
             state.connecting.push(nsp.clone());
         }
         let request = ConnectRequest {
             namespace: nsp,
-            auth: packet.data.unwrap_or_else(|| Value::Object(Default::default())),
+            auth: packet
+                .data
+                .unwrap_or_else(|| Value::Object(Default::default())),
             handshake: self.handshake.clone(),
         };
         let conn = self.clone();
@@ -123,7 +141,9 @@ impl Connection {
 
     fn finish_connect(self: &Arc<Self>, request: ConnectRequest, decision: ConnectDecision) {
         let nsp = request.namespace;
-        let Some(session) = self.session.upgrade() else { return };
+        let Some(session) = self.session.upgrade() else {
+            return;
+        };
         {
             let mut state = self.state.lock();
             state.connecting.retain(|n| n != &nsp);
@@ -139,7 +159,14 @@ impl Connection {
             }
         };
         let ns = self.hub.namespace(&nsp);
-        let socket = Socket::new(ns.clone(), session, Arc::downgrade(self), self.handshake.clone(), request.auth, data);
+        let socket = Socket::new(
+            ns.clone(),
+            session,
+            Arc::downgrade(self),
+            self.handshake.clone(),
+            request.auth,
+            data,
+        );
         {
             let mut state = self.state.lock();
             if state.closed {
@@ -242,7 +269,11 @@ impl ConnectionHandler for Arc<Connection> {
                 None
             }
         };
-        if let Some(Partial { packet, attachments }) = complete {
+        if let Some(Partial {
+            packet,
+            attachments,
+        }) = complete
+        {
             self.dispatch(packet, attachments);
         }
     }

@@ -23,7 +23,10 @@ pub enum ConnectDecision {
     /// Accept, optionally with initial socket data and rooms.
     Accept { data: Value, rooms: Vec<String> },
     /// Refuse with a CONNECT_ERROR carrying `message` and optional `data`.
-    Reject { message: String, data: Option<Value> },
+    Reject {
+        message: String,
+        data: Option<Value>,
+    },
 }
 
 impl ConnectDecision {

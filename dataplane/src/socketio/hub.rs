@@ -12,7 +12,9 @@ use super::connection::Connection;
 use super::handler::Handler;
 use super::namespace::{Namespace, NamespaceLimits};
 use crate::config::Config;
-use crate::engine::{CloseReason, ConnectionFactory, ConnectionHandler, HandshakeInfo, OutboxLimits, Session};
+use crate::engine::{
+    CloseReason, ConnectionFactory, ConnectionHandler, HandshakeInfo, OutboxLimits, Session,
+};
 
 /// Whether `name` matches a namespace pattern, where `*` matches any run of characters.
 pub fn namespace_matches(pattern: &str, name: &str) -> bool {
@@ -44,9 +46,11 @@ pub(crate) struct HubInner {
 /// Sessions that must join a namespace before a deadline. Every session gets the same
 /// timeout, so deadlines arrive in order and one queue swept by one task serves them all
 /// (a few bytes per pending session instead of a timer task each).
+type Deadline = (Instant, Weak<Connection>, Weak<Session>);
+
 #[derive(Default)]
 struct ConnectDeadlines {
-    queue: Mutex<VecDeque<(Instant, Weak<Connection>, Weak<Session>)>>,
+    queue: Mutex<VecDeque<Deadline>>,
     sweeper_started: AtomicBool,
 }
 
@@ -63,7 +67,10 @@ impl ConnectDeadlines {
                     let Some(this) = weak.upgrade() else { return };
                     let next = this.sweep(Instant::now());
                     drop(this);
-                    tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + timeout).into()).await;
+                    tokio::time::sleep_until(
+                        next.unwrap_or_else(|| Instant::now() + timeout).into(),
+                    )
+                    .await;
                 }
             });
         }

@@ -8,7 +8,9 @@ pub mod packet;
 pub mod payload;
 pub mod socket;
 
-pub use handler::{AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler};
+pub use handler::{
+    AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler,
+};
 pub use hub::Hub;
 pub use namespace::{BroadcastAcks, Namespace, Selector};
 pub use payload::Payload;

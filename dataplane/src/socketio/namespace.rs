@@ -212,27 +212,49 @@ impl Namespace {
     /// The sockets a selector picks (local `fetchSockets`).
     pub fn sockets(&self, selector: &Selector) -> Vec<Arc<Socket>> {
         let mut out = Vec::new();
-        self.state.read().for_each(selector, |s| out.push(s.clone()));
+        self.state
+            .read()
+            .for_each(selector, |s| out.push(s.clone()));
         out
     }
 
     /// Rooms with their member counts (the implicit per-socket rooms are not listed).
     pub fn rooms(&self) -> Vec<(String, usize)> {
         let state = self.state.read();
-        let mut rooms: Vec<_> = state.rooms.iter().map(|(r, m)| (r.to_string(), m.len())).collect();
+        let mut rooms: Vec<_> = state
+            .rooms
+            .iter()
+            .map(|(r, m)| (r.to_string(), m.len()))
+            .collect();
         rooms.sort();
         rooms
     }
 
     /// Emits an event to every selected socket. The packet is encoded once and every
     /// recipient queues the same frames. Returns how many sockets it was queued for.
-    pub fn broadcast(&self, selector: &Selector, event: &str, payload: &Payload, volatile: bool) -> usize {
-        let text = packet::encode_event(&self.name, event, &payload.args, payload.attachments.len(), None);
+    pub fn broadcast(
+        &self,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        volatile: bool,
+    ) -> usize {
+        let text = packet::encode_event(
+            &self.name,
+            event,
+            &payload.args,
+            payload.attachments.len(),
+            None,
+        );
         let frames = packet_frames(text, payload);
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         self.state.read().for_each(selector, |socket| {
-            match socket.session.outbox.push(&frames, volatile, self.limits.outbox) {
+            match socket
+                .session
+                .outbox
+                .push(&frames, volatile, self.limits.outbox)
+            {
                 PushOutcome::Queued => delivered += 1,
                 PushOutcome::Overflow => overflowed.push(socket.session.clone()),
                 PushOutcome::DroppedVolatile | PushOutcome::Closed => {}
@@ -244,19 +266,38 @@ impl Namespace {
 
     /// Emits to every selected socket and collects their acks until all arrived or the
     /// timeout passed.
-    pub async fn broadcast_with_ack(&self, selector: &Selector, event: &str, payload: &Payload, timeout: Duration) -> BroadcastAcks {
+    pub async fn broadcast_with_ack(
+        &self,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        timeout: Duration,
+    ) -> BroadcastAcks {
         let id = self.next_ack_id();
-        let text = packet::encode_event(&self.name, event, &payload.args, payload.attachments.len(), Some(id));
+        let text = packet::encode_event(
+            &self.name,
+            event,
+            &payload.args,
+            payload.attachments.len(),
+            Some(id),
+        );
         let frames = packet_frames(text, payload);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut overflowed = Vec::new();
         let mut expected = 0;
         let mut registered = Vec::new();
         self.state.read().for_each(selector, |socket| {
-            if socket.register_ack(id, AckWaiter::Many(tx.clone())).is_err() {
+            if socket
+                .register_ack(id, AckWaiter::Many(tx.clone()))
+                .is_err()
+            {
                 return;
             }
-            match socket.session.outbox.push(&frames, false, self.limits.outbox) {
+            match socket
+                .session
+                .outbox
+                .push(&frames, false, self.limits.outbox)
+            {
                 PushOutcome::Queued => {
                     expected += 1;
                     registered.push(socket.clone());

@@ -110,7 +110,10 @@ impl Packet {
             pos = (end + 1).min(input.len());
         }
 
-        let digits = bytes[pos..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let digits = bytes[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         let id = if digits > 0 {
             let id = input[pos..pos + digits]
                 .parse::<u64>()
@@ -191,7 +194,13 @@ fn check_placeholders(value: &Value, attachments: usize) -> Result<(), DecodeErr
 
 /// Writes the header of a packet, prefixed with the Engine.IO message type `4`, so the
 /// result is a complete Engine.IO text frame.
-fn header(kind: PacketKind, nsp: &str, attachments: usize, id: Option<u64>, capacity: usize) -> String {
+fn header(
+    kind: PacketKind,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+    capacity: usize,
+) -> String {
     let mut out = String::with_capacity(8 + nsp.len() + capacity);
     out.push('4');
     out.push((b'0' + kind as u8) as char);
@@ -209,7 +218,13 @@ fn header(kind: PacketKind, nsp: &str, attachments: usize, id: Option<u64>, capa
 }
 
 /// Encodes an EVENT (or BINARY_EVENT when `attachments > 0`) as an Engine.IO text frame.
-pub fn encode_event(nsp: &str, event: &str, args: &[Value], attachments: usize, id: Option<u64>) -> String {
+pub fn encode_event(
+    nsp: &str,
+    event: &str,
+    args: &[Value],
+    attachments: usize,
+    id: Option<u64>,
+) -> String {
     let kind = if attachments > 0 {
         PacketKind::BinaryEvent
     } else {
@@ -279,17 +294,29 @@ mod tests {
     fn decodes_spec_examples() {
         assert_eq!(
             decode("0").unwrap(),
-            Packet { kind: PacketKind::Connect, nsp: "/".into(), id: None, attachments: 0, data: None }
+            Packet {
+                kind: PacketKind::Connect,
+                nsp: "/".into(),
+                id: None,
+                attachments: 0,
+                data: None
+            }
         );
         let p = decode("0/admin,{\"token\":\"123\"}").unwrap();
         assert_eq!(p.nsp, "/admin");
         assert_eq!(p.data, Some(json!({"token": "123"})));
         let p = decode("2/admin,12[\"bar\"]").unwrap();
-        assert_eq!((p.kind, p.id, p.nsp.as_str()), (PacketKind::Event, Some(12), "/admin"));
+        assert_eq!(
+            (p.kind, p.id, p.nsp.as_str()),
+            (PacketKind::Event, Some(12), "/admin")
+        );
         let p = decode("51-[\"baz\",{\"_placeholder\":true,\"num\":0}]").unwrap();
         assert_eq!((p.kind, p.attachments), (PacketKind::BinaryEvent, 1));
         let p = decode("61-/admin,13[{\"_placeholder\":true,\"num\":0}]").unwrap();
-        assert_eq!((p.kind, p.id, p.attachments), (PacketKind::BinaryAck, Some(13), 1));
+        assert_eq!(
+            (p.kind, p.id, p.attachments),
+            (PacketKind::BinaryAck, Some(13), 1)
+        );
         assert_eq!(decode("1/admin,").unwrap().nsp, "/admin");
         assert_eq!(decode("1/admin").unwrap().nsp, "/admin");
     }
@@ -306,22 +333,40 @@ mod tests {
         assert_eq!(decode("0[1]"), Err(DecodeError::InvalidPayload));
         assert_eq!(decode("1{}"), Err(DecodeError::InvalidPayload));
         assert_eq!(decode("3[1]"), Err(DecodeError::InvalidPayload));
-        assert_eq!(decode("2[\"disconnect\"]"), Err(DecodeError::InvalidPayload));
+        assert_eq!(
+            decode("2[\"disconnect\"]"),
+            Err(DecodeError::InvalidPayload)
+        );
         assert_eq!(decode("5x-[\"a\"]"), Err(DecodeError::BadAttachments));
         assert_eq!(decode("5-[\"a\"]"), Err(DecodeError::BadAttachments));
-        assert_eq!(decode("511-[\"a\"]"), Err(DecodeError::TooManyAttachments(11)));
+        assert_eq!(
+            decode("511-[\"a\"]"),
+            Err(DecodeError::TooManyAttachments(11))
+        );
         assert_eq!(
             decode("51-[\"a\",{\"_placeholder\":true,\"num\":1}]"),
             Err(DecodeError::BadPlaceholder)
         );
-        assert_eq!(decode("299999999999999999999999[\"a\"]"), Err(DecodeError::BadAckId));
+        assert_eq!(
+            decode("299999999999999999999999[\"a\"]"),
+            Err(DecodeError::BadAckId)
+        );
     }
 
     #[test]
     fn encodes_like_the_reference_parser() {
-        assert_eq!(encode_event("/", "hello", &[json!(1)], 0, None), "42[\"hello\",1]");
         assert_eq!(
-            encode_event("/admin", "hi", &[json!({"_placeholder": true, "num": 0})], 1, Some(7)),
+            encode_event("/", "hello", &[json!(1)], 0, None),
+            "42[\"hello\",1]"
+        );
+        assert_eq!(
+            encode_event(
+                "/admin",
+                "hi",
+                &[json!({"_placeholder": true, "num": 0})],
+                1,
+                Some(7)
+            ),
             "451-/admin,7[\"hi\",{\"_placeholder\":true,\"num\":0}]"
         );
         assert_eq!(encode_ack("/", 3, &[json!("ok")], 0), "433[\"ok\"]");

@@ -162,22 +162,45 @@ impl Socket {
 
     /// Emits an event to this client.
     pub fn emit(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
-        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), None);
+        let text = packet::encode_event(
+            self.ns.name(),
+            event,
+            &payload.args,
+            payload.attachments.len(),
+            None,
+        );
         self.push(&packet_frames(text, payload), false)
     }
 
     /// Emits an event that may be dropped if the client cannot take it now.
     pub fn emit_volatile(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
-        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), None);
+        let text = packet::encode_event(
+            self.ns.name(),
+            event,
+            &payload.args,
+            payload.attachments.len(),
+            None,
+        );
         self.push(&packet_frames(text, payload), true)
     }
 
     /// Emits an event and waits for the client's acknowledgement.
-    pub async fn emit_with_ack(&self, event: &str, payload: &Payload, timeout: Duration) -> Result<Payload, SocketError> {
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: &Payload,
+        timeout: Duration,
+    ) -> Result<Payload, SocketError> {
         let id = self.ns.next_ack_id();
         let (tx, rx) = oneshot::channel();
         self.register_ack(id, AckWaiter::One(tx))?;
-        let text = packet::encode_event(self.ns.name(), event, &payload.args, payload.attachments.len(), Some(id));
+        let text = packet::encode_event(
+            self.ns.name(),
+            event,
+            &payload.args,
+            payload.attachments.len(),
+            Some(id),
+        );
         if let Err(error) = self.push(&packet_frames(text, payload), false) {
             self.acks.lock().remove(&id);
             return Err(error);
@@ -235,7 +258,10 @@ impl Socket {
         if !self.connected() {
             return;
         }
-        let _ = self.push(&[Frame::from(packet::encode_disconnect(self.ns.name()))], false);
+        let _ = self.push(
+            &[Frame::from(packet::encode_disconnect(self.ns.name()))],
+            false,
+        );
         if close {
             if let Some(conn) = self.conn.upgrade() {
                 conn.disconnect_all_and_close();
