@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod ops;
 pub mod relay;
 pub mod server;
 pub mod socketio;

@@ -1,0 +1,308 @@
+//! Hub-wide operations, as the application drives them (management API, policies).
+//!
+//! Everything the app can do to sockets goes through [`HubOps`]. [`LocalOps`] runs them on
+//! this node; the cluster layer implements the same trait by fanning out to peers, so the
+//! management API does not change when a hub grows from one node to many.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::socketio::{Hub, Namespace, Payload, Selector, Socket};
+
+/// Errors of hub operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpsError {
+    #[error("unknown namespace {0:?}")]
+    UnknownNamespace(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// An emit to the sockets a selector picks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmitRequest {
+    pub selector: Selector,
+    pub event: String,
+    pub payload: Payload,
+    pub volatile: bool,
+    /// When set, wait this long for every recipient's ack and return them.
+    pub ack_timeout: Option<Duration>,
+}
+
+/// What an emit did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmitOutcome {
+    /// Sockets the event was queued for.
+    pub recipients: usize,
+    /// With acks: each reply, by socket id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks: Option<Vec<AckView>>,
+    /// With acks: true when some recipients did not answer in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+}
+
+/// One ack reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckView {
+    pub socket_id: String,
+    pub args: Vec<Value>,
+}
+
+/// What `fetchSockets` returns for one socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketInfo {
+    pub id: String,
+    pub namespace: String,
+    pub rooms: Vec<String>,
+    pub handshake: HandshakeView,
+    pub data: Value,
+}
+
+/// The handshake of a socket, in the shape of Node's `socket.handshake`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandshakeView {
+    pub address: String,
+    /// Milliseconds since the Unix epoch.
+    pub issued: u64,
+    pub url: String,
+    pub query: String,
+    pub headers: serde_json::Map<String, Value>,
+    pub auth: Value,
+}
+
+/// A room and how many sockets are in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    pub name: String,
+    pub members: usize,
+}
+
+/// Counters of a hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubStats {
+    pub nodes: usize,
+    pub connections: usize,
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStats {
+    pub name: String,
+    pub sockets: usize,
+    pub rooms: usize,
+}
+
+/// The operations an application can run on a hub.
+#[async_trait::async_trait]
+pub trait HubOps: Send + Sync {
+    async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError>;
+    async fn sockets_join(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        rooms: &[String],
+    ) -> Result<usize, OpsError>;
+    async fn sockets_leave(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        rooms: &[String],
+    ) -> Result<usize, OpsError>;
+    async fn disconnect_sockets(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        close: bool,
+    ) -> Result<usize, OpsError>;
+    async fn fetch_sockets(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+    ) -> Result<Vec<SocketInfo>, OpsError>;
+    async fn rooms(&self, nsp: &str) -> Result<Vec<RoomInfo>, OpsError>;
+    async fn stats(&self) -> Result<HubStats, OpsError>;
+}
+
+/// [`HubOps`] on this node only.
+#[derive(Clone)]
+pub struct LocalOps {
+    hub: Hub,
+    connections: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl LocalOps {
+    /// `connections` counts this node's engine sessions.
+    pub fn new(hub: Hub, connections: Arc<dyn Fn() -> usize + Send + Sync>) -> Self {
+        Self { hub, connections }
+    }
+
+    fn namespace(&self, nsp: &str) -> Result<Arc<Namespace>, OpsError> {
+        self.hub
+            .of(nsp)
+            .ok_or_else(|| OpsError::UnknownNamespace(nsp.to_string()))
+    }
+}
+
+/// A socket as `fetchSockets` reports it.
+pub fn socket_info(socket: &Socket) -> SocketInfo {
+    let hs = socket.handshake();
+    let headers = hs
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_string(),
+                Value::String(v.to_str().ok()?.to_string()),
+            ))
+        })
+        .collect();
+    SocketInfo {
+        id: socket.id().to_string(),
+        namespace: socket.namespace().name().to_string(),
+        rooms: socket.rooms(),
+        handshake: HandshakeView {
+            address: hs.address.ip().to_string(),
+            issued: hs
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            url: hs.url.clone(),
+            query: hs.query.clone(),
+            headers,
+            auth: socket.auth().clone(),
+        },
+        data: socket.data(),
+    }
+}
+
+#[async_trait::async_trait]
+impl HubOps for LocalOps {
+    async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError> {
+        if request.event.is_empty() {
+            return Err(OpsError::Invalid("event name must not be empty".into()));
+        }
+        if crate::socketio::packet::RESERVED_EVENTS.contains(&request.event.as_str()) {
+            return Err(OpsError::Invalid(format!(
+                "{:?} is a reserved event name",
+                request.event
+            )));
+        }
+        let ns = self.namespace(nsp)?;
+        match request.ack_timeout {
+            None => {
+                let recipients = ns.broadcast(
+                    &request.selector,
+                    &request.event,
+                    &request.payload,
+                    request.volatile,
+                );
+                Ok(EmitOutcome {
+                    recipients,
+                    acks: None,
+                    timed_out: None,
+                })
+            }
+            Some(timeout) => {
+                let acks = ns
+                    .broadcast_with_ack(
+                        &request.selector,
+                        &request.event,
+                        &request.payload,
+                        timeout,
+                    )
+                    .await;
+                Ok(EmitOutcome {
+                    recipients: acks.expected,
+                    acks: Some(
+                        acks.replies
+                            .into_iter()
+                            .map(|r| AckView {
+                                socket_id: r.socket_id.to_string(),
+                                args: r.payload.args,
+                            })
+                            .collect(),
+                    ),
+                    timed_out: Some(acks.timed_out),
+                })
+            }
+        }
+    }
+
+    async fn sockets_join(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        rooms: &[String],
+    ) -> Result<usize, OpsError> {
+        Ok(self.namespace(nsp)?.sockets_join(selector, rooms))
+    }
+
+    async fn sockets_leave(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        rooms: &[String],
+    ) -> Result<usize, OpsError> {
+        Ok(self.namespace(nsp)?.sockets_leave(selector, rooms))
+    }
+
+    async fn disconnect_sockets(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        close: bool,
+    ) -> Result<usize, OpsError> {
+        Ok(self.namespace(nsp)?.disconnect_sockets(selector, close))
+    }
+
+    async fn fetch_sockets(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+    ) -> Result<Vec<SocketInfo>, OpsError> {
+        let ns = self.namespace(nsp)?;
+        Ok(ns
+            .sockets(selector)
+            .iter()
+            .map(|s| socket_info(s))
+            .collect())
+    }
+
+    async fn rooms(&self, nsp: &str) -> Result<Vec<RoomInfo>, OpsError> {
+        let ns = self.namespace(nsp)?;
+        Ok(ns
+            .rooms()
+            .into_iter()
+            .map(|(name, members)| RoomInfo { name, members })
+            .collect())
+    }
+
+    async fn stats(&self) -> Result<HubStats, OpsError> {
+        Ok(HubStats {
+            nodes: 1,
+            connections: (self.connections)(),
+            namespaces: self
+                .hub
+                .namespaces()
+                .iter()
+                .map(|ns| NamespaceStats {
+                    name: ns.name().to_string(),
+                    sockets: ns.socket_count(),
+                    rooms: ns.rooms().len(),
+                })
+                .collect(),
+        })
+    }
+}
