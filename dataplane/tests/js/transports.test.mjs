@@ -170,3 +170,54 @@ describe("engine.io-client on its own", () => {
     }
   });
 });
+
+describe("HTTP details", () => {
+  it("CORS: polling answers carry Access-Control-Allow-Origin; preflight succeeds", async () => {
+    const origin = "http://app.example.test";
+    const res = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { origin } });
+    assert.equal(res.status, 200);
+    await res.text();
+    const allow = res.headers.get("access-control-allow-origin");
+    assert.ok(allow === "*" || allow === origin, `access-control-allow-origin: ${allow}`);
+    const pre = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+      },
+    });
+    await pre.text();
+    assert.ok([200, 204].includes(pre.status), `preflight status ${pre.status}`);
+    const preAllow = pre.headers.get("access-control-allow-origin");
+    assert.ok(preAllow === "*" || preAllow === origin, `preflight allow-origin: ${preAllow}`);
+    assert.match(pre.headers.get("access-control-allow-methods") ?? "", /POST/);
+  });
+});
+
+describe("shutdown", () => {
+  it("SIGTERM: connected clients are disconnected and the process exits 0 promptly", { timeout: 30_000 }, async () => {
+    const srv = await startServer({ bin: "testkit" });
+    const local = new ClientPool();
+    try {
+      const ws = await local.connect(srv.url, { transports: ["websocket"] });
+      const poll = await local.connect(srv.url, { transports: ["polling"], upgrade: false });
+      const d1 = once(ws, "disconnect", 10_000, "websocket client disconnect");
+      const d2 = once(poll, "disconnect", 10_000, "polling client disconnect");
+      const t0 = Date.now();
+      srv.proc.kill("SIGTERM");
+      await Promise.all([d1, d2]);
+      const exit = await withTimeout(
+        new Promise((resolve) => (srv.exited ? resolve(srv.exited) : srv.proc.once("exit", (code, signal) => resolve({ code, signal })))),
+        10_000,
+        "server exit after SIGTERM",
+      );
+      assert.deepEqual(exit, { code: 0, signal: null }, "graceful exit");
+      assert.ok(Date.now() - t0 < 10_000);
+      assert.doesNotMatch(srv.stderr(), /panicked at/);
+    } finally {
+      local.closeAll();
+      await srv.stop();
+    }
+  });
+});
