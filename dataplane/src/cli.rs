@@ -140,7 +140,7 @@ impl HubArgs {
             config.engine.transports = transports;
         }
         if let Some(v) = &self.namespaces {
-            config.socketio.namespaces = v.clone();
+            config.socketio.namespaces = v.iter().map(|n| n.as_str().into()).collect();
         }
         if let Some(v) = self.max_namespaces {
             config.limits.max_namespaces_per_session = v;

@@ -43,6 +43,10 @@ pub struct Config {
     pub engine: EngineConfig,
     pub socketio: SocketIoConfig,
     pub limits: LimitsConfig,
+    /// Client authentication at the handshake.
+    pub auth: AuthConfig,
+    /// The management REST API the application backend calls.
+    pub management: ManagementConfig,
 }
 
 impl Default for Config {
@@ -53,6 +57,8 @@ impl Default for Config {
             engine: EngineConfig::default(),
             socketio: SocketIoConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            management: ManagementConfig::default(),
         }
     }
 }
@@ -137,14 +143,93 @@ impl Config {
                 "at least one namespace or pattern is needed",
             );
         }
-        for ns in &self.socketio.namespaces {
-            if !(ns.starts_with('/') || ns.starts_with('*')) || ns.contains(',') {
+        for (i, ns) in self.socketio.namespaces.iter().enumerate() {
+            let at = |field: &str| format!("socketio.namespaces[{i}]{field}");
+            let name = &ns.name;
+            if !(name.starts_with('/') || name.starts_with('*')) || name.contains(',') {
                 bad(
-                    "socketio.namespaces",
-                    "each entry must start with / (or be a * pattern) and contain no comma",
+                    &at(".name"),
+                    "must start with / (or be a * pattern) and contain no comma",
                 );
-                break;
             }
+            if let Some(up) = &ns.upstream {
+                if !(up.url.starts_with("http://") || up.url.starts_with("https://")) {
+                    bad(&at(".upstream.url"), "must be an http:// or https:// URL");
+                }
+                if up
+                    .events
+                    .iter()
+                    .any(|e| !["connect", "event", "disconnect"].contains(&e.as_str()))
+                {
+                    bad(
+                        &at(".upstream.events"),
+                        "entries must be connect, event or disconnect",
+                    );
+                }
+                if up.timeout == 0 || up.timeout > 600_000 {
+                    bad(
+                        &at(".upstream.timeout"),
+                        "must be between 1 and 600000 milliseconds",
+                    );
+                }
+                if up.secret.is_some() && up.secret_file.is_some() {
+                    bad(&at(".upstream"), "set secret or secretFile, not both");
+                }
+                if up.disconnect_retries > 10 {
+                    bad(&at(".upstream.disconnectRetries"), "must be at most 10");
+                }
+            }
+        }
+        if self.auth.mode == AuthMode::Jwt {
+            let j = &self.auth.jwt;
+            let has_key = j.hs256_secret.is_some()
+                || j.hs256_secret_file.is_some()
+                || !j.public_keys.is_empty()
+                || !j.public_key_files.is_empty()
+                || j.jwks_url.is_some();
+            if !has_key {
+                bad(
+                    "auth.jwt",
+                    "mode jwt needs hs256Secret(File), publicKeys/publicKeyFiles or jwksUrl",
+                );
+            }
+            if j.hs256_secret.is_some() && j.hs256_secret_file.is_some() {
+                bad("auth.jwt", "set hs256Secret or hs256SecretFile, not both");
+            }
+            if j.algorithms.is_empty()
+                || j.algorithms
+                    .iter()
+                    .any(|a| !["HS256", "RS256", "ES256"].contains(&a.as_str()))
+            {
+                bad(
+                    "auth.jwt.algorithms",
+                    "must be a non-empty subset of HS256, RS256, ES256",
+                );
+            }
+            if j.jwks_min_refresh_interval == 0
+                || j.jwks_refresh_interval < j.jwks_min_refresh_interval
+            {
+                bad(
+                    "auth.jwt.jwksRefreshInterval",
+                    "must be at least jwksMinRefreshInterval, which must be positive",
+                );
+            }
+        }
+        let m = &self.management;
+        if m.listen.is_some() && m.token.is_none() && m.token_file.is_none() {
+            bad(
+                "management",
+                "listen is set but no token or tokenFile: the API would be open",
+            );
+        }
+        if m.token.is_some() && m.token_file.is_some() {
+            bad("management", "set token or tokenFile, not both");
+        }
+        if m.token.as_ref().is_some_and(|t| t.len() < 16) {
+            bad("management.token", "must be at least 16 characters");
+        }
+        if m.max_body_bytes == 0 {
+            bad("management.maxBodyBytes", "must be at least 1");
         }
         let l = &self.limits;
         for (field, value) in [
@@ -157,6 +242,7 @@ impl Config {
             ("limits.maxOutboundBytes", l.max_outbound_bytes),
             ("limits.maxPendingAcks", l.max_pending_acks),
             ("limits.maxRoomsPerSocket", l.max_rooms_per_socket),
+            ("limits.maxUpstreamConcurrency", l.max_upstream_concurrency),
         ] {
             if value == 0 {
                 bad(field, "must be at least 1");
@@ -252,8 +338,8 @@ impl Default for CorsConfig {
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct SocketIoConfig {
     /// Namespaces clients may connect to: exact names (`/chat`) or patterns with `*`
-    /// matching any run of characters (`/tenant-*`).
-    pub namespaces: Vec<String>,
+    /// matching any run of characters (`/tenant-*`). An entry may be just the name.
+    pub namespaces: Vec<NamespaceConfig>,
     /// How long a new engine session may stay without joining a namespace.
     pub connect_timeout: u64,
     /// Default timeout for server-to-client acknowledgements.
@@ -263,9 +349,222 @@ pub struct SocketIoConfig {
 impl Default for SocketIoConfig {
     fn default() -> Self {
         Self {
-            namespaces: vec!["/".to_string()],
+            namespaces: vec![NamespaceConfig::from("/")],
             connect_timeout: 45_000,
             ack_timeout: 10_000,
+        }
+    }
+}
+
+/// One namespace (or pattern of namespaces) and what happens in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", from = "NamespaceEntry")]
+pub struct NamespaceConfig {
+    /// Exact name (`/chat`) or pattern (`/tenant-*`).
+    pub name: String,
+    /// The application's webhook for this namespace; none means events go nowhere
+    /// unless policies handle them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamConfig>,
+    /// Client event names accepted (exact or `*` patterns); empty accepts every event.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_events: Vec<String>,
+    /// Lets clients join rooms and emit to them with no backend logic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PolicyConfig>,
+}
+
+impl From<&str> for NamespaceConfig {
+    fn from(name: &str) -> Self {
+        Self::from(name.to_string())
+    }
+}
+
+impl From<String> for NamespaceConfig {
+    fn from(name: String) -> Self {
+        NamespaceConfig {
+            name,
+            upstream: None,
+            allowed_events: Vec::new(),
+            policies: None,
+        }
+    }
+}
+
+/// A namespace entry as written in a file: a bare name or the full object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NamespaceEntry {
+    Name(String),
+    Full(NamespaceObject),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NamespaceObject {
+    name: String,
+    #[serde(default)]
+    upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    allowed_events: Vec<String>,
+    #[serde(default)]
+    policies: Option<PolicyConfig>,
+}
+
+impl From<NamespaceEntry> for NamespaceConfig {
+    fn from(entry: NamespaceEntry) -> Self {
+        match entry {
+            NamespaceEntry::Name(name) => NamespaceConfig::from(name),
+            NamespaceEntry::Full(o) => NamespaceConfig {
+                name: o.name,
+                upstream: o.upstream,
+                allowed_events: o.allowed_events,
+                policies: o.policies,
+            },
+        }
+    }
+}
+
+/// An HTTP webhook receiving the namespace's client events as CloudEvents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Where events are POSTed, e.g. `http://app:8080/roomcast`.
+    pub url: String,
+    /// Which lifecycle events to send: any of `connect`, `event`, `disconnect`.
+    #[serde(default = "UpstreamConfig::default_events")]
+    pub events: Vec<String>,
+    /// Time the app has to answer one request.
+    #[serde(default = "UpstreamConfig::default_timeout")]
+    pub timeout: u64,
+    /// Key of the `X-Roomcast-Signature` HMAC-SHA256 header; prefer `secretFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// File holding the signing key (e.g. a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Extra attempts for `disconnect` deliveries (other events are never retried).
+    #[serde(default = "UpstreamConfig::default_retries")]
+    pub disconnect_retries: u32,
+}
+
+impl UpstreamConfig {
+    fn default_events() -> Vec<String> {
+        vec!["connect".into(), "event".into(), "disconnect".into()]
+    }
+    fn default_timeout() -> u64 {
+        5_000
+    }
+    fn default_retries() -> u32 {
+        3
+    }
+}
+
+/// Client room policies. Patterns use `*` for any run of characters and `{claim}` for a
+/// claim of the client's verified token, e.g. `user:{sub}` or `team:{org}:*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rooms clients may join and leave themselves.
+    pub join: Vec<String>,
+    /// Rooms clients may emit to even when not in them.
+    pub emit: Vec<String>,
+    /// Whether clients may emit to rooms they are in.
+    pub emit_to_joined: bool,
+}
+
+/// How clients prove who they are at the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (default) or `jwt`.
+    pub mode: AuthMode,
+    pub jwt: JwtConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+    Jwt,
+}
+
+/// JWT verification. Tokens come from `auth.token`, the `access_token` query parameter or
+/// an `Authorization: Bearer` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted algorithms: HS256, RS256, ES256.
+    pub algorithms: Vec<String>,
+    /// HS256 shared secret; prefer `hs256SecretFile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret_file: Option<std::path::PathBuf>,
+    /// PEM public keys (RS256 or ES256).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_key_files: Vec<std::path::PathBuf>,
+    /// A JWKS document URL; keys are cached and refreshed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Refresh period of the JWKS cache.
+    pub jwks_refresh_interval: u64,
+    /// Minimum time between two JWKS fetches (an unknown `kid` triggers one at most this often).
+    pub jwks_min_refresh_interval: u64,
+    /// Required `iss`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; any one must match, when set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".into(), "RS256".into(), "ES256".into()],
+            hs256_secret: None,
+            hs256_secret_file: None,
+            public_keys: Vec::new(),
+            public_key_files: Vec::new(),
+            jwks_url: None,
+            jwks_refresh_interval: 300_000,
+            jwks_min_refresh_interval: 10_000,
+            issuer: None,
+            audience: Vec::new(),
+            leeway: 0,
+        }
+    }
+}
+
+/// The management REST API, on its own port. Disabled unless `listen` is set; a token is
+/// then required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ManagementConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Bearer token the app presents; prefer `tokenFile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            token_file: None,
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -289,6 +588,8 @@ pub struct LimitsConfig {
     pub max_attachments: usize,
     /// Rooms one socket may be in.
     pub max_rooms_per_socket: usize,
+    /// Webhook requests in flight at once on this node.
+    pub max_upstream_concurrency: usize,
 }
 
 impl Default for LimitsConfig {
@@ -301,6 +602,7 @@ impl Default for LimitsConfig {
             max_pending_acks: 256,
             max_attachments: 16,
             max_rooms_per_socket: 1_024,
+            max_upstream_concurrency: 256,
         }
     }
 }
@@ -355,6 +657,32 @@ mod tests {
                 "limits.maxConnections"
             ]
         );
+    }
+
+    #[test]
+    fn namespaces_are_names_or_objects() {
+        let yaml = "socketio:\n  namespaces:\n    - /\n    - name: /chat\n      allowedEvents: [message]\n      upstream:\n        url: http://app/hook\n";
+        let config = Config::parse(yaml, "yaml").unwrap();
+        assert_eq!(config.socketio.namespaces[0], NamespaceConfig::from("/"));
+        let chat = &config.socketio.namespaces[1];
+        assert_eq!(chat.allowed_events, vec!["message".to_string()]);
+        let upstream = chat.upstream.as_ref().unwrap();
+        assert_eq!((upstream.timeout, upstream.events.len()), (5_000, 3));
+        config.validate().unwrap();
+        let err = Config::parse(
+            "socketio:\n  namespaces:\n    - name: /x\n      bogus: 1\n",
+            "yaml",
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn open_management_api_is_refused() {
+        let mut config = Config::default();
+        config.management.listen = Some(([127, 0, 0, 1], 3001).into());
+        assert!(config.validate().is_err());
+        config.management.token = Some("0123456789abcdef".into());
+        config.validate().unwrap();
     }
 
     #[test]

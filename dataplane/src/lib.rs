@@ -5,6 +5,8 @@
 //! [`socketio::Handler`] that receives connects, events and disconnects. [`server`] runs
 //! the HTTP front; [`relay`] is the binary's built-in application.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -1,12 +1,8 @@
 //! `roomcast-dataplane`: a Roomcast hub node.
 
-use std::sync::Arc;
-
 use clap::Parser;
 use roomcast_dataplane::cli::HubArgs;
 use roomcast_dataplane::config::Config;
-use roomcast_dataplane::relay::Relay;
-use roomcast_dataplane::server::Server;
 
 /// A Roomcast hub node: a Socket.IO endpoint that stock clients use unchanged.
 #[derive(Debug, Parser)]
@@ -22,8 +18,8 @@ async fn main() -> anyhow::Result<()> {
     cli.hub.init_logging();
     // The embedded default: every namespace open, the relay app so clients can chat at once.
     let mut config = Config::default();
-    config.socketio.namespaces = vec!["*".to_string()];
+    config.socketio.namespaces = vec!["*".into()];
     let config = cli.hub.resolve(config)?;
-    let server = Server::new(config.clone(), Arc::new(Relay));
-    roomcast_dataplane::cli::serve(server, config.listen, &config.engine.path).await
+    let node = roomcast_dataplane::app::build(config).await?;
+    roomcast_dataplane::cli::serve(node.server, node.config.listen, &node.config.engine.path).await
 }

@@ -62,6 +62,9 @@ pub struct SocketInfo {
     pub namespace: String,
     pub rooms: Vec<String>,
     pub handshake: HandshakeView,
+    /// Verified claims of the client's token, when client auth is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Value>,
     pub data: Value,
 }
 
@@ -183,6 +186,7 @@ pub fn socket_info(socket: &Socket) -> SocketInfo {
             headers,
             auth: socket.auth().clone(),
         },
+        claims: socket.claims().cloned(),
         data: socket.data(),
     }
 }

@@ -13,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::auth::{Authenticator, NoAuth};
 use crate::config::Config;
 use crate::engine::http::Body;
 use crate::engine::{CloseReason, ConnectionFactory, Engine};
@@ -27,8 +28,17 @@ pub struct Server {
 impl Server {
     /// A Socket.IO server whose application logic is `handler`.
     pub fn new(config: Config, handler: Arc<dyn Handler>) -> Self {
+        Self::with_auth(config, handler, Arc::new(NoAuth))
+    }
+
+    /// A Socket.IO server that authenticates clients with `authenticator` first.
+    pub fn with_auth(
+        config: Config,
+        handler: Arc<dyn Handler>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Self {
         let config = Arc::new(config);
-        let hub = Hub::new(config.clone(), handler);
+        let hub = Hub::new(config.clone(), handler, authenticator);
         let engine = Engine::new(&config, hub.connection_factory());
         Self {
             engine,

@@ -125,16 +125,32 @@ impl Connection {
             }
             state.connecting.push(nsp.clone());
         }
-        let request = ConnectRequest {
+        let mut request = ConnectRequest {
             namespace: nsp,
             auth: packet
                 .data
                 .unwrap_or_else(|| Value::Object(Default::default())),
+            claims: None,
             handshake: self.handshake.clone(),
         };
         let conn = self.clone();
         tokio::spawn(async move {
-            let decision = conn.hub.handler.connect(request.clone()).await;
+            let verdict = conn
+                .hub
+                .authenticator
+                .authenticate(&request.namespace, &request.auth, &request.handshake)
+                .await;
+            let decision = match verdict {
+                Ok(claims) => {
+                    request.claims = claims;
+                    conn.hub.handler.connect(request.clone()).await
+                }
+                Err(failure) => {
+                    tracing::debug!(nsp = %request.namespace, reason = %failure.reason, "handshake refused");
+                    let data = serde_json::json!({ "reason": failure.reason });
+                    ConnectDecision::reject(failure.message, Some(data))
+                }
+            };
             conn.finish_connect(request, decision);
         });
     }
@@ -165,6 +181,7 @@ impl Connection {
             Arc::downgrade(self),
             self.handshake.clone(),
             request.auth,
+            request.claims,
             data,
         );
         {

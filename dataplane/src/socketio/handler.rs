@@ -14,6 +14,8 @@ pub struct ConnectRequest {
     pub namespace: String,
     /// The `auth` object of the CONNECT packet (`{}` when absent).
     pub auth: Value,
+    /// Claims verified by the authenticator (e.g. of the client's JWT), if any.
+    pub claims: Option<Value>,
     pub handshake: Arc<HandshakeInfo>,
 }
 

@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use super::connection::Connection;
 use super::handler::Handler;
 use super::namespace::{Namespace, NamespaceLimits};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{
     CloseReason, ConnectionFactory, ConnectionHandler, HandshakeInfo, OutboxLimits, Session,
@@ -38,6 +39,7 @@ pub fn namespace_matches(pattern: &str, name: &str) -> bool {
 pub(crate) struct HubInner {
     pub config: Arc<Config>,
     pub handler: Arc<dyn Handler>,
+    pub authenticator: Arc<dyn Authenticator>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     limits: NamespaceLimits,
     connect_deadlines: Arc<ConnectDeadlines>,
@@ -104,7 +106,7 @@ impl HubInner {
             .socketio
             .namespaces
             .iter()
-            .any(|pattern| namespace_matches(pattern, name))
+            .any(|ns| namespace_matches(&ns.name, name))
     }
 
     /// The namespace of that name, created on first use.
@@ -127,7 +129,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: Arc<Config>, handler: Arc<dyn Handler>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        handler: Arc<dyn Handler>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Self {
         let limits = NamespaceLimits {
             outbox: OutboxLimits {
                 max_frames: config.limits.max_outbound_frames,
@@ -139,13 +145,14 @@ impl Hub {
         let inner = Arc::new(HubInner {
             config,
             handler,
+            authenticator,
             namespaces: RwLock::new(HashMap::new()),
             limits,
             connect_deadlines: Arc::new(ConnectDeadlines::default()),
         });
-        for name in &inner.config.socketio.namespaces {
-            if !name.contains('*') {
-                inner.namespace(name);
+        for ns in &inner.config.socketio.namespaces {
+            if !ns.name.contains('*') {
+                inner.namespace(&ns.name);
             }
         }
         Self { inner }

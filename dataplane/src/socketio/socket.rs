@@ -59,6 +59,7 @@ pub struct Socket {
     pub(super) conn: Weak<Connection>,
     handshake: Arc<HandshakeInfo>,
     auth: Value,
+    claims: Option<Value>,
     /// Rooms joined, not counting the implicit room named by the socket id.
     pub(super) rooms: Mutex<Vec<Arc<str>>>,
     acks: Mutex<HashMap<u64, AckWaiter>>,
@@ -82,6 +83,7 @@ impl Socket {
         conn: Weak<Connection>,
         handshake: Arc<HandshakeInfo>,
         auth: Value,
+        claims: Option<Value>,
         data: Value,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -91,6 +93,7 @@ impl Socket {
             conn,
             handshake,
             auth,
+            claims,
             rooms: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(data),
@@ -117,6 +120,11 @@ impl Socket {
     /// The `auth` object the client sent when connecting to this namespace.
     pub fn auth(&self) -> &Value {
         &self.auth
+    }
+
+    /// Verified claims of the client's credentials (e.g. its JWT), if any.
+    pub fn claims(&self) -> Option<&Value> {
+        self.claims.as_ref()
     }
 
     pub fn data(&self) -> Value {
