@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) the binaries of the local control plane used by the operator tests and prints
 # the directory holding them:
-#   kube-apiserver, kube-controller-manager  built from the k8s.io/kubernetes Go module
+#   kube-apiserver, kube-controller-manager,
+#   kubectl                                  built from the k8s.io/kubernetes Go module
 #   helm                                     built from helm.sh/helm/v3
 #   etcd                                     taken from the crates.io package etcd-bin-vendored-linux-amd64
 #
@@ -24,17 +25,20 @@ helm_dir="$cache/helm-$HELM_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 bin_dir="$cache/bin-kube-$KUBE_VERSION-helm-$HELM_VERSION-etcd-$ETCD_VERSION"
 
+kube_bins=(kube-apiserver kube-controller-manager kubectl)
+
 log() { echo "[build-control-plane] $*" >&2; }
 
 complete() {
-  [[ -x "$kube_dir/kube-apiserver" && -x "$kube_dir/kube-controller-manager" &&
-     -x "$helm_dir/helm" && -x "$etcd_dir/etcd" ]]
+  local b
+  for b in "${kube_bins[@]}"; do [[ -x "$kube_dir/$b" ]] || return 1; done
+  [[ -x "$helm_dir/helm" && -x "$etcd_dir/etcd" ]]
 }
 
 link_bin_dir() {
   mkdir -p "$bin_dir"
-  ln -sfn "$kube_dir/kube-apiserver" "$bin_dir/kube-apiserver"
-  ln -sfn "$kube_dir/kube-controller-manager" "$bin_dir/kube-controller-manager"
+  local b
+  for b in "${kube_bins[@]}"; do ln -sfn "$kube_dir/$b" "$bin_dir/$b"; done
   ln -sfn "$helm_dir/helm" "$bin_dir/helm"
   ln -sfn "$etcd_dir/etcd" "$bin_dir/etcd"
 }
@@ -51,18 +55,25 @@ export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 mkdir -p "$cache"
 
 build_kube() {
-  [[ -x "$kube_dir/kube-apiserver" && -x "$kube_dir/kube-controller-manager" ]] && return 0
-  log "building kube-apiserver and kube-controller-manager v$KUBE_VERSION (slow on a cold cache)"
-  local t0=$SECONDS tmp
+  local missing=() b
+  for b in "${kube_bins[@]}"; do [[ -x "$kube_dir/$b" ]] || missing+=("$b"); done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "building ${missing[*]} v$KUBE_VERSION (slow on a cold cache)"
+  local t0=$SECONDS tmp pkgs=()
+  for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  mkdir -p "$kube_dir"
   tmp="$(mktemp -d "$cache/.kube-build.XXXXXX")"
   local pkg=k8s.io/component-base/version
   local ldflags="-s -w -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=${KUBE_VERSION%%.*}"
   ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$KUBE_VERSION") -X $pkg.gitTreeState=clean"
-  (cd "$here/tools/kube" &&
-    nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
-  rm -rf "$kube_dir" && mv "$tmp" "$kube_dir"
-  log "kube binaries built in $((SECONDS - t0))s"
+  if [[ ${#pkgs[@]} -eq 1 ]]; then
+    (cd "$here/tools/kube" && nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" -o "$tmp/${missing[0]}" "${pkgs[@]}")
+  else
+    (cd "$here/tools/kube" && nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+  fi
+  for b in "${missing[@]}"; do mv "$tmp/$b" "$kube_dir/$b"; done
+  rm -rf "$tmp"
+  log "${missing[*]} built in $((SECONDS - t0))s"
 }
 
 build_helm() {

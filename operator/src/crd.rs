@@ -105,12 +105,12 @@ pub struct SocketIOHubSpec {
     /// How long a new session may stay without joining a namespace, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1000, max = 600000))]
-    pub connect_timeout: Option<u64>,
+    pub connect_timeout: Option<i64>,
 
     /// Default timeout of server-to-client acknowledgements, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
-    pub ack_timeout: Option<u64>,
+    pub ack_timeout: Option<i64>,
 
     /// Per-pod resource limits enforced by the data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,19 +223,19 @@ pub struct EngineSpec {
     /// Interval between server pings, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1000, max = 3600000))]
-    pub ping_interval: Option<u64>,
+    pub ping_interval: Option<i64>,
     /// Time a client has to answer a ping, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1000, max = 3600000))]
-    pub ping_timeout: Option<u64>,
+    pub ping_timeout: Option<i64>,
     /// Time an upgrade may take, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
-    pub upgrade_timeout: Option<u64>,
+    pub upgrade_timeout: Option<i64>,
     /// Largest accepted message or HTTP body in bytes (`maxPayload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 104857600))]
-    pub max_http_buffer_size: Option<u64>,
+    pub max_http_buffer_size: Option<i64>,
     /// CORS for the polling transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
@@ -288,7 +288,7 @@ pub struct UpstreamSpec {
     /// Timeout of one webhook call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 60000))]
-    pub timeout: Option<u64>,
+    pub timeout: Option<i64>,
     /// Secret holding the key that signs webhook requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SecretKeyRef>,
@@ -333,25 +333,25 @@ pub struct LimitsSpec {
     /// Open sessions per pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_connections: Option<u64>,
+    pub max_connections: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_namespaces_per_session: Option<u64>,
+    pub max_namespaces_per_session: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_outbound_frames: Option<u64>,
+    pub max_outbound_frames: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_outbound_bytes: Option<u64>,
+    pub max_outbound_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_pending_acks: Option<u64>,
+    pub max_pending_acks: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub max_attachments: Option<u64>,
+    pub max_attachments: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_rooms_per_socket: Option<u64>,
+    pub max_rooms_per_socket: Option<i64>,
 }
 
 /// Client authentication with a JWT in the handshake.

@@ -1,6 +1,5 @@
 //! Prometheus metrics of the operator.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,7 +28,6 @@ pub struct Metrics {
     pub duration: Histogram,
     pub status_writes: Counter,
     pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
-    pub hubs: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -42,7 +40,6 @@ impl Default for Metrics {
         ]);
         let status_writes = Counter::default();
         let leader = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
-        let hubs = Gauge::<f64, AtomicU64>::default();
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -64,11 +61,6 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease",
             leader.clone(),
         );
-        registry.register(
-            "hubs_ready",
-            "Hubs whose last reconcile found them Ready",
-            hubs.clone(),
-        );
         Self {
             registry,
             reconciles,
@@ -76,7 +68,6 @@ impl Default for Metrics {
             duration,
             status_writes,
             leader,
-            hubs,
         }
     }
 }

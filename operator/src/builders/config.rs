@@ -43,13 +43,13 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
         c.engine.allow_upgrades = v;
     }
     if let Some(v) = e.ping_interval {
-        c.engine.ping_interval = v;
+        c.engine.ping_interval = to_u64(v, "engine.pingInterval")?;
     }
     if let Some(v) = e.ping_timeout {
-        c.engine.ping_timeout = v;
+        c.engine.ping_timeout = to_u64(v, "engine.pingTimeout")?;
     }
     if let Some(v) = e.upgrade_timeout {
-        c.engine.upgrade_timeout = v;
+        c.engine.upgrade_timeout = to_u64(v, "engine.upgradeTimeout")?;
     }
     if let Some(v) = e.max_http_buffer_size {
         c.engine.max_http_buffer_size = to_usize(v, "engine.maxHttpBufferSize")?;
@@ -60,15 +60,19 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
             credentials: cors.credentials,
         };
     }
-    c.socketio.namespaces = spec.namespace_names();
+    c.socketio.namespaces = spec
+        .namespace_names()
+        .iter()
+        .map(|n| n.as_str().into())
+        .collect();
     if let Some(v) = spec.connect_timeout {
-        c.socketio.connect_timeout = v;
+        c.socketio.connect_timeout = to_u64(v, "connectTimeout")?;
     }
     if let Some(v) = spec.ack_timeout {
-        c.socketio.ack_timeout = v;
+        c.socketio.ack_timeout = to_u64(v, "ackTimeout")?;
     }
     if let Some(l) = &spec.limits {
-        let set = |dst: &mut usize, v: Option<u64>, field: &str| -> Result<()> {
+        let set = |dst: &mut usize, v: Option<i64>, field: &str| -> Result<()> {
             if let Some(v) = v {
                 *dst = to_usize(v, field)?;
             }
@@ -114,7 +118,11 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     Ok(c)
 }
 
-fn to_usize(v: u64, field: &str) -> Result<usize> {
+fn to_u64(v: i64, field: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::InvalidHub(format!("{field} must not be negative: {v}")))
+}
+
+fn to_usize(v: i64, field: &str) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::InvalidHub(format!("{field} is too large: {v}")))
 }
 

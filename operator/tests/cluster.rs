@@ -1,0 +1,788 @@
+//! Operator tests against a real control plane (kube-apiserver, kube-controller-manager, etcd).
+//!
+//! Run through `e2e/operator-tests.sh`, which builds and starts the control plane, installs the
+//! chart with helm and sets:
+//!   ROOMCAST_E2E_KUBECONFIG           admin kubeconfig (the test's own actions)
+//!   ROOMCAST_E2E_OPERATOR_KUBECONFIG  kubeconfig with the chart ServiceAccount's token
+//!   ROOMCAST_E2E_OPERATOR_BIN         the roomcast-operator binary
+//!   ROOMCAST_E2E_KUBECTL              kubectl
+//!   ROOMCAST_E2E_RELEASE_NAMESPACE    namespace of the helm release (leases live there)
+//! The tests are `#[ignore]`d so a plain `cargo test` skips them.
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use roomcast_operator::builders::{self, BuildOptions};
+use roomcast_operator::crd::SocketIOHub;
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run e2e/operator-tests.sh"))
+}
+
+async fn admin() -> Client {
+    let kc = Kubeconfig::read_from(env("ROOMCAST_E2E_KUBECONFIG")).expect("admin kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("admin config");
+    Client::try_from(cfg).expect("admin client")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `TIMEOUT`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out after {TIMEOUT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `roomcast-operator` process run with the chart ServiceAccount's credentials.
+struct Operator {
+    child: Child,
+    metrics: u16,
+    identity: String,
+}
+
+impl Operator {
+    fn start(identity: &str, lease: &str, namespace: Option<&str>) -> Self {
+        let metrics = free_port();
+        let mut cmd = Command::new(env("ROOMCAST_E2E_OPERATOR_BIN"));
+        cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--lease-namespace", &env("ROOMCAST_E2E_RELEASE_NAMESPACE")])
+            .args(["--lease-name", lease, "--identity", identity])
+            .args(["--default-image", "roomcast/roomcast-dataplane:e2e"])
+            .env("KUBECONFIG", env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"))
+            .env("RUST_LOG", "info,roomcast_operator=debug,kube=warn")
+            .stdin(Stdio::null());
+        if let Some(ns) = namespace {
+            cmd.args(["--namespace", ns]);
+        }
+        if let Ok(dir) = std::env::var("ROOMCAST_E2E_LOG_DIR") {
+            let file =
+                std::fs::File::create(format!("{dir}/operator-{identity}.log")).expect("log file");
+            let err = file.try_clone().expect("log file");
+            cmd.stdout(file).stderr(err);
+        }
+        let child = cmd.spawn().expect("spawning roomcast-operator");
+        Self {
+            child,
+            metrics,
+            identity: identity.to_string(),
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(self.metrics, "/metrics").await?;
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(|a, b| a + b)
+    }
+
+    fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 GET on 127.0.0.1.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_string())
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+fn hub_from(value: serde_json::Value) -> SocketIOHub {
+    serde_json::from_value(value).expect("hub json")
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn owned_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    hub: &SocketIOHub,
+) -> bool {
+    meta.owner_references.iter().flatten().any(|o| {
+        o.kind == "SocketIOHub"
+            && Some(&o.uid) == hub.metadata.uid.as_ref()
+            && o.controller == Some(true)
+    })
+}
+
+fn condition(hub: &SocketIOHub, ty: &str) -> Option<(String, String)> {
+    let c = hub
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ty)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn mark_pods_ready(client: &Client, ns: &str, hub: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(
+            &kube::api::ListParams::default().labels(&format!("app.kubernetes.io/instance={hub}")),
+        )
+        .await
+        .expect("listing pods");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let mut n = 0;
+    for p in list.items {
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready || p.metadata.deletion_timestamp.is_some() {
+            n += usize::from(ready);
+            continue;
+        }
+        let patch = json!({"status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ]}});
+        if pods
+            .patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new(env("ROOMCAST_E2E_KUBECTL"))
+        .arg("--kubeconfig")
+        .arg(env("ROOMCAST_E2E_KUBECONFIG"))
+        .args(args)
+        .output()
+        .expect("running kubectl")
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn crd_is_established_with_subresources() {
+    let client = admin().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = crds
+        .get("socketiohubs.roomcast.dev")
+        .await
+        .expect("CRD installed by the chart");
+    let established = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+    assert!(established, "CRD is not Established");
+    let v = &crd.spec.versions[0];
+    let sub = v.subresources.as_ref().expect("subresources");
+    assert!(sub.status.is_some() && sub.scale.is_some());
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["sio".to_string()][..])
+    );
+    // The installed CRD is exactly the generated one.
+    let generated = <SocketIOHub as kube::CustomResourceExt>::crd();
+    assert_eq!(
+        crd.spec.versions[0].schema,
+        generated.spec.versions[0].schema
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
+    let client = admin().await;
+    let ns = "e2e-lifecycle";
+    namespace(&client, ns).await;
+    let op = Operator::start("lifecycle-op", "lifecycle-lease", Some(ns));
+
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    let hub = hub_from(json!({
+        "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "replicas": 2,
+            "engine": {"pingInterval": 20000, "cors": {"origin": ["https://chat.example"]}},
+            "namespaces": [{"name": "/"}, {"name": "/chat", "allowedEvents": ["message"]}],
+            "service": {"port": 8080},
+            "podDisruptionBudget": {"maxUnavailable": 1}
+        }
+    }));
+    let hub = hubs
+        .create(&PostParams::default(), &hub)
+        .await
+        .expect("creating hub");
+
+    // Every object exists, is owned by the hub, and has the content the builders produce.
+    let sts: StatefulSet = eventually("StatefulSet", || get(&client, ns, "chat")).await;
+    let cm: ConfigMap = eventually("ConfigMap", || get(&client, ns, "chat-config")).await;
+    let secret: Secret = eventually("Secret", || get(&client, ns, "chat-management")).await;
+    let peers: Service = eventually("peer Service", || get(&client, ns, "chat-peers")).await;
+    let svc: Service = eventually("client Service", || get(&client, ns, "chat")).await;
+    let pdb: PodDisruptionBudget = eventually("PDB", || get(&client, ns, "chat")).await;
+    let sa: ServiceAccount = eventually("ServiceAccount", || get(&client, ns, "chat")).await;
+    let role: Role = eventually("Role", || get(&client, ns, "chat")).await;
+    let rb: RoleBinding = eventually("RoleBinding", || get(&client, ns, "chat")).await;
+    for (kind, meta) in [
+        ("StatefulSet", &sts.metadata),
+        ("ConfigMap", &cm.metadata),
+        ("Secret", &secret.metadata),
+        ("peer Service", &peers.metadata),
+        ("client Service", &svc.metadata),
+        ("PDB", &pdb.metadata),
+        ("ServiceAccount", &sa.metadata),
+        ("Role", &role.metadata),
+        ("RoleBinding", &rb.metadata),
+    ] {
+        assert!(
+            owned_by(meta, &hub),
+            "{kind} lacks the controller owner reference"
+        );
+    }
+    let token = String::from_utf8(secret.data.as_ref().unwrap()["token"].0.clone()).unwrap();
+    assert_eq!(token.len(), 64, "generated token is 32 random bytes in hex");
+    let desired = builders::build(
+        &hub,
+        &BuildOptions {
+            default_image: "roomcast/roomcast-dataplane:e2e".into(),
+            management_token: Some(token.clone()),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        cm.data, desired.config_map.data,
+        "ConfigMap holds the rendered config"
+    );
+    let cfg_text = &cm.data.as_ref().unwrap()["config.yaml"];
+    assert!(cfg_text.contains("pingInterval: 20000") && cfg_text.contains("/chat"));
+    let sts_spec = sts.spec.as_ref().unwrap();
+    assert_eq!(sts_spec.replicas, Some(2));
+    assert_eq!(sts_spec.service_name.as_deref(), Some("chat-peers"));
+    let annotations = sts_spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(annotations["roomcast.dev/config-hash"], desired.config_hash);
+    let container = &sts_spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("roomcast/roomcast-dataplane:e2e")
+    );
+    assert_eq!(
+        peers.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    assert_eq!(
+        svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        8080
+    );
+    assert_eq!(
+        pdb.spec.as_ref().unwrap().max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        role.rules.as_ref().unwrap()[0].resources.as_deref(),
+        Some(&["endpointslices".to_string()][..])
+    );
+    assert_eq!(rb.subjects.as_ref().unwrap()[0].name, "chat");
+
+    // Status: not ready while pods are pending; Ready once the pods report ready.
+    let h = eventually("status Progressing=True", || async {
+        let h = hubs.get("chat").await.ok()?;
+        (condition(&h, "Progressing")?.0 == "True").then_some(h)
+    })
+    .await;
+    assert_eq!(
+        condition(&h, "Ready").map(|c| c.0),
+        Some("False".to_string())
+    );
+    let st = h.status.clone().unwrap();
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("app.kubernetes.io/instance=chat,app.kubernetes.io/name=roomcast-hub")
+    );
+    assert_eq!(
+        st.endpoint.as_deref(),
+        Some("http://chat.e2e-lifecycle.svc:8080/socket.io/")
+    );
+    let degraded_since = h
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .last_transition_time
+        .clone();
+
+    let h = eventually("hub Ready after pods are marked ready", || async {
+        mark_pods_ready(&client, ns, "chat").await;
+        let h = hubs.get("chat").await.ok()?;
+        (condition(&h, "Ready")? == ("True".into(), "AllReplicasReady".into())).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        condition(&h, "Progressing"),
+        Some(("False".into(), "Complete".into()))
+    );
+    let st = h.status.clone().unwrap();
+    assert_eq!(
+        (st.replicas, st.ready_replicas, st.observed_generation),
+        (2, 2, h.metadata.generation)
+    );
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        degraded.last_transition_time, degraded_since,
+        "Degraded did not transition"
+    );
+
+    // No status write when nothing changed.
+    let writes = op
+        .metric("roomcast_operator_status_writes_total")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = hubs.get("chat").await.unwrap();
+    assert_eq!(
+        op.metric("roomcast_operator_status_writes_total")
+            .await
+            .unwrap(),
+        writes
+    );
+
+    // kubectl scale goes through the scale subresource to the StatefulSet.
+    let out = kubectl(&["-n", ns, "scale", "socketiohub", "chat", "--replicas=3"]);
+    assert!(
+        out.status.success(),
+        "kubectl scale: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("StatefulSet scaled to 3", || async {
+        let s: StatefulSet = get(&client, ns, "chat").await?;
+        (s.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
+    let out = kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "sio",
+        "chat",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3");
+
+    // A config change re-renders the ConfigMap and rolls the pod template.
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"engine": {"pingInterval": 10000}}})),
+    )
+    .await
+    .unwrap();
+    let new_hash = eventually("pod template hash changes", || async {
+        let s: StatefulSet = get(&client, ns, "chat").await?;
+        let h = s
+            .spec?
+            .template
+            .metadata?
+            .annotations?
+            .get("roomcast.dev/config-hash")?
+            .clone();
+        (h != desired.config_hash).then_some(h)
+    })
+    .await;
+    let cm: ConfigMap = get(&client, ns, "chat-config").await.unwrap();
+    assert!(cm.data.unwrap()["config.yaml"].contains("pingInterval: 10000"));
+    eventually("status.configHash follows", || async {
+        let h = hubs.get("chat").await.ok()?;
+        (h.status?.config_hash? == new_hash).then_some(())
+    })
+    .await;
+
+    // Drift: a hand edit of the StatefulSet is put back; a deleted Service comes back.
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    sts_api
+        .patch(
+            "chat",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "spec": {"replicas": 7, "template": {"spec": {"containers": [{"name": "hub", "image": "evil:latest"}]}}}
+            })),
+        )
+        .await
+        .unwrap();
+    eventually("hand edit reverted", || async {
+        let s: StatefulSet = get(&client, ns, "chat").await?;
+        let spec = s.spec?;
+        let image = spec.template.spec?.containers[0].image.clone()?;
+        (spec.replicas == Some(3) && image == "roomcast/roomcast-dataplane:e2e").then_some(())
+    })
+    .await;
+    Api::<Service>::namespaced(client.clone(), ns)
+        .delete("chat", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted Service recreated", || async {
+        let s: Service = get(&client, ns, "chat").await?;
+        s.metadata.deletion_timestamp.is_none().then_some(())
+    })
+    .await;
+
+    // Deleting the hub garbage-collects everything it owned.
+    hubs.delete("chat", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("owned objects garbage-collected", || async {
+        let gone = get::<StatefulSet>(&client, ns, "chat").await.is_none()
+            && get::<ConfigMap>(&client, ns, "chat-config").await.is_none()
+            && get::<Secret>(&client, ns, "chat-management")
+                .await
+                .is_none()
+            && get::<Service>(&client, ns, "chat-peers").await.is_none()
+            && get::<Service>(&client, ns, "chat").await.is_none()
+            && get::<PodDisruptionBudget>(&client, ns, "chat")
+                .await
+                .is_none()
+            && get::<ServiceAccount>(&client, ns, "chat").await.is_none()
+            && get::<Role>(&client, ns, "chat").await.is_none()
+            && get::<RoleBinding>(&client, ns, "chat").await.is_none()
+            && hubs.get_opt("chat").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    assert_eq!(
+        op.metric("roomcast_operator_reconciles_total{result=\"error\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+}
+
+/// Creates a hub that the API server must refuse with 422; returns the message.
+async fn rejected(hubs: &Api<SocketIOHub>, spec: serde_json::Value, name: &str) -> String {
+    let hub = hub_from(
+        json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": name}, "spec": spec}),
+    );
+    match hubs.create(&PostParams::default(), &hub).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{name}: {e:?}");
+            e.message
+        }
+        other => panic!("{name}: expected a 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn invalid_hubs_are_rejected_by_cel_or_reported_degraded() {
+    let client = admin().await;
+    let ns = "e2e-invalid";
+    namespace(&client, ns).await;
+    let op = Operator::start("invalid-op", "invalid-lease", Some(ns));
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+
+    let m = rejected(
+        &hubs,
+        json!({"auth": {"secretRef": {"name": "a", "key": "b"}, "jwksUrl": "https://x/jwks"}}),
+        "both-auth",
+    )
+    .await;
+    assert!(m.contains("exactly one of secretRef and jwksUrl"), "{m}");
+    let m = rejected(
+        &hubs,
+        json!({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}),
+        "both-pdb",
+    )
+    .await;
+    assert!(m.contains("at most one of minAvailable"), "{m}");
+    let m = rejected(
+        &hubs,
+        json!({"service": {"nodePort": 30000}}),
+        "nodeport-clusterip",
+    )
+    .await;
+    assert!(m.contains("nodePort needs type"), "{m}");
+    let m = rejected(&hubs, json!({"engine": {"path": "no-slash"}}), "bad-path").await;
+    assert!(m.contains("path"), "{m}");
+    let m = rejected(&hubs, json!({}), &"x".repeat(53)).await;
+    assert!(m.contains("at most 52 characters"), "{m}");
+    let m = rejected(
+        &hubs,
+        json!({"namespaces": [{"name": "/a"}, {"name": "/a"}]}),
+        "dup-ns",
+    )
+    .await;
+    assert!(m.to_lowercase().contains("duplicate"), "{m}");
+
+    // Immutable field: podManagementPolicy cannot change after creation.
+    let ok = hub_from(
+        json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "fixed"}, "spec": {"podManagementPolicy": "Parallel"}}),
+    );
+    hubs.create(&PostParams::default(), &ok).await.unwrap();
+    let err = hubs
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podManagementPolicy": "OrderedReady"}})),
+        )
+        .await
+        .expect_err("podManagementPolicy change must be rejected");
+    assert!(
+        err.to_string().contains("podManagementPolicy is immutable"),
+        "{err}"
+    );
+
+    // Valid for the schema, refused by the API server when applied: reported Degraded, retried
+    // with backoff (not in a storm).
+    let bad = hub_from(
+        json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "bad-resources"},
+        "spec": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}}),
+    );
+    hubs.create(&PostParams::default(), &bad).await.unwrap();
+    let h = eventually("Degraded=True ApplyFailed", || async {
+        let h = hubs.get("bad-resources").await.ok()?;
+        (condition(&h, "Degraded")? == ("True".into(), "ApplyFailed".into())).then_some(h)
+    })
+    .await;
+    let msg = h
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(msg.contains("limit"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let errors = op
+        .metric("roomcast_operator_reconciles_total{result=\"error\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        (1.0..=8.0).contains(&errors),
+        "backoff: {errors} failed reconciles in ~6s"
+    );
+
+    // Fixing the spec clears Degraded.
+    hubs.patch(
+        "bad-resources",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"resources": {"limits": {"cpu": "4"}}}})),
+    )
+    .await
+    .unwrap();
+    eventually("Degraded=False after the fix", || async {
+        let h = hubs.get("bad-resources").await.ok()?;
+        (condition(&h, "Degraded")?.0 == "False").then_some(())
+    })
+    .await;
+    // The other hub was reconciled normally all along.
+    let _: StatefulSet = eventually("valid hub reconciled", || get(&client, ns, "fixed")).await;
+}
+
+async fn lease_holder(client: &Client, name: &str) -> Option<String> {
+    let leases: Api<Lease> =
+        Api::namespaced(client.clone(), &env("ROOMCAST_E2E_RELEASE_NAMESPACE"));
+    leases.get_opt(name).await.ok()??.spec?.holder_identity
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn leader_election_two_processes() {
+    let client = admin().await;
+    let ns = "e2e-leader";
+    namespace(&client, ns).await;
+    let lease = "leader-test";
+    let a = Operator::start("op-a", lease, Some(ns));
+    eventually("op-a leads", || async {
+        (lease_holder(&client, lease).await? == "op-a").then_some(())
+    })
+    .await;
+    let mut b = Operator::start("op-b", lease, Some(ns));
+    eventually("op-b serves /readyz as a standby", || {
+        http_get(b.metrics, "/readyz")
+    })
+    .await;
+
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "one"}, "spec": {}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let _: StatefulSet = eventually("hub one reconciled by the leader", || {
+        get(&client, ns, "one")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lease_holder(&client, lease).await.as_deref(), Some("op-a"));
+    assert_eq!(a.metric("roomcast_operator_leader").await, Some(1.0));
+    assert_eq!(b.metric("roomcast_operator_leader").await, Some(0.0));
+    assert_eq!(
+        b.metric("roomcast_operator_reconciles_total")
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "standby reconciled"
+    );
+    assert!(
+        a.metric("roomcast_operator_reconciles_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // SIGTERM: the leader shuts down cleanly and hands over the lease at once.
+    a.sigterm();
+    let mut a = a;
+    let status = eventually("op-a exits", || {
+        let s = a.child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "op-a exit status {status:?}");
+    eventually("op-b takes over", || async {
+        (lease_holder(&client, lease).await? == "op-b").then_some(())
+    })
+    .await;
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "two"}, "spec": {}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let _: StatefulSet = eventually("hub two reconciled by the new leader", || {
+        get(&client, ns, "two")
+    })
+    .await;
+    assert_eq!(b.metric("roomcast_operator_leader").await, Some(1.0));
+    assert_eq!(b.identity, "op-b");
+
+    // A killed leader (no release) is replaced once its lease expires.
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    let c = Operator::start("op-c", lease, Some(ns));
+    let start = Instant::now();
+    let wait = Duration::from_secs(25);
+    loop {
+        if lease_holder(&client, lease).await.as_deref() == Some("op-c") {
+            break;
+        }
+        assert!(
+            start.elapsed() < wait,
+            "op-c did not take over an expired lease"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(5),
+        "took over a lease that had not expired"
+    );
+    assert_eq!(c.identity, "op-c");
+}
