@@ -233,6 +233,7 @@ describe("malformed Socket.IO packets", () => {
     ["empty event array", "42[]"],
     ["invalid ack id", '42abc["echo",1]'],
     ["event to a namespace the socket never joined", '42/custom,["echo","x"]'],
+    ["second CONNECT to an already connected namespace", "40"],
     ["binary attachment count without attachments, then text", '451-["echo",{"_placeholder":true,"num":0}]'],
   ];
   for (const [name, frame] of CASES) {

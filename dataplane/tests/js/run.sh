@@ -4,8 +4,10 @@
 #   bash dataplane/tests/js/run.sh                  # all test files
 #   bash dataplane/tests/js/run.sh rooms.test.mjs   # some files (relative to this folder)
 #
-# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build; ROOMCAST_TEST_VERBOSE=1 echoes server
-# stderr. Exits non-zero on any failure.
+# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build. Exits non-zero on any failure.
+# To see server logs, run one file directly:
+#   ROOMCAST_BIN_DIR=target/debug ROOMCAST_TEST_VERBOSE=1 RUST_LOG=debug \
+#     node dataplane/tests/js/limits.test.mjs
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,8 +34,11 @@ cd "$REPO"
 if [ -z "${ROOMCAST_SKIP_BUILD:-}" ]; then
   nice -n 10 cargo build -p roomcast-dataplane --bins --examples --locked
 fi
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked \
-  | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+# cargo knows where the target directory is (CARGO_TARGET_DIR, .cargo/config.toml ...)
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
+  | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).target_directory)}catch{}})' \
+  || true)"
+TARGET_DIR="${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}"
 export ROOMCAST_BIN_DIR="$TARGET_DIR/debug"
 
 # 3. The tests, one file at a time (each file starts its own servers on 127.0.0.1:0).
