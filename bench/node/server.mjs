@@ -1,7 +1,8 @@
-// Benchmark peer: stock Node socket.io 4.8 (ws + bufferutil), same behaviour as
-// bench/socketioxide-server:
-//   join(room, ack?)            -> socket joins room; ack("ok")
-//   publish(room, payload, ack?) -> io.to(room).emit("message", payload); ack("ok")
+// Benchmark peer: stock Node socket.io 4.8 (ws + bufferutil). Same behaviour as
+// bench/socketioxide-server and as the relay app built into roomcast-dataplane:
+//   join(room, ack?)  -> the socket joins room; ack({ ok: true })
+//   any other event   -> relayed with its arguments to every other socket in the sender's
+//                        rooms (the whole namespace when it joined none); ack({ ok: true })
 // Usage: node server.mjs [PORT]   (default 3001). Listens on 127.0.0.1 only and prints
 // "listening on http://127.0.0.1:PORT" once ready. Heartbeats: socket.io defaults
 // (pingInterval 25 s, pingTimeout 20 s) unless BENCH_PING_INTERVAL_MS is set.
@@ -21,11 +22,15 @@ const io = new Server(httpServer, {
 io.on("connection", (socket) => {
   socket.on("join", (room, ack) => {
     socket.join(String(room));
-    if (typeof ack === "function") ack("ok");
+    if (typeof ack === "function") ack({ ok: true });
   });
-  socket.on("publish", (room, payload, ack) => {
-    io.to(String(room)).emit("message", payload);
-    if (typeof ack === "function") ack("ok");
+  socket.onAny((event, ...args) => {
+    if (event === "join") return;
+    const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    const rooms = [...socket.rooms].filter((r) => r !== socket.id);
+    const target = rooms.length ? socket.to(rooms) : socket.broadcast;
+    target.emit(event, ...args);
+    if (ack) ack({ ok: true });
   });
 });
 

@@ -8,8 +8,10 @@
 //!   (handshake + namespace connect + room join).
 //! - `subscribe`: like `idle --join ROOM`, and records publish-to-receive latency of every
 //!   `message` event into an HDR histogram.
-//! - `publish`: one connection emitting `publish(room, "<monotonic_ns>:<seq>:<padding>")` at a
-//!   fixed rate; the server is expected to emit `message(payload)` to the room.
+//! - `publish`: one connection that joins the room, then emits
+//!   `message("<monotonic_ns>:<seq>:<padding>")` at a fixed rate; the server relays it to the
+//!   other sockets of the room (the relay app of `roomcast-dataplane`, and the same behaviour in
+//!   `bench/node/server.mjs` and `bench/socketioxide-server`).
 //! - `merge`: merges the histograms of several `subscribe` outputs.
 //!
 //! Machine-readable output goes to stdout: one `READY {json}` line when the connect phase is
@@ -117,7 +119,7 @@ struct SubscribeArgs {
 struct PublishArgs {
     #[command(flatten)]
     conn: ConnArgs,
-    /// Room to publish to.
+    /// Room to join, then publish to.
     #[arg(long)]
     room: String,
     /// Publishes per second.
@@ -328,10 +330,13 @@ async fn run_publish(a: PublishArgs) -> anyhow::Result<()> {
     let opts = pool_opts(&a.conn, 1)?;
     let ip = opts.source_ips[a.conn.ip_offset % opts.source_ips.len()];
     let mut conn = proto::connect(&opts.target, ip, opts.handshake_timeout).await?;
+    let join = format!("[\"join\",{}]", json_str(&a.room));
+    conn.emit_acked_with_retry(&join, 5, Duration::from_secs(2))
+        .await
+        .context("publisher join")?;
     println!("READY {}", json!({"connected": 1}));
     let deadline = tokio::time::sleep(Duration::from_secs(a.delay_secs));
     tokio::pin!(deadline);
-    let room = json_str(&a.room);
     let pad_len = a.payload_bytes.saturating_sub(30);
     let pad = "x".repeat(pad_len);
     let mut waiting = true;
@@ -353,7 +358,7 @@ async fn run_publish(a: PublishArgs) -> anyhow::Result<()> {
                 let due = ((started.elapsed().as_secs_f64() * a.rate) as u64 + 1).min(total);
                 while sent < due {
                     let payload = format!("{}:{}:{}", clock::monotonic_ns(), sent, pad);
-                    let frame = format!("[\"publish\",{room},\"{payload}\"]");
+                    let frame = format!("[\"message\",\"{payload}\"]");
                     conn.emit(&frame, None).await?;
                     sent += 1;
                 }

@@ -1,9 +1,10 @@
 //! Benchmark peer: socketioxide serving the benchmark protocol.
 //!
-//! Same behaviour as `bench/node/server.mjs`:
-//! - `join(room, ack?)`: the socket joins `room`; the ack (if requested) gets `"ok"`;
-//! - `publish(room, payload, ack?)`: `message(payload)` is emitted to every socket in `room`;
-//!   the ack (if requested) gets `"ok"` once the broadcast has been handed over.
+//! Same behaviour as `bench/node/server.mjs` and as the relay app built into
+//! `roomcast-dataplane`:
+//! - `join(room, ack?)`: the socket joins `room`; the ack (if requested) gets `{"ok":true}`;
+//! - any other event is relayed, with its arguments, to every other socket in the sender's
+//!   rooms (to the whole namespace when the sender joined none); the ack gets `{"ok":true}`.
 //!
 //! Usage: `bench-socketioxide-server [PORT]` (default 3002). Listens on 127.0.0.1 only and
 //! prints `listening on http://127.0.0.1:PORT` once ready. Heartbeats are socketioxide's
@@ -13,7 +14,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use socketioxide::extract::{AckSender, Data, SocketRef};
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, Data, Event, SocketRef};
 use socketioxide::SocketIo;
 
 #[tokio::main]
@@ -33,22 +35,24 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.ping_interval(Duration::from_millis(ms));
     }
     let (layer, io) = builder.build_layer();
-    let io2 = io.clone();
-    io.ns("/", async move |s: SocketRef| {
+    io.ns("/", async |s: SocketRef| {
         s.on(
             "join",
             async |s: SocketRef, Data(room): Data<String>, ack: AckSender| {
                 s.join(room);
-                ack.send("ok").ok();
+                ack.send(&json!({ "ok": true })).ok();
             },
         );
-        let io3 = io2.clone();
-        s.on(
-            "publish",
-            async move |Data((room, payload)): Data<(String, serde_json::Value)>,
-                        ack: AckSender| {
-                io3.to(room).emit("message", &payload).await.ok();
-                ack.send("ok").ok();
+        s.on_fallback(
+            async |s: SocketRef, Event(event): Event, Data(data): Data<Value>, ack: AckSender| {
+                let rooms = s.rooms();
+                let op = if rooms.is_empty() {
+                    s.broadcast()
+                } else {
+                    s.to(rooms)
+                };
+                op.emit(event, &data).await.ok();
+                ack.send(&json!({ "ok": true })).ok();
             },
         );
     });
