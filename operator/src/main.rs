@@ -4,7 +4,7 @@
 //! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] [--concurrency N]
 //!                   [--default-image IMAGE] [--leader-elect=BOOL] [--lease-namespace NS]
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
-//! roomcast-operator crd [--write]      print the CRD, or write crds/ and the chart's copy
+//! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
 use std::net::SocketAddr;
@@ -130,6 +130,12 @@ fn crd(args: &[String]) -> Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {rel}");
             }
+            let doc_path = root.join("docs/operator.md");
+            let doc = std::fs::read_to_string(&doc_path)
+                .with_context(|| format!("reading {}", doc_path.display()))?;
+            std::fs::write(&doc_path, roomcast_operator::reference::splice(&doc)?)
+                .with_context(|| format!("writing {}", doc_path.display()))?;
+            eprintln!("updated the reference in docs/operator.md");
         }
         Some(other) => bail!("unknown argument {other:?}\n{USAGE}"),
     }

@@ -25,6 +25,17 @@ fn chart_crd_matches_types() {
 }
 
 #[test]
+fn docs_reference_matches_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let spliced = roomcast_operator::reference::splice(&doc).unwrap();
+    assert!(
+        doc == spliced,
+        "docs/operator.md reference is stale; run `cargo run -p roomcast-operator -- crd --write`"
+    );
+}
+
+#[test]
 fn crd_has_subresources_columns_and_rules() {
     let y = roomcast_operator::crd_yaml().unwrap();
     for needle in [
