@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::auth::{Authenticator, NoAuth};
 use crate::config::{AuthMode, Config};
 use crate::ops::{HubOps, LocalOps};
-use crate::relay::Relay;
+use crate::hubapp::HubApp;
 use crate::server::Server;
 use crate::socketio::Handler;
 
@@ -21,19 +21,21 @@ pub struct Node {
 pub async fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authenticator>> {
     match config.auth.mode {
         AuthMode::None => Ok(Arc::new(NoAuth)),
-        AuthMode::Jwt => anyhow::bail!("auth.mode jwt is not available in this build yet"),
+        AuthMode::Jwt => Ok(Arc::new(
+            crate::auth::JwtAuthenticator::new(&config.auth.jwt).await?,
+        )),
     }
 }
 
 /// The application handler the configuration asks for.
-pub fn handler(_config: &Config) -> Arc<dyn Handler> {
-    Arc::new(Relay)
+pub fn handler(config: &Config) -> anyhow::Result<Arc<dyn Handler>> {
+    Ok(Arc::new(HubApp::new(config)?))
 }
 
 /// Builds the node: server, hub and the operations the management API drives.
 pub async fn build(config: Config) -> anyhow::Result<Node> {
     let auth = authenticator(&config).await?;
-    let server = Server::with_auth(config.clone(), handler(&config), auth);
+    let server = Server::with_auth(config.clone(), handler(&config)?, auth);
     let Some(hub) = server.hub().cloned() else {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
@@ -45,4 +47,68 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         server,
         ops,
     })
+}
+
+/// Runs the node until SIGTERM/Ctrl-C: the client endpoint on `config.listen` and, when
+/// `management.listen` is set, the management API on its own listener. Prints
+/// `listening on http://IP:PORT (path P)` on stdout once the client endpoint is bound, then
+/// `management listening on http://IP:PORT` for the API. Both stop on the same signal.
+pub async fn run(node: Node) -> anyhow::Result<()> {
+    let Node {
+        config,
+        server,
+        ops,
+    } = node;
+    // The token file is read before anything listens, so a bad one fails the start.
+    let management = match config.management.listen {
+        Some(addr) => Some((
+            addr,
+            crate::api::ManagementApi::from_config(&config.management, ops)?,
+        )),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let management = match management {
+        Some((addr, api)) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} (management.listen): {e}")
+            })?;
+            Some((listener.local_addr()?, listener, api))
+        }
+        None => None,
+    };
+    let path = &config.engine.path;
+    // Tests and scripts wait for these exact lines, in this order.
+    println!("listening on http://{addr} (path {path})");
+    tracing::info!(%addr, path, "listening");
+    if let Some((addr, _, _)) = &management {
+        println!("management listening on http://{addr}");
+        tracing::info!(%addr, "management API listening");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let management = management.map(|(_, listener, api)| {
+        tokio::spawn(api.serve(listener, stopped(stop_rx.clone())))
+    });
+    server.run(listener, stopped(stop_rx)).await?;
+    if let Some(task) = management {
+        // Calls in flight (e.g. an emit waiting for acks) get a moment to finish.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "management API failed"),
+            Ok(Err(error)) => tracing::warn!(%error, "management API task failed"),
+            Err(_) => tracing::warn!("management API calls still running at shutdown"),
+        }
+    }
+    Ok(())
 }

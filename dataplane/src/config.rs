@@ -372,6 +372,10 @@ pub struct NamespaceConfig {
     /// Lets clients join rooms and emit to them with no backend logic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policies: Option<PolicyConfig>,
+    /// Development mode: every client event not handled otherwise goes to the other
+    /// sockets in the sender's rooms (`join`/`leave` events manage rooms).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
 }
 
 impl From<&str> for NamespaceConfig {
@@ -387,6 +391,7 @@ impl From<String> for NamespaceConfig {
             upstream: None,
             allowed_events: Vec::new(),
             policies: None,
+            relay: false,
         }
     }
 }
@@ -409,6 +414,8 @@ struct NamespaceObject {
     allowed_events: Vec<String>,
     #[serde(default)]
     policies: Option<PolicyConfig>,
+    #[serde(default)]
+    relay: bool,
 }
 
 impl From<NamespaceEntry> for NamespaceConfig {
@@ -420,6 +427,7 @@ impl From<NamespaceEntry> for NamespaceConfig {
                 upstream: o.upstream,
                 allowed_events: o.allowed_events,
                 policies: o.policies,
+                relay: o.relay,
             },
         }
     }

@@ -5,12 +5,16 @@
 //! [`socketio::Handler`] that receives connects, events and disconnects. [`server`] runs
 //! the HTTP front; [`relay`] is the binary's built-in application.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod hubapp;
 pub mod ops;
+pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod socketio;
+pub mod upstream;

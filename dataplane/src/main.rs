@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use roomcast_dataplane::cli::HubArgs;
-use roomcast_dataplane::config::Config;
+use roomcast_dataplane::config::{Config, NamespaceConfig, PolicyConfig};
 
 /// A Roomcast hub node: a Socket.IO endpoint that stock clients use unchanged.
 #[derive(Debug, Parser)]
@@ -16,10 +16,19 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.hub.init_logging();
-    // The embedded default: every namespace open, the relay app so clients can chat at once.
+    // The embedded default: every namespace open, with the development relay and client
+    // room policies on, so clients can chat at once with no backend.
     let mut config = Config::default();
-    config.socketio.namespaces = vec!["*".into()];
+    config.socketio.namespaces = vec![NamespaceConfig {
+        relay: true,
+        policies: Some(PolicyConfig {
+            join: vec!["*".into()],
+            emit: Vec::new(),
+            emit_to_joined: true,
+        }),
+        ..NamespaceConfig::from("*")
+    }];
     let config = cli.hub.resolve(config)?;
     let node = roomcast_dataplane::app::build(config).await?;
-    roomcast_dataplane::cli::serve(node.server, node.config.listen, &node.config.engine.path).await
+    roomcast_dataplane::app::run(node).await
 }

@@ -1,8 +1,9 @@
 //! A Socket.IO socket: one client in one namespace.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -65,6 +66,8 @@ pub struct Socket {
     acks: Mutex<HashMap<u64, AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
+    /// One slot of per-socket state for the application layer (e.g. its event queue).
+    extension: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -98,6 +101,7 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(data),
             connected: AtomicBool::new(true),
+            extension: OnceLock::new(),
         })
     }
 
@@ -133,6 +137,13 @@ impl Socket {
 
     pub fn set_data(&self, data: Value) {
         *self.data.lock() = data;
+    }
+
+    /// The application's per-socket state of type `T`, created on first use. `None` if the
+    /// slot already holds another type.
+    pub fn extension<T: Any + Send + Sync + Default>(&self) -> Option<Arc<T>> {
+        let slot = self.extension.get_or_init(|| Arc::new(T::default()));
+        slot.clone().downcast::<T>().ok()
     }
 
     pub fn connected(&self) -> bool {

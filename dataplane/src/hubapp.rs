@@ -1,0 +1,295 @@
+//! The application handler of a hub node, driven by configuration: per namespace, client
+//! room policies (`roomcast:*` events), an event allow-list, the upstream webhook and the
+//! development relay.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, NamespaceConfig};
+use crate::ops::socket_info;
+use crate::policy::Policy;
+use crate::relay::Relay;
+use crate::socketio::hub::namespace_matches;
+use crate::socketio::{
+    AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler, Payload, Selector, Socket,
+};
+use crate::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
+use crate::upstream::queue::SocketQueue;
+use crate::upstream::{UpstreamStats, Webhook};
+
+/// Reserved events of client room policies.
+pub const JOIN_EVENT: &str = "roomcast:join";
+pub const LEAVE_EVENT: &str = "roomcast:leave";
+pub const EMIT_EVENT: &str = "roomcast:emit";
+
+struct NamespaceRuntime {
+    config: NamespaceConfig,
+    webhook: Option<Arc<Webhook>>,
+}
+
+pub struct HubApp {
+    node_id: String,
+    namespaces: Vec<NamespaceRuntime>,
+    pub stats: Arc<UpstreamStats>,
+}
+
+fn ack(responder: Option<AckResponder>, args: Vec<Value>) {
+    if let Some(responder) = responder {
+        responder.send(Payload::new(args));
+    }
+}
+
+fn refuse(responder: Option<AckResponder>, reason: &str, message: &str) {
+    ack(responder, vec![json!({ "ok": false, "error": reason, "message": message })]);
+}
+
+impl HubApp {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let stats = Arc::new(UpstreamStats::default());
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_upstream_concurrency));
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("roomcast/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let namespaces = config
+            .socketio
+            .namespaces
+            .iter()
+            .map(|ns| {
+                let webhook = match &ns.upstream {
+                    Some(up) => Some(Arc::new(Webhook::new(
+                        up.clone(),
+                        client.clone(),
+                        permits.clone(),
+                        stats.clone(),
+                    )?)),
+                    None => None,
+                };
+                Ok(NamespaceRuntime {
+                    config: ns.clone(),
+                    webhook,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            node_id: config.node_id.clone(),
+            namespaces,
+            stats,
+        })
+    }
+
+    /// The settings of a namespace: the first configured entry whose name or pattern matches.
+    fn runtime(&self, nsp: &str) -> Option<&NamespaceRuntime> {
+        self.namespaces.iter().find(|ns| namespace_matches(&ns.config.name, nsp))
+    }
+
+    fn cloud_event(&self, kind: &'static str, socket_id: &str, nsp: &str, event: Option<String>, body: Value) -> CloudEvent {
+        CloudEvent {
+            id: crate::engine::sid::socket_id(),
+            kind,
+            source: format!("roomcast://{}{}", self.node_id, nsp),
+            subject: socket_id.to_string(),
+            time: cloudevent::rfc3339(SystemTime::now()),
+            namespace: nsp.to_string(),
+            event,
+            body,
+        }
+    }
+
+    fn policy_event(&self, rt: &NamespaceRuntime, socket: &Arc<Socket>, event: Event) {
+        let Some(config) = &rt.config.policies else {
+            return refuse(event.ack, "policies_disabled", "client room policies are off in this namespace");
+        };
+        let policy = Policy {
+            config,
+            claims: socket.claims(),
+        };
+        let first = event.payload.args.first().cloned().unwrap_or(Value::Null);
+        match event.name.as_str() {
+            JOIN_EVENT | LEAVE_EVENT => {
+                let Some(room) = first.as_str() else {
+                    return refuse(event.ack, "bad_request", "expected a room name");
+                };
+                if !policy.may_join(room) {
+                    return refuse(event.ack, "forbidden", "this room may not be joined by clients");
+                }
+                if event.name == JOIN_EVENT {
+                    if let Err(error) = socket.join(room) {
+                        return refuse(event.ack, "limit", &error.to_string());
+                    }
+                } else {
+                    socket.leave(room);
+                }
+                ack(event.ack, vec![json!({ "ok": true })]);
+            }
+            _ => {
+                // roomcast:emit {room | rooms, event, args}
+                let rooms: Vec<String> = match (first.get("room"), first.get("rooms")) {
+                    (Some(Value::String(room)), _) => vec![room.clone()],
+                    (_, Some(Value::Array(rooms))) => rooms.iter().filter_map(|r| r.as_str().map(str::to_string)).collect(),
+                    _ => Vec::new(),
+                };
+                let name = first.get("event").and_then(Value::as_str).unwrap_or_default();
+                if rooms.is_empty() || name.is_empty() {
+                    return refuse(event.ack, "bad_request", "expected {room or rooms, event, args}");
+                }
+                if crate::socketio::packet::RESERVED_EVENTS.contains(&name) {
+                    return refuse(event.ack, "bad_request", "reserved event name");
+                }
+                let joined = socket.rooms();
+                if let Some(room) = rooms.iter().find(|r| !policy.may_emit(r, joined.contains(r))) {
+                    return refuse(event.ack, "forbidden", &format!("emitting to room {room:?} is not allowed"));
+                }
+                let args = first.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+                let payload = Payload {
+                    args,
+                    attachments: event.payload.attachments.clone(),
+                };
+                let selector = Selector::rooms(rooms).except([socket.id()]);
+                let recipients = socket.namespace().broadcast(&selector, name, &payload, false);
+                ack(event.ack, vec![json!({ "ok": true, "recipients": recipients })]);
+            }
+        }
+    }
+
+    fn forward_event(&self, webhook: &Arc<Webhook>, socket: &Arc<Socket>, event: Event) {
+        let Some(queue) = socket.extension::<SocketQueue>() else {
+            return refuse(event.ack, "internal", "socket state unavailable");
+        };
+        let nsp = socket.namespace().name().to_string();
+        let body = json!({
+            "socketId": socket.id(),
+            "namespace": &nsp,
+            "event": &event.name,
+            "args": event.payload.to_json_base64(),
+            "ackRequested": event.ack.is_some(),
+            "claims": socket.claims(),
+            "data": socket.data(),
+        });
+        let ce = self.cloud_event(cloudevent::TYPE_EVENT, socket.id(), &nsp, Some(event.name.clone()), body);
+        let webhook = webhook.clone();
+        let responder = Arc::new(parking_lot::Mutex::new(event.ack));
+        let job_responder = responder.clone();
+        let accepted = queue.push(
+            async move {
+                let responder = job_responder.lock().take();
+                match webhook.send(&ce).await {
+                    Ok(body) => match cloudevent::parse_ack_answer(&body) {
+                        Ok(args) => {
+                            let payload = Payload::from_json_base64(args).unwrap_or_else(|message| {
+                                Payload::new(cloudevent::error_ack("upstream_bad_answer", &message))
+                            });
+                            if let Some(r) = responder {
+                                r.send(payload);
+                            }
+                        }
+                        Err(message) => {
+                            tracing::warn!(url = %webhook.config.url, %message, "webhook answer unreadable");
+                            ack(responder, cloudevent::error_ack("upstream_bad_answer", &message));
+                        }
+                    },
+                    Err(error) => ack(responder, cloudevent::error_ack(error.reason(), &error.to_string())),
+                }
+            },
+            false,
+        );
+        if !accepted {
+            tracing::warn!(socket = socket.id(), "webhook backlog full: event refused");
+            let responder = responder.lock().take();
+            ack(responder, cloudevent::error_ack("upstream_backlog", "too many events waiting for the application"));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for HubApp {
+    async fn connect(&self, request: ConnectRequest) -> ConnectDecision {
+        let Some(webhook) = self.runtime(&request.namespace).and_then(|rt| rt.webhook.clone()) else {
+            return ConnectDecision::accept();
+        };
+        if !webhook.wants("connect") {
+            return ConnectDecision::accept();
+        }
+        let hs = &request.handshake;
+        let headers: serde_json::Map<String, Value> = hs
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
+            .collect();
+        let body = json!({
+            "namespace": &request.namespace,
+            "auth": &request.auth,
+            "claims": &request.claims,
+            "handshake": {
+                "address": hs.address.ip().to_string(),
+                "url": &hs.url,
+                "query": &hs.query,
+                "headers": headers,
+            },
+        });
+        // The socket id is not assigned yet: the subject is the engine-independent "pending".
+        let ce = self.cloud_event(cloudevent::TYPE_CONNECT, "pending", &request.namespace, None, body);
+        match webhook.send(&ce).await {
+            Ok(body) => match cloudevent::parse_connect_answer(&body) {
+                Ok(ConnectAnswer::Accept { data, rooms }) => ConnectDecision::Accept { data, rooms },
+                Ok(ConnectAnswer::Reject { message, data }) => ConnectDecision::Reject { message, data },
+                Err(message) => {
+                    tracing::warn!(url = %webhook.config.url, %message, "connect answer unreadable");
+                    ConnectDecision::reject("upstream error", Some(json!({ "reason": "upstream_bad_answer" })))
+                }
+            },
+            Err(error) => ConnectDecision::reject(
+                "upstream unavailable",
+                Some(json!({ "reason": error.reason(), "detail": error.to_string() })),
+            ),
+        }
+    }
+
+    fn event(&self, socket: &Arc<Socket>, event: Event) {
+        let Some(rt) = self.runtime(socket.namespace().name()) else {
+            return refuse(event.ack, "no_namespace_config", "namespace not configured");
+        };
+        if matches!(event.name.as_str(), JOIN_EVENT | LEAVE_EVENT | EMIT_EVENT) {
+            return self.policy_event(rt, socket, event);
+        }
+        let allowed = rt.config.allowed_events.is_empty()
+            || rt.config.allowed_events.iter().any(|p| namespace_matches(p, &event.name));
+        if !allowed {
+            tracing::debug!(socket = socket.id(), event = %event.name, "event not in allow-list");
+            return refuse(event.ack, "event_not_allowed", "this event is not accepted in this namespace");
+        }
+        match &rt.webhook {
+            Some(webhook) if webhook.wants("event") => self.forward_event(webhook, socket, event),
+            _ if rt.config.relay => Relay.event(socket, event),
+            _ => refuse(event.ack, "no_upstream", "no application handles this namespace"),
+        }
+    }
+
+    fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        let Some(webhook) = self.runtime(socket.namespace().name()).and_then(|rt| rt.webhook.clone()) else {
+            return;
+        };
+        if !webhook.wants("disconnect") {
+            return;
+        }
+        let Some(queue) = socket.extension::<SocketQueue>() else { return };
+        let info = socket_info(socket);
+        let body = json!({
+            "socketId": socket.id(),
+            "namespace": socket.namespace().name(),
+            "reason": reason.as_str(),
+            "rooms": info.rooms,
+            "claims": socket.claims(),
+            "data": socket.data(),
+        });
+        let ce = self.cloud_event(cloudevent::TYPE_DISCONNECT, socket.id(), socket.namespace().name(), None, body);
+        queue.push(
+            async move {
+                let _ = webhook.send_with_retries(&ce).await;
+            },
+            true,
+        );
+    }
+}
