@@ -46,16 +46,43 @@ pub struct EmitOutcome {
     pub timed_out: Option<bool>,
 }
 
-/// One ack reply.
+/// One ack reply. Binary values in `args` are `{"_placeholder":true,"num":N}` objects that
+/// refer to `attachments` (the wire convention of [`Payload`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AckView {
     pub socket_id: String,
     pub args: Vec<Value>,
+    /// Binary attachments (base64 when serialized).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_list")]
+    pub attachments: Vec<bytes::Bytes>,
+}
+
+/// Serde of a list of byte strings as base64 strings.
+mod base64_list {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[bytes::Bytes], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|b| STANDARD.encode(b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bytes::Bytes>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|s| {
+                STANDARD
+                    .decode(s)
+                    .map(bytes::Bytes::from)
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
 }
 
 /// What `fetchSockets` returns for one socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketInfo {
     pub id: String,
@@ -69,7 +96,7 @@ pub struct SocketInfo {
 }
 
 /// The handshake of a socket, in the shape of Node's `socket.handshake`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HandshakeView {
     pub address: String,
@@ -82,7 +109,7 @@ pub struct HandshakeView {
 }
 
 /// A room and how many sockets are in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomInfo {
     pub name: String,
@@ -90,7 +117,7 @@ pub struct RoomInfo {
 }
 
 /// Counters of a hub.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubStats {
     pub nodes: usize,
@@ -98,7 +125,7 @@ pub struct HubStats {
     pub namespaces: Vec<NamespaceStats>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceStats {
     pub name: String,
@@ -150,10 +177,14 @@ impl LocalOps {
         Self { hub, connections }
     }
 
-    fn namespace(&self, nsp: &str) -> Result<Arc<Namespace>, OpsError> {
-        self.hub
-            .of(nsp)
-            .ok_or_else(|| OpsError::UnknownNamespace(nsp.to_string()))
+    /// The live namespace; `None` for one the configuration allows that no client has
+    /// opened yet (it has no sockets and no rooms); an error for one it does not allow.
+    fn namespace(&self, nsp: &str) -> Result<Option<Arc<Namespace>>, OpsError> {
+        match self.hub.of(nsp) {
+            Some(ns) => Ok(Some(ns)),
+            None if self.hub.inner.namespace_allowed(nsp) => Ok(None),
+            None => Err(OpsError::UnknownNamespace(nsp.to_string())),
+        }
     }
 }
 
@@ -203,7 +234,13 @@ impl HubOps for LocalOps {
                 request.event
             )));
         }
-        let ns = self.namespace(nsp)?;
+        let Some(ns) = self.namespace(nsp)? else {
+            return Ok(EmitOutcome {
+                recipients: 0,
+                acks: request.ack_timeout.map(|_| Vec::new()),
+                timed_out: request.ack_timeout.map(|_| false),
+            });
+        };
         match request.ack_timeout {
             None => {
                 let recipients = ns.broadcast(
@@ -235,6 +272,7 @@ impl HubOps for LocalOps {
                             .map(|r| AckView {
                                 socket_id: r.socket_id.to_string(),
                                 args: r.payload.args,
+                                attachments: r.payload.attachments,
                             })
                             .collect(),
                     ),
@@ -250,7 +288,9 @@ impl HubOps for LocalOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
-        Ok(self.namespace(nsp)?.sockets_join(selector, rooms))
+        Ok(self
+            .namespace(nsp)?
+            .map_or(0, |ns| ns.sockets_join(selector, rooms)))
     }
 
     async fn sockets_leave(
@@ -259,7 +299,9 @@ impl HubOps for LocalOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
-        Ok(self.namespace(nsp)?.sockets_leave(selector, rooms))
+        Ok(self
+            .namespace(nsp)?
+            .map_or(0, |ns| ns.sockets_leave(selector, rooms)))
     }
 
     async fn disconnect_sockets(
@@ -268,7 +310,9 @@ impl HubOps for LocalOps {
         selector: &Selector,
         close: bool,
     ) -> Result<usize, OpsError> {
-        Ok(self.namespace(nsp)?.disconnect_sockets(selector, close))
+        Ok(self
+            .namespace(nsp)?
+            .map_or(0, |ns| ns.disconnect_sockets(selector, close)))
     }
 
     async fn fetch_sockets(
@@ -276,7 +320,9 @@ impl HubOps for LocalOps {
         nsp: &str,
         selector: &Selector,
     ) -> Result<Vec<SocketInfo>, OpsError> {
-        let ns = self.namespace(nsp)?;
+        let Some(ns) = self.namespace(nsp)? else {
+            return Ok(Vec::new());
+        };
         Ok(ns
             .sockets(selector)
             .iter()
@@ -285,7 +331,9 @@ impl HubOps for LocalOps {
     }
 
     async fn rooms(&self, nsp: &str) -> Result<Vec<RoomInfo>, OpsError> {
-        let ns = self.namespace(nsp)?;
+        let Some(ns) = self.namespace(nsp)? else {
+            return Ok(Vec::new());
+        };
         Ok(ns
             .rooms()
             .into_iter()
