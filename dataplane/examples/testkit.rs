@@ -9,7 +9,7 @@ use roomcast_dataplane::cli::HubArgs;
 use roomcast_dataplane::config::Config;
 use roomcast_dataplane::server::Server;
 use roomcast_dataplane::socketio::{
-    ConnectDecision, ConnectRequest, Event, Handler, Payload, Selector, Socket,
+    ConnectDecision, ConnectRequest, Event, Handler, Payload, Selector, Socket, SocketError,
 };
 use serde_json::{json, Value};
 
@@ -122,17 +122,30 @@ impl Handler for Testkit {
                     .unwrap_or_default();
                 let timeout = first.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
                 let socket = socket.clone();
+                // Binary arguments of the request travel on, and binary in the reply comes back.
+                let request = Payload {
+                    args,
+                    attachments: event.payload.attachments.clone(),
+                };
                 tokio::spawn(async move {
                     let result = socket
-                        .emit_with_ack(&name, &Payload::new(args), Duration::from_millis(timeout))
+                        .emit_with_ack(&name, &request, Duration::from_millis(timeout))
                         .await;
-                    let value = match result {
-                        Ok(reply) => json!({ "ok": true, "response": reply.args }),
+                    let reply = match result {
+                        Ok(reply) => Payload {
+                            args: vec![json!({ "ok": true, "response": reply.args })],
+                            attachments: reply.attachments,
+                        },
+                        Err(SocketError::AckTimeout) => {
+                            Payload::new(vec![json!({ "ok": false, "error": "timeout" })])
+                        }
                         Err(error) => {
-                            json!({ "ok": false, "error": if error == roomcast_dataplane::socketio::SocketError::AckTimeout { "timeout".to_string() } else { error.to_string() } })
+                            Payload::new(vec![json!({ "ok": false, "error": error.to_string() })])
                         }
                     };
-                    answer(event, value);
+                    if let Some(ack) = event.ack {
+                        ack.send(reply);
+                    }
                 });
             }
             "broadcast-ack" => {

@@ -234,6 +234,9 @@ impl Engine {
                 let Some(session) = self.session(sid) else {
                     return responder.error(EngineError::UnknownSid);
                 };
+                if session.close_if_ping_overdue() {
+                    return responder.error(EngineError::UnknownSid);
+                }
                 if upgrade {
                     if !self.settings.allow_upgrades {
                         return responder.error(EngineError::BadRequest);

@@ -68,6 +68,9 @@ struct Queue {
     frames: VecDeque<(Frame, bool)>,
     bytes: usize,
     closed: bool,
+    /// Frames queued before this many frames from the front must be written (flushed)
+    /// before the rest: 0 means no boundary.
+    boundary: usize,
 }
 
 /// Outbound frames of one session plus the wake-up for its writer.
@@ -124,14 +127,29 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Takes every queued frame into `out` (which keeps its capacity between calls).
-    pub fn drain_into(&self, out: &mut Vec<Frame>) {
+    /// Asks the writer to flush what is queued now before writing anything queued later.
+    pub fn flush_boundary(&self) {
         let mut q = self.queue.lock();
-        out.extend(q.frames.drain(..).map(|(f, _)| f));
-        q.bytes = 0;
-        if q.frames.capacity() > 64 {
+        q.boundary = q.frames.len();
+    }
+
+    /// Takes the frames up to the next flush boundary (all when there is none) into `out`
+    /// (which keeps its capacity between calls). Returns true if frames remain queued.
+    pub fn drain_into(&self, out: &mut Vec<Frame>) -> bool {
+        let mut q = self.queue.lock();
+        let take = match q.boundary {
+            0 => q.frames.len(),
+            n => n.min(q.frames.len()),
+        };
+        q.boundary = 0;
+        let taken: usize = q.frames.iter().take(take).map(|(f, _)| f.len()).sum();
+        out.extend(q.frames.drain(..take).map(|(f, _)| f));
+        q.bytes = q.bytes.saturating_sub(taken);
+        let more = !q.frames.is_empty();
+        if q.frames.capacity() > 64 && q.frames.len() < 16 {
             q.frames.shrink_to(16);
         }
+        more
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,6 +228,23 @@ mod tests {
         assert_eq!(o.push(&[text("4e")], false, LIMITS), PushOutcome::Queued);
         assert_eq!(o.push(&[text("4f")], false, LIMITS), PushOutcome::Overflow);
         assert_eq!(drain(&o), vec![text("4b"), text("4c"), text("4e")]);
+    }
+
+    #[test]
+    fn flush_boundary_splits_a_drain() {
+        let o = Outbox::default();
+        o.push(&[text("40")], false, LIMITS);
+        o.flush_boundary();
+        o.push(&[text("42")], false, LIMITS);
+        let mut out = Vec::new();
+        assert!(
+            o.drain_into(&mut out),
+            "more frames remain after the boundary"
+        );
+        assert_eq!(out, vec![text("40")]);
+        out.clear();
+        assert!(!o.drain_into(&mut out));
+        assert_eq!(out, vec![text("42")]);
     }
 
     #[test]

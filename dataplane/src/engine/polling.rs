@@ -46,7 +46,8 @@ pub(super) async fn poll(session: &Arc<Session>, responder: &Responder) -> Respo
     let mut frames = Vec::new();
     loop {
         let ready = session.outbox.ready();
-        session.outbox.drain_into(&mut frames);
+        // Polling answers with everything queued: flush boundaries matter only on WebSocket.
+        while session.outbox.drain_into(&mut frames) {}
         if !frames.is_empty() {
             return responder.build(
                 StatusCode::OK,

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -65,6 +67,8 @@ pub struct Session {
     pub(super) transport: Mutex<TransportState>,
     /// Set when a pong arrives; checked by the heartbeat.
     pong: Notify,
+    /// When an unanswered ping times out; `None` while no ping is outstanding.
+    pong_deadline: Mutex<Option<Instant>>,
     /// Woken once when the session closes, for tasks blocked on I/O.
     pub(super) closed_notify: Notify,
     closed: AtomicBool,
@@ -90,6 +94,7 @@ impl Session {
                 post_active: false,
             }),
             pong: Notify::new(),
+            pong_deadline: Mutex::new(None),
             closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
             handler: OnceLock::new(),
@@ -175,9 +180,29 @@ impl Session {
         if let Some(h) = self.handler.get() {
             h.on_close(reason);
         }
-        self.outbox.push_control(Frame::CLOSE);
+        // A pending poll learns of a server-side close from the close packet; when the client
+        // closed, it is released with a noop, as by the reference server.
+        let last = if reason == CloseReason::TransportClose {
+            Frame::NOOP
+        } else {
+            Frame::CLOSE
+        };
+        self.outbox.push_control(last);
         self.outbox.close();
         self.closed_notify.notify_waiters();
+    }
+
+    /// Closes the session if its ping went unanswered past the deadline (checked on each
+    /// request, so the answer never depends on when the heartbeat timer fires).
+    pub(super) fn close_if_ping_overdue(&self) -> bool {
+        let overdue = self
+            .pong_deadline
+            .lock()
+            .is_some_and(|d| Instant::now() >= d);
+        if overdue {
+            self.close(CloseReason::PingTimeout);
+        }
+        overdue
     }
 
     /// Resolves when the session is closed.
@@ -190,26 +215,34 @@ impl Session {
     }
 }
 
-/// Starts the server-side heartbeat: ping every `interval`, close if no pong within `timeout`.
-/// The task holds only a weak reference between pings, so it never keeps a session alive.
+/// Starts the server-side heartbeat: the first ping `interval` after the handshake, the next
+/// `interval` after each pong; no pong within `timeout` of a ping closes the session.
+/// Deadlines are absolute, so timer lateness never adds up. The task holds only a weak
+/// reference while it sleeps, so it never keeps a session alive.
 pub(super) fn spawn_heartbeat(session: &Arc<Session>, interval: Duration, timeout: Duration) {
     let weak = Arc::downgrade(session);
+    let mut next_ping = Instant::now() + interval;
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep_until(next_ping).await;
             let Some(session) = weak.upgrade() else {
                 return;
             };
             if session.is_closed() {
                 return;
             }
+            let deadline = next_ping + timeout;
+            *session.pong_deadline.lock() = Some(deadline);
             // Listen before pinging; `notify_waiters` stores no permit, so a stray pong
             // sent earlier cannot answer this ping.
             let pong = session.pong.notified();
             session.outbox.push_control(Frame::PING);
             tokio::select! {
-                _ = pong => {}
-                _ = tokio::time::sleep(timeout) => {
+                _ = pong => {
+                    *session.pong_deadline.lock() = None;
+                    next_ping = Instant::now() + interval;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
                     session.close(CloseReason::PingTimeout);
                     return;
                 }

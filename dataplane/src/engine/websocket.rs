@@ -176,12 +176,15 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
 async fn serve(session: Arc<Session>, mut ws: Ws) {
     let mut batch: Vec<Frame> = Vec::new();
     let reason = loop {
-        session.outbox.drain_into(&mut batch);
+        let more = session.outbox.drain_into(&mut batch);
         if !batch.is_empty() {
             let closing = session.outbox.is_closed();
             if let Err(reason) = write_batch(&session, &mut ws, &mut batch, closing).await {
                 break reason;
             }
+        }
+        if more {
+            continue;
         }
         if session.outbox.is_closed() {
             let _ = ws.close(None).await;

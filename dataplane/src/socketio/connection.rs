@@ -110,7 +110,10 @@ impl Connection {
             let busy = state.sockets.iter().any(|s| s.namespace().name() == nsp)
                 || state.connecting.contains(&nsp);
             if busy {
-                return;
+                // As the reference server: a CONNECT for a namespace already joined (or being
+                // joined) is an invalid state, and the connection is closed.
+                drop(state);
+                return self.fail(&"CONNECT for a namespace already connected");
             }
             let max = self.hub.config.limits.max_namespaces_per_session;
             if state.sockets.len() + state.connecting.len() >= max {
@@ -197,15 +200,23 @@ impl Connection {
                 tracing::warn!(socket = socket.id(), room = %room, %error, "initial room not joined");
             }
         }
-        self.send_text(packet::encode_connect(&nsp, socket.id()));
+        // CONNECT goes out in a write of its own before anything the handler emits: some
+        // clients read the first packet, then start listening for the next.
+        if let Some(session) = self.session.upgrade() {
+            session.send(
+                &[Frame::from(packet::encode_connect(&nsp, socket.id()))],
+                false,
+            );
+            session.outbox.flush_boundary();
+        }
         self.hub.handler.connected(&socket);
     }
 
     fn dispatch(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {
         let Some(socket) = self.socket_for(&packet.nsp) else {
-            // As the reference server: packets for a namespace not joined are ignored.
-            tracing::debug!(nsp = %packet.nsp, "packet for a namespace not connected");
-            return;
+            // As the reference server: a packet for a namespace not joined is an invalid
+            // state (this includes anything but CONNECT as the first packet).
+            return self.fail(&"packet for a namespace not connected");
         };
         let args = match packet.data {
             Some(Value::Array(args)) => args,
@@ -256,11 +267,10 @@ impl ConnectionHandler for Arc<Connection> {
         };
         match packet.kind {
             PacketKind::Connect => self.on_connect(packet),
-            PacketKind::Disconnect => {
-                if let Some(socket) = self.socket_for(&packet.nsp) {
-                    socket.finish(DisconnectReason::ClientNamespaceDisconnect);
-                }
-            }
+            PacketKind::Disconnect => match self.socket_for(&packet.nsp) {
+                Some(socket) => socket.finish(DisconnectReason::ClientNamespaceDisconnect),
+                None => self.fail(&"DISCONNECT for a namespace not connected"),
+            },
             PacketKind::ConnectError => self.fail(&"clients may not send CONNECT_ERROR"),
             PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
                 self.state.lock().partial = Some(Partial {
