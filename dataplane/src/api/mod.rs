@@ -34,8 +34,8 @@ use crate::config::ManagementConfig;
 use crate::ops::{EmitRequest, HubOps};
 
 use model::{
-    Ack, DisconnectBody, EmitBody, EmitResponse, FetchBody, JoinBody, LeaveBody,
-    MatchedResponse, RoomsResponse, SocketsResponse, MAX_ACK_TIMEOUT_MS,
+    Ack, DisconnectBody, EmitBody, EmitResponse, FetchBody, JoinBody, LeaveBody, MatchedResponse,
+    RoomsResponse, SocketsResponse, MAX_ACK_TIMEOUT_MS,
 };
 use problem::{Kind, Problem};
 
@@ -186,7 +186,9 @@ async fn method_not_allowed(req: Request) -> Problem {
 fn namespace(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
     let Path(ns) = path.map_err(|e| Problem::invalid(format!("bad namespace in path: {e}")))?;
     if ns.is_empty() {
-        return Err(Problem::invalid("the namespace must not be empty (use %2F for /)"));
+        return Err(Problem::invalid(
+            "the namespace must not be empty (use %2F for /)",
+        ));
     }
     Ok(if ns.starts_with('/') {
         ns
@@ -238,15 +240,14 @@ async fn json_body<T: DeserializeOwned>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return default.ok_or_else(|| Problem::new(Kind::InvalidJson, "a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => Problem::invalid(format!("invalid body: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                Problem::new(Kind::InvalidJson, format!("the body is not valid JSON: {e}"))
-            }
-        }
-    })
+    // Syntax first (the whole body), then shape, so the two get their own problem types.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::new(
+            Kind::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_json::from_value(value).map_err(|e| Problem::invalid(format!("invalid body: {e}")))
 }
 
 async fn stats(State(api): State<ManagementApi>) -> Result<Response, Problem> {

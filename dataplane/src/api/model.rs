@@ -177,7 +177,11 @@ pub fn selector(
     except: Option<&[String]>,
 ) -> Result<Selector, Problem> {
     let mut selector = Selector::default();
-    for (field, list) in [("rooms", rooms), ("socketIds", socket_ids), ("except", except)] {
+    for (field, list) in [
+        ("rooms", rooms),
+        ("socketIds", socket_ids),
+        ("except", except),
+    ] {
         let Some(list) = list else { continue };
         if list.is_empty() {
             return Err(Problem::invalid(format!(
@@ -202,7 +206,9 @@ pub fn selector(
 /// Checks a list of room names an operation applies (join/leave).
 pub fn room_list(field: &str, rooms: &[String]) -> Result<(), Problem> {
     if rooms.is_empty() {
-        return Err(Problem::invalid(format!("{field} must name at least one room")));
+        return Err(Problem::invalid(format!(
+            "{field} must name at least one room"
+        )));
     }
     if let Some(i) = rooms.iter().position(String::is_empty) {
         return Err(Problem::invalid(format!(

@@ -4,7 +4,8 @@
 //!
 //! The copy checked in at docs/management-api.openapi.json must stay equal to
 //! [`document`]; a test fails when it is not. Regenerate it with
-//! `ROOMCAST_UPDATE_OPENAPI=1 cargo test -p roomcast-dataplane --lib openapi`.
+//! `cargo run -p roomcast-dataplane --example write-openapi`
+//! (or `ROOMCAST_UPDATE_OPENAPI=1 cargo test -p roomcast-dataplane --lib openapi`).
 
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::JsonSchema;
@@ -280,7 +281,10 @@ pub fn document() -> Value {
         query: vec![
             selection_query("rooms", "Select sockets in any of these rooms."),
             selection_query("socketIds", "Select these sockets."),
-            selection_query("except", "Skip sockets in any of these rooms (or with these ids)."),
+            selection_query(
+                "except",
+                "Skip sockets in any of these rooms (or with these ids).",
+            ),
         ],
     };
     let rooms = Op {
@@ -300,8 +304,7 @@ pub fn document() -> Value {
     let stats = Op {
         id: "stats",
         summary: "Hub counters",
-        description: "Nodes, client connections, and sockets and rooms per live namespace."
-            .into(),
+        description: "Nodes, client connections, and sockets and rooms per live namespace.".into(),
         request: None,
         response: ok::<StatsResponse>("The counters", json!({})),
         namespace: false,
@@ -470,8 +473,7 @@ mod tests {
         assert!(
             checked_in == generated,
             "{CHECKED_IN_PATH} differs from the document the code generates; regenerate it \
-             with `ROOMCAST_UPDATE_OPENAPI=1 cargo test -p roomcast-dataplane --lib openapi` \
-             and commit it"
+             with `cargo run -p roomcast-dataplane --example write-openapi` and commit it"
         );
     }
 
@@ -484,7 +486,13 @@ mod tests {
             let name: String = part.chars().take_while(|c| *c != '"').collect();
             assert!(schemas.contains_key(&name), "dangling reference to {name}");
         }
-        for name in ["EmitBody", "EmitResponse", "SocketInfo", "HubStats", "Problem"] {
+        for name in [
+            "EmitBody",
+            "EmitResponse",
+            "SocketInfo",
+            "HubStats",
+            "Problem",
+        ] {
             assert!(schemas.contains_key(name), "missing schema {name}");
         }
     }

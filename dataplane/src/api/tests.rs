@@ -78,22 +78,38 @@ async fn post(router: &Router, uri: &str, body: &str) -> Answer {
 }
 
 async fn get(router: &Router, uri: &str) -> Answer {
-    send(router, authed(Method::GET, uri).body(Body::empty()).unwrap()).await
+    send(
+        router,
+        authed(Method::GET, uri).body(Body::empty()).unwrap(),
+    )
+    .await
 }
 
 /// Asserts an `application/problem+json` answer of that status and problem type.
 fn assert_problem(answer: &Answer, status: u16, slug: &str) {
-    assert_eq!(answer.status.as_u16(), status, "status; body {}", answer.text);
+    assert_eq!(
+        answer.status.as_u16(),
+        status,
+        "status; body {}",
+        answer.text
+    );
     assert_eq!(
         answer.headers.get(header::CONTENT_TYPE).unwrap(),
         "application/problem+json",
         "content type; body {}",
         answer.text
     );
-    assert_eq!(answer.json["type"], format!("{TYPE_BASE}{slug}"), "{}", answer.text);
+    assert_eq!(
+        answer.json["type"],
+        format!("{TYPE_BASE}{slug}"),
+        "{}",
+        answer.text
+    );
     assert_eq!(answer.json["status"], status, "{}", answer.text);
     assert!(answer.json["title"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(answer.json["detail"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(answer.json["detail"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
 }
 
 #[tokio::test]
@@ -102,9 +118,16 @@ async fn health_and_document_need_no_token() {
     let health = send(&r, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.text, "ok");
-    let doc = send(&r, Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+    let doc = send(
+        &r,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(doc.status, StatusCode::OK);
-    assert_eq!(doc.headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
+    assert_eq!(
+        doc.headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
     assert_eq!(doc.json, super::openapi::document());
 }
 
@@ -172,7 +195,12 @@ async fn stats_rooms_and_fetch_on_an_empty_hub() {
 #[tokio::test]
 async fn operations_answer_on_an_empty_namespace() {
     let r = router();
-    let emit = post(&r, "/v1/namespaces/%2F/emit", r#"{"event":"hello","args":[1]}"#).await;
+    let emit = post(
+        &r,
+        "/v1/namespaces/%2F/emit",
+        r#"{"event":"hello","args":[1]}"#,
+    )
+    .await;
     assert_eq!(emit.status, StatusCode::OK, "{}", emit.text);
     assert_eq!(emit.json, json!({ "recipients": 0 }));
     let emit = post(
@@ -256,12 +284,27 @@ async fn bad_bodies_are_400() {
         (r#"{"event":"e","rooms":[]}"#, "rooms must not be empty"),
         (r#"{"event":"e","socketIds":[""]}"#, "socketIds[0]"),
         (r#"{"event":"e","except":[]}"#, "except must not be empty"),
-        (r#"{"event":"e","volatile":true,"ackTimeoutMs":10}"#, "cannot be combined"),
-        (r#"{"event":"e","ackTimeoutMs":0}"#, "ackTimeoutMs must be between"),
-        (r#"{"event":"e","ackTimeoutMs":120001}"#, "ackTimeoutMs must be between"),
+        (
+            r#"{"event":"e","volatile":true,"ackTimeoutMs":10}"#,
+            "cannot be combined",
+        ),
+        (
+            r#"{"event":"e","ackTimeoutMs":0}"#,
+            "ackTimeoutMs must be between",
+        ),
+        (
+            r#"{"event":"e","ackTimeoutMs":120001}"#,
+            "ackTimeoutMs must be between",
+        ),
         (r#"{"event":"e","ackTimeoutMs":-1}"#, "invalid value"),
-        (r#"{"event":"e","args":[{"_binary":"%%"}]}"#, "/args/0: invalid base64"),
-        (r#"{"event":"e","args":[{"_placeholder":true,"num":0}]}"#, "reserved"),
+        (
+            r#"{"event":"e","args":[{"_binary":"%%"}]}"#,
+            "/args/0: invalid base64",
+        ),
+        (
+            r#"{"event":"e","args":[{"_placeholder":true,"num":0}]}"#,
+            "reserved",
+        ),
     ] {
         let answer = post(&r, emit, body).await;
         assert_problem(&answer, 400, "invalid-request");
@@ -288,7 +331,11 @@ async fn bad_bodies_are_400() {
 async fn oversized_bodies_are_413() {
     let r = router_with_limit(64);
     let big = format!(r#"{{"event":"e","args":["{}"]}}"#, "x".repeat(100));
-    assert_problem(&post(&r, "/v1/namespaces/%2F/emit", &big).await, 413, "payload-too-large");
+    assert_problem(
+        &post(&r, "/v1/namespaces/%2F/emit", &big).await,
+        413,
+        "payload-too-large",
+    );
     // Without a Content-Length (streamed), the limit still holds.
     let chunks: Vec<Result<_, std::io::Error>> = vec![
         Ok(axum::body::Bytes::from(r#"{"event":"e","args":[""#)),
@@ -301,7 +348,10 @@ async fn oversized_bodies_are_413() {
     assert_problem(&send(&r, req).await, 413, "payload-too-large");
     // Just under the limit is fine.
     let small = r#"{"event":"e","args":["xx"]}"#;
-    assert_eq!(post(&r, "/v1/namespaces/%2F/emit", small).await.status, StatusCode::OK);
+    assert_eq!(
+        post(&r, "/v1/namespaces/%2F/emit", small).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -313,7 +363,11 @@ async fn other_content_types_are_415() {
         .unwrap();
     assert_problem(&send(&r, req).await, 415, "unsupported-media-type");
     // No content type, or a JSON one with parameters, is accepted.
-    for ct in [None, Some("application/json; charset=utf-8"), Some("application/merge+json")] {
+    for ct in [
+        None,
+        Some("application/json; charset=utf-8"),
+        Some("application/merge+json"),
+    ] {
         let mut req = authed(Method::POST, "/v1/namespaces/%2F/emit");
         if let Some(ct) = ct {
             req = req.header(header::CONTENT_TYPE, ct);
@@ -328,8 +382,16 @@ async fn unknown_routes_and_methods() {
     let r = router();
     assert_problem(&get(&r, "/v1/nothing").await, 404, "not-found");
     assert_problem(&get(&r, "/").await, 404, "not-found");
-    assert_problem(&get(&r, "/v1/namespaces/%2F/emit").await, 405, "method-not-allowed");
-    assert_problem(&post(&r, "/v1/stats", "{}").await, 405, "method-not-allowed");
+    assert_problem(
+        &get(&r, "/v1/namespaces/%2F/emit").await,
+        405,
+        "method-not-allowed",
+    );
+    assert_problem(
+        &post(&r, "/v1/stats", "{}").await,
+        405,
+        "method-not-allowed",
+    );
 }
 
 #[test]
@@ -338,7 +400,10 @@ fn token_from_config_or_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("token");
     std::fs::write(&file, format!("  {TOKEN}\n")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let config = ManagementConfig {
         token_file: Some(file.clone()),
@@ -364,6 +429,8 @@ fn token_from_config_or_file() {
         token: Some(TOKEN.into()),
         ..ManagementConfig::default()
     };
-    assert!(ManagementApi::from_config(&inline, ops()).unwrap().token_matches(TOKEN));
+    assert!(ManagementApi::from_config(&inline, ops())
+        .unwrap()
+        .token_matches(TOKEN));
     std::fs::remove_dir_all(&dir).ok();
 }
