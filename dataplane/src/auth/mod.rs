@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use crate::engine::HandshakeInfo;
 
+pub mod jwt;
+
+pub use jwt::JwtAuthenticator;
+
 /// A refused handshake: sent to the client as CONNECT_ERROR `{message, data: {reason}}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({reason})")]

@@ -1,0 +1,1223 @@
+//! JWT verification at the handshake: an HS256 shared secret, RS256/ES256 PEM public keys
+//! and/or a JWKS URL.
+//!
+//! Rules, in the order they are applied:
+//! 1. The token comes from `auth.token`, the `access_token` query parameter or an
+//!    `Authorization: Bearer` header ([`token_from`]); none (or an empty one) is `token_missing`.
+//! 2. The header must parse and name an algorithm that is both allowed (`algorithms`) and
+//!    has a key configured (HS256 needs the secret, RS256/ES256 a PEM key or a JWKS);
+//!    otherwise `algorithm_not_allowed`. HS256 tokens are only ever checked against the
+//!    shared secret, so a public key can never be used as an HMAC secret.
+//! 3. RS256/ES256 keys: the PEM keys of that algorithm, plus the JWKS keys of that algorithm
+//!    (only the one with the token's `kid` when it has one). An unknown `kid` refreshes the
+//!    JWKS, at most once per `jwksMinRefreshInterval`; still unknown is `unknown_key`, and
+//!    no JWKS ever loaded is `jwks_unavailable`.
+//! 4. The signature must verify with one of the keys (`bad_signature`), then the claims:
+//!    `exp` is required and checked (`token_expired`; a token without `exp` is refused as
+//!    `token_malformed`, so no token is valid forever), `nbf` when present
+//!    (`token_not_yet_valid`), `iss` when `issuer` is set (`bad_issuer`), `aud` when
+//!    `audience` is set (`bad_audience`: any configured value must appear). `leeway` seconds
+//!    of clock skew apply to `exp` and `nbf`. A time claim of the wrong JSON type is
+//!    `token_malformed`, never skipped.
+//!
+//! The verified payload is returned as JSON and becomes the socket's claims.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::RwLock;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{token_from, AuthFailure, Authenticator};
+use crate::config::JwtConfig;
+use crate::engine::HandshakeInfo;
+
+/// `data.reason` values of a refused handshake.
+pub mod reason {
+    pub const TOKEN_MISSING: &str = "token_missing";
+    pub const TOKEN_MALFORMED: &str = "token_malformed";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const TOKEN_NOT_YET_VALID: &str = "token_not_yet_valid";
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    pub const BAD_AUDIENCE: &str = "bad_audience";
+    pub const BAD_ISSUER: &str = "bad_issuer";
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    pub const ALGORITHM_NOT_ALLOWED: &str = "algorithm_not_allowed";
+    pub const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
+}
+
+/// The `message` sent with each reason (some cases refine it).
+fn message_for(reason: &str) -> &'static str {
+    match reason {
+        reason::TOKEN_MISSING => "authentication token missing",
+        reason::TOKEN_MALFORMED => "malformed authentication token",
+        reason::TOKEN_EXPIRED => "authentication token expired",
+        reason::TOKEN_NOT_YET_VALID => "authentication token not valid yet",
+        reason::BAD_SIGNATURE => "invalid token signature",
+        reason::BAD_AUDIENCE => "token audience not accepted",
+        reason::BAD_ISSUER => "token issuer not accepted",
+        reason::UNKNOWN_KEY => "unknown token signing key",
+        reason::ALGORITHM_NOT_ALLOWED => "token algorithm not allowed",
+        reason::JWKS_UNAVAILABLE => "token signing keys unavailable",
+        _ => "authentication failed",
+    }
+}
+
+fn fail(reason: &str) -> AuthFailure {
+    AuthFailure::new(message_for(reason), reason)
+}
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Time one JWKS request may take.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The algorithms the hub supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl Alg {
+    const ALL: [Alg; 3] = [Alg::Hs256, Alg::Rs256, Alg::Es256];
+
+    fn parse(name: &str) -> Option<Alg> {
+        match name {
+            "HS256" => Some(Alg::Hs256),
+            "RS256" => Some(Alg::Rs256),
+            "ES256" => Some(Alg::Es256),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+        }
+    }
+
+    fn algorithm(self) -> Algorithm {
+        match self {
+            Alg::Hs256 => Algorithm::HS256,
+            Alg::Rs256 => Algorithm::RS256,
+            Alg::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// A verification key and the one algorithm it is used with.
+#[derive(Clone)]
+struct Key {
+    alg: Alg,
+    kid: Option<String>,
+    key: Arc<DecodingKey>,
+}
+
+/// Verifies JWTs presented at the handshake; see the module documentation for the rules.
+pub struct JwtAuthenticator {
+    /// Allowed algorithms that have a key.
+    algorithms: Vec<Alg>,
+    /// The HS256 secret, if any.
+    hs256: Option<Arc<DecodingKey>>,
+    /// PEM public keys (RS256 or ES256).
+    static_keys: Vec<Key>,
+    jwks: Option<Arc<JwksCache>>,
+    /// One validation per algorithm, indexed like [`Alg::ALL`].
+    validations: [Validation; 3],
+}
+
+impl std::fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthenticator")
+            .field("algorithms", &self.algorithms)
+            .field("hs256", &self.hs256.is_some())
+            .field("static_keys", &self.static_keys.len())
+            .field("jwks", &self.jwks.as_ref().map(|j| j.url.as_str()))
+            .finish()
+    }
+}
+
+impl JwtAuthenticator {
+    /// Reads the secret and key files and, with a `jwksUrl`, fetches the JWKS once and
+    /// starts refreshing it every `jwksRefreshInterval`. A JWKS that cannot be fetched now is
+    /// logged, not fatal: tokens needing it are refused with `jwks_unavailable` until a
+    /// fetch succeeds. Unreadable files, bad PEM keys or an unusable configuration are errors.
+    pub async fn new(config: &JwtConfig) -> anyhow::Result<Self> {
+        let hs256 = match (&config.hs256_secret, &config.hs256_secret_file) {
+            (Some(secret), _) => Some(secret.clone().into_bytes()),
+            (None, Some(path)) => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "auth.jwt.hs256SecretFile: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(trim_line_end(bytes))
+            }
+            (None, None) => None,
+        };
+        if let Some(secret) = &hs256 {
+            if secret.is_empty() {
+                anyhow::bail!("auth.jwt: the HS256 secret is empty");
+            }
+            if secret.len() < 32 {
+                tracing::warn!(
+                    bytes = secret.len(),
+                    "auth.jwt: the HS256 secret is shorter than 32 bytes; use a longer random secret"
+                );
+            }
+        }
+        let hs256 = hs256.map(|s| Arc::new(DecodingKey::from_secret(&s)));
+
+        let mut static_keys = Vec::new();
+        for (i, pem) in config.public_keys.iter().enumerate() {
+            let key = parse_public_pem(pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("auth.jwt.publicKeys[{i}]: {e}"))?;
+            static_keys.push(key);
+        }
+        for (i, path) in config.public_key_files.iter().enumerate() {
+            let pem = tokio::fs::read(path).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "auth.jwt.publicKeyFiles[{i}]: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            let key = parse_public_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("auth.jwt.publicKeyFiles[{i}] ({}): {e}", path.display())
+            })?;
+            static_keys.push(key);
+        }
+
+        let jwks = match &config.jwks_url {
+            Some(url) => Some(
+                JwksCache::start(
+                    url.clone(),
+                    Duration::from_millis(config.jwks_refresh_interval.max(1)),
+                    Duration::from_millis(config.jwks_min_refresh_interval),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+
+        let mut algorithms = Vec::new();
+        for name in &config.algorithms {
+            let alg = Alg::parse(name)
+                .ok_or_else(|| anyhow::anyhow!("auth.jwt.algorithms: unsupported {name:?}"))?;
+            let keyed = match alg {
+                Alg::Hs256 => hs256.is_some(),
+                _ => jwks.is_some() || static_keys.iter().any(|k| k.alg == alg),
+            };
+            if keyed && !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if algorithms.is_empty() {
+            anyhow::bail!(
+                "auth.jwt: none of the allowed algorithms {:?} has a key configured",
+                config.algorithms
+            );
+        }
+        for key in &static_keys {
+            if !algorithms.contains(&key.alg) {
+                tracing::warn!(
+                    alg = key.alg.name(),
+                    "auth.jwt: a public key is configured for an algorithm not in auth.jwt.algorithms; it is ignored"
+                );
+            }
+        }
+
+        let validations = Alg::ALL.map(|alg| validation(alg, config));
+        Ok(Self {
+            algorithms,
+            hs256,
+            static_keys,
+            jwks,
+            validations,
+        })
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Value, AuthFailure> {
+        let header = parse_header(token)?;
+        let Some(alg) = Alg::parse(&header.alg).filter(|a| self.algorithms.contains(a)) else {
+            return Err(fail(reason::ALGORITHM_NOT_ALLOWED));
+        };
+        let kid = header.kid.as_deref();
+
+        let mut keys: Vec<Arc<DecodingKey>> = Vec::new();
+        // Set when the token names a kid the JWKS does not have (after a refresh).
+        let mut unknown_kid = None;
+        match alg {
+            Alg::Hs256 => keys.extend(self.hs256.clone()),
+            _ => {
+                keys.extend(
+                    self.static_keys
+                        .iter()
+                        .filter(|k| k.alg == alg)
+                        .map(|k| k.key.clone()),
+                );
+                if let Some(jwks) = &self.jwks {
+                    match jwks.lookup(alg, kid).await {
+                        Lookup::Found(found) => keys.extend(found),
+                        Lookup::NotFound => unknown_kid = Some(reason::UNKNOWN_KEY),
+                        Lookup::Unavailable => unknown_kid = Some(reason::JWKS_UNAVAILABLE),
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(fail(unknown_kid.unwrap_or(reason::UNKNOWN_KEY)));
+        }
+
+        let validation = &self.validations[alg as usize];
+        for key in &keys {
+            match jsonwebtoken::decode::<Value>(token, key, validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(failure_for(e.kind())),
+            }
+        }
+        // No key verified the signature. When the kid pointed at no JWKS key, the real
+        // problem is the key, not the signature.
+        Err(fail(match (kid, unknown_kid) {
+            (Some(_), Some(why)) => why,
+            _ => reason::BAD_SIGNATURE,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for JwtAuthenticator {
+    async fn authenticate(
+        &self,
+        _namespace: &str,
+        auth: &Value,
+        handshake: &HandshakeInfo,
+    ) -> Result<Option<Value>, AuthFailure> {
+        let Some(token) = token_from(auth, handshake).filter(|t| !t.is_empty()) else {
+            return Err(fail(reason::TOKEN_MISSING));
+        };
+        self.verify(&token).await.map(Some)
+    }
+}
+
+/// The claim checks for tokens of `alg`.
+fn validation(alg: Alg, config: &JwtConfig) -> Validation {
+    let mut v = Validation::new(alg.algorithm());
+    v.leeway = config.leeway;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    let mut required = vec!["exp"];
+    if let Some(issuer) = &config.issuer {
+        v.set_issuer(std::slice::from_ref(issuer));
+        required.push("iss");
+    }
+    if config.audience.is_empty() {
+        // No audience configured: `aud` is not checked (the library would otherwise refuse
+        // every token that has one).
+        v.validate_aud = false;
+    } else {
+        v.set_audience(&config.audience);
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+/// The reason (and message) for a verification error of the library.
+fn failure_for(kind: &ErrorKind) -> AuthFailure {
+    match kind {
+        ErrorKind::ExpiredSignature => fail(reason::TOKEN_EXPIRED),
+        ErrorKind::ImmatureSignature => fail(reason::TOKEN_NOT_YET_VALID),
+        ErrorKind::InvalidIssuer => fail(reason::BAD_ISSUER),
+        ErrorKind::InvalidAudience => fail(reason::BAD_AUDIENCE),
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "iss" => AuthFailure::new("token has no iss claim", reason::BAD_ISSUER),
+            "aud" => AuthFailure::new("token has no aud claim", reason::BAD_AUDIENCE),
+            "exp" => AuthFailure::new("token has no exp claim", reason::TOKEN_MALFORMED),
+            other => AuthFailure::new(
+                format!("token has no {other} claim"),
+                reason::TOKEN_MALFORMED,
+            ),
+        },
+        ErrorKind::InvalidClaimFormat(claim) => AuthFailure::new(
+            format!("token claim {claim} has the wrong type"),
+            reason::TOKEN_MALFORMED,
+        ),
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::Provider(_) => fail(reason::BAD_SIGNATURE),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            fail(reason::ALGORITHM_NOT_ALLOWED)
+        }
+        _ => fail(reason::TOKEN_MALFORMED),
+    }
+}
+
+/// The parts of a JOSE header used to pick the key.
+#[derive(Debug)]
+struct TokenHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// Checks the compact shape (three base64url parts) and reads `alg` and `kid`.
+fn parse_header(token: &str) -> Result<TokenHeader, AuthFailure> {
+    let malformed = || fail(reason::TOKEN_MALFORMED);
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(malformed());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| malformed())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    let alg = value
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or_else(malformed)?
+        .to_string();
+    let kid = match value.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(malformed()),
+    };
+    Ok(TokenHeader { alg, kid })
+}
+
+/// An RSA (RS256) or EC P-256 (ES256) public key in PEM form.
+fn parse_public_pem(pem: &[u8]) -> anyhow::Result<Key> {
+    let text = std::str::from_utf8(pem).map_err(|_| anyhow::anyhow!("not a PEM text"))?;
+    if !text.contains("-----BEGIN") {
+        anyhow::bail!("not a PEM text (no -----BEGIN line)");
+    }
+    if text.contains("PRIVATE KEY-----") {
+        anyhow::bail!("this is a private key; configure the public key only");
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok(Key {
+            alg: Alg::Rs256,
+            kid: None,
+            key: Arc::new(key),
+        });
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok(Key {
+            alg: Alg::Es256,
+            kid: None,
+            key: Arc::new(key),
+        });
+    }
+    anyhow::bail!("not an RSA or EC public key in PEM form")
+}
+
+/// A secret file's content without its final line break.
+fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    bytes
+}
+
+/// The usable verification keys of a JWKS document: RSA keys (RS256) and EC P-256 keys
+/// (ES256) whose `alg`, when given, matches and whose `use`, when given, is `sig`. Other
+/// entries (symmetric, other curves or algorithms, unparsable) are skipped.
+fn parse_jwks(body: &[u8]) -> anyhow::Result<Vec<Key>> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        keys: Vec<Value>,
+    }
+    let doc: Document = serde_json::from_slice(body)
+        .map_err(|e| anyhow::anyhow!("not a JWKS document (a JSON object with keys): {e}"))?;
+    let mut keys = Vec::new();
+    for (i, entry) in doc.keys.into_iter().enumerate() {
+        let jwk: Jwk = match serde_json::from_value(entry) {
+            Ok(jwk) => jwk,
+            Err(e) => {
+                tracing::debug!(index = i, error = %e, "JWKS: skipping an unsupported key");
+                continue;
+            }
+        };
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+            continue;
+        }
+        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Alg::Rs256,
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                if p.curve == EllipticCurve::P256 =>
+            {
+                Alg::Es256
+            }
+            _ => continue,
+        };
+        match DecodingKey::from_jwk(&jwk) {
+            Ok(key) => keys.push(Key {
+                alg,
+                kid: jwk.common.key_id.clone(),
+                key: Arc::new(key),
+            }),
+            Err(e) => {
+                tracing::debug!(index = i, error = %e, "JWKS: skipping an unusable key");
+            }
+        }
+    }
+    Ok(keys)
+}
+
+enum Lookup {
+    Found(Vec<Arc<DecodingKey>>),
+    /// The JWKS is loaded but has no matching key, even after a refresh.
+    NotFound,
+    /// The JWKS was never fetched successfully.
+    Unavailable,
+}
+
+/// The keys of a JWKS URL, fetched at start, refreshed periodically and on unknown `kid`s.
+struct JwksCache {
+    url: String,
+    client: reqwest::Client,
+    /// `None` until a fetch succeeds; a failed fetch keeps the previous keys.
+    keys: RwLock<Option<Arc<Vec<Key>>>>,
+    /// When the last fetch started; held during a fetch so concurrent refreshes coalesce.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_refresh_interval: Duration,
+}
+
+impl JwksCache {
+    async fn start(
+        url: String,
+        refresh_interval: Duration,
+        min_refresh_interval: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .timeout(JWKS_FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| anyhow::anyhow!("auth.jwt.jwksUrl: cannot build an HTTP client: {e}"))?;
+        let cache = Arc::new(Self {
+            url,
+            client,
+            keys: RwLock::new(None),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_refresh_interval,
+        });
+        cache.refresh(None).await;
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(refresh_periodically(weak, refresh_interval));
+        Ok(cache)
+    }
+
+    /// Keys for `alg` (only the one named `kid` when given); refreshes once when none match.
+    async fn lookup(&self, alg: Alg, kid: Option<&str>) -> Lookup {
+        let asked = Instant::now();
+        if let Some(found) = self.find(alg, kid) {
+            return Lookup::Found(found);
+        }
+        self.refresh(Some(asked)).await;
+        match self.find(alg, kid) {
+            Some(found) => Lookup::Found(found),
+            None if self.keys.read().is_none() => Lookup::Unavailable,
+            None => Lookup::NotFound,
+        }
+    }
+
+    fn find(&self, alg: Alg, kid: Option<&str>) -> Option<Vec<Arc<DecodingKey>>> {
+        let keys = self.keys.read().clone()?;
+        let found: Vec<_> = keys
+            .iter()
+            .filter(|k| k.alg == alg && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
+            .map(|k| k.key.clone())
+            .collect();
+        (!found.is_empty()).then_some(found)
+    }
+
+    /// Fetches the JWKS. With `asked` (an on-demand refresh for an unknown key) nothing is
+    /// fetched when a fetch started after `asked` (its result is already there) or less than
+    /// `jwksMinRefreshInterval` ago.
+    async fn refresh(&self, asked: Option<Instant>) {
+        let mut last = self.last_fetch.lock().await;
+        if let (Some(asked), Some(at)) = (asked, *last) {
+            if at >= asked || at.elapsed() < self.min_refresh_interval {
+                return;
+            }
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                let count = keys.len();
+                let first = self.keys.read().is_none();
+                *self.keys.write() = Some(Arc::new(keys));
+                if count == 0 {
+                    tracing::warn!(url = %self.url, "JWKS has no usable RS256/ES256 key");
+                } else if first {
+                    tracing::info!(url = %self.url, keys = count, "JWKS loaded");
+                } else {
+                    tracing::debug!(url = %self.url, keys = count, "JWKS refreshed");
+                }
+            }
+            Err(e) => {
+                let kept = self.keys.read().as_ref().map_or(0, |k| k.len());
+                tracing::warn!(
+                    url = %self.url,
+                    error = %e,
+                    kept_keys = kept,
+                    "JWKS fetch failed; keeping the previous keys"
+                );
+            }
+        }
+    }
+
+    async fn fetch(&self) -> anyhow::Result<Vec<Key>> {
+        let mut response = self
+            .client
+            .get(&self.url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("HTTP status {status}");
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                anyhow::bail!("document larger than {MAX_JWKS_BYTES} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_jwks(&body)
+    }
+}
+
+/// Refreshes the JWKS every `period` until the authenticator is dropped.
+async fn refresh_periodically(cache: Weak<JwksCache>, period: Duration) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        cache.refresh(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const RSA_KEY: &str = include_str!("../../tests/fixtures/jwt/rsa.key.pem");
+    const RSA_PUB: &str = include_str!("../../tests/fixtures/jwt/rsa.pub.pem");
+    const RSA_JWK: &str = include_str!("../../tests/fixtures/jwt/rsa.jwk.json");
+    const RSA2_KEY: &str = include_str!("../../tests/fixtures/jwt/rsa2.key.pem");
+    const RSA2_JWK: &str = include_str!("../../tests/fixtures/jwt/rsa2.jwk.json");
+    const EC_KEY: &str = include_str!("../../tests/fixtures/jwt/ec.key.pem");
+    const EC_PUB: &str = include_str!("../../tests/fixtures/jwt/ec.pub.pem");
+    const EC_JWK: &str = include_str!("../../tests/fixtures/jwt/ec.jwk.json");
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn claims() -> Value {
+        json!({"sub": "alice", "iss": "https://issuer.test", "aud": "roomcast", "exp": now() + 600})
+    }
+
+    fn hs(claims: &Value) -> String {
+        hs_with(SECRET, claims)
+    }
+
+    fn hs_with(secret: &str, claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn rs(pem: &str, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_string);
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn es(kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_string);
+        let key = EncodingKey::from_ec_pem(EC_KEY.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn hs_config() -> JwtConfig {
+        JwtConfig {
+            hs256_secret: Some(SECRET.into()),
+            issuer: Some("https://issuer.test".into()),
+            audience: vec!["roomcast".into(), "other".into()],
+            ..JwtConfig::default()
+        }
+    }
+
+    async fn auth(config: JwtConfig) -> JwtAuthenticator {
+        JwtAuthenticator::new(&config).await.unwrap()
+    }
+
+    async fn reason_of(a: &JwtAuthenticator, token: &str) -> String {
+        match a.verify(token).await {
+            Ok(claims) => panic!("token accepted: {claims}"),
+            Err(f) => {
+                assert!(!f.message.is_empty());
+                f.reason
+            }
+        }
+    }
+
+    fn with(mut claims: Value, key: &str, value: Value) -> Value {
+        claims[key] = value;
+        claims
+    }
+
+    fn without(mut claims: Value, key: &str) -> Value {
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    }
+
+    #[tokio::test]
+    async fn hs256_token_gives_its_claims() {
+        let a = auth(hs_config()).await;
+        let verified = a.verify(&hs(&claims())).await.unwrap();
+        assert_eq!(verified["sub"], "alice");
+        // any configured audience, also inside an aud array
+        let c = with(claims(), "aud", json!(["x", "other"]));
+        assert_eq!(
+            a.verify(&hs(&c)).await.unwrap()["aud"],
+            json!(["x", "other"])
+        );
+    }
+
+    #[tokio::test]
+    async fn token_sources_and_missing_token() {
+        let a = auth(hs_config()).await;
+        let token = hs(&claims());
+        let mut handshake = HandshakeInfo {
+            headers: http::HeaderMap::new(),
+            query: "EIO=4&transport=polling".into(),
+            address: ([127, 0, 0, 1], 1).into(),
+            url: "/socket.io/".into(),
+            time: std::time::SystemTime::now(),
+            secure: false,
+        };
+        let missing = a
+            .authenticate("/", &json!({}), &handshake)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.reason, reason::TOKEN_MISSING);
+        let empty = a
+            .authenticate("/", &json!({"token": ""}), &handshake)
+            .await
+            .unwrap_err();
+        assert_eq!(empty.reason, reason::TOKEN_MISSING);
+        let ok = a
+            .authenticate("/", &json!({"token": token}), &handshake)
+            .await
+            .unwrap();
+        assert_eq!(ok.unwrap()["sub"], "alice");
+        handshake.query = format!("EIO=4&access_token={token}");
+        assert!(a.authenticate("/", &json!({}), &handshake).await.is_ok());
+        handshake.query = "EIO=4".into();
+        handshake.headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        assert!(a.authenticate("/", &json!({}), &handshake).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn malformed_tokens() {
+        let a = auth(hs_config()).await;
+        let good = hs(&claims());
+        let (head, rest) = good.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        for token in [
+            "garbage".to_string(),
+            "a.b".to_string(),
+            "a.b.c.d".to_string(),
+            format!("{head}..{sig}"),
+            format!("!!!.{rest}"),
+            format!("{}.{rest}", b64.encode("not json")),
+            format!("{}.{rest}", b64.encode(r#"{"typ":"JWT"}"#)),
+            format!("{head}.{}.%%%", b64.encode(claims().to_string())),
+        ] {
+            assert_eq!(
+                reason_of(&a, &token).await,
+                reason::TOKEN_MALFORMED,
+                "{token}"
+            );
+        }
+        // payloads that are not a claims object, correctly signed
+        assert_eq!(
+            reason_of(&a, &hs(&json!([1]))).await,
+            reason::TOKEN_MALFORMED
+        );
+        assert_eq!(
+            reason_of(&a, &hs(&json!("x"))).await,
+            reason::TOKEN_MALFORMED
+        );
+    }
+
+    #[tokio::test]
+    async fn expiry_and_not_before() {
+        let a = auth(hs_config()).await;
+        let expired = with(claims(), "exp", json!(now() - 5));
+        assert_eq!(reason_of(&a, &hs(&expired)).await, reason::TOKEN_EXPIRED);
+        let early = with(claims(), "nbf", json!(now() + 60));
+        assert_eq!(
+            reason_of(&a, &hs(&early)).await,
+            reason::TOKEN_NOT_YET_VALID
+        );
+        let started = with(claims(), "nbf", json!(now() - 1));
+        assert!(a.verify(&hs(&started)).await.is_ok());
+        // no exp: refused, a token must not be valid forever
+        let f = a.verify(&hs(&without(claims(), "exp"))).await.unwrap_err();
+        assert_eq!(
+            (f.reason.as_str(), f.message.as_str()),
+            (reason::TOKEN_MALFORMED, "token has no exp claim")
+        );
+        // time claims of the wrong type are refused, not skipped (CVE-2026-25537)
+        for (claim, value) in [("exp", json!("99999999999")), ("nbf", json!("99999999999"))] {
+            let c = with(claims(), claim, value);
+            assert_eq!(
+                reason_of(&a, &hs(&c)).await,
+                reason::TOKEN_MALFORMED,
+                "{claim}"
+            );
+        }
+        // leeway covers clock skew on both ends
+        let mut config = hs_config();
+        config.leeway = 30;
+        let lenient = auth(config).await;
+        assert!(lenient.verify(&hs(&expired)).await.is_ok());
+        assert!(lenient.verify(&hs(&early)).await.is_err());
+        let slightly_early = with(claims(), "nbf", json!(now() + 10));
+        assert!(lenient.verify(&hs(&slightly_early)).await.is_ok());
+        let long_expired = with(claims(), "exp", json!(now() - 100));
+        assert_eq!(
+            reason_of(&lenient, &hs(&long_expired)).await,
+            reason::TOKEN_EXPIRED
+        );
+    }
+
+    #[tokio::test]
+    async fn audience_and_issuer() {
+        let a = auth(hs_config()).await;
+        let c = with(claims(), "aud", json!("someone-else"));
+        assert_eq!(reason_of(&a, &hs(&c)).await, reason::BAD_AUDIENCE);
+        let c = with(claims(), "aud", json!(["a", "b"]));
+        assert_eq!(reason_of(&a, &hs(&c)).await, reason::BAD_AUDIENCE);
+        assert_eq!(
+            reason_of(&a, &hs(&without(claims(), "aud"))).await,
+            reason::BAD_AUDIENCE
+        );
+        let c = with(claims(), "iss", json!("https://evil.test"));
+        assert_eq!(reason_of(&a, &hs(&c)).await, reason::BAD_ISSUER);
+        assert_eq!(
+            reason_of(&a, &hs(&without(claims(), "iss"))).await,
+            reason::BAD_ISSUER
+        );
+        // neither configured: neither checked
+        let open = auth(JwtConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..JwtConfig::default()
+        })
+        .await;
+        let c = with(with(claims(), "aud", json!("x")), "iss", json!("y"));
+        assert!(open.verify(&hs(&c)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn signatures_and_algorithms() {
+        let mut config = hs_config();
+        config.public_keys = vec![RSA_PUB.into(), EC_PUB.into()];
+        let a = auth(config).await;
+        assert!(a.verify(&rs(RSA_KEY, None, &claims())).await.is_ok());
+        assert!(a.verify(&es(None, &claims())).await.is_ok());
+        // wrong secret, other RSA key, tampered payload
+        let wrong = hs_with("another-secret-another-secret-xx", &claims());
+        assert_eq!(reason_of(&a, &wrong).await, reason::BAD_SIGNATURE);
+        assert_eq!(
+            reason_of(&a, &rs(RSA2_KEY, None, &claims())).await,
+            reason::BAD_SIGNATURE
+        );
+        let good = hs(&claims());
+        let parts: Vec<&str> = good.split('.').collect();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let forged = with(claims(), "sub", json!("mallory"));
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(forged.to_string()),
+            parts[2]
+        );
+        assert_eq!(reason_of(&a, &tampered).await, reason::BAD_SIGNATURE);
+        // algorithm confusion: HS256 "signed" with the RSA public key as secret
+        let confused = hs_with(RSA_PUB, &claims());
+        assert_eq!(reason_of(&a, &confused).await, reason::BAD_SIGNATURE);
+        // alg none, unsupported algorithms
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(claims().to_string())
+        );
+        assert_eq!(reason_of(&a, &none).await, reason::ALGORITHM_NOT_ALLOWED);
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(reason_of(&a, &hs512).await, reason::ALGORITHM_NOT_ALLOWED);
+
+        // only what the allow-list names, and only algorithms with a key
+        let only_rs = auth(JwtConfig {
+            algorithms: vec!["RS256".into()],
+            hs256_secret: Some(SECRET.into()),
+            public_keys: vec![RSA_PUB.into()],
+            ..JwtConfig::default()
+        })
+        .await;
+        assert_eq!(
+            reason_of(&only_rs, &hs(&claims())).await,
+            reason::ALGORITHM_NOT_ALLOWED
+        );
+        assert_eq!(
+            reason_of(&only_rs, &es(None, &claims())).await,
+            reason::ALGORITHM_NOT_ALLOWED
+        );
+        assert!(only_rs.verify(&rs(RSA_KEY, None, &claims())).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn key_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("roomcast-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let public = dir.join("ec.pem");
+        std::fs::write(&public, EC_PUB).unwrap();
+        let a = auth(JwtConfig {
+            hs256_secret_file: Some(secret.clone()),
+            public_key_files: vec![public],
+            ..JwtConfig::default()
+        })
+        .await;
+        assert!(
+            a.verify(&hs(&claims())).await.is_ok(),
+            "final newline trimmed"
+        );
+        assert!(a.verify(&es(None, &claims())).await.is_ok());
+
+        let err = JwtAuthenticator::new(&JwtConfig {
+            hs256_secret_file: Some(dir.join("absent")),
+            ..JwtConfig::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("hs256SecretFile"), "{err}");
+        for (pem, what) in [
+            ("hello", "PEM"),
+            (RSA_KEY, "private key"),
+            (
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                "RSA or EC",
+            ),
+        ] {
+            let err = JwtAuthenticator::new(&JwtConfig {
+                public_keys: vec![pem.into()],
+                ..JwtConfig::default()
+            })
+            .await
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("publicKeys[0]") && text.contains(what),
+                "{text}"
+            );
+        }
+        let err = JwtAuthenticator::new(&JwtConfig {
+            algorithms: vec!["ES256".into()],
+            hs256_secret: Some(SECRET.into()),
+            ..JwtConfig::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("has a key"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A JWKS endpoint on 127.0.0.1 whose answer the test changes; counts its requests.
+    struct JwksServer {
+        url: String,
+        body: Arc<parking_lot::Mutex<(u16, String)>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    impl JwksServer {
+        async fn start(keys: &[(&str, &str)]) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+            let body = Arc::new(parking_lot::Mutex::new((200, jwks(keys))));
+            let hits = Arc::new(AtomicUsize::new(0));
+            let (b, h) = (body.clone(), hits.clone());
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let (b, h) = (b.clone(), h.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        let mut read = 0;
+                        while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf[read..]).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => read += n,
+                            }
+                        }
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let (status, body) = b.lock().clone();
+                        let response = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(response.as_bytes()).await;
+                    });
+                }
+            });
+            Self { url, body, hits }
+        }
+
+        fn set(&self, status: u16, body: String) {
+            *self.body.lock() = (status, body);
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A JWKS document of (kid, JWK JSON) pairs.
+    fn jwks(keys: &[(&str, &str)]) -> String {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(kid, jwk)| {
+                let mut jwk: Value = serde_json::from_str(jwk).unwrap();
+                jwk["kid"] = json!(kid);
+                jwk
+            })
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    fn jwks_config(url: &str, min_refresh_ms: u64) -> JwtConfig {
+        JwtConfig {
+            algorithms: vec!["RS256".into(), "ES256".into()],
+            jwks_url: Some(url.into()),
+            jwks_refresh_interval: 3_600_000,
+            jwks_min_refresh_interval: min_refresh_ms,
+            ..JwtConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn jwks_keys_by_kid() {
+        let server = JwksServer::start(&[("r1", RSA_JWK), ("e1", EC_JWK)]).await;
+        let a = auth(jwks_config(&server.url, 60_000)).await;
+        assert_eq!(server.hits(), 1, "fetched at start");
+        assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
+        assert!(a.verify(&es(Some("e1"), &claims())).await.is_ok());
+        assert!(
+            a.verify(&rs(RSA_KEY, None, &claims())).await.is_ok(),
+            "no kid"
+        );
+        // right kid, wrong key
+        assert_eq!(
+            reason_of(&a, &rs(RSA2_KEY, Some("r1"), &claims())).await,
+            reason::BAD_SIGNATURE
+        );
+        // the kid of an EC key on an RS256 token
+        assert_eq!(
+            reason_of(&a, &rs(RSA_KEY, Some("e1"), &claims())).await,
+            reason::UNKNOWN_KEY
+        );
+        // unknown kid: one refresh, then rate limited
+        assert_eq!(
+            reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
+            reason::UNKNOWN_KEY
+        );
+        assert_eq!(
+            reason_of(&a, &rs(RSA2_KEY, Some("r3"), &claims())).await,
+            reason::UNKNOWN_KEY
+        );
+        assert_eq!(
+            server.hits(),
+            1,
+            "within jwksMinRefreshInterval of the start"
+        );
+        // claims are still checked
+        let expired = with(claims(), "exp", json!(now() - 5));
+        assert_eq!(
+            reason_of(&a, &rs(RSA_KEY, Some("r1"), &expired)).await,
+            reason::TOKEN_EXPIRED
+        );
+    }
+
+    #[tokio::test]
+    async fn jwks_rotation_is_picked_up_at_most_once_per_interval() {
+        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
+        let a = Arc::new(auth(jwks_config(&server.url, 300)).await);
+        server.set(200, jwks(&[("r1", RSA_JWK), ("r2", RSA2_JWK)]));
+        // too early after the initial fetch
+        assert_eq!(
+            reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
+            reason::UNKNOWN_KEY
+        );
+        assert_eq!(server.hits(), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        // many concurrent unknown-kid handshakes share one fetch
+        let token = rs(RSA2_KEY, Some("r2"), &claims());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, token) = (a.clone(), token.clone());
+                tokio::spawn(async move { a.verify(&token).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap()["sub"], "alice");
+        }
+        assert_eq!(server.hits(), 2);
+        // unknown kids right after: no fetch; later: one fetch
+        for kid in ["x", "y", "z"] {
+            assert_eq!(
+                reason_of(&a, &rs(RSA2_KEY, Some(kid), &claims())).await,
+                reason::UNKNOWN_KEY
+            );
+        }
+        assert_eq!(server.hits(), 2);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        for kid in ["x", "y", "z"] {
+            assert_eq!(
+                reason_of(&a, &rs(RSA2_KEY, Some(kid), &claims())).await,
+                reason::UNKNOWN_KEY
+            );
+        }
+        assert_eq!(server.hits(), 3, "one refresh for x, y and z");
+    }
+
+    #[tokio::test]
+    async fn jwks_failures_keep_the_old_keys() {
+        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
+        let a = auth(jwks_config(&server.url, 50)).await;
+        for broken in [(500, "oops".to_string()), (200, "{not json".to_string())] {
+            server.set(broken.0, broken.1);
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            assert_eq!(
+                reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
+                reason::UNKNOWN_KEY
+            );
+            assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
+        }
+        assert_eq!(server.hits(), 3);
+    }
+
+    #[tokio::test]
+    async fn jwks_down_at_start_then_up() {
+        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
+        server.set(503, "down".into());
+        let a = auth(jwks_config(&server.url, 50)).await;
+        assert_eq!(
+            reason_of(&a, &rs(RSA_KEY, Some("r1"), &claims())).await,
+            reason::JWKS_UNAVAILABLE
+        );
+        server.set(200, jwks(&[("r1", RSA_JWK)]));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
+        // nothing listening at all
+        let gone = auth(jwks_config("http://127.0.0.1:9/jwks.json", 50)).await;
+        assert_eq!(
+            reason_of(&gone, &rs(RSA_KEY, Some("r1"), &claims())).await,
+            reason::JWKS_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn jwks_is_refreshed_periodically() {
+        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
+        let mut config = jwks_config(&server.url, 50);
+        config.jwks_refresh_interval = 100;
+        let a = auth(config).await;
+        server.set(200, jwks(&[("r2", RSA2_JWK)]));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(server.hits() >= 2);
+        // r1 is gone from the set without any unknown-kid refresh
+        assert_eq!(
+            reason_of(&a, &rs(RSA_KEY, Some("r1"), &claims())).await,
+            reason::UNKNOWN_KEY
+        );
+        assert!(a.verify(&rs(RSA2_KEY, Some("r2"), &claims())).await.is_ok());
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let after_drop = server.hits();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            server.hits(),
+            after_drop,
+            "refresher stops with the authenticator"
+        );
+    }
+
+    #[test]
+    fn jwks_documents_skip_unusable_keys() {
+        let mut rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
+        rsa["kid"] = json!("ok");
+        let mut enc = rsa.clone();
+        enc["use"] = json!("enc");
+        let mut ps = rsa.clone();
+        ps["alg"] = json!("PS256");
+        let mut p384 = serde_json::from_str::<Value>(EC_JWK).unwrap();
+        p384["crv"] = json!("P-384");
+        let doc = json!({"keys": [
+            rsa, enc, ps, p384,
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "weird"},
+            {"kty": "RSA", "n": "!!", "e": "AQAB"},
+        ]});
+        let keys = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("ok"));
+        assert!(parse_jwks(b"[]").is_err());
+        assert!(parse_jwks(b"{}").is_err());
+    }
+}
