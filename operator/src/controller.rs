@@ -228,6 +228,7 @@ async fn apply_all(
     }
     apply(client, ns, &d.peer_service).await?;
     apply(client, ns, &d.client_service).await?;
+    apply(client, ns, &d.management_service).await?;
     let sts = apply(client, ns, &d.statefulset).await?;
     match &d.pdb {
         Some(p) => {

@@ -267,10 +267,13 @@ pub struct NamespaceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub allowed_events: Vec<String>,
-    /// Rules letting clients join and emit to rooms themselves (apps without backend logic).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub policies: Vec<ClientPolicy>,
+    /// Lets clients join rooms and emit to them themselves (apps without backend logic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PolicySpec>,
+    /// Development mode: client events not handled otherwise go to the other sockets in the
+    /// sender's rooms (`join` / `leave` events manage rooms).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
 }
 
 /// Upstream webhook of a namespace (CloudEvents over HTTP).
@@ -289,9 +292,13 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 60000))]
     pub timeout: Option<i64>,
-    /// Secret holding the key that signs webhook requests.
+    /// Secret holding the key of the `X-Roomcast-Signature` HMAC header of webhook requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SecretKeyRef>,
+    /// Extra attempts for `disconnect` deliveries (other events are never retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub disconnect_retries: Option<i32>,
 }
 
 /// Kinds of client activity sent upstream.
@@ -303,17 +310,22 @@ pub enum UpstreamEvent {
     Disconnect,
 }
 
-/// Lets clients act on rooms matching a pattern without the backend.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Client room policies. Patterns use `*` for any run of characters and `{claim}` for a claim
+/// of the client's verified token, e.g. `user:{sub}` or `team:{org}:*`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ClientPolicy {
-    /// Room name pattern; `*` matches any run of characters, `{sub}` a JWT claim.
-    #[schemars(length(min = 1, max = 253))]
-    pub rooms: String,
+pub struct PolicySpec {
+    /// Rooms clients may join and leave themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub join: Vec<String>,
+    /// Rooms clients may emit to even when not in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub emit: Vec<String>,
+    /// Whether clients may emit to rooms they are in.
     #[serde(default)]
-    pub join: bool,
-    #[serde(default)]
-    pub emit: bool,
+    pub emit_to_joined: bool,
 }
 
 /// A key of a Secret in the hub's namespace.
@@ -352,6 +364,10 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_rooms_per_socket: Option<i64>,
+    /// Webhook requests in flight at once per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_upstream_concurrency: Option<i64>,
 }
 
 /// Client authentication with a JWT in the handshake.
@@ -359,7 +375,8 @@ pub struct LimitsSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretRef) != has(self.jwksUrl)").message("set exactly one of secretRef and jwksUrl"))]
 pub struct AuthSpec {
-    /// Secret key with the HS256 secret or the PEM public key (RS256/ES256).
+    /// Secret key with the HS256 secret (when `algorithms` has HS256, the default) or else a PEM
+    /// public key (RS256/ES256). Mounted into the pods as a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// URL of a JWKS document with the verification keys.
@@ -374,12 +391,14 @@ pub struct AuthSpec {
     /// Required `iss` claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Required `aud` claim.
+    /// Accepted `aud` values; one must match, when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    /// Reject handshakes without a token (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required: Option<bool>,
+    #[schemars(range(min = 0, max = 3600))]
+    pub leeway: Option<i64>,
 }
 
 /// JWT signature algorithms.
@@ -390,7 +409,8 @@ pub enum JwtAlgorithm {
     ES256,
 }
 
-/// Management API settings.
+/// Management API settings. The API listens on port 3001 of every pod, behind the Service
+/// `<hub>-management`; any pod serves any call.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagementSpec {
@@ -514,6 +534,9 @@ pub struct SocketIOHubStatus {
     /// In-cluster URL clients connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// In-cluster URL of the management API (for the application backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_endpoint: Option<String>,
     /// Hash of the rendered data-plane configuration now in the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,

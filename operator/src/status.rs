@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::builders::{endpoint, selector_string};
+use crate::builders::{endpoint, management_endpoint, selector_string};
 use crate::crd::{SocketIOHub, SocketIOHubStatus};
 
 pub const READY: &str = "Ready";
@@ -139,6 +139,7 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         updated_replicas: updated,
         selector: Some(selector_string(hub)),
         endpoint: Some(endpoint(hub)),
+        management_endpoint: Some(management_endpoint(hub)),
         config_hash: observed.config_hash.clone().or(previous.config_hash),
         conditions,
     }

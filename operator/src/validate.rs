@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use crate::crd::SocketIOHub;
+use crate::dataplane_config::ConfigError;
 
 /// Longest hub name: pod names `<hub>-<ordinal>` and the StatefulSet's
 /// `controller-revision-hash` label value (`<hub>-<10 chars>`) must fit in 63 characters.
@@ -72,8 +73,16 @@ pub fn validate(hub: &SocketIOHub) -> Vec<String> {
     {
         problems.push("spec.service.nodePort needs type NodePort or LoadBalancer".to_string());
     }
-    if let Err(e) = crate::builders::render_config(hub) {
-        problems.push(e.to_string());
+    // The data plane's own validation of the configuration the hub renders to.
+    match crate::builders::render_config(hub) {
+        Ok(config) => match config.validate() {
+            Ok(()) => {}
+            Err(ConfigError::Invalid(fields)) => {
+                problems.extend(fields.iter().map(|f| format!("rendered config: {f}")))
+            }
+            Err(e) => problems.push(format!("rendered config: {e}")),
+        },
+        Err(e) => problems.push(e.to_string()),
     }
     problems
 }

@@ -43,6 +43,7 @@ fn render(d: &Desired) -> String {
     }
     doc(&mut out, "Service (peers)", &d.peer_service);
     doc(&mut out, "Service (clients)", &d.client_service);
+    doc(&mut out, "Service (management)", &d.management_service);
     doc(&mut out, "StatefulSet", &d.statefulset);
     if let Some(p) = &d.pdb {
         doc(&mut out, "PodDisruptionBudget", p);
@@ -57,7 +58,12 @@ fn check(case: &str) {
         problems.is_empty(),
         "{case}: fixture hub is invalid: {problems:?}"
     );
-    let got = render(&build(&hub, &opts()).unwrap());
+    let desired = build(&hub, &opts()).unwrap();
+    // The rendered file is accepted by the data plane's own parser and validation.
+    let text = &desired.config_map.data.as_ref().unwrap()["config.yaml"];
+    let config = roomcast_operator::dataplane_config::Config::parse(text, "yaml").unwrap();
+    config.validate().unwrap();
+    let got = render(&desired);
     let path = fixtures().join(case).join("expected.yaml");
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, &got).unwrap();
@@ -127,7 +133,7 @@ fn rendered_config_is_the_data_plane_schema() {
     let d = build(&hub, &opts()).unwrap();
     let text = &d.config_map.data.as_ref().unwrap()["config.yaml"];
     // The file parses back with the data plane's own type (deny_unknown_fields) ...
-    let parsed: Config = serde_saphyr::from_str(text).unwrap();
+    let parsed = Config::parse(text, "yaml").unwrap();
     // ... and carries the spec's settings.
     assert_eq!(parsed.engine.path, "/rt/");
     assert_eq!(parsed.engine.ping_interval, 10_000);
@@ -137,6 +143,28 @@ fn rendered_config_is_the_data_plane_schema() {
     }
     assert_eq!(parsed.limits.max_connections, 20_000);
     assert_eq!(parsed.listen.port(), 3000);
+    let mgmt = parsed.management.listen.unwrap();
+    assert_eq!(mgmt.port(), 3001);
+    assert_eq!(
+        parsed.management.token_file.unwrap().to_str(),
+        Some("/etc/roomcast-secrets/management-token")
+    );
+    assert_eq!(
+        parsed.auth.jwt.hs256_secret_file.unwrap().to_str(),
+        Some("/etc/roomcast-secrets/auth-key")
+    );
+    // Every file the config names is projected into the pod from the right Secret key.
+    let volume = serde_json::to_string(&d.statefulset).unwrap();
+    for (secret, key, file) in [
+        ("game-management", "token", "management-token"),
+        ("jwt", "hs256", "auth-key"),
+        ("webhook", "signing-key", "upstream-1-signing-key"),
+    ] {
+        let needle = format!(
+            r#"{{"items":[{{"key":"{key}","path":"{file}"}}],"name":"{secret}","optional":false}}"#
+        );
+        assert!(volume.contains(&needle), "missing projection {needle}");
+    }
 }
 
 #[test]
@@ -147,4 +175,8 @@ fn generated_secret_only_without_own_reference() {
     assert!(d.pdb.is_none());
     let text = serde_json::to_string(&d.statefulset).unwrap();
     assert!(text.contains("notify-admin") && text.contains("api-token"));
+    // jwksUrl only: no key file, RS256/ES256.
+    let cfg = &d.config_map.data.as_ref().unwrap()["config.yaml"];
+    assert!(cfg.contains("jwksUrl: https://auth.example/.well-known/jwks.json"));
+    assert!(!cfg.contains("hs256SecretFile"));
 }

@@ -303,6 +303,8 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
     let secret: Secret = eventually("Secret", || get(&client, ns, "chat-management")).await;
     let peers: Service = eventually("peer Service", || get(&client, ns, "chat-peers")).await;
     let svc: Service = eventually("client Service", || get(&client, ns, "chat")).await;
+    let mgmt: Service =
+        eventually("management Service", || get(&client, ns, "chat-management")).await;
     let pdb: PodDisruptionBudget = eventually("PDB", || get(&client, ns, "chat")).await;
     let sa: ServiceAccount = eventually("ServiceAccount", || get(&client, ns, "chat")).await;
     let role: Role = eventually("Role", || get(&client, ns, "chat")).await;
@@ -313,6 +315,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         ("Secret", &secret.metadata),
         ("peer Service", &peers.metadata),
         ("client Service", &svc.metadata),
+        ("management Service", &mgmt.metadata),
         ("PDB", &pdb.metadata),
         ("ServiceAccount", &sa.metadata),
         ("Role", &role.metadata),
@@ -536,6 +539,9 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
                 .is_none()
             && get::<Service>(&client, ns, "chat-peers").await.is_none()
             && get::<Service>(&client, ns, "chat").await.is_none()
+            && get::<Service>(&client, ns, "chat-management")
+                .await
+                .is_none()
             && get::<PodDisruptionBudget>(&client, ns, "chat")
                 .await
                 .is_none()

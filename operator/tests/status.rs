@@ -200,6 +200,17 @@ fn validation_reports_each_problem() {
     ] {
         assert!(p.contains(needle), "missing {needle:?} in {p}");
     }
+    // Problems only the data plane's validation knows about surface too.
+    h.spec = serde_json::from_value(serde_json::json!({
+        "namespaces": [{"name": "/a", "upstream": {"url": "ftp://nope"}}],
+    }))
+    .unwrap();
+    let p = validate(&h).join("\n");
+    assert!(
+        p.contains("rendered config: socketio.namespaces[0].upstream.url"),
+        "{p}"
+    );
+
     h.metadata.name = Some("x".repeat(53));
     h.spec = serde_json::from_value(serde_json::json!({})).unwrap();
     assert_eq!(validate(&h).len(), 1);

@@ -3,13 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use crate::dataplane_config::{Config, CorsConfig, TransportKind};
+use crate::dataplane_config::{
+    AuthMode, Config, CorsConfig, NamespaceConfig, PolicyConfig, TransportKind, UpstreamConfig,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
+use super::secret::management_token_ref;
 use super::{names, object_meta, statefulset::CLIENT_PORT};
-use crate::crd::{SocketIOHub, Transport};
+use crate::crd::{SecretKeyRef, SocketIOHub, Transport, UpstreamEvent, UpstreamSpec};
 use crate::{Error, Result};
 
 /// Key of the configuration file in the ConfigMap.
@@ -17,11 +21,63 @@ pub const CONFIG_FILE: &str = "config.yaml";
 /// Directory the ConfigMap is mounted at in the hub container.
 pub const CONFIG_MOUNT_PATH: &str = "/etc/roomcast";
 
+/// Directory the hub's Secret keys are mounted at (a projected volume).
+pub const SECRETS_MOUNT_PATH: &str = "/etc/roomcast-secrets";
+/// Port of the management API in the pod.
+pub const MANAGEMENT_PORT: i32 = 3001;
+
+/// A Secret key the pods need as a file: where it comes from and its path under
+/// [`SECRETS_MOUNT_PATH`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretFile {
+    pub source: SecretKeyRef,
+    pub file: String,
+}
+
+impl SecretFile {
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(SECRETS_MOUNT_PATH).join(&self.file)
+    }
+}
+
+/// Every Secret key mounted into the hub's pods: the management token, the auth key and each
+/// upstream's signing key. The config file names the same paths.
+pub fn secret_files(hub: &SocketIOHub) -> Vec<SecretFile> {
+    let mut files = vec![SecretFile {
+        source: management_token_ref(hub),
+        file: "management-token".to_string(),
+    }];
+    if let Some(r) = hub.spec.auth.as_ref().and_then(|a| a.secret_ref.clone()) {
+        files.push(SecretFile {
+            source: r,
+            file: "auth-key".to_string(),
+        });
+    }
+    for (i, ns) in hub.spec.namespaces.iter().enumerate() {
+        if let Some(r) = ns
+            .upstream
+            .as_ref()
+            .and_then(|u| u.signing_secret_ref.clone())
+        {
+            files.push(SecretFile {
+                source: r,
+                file: format!("upstream-{i}-signing-key"),
+            });
+        }
+    }
+    files
+}
+
+fn file_of(files: &[SecretFile], name: &str) -> Option<PathBuf> {
+    files.iter().find(|f| f.file == name).map(SecretFile::path)
+}
+
 /// The data-plane `Config` a hub's pods run with. Fields the spec leaves unset keep the data
 /// plane's defaults. `nodeId` is left at its default: each pod overrides it with its own name
-/// through the `ROOMCAST_NODE_ID` environment variable.
+/// through the `ROOMCAST_NODE_ID` environment variable. Secrets are referenced as files.
 pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     let spec = &hub.spec;
+    let files = secret_files(hub);
     let mut c = Config {
         listen: SocketAddr::from(([0, 0, 0, 0], CLIENT_PORT as u16)),
         ..Config::default()
@@ -60,17 +116,64 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
             credentials: cors.credentials,
         };
     }
-    c.socketio.namespaces = spec
-        .namespace_names()
-        .iter()
-        .map(|n| n.as_str().into())
-        .collect();
+
+    if !spec.namespaces.is_empty() {
+        let mut namespaces = Vec::with_capacity(spec.namespaces.len());
+        for (i, n) in spec.namespaces.iter().enumerate() {
+            let mut ns = NamespaceConfig::from(n.name.as_str());
+            ns.allowed_events = n.allowed_events.clone();
+            ns.relay = n.relay;
+            ns.policies = n.policies.as_ref().map(|p| PolicyConfig {
+                join: p.join.clone(),
+                emit: p.emit.clone(),
+                emit_to_joined: p.emit_to_joined,
+            });
+            if let Some(u) = &n.upstream {
+                ns.upstream = Some(upstream(
+                    u,
+                    file_of(&files, &format!("upstream-{i}-signing-key")),
+                    i,
+                )?);
+            }
+            namespaces.push(ns);
+        }
+        c.socketio.namespaces = namespaces;
+    }
     if let Some(v) = spec.connect_timeout {
         c.socketio.connect_timeout = to_u64(v, "connectTimeout")?;
     }
     if let Some(v) = spec.ack_timeout {
         c.socketio.ack_timeout = to_u64(v, "ackTimeout")?;
     }
+
+    if let Some(a) = &spec.auth {
+        c.auth.mode = AuthMode::Jwt;
+        let j = &mut c.auth.jwt;
+        j.algorithms = if !a.algorithms.is_empty() {
+            a.algorithms.iter().map(|x| format!("{x:?}")).collect()
+        } else if a.secret_ref.is_some() {
+            vec!["HS256".to_string()]
+        } else {
+            vec!["RS256".to_string(), "ES256".to_string()]
+        };
+        if let Some(path) = file_of(&files, "auth-key") {
+            if j.algorithms.iter().any(|x| x == "HS256") {
+                j.hs256_secret_file = Some(path);
+            } else {
+                j.public_key_files = vec![path];
+            }
+        }
+        j.jwks_url = a.jwks_url.clone();
+        j.issuer = a.issuer.clone();
+        j.audience = a.audience.clone();
+        if let Some(l) = a.leeway {
+            j.leeway = to_u64(l, "auth.leeway")?;
+        }
+    }
+
+    c.management.listen = Some(SocketAddr::from(([0, 0, 0, 0], MANAGEMENT_PORT as u16)));
+    c.management.token_file = file_of(&files, "management-token");
+
     if let Some(l) = &spec.limits {
         let set = |dst: &mut usize, v: Option<i64>, field: &str| -> Result<()> {
             if let Some(v) = v {
@@ -114,8 +217,43 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
             l.max_rooms_per_socket,
             "limits.maxRoomsPerSocket",
         )?;
+        set(
+            &mut lim.max_upstream_concurrency,
+            l.max_upstream_concurrency,
+            "limits.maxUpstreamConcurrency",
+        )?;
     }
     Ok(c)
+}
+
+/// An upstream, starting from the data plane's own defaults for what the spec leaves unset.
+fn upstream(u: &UpstreamSpec, secret_file: Option<PathBuf>, i: usize) -> Result<UpstreamConfig> {
+    let mut up: UpstreamConfig = serde_json::from_value(serde_json::json!({ "url": u.url }))
+        .map_err(|e| Error::Render(format!("namespaces[{i}].upstream: {e}")))?;
+    if !u.events.is_empty() {
+        up.events = u
+            .events
+            .iter()
+            .map(|e| match e {
+                UpstreamEvent::Connect => "connect",
+                UpstreamEvent::Event => "event",
+                UpstreamEvent::Disconnect => "disconnect",
+            })
+            .map(str::to_string)
+            .collect();
+    }
+    if let Some(t) = u.timeout {
+        up.timeout = to_u64(t, "upstream.timeout")?;
+    }
+    if let Some(r) = u.disconnect_retries {
+        up.disconnect_retries = u32::try_from(r).map_err(|_| {
+            Error::InvalidHub(format!(
+                "namespaces[{i}].upstream.disconnectRetries must not be negative"
+            ))
+        })?;
+    }
+    up.secret_file = secret_file;
+    Ok(up)
 }
 
 fn to_u64(v: i64, field: &str) -> Result<u64> {

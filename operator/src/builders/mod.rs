@@ -20,11 +20,16 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-pub use config::{config_hash, render_config, CONFIG_FILE, CONFIG_MOUNT_PATH};
+pub use config::{
+    config_hash, render_config, secret_files, SecretFile, CONFIG_FILE, CONFIG_MOUNT_PATH,
+    MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
+};
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
-pub use secret::{management_secret, MANAGEMENT_TOKEN_KEY};
-pub use service::{client_service, endpoint, peer_service};
+pub use secret::{management_secret, management_token_ref, MANAGEMENT_TOKEN_KEY};
+pub use service::{
+    client_service, endpoint, management_endpoint, management_service, peer_service,
+};
 pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME};
 
 use crate::crd::SocketIOHub;
@@ -61,6 +66,7 @@ pub struct Desired {
     pub secret: Option<Secret>,
     pub peer_service: Service,
     pub client_service: Service,
+    pub management_service: Service,
     pub statefulset: StatefulSet,
     /// `None` when the hub disables its PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
@@ -84,6 +90,7 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
         },
         peer_service: peer_service(hub)?,
         client_service: client_service(hub)?,
+        management_service: management_service(hub)?,
         statefulset: statefulset(hub, &opts.default_image, &hash)?,
         pdb: pod_disruption_budget(hub)?,
         config_map,
@@ -101,6 +108,9 @@ pub mod names {
     }
     pub fn peer_service(hub: &str) -> String {
         format!("{hub}-peers")
+    }
+    pub fn management_service(hub: &str) -> String {
+        format!("{hub}-management")
     }
     /// Client Service, StatefulSet, PDB, ServiceAccount, Role and RoleBinding share the hub's name.
     pub fn same(hub: &str) -> String {

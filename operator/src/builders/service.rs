@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::config::MANAGEMENT_PORT;
 use super::{names, object_meta, selector_labels, statefulset::CLIENT_PORT};
 use crate::crd::{SessionAffinity, SocketIOHub};
 use crate::Result;
@@ -63,6 +64,38 @@ pub fn client_service(hub: &SocketIOHub) -> Result<Service> {
         }),
         ..Service::default()
     })
+}
+
+/// Service `<hub>-management`: the management API for the application backend (never
+/// exposed with the client Service).
+pub fn management_service(hub: &SocketIOHub) -> Result<Service> {
+    let name = hub.metadata.name.clone().unwrap_or_default();
+    Ok(Service {
+        metadata: object_meta(hub, names::management_service(&name))?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector_labels(hub)),
+            ports: Some(vec![ServicePort {
+                name: Some("management".to_string()),
+                port: MANAGEMENT_PORT,
+                target_port: Some(IntOrString::String("management".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// In-cluster URL of the management API (what goes in `status.managementEndpoint`).
+pub fn management_endpoint(hub: &SocketIOHub) -> String {
+    let name = hub.metadata.name.as_deref().unwrap_or_default();
+    let ns = hub.metadata.namespace.as_deref().unwrap_or("default");
+    format!(
+        "http://{}.{ns}.svc:{MANAGEMENT_PORT}",
+        names::management_service(name)
+    )
 }
 
 /// In-cluster URL of the hub (what goes in `status.endpoint`).

@@ -5,19 +5,19 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection,
+    SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::secret::management_token_ref;
+use super::config::{secret_files, MANAGEMENT_PORT, SECRETS_MOUNT_PATH};
 use super::{
     labels, names, object_meta, selector_labels, CONFIG_FILE, CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT_PATH,
 };
-use crate::crd::{SecretKeyRef, SocketIOHub};
+use crate::crd::SocketIOHub;
 use crate::Result;
 
 /// Port the data plane serves clients (and probes) on inside the pod.
@@ -38,7 +38,7 @@ pub fn statefulset(
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
 
-    let mut env = vec![
+    let env = vec![
         field_env("ROOMCAST_NODE_ID", "metadata.name"),
         field_env("ROOMCAST_POD_NAMESPACE", "metadata.namespace"),
         EnvVar {
@@ -46,11 +46,7 @@ pub fn statefulset(
             value: Some(names::peer_service(&name)),
             ..EnvVar::default()
         },
-        secret_env("ROOMCAST_MANAGEMENT_TOKEN", &management_token_ref(hub)),
     ];
-    if let Some(r) = spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
-        env.push(secret_env("ROOMCAST_AUTH_KEY", r));
-    }
 
     let placement = spec.placement.clone().unwrap_or_default();
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
@@ -77,21 +73,37 @@ pub fn statefulset(
             format!("{CONFIG_MOUNT_PATH}/{CONFIG_FILE}"),
         ]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: CLIENT_PORT,
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_string()),
+                container_port: CLIENT_PORT,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("management".to_string()),
+                container_port: MANAGEMENT_PORT,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".to_string(),
-            mount_path: CONFIG_MOUNT_PATH.to_string(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_MOUNT_PATH.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "secrets".to_string(),
+                mount_path: SECRETS_MOUNT_PATH.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -129,14 +141,21 @@ pub fn statefulset(
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "config".to_string(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names::config_map(&name),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "config".to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::config_map(&name),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "secrets".to_string(),
+                projected: Some(secrets_volume(hub)),
+                ..Volume::default()
+            },
+        ]),
         ..PodSpec::default()
     };
 
@@ -185,17 +204,26 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: r.name.clone(),
-                key: r.key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
+/// One projected volume with every Secret key the pod needs, at the paths the config names.
+fn secrets_volume(hub: &SocketIOHub) -> ProjectedVolumeSource {
+    ProjectedVolumeSource {
+        default_mode: Some(0o440),
+        sources: Some(
+            secret_files(hub)
+                .into_iter()
+                .map(|f| VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: f.source.name,
+                        items: Some(vec![KeyToPath {
+                            key: f.source.key,
+                            path: f.file,
+                            ..KeyToPath::default()
+                        }]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                })
+                .collect(),
+        ),
     }
 }
