@@ -214,6 +214,27 @@ impl Config {
                     "must be at least jwksMinRefreshInterval, which must be positive",
                 );
             }
+            if j.jwks_url
+                .as_ref()
+                .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+            {
+                bad("auth.jwt.jwksUrl", "must be an http:// or https:// URL");
+            }
+            if j.hs256_secret.as_ref().is_some_and(String::is_empty) {
+                bad("auth.jwt.hs256Secret", "must not be empty");
+            }
+            if j.issuer.as_ref().is_some_and(String::is_empty) {
+                bad(
+                    "auth.jwt.issuer",
+                    "must not be empty (leave it out to skip the check)",
+                );
+            }
+            if j.audience.iter().any(String::is_empty) {
+                bad("auth.jwt.audience", "entries must not be empty");
+            }
+            if j.leeway > 86_400 {
+                bad("auth.jwt.leeway", "must be at most 86400 seconds");
+            }
         }
         let m = &self.management;
         if m.listen.is_some() && m.token.is_none() && m.token_file.is_none() {
@@ -682,6 +703,42 @@ mod tests {
             "yaml",
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn jwt_auth_is_validated() {
+        let mut config = Config::default();
+        config.auth.mode = AuthMode::Jwt;
+        let ConfigError::Invalid(errors) = config.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        assert_eq!(errors[0].field, "auth.jwt", "no key source");
+        let j = &mut config.auth.jwt;
+        j.hs256_secret = Some(String::new());
+        j.jwks_url = Some("ftp://keys".into());
+        j.algorithms = vec!["HS512".into()];
+        j.issuer = Some(String::new());
+        j.audience = vec![String::new()];
+        j.leeway = 100_000;
+        let ConfigError::Invalid(errors) = config.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "auth.jwt.algorithms",
+                "auth.jwt.jwksUrl",
+                "auth.jwt.hs256Secret",
+                "auth.jwt.issuer",
+                "auth.jwt.audience",
+                "auth.jwt.leeway"
+            ]
+        );
+        let yaml = "auth:\n  mode: jwt\n  jwt:\n    algorithms: [RS256]\n    jwksUrl: https://idp.example/.well-known/jwks.json\n    issuer: https://idp.example/\n    audience: [roomcast]\n    leeway: 30\n";
+        let config = Config::parse(yaml, "yaml").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.auth.jwt.jwks_refresh_interval, 300_000);
     }
 
     #[test]

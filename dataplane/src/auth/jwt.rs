@@ -1097,7 +1097,7 @@ mod tests {
     #[tokio::test]
     async fn jwks_rotation_is_picked_up_at_most_once_per_interval() {
         let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
-        let a = Arc::new(auth(jwks_config(&server.url, 300)).await);
+        let a = Arc::new(auth(jwks_config(&server.url, 1_000)).await);
         server.set(200, jwks(&[("r1", RSA_JWK), ("r2", RSA2_JWK)]));
         // too early after the initial fetch
         assert_eq!(
@@ -1105,7 +1105,7 @@ mod tests {
             reason::UNKNOWN_KEY
         );
         assert_eq!(server.hits(), 1);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
         // many concurrent unknown-kid handshakes share one fetch
         let token = rs(RSA2_KEY, Some("r2"), &claims());
         let tasks: Vec<_> = (0..8)
@@ -1126,7 +1126,7 @@ mod tests {
             );
         }
         assert_eq!(server.hits(), 2);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
         for kid in ["x", "y", "z"] {
             assert_eq!(
                 reason_of(&a, &rs(RSA2_KEY, Some(kid), &claims())).await,
