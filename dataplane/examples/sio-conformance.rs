@@ -11,7 +11,15 @@ struct Conformance;
 
 impl Handler for Conformance {
     fn connected(&self, socket: &Arc<Socket>) {
-        let _ = socket.emit("auth", &Payload::new(vec![socket.auth().clone()]));
+        // The suite's client reads the CONNECT answer, then starts listening for the next
+        // message; when both arrive in one TCP read (loopback, two writes microseconds
+        // apart) it misses the second. The server flushes CONNECT on its own; this short
+        // pause keeps the two in separate reads, as the Node reference's timing does.
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let _ = socket.emit("auth", &Payload::new(vec![socket.auth().clone()]));
+        });
     }
 
     fn event(&self, socket: &Arc<Socket>, event: Event) {
