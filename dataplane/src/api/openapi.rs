@@ -167,7 +167,7 @@ pub fn document() -> Value {
                         "event": "message",
                         "args": [{ "from": "bot", "text": "hi" }],
                         "rooms": ["room-1", "room-2"],
-                        "except": ["Gx3kq0f5dV8pJ2aLAAAB"],
+                        "except": ["Gx3kq0f5dV8pJ2aL"],
                     },
                 },
                 "binary": {
@@ -175,7 +175,7 @@ pub fn document() -> Value {
                     "value": {
                         "event": "file",
                         "args": ["report.bin", { "_binary": "AAECAw==" }],
-                        "socketIds": ["Gx3kq0f5dV8pJ2aLAAAB"],
+                        "socketIds": ["Gx3kq0f5dV8pJ2aL"],
                     },
                 },
                 "acks": {
@@ -192,7 +192,7 @@ pub fn document() -> Value {
                 "acks": {
                     "value": {
                         "recipients": 2,
-                        "acks": [{ "socketId": "Gx3kq0f5dV8pJ2aLAAAB", "args": ["pong"] }],
+                        "acks": [{ "socketId": "Gx3kq0f5dV8pJ2aL", "args": ["pong"] }],
                         "timedOut": true,
                     },
                 },
@@ -210,7 +210,7 @@ pub fn document() -> Value {
             .into(),
         request: Some((
             json_content::<JoinBody>(json!({
-                "bySocket": { "value": { "socketIds": ["Gx3kq0f5dV8pJ2aLAAAB"], "join": ["room-1"] } },
+                "bySocket": { "value": { "socketIds": ["Gx3kq0f5dV8pJ2aL"], "join": ["room-1"] } },
                 "byRoom": { "value": { "rooms": ["lobby"], "join": ["game-7"] } },
             })),
             true,
@@ -242,7 +242,7 @@ pub fn document() -> Value {
             .into(),
         request: Some((
             json_content::<DisconnectBody>(json!({
-                "one": { "value": { "socketIds": ["Gx3kq0f5dV8pJ2aLAAAB"] } },
+                "one": { "value": { "socketIds": ["Gx3kq0f5dV8pJ2aL"] } },
                 "roomAndClose": { "value": { "rooms": ["banned"], "close": true } },
             })),
             true,
