@@ -13,7 +13,8 @@ use crate::policy::Policy;
 use crate::relay::Relay;
 use crate::socketio::hub::namespace_matches;
 use crate::socketio::{
-    AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler, Payload, Selector, Socket,
+    AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler, Payload,
+    Selector, Socket,
 };
 use crate::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
 use crate::upstream::queue::SocketQueue;
@@ -42,13 +43,18 @@ fn ack(responder: Option<AckResponder>, args: Vec<Value>) {
 }
 
 fn refuse(responder: Option<AckResponder>, reason: &str, message: &str) {
-    ack(responder, vec![json!({ "ok": false, "error": reason, "message": message })]);
+    ack(
+        responder,
+        vec![json!({ "ok": false, "error": reason, "message": message })],
+    );
 }
 
 impl HubApp {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let stats = Arc::new(UpstreamStats::default());
-        let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_upstream_concurrency));
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_upstream_concurrency,
+        ));
         let client = reqwest::Client::builder()
             .user_agent(concat!("roomcast/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)
@@ -82,10 +88,19 @@ impl HubApp {
 
     /// The settings of a namespace: the first configured entry whose name or pattern matches.
     fn runtime(&self, nsp: &str) -> Option<&NamespaceRuntime> {
-        self.namespaces.iter().find(|ns| namespace_matches(&ns.config.name, nsp))
+        self.namespaces
+            .iter()
+            .find(|ns| namespace_matches(&ns.config.name, nsp))
     }
 
-    fn cloud_event(&self, kind: &'static str, socket_id: &str, nsp: &str, event: Option<String>, body: Value) -> CloudEvent {
+    fn cloud_event(
+        &self,
+        kind: &'static str,
+        socket_id: &str,
+        nsp: &str,
+        event: Option<String>,
+        body: Value,
+    ) -> CloudEvent {
         CloudEvent {
             id: crate::engine::sid::socket_id(),
             kind,
@@ -100,7 +115,11 @@ impl HubApp {
 
     fn policy_event(&self, rt: &NamespaceRuntime, socket: &Arc<Socket>, event: Event) {
         let Some(config) = &rt.config.policies else {
-            return refuse(event.ack, "policies_disabled", "client room policies are off in this namespace");
+            return refuse(
+                event.ack,
+                "policies_disabled",
+                "client room policies are off in this namespace",
+            );
         };
         let policy = Policy {
             config,
@@ -113,7 +132,11 @@ impl HubApp {
                     return refuse(event.ack, "bad_request", "expected a room name");
                 };
                 if !policy.may_join(room) {
-                    return refuse(event.ack, "forbidden", "this room may not be joined by clients");
+                    return refuse(
+                        event.ack,
+                        "forbidden",
+                        "this room may not be joined by clients",
+                    );
                 }
                 if event.name == JOIN_EVENT {
                     if let Err(error) = socket.join(room) {
@@ -128,28 +151,54 @@ impl HubApp {
                 // roomcast:emit {room | rooms, event, args}
                 let rooms: Vec<String> = match (first.get("room"), first.get("rooms")) {
                     (Some(Value::String(room)), _) => vec![room.clone()],
-                    (_, Some(Value::Array(rooms))) => rooms.iter().filter_map(|r| r.as_str().map(str::to_string)).collect(),
+                    (_, Some(Value::Array(rooms))) => rooms
+                        .iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect(),
                     _ => Vec::new(),
                 };
-                let name = first.get("event").and_then(Value::as_str).unwrap_or_default();
+                let name = first
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if rooms.is_empty() || name.is_empty() {
-                    return refuse(event.ack, "bad_request", "expected {room or rooms, event, args}");
+                    return refuse(
+                        event.ack,
+                        "bad_request",
+                        "expected {room or rooms, event, args}",
+                    );
                 }
                 if crate::socketio::packet::RESERVED_EVENTS.contains(&name) {
                     return refuse(event.ack, "bad_request", "reserved event name");
                 }
                 let joined = socket.rooms();
-                if let Some(room) = rooms.iter().find(|r| !policy.may_emit(r, joined.contains(r))) {
-                    return refuse(event.ack, "forbidden", &format!("emitting to room {room:?} is not allowed"));
+                if let Some(room) = rooms
+                    .iter()
+                    .find(|r| !policy.may_emit(r, joined.contains(r)))
+                {
+                    return refuse(
+                        event.ack,
+                        "forbidden",
+                        &format!("emitting to room {room:?} is not allowed"),
+                    );
                 }
-                let args = first.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+                let args = first
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let payload = Payload {
                     args,
                     attachments: event.payload.attachments.clone(),
                 };
                 let selector = Selector::rooms(rooms).except([socket.id()]);
-                let recipients = socket.namespace().broadcast(&selector, name, &payload, false);
-                ack(event.ack, vec![json!({ "ok": true, "recipients": recipients })]);
+                let recipients = socket
+                    .namespace()
+                    .broadcast(&selector, name, &payload, false);
+                ack(
+                    event.ack,
+                    vec![json!({ "ok": true, "recipients": recipients })],
+                );
             }
         }
     }
@@ -168,7 +217,13 @@ impl HubApp {
             "claims": socket.claims(),
             "data": socket.data(),
         });
-        let ce = self.cloud_event(cloudevent::TYPE_EVENT, socket.id(), &nsp, Some(event.name.clone()), body);
+        let ce = self.cloud_event(
+            cloudevent::TYPE_EVENT,
+            socket.id(),
+            &nsp,
+            Some(event.name.clone()),
+            body,
+        );
         let webhook = webhook.clone();
         let responder = Arc::new(parking_lot::Mutex::new(event.ack));
         let job_responder = responder.clone();
@@ -198,7 +253,13 @@ impl HubApp {
         if !accepted {
             tracing::warn!(socket = socket.id(), "webhook backlog full: event refused");
             let responder = responder.lock().take();
-            ack(responder, cloudevent::error_ack("upstream_backlog", "too many events waiting for the application"));
+            ack(
+                responder,
+                cloudevent::error_ack(
+                    "upstream_backlog",
+                    "too many events waiting for the application",
+                ),
+            );
         }
     }
 }
@@ -206,7 +267,10 @@ impl HubApp {
 #[async_trait::async_trait]
 impl Handler for HubApp {
     async fn connect(&self, request: ConnectRequest) -> ConnectDecision {
-        let Some(webhook) = self.runtime(&request.namespace).and_then(|rt| rt.webhook.clone()) else {
+        let Some(webhook) = self
+            .runtime(&request.namespace)
+            .and_then(|rt| rt.webhook.clone())
+        else {
             return ConnectDecision::accept();
         };
         if !webhook.wants("connect") {
@@ -216,7 +280,12 @@ impl Handler for HubApp {
         let headers: serde_json::Map<String, Value> = hs
             .headers
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_string(),
+                    Value::String(v.to_str().ok()?.to_string()),
+                ))
+            })
             .collect();
         let body = json!({
             "namespace": &request.namespace,
@@ -230,14 +299,27 @@ impl Handler for HubApp {
             },
         });
         // The socket id is not assigned yet: the subject is the engine-independent "pending".
-        let ce = self.cloud_event(cloudevent::TYPE_CONNECT, "pending", &request.namespace, None, body);
+        let ce = self.cloud_event(
+            cloudevent::TYPE_CONNECT,
+            "pending",
+            &request.namespace,
+            None,
+            body,
+        );
         match webhook.send(&ce).await {
             Ok(body) => match cloudevent::parse_connect_answer(&body) {
-                Ok(ConnectAnswer::Accept { data, rooms }) => ConnectDecision::Accept { data, rooms },
-                Ok(ConnectAnswer::Reject { message, data }) => ConnectDecision::Reject { message, data },
+                Ok(ConnectAnswer::Accept { data, rooms }) => {
+                    ConnectDecision::Accept { data, rooms }
+                }
+                Ok(ConnectAnswer::Reject { message, data }) => {
+                    ConnectDecision::Reject { message, data }
+                }
                 Err(message) => {
                     tracing::warn!(url = %webhook.config.url, %message, "connect answer unreadable");
-                    ConnectDecision::reject("upstream error", Some(json!({ "reason": "upstream_bad_answer" })))
+                    ConnectDecision::reject(
+                        "upstream error",
+                        Some(json!({ "reason": "upstream_bad_answer" })),
+                    )
                 }
             },
             Err(error) => ConnectDecision::reject(
@@ -255,26 +337,43 @@ impl Handler for HubApp {
             return self.policy_event(rt, socket, event);
         }
         let allowed = rt.config.allowed_events.is_empty()
-            || rt.config.allowed_events.iter().any(|p| namespace_matches(p, &event.name));
+            || rt
+                .config
+                .allowed_events
+                .iter()
+                .any(|p| namespace_matches(p, &event.name));
         if !allowed {
             tracing::debug!(socket = socket.id(), event = %event.name, "event not in allow-list");
-            return refuse(event.ack, "event_not_allowed", "this event is not accepted in this namespace");
+            return refuse(
+                event.ack,
+                "event_not_allowed",
+                "this event is not accepted in this namespace",
+            );
         }
         match &rt.webhook {
             Some(webhook) if webhook.wants("event") => self.forward_event(webhook, socket, event),
             _ if rt.config.relay => Relay.event(socket, event),
-            _ => refuse(event.ack, "no_upstream", "no application handles this namespace"),
+            _ => refuse(
+                event.ack,
+                "no_upstream",
+                "no application handles this namespace",
+            ),
         }
     }
 
     fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
-        let Some(webhook) = self.runtime(socket.namespace().name()).and_then(|rt| rt.webhook.clone()) else {
+        let Some(webhook) = self
+            .runtime(socket.namespace().name())
+            .and_then(|rt| rt.webhook.clone())
+        else {
             return;
         };
         if !webhook.wants("disconnect") {
             return;
         }
-        let Some(queue) = socket.extension::<SocketQueue>() else { return };
+        let Some(queue) = socket.extension::<SocketQueue>() else {
+            return;
+        };
         let info = socket_info(socket);
         let body = json!({
             "socketId": socket.id(),
@@ -284,7 +383,13 @@ impl Handler for HubApp {
             "claims": socket.claims(),
             "data": socket.data(),
         });
-        let ce = self.cloud_event(cloudevent::TYPE_DISCONNECT, socket.id(), socket.namespace().name(), None, body);
+        let ce = self.cloud_event(
+            cloudevent::TYPE_DISCONNECT,
+            socket.id(),
+            socket.namespace().name(),
+            None,
+            body,
+        );
         queue.push(
             async move {
                 let _ = webhook.send_with_retries(&ce).await;

@@ -91,8 +91,14 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
 /// The app's answer to a `connect` event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectAnswer {
-    Accept { data: Value, rooms: Vec<String> },
-    Reject { message: String, data: Option<Value> },
+    Accept {
+        data: Value,
+        rooms: Vec<String>,
+    },
+    Reject {
+        message: String,
+        data: Option<Value>,
+    },
 }
 
 /// Reads a `connect` answer: an empty body accepts; `{"accept": false, "message", "data"}`
@@ -104,14 +110,22 @@ pub fn parse_connect_answer(body: &[u8]) -> Result<ConnectAnswer, String> {
             rooms: Vec::new(),
         });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("connect answer is not JSON: {e}"))?;
-    let accept = value.get("accept").and_then(Value::as_bool).ok_or("connect answer needs a boolean \"accept\"")?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("connect answer is not JSON: {e}"))?;
+    let accept = value
+        .get("accept")
+        .and_then(Value::as_bool)
+        .ok_or("connect answer needs a boolean \"accept\"")?;
     if accept {
         let rooms = match value.get("rooms") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|r| r.as_str().map(str::to_string).ok_or("rooms must be strings"))
+                .map(|r| {
+                    r.as_str()
+                        .map(str::to_string)
+                        .ok_or("rooms must be strings")
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("rooms must be an array of strings".into()),
         };
@@ -156,22 +170,35 @@ mod tests {
     fn signature_is_hmac_sha256_hex() {
         // RFC 4231 test case 2.
         let sig = sign(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            sig,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]
     fn connect_answers() {
         assert_eq!(
             parse_connect_answer(b"").unwrap(),
-            ConnectAnswer::Accept { data: Value::Null, rooms: vec![] }
+            ConnectAnswer::Accept {
+                data: Value::Null,
+                rooms: vec![]
+            }
         );
         assert_eq!(
             parse_connect_answer(br#"{"accept":true,"data":{"n":1},"rooms":["a"]}"#).unwrap(),
-            ConnectAnswer::Accept { data: json!({"n":1}), rooms: vec!["a".into()] }
+            ConnectAnswer::Accept {
+                data: json!({"n":1}),
+                rooms: vec!["a".into()]
+            }
         );
         assert_eq!(
-            parse_connect_answer(br#"{"accept":false,"message":"banned","data":{"until":5}}"#).unwrap(),
-            ConnectAnswer::Reject { message: "banned".into(), data: Some(json!({"until":5})) }
+            parse_connect_answer(br#"{"accept":false,"message":"banned","data":{"until":5}}"#)
+                .unwrap(),
+            ConnectAnswer::Reject {
+                message: "banned".into(),
+                data: Some(json!({"until":5}))
+            }
         );
         assert!(parse_connect_answer(b"garbage").is_err());
         assert!(parse_connect_answer(br#"{"accept":"yes"}"#).is_err());
@@ -181,8 +208,14 @@ mod tests {
     #[test]
     fn ack_answers() {
         assert_eq!(parse_ack_answer(b"").unwrap(), Vec::<Value>::new());
-        assert_eq!(parse_ack_answer(b"[1,2]").unwrap(), vec![json!(1), json!(2)]);
-        assert_eq!(parse_ack_answer(br#"{"ok":true}"#).unwrap(), vec![json!({"ok":true})]);
+        assert_eq!(
+            parse_ack_answer(b"[1,2]").unwrap(),
+            vec![json!(1), json!(2)]
+        );
+        assert_eq!(
+            parse_ack_answer(br#"{"ok":true}"#).unwrap(),
+            vec![json!({"ok":true})]
+        );
         assert!(parse_ack_answer(b"{").is_err());
     }
 
@@ -208,6 +241,8 @@ mod tests {
         let headers = ev.headers(b"{}", Some(b"k"));
         assert!(headers.contains(&("ce-type", TYPE_EVENT.to_string())));
         assert!(headers.contains(&("ce-event", "chat".to_string())));
-        assert!(headers.iter().any(|(k, v)| *k == SIGNATURE_HEADER && v.starts_with("sha256=")));
+        assert!(headers
+            .iter()
+            .any(|(k, v)| *k == SIGNATURE_HEADER && v.starts_with("sha256=")));
     }
 }

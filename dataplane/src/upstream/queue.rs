@@ -22,7 +22,11 @@ pub struct SocketQueue {
 impl SocketQueue {
     /// Queues a job; returns false (and drops it) when the queue is full. `force` queues
     /// even then (used for the disconnect event, which must not be lost).
-    pub fn push(self: &Arc<Self>, job: impl Future<Output = ()> + Send + 'static, force: bool) -> bool {
+    pub fn push(
+        self: &Arc<Self>,
+        job: impl Future<Output = ()> + Send + 'static,
+        force: bool,
+    ) -> bool {
         let start = {
             let mut state = self.state.lock();
             if !force && state.0.len() >= MAX_QUEUED_JOBS {

@@ -62,8 +62,9 @@ impl Webhook {
         let key = match (&config.secret, &config.secret_file) {
             (Some(secret), _) => Some(secret.as_bytes().to_vec()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read upstream secretFile {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read upstream secretFile {}: {e}", path.display())
+                })?;
                 Some(text.trim_end().as_bytes().to_vec())
             }
             (None, None) => None,
@@ -87,7 +88,8 @@ impl Webhook {
         let timeout_ms = self.config.timeout;
         let started = Instant::now();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let result = tokio::time::timeout(Duration::from_millis(timeout_ms), self.post(event)).await;
+        let result =
+            tokio::time::timeout(Duration::from_millis(timeout_ms), self.post(event)).await;
         self.stats
             .latency_micros_total
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
