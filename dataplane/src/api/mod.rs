@@ -148,7 +148,12 @@ async fn require_token(State(api): State<ManagementApi>, req: Request, next: Nex
             tracing::warn!(path = %req.uri().path(), "management API: wrong bearer token");
             Problem::new(Kind::Unauthorized, "the bearer token is not valid").into_response()
         }
-        Some(_) => next.run(req).await,
+        Some(_) => {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let res = next.run(req).await;
+            tracing::debug!(%method, path, status = res.status().as_u16(), "management call");
+            res
+        }
     }
 }
 
