@@ -411,6 +411,9 @@ fn parse_public_pem(pem: &[u8]) -> anyhow::Result<Key> {
     if text.contains("PRIVATE KEY-----") {
         anyhow::bail!("this is a private key; configure the public key only");
     }
+    if text.contains("CERTIFICATE-----") {
+        anyhow::bail!("certificates are not supported; configure the certificate's public key");
+    }
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         return Ok(Key {
             alg: Alg::Rs256,
@@ -923,6 +926,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pkcs1_rsa_public_keys_work_too() {
+        let pem = include_str!("../../tests/fixtures/jwt/rsa.pub.pkcs1.pem");
+        assert!(pem.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
+        let a = auth(JwtConfig {
+            public_keys: vec![pem.into()],
+            ..JwtConfig::default()
+        })
+        .await;
+        assert!(a.verify(&rs(RSA_KEY, None, &claims())).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn key_files_are_read() {
         let dir = std::env::temp_dir().join(format!("roomcast-jwt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -952,6 +967,10 @@ mod tests {
         for (pem, what) in [
             ("hello", "PEM"),
             (RSA_KEY, "private key"),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "certificates",
+            ),
             (
                 "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
                 "RSA or EC",
@@ -1196,6 +1215,31 @@ mod tests {
             after_drop,
             "refresher stops with the authenticator"
         );
+    }
+
+    /// The `auth:` examples of docs/configuration.md parse and validate.
+    #[test]
+    fn documented_examples_are_valid() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let mut examples = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let Some((yaml, _)) = block.split_once("```") else {
+                continue;
+            };
+            if !yaml.starts_with("auth:") {
+                continue;
+            }
+            let config = crate::config::Config::parse(yaml, "yaml")
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            config.validate().unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            if !config.auth.jwt.public_keys.is_empty() {
+                for pem in &config.auth.jwt.public_keys {
+                    parse_public_pem(pem.as_bytes()).unwrap();
+                }
+            }
+            examples += 1;
+        }
+        assert!(examples >= 4, "found {examples} auth examples");
     }
 
     #[test]
