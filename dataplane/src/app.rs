@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use crate::auth::{Authenticator, NoAuth};
 use crate::config::{AuthMode, Config};
-use crate::ops::{HubOps, LocalOps};
 use crate::hubapp::HubApp;
+use crate::metrics::MetricsSource;
+use crate::ops::{HubOps, LocalOps};
 use crate::server::Server;
 use crate::socketio::Handler;
 
@@ -28,18 +29,25 @@ pub async fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authentica
 }
 
 /// The application handler the configuration asks for.
-pub fn handler(config: &Config) -> anyhow::Result<Arc<dyn Handler>> {
+pub fn handler(config: &Config) -> anyhow::Result<Arc<HubApp>> {
     Ok(Arc::new(HubApp::new(config)?))
 }
 
 /// Builds the node: server, hub and the operations the management API drives.
 pub async fn build(config: Config) -> anyhow::Result<Node> {
     let auth = authenticator(&config).await?;
-    let server = Server::with_auth(config.clone(), handler(&config)?, auth);
+    let app = handler(&config)?;
+    let upstream = app.stats.clone();
+    let mut server = Server::with_auth(config.clone(), app as Arc<dyn Handler>, auth);
     let Some(hub) = server.hub().cloned() else {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
     let engine = server.engine().clone();
+    server.set_metrics(MetricsSource {
+        engine: engine.clone(),
+        hub: hub.clone(),
+        upstream: Some(upstream),
+    });
     let ops: Arc<dyn HubOps> =
         Arc::new(LocalOps::new(hub, Arc::new(move || engine.session_count())));
     Ok(Node {
@@ -73,9 +81,9 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let management = match management {
         Some((addr, api)) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on {addr} (management.listen): {e}")
-            })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (management.listen): {e}"))?;
             Some((listener.local_addr()?, listener, api))
         }
         None => None,
@@ -97,9 +105,8 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let management = management.map(|(_, listener, api)| {
-        tokio::spawn(api.serve(listener, stopped(stop_rx.clone())))
-    });
+    let management = management
+        .map(|(_, listener, api)| tokio::spawn(api.serve(listener, stopped(stop_rx.clone()))));
     server.run(listener, stopped(stop_rx)).await?;
     if let Some(task) = management {
         // Calls in flight (e.g. an emit waiting for acks) get a moment to finish.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod hubapp;
+pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod relay;

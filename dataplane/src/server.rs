@@ -17,12 +17,14 @@ use crate::auth::{Authenticator, NoAuth};
 use crate::config::Config;
 use crate::engine::http::Body;
 use crate::engine::{CloseReason, ConnectionFactory, Engine};
+use crate::metrics::MetricsSource;
 use crate::socketio::{Handler, Hub};
 
 /// A hub node's client-facing server.
 pub struct Server {
     engine: Arc<Engine>,
     hub: Option<Hub>,
+    metrics: Option<MetricsSource>,
 }
 
 impl Server {
@@ -43,6 +45,7 @@ impl Server {
         Self {
             engine,
             hub: Some(hub),
+            metrics: None,
         }
     }
 
@@ -51,7 +54,13 @@ impl Server {
         Self {
             engine: Engine::new(config, factory),
             hub: None,
+            metrics: None,
         }
+    }
+
+    /// Serves these metrics at `/metrics`.
+    pub fn set_metrics(&mut self, metrics: MetricsSource) {
+        self.metrics = Some(metrics);
     }
 
     pub fn hub(&self) -> Option<&Hub> {
@@ -75,7 +84,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(self.engine.clone(), stream, peer));
+                        tokio::spawn(serve_connection(self.engine.clone(), self.metrics.clone(), stream, peer));
                     }
                     Err(error) => {
                         // Usually EMFILE: back off instead of spinning; existing clients go on.
@@ -98,10 +107,16 @@ impl Server {
     }
 }
 
-async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    engine: Arc<Engine>,
+    metrics: Option<MetricsSource>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();
-        async move { Ok::<_, Infallible>(route(engine, req, peer).await) }
+        let metrics = metrics.clone();
+        async move { Ok::<_, Infallible>(route(engine, metrics, req, peer).await) }
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -114,8 +129,22 @@ async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, pe
     }
 }
 
-async fn route(engine: Arc<Engine>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    engine: Arc<Engine>,
+    metrics: Option<MetricsSource>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     match req.uri().path() {
+        "/metrics" if metrics.is_some() => {
+            let body = metrics.map(|m| m.render()).unwrap_or_default();
+            let mut res = Response::new(Body::from(body));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        }
         "/healthz" | "/readyz" => {
             let mut res = Response::new(Body::from("ok"));
             *res.status_mut() = StatusCode::OK;

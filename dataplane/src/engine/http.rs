@@ -247,7 +247,7 @@ impl Engine {
                     return responder.error(EngineError::BadRequest);
                 }
                 match *req.method() {
-                    Method::GET => polling::poll(&session, &responder).await,
+                    Method::GET => polling::poll(&self, &session, &responder).await,
                     Method::POST => polling::data(&self, &session, req, &responder).await,
                     _ => responder.error(EngineError::BadRequest),
                 }

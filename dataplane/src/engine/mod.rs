@@ -13,6 +13,7 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,7 @@ impl EngineSettings {
 /// The Engine.IO server: the session table plus settings.
 pub struct Engine {
     pub settings: EngineSettings,
+    pub stats: crate::metrics::EngineStats,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     factory: Arc<dyn ConnectionFactory>,
     sids: sid::SidGenerator,
@@ -103,6 +105,7 @@ impl Engine {
     pub fn new(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Arc<Self> {
         Arc::new(Self {
             settings: EngineSettings::from_config(config),
+            stats: Default::default(),
             sessions: RwLock::new(HashMap::new()),
             factory,
             sids: sid::SidGenerator::new(&config.node_id),
@@ -132,6 +135,7 @@ impl Engine {
             let sid: Arc<str> = Arc::from(self.sids.session_id());
             let session = Session::new(sid.clone(), transport, Arc::downgrade(self));
             sessions.insert(sid, session.clone());
+            self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
             session
         };
         let handler = self.factory.open(&session, handshake);
@@ -146,6 +150,7 @@ impl Engine {
 
     fn remove_session(&self, sid: &str) {
         self.sessions.write().remove(sid);
+        self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The `0` open packet for a new session.

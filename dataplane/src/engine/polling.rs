@@ -1,5 +1,6 @@
 //! HTTP long-polling: GET waits for queued frames, POST delivers client packets.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,7 +32,11 @@ fn encode_payload(frames: &[Frame]) -> Bytes {
 }
 
 /// A polling GET: answers at once with what is queued, or waits for the next frames.
-pub(super) async fn poll(session: &Arc<Session>, responder: &Responder) -> Response<Body> {
+pub(super) async fn poll(
+    engine: &Engine,
+    session: &Arc<Session>,
+    responder: &Responder,
+) -> Response<Body> {
     {
         let mut t = session.transport.lock();
         if t.get_active {
@@ -49,6 +54,10 @@ pub(super) async fn poll(session: &Arc<Session>, responder: &Responder) -> Respo
         // Polling answers with everything queued: flush boundaries matter only on WebSocket.
         while session.outbox.drain_into(&mut frames) {}
         if !frames.is_empty() {
+            engine
+                .stats
+                .frames_sent
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
             return responder.build(
                 StatusCode::OK,
                 "text/plain; charset=UTF-8",
@@ -124,6 +133,10 @@ pub(super) async fn data(
     };
     match decode_payload(body) {
         Ok(packets) => {
+            engine
+                .stats
+                .packets_received
+                .fetch_add(packets.len() as u64, Ordering::Relaxed);
             for packet in packets {
                 session.on_packet(packet);
             }

@@ -176,6 +176,9 @@ impl Session {
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
         if let Some(engine) = self.engine.upgrade() {
             engine.remove_session(&self.sid);
+            if reason == CloseReason::SlowConsumer {
+                engine.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(h) = self.handler.get() {
             h.on_close(reason);

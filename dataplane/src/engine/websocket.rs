@@ -1,5 +1,6 @@
 //! The WebSocket transport: direct WebSocket sessions and upgrades from polling.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -108,7 +109,7 @@ async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
         session.close(CloseReason::TransportError);
         return;
     }
-    serve(session, ws).await;
+    serve(engine, session, ws).await;
 }
 
 /// The upgrade dance: `2probe` → `3probe`, then `5` switches the session to this socket.
@@ -166,18 +167,22 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
     session.outbox.wake();
     if upgraded && !session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgraded to websocket");
-        serve(session, ws).await;
+        serve(engine, session, ws).await;
     } else {
         let _ = ws.close(None).await;
     }
 }
 
 /// Main loop: writes queued frames in batches (one flush per batch) and reads packets.
-async fn serve(session: Arc<Session>, mut ws: Ws) {
+async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
     let mut batch: Vec<Frame> = Vec::new();
     let reason = loop {
         let more = session.outbox.drain_into(&mut batch);
         if !batch.is_empty() {
+            engine
+                .stats
+                .frames_sent
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let closing = session.outbox.is_closed();
             if let Err(reason) = write_batch(&session, &mut ws, &mut batch, closing).await {
                 break reason;
@@ -193,7 +198,9 @@ async fn serve(session: Arc<Session>, mut ws: Ws) {
         tokio::select! {
             biased;
             _ = session.outbox.ready() => {}
-            msg = ws.next() => match msg {
+            msg = ws.next() => match msg.inspect(|_| {
+                engine.stats.packets_received.fetch_add(1, Ordering::Relaxed);
+            }) {
                 Some(Ok(Message::Text(text))) => match Packet::decode_text(Bytes::from(text)) {
                     Ok(packet) => session.on_packet(packet),
                     Err(error) => {

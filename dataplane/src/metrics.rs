@@ -1,0 +1,178 @@
+//! Prometheus metrics of a hub node, in the text exposition format, served at `/metrics`
+//! on the client port. Counters are plain atomics updated on the hot paths.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::socketio::Hub;
+use crate::upstream::UpstreamStats;
+
+/// Engine counters.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub sessions_opened: AtomicU64,
+    pub sessions_closed: AtomicU64,
+    pub packets_received: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub slow_consumers: AtomicU64,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Clone)]
+pub struct MetricsSource {
+    pub engine: Arc<Engine>,
+    pub hub: Hub,
+    pub upstream: Option<Arc<UpstreamStats>>,
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn label(namespace: &str) -> String {
+    let escaped = namespace
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("{{namespace=\"{escaped}\"}}")
+}
+
+impl MetricsSource {
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let s = &self.engine.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            &mut out,
+            "roomcast_connections",
+            "gauge",
+            "Open Engine.IO sessions on this node.",
+            &one(self.engine.session_count() as u64),
+        );
+        metric(
+            &mut out,
+            "roomcast_sessions_opened_total",
+            "counter",
+            "Engine.IO sessions opened.",
+            &one(load(&s.sessions_opened)),
+        );
+        metric(
+            &mut out,
+            "roomcast_sessions_closed_total",
+            "counter",
+            "Engine.IO sessions closed.",
+            &one(load(&s.sessions_closed)),
+        );
+        metric(
+            &mut out,
+            "roomcast_packets_received_total",
+            "counter",
+            "Engine.IO packets received from clients.",
+            &one(load(&s.packets_received)),
+        );
+        metric(
+            &mut out,
+            "roomcast_frames_sent_total",
+            "counter",
+            "Engine.IO frames written to clients.",
+            &one(load(&s.frames_sent)),
+        );
+        metric(
+            &mut out,
+            "roomcast_slow_consumers_total",
+            "counter",
+            "Sessions closed because their outbound queue was full.",
+            &one(load(&s.slow_consumers)),
+        );
+        let namespaces = self.hub.namespaces();
+        let sockets: Vec<_> = namespaces
+            .iter()
+            .map(|ns| (label(ns.name()), ns.socket_count() as u64))
+            .collect();
+        let rooms: Vec<_> = namespaces
+            .iter()
+            .map(|ns| (label(ns.name()), ns.rooms().len() as u64))
+            .collect();
+        metric(
+            &mut out,
+            "roomcast_sockets",
+            "gauge",
+            "Connected sockets by namespace.",
+            &sockets,
+        );
+        metric(
+            &mut out,
+            "roomcast_rooms",
+            "gauge",
+            "Rooms by namespace.",
+            &rooms,
+        );
+        if let Some(u) = &self.upstream {
+            metric(
+                &mut out,
+                "roomcast_upstream_requests_total",
+                "counter",
+                "Webhook requests sent.",
+                &one(load(&u.requests)),
+            );
+            metric(
+                &mut out,
+                "roomcast_upstream_failures_total",
+                "counter",
+                "Webhook requests that failed (incl. timeouts).",
+                &one(load(&u.failures)),
+            );
+            metric(
+                &mut out,
+                "roomcast_upstream_timeouts_total",
+                "counter",
+                "Webhook requests that timed out.",
+                &one(load(&u.timeouts)),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP roomcast_upstream_latency_seconds_sum Total webhook latency."
+            );
+            let _ = writeln!(out, "# TYPE roomcast_upstream_latency_seconds_sum counter");
+            let _ = writeln!(
+                out,
+                "roomcast_upstream_latency_seconds_sum {:.6}",
+                load(&u.latency_micros_total) as f64 / 1e6
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("/a\"b"), "{namespace=\"/a\\\"b\"}");
+    }
+
+    #[test]
+    fn exposition_lines() {
+        let mut out = String::new();
+        metric(
+            &mut out,
+            "x_total",
+            "counter",
+            "An x.",
+            &[(String::new(), 3)],
+        );
+        assert_eq!(
+            out,
+            "# HELP x_total An x.\n# TYPE x_total counter\nx_total 3\n"
+        );
+    }
+}
