@@ -49,6 +49,13 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle sparse dense"}
+if [[ $QUICK == 1 ]]; then
+  SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
+else
+  SPARSE_SUBS=${BENCH_SPARSE_SUBS:-10000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-1000}; FANOUT_SECS=${BENCH_FANOUT_SECS:-20}
+fi
+SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench/results/$STAMP"
 if [[ $QUICK == 1 ]]; then OUT=${BENCH_OUT:-$RESULTS/benchmarks.md}; else OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}; fi
@@ -169,104 +176,180 @@ server_version() {
   esac
 }
 
-# ---- idle scenario ----------------------------------------------------------------------------
-SUMMARY="$RESULTS/idle.tsv"
-printf 'server\tversion\tconnections\tfailed\talive_end\trss_before_kib\trss_after_kib\trss_end_kib\tanon_before_kib\tanon_after_kib\tkib_per_conn\tanon_kib_per_conn\tconnect_cpu_s\tconnect_wall_s\tidle_cpu_s\tidle_secs\tidle_us_per_conn_s\tping_interval_ms\tthreads\n' >"$SUMMARY"
+# source_ips SCENARIO_BASE SERVER_INDEX -> 4 addresses 127.0.0.(BASE + 10*k + 1 .. 4); every
+# (scenario, server) pair gets its own, so TIME_WAIT ports of one run never limit the next.
+source_ips() {
+  local base=$1 k=$2 i ips=""
+  for i in 1 2 3 4; do ips+="127.0.0.$(( base + 10 * k + i )),"; done
+  echo "${ips%,}"
+}
 
-PROCS=$(( (N + PER_PROC - 1) / PER_PROC ))
-IPS_PER_SERVER=4
-server_index=0
-for name in $SERVERS; do
-  server_index=$(( server_index + 1 ))
-  port=$(( 3100 + server_index ))
-  # Source addresses 127.0.0.(10*k+1 .. 10*k+4) for the k-th server.
-  ips=""
-  for i in $(seq 1 $IPS_PER_SERVER); do ips+="127.0.0.$(( 10 * server_index + i )),"; done
-  ips=${ips%,}
-
-  log "$name: starting on 127.0.0.1:$port (CPU $SERVER_CPU)"
-  start_server "$name" "$port"
-  pid=$SERVER_PID
-  sleep 2
-  rss_before=$(rss_kib "$pid"); anon_before=$(rss_kib "$pid" RssAnon:)
-  cpu0=$(cpu_ticks "$pid")
-
-  log "$name: opening $N connections from $PROCS processes (CPU $GEN_CPU, sources $ips)"
-  hold=$(( SETTLE + IDLE + 300 ))
-  gen_pids=(); gen_outs=()
-  t0=$(date +%s.%N)
-  for p in $(seq 0 $(( PROCS - 1 ))); do
-    share=$(( N / PROCS + (p < N % PROCS ? 1 : 0) ))
-    o="$RESULTS/$name.gen$p.out"
-    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" idle --url "ws://127.0.0.1:$port" \
+# start_generators MODE NAME TAG PORT N IPS HOLD [EXTRA ARGS...]
+# Starts ceil(N / PER_PROC) `roomcast-bench MODE` processes on the generator CPU and waits for
+# all their READY lines. Sets GEN_PIDS and GEN_OUTS.
+start_generators() {
+  local mode=$1 name=$2 tag=$3 port=$4 n=$5 ips=$6 hold=$7; shift 7
+  local procs=$(( (n + PER_PROC - 1) / PER_PROC )) p share o
+  GEN_PIDS=(); GEN_OUTS=()
+  for p in $(seq 0 $(( procs - 1 ))); do
+    share=$(( n / procs + (p < n % procs ? 1 : 0) ))
+    o="$RESULTS/$tag.$name.gen$p.out"
+    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" "$mode" --url "ws://127.0.0.1:$port" \
       --connections "$share" --source-ips "$ips" --ip-offset "$p" --hold-secs "$hold" \
-      --report-secs 30 >"$o" 2>"$RESULTS/$name.gen$p.err" &
-    gen_pids+=("$!"); PIDS+=("$!"); gen_outs+=("$o")
+      --report-secs 30 "$@" >"$o" 2>"${o%.out}.err" &
+    GEN_PIDS+=("$!"); PIDS+=("$!"); GEN_OUTS+=("$o")
   done
-  # Wait for every generator's READY line (connect phase over).
-  deadline=$(( $(date +%s) + 600 ))
+  local deadline=$(( $(date +%s) + 600 )) ready gp
   while :; do
-    ready=$(cat "${gen_outs[@]}" | grep -c '^READY ' || true)
-    ready=${ready:-0}
-    (( ready == PROCS )) && break
-    for gp in "${gen_pids[@]}"; do
-      kill -0 "$gp" 2>/dev/null || { echo "a generator exited early:" >&2; tail -5 "$RESULTS/$name".gen*.err >&2; exit 1; }
+    ready=$(cat "${GEN_OUTS[@]}" | grep -c '^READY ' || true)
+    (( ${ready:-0} == procs )) && break
+    for gp in "${GEN_PIDS[@]}"; do
+      kill -0 "$gp" 2>/dev/null || { echo "a generator exited early:" >&2; tail -5 "$RESULTS/$tag.$name".gen*.err >&2; exit 1; }
     done
     (( $(date +%s) < deadline )) || { echo "$name: connect phase did not finish in 600 s" >&2; exit 1; }
     sleep 0.2
   done
-  t1=$(date +%s.%N)
-  cpu1=$(cpu_ticks "$pid")
-  connected=$(sum_field READY connected "${gen_outs[@]}")
-  failed=$(sum_field READY failed "${gen_outs[@]}")
-  ping_ms=$(first_field READY ping_interval_ms "${gen_outs[@]}")
-  log "$name: connected=$connected failed=$failed; settling ${SETTLE}s"
-  sleep "$SETTLE"
-  rss_after=$(rss_kib "$pid"); anon_after=$(rss_kib "$pid" RssAnon:)
-  nthreads=$(threads "$pid")
-  log "$name: RSS ${rss_before} -> ${rss_after} KiB; idle window ${IDLE}s"
-  cpu2=$(cpu_ticks "$pid")
-  sleep "$IDLE"
-  cpu3=$(cpu_ticks "$pid")
-  rss_end=$(rss_kib "$pid")
+}
 
-  for gp in "${gen_pids[@]}"; do kill -TERM "$gp" 2>/dev/null || true; done
-  for gp in "${gen_pids[@]}"; do wait "$gp" 2>/dev/null || true; done
-  alive=$(sum_field DONE alive "${gen_outs[@]}")
-  stop_pid "$pid"
+stop_generators() {
+  local gp
+  for gp in "${GEN_PIDS[@]}"; do kill -TERM "$gp" 2>/dev/null || true; done
+  for gp in "${GEN_PIDS[@]}"; do wait "$gp" 2>/dev/null || true; done
+}
 
-  awk -v OFS='\t' -v name="$name" -v ver="$(server_version "$name")" -v n="$connected" -v failed="$failed" \
-      -v alive="$alive" -v rb="$rss_before" -v ra="$rss_after" -v re="$rss_end" -v ab="$anon_before" \
-      -v aa="$anon_after" -v c0="$cpu0" -v c1="$cpu1" -v c2="$cpu2" -v c3="$cpu3" -v tck="$CLK_TCK" \
-      -v t0="$t0" -v t1="$t1" -v idle="$IDLE" -v ping="${ping_ms:-?}" -v thr="$nthreads" 'BEGIN {
-        kpc = n > 0 ? (ra - rb) / n : 0; apc = n > 0 ? (aa - ab) / n : 0
-        ccpu = (c1 - c0) / tck; icpu = (c3 - c2) / tck
-        ius = n > 0 ? icpu * 1e6 / n / idle : 0
-        printf "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.3f\t%s\t%s\n",
-          name, ver, n, failed, alive, rb, ra, re, ab, aa, kpc, apc, ccpu, t1 - t0, icpu, idle, ius, ping, thr
-      }' >>"$SUMMARY"
-  log "$name: $(tail -1 "$SUMMARY" | cut -f11,12,15,17 | tr '\t' ' ') (KiB/conn, anon KiB/conn, idle CPU s, us/conn/s)"
+# ---- scenario: idle connections -------------------------------------------------------------
+IDLE_TSV="$RESULTS/idle.tsv"
+scenario_idle() {
+  printf 'server\tversion\tconnections\tfailed\talive_end\trss_before_kib\trss_after_kib\trss_end_kib\tanon_before_kib\tanon_after_kib\tkib_per_conn\tanon_kib_per_conn\tconnect_cpu_s\tconnect_wall_s\tidle_cpu_s\tidle_secs\tidle_us_per_conn_s\tping_interval_ms\tthreads\tkib_per_conn_end\n' >"$IDLE_TSV"
+  local k=0 name port ips pid rss_before anon_before cpu0 t0 t1 cpu1 connected failed ping_ms
+  local rss_after anon_after nthreads cpu2 cpu3 rss_end alive
+  for name in $SERVERS; do
+    k=$(( k + 1 )); port=$(( 3100 + k )); ips=$(source_ips 0 "$k")
+    log "idle/$name: starting on 127.0.0.1:$port (CPU $SERVER_CPU)"
+    start_server "$name" "$port"
+    pid=$SERVER_PID
+    sleep 2
+    rss_before=$(rss_kib "$pid"); anon_before=$(rss_kib "$pid" RssAnon:)
+    cpu0=$(cpu_ticks "$pid")
+    log "idle/$name: opening $N connections (CPU $GEN_CPU, sources $ips)"
+    t0=$(date +%s.%N)
+    start_generators idle "$name" idle "$port" "$N" "$ips" $(( SETTLE + IDLE + 300 ))
+    t1=$(date +%s.%N)
+    cpu1=$(cpu_ticks "$pid")
+    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+    failed=$(sum_field READY failed "${GEN_OUTS[@]}")
+    ping_ms=$(first_field READY ping_interval_ms "${GEN_OUTS[@]}")
+    log "idle/$name: connected=$connected failed=$failed; settling ${SETTLE}s"
+    sleep "$SETTLE"
+    rss_after=$(rss_kib "$pid"); anon_after=$(rss_kib "$pid" RssAnon:)
+    nthreads=$(threads "$pid")
+    log "idle/$name: RSS ${rss_before} -> ${rss_after} KiB; idle window ${IDLE}s"
+    cpu2=$(cpu_ticks "$pid")
+    sleep "$IDLE"
+    cpu3=$(cpu_ticks "$pid")
+    rss_end=$(rss_kib "$pid")
+    stop_generators
+    alive=$(sum_field DONE alive "${GEN_OUTS[@]}")
+    stop_pid "$pid"
+    awk -v name="$name" -v ver="$(server_version "$name")" -v n="$connected" -v failed="$failed" \
+        -v alive="$alive" -v rb="$rss_before" -v ra="$rss_after" -v re="$rss_end" -v ab="$anon_before" \
+        -v aa="$anon_after" -v c0="$cpu0" -v c1="$cpu1" -v c2="$cpu2" -v c3="$cpu3" -v tck="$CLK_TCK" \
+        -v t0="$t0" -v t1="$t1" -v idle="$IDLE" -v ping="${ping_ms:-?}" -v thr="$nthreads" 'BEGIN {
+          kpc = n > 0 ? (ra - rb) / n : 0; apc = n > 0 ? (aa - ab) / n : 0; kpe = n > 0 ? (re - rb) / n : 0
+          ccpu = (c1 - c0) / tck; icpu = (c3 - c2) / tck
+          ius = n > 0 ? icpu * 1e6 / n / idle : 0
+          printf "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.3f\t%s\t%s\t%.2f\n",
+            name, ver, n, failed, alive, rb, ra, re, ab, aa, kpc, apc, ccpu, t1 - t0, icpu, idle, ius, ping, thr, kpe
+        }' >>"$IDLE_TSV"
+    log "idle/$name: $(tail -1 "$IDLE_TSV" | cut -f11,12,15,17 | tr '\t' ' ') (KiB/conn, anon KiB/conn, idle CPU s, us/conn/s)"
+  done
+}
+
+# ---- scenarios: room fan-out ----------------------------------------------------------------
+# One room of SUBS subscribers (`roomcast-bench subscribe`), one publisher (`roomcast-bench
+# publish`, also a member of the room) emitting RATE events per second of PAYLOAD bytes for DUR
+# seconds; each server relays every event to the other members. Deliveries per server
+# CPU-second and publish-to-receive latency (one monotonic clock, HDR histograms).
+FANOUT_TSV="$RESULTS/fanout.tsv"
+scenario_fanout() {
+  local tag=$1 subs=$2 rate=$3 dur=$4 payload=$5 ipbase=$6
+  [[ -f "$FANOUT_TSV" ]] || printf 'scenario\tserver\tsubscribers\tconnected\trate\tduration_s\tpayload_bytes\tsent\texpected\treceived\tserver_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$FANOUT_TSV"
+  local k=0 name port ips pid cpu0 cpu1 connected pub_out sent received merged
+  for name in $SERVERS; do
+    k=$(( k + 1 )); port=$(( 3100 + 10 * k + ipbase / 30 )); ips=$(source_ips "$ipbase" "$k")
+    log "$tag/$name: starting on 127.0.0.1:$port; $subs subscribers"
+    start_server "$name" "$port"
+    pid=$SERVER_PID
+    start_generators subscribe "$name" "$tag" "$port" "$subs" "$ips" $(( dur + 300 )) --join bench-room
+    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+    sleep 2
+    pub_out="$RESULTS/$tag.$name.publisher.out"
+    cpu0=$(cpu_ticks "$pid")
+    log "$tag/$name: publishing $rate/s x ${dur}s, $payload-byte payloads"
+    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.1:$port" --room bench-room \
+      --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
+      >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+    sleep 2 # let the last deliveries drain
+    cpu1=$(cpu_ticks "$pid")
+    stop_generators
+    stop_pid "$pid"
+    sent=$(sum_field DONE sent "$pub_out")
+    received=$(sum_field DONE events "${GEN_OUTS[@]}")
+    merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+    echo "$merged" >"$RESULTS/$tag.$name.latency.json"
+    awk -v tag="$tag" -v name="$name" -v subs="$subs" -v conn="$connected" -v rate="$rate" -v dur="$dur" \
+        -v payload="$payload" -v sent="$sent" -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" \
+        -v j="$merged" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+        BEGIN {
+          cpu = (c1 - c0) / tck
+          dpc = (cpu > 0) ? recv / cpu : 0
+          printf "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n",
+            tag, name, subs, conn, rate, dur, payload, sent, sent * conn, recv, cpu, dpc,
+            f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
+        }' >>"$FANOUT_TSV"
+    log "$tag/$name: $(tail -1 "$FANOUT_TSV" | cut -f9-16 | tr '\t' ' ') (expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
+  done
+}
+
+for scenario in $SCENARIOS; do
+  case "$scenario" in
+    idle) scenario_idle ;;
+    sparse) scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90 ;;
+    dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
 done
 
 # ---- report -----------------------------------------------------------------------------------
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEM_TOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-{
-  echo "# Benchmarks"
-  echo
-  echo "Roomcast side by side with Node \`socket.io\` and socketioxide, every server measured in the"
-  echo "same run on the same machine by \`bench/run.sh\`. Generated $(date -u '+%Y-%m-%d %H:%M UTC'); do not edit by hand."
-  echo
+RATIO_AWK='function ratio(peer, ours) {
+  if (ours <= 0 || peer <= 0) return "n/a"
+  if (peer >= ours * 1.05) return sprintf("Roomcast uses %.1f× less", peer / ours)
+  if (ours >= peer * 1.05) return sprintf("Roomcast uses %.1f× more", ours / peer)
+  return "about the same"
+}
+function more(ours, peer) {
+  if (ours <= 0 || peer <= 0) return "n/a"
+  if (ours >= peer * 1.05) return sprintf("Roomcast %.1f× more", ours / peer)
+  if (peer >= ours * 1.05) return sprintf("Roomcast %.1f× less", peer / ours)
+  return "about the same"
+}'
+report_idle() {
   echo "## Idle connections: memory and CPU"
   echo
-  awk -F'\t' '
-    NR > 1 { kpc[$1] = $11; ius[$1] = $17; seen[$1] = 1 }
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { kpc[$1] = $11; kpe[$1] = $20; ius[$1] = $17; seen[$1] = 1 }
     END {
       if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
       r = kpc["roomcast"]
       printf "- **Memory per idle connection: Roomcast %.2f KiB**", r
-      if ("node" in seen) printf "; Node socket.io %.2f KiB (%s); socketioxide", kpc["node"], ratio(kpc["node"], r)
-      if ("socketioxide" in seen) printf " %.2f KiB (%s)", kpc["socketioxide"], ratio(kpc["socketioxide"], r)
+      if ("node" in seen) printf "; Node socket.io %.2f KiB (%s)", kpc["node"], ratio(kpc["node"], r)
+      if ("socketioxide" in seen) printf "; socketioxide %.2f KiB (%s)", kpc["socketioxide"], ratio(kpc["socketioxide"], r)
+      print "."
+      printf "- After the idle window (heartbeats exchanged, garbage collectors run): Roomcast %.2f KiB", kpe["roomcast"]
+      if ("node" in seen) printf "; Node %.2f KiB (%s)", kpe["node"], ratio(kpe["node"], kpe["roomcast"])
+      if ("socketioxide" in seen) printf "; socketioxide %.2f KiB (%s)", kpe["socketioxide"], ratio(kpe["socketioxide"], kpe["roomcast"])
       print "."
       printf "- Targets: ≤ 6 KiB per idle connection: **%s** (%.2f KiB)", (r <= 6 ? "met" : "missed"), r
       if ("node" in seen) printf "; ≥ 6× less than Node: **%s** (%s)", (r > 0 && kpc["node"] / r >= 6 ? "met" : "missed"), ratio(kpc["node"], r)
@@ -277,39 +360,81 @@ MEM_TOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
       if ("node" in seen) printf "; Node %.3f µs/s (%s)", ius["node"], ratio(ius["node"], c)
       if ("socketioxide" in seen) printf "; socketioxide %.3f µs/s (%s)", ius["socketioxide"], ratio(ius["socketioxide"], c)
       print "."
-    }
-    function ratio(peer, ours) {
-      if (ours <= 0) return "Roomcast ≈ 0"
-      if (peer >= ours) return sprintf("Roomcast uses %.1f× less", peer / ours)
-      return sprintf("Roomcast uses %.1f× more", ours / peer)
-    }' "$SUMMARY"
+    }' "$IDLE_TSV"
   echo
-  echo "| server | version | connections (failed) | alive at end | RSS before → after | RSS per conn | anon RSS per conn | RSS after idle window | connect phase: server CPU / wall | handshakes per server CPU-s | idle CPU per conn per s | server threads |"
+  echo "| server | version | connections (failed) | alive at end | RSS before → after | RSS per conn | anon RSS per conn | RSS after idle window (per conn) | connect phase: server CPU / wall | handshakes per server CPU-s | idle CPU per conn per s | server threads |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk -F'\t' 'NR > 1 {
       hps = $13 > 0 ? sprintf("%.0f", $3 / $13) : "n/a"
-      printf "| %s | %s | %d (%d) | %d | %.1f → %.1f MiB | **%.2f KiB** | %.2f KiB | %.1f MiB | %.2f s / %.2f s | %s | %.3f µs (%.2f s in %d s) | %s |\n",
-        $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $11, $12, $8 / 1024, $13, $14, hps, $17, $15, $16, $19
-    }' "$SUMMARY"
+      printf "| %s | %s | %d (%d) | %d | %.1f → %.1f MiB | **%.2f KiB** | %.2f KiB | %.1f MiB (%.2f KiB) | %.2f s / %.2f s | %s | %.3f µs (%.2f s in %d s) | %s |\n",
+        $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $11, $12, $8 / 1024, $20, $13, $14, hps, $17, $15, $16, $19
+    }' "$IDLE_TSV"
   echo
   echo "How it is measured: each server is pinned to CPU $SERVER_CPU (\`taskset -c $SERVER_CPU\`), the load generators"
-  echo "(\`roomcast-bench idle\`, $PROCS process(es), raw Engine.IO v4 / Socket.IO v5 over WebSocket, CONNECT to \`/\`,"
+  echo "(\`roomcast-bench idle\`, $(( (N + PER_PROC - 1) / PER_PROC )) process(es), raw Engine.IO v4 / Socket.IO v5 over WebSocket, CONNECT to \`/\`,"
   echo "no room joined) to CPU $GEN_CPU. RSS is \`VmRSS\` (anon: \`RssAnon\`) from \`/proc/PID/status\`, read 2 s after the"
   echo "server is ready and again ${SETTLE} s after the last connection; per-connection figures are the delta"
   echo "divided by the connections opened. Idle CPU is \`utime + stime\` from \`/proc/PID/stat\` over a ${IDLE} s window"
-  echo "with the servers' default heartbeat (ping every ${ping_ms:-25000} ms, answered by the generators);"
+  echo "with the servers' default heartbeat (ping every 25 s, answered by the generators);"
   echo "\"connect phase\" is the server CPU spent while the connections were being opened (engine handshake +"
   echo "namespace CONNECT, no room join). \"Alive at end\" counts connections still open when the generators"
   echo "stopped: anything below the connection count means the server dropped clients."
   echo
-  echo "Reproduce this run (from the repository root; builds everything, installs the Node peer with \`npm ci\`):"
+}
+report_fanout() {
+  echo "## Room fan-out: deliveries per server CPU-second and latency"
+  echo
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { key = $1 SUBSEP $2; dpc[key] = $12; p99[key] = $14; seen[$1] = 1; srv[$2] = 1 }
+    END {
+      n = split("sparse dense", order, " ")
+      for (i = 1; i <= n; i++) {
+        t = order[i]; if (!(t in seen)) continue
+        r = dpc[t, "roomcast"]
+        printf "- **%s fan-out: Roomcast %.0f deliveries per CPU-second**, p99 %.2f ms", t, r, p99[t, "roomcast"] / 1000
+        if ("node" in srv) printf "; Node %.0f (%s), p99 %.2f ms", dpc[t, "node"], more(r, dpc[t, "node"]), p99[t, "node"] / 1000
+        if ("socketioxide" in srv) printf "; socketioxide %.0f (%s), p99 %.2f ms", dpc[t, "socketioxide"], more(r, dpc[t, "socketioxide"]), p99[t, "socketioxide"] / 1000
+        if (t == "sparse") printf ". Target ≥ 150,000: **%s**.\n", (r >= 150000 ? "met" : "missed")
+        else printf ". Target ≥ 1,000,000 with p99 ≤ 5 ms: **%s**.\n", (r >= 1000000 && p99[t, "roomcast"] <= 5000 ? "met" : "missed")
+      }
+    }' "$FANOUT_TSV"
+  echo
+  echo "| scenario | server | room size (connected) | publishes/s × s | payload | sent | deliveries expected / received | server CPU | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 {
+      printf "| %s | %s | %d (%d) | %s × %d | %d B | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n",
+        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $16 / 1000
+    }' "$FANOUT_TSV"
+  echo
+  echo "How it is measured: one room of subscribers (\`roomcast-bench subscribe --join\`) and one publisher"
+  echo "(\`roomcast-bench publish\`, itself a member of the room) that emits timestamped \`message\` events at a fixed rate;"
+  echo "each server relays every event to the other members of the sender's rooms (the relay app built into"
+  echo "\`roomcast-dataplane\`; \`bench/node/server.mjs\` and \`bench/socketioxide-server\` do the same). Server CPU is"
+  echo "\`utime + stime\` from the first publish until 2 s after the last; deliveries are the events the subscribers"
+  echo "received. Latency is publish-to-receive on \`CLOCK_MONOTONIC\` (shared by all processes), HDR histograms"
+  echo "merged across generator processes. Sparse: ${SPARSE_SUBS} subscribers, ${SPARSE_RATE} publishes/s; dense: ${DENSE_SUBS}"
+  echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads. The generators share one CPU,"
+  echo "so at high rates their own speed can cap deliveries and inflate latency for every server alike."
+  echo
+}
+{
+  echo "# Benchmarks"
+  echo
+  echo "Roomcast side by side with Node \`socket.io\` and socketioxide, every server measured in the"
+  echo "same run on the same machine by \`bench/run.sh\`. Generated $(date -u '+%Y-%m-%d %H:%M UTC'); do not edit by hand."
+  echo
+  [[ -f "$IDLE_TSV" ]] && report_idle
+  [[ -f "$FANOUT_TSV" ]] && report_fanout
+  echo "## Reproduce"
+  echo
+  echo "From the repository root (builds everything in release mode, installs the Node peer with \`npm ci\`):"
   echo
   echo '```'
-  echo "BENCH_CONNECTIONS=$N BENCH_PER_PROC=$PER_PROC BENCH_SETTLE_SECS=$SETTLE BENCH_IDLE_SECS=$IDLE $CMDLINE"
+  echo "BENCH_CONNECTIONS=$N BENCH_PER_PROC=$PER_PROC BENCH_SETTLE_SECS=$SETTLE BENCH_IDLE_SECS=$IDLE BENCH_SCENARIOS=\"$SCENARIOS\" $CMDLINE"
   echo '```'
   echo
-  echo "\`make bench\` runs the defaults (19,000 connections, rewrites this file); \`bash bench/run.sh --quick\` is a"
-  echo "smoke run (2,000 connections, short windows) that writes under \`bench/results/\` only."
+  echo "\`make bench\` runs the defaults (19,000 idle connections, sparse and dense fan-out; rewrites this file);"
+  echo "\`bash bench/run.sh --quick\` is a smoke run (2,000 connections, short windows) that writes under \`bench/results/\` only."
   echo
   echo "## Machine"
   echo
@@ -322,4 +447,5 @@ MEM_TOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-cat "$SUMMARY" >&2
+for f in "$IDLE_TSV" "$FANOUT_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+exit 0
