@@ -750,6 +750,22 @@ mod tests {
         config.validate().unwrap();
     }
 
+    /// Every YAML example of docs/configuration.md that is a whole file parses and validates.
+    #[test]
+    fn documented_examples_are_valid() {
+        let doc = include_str!("../../docs/configuration.md");
+        let mut checked = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let Some((yaml, _)) = block.split_once("```") else {
+                continue;
+            };
+            let config = Config::parse(yaml, "yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            config.validate().unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            checked += 1;
+        }
+        assert!(checked >= 5, "found {checked} examples");
+    }
+
     #[test]
     fn round_trips_through_yaml() {
         let config = Config::default();
