@@ -201,7 +201,12 @@ impl JwtAuthenticator {
             Some(url) => Some(
                 JwksCache::start(
                     url.clone(),
-                    Duration::from_millis(config.jwks_refresh_interval.max(1)),
+                    Duration::from_millis(
+                        config
+                            .jwks_refresh_interval
+                            .max(config.jwks_min_refresh_interval)
+                            .max(1),
+                    ),
                     Duration::from_millis(config.jwks_min_refresh_interval),
                 )
                 .await?,
@@ -314,7 +319,8 @@ impl Authenticator for JwtAuthenticator {
 /// The claim checks for tokens of `alg`.
 fn validation(alg: Alg, config: &JwtConfig) -> Validation {
     let mut v = Validation::new(alg.algorithm());
-    v.leeway = config.leeway;
+    // Bounded like the configuration's validation (the library subtracts it from now).
+    v.leeway = config.leeway.min(86_400);
     v.validate_exp = true;
     v.validate_nbf = true;
     let mut required = vec!["exp"];
