@@ -28,6 +28,15 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCK_SUM" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$LOCK_SUM" > "$STAMP"
 fi
+# ... and the example app's (chat-app.test.mjs runs it), the same way.
+(
+  cd "$REPO/examples/chat-app"
+  LOCK_SUM="$(sha256sum package-lock.json | cut -d' ' -f1)"
+  if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCK_SUM" ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$LOCK_SUM" > "$STAMP"
+  fi
+)
 
 # 2. The server binaries (debug profile).
 cd "$REPO"
