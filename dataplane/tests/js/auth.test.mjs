@@ -130,7 +130,12 @@ before(async () => {
       "--config",
       writeConfig({
         listen: "127.0.0.1:0",
-        socketio: { namespaces: [{ name: "/", relay: true }] },
+        socketio: {
+          namespaces: [
+            { name: "/", relay: true },
+            { name: "/private", policies: { join: ["user:{sub}", "team:{org}:*"], emitToJoined: true } },
+          ],
+        },
         auth: {
           mode: "jwt",
           jwt: { algorithms: ["HS256"], hs256SecretFile: secretFile, issuer: ISSUER, audience: ["other-app", AUDIENCE] },
@@ -281,6 +286,24 @@ describe("client auth with an HS256 secret", () => {
     await connected(s, 10_000, "second attempt");
     const mine = (await fetchSockets(mgmtUrl)).find((x) => x.id === s.id);
     assert.equal(mine?.claims?.sub, "retry");
+  });
+});
+
+describe("claims in client room policies", () => {
+  it("room patterns are filled from the verified claims; other namespaces need a token too", async () => {
+    const url = `${hub.url}/private`;
+    const alice = await pool.connect(url, { transports: ["websocket"], auth: { token: hs256(claims({ sub: "alice", org: "acme" })) } }, { welcome: false });
+    const joinP = (room) => alice.timeout(5000).emitWithAck("roomcast:join", room);
+    assert.deepEqual(await joinP("user:alice"), { ok: true });
+    assert.deepEqual(await joinP("team:acme:general"), { ok: true });
+    for (const room of ["user:bob", "team:other:general"]) {
+      const res = await joinP(room);
+      assert.equal(res.ok, false, `${room}: ${JSON.stringify(res)}`);
+      assert.equal(res.error, "forbidden");
+    }
+    const s = pool.io(url, { transports: ["websocket"] });
+    const err = await connectError(s);
+    assert.equal(err.data.reason, "token_missing");
   });
 });
 
