@@ -1,6 +1,8 @@
-//! The cluster layer: membership, room ownership and (to come) the room directory and peer
+//! The cluster layer: membership, room ownership and the room directory, and (to come) the peer
 //! links that make many nodes behave as one Socket.IO server.
 
+pub mod directory;
 pub mod ring;
 
+pub use directory::{Directory, Targets};
 pub use ring::Ring;
