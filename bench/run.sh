@@ -201,7 +201,7 @@ start_generators() {
   done
   local deadline=$(( $(date +%s) + 600 )) ready gp
   while :; do
-    ready=$(cat "${GEN_OUTS[@]}" | grep -c '^READY ' || true)
+    ready=$(cat "${GEN_OUTS[@]}" 2>/dev/null | grep -c "^READY " || true)
     (( ${ready:-0} == procs )) && break
     for gp in "${GEN_PIDS[@]}"; do
       kill -0 "$gp" 2>/dev/null || { echo "a generator exited early:" >&2; tail -5 "$RESULTS/$tag.$name".gen*.err >&2; exit 1; }
