@@ -9,7 +9,8 @@
 #  3. helm lint / template / install of charts/roomcast-operator (installs the CRD and RBAC);
 #  4. runs operator/tests/cluster.rs, whose operator processes use the chart ServiceAccount's
 #     token, so the chart's RBAC is what they get.
-# Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfigs).
+# Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfigs);
+# OPERATOR_TEST_FILTER=name runs only the matching cluster tests.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,5 +96,5 @@ export ROOMCAST_E2E_KUBECTL="$kubectl"
 export ROOMCAST_E2E_RELEASE_NAMESPACE="$release_ns"
 export ROOMCAST_E2E_LOG_DIR="$state/logs"
 t2=$SECONDS
-nice -n 15 cargo test --locked -p roomcast-operator --test cluster -- --ignored --test-threads=1
+nice -n 15 cargo test --locked -p roomcast-operator --test cluster -- --ignored --test-threads=1 ${OPERATOR_TEST_FILTER:-}
 log "cluster tests took $((SECONDS - t2))s; whole tier $((SECONDS - t0))s"

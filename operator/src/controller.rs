@@ -360,12 +360,10 @@ async fn report_undecodable(
             }],
         },
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    // A merge patch, not server-side apply: SSA needs the live object to fit the schema's
+    // types, which an undecodable object does not.
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     ctx.metrics.status_writes.inc();
     Ok((Action::await_change(), false))
 }

@@ -792,3 +792,90 @@ async fn leader_election_two_processes() {
     );
     assert_eq!(c.identity, "op-c");
 }
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn undecodable_hub_does_not_stop_the_watch() {
+    let client = admin().await;
+    let ns = "e2e-undecodable";
+    namespace(&client, ns).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<SocketIOHub>(&()),
+    );
+
+    // Version skew: a CRD newer than the operator admits a value the operator's types do not
+    // know (here a new imagePullPolicy). Loosen that field's schema for this test.
+    let mut loose = crds.get("socketiohubs.roomcast.dev").await.unwrap();
+    let schema = loose.spec.versions[0]
+        .schema
+        .as_mut()
+        .unwrap()
+        .open_api_v3_schema
+        .as_mut()
+        .unwrap();
+    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+    spec.properties.as_mut().unwrap().insert(
+        "imagePullPolicy".into(),
+        serde_json::from_value(json!({"type": "string"})).unwrap(),
+    );
+    crds.replace("socketiohubs.roomcast.dev", &PostParams::default(), &loose)
+        .await
+        .unwrap();
+    let broken: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "broken", "namespace": ns},
+        "spec": {"imagePullPolicy": "Sometimes"}
+    }))
+    .unwrap();
+    eventually(
+        "the newer schema admits a hub the operator cannot decode",
+        || {
+            let raw = raw.clone();
+            let broken = broken.clone();
+            async move {
+                raw.create(&PostParams::default(), &broken)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+
+    let _op = Operator::start("undecodable-op", "undecodable-lease", Some(ns));
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "fine"}, "spec": {}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // The valid hub is reconciled although the list the watch got holds an undecodable one ...
+    let _: StatefulSet = eventually("valid hub reconciled", || get(&client, ns, "fine")).await;
+    // ... and the undecodable one is reported.
+    let reason = eventually("broken hub reported Degraded/Undecodable", || async {
+        let o = raw.get("broken").await.ok()?;
+        let conds = o.data.get("status")?.get("conditions")?.as_array()?.clone();
+        conds
+            .iter()
+            .find(|c| c["type"] == "Degraded" && c["status"] == "True")
+            .map(|c| {
+                (
+                    c["reason"].as_str().unwrap_or_default().to_string(),
+                    c["message"].to_string(),
+                )
+            })
+    })
+    .await;
+    assert_eq!(reason.0, "Undecodable", "{reason:?}");
+    assert!(get::<StatefulSet>(&client, ns, "broken").await.is_none());
+    raw.delete("broken", &DeleteParams::default())
+        .await
+        .unwrap();
+}
