@@ -78,6 +78,20 @@ fn parse_query(query: &str) -> Query<'_> {
     q
 }
 
+/// A copy of the request headers that owns its bytes. Header values parsed by hyper share
+/// the connection's read buffer (8 KiB or more); keeping them for the session's lifetime
+/// would keep that whole buffer alive per connection.
+fn detached_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            copy.append(name.clone(), owned);
+        }
+    }
+    copy
+}
+
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
@@ -210,7 +224,7 @@ impl Engine {
                     return responder.error(EngineError::BadHandshakeMethod);
                 }
                 let handshake = HandshakeInfo {
-                    headers: req.headers().clone(),
+                    headers: detached_headers(req.headers()),
                     query: query_string.clone(),
                     address: peer,
                     url: req.uri().to_string(),
