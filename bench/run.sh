@@ -142,6 +142,17 @@ start_server() {
   exit 1
 }
 
+# wait_quiet PID MAX_SECS: waits (at least 2 s) until the process used < 30 ms CPU in 1 s.
+wait_quiet() {
+  local pid=$1 max=$2 i a b
+  sleep 1
+  for i in $(seq 1 "$max"); do
+    a=$(cpu_ticks "$pid"); sleep 1; b=$(cpu_ticks "$pid")
+    (( (b - a) * 1000 / CLK_TCK < 30 )) && return 0
+  done
+  log "pid $pid still busy after ${max}s"
+}
+
 stop_pid() {
   local p=$1 i
   kill "$p" 2>/dev/null || true
@@ -289,7 +300,7 @@ scenario_fanout() {
     taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.1:$port" --room bench-room \
       --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
       >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
-    sleep 2 # let the last deliveries drain
+    wait_quiet "$pid" 90 # let the server drain what it still has queued
     cpu1=$(cpu_ticks "$pid")
     stop_generators
     stop_pid "$pid"
@@ -380,6 +391,9 @@ report_idle() {
   echo "namespace CONNECT, no room join). \"Alive at end\" counts connections still open when the generators"
   echo "stopped: anything below the connection count means the server dropped clients."
   echo
+  echo "Where Roomcast's per-connection memory goes, and what would bring it under the target:"
+  echo "[\`bench/PROFILE.md\`](../bench/PROFILE.md) (heap profile: \`bash bench/profile-heap.sh\`)."
+  echo
 }
 report_fanout() {
   echo "## Room fan-out: deliveries per server CPU-second and latency"
@@ -410,8 +424,8 @@ report_fanout() {
   echo "(\`roomcast-bench publish\`, itself a member of the room) that emits timestamped \`message\` events at a fixed rate;"
   echo "each server relays every event to the other members of the sender's rooms (the relay app built into"
   echo "\`roomcast-dataplane\`; \`bench/node/server.mjs\` and \`bench/socketioxide-server\` do the same). Server CPU is"
-  echo "\`utime + stime\` from the first publish until 2 s after the last; deliveries are the events the subscribers"
-  echo "received. Latency is publish-to-receive on \`CLOCK_MONOTONIC\` (shared by all processes), HDR histograms"
+  echo "\`utime + stime\` from the first publish until the server is idle again (under 30 ms of CPU in a second,"
+  echo "at most 90 s after the last publish); deliveries are the events the subscribers received by then. Latency is publish-to-receive on \`CLOCK_MONOTONIC\` (shared by all processes), HDR histograms"
   echo "merged across generator processes. Sparse: ${SPARSE_SUBS} subscribers, ${SPARSE_RATE} publishes/s; dense: ${DENSE_SUBS}"
   echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads. The generators share one CPU,"
   echo "so at high rates their own speed can cap deliveries and inflate latency for every server alike."

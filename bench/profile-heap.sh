@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Heap profile of roomcast-dataplane holding N idle WebSocket connections, with heaptrack.
+#
+#   bash bench/profile-heap.sh [N]        # default N = 4000
+#
+# Starts the hub under heaptrack (pinned to CPU 0), opens N idle connections with
+# `roomcast-bench idle` (CPU 1), then kills the hub with SIGKILL while the connections are still
+# open, so every live allocation shows up in heaptrack's "leaked" report: that is exactly what the
+# idle connections hold. Prints the allocation sites in bytes per connection, largest first, and
+# keeps the raw heaptrack file under bench/results/. Needs `heaptrack` (Debian package; installed
+# with apt-get when missing and running as root). Loopback only; stops by itself.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+N=${1:-4000}
+PORT=${BENCH_PROFILE_PORT:-3399}
+OUTDIR="$ROOT/bench/results/heap-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUTDIR"
+
+if ! command -v heaptrack >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack >&2
+  else
+    echo "heaptrack is required (apt-get install heaptrack)" >&2; exit 1
+  fi
+fi
+ulimit -n "$(ulimit -Hn)"
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  nice -n 10 cargo build --release -p roomcast-dataplane -p roomcast-bench >&2
+fi
+BIN="$ROOT/target/release"
+# A private copy, so a concurrent rebuild cannot swap the binary under heaptrack.
+cp "$BIN/roomcast-dataplane" "$OUTDIR/roomcast-dataplane"
+
+taskset -c 0 heaptrack -o "$OUTDIR/heaptrack" "$OUTDIR/roomcast-dataplane" --listen "127.0.0.1:$PORT" \
+  >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
+HT=$!
+GEN=""
+cleanup() { [[ -n "$GEN" ]] && kill "$GEN" 2>/dev/null || true; kill "$HT" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 300); do grep -q "listening on" "$OUTDIR/server.out" && break; sleep 0.1; done
+grep -q "listening on" "$OUTDIR/server.out" || { echo "hub did not start" >&2; cat "$OUTDIR/server.err" >&2; exit 1; }
+HUB=$(pgrep -f "^$OUTDIR/roomcast-dataplane --listen 127.0.0.1:$PORT" | head -1)
+
+taskset -c 1 "$BIN/roomcast-bench" idle --url "ws://127.0.0.1:$PORT" --connections "$N" \
+  --source-ips 127.0.0.241,127.0.0.242 --hold-secs 120 --report-secs 0 >"$OUTDIR/gen.out" 2>"$OUTDIR/gen.err" &
+GEN=$!
+for _ in $(seq 1 1200); do grep -q '^READY ' "$OUTDIR/gen.out" && break; sleep 0.1; done
+grep '^READY ' "$OUTDIR/gen.out" >&2 || { echo "generator did not finish connecting" >&2; exit 1; }
+sleep 3
+echo "hub RSS with $N connections: $(awk '$1 == "VmRSS:" { print $2, $3 }' "/proc/$HUB/status") (under heaptrack)" >&2
+kill -9 "$HUB"
+wait "$HT" 2>/dev/null || true
+kill "$GEN" 2>/dev/null || true; wait "$GEN" 2>/dev/null || true; GEN=""
+
+FILE=$(ls "$OUTDIR"/heaptrack*.zst "$OUTDIR"/heaptrack*.gz 2>/dev/null | head -1 || true)
+[[ -n "$FILE" ]] || { echo "heaptrack wrote no data file" >&2; exit 1; }
+heaptrack_print -f "$FILE" --print-peaks 0 --print-allocators 0 --print-temporary 0 --print-leaks 1 \
+  --peak-limit 40 --sub-peak-limit 40 --print-histogram 0 >"$OUTDIR/leaks.txt" 2>/dev/null
+
+# Sub-entries ("... leaked over K calls from:") are individual allocation sites; show the first
+# frame of ours (dataplane) and of the library that allocated.
+awk -v n="$N" '
+  function bytes(s,   v) { v = s + 0; if (s ~ /G$/) v *= 1e9; else if (s ~ /M$/) v *= 1e6; else if (s ~ /K$/) v *= 1e3; return v }
+  function flush() { if (site != "") printf "%8.0f B/conn  %6d allocs  %s%s\n", per, calls, lib, (ours != "" ? "  <- " ours : "") }
+  /leaked over .* calls from:$/ { flush(); per = bytes($1) / n; calls = $4; site = $0; ours = ""; lib = ""; next }
+  /leaked over .* calls from$/ { flush(); site = ""; next }
+  /^total memory leaked/ { flush(); site = ""; total = bytes($4) }
+  site != "" && /at .*\.rs:[0-9]+/ {
+    f = $2; sub(/^.*index.crates.io-[^\/]*\//, "", f); sub(/^\/rustc\/[^\/]*\//, "std:", f)
+    if (f ~ /^tokio-1\.[0-9.]*\/src\/runtime\/task\/core\.rs/ && lib == "" && ours == "") lib = "tokio::spawn (task cell + future)"
+    if (f ~ /^dataplane\// && ours == "") ours = f
+    else if (lib == "" && ours == "" && f !~ /^dataplane\/|^std:|^library\/|^src\/|^tokio-1\.|^hashbrown|^alloc/) lib = f
+  }
+  END { flush(); printf "total live heap: %.0f B per connection (%d connections)\n", total / n, n }
+' "$OUTDIR/leaks.txt" | sort -rn | awk '$1 >= 8 || /^total/' | tee "$OUTDIR/per-connection.txt"
+echo "raw: $OUTDIR" >&2
