@@ -636,6 +636,44 @@ async fn invalid_hubs_are_rejected_by_cel_or_reported_degraded() {
         "{err}"
     );
 
+    // Valid for the schema, refused by the data plane's own config validation: reported
+    // Degraded/InvalidSpec, nothing applied, and not retried until the hub changes.
+    let odd = hub_from(
+        json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "comma-ns"}, "spec": {"namespaces": [{"name": "/a,b"}]}}),
+    );
+    hubs.create(&PostParams::default(), &odd).await.unwrap();
+    let h = eventually("Degraded=True InvalidSpec", || async {
+        let h = hubs.get("comma-ns").await.ok()?;
+        (condition(&h, "Degraded")? == ("True".into(), "InvalidSpec".into())).then_some(h)
+    })
+    .await;
+    let msg = h
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(msg.contains("socketio.namespaces[0].name"), "{msg}");
+    let invalid_runs = op
+        .metric("roomcast_operator_reconciles_total{result=\"invalid\"}")
+        .await
+        .unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        get::<StatefulSet>(&client, ns, "comma-ns").await.is_none(),
+        "nothing applied"
+    );
+    assert_eq!(
+        op.metric("roomcast_operator_reconciles_total{result=\"invalid\"}")
+            .await
+            .unwrap_or(0.0),
+        invalid_runs,
+        "an invalid hub is not retried"
+    );
+
     // Valid for the schema, refused by the API server when applied: reported Degraded, retried
     // with backoff (not in a storm).
     let bad = hub_from(
