@@ -431,6 +431,41 @@ report_fanout() {
   echo "so at high rates their own speed can cap deliveries and inflate latency for every server alike."
   echo
 }
+# ---- plots (gnuplot, when available) ---------------------------------------------------------
+PLOT_DIR="$(dirname "$OUT")/benchmarks"
+PLOT_REL="benchmarks"
+PLOTS=()
+make_plots() {
+  if ! command -v gnuplot >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1 || true
+    fi
+  fi
+  command -v gnuplot >/dev/null || { log "gnuplot not available: no plots"; return 0; }
+  mkdir -p "$PLOT_DIR"
+  local common='set terminal pngcairo size 720,420 font "sans,10"; set style fill solid 0.8 border -1; set boxwidth 0.6; set grid ytics; set key off; set datafile separator "\t"; set yrange [0:*]'
+  if [[ -f "$IDLE_TSV" ]]; then
+    gnuplot -e "$common; set output '$PLOT_DIR/idle-memory.png'; set title 'Memory per idle connection (KiB, RSS delta / N; lower is better)'; set arrow from graph 0, first 6 to graph 1, first 6 nohead dt 2 lw 2 lc rgb '#cc0000'; set label 'target 6 KiB' at graph 0.82, first 6 offset 0,0.7 tc rgb '#cc0000'; plot '$IDLE_TSV' every ::1 using 0:11:xtic(1) with boxes lc rgb '#3a6ea5', '' every ::1 using 0:11:(sprintf('%.2f', \$11)) with labels offset 0,0.8" \
+      && PLOTS+=("idle-memory.png|Memory per idle connection")
+    gnuplot -e "$common; set output '$PLOT_DIR/idle-cpu.png'; set title 'Idle CPU per connection (µs per second, default heartbeat; lower is better)'; plot '$IDLE_TSV' every ::1 using 0:17:xtic(1) with boxes lc rgb '#5a9e4b', '' every ::1 using 0:17:(sprintf('%.2f', \$17)) with labels offset 0,0.8" \
+      && PLOTS+=("idle-cpu.png|Idle CPU per connection")
+  fi
+  if [[ -f "$FANOUT_TSV" ]]; then
+    local thr="$RESULTS/fanout-throughput.dat" lat="$RESULTS/fanout-latency.dat"
+    awk -F'\t' -v servers="$SERVERS" 'BEGIN { n = split(servers, sv, " "); printf "scenario"; for (i = 1; i <= n; i++) printf "\t%s", sv[i]; print "" }
+      NR > 1 { v[$1, $2] = $12; if (!($1 in seen)) { seen[$1] = 1; order[++m] = $1 } }
+      END { for (j = 1; j <= m; j++) { printf "%s", order[j]; for (i = 1; i <= n; i++) printf "\t%s", v[order[j], sv[i]] + 0; print "" } }' "$FANOUT_TSV" >"$thr"
+    awk -F'\t' 'BEGIN { print "run\tp50\tp99\tp99.9" } NR > 1 { printf "%s/%s\t%.3f\t%.3f\t%.3f\n", $1, $2, $13 / 1000, $14 / 1000, $15 / 1000 }' "$FANOUT_TSV" >"$lat"
+    local ncol; ncol=$(head -1 "$thr" | awk -F'\t' '{ print NF }')
+    gnuplot -e "$common; set output '$PLOT_DIR/fanout-throughput.png'; set title 'Room fan-out: deliveries per server CPU-second (higher is better)'; set key top right; set style data histogram; set style histogram clustered gap 1; set boxwidth 0.9; set format y '%.0s%c'; plot for [c=2:$ncol] '$thr' using c:xtic(1) title columnheader(c)" \
+      && PLOTS+=("fanout-throughput.png|Fan-out deliveries per CPU-second")
+    gnuplot -e "$common; set output '$PLOT_DIR/fanout-latency.png'; set title 'Room fan-out: publish-to-receive latency (ms, log scale)'; set key top left; set logscale y; set yrange [0.1:*]; set style data histogram; set style histogram clustered gap 1; set boxwidth 0.9; set xtics rotate by -30; plot for [c=2:4] '$lat' using c:xtic(1) title columnheader(c)" \
+      && PLOTS+=("fanout-latency.png|Fan-out latency percentiles")
+  fi
+  return 0
+}
+make_plots
+
 {
   echo "# Benchmarks"
   echo
@@ -439,6 +474,11 @@ report_fanout() {
   echo
   [[ -f "$IDLE_TSV" ]] && report_idle
   [[ -f "$FANOUT_TSV" ]] && report_fanout
+  if (( ${#PLOTS[@]} > 0 )); then
+    echo "## Plots"
+    echo
+    for p in "${PLOTS[@]}"; do echo "![${p#*|}]($PLOT_REL/${p%%|*})"; echo; done
+  fi
   echo "## Reproduce"
   echo
   echo "From the repository root (builds everything in release mode, installs the Node peer with \`npm ci\`):"
