@@ -3,6 +3,7 @@
 //! The engine knows nothing of Socket.IO: it hands each session's messages to a
 //! [`ConnectionHandler`] created by a [`ConnectionFactory`] at handshake time.
 
+mod heartbeat;
 pub mod http;
 pub mod outbox;
 pub mod packet;
@@ -95,6 +96,7 @@ impl EngineSettings {
 /// The Engine.IO server: the session table plus settings.
 pub struct Engine {
     pub settings: EngineSettings,
+    heartbeats: Arc<heartbeat::Heartbeats>,
     pub stats: crate::metrics::EngineStats,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     factory: Arc<dyn ConnectionFactory>,
@@ -105,6 +107,10 @@ impl Engine {
     pub fn new(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Arc<Self> {
         Arc::new(Self {
             settings: EngineSettings::from_config(config),
+            heartbeats: heartbeat::Heartbeats::new(
+                Duration::from_millis(config.engine.ping_interval),
+                Duration::from_millis(config.engine.ping_timeout),
+            ),
             stats: Default::default(),
             sessions: RwLock::new(HashMap::new()),
             factory,
@@ -140,11 +146,7 @@ impl Engine {
         };
         let handler = self.factory.open(&session, handshake);
         session.attach_handler(handler);
-        session::spawn_heartbeat(
-            &session,
-            self.settings.ping_interval,
-            self.settings.ping_timeout,
-        );
+        self.heartbeats.schedule(&session);
         Some(session)
     }
 

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -65,8 +64,6 @@ pub struct Session {
     pub sid: Arc<str>,
     pub outbox: Outbox,
     pub(super) transport: Mutex<TransportState>,
-    /// Set when a pong arrives; checked by the heartbeat.
-    pong: Notify,
     /// When an unanswered ping times out; `None` while no ping is outstanding.
     pong_deadline: Mutex<Option<Instant>>,
     /// Woken once when the session closes, for tasks blocked on I/O.
@@ -93,7 +90,6 @@ impl Session {
                 get_active: false,
                 post_active: false,
             }),
-            pong: Notify::new(),
             pong_deadline: Mutex::new(None),
             closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -149,7 +145,16 @@ impl Session {
     /// Handles one decoded packet from whichever transport carries the session.
     pub(super) fn on_packet(&self, packet: Packet) {
         match packet {
-            Packet::Pong(_) => self.pong.notify_waiters(),
+            Packet::Pong(_) => {
+                // Only a pong that answers an outstanding ping schedules the next one.
+                if self.pong_deadline.lock().take().is_some() {
+                    if let Some(engine) = self.engine.upgrade() {
+                        if let Some(me) = engine.session(&self.sid) {
+                            engine.heartbeats.schedule(&me);
+                        }
+                    }
+                }
+            }
             Packet::Message(text) => {
                 if let Some(h) = self.handler.get() {
                     h.on_message(text);
@@ -195,13 +200,18 @@ impl Session {
         self.closed_notify.notify_waiters();
     }
 
+    pub(super) fn set_pong_deadline(&self, deadline: Option<Instant>) {
+        *self.pong_deadline.lock() = deadline;
+    }
+
     /// Closes the session if its ping went unanswered past the deadline (checked on each
-    /// request, so the answer never depends on when the heartbeat timer fires).
+    /// request too, so the answer never depends on when the heartbeat timer fires).
     pub(super) fn close_if_ping_overdue(&self) -> bool {
-        let overdue = self
-            .pong_deadline
-            .lock()
-            .is_some_and(|d| Instant::now() >= d);
+        self.close_if_ping_overdue_at(Instant::now())
+    }
+
+    pub(super) fn close_if_ping_overdue_at(&self, now: Instant) -> bool {
+        let overdue = self.pong_deadline.lock().is_some_and(|d| now >= d);
         if overdue {
             self.close(CloseReason::PingTimeout);
         }
@@ -216,43 +226,6 @@ impl Session {
         }
         notified.await;
     }
-}
-
-/// Starts the server-side heartbeat: the first ping `interval` after the handshake, the next
-/// `interval` after each pong; no pong within `timeout` of a ping closes the session.
-/// Deadlines are absolute, so timer lateness never adds up. The task holds only a weak
-/// reference while it sleeps, so it never keeps a session alive.
-pub(super) fn spawn_heartbeat(session: &Arc<Session>, interval: Duration, timeout: Duration) {
-    let weak = Arc::downgrade(session);
-    let mut next_ping = Instant::now() + interval;
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep_until(next_ping).await;
-            let Some(session) = weak.upgrade() else {
-                return;
-            };
-            if session.is_closed() {
-                return;
-            }
-            let deadline = next_ping + timeout;
-            *session.pong_deadline.lock() = Some(deadline);
-            // Listen before pinging; `notify_waiters` stores no permit, so a stray pong
-            // sent earlier cannot answer this ping.
-            let pong = session.pong.notified();
-            session.outbox.push_control(Frame::PING);
-            tokio::select! {
-                _ = pong => {
-                    *session.pong_deadline.lock() = None;
-                    next_ping = Instant::now() + interval;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    session.close(CloseReason::PingTimeout);
-                    return;
-                }
-                _ = session.wait_closed() => return,
-            }
-        }
-    });
 }
 
 /// Resets a transport flag when a request ends, however it ends.
