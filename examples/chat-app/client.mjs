@@ -23,12 +23,20 @@ if (!name && !token) {
 const socket = io(hubUrl, { auth: token ? { token } : { name }, reconnection: false });
 let room = "lobby";
 const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
-const show = (line) => {
-  readline.clearLine(process.stdout, 0);
-  readline.cursorTo(process.stdout, 0);
-  console.log(line);
+// In a terminal, incoming lines are printed above the prompt `[room] `.
+const tty = process.stdout.isTTY;
+const prompt = () => {
+  if (!tty) return;
   rl.setPrompt(`[${room}] `);
   rl.prompt(true);
+};
+const show = (line) => {
+  if (tty) {
+    readline.clearLine(process.stdout, 0);
+    readline.cursorTo(process.stdout, 0);
+  }
+  console.log(line);
+  prompt();
 };
 const ask = (event, arg) => socket.timeout(5000).emitWithAck(event, arg);
 const failed = (res) => (res?.ok ? null : `! ${res?.error}: ${res?.message}`);
@@ -71,6 +79,6 @@ rl.on("line", async (line) => {
   } catch (err) {
     show(`! no answer: ${err.message}`);
   }
-  rl.prompt(true);
+  prompt();
 });
 rl.on("close", () => socket.disconnect());
