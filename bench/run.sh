@@ -49,11 +49,11 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle sparse dense"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense"}
 if [[ $QUICK == 1 ]]; then
-  SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
+  CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
-  SPARSE_SUBS=${BENCH_SPARSE_SUBS:-10000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-1000}; FANOUT_SECS=${BENCH_FANOUT_SECS:-20}
+  CONNECT_N=${BENCH_CONNECT_N:-10000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-10000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-1000}; FANOUT_SECS=${BENCH_FANOUT_SECS:-20}
 fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -222,6 +222,13 @@ start_generators() {
   done
 }
 
+# CPU ticks used so far by the running subscriber processes.
+gen_ticks() {
+  local gp t=0
+  for gp in "${GEN_PIDS[@]}"; do t=$(( t + $(cpu_ticks "$gp" 2>/dev/null || echo 0) )); done
+  echo "$t"
+}
+
 stop_generators() {
   local gp
   for gp in "${GEN_PIDS[@]}"; do kill -TERM "$gp" 2>/dev/null || true; done
@@ -295,13 +302,13 @@ scenario_fanout() {
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
     sleep 2
     pub_out="$RESULTS/$tag.$name.publisher.out"
-    cpu0=$(cpu_ticks "$pid")
+    cpu0=$(cpu_ticks "$pid"); g0=$(gen_ticks); w0=$(date +%s.%N)
     log "$tag/$name: publishing $rate/s x ${dur}s, $payload-byte payloads"
     taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.1:$port" --room bench-room \
       --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
       >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
     wait_quiet "$pid" 90 # let the server drain what it still has queued
-    cpu1=$(cpu_ticks "$pid")
+    cpu1=$(cpu_ticks "$pid"); g1=$(gen_ticks); w1=$(date +%s.%N)
     stop_generators
     stop_pid "$pid"
     sent=$(sum_field DONE sent "$pub_out")
@@ -310,21 +317,56 @@ scenario_fanout() {
     echo "$merged" >"$RESULTS/$tag.$name.latency.json"
     awk -v tag="$tag" -v name="$name" -v subs="$subs" -v conn="$connected" -v rate="$rate" -v dur="$dur" \
         -v payload="$payload" -v sent="$sent" -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" \
-        -v j="$merged" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+        -v g0="$g0" -v g1="$g1" -v w0="$w0" -v w1="$w1" -v j="$merged" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
         BEGIN {
           cpu = (c1 - c0) / tck
           dpc = (cpu > 0) ? recv / cpu : 0
-          printf "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n",
+          gpct = (w1 > w0) ? 100 * (g1 - g0) / tck / (w1 - w0) : 0
+          printf "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%.0f\n",
             tag, name, subs, conn, rate, dur, payload, sent, sent * conn, recv, cpu, dpc,
-            f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
+            f("p50_us"), f("p99_us"), f("p999_us"), f("max_us"), gpct
         }' >>"$FANOUT_TSV"
     log "$tag/$name: $(tail -1 "$FANOUT_TSV" | cut -f9-16 | tr '\t' ' ') (expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
+  done
+}
+
+# ---- scenario: connect rate -------------------------------------------------------------------
+# N clients connect as fast as the generators can (64 handshakes in flight per process), each doing
+# the engine handshake, the namespace CONNECT and one room join with an ack. Server CPU from the
+# first connection until every generator reported READY: handshakes per server CPU-second.
+CONNECT_TSV="$RESULTS/connect.tsv"
+scenario_connect() {
+  printf 'server\tconnections\tconnected\tfailed\tjoin_retries\tserver_cpu_s\twall_s\thandshakes_per_cpu_s\thandshakes_per_s\n' >"$CONNECT_TSV"
+  local k=0 name port ips pid cpu0 cpu1 t0 t1 connected failed retries
+  for name in $SERVERS; do
+    k=$(( k + 1 )); port=$(( 3100 + 10 * k + 7 )); ips=$(source_ips 190 "$k")
+    log "connect/$name: starting on 127.0.0.1:$port; $CONNECT_N connections with a room join"
+    start_server "$name" "$port"
+    pid=$SERVER_PID
+    sleep 1
+    cpu0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
+    start_generators idle "$name" connect "$port" "$CONNECT_N" "$ips" 60 --join bench-room
+    cpu1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
+    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+    failed=$(sum_field READY failed "${GEN_OUTS[@]}")
+    retries=$(sum_field READY join_retries "${GEN_OUTS[@]}")
+    stop_generators
+    stop_pid "$pid"
+    awk -v name="$name" -v n="$CONNECT_N" -v c="$connected" -v f="$failed" -v r="$retries" -v c0="$cpu0" -v c1="$cpu1" \
+        -v tck="$CLK_TCK" -v t0="$t0" -v t1="$t1" 'BEGIN {
+          cpu = (c1 - c0) / tck; wall = t1 - t0
+          hpc = (cpu > 0) ? c / cpu : 0; hps = (wall > 0) ? c / wall : 0
+          printf "%s\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.0f\t%.0f\n", name, n, c, f, r, cpu, wall, hpc, hps
+        }' >>"$CONNECT_TSV"
+    log "connect/$name: $(tail -1 "$CONNECT_TSV" | cut -f3,6-9 | tr '\t' ' ') (connected cpu_s wall_s per_cpu_s per_s)"
+    sleep 1
   done
 }
 
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
+    connect) scenario_connect ;;
     sparse) scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90 ;;
     dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
@@ -395,6 +437,30 @@ report_idle() {
   echo "[\`bench/PROFILE.md\`](../bench/PROFILE.md) (heap profile: \`bash bench/profile-heap.sh\`)."
   echo
 }
+report_connect() {
+  echo "## Connect rate: handshakes per server CPU-second"
+  echo
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { h[$1] = $8; seen[$1] = 1 }
+    END {
+      if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
+      r = h["roomcast"]
+      printf "- **Roomcast %.0f handshakes per CPU-second**", r
+      if ("node" in seen) printf "; Node %.0f (%s)", h["node"], more(r, h["node"])
+      if ("socketioxide" in seen) printf "; socketioxide %.0f (%s)", h["socketioxide"], more(r, h["socketioxide"])
+      printf ". Target ≥ 10,000: **%s**.\n", (r >= 10000 ? "met" : "missed")
+    }' "$CONNECT_TSV"
+  echo
+  echo "| server | connections (failed) | join re-sent | server CPU | wall | handshakes per CPU-s | handshakes per s (wall) |"
+  echo "|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %d | %.2f s | %.2f s | **%d** | %d |\n", $1, $3, $4, $5, $6, $7, $8, $9 }' "$CONNECT_TSV"
+  echo
+  echo "How it is measured: ${CONNECT_N} clients, $(( (CONNECT_N + PER_PROC - 1) / PER_PROC )) generator process(es) with 64 handshakes in flight each; a handshake"
+  echo "is WebSocket upgrade + Engine.IO open + Socket.IO CONNECT + \`join\` with its ack. Server CPU from the first"
+  echo "connection until the last ack. \"Join re-sent\": joins emitted again because no ack came within 2 s (see"
+  echo "\`bench/README.md\`: socketioxide can drop an event sent right after CONNECT)."
+  echo
+}
 report_fanout() {
   echo "## Room fan-out: deliveries per server CPU-second and latency"
   echo
@@ -413,11 +479,11 @@ report_fanout() {
       }
     }' "$FANOUT_TSV"
   echo
-  echo "| scenario | server | room size (connected) | publishes/s × s | payload | sent | deliveries expected / received | server CPU | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | server | room size (connected) | publishes/s × s | payload | sent | deliveries expected / received | server CPU | deliveries per CPU-s | p50 | p99 | p99.9 | max | subscriber CPU |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk -F'\t' 'NR > 1 {
-      printf "| %s | %s | %d (%d) | %s × %d | %d B | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n",
-        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $16 / 1000
+      printf "| %s | %s | %d (%d) | %s × %d | %d B | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %s%% |\n",
+        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $16 / 1000, $17
     }' "$FANOUT_TSV"
   echo
   echo "How it is measured: one room of subscribers (\`roomcast-bench subscribe --join\`) and one publisher"
@@ -427,8 +493,14 @@ report_fanout() {
   echo "\`utime + stime\` from the first publish until the server is idle again (under 30 ms of CPU in a second,"
   echo "at most 90 s after the last publish); deliveries are the events the subscribers received by then. Latency is publish-to-receive on \`CLOCK_MONOTONIC\` (shared by all processes), HDR histograms"
   echo "merged across generator processes. Sparse: ${SPARSE_SUBS} subscribers, ${SPARSE_RATE} publishes/s; dense: ${DENSE_SUBS}"
-  echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads. The generators share one CPU,"
-  echo "so at high rates their own speed can cap deliveries and inflate latency for every server alike."
+  echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads."
+  echo
+  echo "Read the latency columns with the last one: \"subscriber CPU\" is the share of one core the subscriber"
+  echo "processes used over the window. All generators share CPU $GEN_CPU; near 100 % the clients, not the server, set"
+  echo "the pace, and latency then measures queueing in front of slow readers (for every server alike). Deliveries"
+  echo "received below the expected count mean the server dropped packets to slow readers (socketioxide discards"
+  echo "a packet when a socket's buffer of \`max_buffer_size\` packets, 128 by default, is full; Roomcast drops only"
+  echo "volatile packets and disconnects a client whose queue stays full)."
   echo
 }
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
@@ -473,6 +545,7 @@ make_plots
   echo "same run on the same machine by \`bench/run.sh\`. Generated $(date -u '+%Y-%m-%d %H:%M UTC'); do not edit by hand."
   echo
   [[ -f "$IDLE_TSV" ]] && report_idle
+  [[ -f "$CONNECT_TSV" ]] && report_connect
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
@@ -487,7 +560,7 @@ make_plots
   echo "BENCH_CONNECTIONS=$N BENCH_PER_PROC=$PER_PROC BENCH_SETTLE_SECS=$SETTLE BENCH_IDLE_SECS=$IDLE BENCH_SCENARIOS=\"$SCENARIOS\" $CMDLINE"
   echo '```'
   echo
-  echo "\`make bench\` runs the defaults (19,000 idle connections, sparse and dense fan-out; rewrites this file);"
+  echo "\`make bench\` runs the defaults (19,000 idle connections, connect rate, sparse and dense fan-out; rewrites this file);"
   echo "\`bash bench/run.sh --quick\` is a smoke run (2,000 connections, short windows) that writes under \`bench/results/\` only."
   echo
   echo "## Machine"
@@ -501,5 +574,5 @@ make_plots
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-for f in "$IDLE_TSV" "$FANOUT_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
 exit 0

@@ -189,15 +189,15 @@ pub async fn hold<E>(
                         break;
                     }
                 }
-                Ok(Frame::Event(body)) => {
+                Ok(Frame::Event(text, start)) => {
                     Counters::inc(&counters.events);
-                    on_event(&body);
+                    on_event(&text.as_str()[start..]);
                 }
                 Ok(Frame::Closed) => {
                     Counters::inc(&counters.closed_by_server);
                     break;
                 }
-                Ok(Frame::Ack(_)) | Ok(Frame::Other) => {}
+                Ok(Frame::Ack(..)) | Ok(Frame::Other) => {}
                 Err(_) => {
                     Counters::inc(&counters.read_errors);
                     break;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::target::Target;
@@ -36,10 +36,12 @@ pub struct Conn {
 pub enum Frame {
     /// Engine.IO ping (`2`): the caller must answer with [`Conn::pong`].
     Ping,
-    /// Socket.IO EVENT (`42...`); the text after the namespace prefix, starting at `[` or the ack id.
-    Event(String),
-    /// Socket.IO ACK (`43...`).
-    Ack(String),
+    /// Socket.IO EVENT (`42...`): the frame and the offset of the text after the packet type
+    /// and namespace prefix (starting at `[` or the ack id). Kept as the received buffer, so
+    /// that receiving an event allocates nothing.
+    Event(Utf8Bytes, usize),
+    /// Socket.IO ACK (`43...`), same layout.
+    Ack(Utf8Bytes, usize),
     /// Engine.IO close or Socket.IO disconnect: the session is over.
     Closed,
     /// Anything else (noop, other packet types): ignored.
@@ -156,30 +158,14 @@ impl Conn {
                 Message::Close(_) => return Ok(Frame::Closed),
                 _ => continue,
             };
-            let s = text.as_str();
-            return Ok(match s.as_bytes().first() {
-                Some(b'2') if s.len() == 1 => Frame::Ping,
-                Some(b'1') => Frame::Closed,
-                Some(b'4') => {
-                    let body = s[1..]
-                        .strip_prefix('2')
-                        .map(|r| (r, true))
-                        .or_else(|| s[1..].strip_prefix('3').map(|r| (r, false)));
-                    match body {
-                        Some((r, is_event)) => {
-                            let r = r.strip_prefix(self.ns_prefix.as_str()).unwrap_or(r);
-                            if is_event {
-                                Frame::Event(r.to_owned())
-                            } else {
-                                Frame::Ack(r.to_owned())
-                            }
-                        }
-                        None if s[1..].starts_with('1') => Frame::Closed,
-                        None => Frame::Other,
-                    }
-                }
-                _ => Frame::Other,
-            });
+            let frame = match classify(text.as_str(), &self.ns_prefix) {
+                Kind::Ping => Frame::Ping,
+                Kind::Closed => Frame::Closed,
+                Kind::Event(start) => Frame::Event(text, start),
+                Kind::Ack(start) => Frame::Ack(text, start),
+                Kind::Other => Frame::Other,
+            };
+            return Ok(frame);
         }
     }
 
@@ -222,8 +208,8 @@ impl Conn {
             };
             match frame {
                 Frame::Ping => self.pong().await?,
-                Frame::Ack(body)
-                    if body
+                Frame::Ack(text, start)
+                    if text.as_str()[start..]
                         .strip_prefix(want.as_str())
                         .is_some_and(|r| r.starts_with('[')) =>
                 {
@@ -253,7 +239,56 @@ impl Conn {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Ping,
+    Closed,
+    Event(usize),
+    Ack(usize),
+    Other,
+}
+
+/// Classifies a text frame; for events and acks, the offset of the body after the packet type
+/// and the namespace prefix.
+fn classify(s: &str, ns_prefix: &str) -> Kind {
+    match s.as_bytes() {
+        [b'2'] => Kind::Ping,
+        [b'1', ..] | [b'4', b'1', ..] => Kind::Closed,
+        [b'4', kind @ (b'2' | b'3'), ..] => {
+            let start = if s[2..].starts_with(ns_prefix) {
+                2 + ns_prefix.len()
+            } else {
+                2
+            };
+            if *kind == b'2' {
+                Kind::Event(start)
+            } else {
+                Kind::Ack(start)
+            }
+        }
+        _ => Kind::Other,
+    }
+}
+
 /// JSON-encodes a string (quotes and escapes).
 pub fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classify, Kind};
+
+    #[test]
+    fn classifies_frames() {
+        assert_eq!(classify("2", ""), Kind::Ping);
+        assert_eq!(classify("2probe", ""), Kind::Other);
+        assert_eq!(classify("1", ""), Kind::Closed);
+        assert_eq!(classify("41", ""), Kind::Closed);
+        assert_eq!(classify("42[\"message\",1]", ""), Kind::Event(2));
+        assert_eq!(classify("42/chat,[\"m\"]", "/chat,"), Kind::Event(8));
+        assert_eq!(classify("431[{\"ok\":true}]", ""), Kind::Ack(2));
+        assert_eq!(classify("40{\"sid\":\"x\"}", ""), Kind::Other);
+        assert_eq!(classify("", ""), Kind::Other);
+    }
 }
