@@ -17,6 +17,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rand::RngCore;
@@ -44,13 +45,26 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Data-plane image used when a hub sets none.
     pub default_image: String,
+    /// Publishes Kubernetes Events on hubs (condition transitions, config changes).
+    recorder: Recorder,
     /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, default_image: String) -> Self {
+    /// `instance` names this operator process in the Events it publishes.
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        default_image: String,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             default_image,
@@ -303,7 +317,8 @@ async fn management_token(client: &Client, ns: &str, hub: &str) -> Result<String
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes the status through the status subresource, only when it changed.
+/// Writes the status through the status subresource, only when it changed, and publishes an
+/// Event for every condition transition and configuration change.
 async fn write_status(
     api: &Api<SocketIOHub>,
     hub: &SocketIOHub,
@@ -325,7 +340,59 @@ async fn write_status(
     )
     .await?;
     ctx.metrics.status_writes.inc();
+    for event in events_for(hub.status.as_ref(), &status) {
+        if let Err(e) = ctx.recorder.publish(&event, &hub.object_ref(&())).await {
+            warn!(hub = %hub.name_any(), error = %e, reason = %event.reason, "publishing an event failed");
+        }
+    }
     Ok(())
+}
+
+/// Events describing the change from `old` to `new`: one per condition whose status or reason
+/// changed, and one when the configuration hash changed.
+pub fn events_for(old: Option<&SocketIOHubStatus>, new: &SocketIOHubStatus) -> Vec<Event> {
+    let mut events = Vec::new();
+    for c in &new.conditions {
+        let before = old.and_then(|o| status::find(o, &c.type_));
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
+            continue;
+        }
+        let warning = c.type_ == status::DEGRADED && c.status == "True";
+        if before.is_none() && c.type_ == status::DEGRADED && c.status == "False" {
+            continue; // "not degraded" on creation is no news
+        }
+        events.push(Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.clone(),
+            note: Some(
+                format!("{}={}: {}", c.type_, c.status, c.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        });
+    }
+    let old_hash = old.and_then(|o| o.config_hash.as_ref());
+    if let (Some(before), Some(after)) = (old_hash, new.config_hash.as_ref()) {
+        if before != after {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "ConfigChanged".to_string(),
+                note: Some(format!(
+                    "configuration {before} -> {after}; rolling the pods"
+                )),
+                action: "Reconcile".to_string(),
+                secondary: None,
+            });
+        }
+    }
+    events
 }
 
 /// A hub object that does not decode into the current types: reported `Degraded` and left

@@ -178,6 +178,7 @@ async fn run(args: RunArgs) -> Result<()> {
         client.clone(),
         metrics.clone(),
         args.default_image.clone(),
+        args.identity.clone(),
     ));
 
     if !args.leader_elect {

@@ -497,6 +497,24 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
     })
     .await;
 
+    // Condition transitions and the config change were published as Events on the hub.
+    eventually("Events on the hub", || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+        let list = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("chat"))
+            .filter(|e| e.reporting_controller.as_deref() == Some("roomcast-operator"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        ["AllReplicasReady", "ConfigChanged"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await;
+
     // Drift: a hand edit of the StatefulSet is put back; a deleted Service comes back.
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     sts_api

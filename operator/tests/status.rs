@@ -215,3 +215,40 @@ fn validation_reports_each_problem() {
     h.spec = serde_json::from_value(serde_json::json!({})).unwrap();
     assert_eq!(validate(&h).len(), 1);
 }
+
+#[test]
+fn events_follow_transitions_only() {
+    use kube::runtime::events::EventType;
+    use roomcast_operator::controller::events_for;
+    let mut h = hub(2);
+    let s1 = compute(&h, &Observed::default(), &t(0));
+    let e1 = events_for(None, &s1);
+    let reasons: Vec<_> = e1.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["ReplicasNotReady", "Creating"],
+        "no 'AsExpected' event on creation"
+    );
+    h.status = Some(s1.clone());
+    assert!(events_for(Some(&s1), &compute(&h, &Observed::default(), &t(5))).is_empty());
+
+    let bad = Observed {
+        problem: Some(Problem::ApplyFailed("refused".into())),
+        ..Observed::default()
+    };
+    let s2 = compute(&h, &bad, &t(10));
+    let e2 = events_for(Some(&s1), &s2);
+    assert_eq!(e2.len(), 1);
+    assert_eq!(
+        (e2[0].reason.as_str(), e2[0].type_),
+        ("ApplyFailed", EventType::Warning)
+    );
+
+    let mut s3 = s1.clone();
+    let mut old = s1.clone();
+    old.config_hash = Some("aaa".into());
+    s3.config_hash = Some("bbb".into());
+    let e3 = events_for(Some(&old), &s3);
+    assert_eq!(e3.len(), 1);
+    assert_eq!(e3[0].reason, "ConfigChanged");
+}
