@@ -109,7 +109,9 @@ async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
         session.close(CloseReason::TransportError);
         return;
     }
-    serve(engine, session, ws).await;
+    // The long-lived loop gets a task of its own, sized for its idle state only; this task
+    // (the handshake) ends here.
+    tokio::spawn(serve(engine, session, ws));
 }
 
 /// The upgrade dance: `2probe` → `3probe`, then `5` switches the session to this socket.
@@ -125,38 +127,8 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
         let _ = ws.close(None).await;
         return;
     }
-    let deadline = tokio::time::sleep(engine.settings.upgrade_timeout);
-    tokio::pin!(deadline);
-    let mut probed = false;
-    let upgraded = loop {
-        let msg = tokio::select! {
-            msg = ws.next() => msg,
-            _ = &mut deadline => break false,
-            _ = session.wait_closed() => break false,
-        };
-        let Some(Ok(Message::Text(text))) = msg else {
-            if matches!(msg, Some(Ok(Message::Ping(_) | Message::Pong(_)))) {
-                continue;
-            }
-            break false;
-        };
-        match Packet::decode_text(Bytes::from(text)) {
-            Ok(Packet::Ping(data)) if &data[..] == b"probe" && !probed => {
-                probed = true;
-                if ws
-                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
-                    .await
-                    .is_err()
-                {
-                    break false;
-                }
-                // Release the pending GET with a noop so the client can send `5`.
-                session.outbox.wake();
-            }
-            Ok(Packet::Upgrade) if probed => break true,
-            _ => break false,
-        }
-    };
+    // Boxed: the probe's state is transient and must not size the long-lived task.
+    let upgraded = Box::pin(probe(&engine, &session, &mut ws)).await;
     {
         let mut t = session.transport.lock();
         t.upgrading = false;
@@ -167,9 +139,47 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
     session.outbox.wake();
     if upgraded && !session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgraded to websocket");
-        serve(engine, session, ws).await;
+        // The long-lived loop gets a task of its own, sized for its idle state only; this
+        // task (handshake or upgrade state) ends here.
+        tokio::spawn(serve(engine, session, ws));
     } else {
         let _ = ws.close(None).await;
+    }
+}
+
+/// Waits for `2probe` (answered `3probe`) then `5`; false on anything else or timeout.
+async fn probe(engine: &Engine, session: &Session, ws: &mut Ws) -> bool {
+    let deadline = tokio::time::sleep(engine.settings.upgrade_timeout);
+    tokio::pin!(deadline);
+    let mut probed = false;
+    loop {
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            _ = &mut deadline => return false,
+            _ = session.wait_closed() => return false,
+        };
+        let Some(Ok(Message::Text(text))) = msg else {
+            if matches!(msg, Some(Ok(Message::Ping(_) | Message::Pong(_)))) {
+                continue;
+            }
+            return false;
+        };
+        match Packet::decode_text(Bytes::from(text)) {
+            Ok(Packet::Ping(data)) if &data[..] == b"probe" && !probed => {
+                probed = true;
+                if ws
+                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                // Release the pending GET with a noop so the client can send `5`.
+                session.outbox.wake();
+            }
+            Ok(Packet::Upgrade) if probed => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -184,7 +194,9 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
                 .frames_sent
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let closing = session.outbox.is_closed();
-            if let Err(reason) = write_batch(&session, &mut ws, &mut batch, closing).await {
+            // Boxed: a write in progress is transient; the idle task stays small.
+            let write = Box::pin(write_batch(&session, &mut ws, &mut batch, closing));
+            if let Err(reason) = write.await {
                 break reason;
             }
         }

@@ -148,7 +148,8 @@ impl Namespace {
 
     /// Removes a socket and its room memberships (leave-all on disconnect).
     pub(super) fn remove(&self, socket: &Arc<Socket>) {
-        let rooms = std::mem::take(&mut *socket.rooms.lock());
+        // The socket keeps its room list so the disconnect handler can still see where it was.
+        let rooms = socket.rooms.lock().clone();
         let mut state = self.state.write();
         state.sockets.remove(socket.id());
         for room in rooms {
