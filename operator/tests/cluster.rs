@@ -545,6 +545,64 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
     })
     .await;
 
+    // Printer columns.
+    let out = kubectl(&["-n", ns, "get", "sio", "chat"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "REPLICAS", "READY", "STATUS", "ENDPOINT", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("http://chat.e2e-lifecycle.svc:8080/socket.io/"),
+        "{table}"
+    );
+
+    // Objects that are no longer wanted go: the PDB when disabled, the generated Secret when
+    // the hub names its own.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let own: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "my-token"}, "stringData": {"t": "0123456789abcdef0123"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &own).await.unwrap();
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {
+            "podDisruptionBudget": {"enabled": false},
+            "management": {"tokenSecretRef": {"name": "my-token", "key": "t"}}
+        }})),
+    )
+    .await
+    .unwrap();
+    eventually("PDB and generated Secret deleted", || async {
+        let gone = get::<PodDisruptionBudget>(&client, ns, "chat")
+            .await
+            .is_none()
+            && get::<Secret>(&client, ns, "chat-management")
+                .await
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    let s: StatefulSet = get(&client, ns, "chat").await.unwrap();
+    let pod_spec = serde_json::to_string(&s.spec.unwrap().template.spec).unwrap();
+    assert!(
+        pod_spec.contains(r#""key":"t","path":"management-token""#),
+        "{pod_spec}"
+    );
+    assert!(
+        get::<Secret>(&client, ns, "my-token").await.is_some(),
+        "the user's Secret stays"
+    );
+
     // Deleting the hub garbage-collects everything it owned.
     hubs.delete("chat", &DeleteParams::foreground())
         .await
