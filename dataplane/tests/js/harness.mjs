@@ -5,6 +5,8 @@
 
 import { spawn } from "node:child_process";
 import { access, constants } from "node:fs/promises";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -12,6 +14,14 @@ import { WebSocket } from "ws";
 import { io, Manager } from "socket.io-client";
 
 export { sleep };
+
+/** Writes a hub configuration (JSON) into a fresh temporary folder; returns the file path. */
+export function writeConfig(obj, prefix = "roomcast-test-") {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const file = path.join(dir, "config.json");
+  fs.writeFileSync(file, JSON.stringify(obj, null, 2));
+  return file;
+}
 
 const READY_RE = /listening on http:\/\/([0-9.]+):(\d+)/;
 const STARTUP_TIMEOUT_MS = 20_000;

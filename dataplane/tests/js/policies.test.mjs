@@ -3,21 +3,12 @@
 
 import { it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { startServer, ClientPool, connected, sleep } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, sleep } from "./harness.mjs";
 
 const pool = new ClientPool();
 let hub;
 let defaults;
 
-function writeConfig(obj) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-policies-"));
-  const file = path.join(dir, "config.json");
-  fs.writeFileSync(file, JSON.stringify(obj));
-  return file;
-}
 
 before(async () => {
   hub = await startServer({
@@ -90,8 +81,8 @@ it("refuses emits to rooms not joined unless an emit pattern allows them", async
   const got = counter([b], "msg");
   const refused = await call(a, "roomcast:emit", { room: "chat:2", event: "msg", args: [] });
   assert.equal(refused.error, "forbidden");
-  // Announcements: allowed by `emit` without joining; nobody is in it yet, then b joins... b
-  // may not join it (no join pattern), so the app would put members there; zero recipients.
+  // `announcements` matches an emit pattern, so emitting needs no membership; clients may
+  // not join it themselves (no join pattern), so it has no members here: zero recipients.
   assert.deepEqual(await call(a, "roomcast:emit", { room: "announcements", event: "msg", args: [1] }), { ok: true, recipients: 0 });
   await sleep(100);
   assert.deepEqual(got.get(b), []);

@@ -6,10 +6,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import crypto from "node:crypto";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { startServer, ClientPool, connected, connectError, eventually, sleep } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep } from "./harness.mjs";
 
 const SECRET = "webhook-test-secret";
 
@@ -42,12 +39,6 @@ function startApp() {
   );
 }
 
-function writeConfig(obj) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-webhooks-"));
-  const file = path.join(dir, "config.json");
-  fs.writeFileSync(file, JSON.stringify(obj));
-  return file;
-}
 
 function hubConfig(appUrl, { timeout = 1000, allowedEvents, deadUrl } = {}) {
   return {
