@@ -2,7 +2,9 @@
 //! links that make many nodes behave as one Socket.IO server.
 
 pub mod directory;
+pub mod membership;
 pub mod ring;
 
 pub use directory::{Directory, Targets};
+pub use membership::{Discovery, Members, StaticDiscovery};
 pub use ring::Ring;
