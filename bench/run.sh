@@ -500,7 +500,9 @@ report_fanout() {
   echo "the pace, and latency then measures queueing in front of slow readers (for every server alike). Deliveries"
   echo "received below the expected count mean the server dropped packets to slow readers (socketioxide discards"
   echo "a packet when a socket's buffer of \`max_buffer_size\` packets, 128 by default, is full; Roomcast drops only"
-  echo "volatile packets and disconnects a client whose queue stays full)."
+  echo "volatile packets and disconnects a client whose queue stays full). On the shared 2-core machine these"
+  echo "figures moved by up to 2× between runs (write coalescing depends on how fast the clients read): compare"
+  echo "servers within one run."
   echo
 }
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
