@@ -905,6 +905,37 @@ async fn leader_election_two_processes() {
         "took over a lease that had not expired"
     );
     assert_eq!(c.identity, "op-c");
+
+    // A leader that finds the Lease taken stops acting at once: it exits non-zero.
+    let leases: Api<Lease> =
+        Api::namespaced(client.clone(), &env("ROOMCAST_E2E_RELEASE_NAMESPACE"));
+    eventually("lease stolen (retried on write conflicts)", || {
+        let leases = leases.clone();
+        async move {
+            let mut l = leases.get(lease).await.ok()?;
+            let spec = l.spec.as_mut()?;
+            spec.holder_identity = Some("thief".into());
+            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+            leases
+                .replace(lease, &PostParams::default(), &l)
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    let mut c = c;
+    let status = eventually("op-c exits after losing the lease", || {
+        let s = c.child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert!(
+        !status.success(),
+        "op-c must exit with an error, got {status:?}"
+    );
 }
 
 #[tokio::test]
