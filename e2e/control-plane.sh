@@ -52,6 +52,7 @@ start() {
   local bin
   bin="$("$here/build-control-plane.sh" --print)"
   mkdir -p "$state/pki" "$state/logs" "$state/etcd"
+  chmod 700 "$state/etcd" "$state/pki"
   local pki="$state/pki"
 
   # --- certificates, keys, tokens -------------------------------------------------------
