@@ -733,6 +733,9 @@ async fn invalid_hubs_are_rejected_by_cel_or_reported_degraded() {
         .unwrap()
         .message;
     assert!(msg.contains("socketio.namespaces[0].name"), "{msg}");
+    // Writing the Degraded status echoes back as one more watch event (and one more, equally
+    // invalid, reconcile that writes nothing); let it pass before taking the baseline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let invalid_runs = op
         .metric("roomcast_operator_reconciles_total{result=\"invalid\"}")
         .await
