@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, NoAuth};
+use crate::cluster::{Cluster, ClusterOps};
 use crate::config::{AuthMode, Config};
 use crate::hubapp::HubApp;
 use crate::metrics::MetricsSource;
@@ -16,6 +17,8 @@ pub struct Node {
     pub config: Config,
     pub server: Server,
     pub ops: Arc<dyn HubOps>,
+    /// This node's peer links, when the configuration names a cluster.
+    pub cluster: Option<Cluster>,
 }
 
 /// The authenticator the configuration asks for.
@@ -48,24 +51,32 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         hub: hub.clone(),
         upstream: Some(upstream),
     });
-    let ops: Arc<dyn HubOps> =
-        Arc::new(LocalOps::new(hub, Arc::new(move || engine.session_count())));
+    let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
+    // The peer listener is bound here, so a taken address fails the start like the others.
+    let cluster = Cluster::start(&config, &hub).await?;
+    let ops: Arc<dyn HubOps> = match &cluster {
+        Some(cluster) => Arc::new(ClusterOps::new(local, hub, cluster.mesh().clone())),
+        None => Arc::new(local),
+    };
     Ok(Node {
         config,
         server,
         ops,
+        cluster,
     })
 }
 
 /// Runs the node until SIGTERM/Ctrl-C: the client endpoint on `config.listen` and, when
 /// `management.listen` is set, the management API on its own listener. Prints
 /// `listening on http://IP:PORT (path P)` on stdout once the client endpoint is bound, then
-/// `management listening on http://IP:PORT` for the API. Both stop on the same signal.
+/// `management listening on http://IP:PORT` for the API, then `peer listening on IP:PORT`
+/// for a cluster member's peer endpoint. All stop on the same signal.
 pub async fn run(node: Node) -> anyhow::Result<()> {
     let Node {
         config,
         server,
         ops,
+        cluster,
     } = node;
     // The token file is read before anything listens, so a bad one fails the start.
     let management = match config.management.listen {
@@ -96,6 +107,9 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         println!("management listening on http://{addr}");
         tracing::info!(%addr, "management API listening");
     }
+    if let Some(cluster) = &cluster {
+        println!("peer listening on {}", cluster.peer_addr());
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -116,6 +130,9 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
             Ok(Err(error)) => tracing::warn!(%error, "management API task failed"),
             Err(_) => tracing::warn!("management API calls still running at shutdown"),
         }
+    }
+    if let Some(cluster) = cluster {
+        cluster.shutdown();
     }
     Ok(())
 }

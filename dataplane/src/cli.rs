@@ -51,6 +51,12 @@ pub struct HubArgs {
     /// Allowed CORS origins, comma separated (`*` for any).
     #[arg(long, env = "ROOMCAST_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Option<Vec<String>>,
+    /// Address of the peer (gRPC) endpoint other cluster members connect to, e.g. 127.0.0.11:7000.
+    #[arg(long, env = "ROOMCAST_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Every cluster member, this node included: ID=IP:PORT,ID=IP:PORT,... (peer addresses).
+    #[arg(long, env = "ROOMCAST_MEMBERS")]
+    pub members: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -151,6 +157,19 @@ impl HubArgs {
         if let Some(v) = &self.cors_origin {
             config.engine.cors.origin = v.clone();
         }
+        if let Some(v) = self.peer_listen {
+            config.cluster.peer_listen = Some(v);
+        }
+        if let Some(v) = &self.members {
+            let members = crate::cluster::Members::parse(v).map_err(|e| FlagError {
+                flag: "members",
+                reason: e.to_string(),
+            })?;
+            config.cluster.members = members
+                .ids()
+                .filter_map(|id| Some(format!("{id}={}", members.addr(id)?)))
+                .collect();
+        }
         Ok(())
     }
 
@@ -186,4 +205,32 @@ pub async fn serve(
         .run(listener, crate::server::shutdown_signal())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_flags_set_the_cluster_section() {
+        let args = HubArgs {
+            node_id: Some("hub-0".into()),
+            peer_listen: Some("127.0.0.11:7000".parse().unwrap()),
+            members: Some("hub-1=127.0.0.12:7000, hub-0=127.0.0.11:7000".into()),
+            ..HubArgs::default()
+        };
+        let config = args.resolve(Config::default()).unwrap();
+        assert_eq!(
+            config.cluster.members,
+            ["hub-0=127.0.0.11:7000", "hub-1=127.0.0.12:7000"]
+        );
+        assert_eq!(config.cluster.peer_listen, args.peer_listen);
+
+        let bad = HubArgs {
+            members: Some("hub-0".into()),
+            ..HubArgs::default()
+        };
+        let err = bad.resolve(Config::default()).unwrap_err().to_string();
+        assert!(err.contains("--members"), "{err}");
+    }
 }

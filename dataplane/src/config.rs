@@ -47,6 +47,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The management REST API the application backend calls.
     pub management: ManagementConfig,
+    /// Other nodes of the same hub. Left out: a single node.
+    #[serde(skip_serializing_if = "ClusterConfig::is_single_node")]
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             management: ManagementConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -251,6 +255,34 @@ impl Config {
         }
         if m.max_body_bytes == 0 {
             bad("management.maxBodyBytes", "must be at least 1");
+        }
+        let c = &self.cluster;
+        if !c.is_single_node() {
+            match c.members() {
+                Err(error) => bad("cluster.members", &error.to_string()),
+                Ok(members) if members.addr(&self.node_id).is_none() => bad(
+                    "cluster.members",
+                    "must list this node's own nodeId (with its peer address)",
+                ),
+                Ok(_) => {}
+            }
+            if c.peer_listen.is_none() {
+                bad("cluster.peerListen", "needed when cluster.members is set");
+            }
+        } else if c.peer_listen.is_some() {
+            bad("cluster.members", "needed when cluster.peerListen is set");
+        }
+        if c.heartbeat_interval == 0 || c.heartbeat_interval > 60_000 {
+            bad(
+                "cluster.heartbeatInterval",
+                "must be between 1 and 60000 milliseconds",
+            );
+        }
+        if c.heartbeat_timeout < 2 * c.heartbeat_interval || c.heartbeat_timeout > 600_000 {
+            bad(
+                "cluster.heartbeatTimeout",
+                "must be at least twice heartbeatInterval and at most 600000 milliseconds",
+            );
         }
         let l = &self.limits;
         for (field, value) in [
@@ -598,6 +630,47 @@ impl Default for ManagementConfig {
     }
 }
 
+/// The other nodes of a hub and how this node talks to them (`docs/local-cluster.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Address the peer (gRPC) endpoint listens on, e.g. `127.0.0.11:7000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Every member of the cluster, this node included, as `ID=IP:PORT` (the peer
+    /// address). Empty: a single node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Milliseconds a link may stay silent before this node sends a heartbeat on it.
+    pub heartbeat_interval: u64,
+    /// Milliseconds without anything from a peer after which its link is declared dead and
+    /// the peer leaves routing (at least twice `heartbeatInterval`).
+    pub heartbeat_timeout: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peer_listen: None,
+            members: Vec::new(),
+            heartbeat_interval: 1_000,
+            heartbeat_timeout: 3_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// No cluster configured: this node serves alone.
+    pub fn is_single_node(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member list, parsed.
+    pub fn members(&self) -> Result<crate::cluster::Members, crate::cluster::MembersError> {
+        crate::cluster::Members::parse(&self.members.join(","))
+    }
+}
+
 /// Explicit resource limits. Every one is enforced with a clear error, never a panic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -660,6 +733,41 @@ mod tests {
         assert_eq!(a.engine.ping_interval, 1000);
         assert_eq!(a.engine.transports, vec![TransportKind::Websocket]);
         assert_eq!(a.engine.ping_timeout, 20_000, "unset fields keep defaults");
+    }
+
+    #[test]
+    fn cluster_configs_are_checked() {
+        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.11:7000, hub-1=127.0.0.12:7000]\n";
+        let config = Config::parse(yaml, "yaml").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.members().unwrap().len(), 2);
+        assert_eq!(config.cluster.heartbeat_timeout, 3_000);
+
+        let fields = |c: &Config| match c.validate() {
+            Err(ConfigError::Invalid(errors)) => {
+                errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+            }
+            other => panic!("expected field errors, got {other:?}"),
+        };
+        let mut not_listed = config.clone();
+        not_listed.node_id = "hub-9".into();
+        assert_eq!(fields(&not_listed), ["cluster.members"]);
+        let mut no_listen = config.clone();
+        no_listen.cluster.peer_listen = None;
+        assert_eq!(fields(&no_listen), ["cluster.peerListen"]);
+        let mut bad = config.clone();
+        bad.cluster.members.push("hub-2".into());
+        bad.cluster.heartbeat_timeout = bad.cluster.heartbeat_interval;
+        assert_eq!(
+            fields(&bad),
+            ["cluster.members", "cluster.heartbeatTimeout"]
+        );
+        let mut listen_only = Config::default();
+        listen_only.cluster.peer_listen = config.cluster.peer_listen;
+        assert_eq!(fields(&listen_only), ["cluster.members"]);
+        // A single node serializes without a cluster section.
+        let json = serde_json::to_string(&Config::default()).unwrap();
+        assert!(!json.contains("cluster"), "{json}");
     }
 
     #[test]

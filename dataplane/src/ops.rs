@@ -164,7 +164,8 @@ pub trait HubOps: Send + Sync {
     async fn stats(&self) -> Result<HubStats, OpsError>;
 }
 
-/// [`HubOps`] on this node only.
+/// [`HubOps`] on this node's sockets. (On a cluster member, the hub's fan-out still carries
+/// its emits to the other nodes; [`crate::cluster::ClusterOps`] wraps it there.)
 #[derive(Clone)]
 pub struct LocalOps {
     hub: Hub,
@@ -186,6 +187,20 @@ impl LocalOps {
             None => Err(OpsError::UnknownNamespace(nsp.to_string())),
         }
     }
+}
+
+/// Refuses emits no node may send: no event name, or a reserved one.
+pub fn validate_emit(request: &EmitRequest) -> Result<(), OpsError> {
+    if request.event.is_empty() {
+        return Err(OpsError::Invalid("event name must not be empty".into()));
+    }
+    if crate::socketio::packet::RESERVED_EVENTS.contains(&request.event.as_str()) {
+        return Err(OpsError::Invalid(format!(
+            "{:?} is a reserved event name",
+            request.event
+        )));
+    }
+    Ok(())
 }
 
 /// A socket as `fetchSockets` reports it.
@@ -225,15 +240,7 @@ pub fn socket_info(socket: &Socket) -> SocketInfo {
 #[async_trait::async_trait]
 impl HubOps for LocalOps {
     async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError> {
-        if request.event.is_empty() {
-            return Err(OpsError::Invalid("event name must not be empty".into()));
-        }
-        if crate::socketio::packet::RESERVED_EVENTS.contains(&request.event.as_str()) {
-            return Err(OpsError::Invalid(format!(
-                "{:?} is a reserved event name",
-                request.event
-            )));
-        }
+        validate_emit(&request)?;
         let Some(ns) = self.namespace(nsp)? else {
             return Ok(EmitOutcome {
                 recipients: 0,

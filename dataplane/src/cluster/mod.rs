@@ -1,10 +1,18 @@
-//! The cluster layer: membership, room ownership and the room directory, and (to come) the peer
+//! The cluster layer: membership, room ownership and the room directory, and the peer
 //! links that make many nodes behave as one Socket.IO server.
 
+pub mod broadcast;
 pub mod directory;
 pub mod membership;
+pub mod node;
+pub mod ops;
+pub mod peer;
+pub mod proto;
 pub mod ring;
 
 pub use directory::{Directory, Targets};
-pub use membership::{Discovery, Members, StaticDiscovery};
+pub use membership::{Discovery, Members, MembersError, StaticDiscovery};
+pub use node::Cluster;
+pub use ops::ClusterOps;
+pub use peer::{LinkSettings, Mesh};
 pub use ring::Ring;

@@ -10,7 +10,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::connection::Connection;
 use super::handler::Handler;
-use super::namespace::{Namespace, NamespaceLimits};
+use super::namespace::{event_frames, Fanout, FanoutCell, Namespace, NamespaceLimits};
+use super::{Payload, Selector};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{
@@ -43,6 +44,7 @@ pub(crate) struct HubInner {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     limits: NamespaceLimits,
     connect_deadlines: Arc<ConnectDeadlines>,
+    fanout: FanoutCell,
 }
 
 /// Sessions that must join a namespace before a deadline. Every session gets the same
@@ -117,7 +119,9 @@ impl HubInner {
         self.namespaces
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| Namespace::new(name, self.limits, self.handler.clone()))
+            .or_insert_with(|| {
+                Namespace::new(name, self.limits, self.handler.clone(), self.fanout.clone())
+            })
             .clone()
     }
 }
@@ -149,6 +153,7 @@ impl Hub {
             namespaces: RwLock::new(HashMap::new()),
             limits,
             connect_deadlines: Arc::new(ConnectDeadlines::default()),
+            fanout: FanoutCell::default(),
         });
         for ns in &inner.config.socketio.namespaces {
             if !ns.name.contains('*') {
@@ -172,6 +177,33 @@ impl Hub {
         let mut all: Vec<_> = self.inner.namespaces.read().values().cloned().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
+    }
+
+    /// Makes every broadcast of this hub reach other nodes through `fanout` (the cluster's
+    /// peer links). Set once; returns false when a fan-out was already set.
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) -> bool {
+        self.inner.fanout.set(fanout).is_ok()
+    }
+
+    /// Emits an event to the sockets `selector` picks in namespace `nsp`, on every node of
+    /// the cluster. A namespace no client opened on this node yet has no local sockets, but
+    /// other nodes may have some, so the event is still forwarded. Returns how many sockets
+    /// of this node it was queued for.
+    pub fn broadcast(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        volatile: bool,
+    ) -> usize {
+        if let Some(ns) = self.of(nsp) {
+            return ns.broadcast(selector, event, payload, volatile);
+        }
+        if let Some(fanout) = self.inner.fanout.get() {
+            fanout.forward(nsp, selector, &event_frames(nsp, event, payload), volatile);
+        }
+        0
     }
 
     /// What the engine calls to create the Socket.IO side of each new session.

@@ -12,6 +12,6 @@ pub use handler::{
     AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler,
 };
 pub use hub::Hub;
-pub use namespace::{BroadcastAcks, Namespace, Selector};
+pub use namespace::{BroadcastAcks, Fanout, Namespace, Selector};
 pub use payload::Payload;
 pub use socket::{AckReply, Socket, SocketError};

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -13,7 +13,20 @@ use super::handler::Handler;
 use super::packet;
 use super::payload::Payload;
 use super::socket::{packet_frames, AckReply, AckWaiter, Socket, SocketError};
-use crate::engine::{CloseReason, OutboxLimits, PushOutcome, Session};
+use crate::engine::{CloseReason, Frame, OutboxLimits, PushOutcome, Session};
+
+/// Where a broadcast goes beyond this node: the cluster's peer links. A node that is not
+/// part of a cluster has none, and its broadcasts stay local.
+pub trait Fanout: Send + Sync {
+    /// Sends an already encoded broadcast (`frames`: the packet text, then its binary
+    /// attachments) to every other node, which delivers it to its own sockets in `nsp`
+    /// that `selector` picks. Never blocks: a link that cannot take it drops it (and logs).
+    fn forward(&self, nsp: &str, selector: &Selector, frames: &[Frame], volatile: bool);
+}
+
+/// The hub's fan-out, shared by all its namespaces. Set once, after the hub exists (the
+/// cluster is started with a handle on the hub), so it sits in a cell every namespace reads.
+pub(super) type FanoutCell = Arc<OnceLock<Arc<dyn Fanout>>>;
 
 /// Which sockets an operation applies to: those in any of `rooms` (all sockets when
 /// empty) and in none of `except`. A socket id is also a room holding just that socket.
@@ -109,16 +122,23 @@ pub struct Namespace {
     next_ack: AtomicU64,
     limits: NamespaceLimits,
     handler: Arc<dyn Handler>,
+    fanout: FanoutCell,
 }
 
 impl Namespace {
-    pub(super) fn new(name: &str, limits: NamespaceLimits, handler: Arc<dyn Handler>) -> Arc<Self> {
+    pub(super) fn new(
+        name: &str,
+        limits: NamespaceLimits,
+        handler: Arc<dyn Handler>,
+        fanout: FanoutCell,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name: Arc::from(name),
             state: RwLock::new(State::default()),
             next_ack: AtomicU64::new(0),
             limits,
             handler,
+            fanout,
         })
     }
 
@@ -231,8 +251,10 @@ impl Namespace {
         rooms
     }
 
-    /// Emits an event to every selected socket. The packet is encoded once and every
-    /// recipient queues the same frames. Returns how many sockets it was queued for.
+    /// Emits an event to every selected socket, on this node and, when the hub is part of a
+    /// cluster, on every other node. The packet is encoded once: every local recipient queues
+    /// the same frames and peers receive those frames, not the event to re-encode. Returns
+    /// how many sockets of this node it was queued for.
     pub fn broadcast(
         &self,
         selector: &Selector,
@@ -240,21 +262,24 @@ impl Namespace {
         payload: &Payload,
         volatile: bool,
     ) -> usize {
-        let text = packet::encode_event(
-            &self.name,
-            event,
-            &payload.args,
-            payload.attachments.len(),
-            None,
-        );
-        let frames = packet_frames(text, payload);
+        let frames = event_frames(&self.name, event, payload);
+        if let Some(fanout) = self.fanout.get() {
+            fanout.forward(&self.name, selector, &frames, volatile);
+        }
+        self.deliver(selector, &frames, volatile)
+    }
+
+    /// Queues already encoded frames for every selected socket of this node only (a
+    /// broadcast that arrived from a peer, or the local part of [`Namespace::broadcast`]).
+    /// Returns how many sockets it was queued for.
+    pub fn deliver(&self, selector: &Selector, frames: &[Frame], volatile: bool) -> usize {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         self.state.read().for_each(selector, |socket| {
             match socket
                 .session
                 .outbox
-                .push(&frames, volatile, self.limits.outbox)
+                .push(frames, volatile, self.limits.outbox)
             {
                 PushOutcome::Queued => delivered += 1,
                 PushOutcome::Overflow => overflowed.push(socket.session.clone()),
@@ -368,6 +393,12 @@ impl Namespace {
         }
         sockets.len()
     }
+}
+
+/// The frames of an EVENT packet without ack id: its text, then its binary attachments.
+pub(super) fn event_frames(nsp: &str, event: &str, payload: &Payload) -> Vec<Frame> {
+    let text = packet::encode_event(nsp, event, &payload.args, payload.attachments.len(), None);
+    packet_frames(text, payload)
 }
 
 fn close_slow_consumers(sessions: Vec<Arc<Session>>) {

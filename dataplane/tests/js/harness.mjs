@@ -56,18 +56,18 @@ export function binaryPath(bin) {
 }
 
 /**
- * Spawns a server binary with `--listen 127.0.0.1:0` plus `args`, waits for its
- * `listening on http://IP:PORT` stdout line and returns { url, host, port, proc, stop(),
- * stderr(), assertHealthy() }.
+ * Spawns a server binary with `--listen LISTEN` (default 127.0.0.1:0) plus `args`, waits for
+ * its `listening on http://IP:PORT` stdout line and returns { url, host, port, proc, stop(),
+ * stdout(), stderr(), assertHealthy() }.
  */
-export async function startServer({ bin = "testkit", args = [], env = {} } = {}) {
+export async function startServer({ bin = "testkit", args = [], env = {}, listen = "127.0.0.1:0" } = {}) {
   const exe = binaryPath(bin);
   try {
     await access(exe, constants.X_OK);
   } catch {
     throw new Error(`server binary not found or not executable: ${exe} (build it first)`);
   }
-  const fullArgs = ["--listen", "127.0.0.1:0", ...args];
+  const fullArgs = ["--listen", listen, ...args];
   const proc = spawn(exe, fullArgs, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { RUST_BACKTRACE: "1", ...process.env, ...env },
@@ -117,6 +117,7 @@ export async function startServer({ bin = "testkit", args = [], env = {} } = {})
       const m = READY_RE.exec(stdoutBuf);
       if (m) {
         clearTimeout(timer);
+        proc.stdout.off("data", onData);
         resolve({ host: m[1], port: Number(m[2]) });
       }
     };
@@ -130,8 +131,11 @@ export async function startServer({ bin = "testkit", args = [], env = {} } = {})
       reject(new Error(describeFailure(`failed to spawn server: ${err.message}`)));
     });
   });
-  // keep draining stdout so the child never blocks on a full pipe
-  proc.stdout.on("data", () => {});
+  // keep draining stdout so the child never blocks on a full pipe (and keep its tail)
+  proc.stdout.on("data", (chunk) => {
+    stdoutBuf += chunk;
+    if (stdoutBuf.length > STDERR_KEEP) stdoutBuf = stdoutBuf.slice(-STDERR_KEEP);
+  });
 
   const url = `http://${ready.host}:${ready.port}`;
   return {
@@ -141,6 +145,7 @@ export async function startServer({ bin = "testkit", args = [], env = {} } = {})
     host: ready.host,
     port: ready.port,
     proc,
+    stdout: () => stdoutBuf,
     stderr: () => stderrBuf,
     get exited() {
       return exited;

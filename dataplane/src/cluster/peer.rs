@@ -1,0 +1,701 @@
+//! Peer links: one long-lived gRPC bidirectional stream per pair of members.
+//!
+//! Of each pair, the member whose id sorts first dials (and re-dials, with exponential
+//! backoff) and the other accepts on its peer listener; both directions then share the one
+//! stream. What a node sends to a peer goes through that peer's bounded queue; one writer
+//! per link drains it into batches (many messages per HTTP/2 frame), so a broadcast costs
+//! one network copy per destination node however many recipients it has there.
+//!
+//! Liveness: a side that has sent nothing for `heartbeat_interval` sends a heartbeat, and a
+//! side that has heard nothing for `heartbeat_timeout` drops the link. A peer whose link is
+//! down is out of routing: nothing is queued for it, and what was queued is discarded. So a
+//! dead peer stops receiving traffic at once when its connection breaks (process exit, RST)
+//! and at most `heartbeat_timeout` after its last message when it goes silent (partition,
+//! hung process).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::AbortHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::peer_client::PeerClient;
+use super::proto::peer_server::{Peer as PeerService, PeerServer};
+use super::proto::{self as pb, message::Kind};
+use super::Members;
+
+/// Largest gRPC message accepted or sent. One broadcast may carry a client message of up
+/// to `engine.maxHttpBufferSize` (at most 256 MiB), and a batch holds whole messages.
+const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+/// A batch is closed once it holds this many messages or bytes (or the queue is empty).
+const BATCH_MESSAGES: usize = 512;
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Batches in flight between a link's writer and HTTP/2; HTTP/2 flow control pushes back
+/// through this small channel to the peer's queue.
+const STREAM_DEPTH: usize = 4;
+/// Dial backoff: doubles from the minimum up to the maximum, with jitter, and starts over
+/// after a link that stayed up for `BACKOFF_RESET`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Timing and sizing of peer links.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Messages queued per peer before new ones are dropped.
+    pub queue: usize,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(3),
+            queue: 16 * 1024,
+        }
+    }
+}
+
+/// Errors of the peer layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("this node ({0:?}) is not in the member list")]
+    NotAMember(String),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What this node does with the messages its peers send (other than link upkeep).
+pub trait Inbound: Send + Sync + 'static {
+    fn receive(&self, from: &str, message: Kind);
+}
+
+/// One other member and the state of the link to it.
+struct Peer {
+    id: String,
+    addr: SocketAddr,
+    tx: mpsc::Sender<pb::Message>,
+    /// Held by the link's writer for as long as the link lives.
+    rx: tokio::sync::Mutex<mpsc::Receiver<pb::Message>>,
+    /// In routing: a link is up.
+    up: AtomicBool,
+    /// Bumped by every new link; a link only cleans up after itself while it is current.
+    generation: AtomicU64,
+    link: Mutex<Option<AbortHandle>>,
+    dropped: AtomicU64,
+    /// Set on the first drop of an overload, cleared on the next successful send, so an
+    /// overload logs twice (start, end) instead of once per message.
+    overloaded: AtomicBool,
+}
+
+/// This node's links to every other member.
+pub struct Mesh {
+    me: String,
+    peers: BTreeMap<String, Arc<Peer>>,
+    settings: LinkSettings,
+    inbound: Arc<dyn Inbound>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Mesh {
+    /// The links of member `me` to the other `members` (none is opened yet: see
+    /// [`Mesh::start`]).
+    pub fn new(
+        me: &str,
+        members: &Members,
+        settings: LinkSettings,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<Arc<Self>, PeerError> {
+        if members.addr(me).is_none() {
+            return Err(PeerError::NotAMember(me.to_string()));
+        }
+        let peers = members
+            .ids()
+            .filter(|id| *id != me)
+            .filter_map(|id| {
+                let addr = members.addr(id)?;
+                let (tx, rx) = mpsc::channel(settings.queue.max(1));
+                Some((
+                    id.to_string(),
+                    Arc::new(Peer {
+                        id: id.to_string(),
+                        addr,
+                        tx,
+                        rx: tokio::sync::Mutex::new(rx),
+                        up: AtomicBool::new(false),
+                        generation: AtomicU64::new(0),
+                        link: Mutex::new(None),
+                        dropped: AtomicU64::new(0),
+                        overloaded: AtomicBool::new(false),
+                    }),
+                ))
+            })
+            .collect();
+        Ok(Arc::new(Self {
+            me: me.to_string(),
+            peers,
+            settings,
+            inbound,
+            tasks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Binds the peer listener on `listen`, serves it, and dials every peer this node is
+    /// the dialer for. Returns the bound address.
+    pub async fn start(self: &Arc<Self>, listen: SocketAddr) -> Result<SocketAddr, PeerError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| PeerError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| PeerError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let service = PeerServer::new(Acceptor(self.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let server = tokio::spawn(async move {
+            if let Err(error) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(%error, "peer listener failed");
+            }
+        });
+        let mut tasks = vec![server.abort_handle()];
+        for peer in self.peers.values().filter(|p| self.dials(&p.id)) {
+            let dialer = tokio::spawn(self.clone().dial_loop(peer.clone()));
+            tasks.push(dialer.abort_handle());
+        }
+        self.tasks.lock().extend(tasks);
+        Ok(addr)
+    }
+
+    /// Closes every link and stops listening and dialing.
+    pub fn close(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        for peer in self.peers.values() {
+            peer.up.store(false, Ordering::Release);
+            if let Some(link) = peer.link.lock().take() {
+                link.abort();
+            }
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether this node dials `peer` (the member whose id sorts first does).
+    fn dials(&self, peer: &str) -> bool {
+        self.me.as_str() < peer
+    }
+
+    /// Peers whose link is up (in routing).
+    pub fn connected(&self) -> Vec<String> {
+        self.peers
+            .values()
+            .filter(|p| p.up.load(Ordering::Acquire))
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Messages dropped so far because a peer's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.peers
+            .values()
+            .map(|p| p.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Queues `message` for every peer in routing. Never waits: a peer whose queue is full
+    /// does not get it (its link cannot keep up; the drop is counted and logged).
+    pub fn send_all(&self, message: &pb::Message, volatile: bool) {
+        for peer in self.peers.values() {
+            if !peer.up.load(Ordering::Acquire) {
+                continue;
+            }
+            match peer.tx.try_send(message.clone()) {
+                Ok(()) => {
+                    if peer.overloaded.load(Ordering::Relaxed)
+                        && peer.overloaded.swap(false, Ordering::Relaxed)
+                    {
+                        tracing::info!(
+                            peer = %peer.id,
+                            dropped_total = peer.dropped.load(Ordering::Relaxed),
+                            "peer link keeps up again"
+                        );
+                    }
+                }
+                Err(TrySendError::Full(_)) => {
+                    peer.dropped.fetch_add(1, Ordering::Relaxed);
+                    if !peer.overloaded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            peer = %peer.id,
+                            volatile,
+                            queue = self.settings.queue,
+                            "peer link queue full: dropping broadcasts to this peer"
+                        );
+                    }
+                }
+                // The queue lives as long as the peer: only possible while closing.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Re-dials `peer` for as long as the mesh lives.
+    async fn dial_loop(self: Arc<Self>, peer: Arc<Peer>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failures = 0u32;
+        loop {
+            match self.dial(&peer).await {
+                Ok((inbound, out)) => {
+                    failures = 0;
+                    let started = Instant::now();
+                    let link = self.attach(&peer, inbound, out, false);
+                    // The link task ends when the link breaks (or is replaced or aborted).
+                    let _ = link.await;
+                    if started.elapsed() >= BACKOFF_RESET {
+                        backoff = BACKOFF_MIN;
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    // The first failure after a link was up is news; the retries are not.
+                    if failures == 1 {
+                        tracing::info!(peer = %peer.id, addr = %peer.addr, %error, "cannot reach peer; retrying with backoff");
+                    } else {
+                        tracing::debug!(peer = %peer.id, addr = %peer.addr, %error, failures, "peer dial failed");
+                    }
+                }
+            }
+            let jitter = rand::thread_rng().gen_range(0.5..1.0);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Opens the link stream to `peer`. The Hello is queued before the call: the acceptor
+    /// reads it before it answers, and the answer is what the call waits for.
+    async fn dial(
+        &self,
+        peer: &Peer,
+    ) -> Result<
+        (Streaming<pb::Batch>, mpsc::Sender<pb::Batch>),
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
+        let channel = Endpoint::from_shared(format!("http://{}", peer.addr))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (out, rx) = mpsc::channel(STREAM_DEPTH);
+        out.try_send(pb::Batch {
+            messages: vec![pb::Message::hello(&self.me)],
+        })?;
+        let response = tokio::time::timeout(
+            self.settings.heartbeat_timeout,
+            client.link(ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| "peer did not answer the link request in time")??;
+        Ok((response.into_inner(), out))
+    }
+
+    /// Runs a new link to `peer` on its own task, replacing any previous one.
+    fn attach(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        inbound: Streaming<pb::Batch>,
+        out: mpsc::Sender<pb::Batch>,
+        send_hello: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let generation = peer.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let task =
+            tokio::spawn(
+                self.clone()
+                    .run_link(peer.clone(), generation, inbound, out, send_hello),
+            );
+        if let Some(old) = peer.link.lock().replace(task.abort_handle()) {
+            old.abort();
+        }
+        task
+    }
+
+    async fn run_link(
+        self: Arc<Self>,
+        peer: Arc<Peer>,
+        generation: u64,
+        mut inbound: Streaming<pb::Batch>,
+        out: mpsc::Sender<pb::Batch>,
+        send_hello: bool,
+    ) {
+        // Waits for a link this one replaces to be aborted and let go of the queue.
+        let mut queue = peer.rx.lock().await;
+        if peer.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        // Whatever was queued while no link was up is stale: peers out of routing get nothing.
+        while queue.try_recv().is_ok() {}
+        peer.up.store(true, Ordering::Release);
+        tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
+
+        let settings = self.settings;
+        let writer = async {
+            if send_hello
+                && out
+                    .send(pb::Batch {
+                        messages: vec![pb::Message::hello(&self.me)],
+                    })
+                    .await
+                    .is_err()
+            {
+                return "stream closed";
+            }
+            let mut seq = 0u64;
+            loop {
+                let batch = match tokio::time::timeout(settings.heartbeat_interval, queue.recv())
+                    .await
+                {
+                    Ok(Some(first)) => collect_batch(first, &mut queue),
+                    Ok(None) => return "mesh closed",
+                    Err(_) => {
+                        seq += 1;
+                        pb::Batch {
+                            messages: vec![pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq }))],
+                        }
+                    }
+                };
+                if out.send(batch).await.is_err() {
+                    return "stream closed";
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                match tokio::time::timeout(settings.heartbeat_timeout, inbound.message()).await {
+                    Err(_) => return "heartbeat timeout".to_string(),
+                    Ok(Ok(None)) => return "closed by peer".to_string(),
+                    Ok(Err(status)) => return format!("stream error: {}", status.message()),
+                    Ok(Ok(Some(batch))) => {
+                        for message in batch.messages {
+                            match message.kind {
+                                Some(Kind::Hello(hello)) if hello.member != peer.id => {
+                                    return format!(
+                                        "the peer at {} says it is {:?}",
+                                        peer.addr, hello.member
+                                    );
+                                }
+                                Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
+                                Some(kind) => self.inbound.receive(&peer.id, kind),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let reason = tokio::select! {
+            reason = writer => reason.to_string(),
+            reason = reader => reason,
+        };
+        if peer.generation.load(Ordering::Acquire) == generation {
+            peer.up.store(false, Ordering::Release);
+            let mut discarded = 0usize;
+            while queue.try_recv().is_ok() {
+                discarded += 1;
+            }
+            tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
+        }
+    }
+}
+
+/// `first` plus whatever else is queued, up to the batch limits.
+fn collect_batch(first: pb::Message, queue: &mut mpsc::Receiver<pb::Message>) -> pb::Batch {
+    use prost::Message as _;
+    let mut bytes = first.encoded_len();
+    let mut messages = vec![first];
+    while messages.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+        match queue.try_recv() {
+            Ok(message) => {
+                bytes += message.encoded_len();
+                messages.push(message);
+            }
+            Err(_) => break,
+        }
+    }
+    pb::Batch { messages }
+}
+
+/// The gRPC service: accepts the links of the members that dial this node.
+struct Acceptor(Arc<Mesh>);
+
+type LinkStream = Pin<Box<dyn Stream<Item = Result<pb::Batch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PeerService for Acceptor {
+    type LinkStream = LinkStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<pb::Batch>>,
+    ) -> Result<Response<LinkStream>, Status> {
+        let mesh = &self.0;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(mesh.settings.heartbeat_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello"))??
+            .ok_or_else(|| Status::cancelled("closed before hello"))?;
+        let mut messages = first.messages.into_iter();
+        let Some(Kind::Hello(hello)) = messages.next().and_then(|m| m.kind) else {
+            return Err(Status::invalid_argument(
+                "the first message must be a hello",
+            ));
+        };
+        let Some(peer) = mesh.peers.get(&hello.member) else {
+            tracing::warn!(member = %hello.member, "link from a node that is not a member refused");
+            return Err(Status::permission_denied("not a member of this cluster"));
+        };
+        if mesh.dials(&peer.id) {
+            // Both sides would dial each other: the member lists disagree on the ids.
+            return Err(Status::failed_precondition(
+                "the member whose id sorts first dials",
+            ));
+        }
+        for kind in messages.filter_map(|m| m.kind) {
+            mesh.inbound.receive(&peer.id, kind);
+        }
+        let (out, rx) = mpsc::channel(STREAM_DEPTH);
+        mesh.attach(peer, inbound, out, true);
+        let stream = ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it receives.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Kind)>>);
+
+    impl Inbound for Recorder {
+        fn receive(&self, from: &str, message: Kind) {
+            self.0.lock().push((from.to_string(), message));
+        }
+    }
+
+    fn free_port(ip: [u8; 4]) -> SocketAddr {
+        let l = std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
+        l.local_addr().unwrap()
+    }
+
+    fn broadcast(n: u64) -> pb::Message {
+        pb::Message::of(Kind::Broadcast(pb::Broadcast {
+            namespace: "/".into(),
+            packet: bytes::Bytes::from(format!("2[\"n\",{n}]")),
+            ..Default::default()
+        }))
+    }
+
+    fn fast() -> LinkSettings {
+        LinkSettings {
+            heartbeat_interval: Duration::from_millis(50),
+            heartbeat_timeout: Duration::from_millis(200),
+            queue: 1024,
+        }
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    struct Node {
+        mesh: Arc<Mesh>,
+        got: Arc<Recorder>,
+    }
+
+    async fn cluster(n: usize, settings: LinkSettings) -> (Members, Vec<Node>) {
+        let mut members = Members::new();
+        for i in 0..n {
+            members.insert(format!("n{i}"), free_port([127, 0, 0, 1]));
+        }
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let got = Arc::new(Recorder::default());
+            let id = format!("n{i}");
+            let mesh = Mesh::new(&id, &members, settings, got.clone()).unwrap();
+            mesh.start(members.addr(&id).unwrap()).await.unwrap();
+            nodes.push(Node { mesh, got });
+        }
+        (members, nodes)
+    }
+
+    fn received(node: &Node) -> Vec<(String, String)> {
+        node.got
+            .0
+            .lock()
+            .iter()
+            .filter_map(|(from, kind)| match kind {
+                Kind::Broadcast(b) => Some((
+                    from.clone(),
+                    String::from_utf8_lossy(&b.packet).into_owned(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_pair_links_and_broadcasts_arrive_once_in_order() {
+        let (_, nodes) = cluster(3, fast()).await;
+        for node in &nodes {
+            wait_for("links", || node.mesh.connected().len() == 2).await;
+        }
+        for n in 0..100 {
+            nodes[0].mesh.send_all(&broadcast(n), false);
+        }
+        nodes[2].mesh.send_all(&broadcast(1000), false);
+        let expected: Vec<_> = (0..100)
+            .map(|n| ("n0".to_string(), format!("2[\"n\",{n}]")))
+            .collect();
+        wait_for("delivery", || received(&nodes[1]).len() == 101).await;
+        let at1 = received(&nodes[1]);
+        assert_eq!(
+            at1.iter()
+                .filter(|(f, _)| f == "n0")
+                .cloned()
+                .collect::<Vec<_>>(),
+            expected
+        );
+        wait_for("delivery", || received(&nodes[2]).len() == 100).await;
+        assert_eq!(received(&nodes[2]), expected);
+        wait_for("delivery", || received(&nodes[0]).len() == 1).await;
+        // Heartbeats keep quiet links up; nothing is delivered twice.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(received(&nodes[2]).len(), 100);
+        assert_eq!(nodes[0].mesh.connected(), ["n1", "n2"]);
+        for node in &nodes {
+            node.mesh.close();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_peer_leaves_routing_and_a_restarted_one_comes_back() {
+        let settings = fast();
+        let (members, mut nodes) = cluster(2, settings).await;
+        wait_for("link", || nodes[0].mesh.connected() == ["n1"]).await;
+        // n1 dies: n0 drops it from routing within the heartbeat timeout.
+        let dead = nodes.pop().unwrap();
+        dead.mesh.close();
+        let t = Instant::now();
+        wait_for("peer down", || nodes[0].mesh.connected().is_empty()).await;
+        assert!(t.elapsed() <= settings.heartbeat_timeout + Duration::from_millis(500));
+        // Nothing is queued for a peer out of routing.
+        nodes[0].mesh.send_all(&broadcast(1), false);
+        // n1 comes back on the same address (once the aborted listener is gone): n0 re-dials it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = Arc::new(Recorder::default());
+        let mesh = Mesh::new("n1", &members, settings, got.clone()).unwrap();
+        mesh.start(members.addr("n1").unwrap()).await.unwrap();
+        let back = Node { mesh, got };
+        wait_for("relink", || nodes[0].mesh.connected() == ["n1"]).await;
+        wait_for("relink", || back.mesh.connected() == ["n0"]).await;
+        nodes[0].mesh.send_all(&broadcast(2), false);
+        wait_for("delivery", || received(&back).len() == 1).await;
+        assert_eq!(
+            received(&back),
+            [("n0".to_string(), "2[\"n\",2]".to_string())]
+        );
+        back.mesh.close();
+        nodes[0].mesh.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_never_answers_never_enters_routing() {
+        // A "peer" that accepts TCP but never speaks gRPC: the dial times out, so no link.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", silent.local_addr().unwrap());
+        let got = Arc::new(Recorder::default());
+        let mesh = Mesh::new("a", &members, fast(), got).unwrap();
+        mesh.start(members.addr("a").unwrap()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(mesh.connected().is_empty());
+        mesh.close();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let settings = LinkSettings { queue: 2, ..fast() };
+        let mesh = Mesh::new("a", &members, settings, Arc::new(Recorder::default())).unwrap();
+        // Pretend the link is up but its writer is stuck: the queue fills, then drops.
+        let peer = mesh.peers["b"].clone();
+        peer.up.store(true, Ordering::Release);
+        for n in 0..5 {
+            mesh.send_all(&broadcast(n), n % 2 == 0);
+        }
+        assert_eq!(mesh.dropped(), 3);
+        assert!(peer.overloaded.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_node_must_be_a_member() {
+        let members = Members::parse("a=127.0.0.1:1").unwrap();
+        assert!(matches!(
+            Mesh::new("b", &members, fast(), Arc::new(Recorder::default())),
+            Err(PeerError::NotAMember(_))
+        ));
+    }
+
+    #[test]
+    fn batches_respect_their_limits() {
+        let (tx, mut rx) = mpsc::channel(2048);
+        for n in 0..1000 {
+            tx.try_send(broadcast(n)).unwrap();
+        }
+        let first = collect_batch(broadcast(0), &mut rx);
+        assert_eq!(first.messages.len(), BATCH_MESSAGES);
+        let big = pb::Message::of(Kind::Broadcast(pb::Broadcast {
+            packet: bytes::Bytes::from(vec![b'x'; BATCH_BYTES]),
+            ..Default::default()
+        }));
+        assert_eq!(collect_batch(big, &mut rx).messages.len(), 1);
+    }
+}

@@ -1,0 +1,17 @@
+//! The generated types of `proto/peer.proto` (built by `build.rs` with protox, no `protoc`).
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+tonic::include_proto!("roomcast.peer.v1");
+
+impl Message {
+    pub fn of(kind: message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+
+    pub fn hello(member: &str) -> Self {
+        Self::of(message::Kind::Hello(Hello {
+            member: member.to_string(),
+        }))
+    }
+}

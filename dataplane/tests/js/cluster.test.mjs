@@ -1,0 +1,233 @@
+// A 3-node cluster of the real binary on loopback (127.0.0.11, .12, .13): clients on every
+// node, broadcasts from clients (`roomcast:emit` policies) and from the management API of one
+// node, every delivery counted exactly: each member once, non-members and the sender never.
+
+import { it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import {
+  writeConfig,
+  startServer,
+  ClientPool,
+  connected,
+  eventually,
+  sleep,
+  assertBytes,
+} from "./harness.mjs";
+
+const TOKEN = "cluster-test-token-0123456789abcdef";
+const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+const HEARTBEAT_TIMEOUT_MS = 1000;
+const pool = new ClientPool();
+let nodes = [];
+
+/** A peer port, the same on every node's own address. */
+const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
+
+async function startNode(i) {
+  const ip = IPS[i];
+  const config = writeConfig({
+    nodeId: `hub-${i}`,
+    socketio: {
+      namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
+    },
+    management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
+    cluster: {
+      peerListen: `${ip}:${PEER_PORT}`,
+      members: MEMBERS,
+      heartbeatInterval: 200,
+      heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
+    },
+  }, "roomcast-cluster-");
+  // The token file sits beside the config.
+  const tokenFile = path.join(path.dirname(config), "token");
+  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
+  const text = fs.readFileSync(config, "utf8").replace('"TOKEN_FILE"', JSON.stringify(tokenFile));
+  fs.writeFileSync(config, text);
+  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", config] });
+  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
+  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
+  assert.match(node.stdout(), new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${PEER_PORT}`));
+  return node;
+}
+
+async function api(node, method, route, body) {
+  const res = await fetch(node.api + route, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `${method} ${route}: ${text}`);
+  return JSON.parse(text);
+}
+
+const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
+
+before(async () => {
+  nodes = await Promise.all(IPS.map((_, i) => startNode(i)));
+  for (const node of nodes) {
+    await eventually(async () => (await linked(node)) === 3, 10_000, `${node.url} linked to both peers`);
+  }
+});
+afterEach(() => pool.closeAll());
+after(async () => {
+  pool.closeAll();
+  for (const node of nodes) node.assertHealthy("at the end of cluster tests");
+  await Promise.all(nodes.map((n) => n.stop()));
+});
+
+const call = (s, event, arg) => s.timeout(3000).emitWithAck(event, arg);
+
+/** Connects a client to a node (alternating transports) and joins rooms through policies. */
+async function member(node, rooms, transport = "websocket") {
+  const s = pool.io(node.url, { transports: [transport] });
+  await connected(s);
+  for (const room of rooms) assert.deepEqual(await call(s, "roomcast:join", room), { ok: true });
+  s.got = [];
+  s.onAny((event, ...args) => s.got.push([event, ...args]));
+  return s;
+}
+
+/** Clients on every node: two members of `room` each (websocket, polling), one outsider. */
+async function population(room) {
+  const members = [];
+  const outsiders = [];
+  for (const node of nodes) {
+    members.push(await member(node, [room], "websocket"));
+    members.push(await member(node, [room], "polling"));
+    outsiders.push(await member(node, [`${room}:outside`], "websocket"));
+  }
+  return { members, outsiders };
+}
+
+/** Waits until every socket in `expect` got its count of `event`, then checks nothing more came. */
+async function assertCounts(expect, event, what) {
+  const count = (s) => s.got.filter(([e]) => e === event).length;
+  await eventually(() => expect.every(([s, n]) => count(s) >= n), 5000, what).catch(() => {});
+  await sleep(300);
+  assert.deepEqual(
+    expect.map(([s]) => count(s)),
+    expect.map(([, n]) => n),
+    `${what}: deliveries per socket`,
+  );
+}
+
+it("links every node to every other", async () => {
+  for (const node of nodes) assert.equal(await linked(node), 3);
+});
+
+it("a client's roomcast:emit reaches every member on every node exactly once", async () => {
+  const { members, outsiders } = await population("room:1");
+  const [sender, ...others] = members;
+  const res = await call(sender, "roomcast:emit", { room: "room:1", event: "msg", args: ["hi", { n: 1 }] });
+  assert.equal(res.ok, true, JSON.stringify(res));
+  await assertCounts(
+    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
+    "msg",
+    "roomcast:emit from node 0",
+  );
+  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]]);
+
+  // From another node too, to a room its sender shares with members of two rooms.
+  const double = await member(nodes[2], ["room:1", "room:3"]);
+  const sender1 = members[2]; // on node 1
+  assert.deepEqual(await call(sender1, "roomcast:join", "room:3"), { ok: true });
+  await call(sender1, "roomcast:emit", { rooms: ["room:1", "room:3"], event: "both", args: [2] });
+  await assertCounts(
+    [
+      ...members.filter((s) => s !== sender1).map((s) => [s, 1]),
+      [sender1, 0],
+      [double, 1],
+      ...outsiders.map((s) => [s, 0]),
+    ],
+    "both",
+    "emit to two rooms from node 1",
+  );
+});
+
+it("the development relay's broadcasts reach the sender's rooms on every node", async () => {
+  const clients = [];
+  for (const node of nodes) {
+    for (const transport of ["websocket", "polling"]) {
+      const s = await member(node, [], transport);
+      assert.equal((await call(s, "join", "relay:1")).ok, true);
+      clients.push(s);
+    }
+  }
+  const outsider = await member(nodes[1], ["room:relay-outside"]);
+  const [sender, ...others] = clients;
+  assert.equal((await call(sender, "chat", "hello")).ok, true);
+  await assertCounts(
+    [...others.map((s) => [s, 1]), [sender, 0], [outsider, 0]],
+    "chat",
+    "relay broadcast",
+  );
+});
+
+it("binary attachments cross nodes", async () => {
+  const a = await member(nodes[0], ["room:bin"]);
+  const b = await member(nodes[1], ["room:bin"]);
+  const c = await member(nodes[2], ["room:bin"], "polling");
+  const got = new Promise((resolve) => c.once("blob", resolve));
+  const res = await call(a, "roomcast:emit", {
+    room: "room:bin",
+    event: "blob",
+    args: [Buffer.from([0, 1, 2, 255])],
+  });
+  assert.equal(res.ok, true, JSON.stringify(res));
+  assertBytes(await got, Buffer.from([0, 1, 2, 255]), "binary at node 2");
+  await assertCounts([[b, 1], [c, 1], [a, 0]], "blob", "binary emit");
+  assertBytes(b.got[0][1], Buffer.from([0, 1, 2, 255]), "binary at node 1");
+});
+
+it("a management API emit on one node reaches members on the others", async () => {
+  const { members, outsiders } = await population("room:4");
+  const out = await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", {
+    event: "news",
+    args: ["from the app"],
+    rooms: ["room:4"],
+  });
+  assert.equal(out.recipients, 2, "recipients counts this node's sockets");
+  await assertCounts(
+    [...members.map((s) => [s, 1]), ...outsiders.map((s) => [s, 0])],
+    "news",
+    "management emit to room:4",
+  );
+
+  // The whole namespace, except one room; and one socket on another node by its id.
+  await api(nodes[1], "POST", "/v1/namespaces/%2F/emit", { event: "all", except: ["room:4:outside"] });
+  await assertCounts(
+    [...members.map((s) => [s, 1]), ...outsiders.map((s) => [s, 0])],
+    "all",
+    "namespace emit except the outsiders' room",
+  );
+  const target = outsiders[2]; // on node 2
+  await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "dm", socketIds: [target.id] });
+  await assertCounts(
+    [...members.map((s) => [s, 0]), ...outsiders.map((s) => [s, s === target ? 1 : 0])],
+    "dm",
+    "emit to a socket id on another node",
+  );
+});
+
+it("a stopped node leaves routing within the heartbeat timeout and the rest go on", async () => {
+  const a = await member(nodes[0], ["room:9"]);
+  const b = await member(nodes[1], ["room:9"]);
+  await member(nodes[2], ["room:9"]);
+  nodes[2].proc.kill("SIGKILL");
+  const t0 = Date.now();
+  await eventually(async () => (await linked(nodes[0])) === 2 && (await linked(nodes[1])) === 2, 5000, "node 2 out of routing");
+  assert.ok(Date.now() - t0 <= HEARTBEAT_TIMEOUT_MS + 1000, `took ${Date.now() - t0} ms`);
+  await call(a, "roomcast:emit", { room: "room:9", event: "still", args: [] });
+  await assertCounts([[b, 1], [a, 0]], "still", "emit among the survivors");
+  // Restarted on the same addresses, it links again.
+  nodes[2] = await startNode(2);
+  await eventually(async () => (await linked(nodes[0])) === 3 && (await linked(nodes[2])) === 3, 10_000, "node 2 back");
+  const c = await member(nodes[2], ["room:9"]);
+  await call(a, "roomcast:emit", { room: "room:9", event: "again", args: [] });
+  await assertCounts([[b, 1], [c, 1], [a, 0]], "again", "emit after the restart");
+});
