@@ -46,14 +46,15 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
     let engine = server.engine().clone();
+    // The peer listener is bound here, so a taken address fails the start like the others.
+    let cluster = Cluster::start(&config, &hub).await?;
     server.set_metrics(MetricsSource {
         engine: engine.clone(),
         hub: hub.clone(),
         upstream: Some(upstream),
+        cluster: cluster.as_ref().map(|c| c.mesh().clone()),
     });
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
-    // The peer listener is bound here, so a taken address fails the start like the others.
-    let cluster = Cluster::start(&config, &hub).await?;
     let ops: Arc<dyn HubOps> = match &cluster {
         Some(cluster) => Arc::new(ClusterOps::new(local, hub, cluster.mesh().clone())),
         None => Arc::new(local),

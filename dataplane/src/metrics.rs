@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::cluster::Mesh;
 use crate::engine::Engine;
 use crate::socketio::Hub;
 use crate::upstream::UpstreamStats;
@@ -25,6 +26,8 @@ pub struct MetricsSource {
     pub engine: Arc<Engine>,
     pub hub: Hub,
     pub upstream: Option<Arc<UpstreamStats>>,
+    /// The peer links, on a cluster member.
+    pub cluster: Option<Arc<Mesh>>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -145,6 +148,44 @@ impl MetricsSource {
                 out,
                 "roomcast_upstream_latency_seconds_sum {:.6}",
                 load(&u.latency_micros_total) as f64 / 1e6
+            );
+        }
+        if let Some(mesh) = &self.cluster {
+            let m = mesh.stats();
+            metric(
+                &mut out,
+                "roomcast_peers",
+                "gauge",
+                "Other members of the cluster.",
+                &one(m.peers as u64),
+            );
+            metric(
+                &mut out,
+                "roomcast_peers_connected",
+                "gauge",
+                "Other members whose peer link is up (in routing).",
+                &one(m.connected as u64),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_messages_sent_total",
+                "counter",
+                "Messages (e.g. broadcasts) queued for peers, one per destination.",
+                &one(m.sent),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_messages_received_total",
+                "counter",
+                "Messages received from peers.",
+                &one(m.received),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_messages_dropped_total",
+                "counter",
+                "Messages not sent because a peer's queue was full.",
+                &one(m.dropped),
             );
         }
         out

@@ -14,5 +14,5 @@ pub use directory::{Directory, Targets};
 pub use membership::{Discovery, Members, MembersError, StaticDiscovery};
 pub use node::Cluster;
 pub use ops::ClusterOps;
-pub use peer::{LinkSettings, Mesh};
+pub use peer::{LinkSettings, Mesh, MeshStats};
 pub use ring::Ring;

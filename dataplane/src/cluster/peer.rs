@@ -113,6 +113,22 @@ pub struct Mesh {
     settings: LinkSettings,
     inbound: Arc<dyn Inbound>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Messages queued for peers and received from them (link upkeep not counted).
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// Counters of a mesh, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Other members.
+    pub peers: usize,
+    /// Other members whose link is up (in routing).
+    pub connected: usize,
+    pub sent: u64,
+    pub received: u64,
+    /// Messages not sent because a peer's queue was full.
+    pub dropped: u64,
 }
 
 impl Mesh {
@@ -155,6 +171,8 @@ impl Mesh {
             settings,
             inbound,
             tasks: Mutex::new(Vec::new()),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }))
     }
 
@@ -232,6 +250,20 @@ impl Mesh {
             .sum()
     }
 
+    pub fn stats(&self) -> MeshStats {
+        MeshStats {
+            peers: self.peers.len(),
+            connected: self
+                .peers
+                .values()
+                .filter(|p| p.up.load(Ordering::Acquire))
+                .count(),
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            dropped: self.dropped(),
+        }
+    }
+
     /// Queues `message` for every peer in routing. Never waits: a peer whose queue is full
     /// does not get it (its link cannot keep up; the drop is counted and logged).
     pub fn send_all(&self, message: &pb::Message, volatile: bool) {
@@ -241,6 +273,7 @@ impl Mesh {
             }
             match peer.tx.try_send(message.clone()) {
                 Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
                     if peer.overloaded.load(Ordering::Relaxed)
                         && peer.overloaded.swap(false, Ordering::Relaxed)
                     {
@@ -415,7 +448,10 @@ impl Mesh {
                                     );
                                 }
                                 Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
-                                Some(kind) => self.inbound.receive(&peer.id, kind),
+                                Some(kind) => {
+                                    self.received.fetch_add(1, Ordering::Relaxed);
+                                    self.inbound.receive(&peer.id, kind);
+                                }
                             }
                         }
                     }
@@ -490,6 +526,7 @@ impl PeerService for Acceptor {
             ));
         }
         for kind in messages.filter_map(|m| m.kind) {
+            mesh.received.fetch_add(1, Ordering::Relaxed);
             mesh.inbound.receive(&peer.id, kind);
         }
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
@@ -607,6 +644,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(received(&nodes[2]).len(), 100);
         assert_eq!(nodes[0].mesh.connected(), ["n1", "n2"]);
+        let stats = nodes[0].mesh.stats();
+        assert_eq!((stats.peers, stats.connected), (2, 2));
+        assert_eq!((stats.sent, stats.received, stats.dropped), (200, 1, 0));
         for node in &nodes {
             node.mesh.close();
         }

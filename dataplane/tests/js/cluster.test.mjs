@@ -116,8 +116,20 @@ async function assertCounts(expect, event, what) {
   );
 }
 
+/** A sample of the node's /metrics, as a number. */
+async function metric(node, name) {
+  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
+  assert.ok(m, `${name} in /metrics:\n${text}`);
+  return Number(m[1]);
+}
+
 it("links every node to every other", async () => {
-  for (const node of nodes) assert.equal(await linked(node), 3);
+  for (const node of nodes) {
+    assert.equal(await linked(node), 3);
+    assert.equal(await metric(node, "roomcast_peers"), 2);
+    assert.equal(await metric(node, "roomcast_peers_connected"), 2);
+  }
 });
 
 it("a client's roomcast:emit reaches every member on every node exactly once", async () => {
@@ -131,6 +143,12 @@ it("a client's roomcast:emit reaches every member on every node exactly once", a
     "roomcast:emit from node 0",
   );
   for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]]);
+  // One copy per destination node, whatever the number of recipients there (the first
+  // broadcast of this cluster: nothing else was sent before).
+  assert.equal(await metric(nodes[0], "roomcast_peer_messages_sent_total"), 2);
+  assert.equal(await metric(nodes[1], "roomcast_peer_messages_received_total"), 1);
+  assert.equal(await metric(nodes[2], "roomcast_peer_messages_received_total"), 1);
+  assert.equal(await metric(nodes[0], "roomcast_peer_messages_dropped_total"), 0);
 
   // From another node too, to a room its sender shares with members of two rooms.
   const double = await member(nodes[2], ["room:1", "room:3"]);
