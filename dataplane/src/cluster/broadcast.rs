@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::peer::{Inbound, Mesh};
+use super::peer::Mesh;
 use super::proto::{self as pb, message::Kind};
 use crate::engine::Frame;
 use crate::socketio::{Fanout, Hub, Selector};
@@ -53,24 +53,6 @@ pub fn to_message(
             })
             .collect(),
     })))
-}
-
-/// Delivers what peers send to this node's hub.
-pub struct HubInbound(pub Hub);
-
-impl Inbound for HubInbound {
-    fn receive(&self, from: &str, message: Kind) {
-        match message {
-            Kind::Broadcast(b) => {
-                deliver(&self.0, from, b);
-            }
-            // The room directory is not wired to the links yet.
-            Kind::RoomAnnounce(_) | Kind::Synced(_) => {
-                tracing::trace!(peer = from, "directory message ignored");
-            }
-            Kind::Hello(_) | Kind::Heartbeat(_) => {}
-        }
-    }
 }
 
 /// Queues a peer's broadcast for the local sockets it selects; returns how many.

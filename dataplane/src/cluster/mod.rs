@@ -3,12 +3,14 @@
 
 pub mod broadcast;
 pub mod directory;
+pub mod inbound;
 pub mod membership;
 pub mod node;
 pub mod ops;
 pub mod peer;
 pub mod proto;
 pub mod ring;
+pub mod sockets;
 
 pub use directory::{Directory, Targets};
 pub use membership::{Discovery, Members, MembersError, StaticDiscovery};

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::broadcast::{HubInbound, MeshFanout};
+use super::broadcast::MeshFanout;
+use super::inbound::HubInbound;
 use super::peer::{LinkSettings, Mesh};
 use crate::config::Config;
 use crate::socketio::Hub;

@@ -1,15 +1,18 @@
 //! [`HubOps`] of a node that is part of a cluster.
 //!
 //! Emits without acks reach every node: the event is encoded once here, delivered to this
-//! node's sockets and forwarded to every peer in routing. The other operations (emits with
-//! acks, socketsJoin/Leave, disconnectSockets, fetchSockets, rooms) still see this node's
-//! sockets only; they become cluster-wide as the peer protocol grows.
+//! node's sockets and forwarded to every peer in routing. socketsJoin/Leave and
+//! disconnectSockets run here and on every peer (fire and forget, as in Node's
+//! ClusterAdapter), so their counts are this node's. Emits with acks, fetchSockets and rooms
+//! still see this node's sockets only; they need answers from the peers, which the peer
+//! protocol does not carry yet.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::peer::Mesh;
+use super::sockets::{self, SocketsAction};
 use crate::ops::{
     validate_emit, EmitOutcome, EmitRequest, HubOps, HubStats, LocalOps, OpsError, RoomInfo,
     SocketInfo,
@@ -25,6 +28,13 @@ pub struct ClusterOps {
 impl ClusterOps {
     pub fn new(local: LocalOps, hub: Hub, mesh: Arc<Mesh>) -> Self {
         Self { local, hub, mesh }
+    }
+
+    /// Sends an operation on sockets to every peer (after it ran here, so an unknown
+    /// namespace is refused before anything leaves this node).
+    fn forward(&self, nsp: &str, selector: &Selector, action: SocketsAction) {
+        self.mesh
+            .send_all(&sockets::to_message(nsp, selector, action), false);
     }
 }
 
@@ -58,7 +68,9 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
-        self.local.sockets_join(nsp, selector, rooms).await
+        let matched = self.local.sockets_join(nsp, selector, rooms).await?;
+        self.forward(nsp, selector, SocketsAction::Join(rooms.to_vec()));
+        Ok(matched)
     }
 
     async fn sockets_leave(
@@ -67,7 +79,9 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
-        self.local.sockets_leave(nsp, selector, rooms).await
+        let matched = self.local.sockets_leave(nsp, selector, rooms).await?;
+        self.forward(nsp, selector, SocketsAction::Leave(rooms.to_vec()));
+        Ok(matched)
     }
 
     async fn disconnect_sockets(
@@ -76,7 +90,9 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         close: bool,
     ) -> Result<usize, OpsError> {
-        self.local.disconnect_sockets(nsp, selector, close).await
+        let matched = self.local.disconnect_sockets(nsp, selector, close).await?;
+        self.forward(nsp, selector, SocketsAction::Disconnect { close });
+        Ok(matched)
     }
 
     async fn fetch_sockets(

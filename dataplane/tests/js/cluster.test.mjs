@@ -232,6 +232,30 @@ it("a management API emit on one node reaches members on the others", async () =
   );
 });
 
+it("socketsJoin, socketsLeave and disconnectSockets on one node act on every node", async () => {
+  const a = await member(nodes[0], []);
+  const b = await member(nodes[1], [], "polling");
+  const c = await member(nodes[2], []);
+  const route = (what) => `/v1/namespaces/%2F/sockets/${what}`;
+  // Counts are the serving node's; the peers apply the operation to their own sockets.
+  assert.equal((await api(nodes[0], "POST", route("join"), { socketIds: [b.id, c.id], join: ["picked"] })).matched, 0);
+  // Sent after the join over the same links, so the joined sockets get it.
+  await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "picked", rooms: ["picked"] });
+  await assertCounts([[a, 0], [b, 1], [c, 1]], "picked", "emit after a remote join");
+  const rooms = await api(nodes[2], "GET", "/v1/namespaces/%2F/rooms");
+  assert.deepEqual(rooms.rooms.find((r) => r.name === "picked")?.members, 1, JSON.stringify(rooms));
+
+  await api(nodes[0], "POST", route("leave"), { rooms: ["picked"], leave: ["picked"] });
+  await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "left", rooms: ["picked"] });
+  await assertCounts([[a, 0], [b, 0], [c, 0]], "left", "emit after a remote leave");
+
+  const gone = new Promise((resolve) => c.once("disconnect", resolve));
+  await api(nodes[1], "POST", route("disconnect"), { socketIds: [c.id] });
+  assert.equal(await gone, "io server disconnect");
+  assert.equal(b.connected, true);
+  assert.equal(a.connected, true);
+});
+
 it("a stopped node leaves routing within the heartbeat timeout and the rest go on", async () => {
   const a = await member(nodes[0], ["room:9"]);
   const b = await member(nodes[1], ["room:9"]);
