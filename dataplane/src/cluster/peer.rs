@@ -83,6 +83,17 @@ pub enum PeerError {
     },
 }
 
+/// Why a dial did not produce a link (logged; the dialer retries).
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("link refused: {}", .0.message())]
+    Refused(#[from] Status),
+    #[error("no answer to the link request within the heartbeat timeout")]
+    NoAnswer,
+}
+
 /// What this node does with the messages its peers send (other than link upkeep).
 pub trait Inbound: Send + Sync + 'static {
     fn receive(&self, from: &str, message: Kind);
@@ -318,6 +329,7 @@ impl Mesh {
                     }
                 }
                 Err(error) => {
+                    let error = chain(&error);
                     failures += 1;
                     // The first failure after a link was up is news; the retries are not.
                     if failures == 1 {
@@ -338,10 +350,7 @@ impl Mesh {
     async fn dial(
         &self,
         peer: &Peer,
-    ) -> Result<
-        (Streaming<pb::Batch>, mpsc::Sender<pb::Batch>),
-        Box<dyn std::error::Error + Send + Sync>,
-    > {
+    ) -> Result<(Streaming<pb::Batch>, mpsc::Sender<pb::Batch>), DialError> {
         let channel = Endpoint::from_shared(format!("http://{}", peer.addr))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -350,16 +359,17 @@ impl Mesh {
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // A fresh channel with room for STREAM_DEPTH batches: the Hello always fits.
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
-        out.try_send(pb::Batch {
+        let _ = out.try_send(pb::Batch {
             messages: vec![pb::Message::hello(&self.me)],
-        })?;
+        });
         let response = tokio::time::timeout(
             self.settings.heartbeat_timeout,
             client.link(ReceiverStream::new(rx)),
         )
         .await
-        .map_err(|_| "peer did not answer the link request in time")??;
+        .map_err(|_| DialError::NoAnswer)??;
         Ok((response.into_inner(), out))
     }
 
@@ -471,6 +481,22 @@ impl Mesh {
             tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
         }
     }
+}
+
+/// An error with its sources, `a: b: c` (tonic's transport errors say little on their own).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        // Wrappers often repeat their source's text; say each part once.
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// `first` plus whatever else is queued, up to the batch limits.
@@ -722,6 +748,21 @@ mod tests {
             Mesh::new("b", &members, fast(), Arc::new(Recorder::default())),
             Err(PeerError::NotAMember(_))
         ));
+    }
+
+    #[test]
+    fn error_chains_say_each_part_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect error")]
+        struct Outer(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect: {0}")]
+        struct Top(#[source] Outer);
+        assert_eq!(
+            chain(&Top(Outer(io))),
+            "cannot connect: connect error: refused"
+        );
     }
 
     #[test]
