@@ -1,15 +1,15 @@
 //! What this node does with the messages its peers send: hands each to the hub.
 
 use super::peer::Inbound;
-use super::proto::message::Kind;
-use super::{broadcast, sockets};
+use super::proto::{self as pb, message::Kind};
+use super::{broadcast, queries, sockets};
 use crate::socketio::Hub;
 
 /// Applies peers' messages to this node's hub.
 pub struct HubInbound(pub Hub);
 
 impl Inbound for HubInbound {
-    fn receive(&self, from: &str, message: Kind) {
+    fn receive(&self, from: &str, message: Kind) -> Option<pb::Message> {
         match message {
             Kind::Broadcast(b) => {
                 broadcast::deliver(&self.0, from, b);
@@ -21,7 +21,10 @@ impl Inbound for HubInbound {
             Kind::RoomAnnounce(_) | Kind::Synced(_) => {
                 tracing::trace!(peer = from, "directory message ignored");
             }
-            Kind::Hello(_) | Kind::Heartbeat(_) => {}
+            Kind::Request(request) => return Some(queries::answer(&self.0, request)),
+            // Replies are matched to their requests by the mesh.
+            Kind::Hello(_) | Kind::Heartbeat(_) | Kind::Reply(_) => {}
         }
+        None
     }
 }

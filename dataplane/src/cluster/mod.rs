@@ -9,6 +9,7 @@ pub mod node;
 pub mod ops;
 pub mod peer;
 pub mod proto;
+pub mod queries;
 pub mod ring;
 pub mod sockets;
 

@@ -3,15 +3,16 @@
 //! Emits without acks reach every node: the event is encoded once here, delivered to this
 //! node's sockets and forwarded to every peer in routing. socketsJoin/Leave and
 //! disconnectSockets run here and on every peer (fire and forget, as in Node's
-//! ClusterAdapter), so their counts are this node's. Emits with acks, fetchSockets and rooms
-//! still see this node's sockets only; they need answers from the peers, which the peer
-//! protocol does not carry yet.
+//! ClusterAdapter), so their counts are this node's. fetchSockets and rooms ask every peer
+//! in routing and merge the answers (a peer that does not answer within the request timeout
+//! is left out, and logged). Emits with acks still see this node's sockets only.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::peer::Mesh;
+use super::queries;
 use super::sockets::{self, SocketsAction};
 use crate::ops::{
     validate_emit, EmitOutcome, EmitRequest, HubOps, HubStats, LocalOps, OpsError, RoomInfo,
@@ -100,11 +101,29 @@ impl HubOps for ClusterOps {
         nsp: &str,
         selector: &Selector,
     ) -> Result<Vec<SocketInfo>, OpsError> {
-        self.local.fetch_sockets(nsp, selector).await
+        let mut all = self.local.fetch_sockets(nsp, selector).await?;
+        let (replies, _) = self
+            .mesh
+            .ask_all(
+                |id| queries::fetch_sockets(id, nsp, selector),
+                self.mesh.request_timeout(),
+            )
+            .await;
+        all.extend(queries::parse_lists::<SocketInfo>(replies));
+        Ok(all)
     }
 
     async fn rooms(&self, nsp: &str) -> Result<Vec<RoomInfo>, OpsError> {
-        self.local.rooms(nsp).await
+        let local = self.local.rooms(nsp).await?;
+        let (replies, _) = self
+            .mesh
+            .ask_all(|id| queries::rooms(id, nsp), self.mesh.request_timeout())
+            .await;
+        Ok(queries::merge_rooms(
+            local
+                .into_iter()
+                .chain(queries::parse_lists::<RoomInfo>(replies)),
+        ))
     }
 
     /// This node's counters; `nodes` counts this node and the peers linked to it.

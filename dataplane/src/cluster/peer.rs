@@ -13,7 +13,7 @@
 //! and at most `heartbeat_timeout` after its last message when it goes silent (partition,
 //! hung process).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,9 +94,11 @@ enum DialError {
     NoAnswer,
 }
 
-/// What this node does with the messages its peers send (other than link upkeep).
+/// What this node does with the messages its peers send (other than link upkeep and
+/// replies to this node's requests).
 pub trait Inbound: Send + Sync + 'static {
-    fn receive(&self, from: &str, message: Kind);
+    /// Handles one message; what it returns is sent back to `from` (a request's reply).
+    fn receive(&self, from: &str, message: Kind) -> Option<pb::Message>;
 }
 
 /// One other member and the state of the link to it.
@@ -127,6 +129,9 @@ pub struct Mesh {
     /// Messages queued for peers and received from them (link upkeep not counted).
     sent: AtomicU64,
     received: AtomicU64,
+    /// Requests waiting for replies, by id.
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, pb::Reply)>>>,
+    next_request: AtomicU64,
 }
 
 /// Counters of a mesh, for `/metrics`.
@@ -184,6 +189,8 @@ impl Mesh {
             tasks: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
         }))
     }
 
@@ -279,36 +286,106 @@ impl Mesh {
     /// does not get it (its link cannot keep up; the drop is counted and logged).
     pub fn send_all(&self, message: &pb::Message, volatile: bool) {
         for peer in self.peers.values() {
-            if !peer.up.load(Ordering::Acquire) {
-                continue;
-            }
-            match peer.tx.try_send(message.clone()) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    if peer.overloaded.load(Ordering::Relaxed)
-                        && peer.overloaded.swap(false, Ordering::Relaxed)
-                    {
-                        tracing::info!(
-                            peer = %peer.id,
-                            dropped_total = peer.dropped.load(Ordering::Relaxed),
-                            "peer link keeps up again"
-                        );
-                    }
+            self.enqueue(peer, message.clone(), volatile);
+        }
+    }
+
+    /// Queues `message` for one peer if it is in routing; returns whether it was queued.
+    fn enqueue(&self, peer: &Peer, message: pb::Message, volatile: bool) -> bool {
+        if !peer.up.load(Ordering::Acquire) {
+            return false;
+        }
+        match peer.tx.try_send(message) {
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                if peer.overloaded.load(Ordering::Relaxed)
+                    && peer.overloaded.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(
+                        peer = %peer.id,
+                        dropped_total = peer.dropped.load(Ordering::Relaxed),
+                        "peer link keeps up again"
+                    );
                 }
-                Err(TrySendError::Full(_)) => {
-                    peer.dropped.fetch_add(1, Ordering::Relaxed);
-                    if !peer.overloaded.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            peer = %peer.id,
-                            volatile,
-                            queue = self.settings.queue,
-                            "peer link queue full: dropping broadcasts to this peer"
-                        );
-                    }
-                }
-                // The queue lives as long as the peer: only possible while closing.
-                Err(TrySendError::Closed(_)) => {}
+                true
             }
+            Err(TrySendError::Full(_)) => {
+                peer.dropped.fetch_add(1, Ordering::Relaxed);
+                if !peer.overloaded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        peer = %peer.id,
+                        volatile,
+                        queue = self.settings.queue,
+                        "peer link queue full: dropping messages to this peer"
+                    );
+                }
+                false
+            }
+            // The queue lives as long as the peer: only possible while closing.
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends the request `make(id)` to every peer in routing and gathers their replies,
+    /// until all of them answered or `timeout` passed. Returns the replies by peer, and
+    /// whether some peer did not answer in time (its link broke, or it is slow).
+    pub async fn ask_all(
+        &self,
+        make: impl Fn(u64) -> pb::Message,
+        timeout: Duration,
+    ) -> (Vec<(String, pb::Reply)>, bool) {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.pending.lock().insert(id, tx);
+        let message = make(id);
+        let expected = self
+            .peers
+            .values()
+            .filter(|peer| self.enqueue(peer, message.clone(), false))
+            .count();
+        let mut replies = Vec::with_capacity(expected);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        while replies.len() < expected {
+            tokio::select! {
+                reply = rx.recv() => match reply {
+                    Some(reply) => replies.push(reply),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        self.pending.lock().remove(&id);
+        let timed_out = replies.len() < expected;
+        if timed_out {
+            tracing::warn!(
+                id,
+                expected,
+                answered = replies.len(),
+                "peers did not all answer a request in time"
+            );
+        }
+        (replies, timed_out)
+    }
+
+    /// How long requests wait for peers: a live peer answers at once, and one that does not
+    /// answer within this is about to leave routing anyway.
+    pub fn request_timeout(&self) -> Duration {
+        self.settings.heartbeat_timeout
+    }
+
+    /// One message from `peer`, other than link upkeep.
+    fn handle(&self, peer: &Peer, kind: Kind) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let Kind::Reply(reply) = kind {
+            // Unknown ids are replies that came after their request gave up.
+            if let Some(waiter) = self.pending.lock().get(&reply.id) {
+                let _ = waiter.send((peer.id.clone(), reply));
+            }
+            return;
+        }
+        if let Some(answer) = self.inbound.receive(&peer.id, kind) {
+            self.enqueue(peer, answer, false);
         }
     }
 
@@ -458,10 +535,7 @@ impl Mesh {
                                     );
                                 }
                                 Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
-                                Some(kind) => {
-                                    self.received.fetch_add(1, Ordering::Relaxed);
-                                    self.inbound.receive(&peer.id, kind);
-                                }
+                                Some(kind) => self.handle(&peer, kind),
                             }
                         }
                     }
@@ -552,8 +626,7 @@ impl PeerService for Acceptor {
             ));
         }
         for kind in messages.filter_map(|m| m.kind) {
-            mesh.received.fetch_add(1, Ordering::Relaxed);
-            mesh.inbound.receive(&peer.id, kind);
+            mesh.handle(peer, kind);
         }
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
         mesh.attach(peer, inbound, out, true);
@@ -571,8 +644,17 @@ mod tests {
     struct Recorder(Mutex<Vec<(String, Kind)>>);
 
     impl Inbound for Recorder {
-        fn receive(&self, from: &str, message: Kind) {
+        fn receive(&self, from: &str, message: Kind) -> Option<pb::Message> {
+            // Answers requests with the receiver's own name.
+            let reply = match &message {
+                Kind::Request(r) => Some(pb::Message::of(Kind::Reply(pb::Reply {
+                    id: r.id,
+                    json: bytes::Bytes::from(format!("\"answer to {from}\"")),
+                }))),
+                _ => None,
+            };
             self.0.lock().push((from.to_string(), message));
+            reply
         }
     }
 
@@ -673,6 +755,27 @@ mod tests {
         let stats = nodes[0].mesh.stats();
         assert_eq!((stats.peers, stats.connected), (2, 2));
         assert_eq!((stats.sent, stats.received, stats.dropped), (200, 1, 0));
+        // Requests: every peer in routing answers once.
+        let (mut replies, timed_out) = nodes[1]
+            .mesh
+            .ask_all(
+                |id| pb::Message::of(Kind::Request(pb::Request { id, query: None })),
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(!timed_out);
+        replies.sort_by(|a, b| a.0.cmp(&b.0));
+        let answers: Vec<_> = replies
+            .iter()
+            .map(|(from, r)| (from.as_str(), String::from_utf8_lossy(&r.json).into_owned()))
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                ("n0", "\"answer to n1\"".to_string()),
+                ("n2", "\"answer to n1\"".to_string())
+            ]
+        );
         for node in &nodes {
             node.mesh.close();
         }

@@ -243,7 +243,7 @@ it("socketsJoin, socketsLeave and disconnectSockets on one node act on every nod
   await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "picked", rooms: ["picked"] });
   await assertCounts([[a, 0], [b, 1], [c, 1]], "picked", "emit after a remote join");
   const rooms = await api(nodes[2], "GET", "/v1/namespaces/%2F/rooms");
-  assert.deepEqual(rooms.rooms.find((r) => r.name === "picked")?.members, 1, JSON.stringify(rooms));
+  assert.equal(rooms.rooms.find((r) => r.name === "picked")?.members, 2, JSON.stringify(rooms));
 
   await api(nodes[0], "POST", route("leave"), { rooms: ["picked"], leave: ["picked"] });
   await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "left", rooms: ["picked"] });
@@ -254,6 +254,24 @@ it("socketsJoin, socketsLeave and disconnectSockets on one node act on every nod
   assert.equal(await gone, "io server disconnect");
   assert.equal(b.connected, true);
   assert.equal(a.connected, true);
+});
+
+it("fetchSockets and rooms on one node see the sockets of every node", async () => {
+  const a = await member(nodes[0], ["room:f1"]);
+  const b = await member(nodes[1], ["room:f1"], "polling");
+  const c = await member(nodes[2], ["room:f1", "room:f2"]);
+  const body = await api(nodes[1], "POST", "/v1/namespaces/%2F/sockets/fetch", { rooms: ["room:f1"], except: [a.id] });
+  assert.deepEqual(body.sockets.map((s) => s.id).sort(), [b.id, c.id].sort());
+  const remote = body.sockets.find((s) => s.id === c.id);
+  assert.deepEqual(remote.rooms, [c.id, "room:f1", "room:f2"]);
+  assert.match(remote.handshake.url, /^\/socket\.io\/\?/, "the handshake as its own node saw it");
+  const byId = await api(nodes[0], "POST", "/v1/namespaces/%2F/sockets/fetch", { socketIds: [c.id] });
+  assert.deepEqual(byId.sockets.map((s) => s.id), [c.id]);
+
+  const { rooms } = await api(nodes[0], "GET", "/v1/namespaces/%2F/rooms");
+  const count = (name) => rooms.find((r) => r.name === name)?.members;
+  assert.equal(count("room:f1"), 3, JSON.stringify(rooms));
+  assert.equal(count("room:f2"), 1, JSON.stringify(rooms));
 });
 
 it("a stopped node leaves routing within the heartbeat timeout and the rest go on", async () => {
