@@ -1,7 +1,7 @@
 //! What this node does with the messages its peers send: hands each to the hub.
 
-use super::peer::Inbound;
-use super::proto::{self as pb, message::Kind};
+use super::peer::{Answer, Inbound};
+use super::proto::message::Kind;
 use super::{broadcast, queries, sockets};
 use crate::socketio::Hub;
 
@@ -9,7 +9,7 @@ use crate::socketio::Hub;
 pub struct HubInbound(pub Hub);
 
 impl Inbound for HubInbound {
-    fn receive(&self, from: &str, message: Kind) -> Option<pb::Message> {
+    fn receive(&self, from: &str, message: Kind) -> Option<Answer> {
         match message {
             Kind::Broadcast(b) => {
                 broadcast::deliver(&self.0, from, b);
@@ -21,7 +21,7 @@ impl Inbound for HubInbound {
             Kind::RoomAnnounce(_) | Kind::Synced(_) => {
                 tracing::trace!(peer = from, "directory message ignored");
             }
-            Kind::Request(request) => return Some(queries::answer(&self.0, request)),
+            Kind::Request(request) => return Some(queries::answer(self.0.clone(), request)),
             // Replies are matched to their requests by the mesh.
             Kind::Hello(_) | Kind::Heartbeat(_) | Kind::Reply(_) => {}
         }

@@ -5,7 +5,8 @@
 //! disconnectSockets run here and on every peer (fire and forget, as in Node's
 //! ClusterAdapter), so their counts are this node's. fetchSockets and rooms ask every peer
 //! in routing and merge the answers (a peer that does not answer within the request timeout
-//! is left out, and logged). Emits with acks still see this node's sockets only.
+//! is left out, and logged). Emits with acks go to every peer, which emits with its own ack
+//! ids and answers with its expected count and the acks it got within the timeout.
 
 use std::sync::Arc;
 
@@ -42,12 +43,30 @@ impl ClusterOps {
 #[async_trait]
 impl HubOps for ClusterOps {
     async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError> {
-        if request.ack_timeout.is_some() {
-            return self.local.emit(nsp, request).await;
-        }
+        // Refused before anything leaves this node.
         validate_emit(&request)?;
         if self.hub.of(nsp).is_none() && !self.hub.inner.namespace_allowed(nsp) {
             return Err(OpsError::UnknownNamespace(nsp.to_string()));
+        }
+        if let Some(timeout) = request.ack_timeout {
+            // Every node waits up to `timeout` for its own sockets' acks; the peers' answers
+            // get a moment more to travel back.
+            let ask = self.mesh.ask_all(
+                |id| {
+                    queries::emit_with_ack(
+                        id,
+                        nsp,
+                        &request.selector,
+                        &request.event,
+                        &request.payload,
+                        timeout,
+                    )
+                },
+                timeout + self.mesh.request_timeout(),
+            );
+            let here = self.local.emit(nsp, request.clone());
+            let (here, (replies, missing)) = tokio::join!(here, ask);
+            return Ok(queries::merge_outcomes(here?, replies, missing));
         }
         let recipients = self.hub.broadcast(
             nsp,

@@ -94,11 +94,15 @@ enum DialError {
     NoAnswer,
 }
 
+/// A reply still being worked out (e.g. waiting for clients' acks).
+pub type Answer = Pin<Box<dyn std::future::Future<Output = pb::Message> + Send>>;
+
 /// What this node does with the messages its peers send (other than link upkeep and
 /// replies to this node's requests).
 pub trait Inbound: Send + Sync + 'static {
-    /// Handles one message; what it returns is sent back to `from` (a request's reply).
-    fn receive(&self, from: &str, message: Kind) -> Option<pb::Message>;
+    /// Handles one message; the answer it may return is sent back to `from` once ready
+    /// (it runs on its own task, so a slow answer never holds up the link).
+    fn receive(&self, from: &str, message: Kind) -> Option<Answer>;
 }
 
 /// One other member and the state of the link to it.
@@ -375,7 +379,7 @@ impl Mesh {
     }
 
     /// One message from `peer`, other than link upkeep.
-    fn handle(&self, peer: &Peer, kind: Kind) {
+    fn handle(self: &Arc<Self>, peer: &Arc<Peer>, kind: Kind) {
         self.received.fetch_add(1, Ordering::Relaxed);
         if let Kind::Reply(reply) = kind {
             // Unknown ids are replies that came after their request gave up.
@@ -385,7 +389,11 @@ impl Mesh {
             return;
         }
         if let Some(answer) = self.inbound.receive(&peer.id, kind) {
-            self.enqueue(peer, answer, false);
+            let (mesh, peer) = (self.clone(), peer.clone());
+            tokio::spawn(async move {
+                let reply = answer.await;
+                mesh.enqueue(&peer, reply, false);
+            });
         }
     }
 
@@ -644,8 +652,8 @@ mod tests {
     struct Recorder(Mutex<Vec<(String, Kind)>>);
 
     impl Inbound for Recorder {
-        fn receive(&self, from: &str, message: Kind) -> Option<pb::Message> {
-            // Answers requests with the receiver's own name.
+        fn receive(&self, from: &str, message: Kind) -> Option<Answer> {
+            // Answers requests with the asker's name.
             let reply = match &message {
                 Kind::Request(r) => Some(pb::Message::of(Kind::Reply(pb::Reply {
                     id: r.id,
@@ -654,7 +662,7 @@ mod tests {
                 _ => None,
             };
             self.0.lock().push((from.to_string(), message));
-            reply
+            reply.map(|r| Box::pin(async move { r }) as Answer)
         }
     }
 

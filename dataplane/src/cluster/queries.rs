@@ -1,11 +1,14 @@
-//! Cluster-wide fetchSockets and rooms: the origin asks every peer in routing, each answers
-//! about its own sockets, and the origin merges the answers with its own.
+//! Cluster-wide fetchSockets, rooms and emits with acks: the origin asks every peer in
+//! routing, each answers about its own sockets, and the origin merges the answers with its
+//! own.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use super::peer::Answer;
 use super::proto::{self as pb, message::Kind, request::Query};
-use crate::ops::{socket_info, RoomInfo, SocketInfo};
-use crate::socketio::{Hub, Selector};
+use crate::ops::{socket_info, AckView, EmitOutcome, RoomInfo, SocketInfo};
+use crate::socketio::{Hub, Payload, Selector};
 
 /// The request for the sockets `selector` picks in `nsp`.
 pub fn fetch_sockets(id: u64, nsp: &str, selector: &Selector) -> pb::Message {
@@ -29,6 +32,32 @@ pub fn rooms(id: u64, nsp: &str) -> pb::Message {
     )
 }
 
+/// The request to emit to the sockets `selector` picks in `nsp` and collect their acks.
+pub fn emit_with_ack(
+    id: u64,
+    nsp: &str,
+    selector: &Selector,
+    event: &str,
+    payload: &Payload,
+    timeout: Duration,
+) -> pb::Message {
+    request(
+        id,
+        Query::EmitWithAck(pb::EmitWithAck {
+            namespace: nsp.to_string(),
+            rooms: selector.rooms.clone(),
+            except: selector.except.clone(),
+            event: event.to_string(),
+            // Serializing JSON values cannot fail.
+            args: serde_json::to_vec(&payload.args)
+                .unwrap_or_else(|_| b"[]".to_vec())
+                .into(),
+            attachments: payload.attachments.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+    )
+}
+
 fn request(id: u64, query: Query) -> pb::Message {
     pb::Message::of(Kind::Request(pb::Request {
         id,
@@ -37,43 +66,119 @@ fn request(id: u64, query: Query) -> pb::Message {
 }
 
 /// This node's answer to a peer's request (an empty list for a namespace it does not have).
-pub fn answer(hub: &Hub, request: pb::Request) -> pb::Message {
-    let json = match request.query {
-        Some(Query::FetchSockets(q)) => {
-            let selector = Selector {
-                rooms: q.rooms,
-                except: q.except,
-            };
-            let sockets: Vec<SocketInfo> = hub
-                .of(&q.namespace)
-                .map(|ns| {
-                    ns.sockets(&selector)
-                        .iter()
-                        .map(|s| socket_info(s))
-                        .collect()
-                })
-                .unwrap_or_default();
-            serde_json::to_vec(&sockets)
-        }
-        Some(Query::Rooms(q)) => {
-            let rooms: Vec<RoomInfo> = hub
-                .of(&q.namespace)
-                .map(|ns| {
-                    ns.rooms()
-                        .into_iter()
-                        .map(|(name, members)| RoomInfo { name, members })
-                        .collect()
-                })
-                .unwrap_or_default();
-            serde_json::to_vec(&rooms)
-        }
-        None => Ok(b"[]".to_vec()),
+pub fn answer(hub: Hub, request: pb::Request) -> Answer {
+    let id = request.id;
+    Box::pin(async move {
+        let json = match request.query {
+            Some(Query::FetchSockets(q)) => {
+                let selector = Selector {
+                    rooms: q.rooms,
+                    except: q.except,
+                };
+                let sockets: Vec<SocketInfo> = hub
+                    .of(&q.namespace)
+                    .map(|ns| {
+                        ns.sockets(&selector)
+                            .iter()
+                            .map(|s| socket_info(s))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                serde_json::to_vec(&sockets)
+            }
+            Some(Query::Rooms(q)) => {
+                let rooms: Vec<RoomInfo> = hub
+                    .of(&q.namespace)
+                    .map(|ns| {
+                        ns.rooms()
+                            .into_iter()
+                            .map(|(name, members)| RoomInfo { name, members })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                serde_json::to_vec(&rooms)
+            }
+            Some(Query::EmitWithAck(q)) => serde_json::to_vec(&emit_here(&hub, q).await),
+            None => Ok(b"[]".to_vec()),
+        };
+        pb::Message::of(Kind::Reply(pb::Reply {
+            id,
+            // Serializing these plain data types cannot fail; an empty list if it ever did.
+            json: json.unwrap_or_else(|_| b"[]".to_vec()).into(),
+        }))
+    })
+}
+
+/// A peer's emit with acks, run on this node's sockets.
+async fn emit_here(hub: &Hub, q: pb::EmitWithAck) -> EmitOutcome {
+    let none = EmitOutcome {
+        recipients: 0,
+        acks: Some(Vec::new()),
+        timed_out: Some(false),
     };
-    pb::Message::of(Kind::Reply(pb::Reply {
-        id: request.id,
-        // Serializing these plain data types cannot fail; an empty list if it ever did.
-        json: json.unwrap_or_else(|_| b"[]".to_vec()).into(),
-    }))
+    let Some(ns) = hub.of(&q.namespace) else {
+        return none;
+    };
+    let Ok(args) = serde_json::from_slice(&q.args) else {
+        tracing::warn!(nsp = %q.namespace, "emit with acks with unreadable arguments ignored");
+        return none;
+    };
+    let payload = Payload {
+        args,
+        attachments: q.attachments,
+    };
+    let selector = Selector {
+        rooms: q.rooms,
+        except: q.except,
+    };
+    let acks = ns
+        .broadcast_with_ack(
+            &selector,
+            &q.event,
+            &payload,
+            Duration::from_millis(q.timeout_ms),
+        )
+        .await;
+    EmitOutcome {
+        recipients: acks.expected,
+        acks: Some(
+            acks.replies
+                .into_iter()
+                .map(|r| AckView {
+                    socket_id: r.socket_id.to_string(),
+                    args: r.payload.args,
+                    attachments: r.payload.attachments,
+                })
+                .collect(),
+        ),
+        timed_out: Some(acks.timed_out),
+    }
+}
+
+/// Adds peers' outcomes of an emit with acks to this node's.
+pub fn merge_outcomes(
+    mut total: EmitOutcome,
+    replies: Vec<(String, pb::Reply)>,
+    missing_peers: bool,
+) -> EmitOutcome {
+    let mut timed_out = total.timed_out.unwrap_or(false) || missing_peers;
+    let mut acks = total.acks.take().unwrap_or_default();
+    for (peer, reply) in replies {
+        match serde_json::from_slice::<EmitOutcome>(&reply.json) {
+            Ok(outcome) => {
+                total.recipients += outcome.recipients;
+                acks.extend(outcome.acks.unwrap_or_default());
+                timed_out |= outcome.timed_out.unwrap_or(false);
+            }
+            Err(error) => {
+                tracing::warn!(%peer, %error, "unreadable emit outcome from a peer");
+                timed_out = true;
+            }
+        }
+    }
+    total.acks = Some(acks);
+    total.timed_out = Some(timed_out);
+    total
 }
 
 /// The lists in peers' replies, in order; a reply that does not parse is logged and skipped.
@@ -115,6 +220,36 @@ mod tests {
     fn rooms_add_up_across_nodes() {
         let merged = merge_rooms([room("b", 1), room("a", 2), room("b", 3)]);
         assert_eq!(merged, [room("a", 2), room("b", 4)]);
+    }
+
+    #[test]
+    fn emit_outcomes_add_up() {
+        let ack = |id: &str| AckView {
+            socket_id: id.into(),
+            args: vec![serde_json::json!(1)],
+            attachments: Vec::new(),
+        };
+        let here = EmitOutcome {
+            recipients: 1,
+            acks: Some(vec![ack("a")]),
+            timed_out: Some(false),
+        };
+        let peer = EmitOutcome {
+            recipients: 2,
+            acks: Some(vec![ack("b")]),
+            timed_out: Some(true),
+        };
+        let reply = pb::Reply {
+            id: 1,
+            json: serde_json::to_vec(&peer).unwrap().into(),
+        };
+        let merged = merge_outcomes(here.clone(), vec![("p".into(), reply)], false);
+        assert_eq!(merged.recipients, 3);
+        assert_eq!(merged.acks, Some(vec![ack("a"), ack("b")]));
+        assert_eq!(merged.timed_out, Some(true));
+        // A peer that did not answer makes the whole emit timed out.
+        let alone = merge_outcomes(here, Vec::new(), true);
+        assert_eq!((alone.recipients, alone.timed_out), (1, Some(true)));
     }
 
     #[test]

@@ -274,6 +274,40 @@ it("fetchSockets and rooms on one node see the sockets of every node", async () 
   assert.equal(count("room:f2"), 1, JSON.stringify(rooms));
 });
 
+it("a management API emit with acks collects the acks of every node", async () => {
+  const a = await member(nodes[0], ["room:ask"]);
+  const b = await member(nodes[1], ["room:ask"], "polling");
+  const c = await member(nodes[2], ["room:ask"]);
+  for (const s of [a, b, c]) s.on("ask", (n, cb) => cb(`${s.id}:${n}`));
+  const out = await api(nodes[1], "POST", "/v1/namespaces/%2F/emit", {
+    event: "ask",
+    args: [7],
+    rooms: ["room:ask"],
+    ackTimeoutMs: 5000,
+  });
+  assert.equal(out.recipients, 3, JSON.stringify(out));
+  assert.equal(out.timedOut, false);
+  assert.deepEqual(
+    out.acks.map((x) => [x.socketId, x.args]).sort(),
+    [a, b, c].map((s) => [s.id, [`${s.id}:7`]]).sort(),
+  );
+
+  // A silent socket on another node: its node reports the timeout with the acks that came.
+  const silent = await member(nodes[2], ["room:ask"]);
+  silent.on("ask", () => {});
+  const started = Date.now();
+  const late = await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", {
+    event: "ask",
+    args: [8],
+    rooms: ["room:ask"],
+    ackTimeoutMs: 400,
+  });
+  assert.ok(Date.now() - started < 1400, `returned after the timeout (${Date.now() - started} ms)`);
+  assert.equal(late.recipients, 4, JSON.stringify(late));
+  assert.equal(late.timedOut, true);
+  assert.deepEqual(late.acks.map((x) => x.socketId).sort(), [a.id, b.id, c.id].sort());
+});
+
 it("a stopped node leaves routing within the heartbeat timeout and the rest go on", async () => {
   const a = await member(nodes[0], ["room:9"]);
   const b = await member(nodes[1], ["room:9"]);
