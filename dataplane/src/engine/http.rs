@@ -251,6 +251,15 @@ impl Engine {
                 if session.close_if_ping_overdue() {
                     return responder.error(EngineError::UnknownSid);
                 }
+                if session.is_closed() {
+                    // A lingering closed polling session: its next GET collects what was
+                    // queued (ending with the close packet); anything else finds no session.
+                    self.remove_session(sid);
+                    if !upgrade && *req.method() == Method::GET {
+                        return polling::poll(&self, &session, &responder).await;
+                    }
+                    return responder.error(EngineError::UnknownSid);
+                }
                 if upgrade {
                     if !self.settings.allow_upgrades {
                         return responder.error(EngineError::BadRequest);

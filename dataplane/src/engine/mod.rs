@@ -151,8 +151,9 @@ impl Engine {
     }
 
     fn remove_session(&self, sid: &str) {
-        self.sessions.write().remove(sid);
-        self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        if self.sessions.write().remove(sid).is_some() {
+            self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The `0` open packet for a new session.

@@ -180,7 +180,33 @@ impl Session {
         }
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
         if let Some(engine) = self.engine.upgrade() {
-            engine.remove_session(&self.sid);
+            // A server-side close of a polling session with no GET waiting stays findable
+            // until the client's next poll collects the close packet (as in the reference
+            // server); otherwise that poll would get "unknown sid" and the client would see a
+            // transport error instead of a close. A timer removes it if no poll comes.
+            let server_side = matches!(
+                reason,
+                CloseReason::ForcedClose
+                    | CloseReason::ConnectTimeout
+                    | CloseReason::SlowConsumer
+                    | CloseReason::ServerShutdown
+            );
+            let linger = server_side && {
+                let t = self.transport.lock();
+                t.transport == TransportKind::Polling && !t.get_active
+            };
+            if linger {
+                let (weak, sid) = (self.engine.clone(), self.sid.clone());
+                let grace = engine.settings.ping_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if let Some(engine) = weak.upgrade() {
+                        engine.remove_session(&sid);
+                    }
+                });
+            } else {
+                engine.remove_session(&self.sid);
+            }
             if reason == CloseReason::SlowConsumer {
                 engine.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             }
