@@ -12,7 +12,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startServer, ClientPool, connected, connectError, eventually, sleep } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep } from "./harness.mjs";
 
 const SECRET = "roomcast-auth-test-secret-0123456789";
 const ISSUER = "https://issuer.roomcast.test";
@@ -61,12 +61,6 @@ function keyPair(alg, kid) {
 
 function tmpDir() {
   return fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-auth-"));
-}
-
-function writeConfig(obj) {
-  const file = path.join(tmpDir(), "config.json");
-  fs.writeFileSync(file, JSON.stringify(obj, null, 2));
-  return file;
 }
 
 /** A port that was free a moment ago (for the management listener). */
