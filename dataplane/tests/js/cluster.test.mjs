@@ -49,7 +49,9 @@ async function startNode(i) {
   const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", config] });
   await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
   node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
-  assert.match(node.stdout(), new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${PEER_PORT}`));
+  // The peer listener reports after the management one; on a slow machine it can lag.
+  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${PEER_PORT}`);
+  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
   return node;
 }
 
@@ -302,7 +304,7 @@ it("a management API emit with acks collects the acks of every node", async () =
     rooms: ["room:ask"],
     ackTimeoutMs: 400,
   });
-  assert.ok(Date.now() - started < 1400, `returned after the timeout (${Date.now() - started} ms)`);
+  assert.ok(Date.now() - started < 3000, `returned after the timeout (${Date.now() - started} ms)`);
   assert.equal(late.recipients, 4, JSON.stringify(late));
   assert.equal(late.timedOut, true);
   assert.deepEqual(late.acks.map((x) => x.socketId).sort(), [a.id, b.id, c.id].sort());
@@ -315,7 +317,8 @@ it("a stopped node leaves routing within the heartbeat timeout and the rest go o
   nodes[2].proc.kill("SIGKILL");
   const t0 = Date.now();
   await eventually(async () => (await linked(nodes[0])) === 2 && (await linked(nodes[1])) === 2, 5000, "node 2 out of routing");
-  assert.ok(Date.now() - t0 <= HEARTBEAT_TIMEOUT_MS + 1000, `took ${Date.now() - t0} ms`);
+  // Generous slack for slow machines: what matters is that it happens, in heartbeat time.
+  assert.ok(Date.now() - t0 <= HEARTBEAT_TIMEOUT_MS + 3000, `took ${Date.now() - t0} ms`);
   await call(a, "roomcast:emit", { room: "room:9", event: "still", args: [] });
   await assertCounts([[b, 1], [a, 0]], "still", "emit among the survivors");
   // Restarted on the same addresses, it links again.
