@@ -4,7 +4,8 @@
 #   bash dataplane/tests/js/run.sh                  # all test files
 #   bash dataplane/tests/js/run.sh rooms.test.mjs   # some files (relative to this folder)
 #
-# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build. Exits non-zero on any failure.
+# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build; ROOMCAST_BIN_DIR=DIR runs the binaries in DIR
+# (DIR/roomcast-dataplane, DIR/examples/*) instead of the target directory's. Exits non-zero on any failure.
 # To see server logs, run one file directly:
 #   ROOMCAST_BIN_DIR=target/debug ROOMCAST_TEST_VERBOSE=1 RUST_LOG=debug \
 #     node dataplane/tests/js/limits.test.mjs
@@ -48,7 +49,8 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null 
   | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).target_directory)}catch{}})' \
   || true)"
 TARGET_DIR="${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}"
-export ROOMCAST_BIN_DIR="$TARGET_DIR/debug"
+# A preset ROOMCAST_BIN_DIR (binaries staged elsewhere) wins.
+export ROOMCAST_BIN_DIR="${ROOMCAST_BIN_DIR:-$TARGET_DIR/debug}"
 
 # 3. The tests, one file at a time (each file starts its own servers on 127.0.0.1:0).
 # 1,000 clients need file descriptors on both sides.
