@@ -112,17 +112,18 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         println!("peer listening on {}", cluster.peer_addr());
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    // The management API keeps serving while the client endpoint drains (the app may still
+    // call it), and stops after.
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let management = management.map(|(_, listener, api)| {
+        tokio::spawn(api.serve(listener, async {
+            let _ = api_stopped.await;
+        }))
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let management = management
-        .map(|(_, listener, api)| tokio::spawn(api.serve(listener, stopped(stop_rx.clone()))));
-    server.run(listener, stopped(stop_rx)).await?;
+    server
+        .run(listener, crate::server::shutdown_signal())
+        .await?;
+    let _ = api_stop.send(());
     if let Some(task) = management {
         // Calls in flight (e.g. an emit waiting for acks) get a moment to finish.
         match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {

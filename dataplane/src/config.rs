@@ -50,6 +50,8 @@ pub struct Config {
     /// Other nodes of the same hub. Left out: a single node.
     #[serde(skip_serializing_if = "ClusterConfig::is_single_node")]
     pub cluster: ClusterConfig,
+    /// What SIGTERM does: leave readiness, close the client sessions, exit.
+    pub shutdown: ShutdownConfig,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             management: ManagementConfig::default(),
             cluster: ClusterConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -134,6 +137,19 @@ impl Config {
             if value == 0 || value > 3_600_000 {
                 bad(field, "must be between 1 and 3600000 milliseconds");
             }
+        }
+        let sd = &self.shutdown;
+        if sd.grace_period == 0 || sd.grace_period > 3_600_000 {
+            bad(
+                "shutdown.gracePeriod",
+                "must be between 1 and 3600000 milliseconds",
+            );
+        }
+        if sd.drain_delay >= sd.grace_period {
+            bad(
+                "shutdown.drainDelay",
+                "must be shorter than shutdown.gracePeriod",
+            );
         }
         if e.max_http_buffer_size == 0 || e.max_http_buffer_size > 256 * 1024 * 1024 {
             bad(
@@ -668,6 +684,33 @@ impl ClusterConfig {
     /// The member list, parsed.
     pub fn members(&self) -> Result<crate::cluster::Members, crate::cluster::MembersError> {
         crate::cluster::Members::parse(&self.members.join(","))
+    }
+}
+
+/// The graceful drain on SIGTERM (or Ctrl-C), in milliseconds from the signal:
+///
+/// 1. `/readyz` answers 503 at once, so load balancers and Kubernetes endpoints stop sending
+///    new clients; for `drainDelay` the node otherwise serves as usual (the endpoint change
+///    takes a moment to reach every load balancer).
+/// 2. Then new handshakes get 503 and every client session is closed with an Engine.IO
+///    close, so stock clients reconnect at once, through the load balancer, to other nodes.
+/// 3. The node exits once its sessions are gone, or at `gracePeriod` at the latest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub drain_delay: u64,
+    pub grace_period: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        // 0 ms suits a local node; the operator sets a few seconds for Kubernetes, where
+        // endpoint removal propagates asynchronously. 25 s fits in the default 30 s
+        // terminationGracePeriodSeconds.
+        Self {
+            drain_delay: 0,
+            grace_period: 25_000,
+        }
     }
 }
 

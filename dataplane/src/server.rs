@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, NoAuth};
-use crate::config::Config;
+use crate::config::{Config, ShutdownConfig};
 use crate::engine::http::Body;
-use crate::engine::{CloseReason, ConnectionFactory, Engine};
+use crate::engine::{ConnectionFactory, Engine};
 use crate::metrics::MetricsSource;
 use crate::socketio::{Handler, Hub};
 
@@ -25,7 +25,30 @@ pub struct Server {
     engine: Arc<Engine>,
     hub: Option<Hub>,
     metrics: Option<MetricsSource>,
+    drain: Drain,
 }
+
+/// Timing of the graceful drain (see [`ShutdownConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// Not ready, but serving as usual, for this long after the signal.
+    pub delay: Duration,
+    /// Exit at the latest this long after the signal.
+    pub grace: Duration,
+}
+
+impl Drain {
+    pub fn from_config(c: &ShutdownConfig) -> Self {
+        Self {
+            delay: Duration::from_millis(c.drain_delay),
+            grace: Duration::from_millis(c.grace_period),
+        }
+    }
+}
+
+/// How long after closing the sessions the listener stays open for clients to collect
+/// their close packet (a polling client's next GET), when sessions remain.
+const FLUSH_MOMENT: Duration = Duration::from_millis(200);
 
 impl Server {
     /// A Socket.IO server whose application logic is `handler`.
@@ -46,6 +69,7 @@ impl Server {
             engine,
             hub: Some(hub),
             metrics: None,
+            drain: Drain::from_config(&config.shutdown),
         }
     }
 
@@ -55,6 +79,7 @@ impl Server {
             engine: Engine::new(config, factory),
             hub: None,
             metrics: None,
+            drain: Drain::from_config(&config.shutdown),
         }
     }
 
@@ -71,14 +96,63 @@ impl Server {
         &self.engine
     }
 
-    /// Serves until `shutdown` resolves, then closes every session and returns once they
-    /// are gone (or after a short grace period).
+    /// Serves until `shutdown` resolves, then drains (see [`ShutdownConfig`]): leaves
+    /// readiness, keeps serving for the drain delay, closes every session, and returns once
+    /// they are gone or the grace period is over. The listener stays open throughout, so
+    /// clients can still collect their close packet.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        tokio::pin!(shutdown);
+        self.accept_until(&listener, shutdown).await;
+        let deadline = Instant::now() + self.drain.grace;
+        let engine = &self.engine;
+        engine.leave_readiness();
+        tracing::info!(
+            sessions = engine.session_count(),
+            delay_ms = self.drain.delay.as_millis() as u64,
+            grace_ms = self.drain.grace.as_millis() as u64,
+            "draining: not ready any more"
+        );
+        self.accept_until(&listener, tokio::time::sleep(self.drain.delay))
+            .await;
+        tracing::info!(
+            sessions = engine.session_count(),
+            "draining: closing client sessions"
+        );
+        engine.close_for_shutdown();
+        let gone = async {
+            while engine.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let until = tokio::time::sleep_until(deadline.into());
+        self.accept_until(&listener, async {
+            tokio::select! {
+                _ = gone => {}
+                _ = until => {}
+            }
+        })
+        .await;
+        let left = engine.session_count();
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "grace period over with sessions still open"
+            );
+        }
+        // Transports flush their last frames (the close) on their own tasks.
+        let flush = FLUSH_MOMENT.min(deadline.saturating_duration_since(Instant::now()));
+        self.accept_until(&listener, tokio::time::sleep(flush))
+            .await;
+        tracing::info!("drained");
+        Ok(())
+    }
+
+    /// Accepts connections until `until` resolves.
+    async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -92,18 +166,9 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = &mut shutdown => break,
+                _ = &mut until => return,
             }
         }
-        drop(listener);
-        tracing::info!(
-            sessions = self.engine.session_count(),
-            "shutting down: closing sessions"
-        );
-        self.engine.close_all(CloseReason::ServerShutdown);
-        // Give transports a moment to flush the close to their clients.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(())
     }
 }
 
@@ -145,9 +210,12 @@ async fn route(
             );
             res
         }
-        "/healthz" | "/readyz" => {
-            let mut res = Response::new(Body::from("ok"));
-            *res.status_mut() = StatusCode::OK;
+        "/healthz" => Response::new(Body::from("ok")),
+        // Not ready while draining, so load balancers stop sending new clients here.
+        "/readyz" if engine.is_ready() => Response::new(Body::from("ok")),
+        "/readyz" => {
+            let mut res = Response::new(Body::from("draining"));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res
         }
         _ => engine.handle(req, peer).await,

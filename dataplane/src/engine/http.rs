@@ -234,12 +234,15 @@ impl Engine {
                 if transport == TransportKind::Websocket {
                     return websocket::accept(self.clone(), req, &responder, None, Some(handshake));
                 }
-                let Some(session) = self.create_session(transport, handshake) else {
-                    return responder.status_json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        EngineError::Forbidden.code(),
-                        "Server at its connection limit",
-                    );
+                let session = match self.create_session(transport, handshake) {
+                    Ok(session) => session,
+                    Err(refusal) => {
+                        return responder.status_json(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            EngineError::Forbidden.code(),
+                            refusal.message(),
+                        )
+                    }
                 };
                 let open = self.open_packet(&session, transport);
                 responder.build(StatusCode::OK, "text/plain; charset=UTF-8", open)

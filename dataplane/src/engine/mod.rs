@@ -14,7 +14,7 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +101,30 @@ pub struct Engine {
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     factory: Arc<dyn ConnectionFactory>,
     sids: sid::SidGenerator,
+    /// Where the node is in its life: one of the `PHASE_*` values (see [`Engine::drain`]).
+    phase: AtomicU8,
+}
+
+const PHASE_SERVING: u8 = 0;
+const PHASE_NOT_READY: u8 = 1;
+const PHASE_CLOSING: u8 = 2;
+
+/// Why a new session was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.maxConnections` sessions are open.
+    AtLimit,
+    /// The node is shutting down; the client should reconnect elsewhere.
+    Closing,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::AtLimit => "Server at its connection limit",
+            Refusal::Closing => "Server shutting down",
+        }
+    }
 }
 
 impl Engine {
@@ -115,7 +139,30 @@ impl Engine {
             sessions: RwLock::new(HashMap::new()),
             factory,
             sids: sid::SidGenerator::new(&config.node_id),
+            phase: AtomicU8::new(PHASE_SERVING),
         })
+    }
+
+    /// Whether this node wants new clients (`/readyz`): false from the start of a drain.
+    pub fn is_ready(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == PHASE_SERVING
+    }
+
+    /// First step of a drain: leave readiness but keep serving, new clients included.
+    pub fn leave_readiness(&self) {
+        let _ = self.phase.compare_exchange(
+            PHASE_SERVING,
+            PHASE_NOT_READY,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Second step of a drain: refuse new sessions and close every open one (clients see a
+    /// transport close and reconnect, through the load balancer, to another node).
+    pub fn close_for_shutdown(&self) {
+        self.phase.store(PHASE_CLOSING, Ordering::Release);
+        self.close_all(CloseReason::ServerShutdown);
     }
 
     /// Open sessions on this node.
@@ -127,16 +174,21 @@ impl Engine {
         self.sessions.read().get(sid).cloned()
     }
 
-    /// Creates and registers a session, or `None` at the connection limit.
+    /// Creates and registers a session, unless at the connection limit or shutting down.
     fn create_session(
         self: &Arc<Self>,
         transport: TransportKind,
         handshake: HandshakeInfo,
-    ) -> Option<Arc<Session>> {
+    ) -> Result<Arc<Session>, Refusal> {
         let session = {
             let mut sessions = self.sessions.write();
+            // Checked under the lock `close_for_shutdown` sweeps after, so no session
+            // slips in behind the sweep.
+            if self.phase.load(Ordering::Acquire) == PHASE_CLOSING {
+                return Err(Refusal::Closing);
+            }
             if sessions.len() >= self.settings.max_connections {
-                return None;
+                return Err(Refusal::AtLimit);
             }
             let sid: Arc<str> = Arc::from(self.sids.session_id());
             let session = Session::new(sid.clone(), transport, Arc::downgrade(self));
@@ -147,7 +199,7 @@ impl Engine {
         let handler = self.factory.open(&session, handshake);
         session.attach_handler(handler);
         self.heartbeats.schedule(&session);
-        Some(session)
+        Ok(session)
     }
 
     fn remove_session(&self, sid: &str) {

@@ -48,12 +48,12 @@ pub(super) fn accept(
         (Some(session), _) => Mode::Upgrade(session),
         (None, Some(handshake)) => match engine.create_session(TransportKind::Websocket, handshake)
         {
-            Some(session) => Mode::Fresh(session),
-            None => {
+            Ok(session) => Mode::Fresh(session),
+            Err(refusal) => {
                 return responder.status_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     EngineError::Forbidden.code(),
-                    "Server at its connection limit",
+                    refusal.message(),
                 )
             }
         },

@@ -58,7 +58,7 @@ export function binaryPath(bin) {
 /**
  * Spawns a server binary with `--listen LISTEN` (default 127.0.0.1:0) plus `args`, waits for
  * its `listening on http://IP:PORT` stdout line and returns { url, host, port, proc, stop(),
- * stdout(), stderr(), assertHealthy() }.
+ * exit (a promise of { code, signal }), stdout(), stderr(), assertHealthy() }.
  */
 export async function startServer({ bin = "testkit", args = [], env = {}, listen = "127.0.0.1:0" } = {}) {
   const exe = binaryPath(bin);
@@ -150,6 +150,8 @@ export async function startServer({ bin = "testkit", args = [], env = {}, listen
     get exited() {
       return exited;
     },
+    /** Resolves with { code, signal } when the process exits. */
+    exit: exitPromise,
     /** Fails if the process died or printed a panic. */
     assertHealthy(context = "") {
       assert.equal(

@@ -15,6 +15,10 @@ import {
   pollingHandshake,
   assertEioError,
   withTimeout,
+  writeConfig,
+  http,
+  eioUrl,
+  sleep,
 } from "./harness.mjs";
 
 let server;
@@ -207,16 +211,67 @@ describe("shutdown", () => {
       const t0 = Date.now();
       srv.proc.kill("SIGTERM");
       await Promise.all([d1, d2]);
-      const exit = await withTimeout(
-        new Promise((resolve) => (srv.exited ? resolve(srv.exited) : srv.proc.once("exit", (code, signal) => resolve({ code, signal })))),
-        10_000,
-        "server exit after SIGTERM",
-      );
+      const exit = await withTimeout(srv.exit, 10_000, "server exit after SIGTERM");
       assert.deepEqual(exit, { code: 0, signal: null }, "graceful exit");
       assert.ok(Date.now() - t0 < 10_000);
       assert.doesNotMatch(srv.stderr(), /panicked at/);
     } finally {
       local.closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("drains: not ready but serving for drainDelay, then sessions closed, new ones refused, exit 0", { timeout: 30_000 }, async () => {
+    const config = writeConfig({ shutdown: { drainDelay: 1000, gracePeriod: 8000 } });
+    const srv = await startServer({ bin: "main", args: ["--config", config] });
+    const local = new ClientPool();
+    try {
+      const ready = async () => (await http(`${srv.url}/readyz`)).status;
+      assert.equal(await ready(), 200);
+      const ws = await local.connect(srv.url, { transports: ["websocket"] }, { welcome: false });
+      const poll = await local.connect(srv.url, { transports: ["polling"], upgrade: false }, { welcome: false });
+      const reasons = [once(ws, "disconnect", 10_000, "ws disconnect"), once(poll, "disconnect", 10_000, "polling disconnect")];
+      const t0 = Date.now();
+      srv.proc.kill("SIGTERM");
+      // Step 1: out of readiness at once, alive, and still serving (new clients included).
+      await eventually(async () => (await ready()) === 503, 500, "readyz 503 after SIGTERM");
+      assert.equal((await http(`${srv.url}/healthz`)).status, 200);
+      const late = await local.connect(srv.url, { transports: ["websocket"] }, { welcome: false });
+      assert.ok(ws.connected && poll.connected, "sessions stay open during the drain delay");
+      const lateGone = once(late, "disconnect", 10_000, "late client disconnect");
+      // Step 2: after the delay, every session gets an Engine.IO close: stock clients see a
+      // transport close (and would reconnect through the load balancer), not a server kick.
+      const got = await Promise.all([...reasons, lateGone]);
+      assert.ok(Date.now() - t0 >= 900, `closed only after the drain delay (${Date.now() - t0} ms)`);
+      for (const [reason] of got) assert.equal(reason, "transport close");
+      // Step 3: the process exits by itself, cleanly, long before the grace period.
+      const exit = await withTimeout(srv.exit, 8000, "exit after the drain");
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.doesNotMatch(srv.stderr(), /panicked at/);
+    } finally {
+      local.closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("drains: new handshakes get 503 once sessions are closing; a stuck session ends at gracePeriod", { timeout: 30_000 }, async () => {
+    const config = writeConfig({ shutdown: { drainDelay: 0, gracePeriod: 1500 } });
+    const srv = await startServer({ bin: "main", args: ["--config", config] });
+    try {
+      // A polling session whose client never polls again cannot collect its close packet.
+      const { sid } = await pollingHandshake(srv);
+      assert.ok(sid);
+      const t0 = Date.now();
+      srv.proc.kill("SIGTERM");
+      await sleep(300);
+      const res = await http(eioUrl(srv, { EIO: 4, transport: "polling" }));
+      assertEioError(res, 503, 4, "Server shutting down", "handshake while draining");
+      const exit = await withTimeout(srv.exit, 8000, "exit at the grace period");
+      const took = Date.now() - t0;
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.ok(took >= 1300, `waited for the stuck session (${took} ms)`);
+      assert.ok(took < 5000, `but not past the grace period (${took} ms)`);
+    } finally {
       await srv.stop();
     }
   });

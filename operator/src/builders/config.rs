@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::dataplane_config::{
-    AuthMode, Config, CorsConfig, NamespaceConfig, PolicyConfig, TransportKind, UpstreamConfig,
+    AuthMode, Config, CorsConfig, NamespaceConfig, PolicyConfig, ShutdownConfig, TransportKind,
+    UpstreamConfig,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
@@ -72,6 +73,12 @@ fn file_of(files: &[SecretFile], name: &str) -> Option<PathBuf> {
     files.iter().find(|f| f.file == name).map(SecretFile::path)
 }
 
+/// Milliseconds a terminating pod stays serving, not ready, before closing its sessions.
+pub const DRAIN_DELAY_MS: u64 = 5_000;
+/// Milliseconds after SIGTERM by which a pod has exited (below the StatefulSet's 30 s
+/// `terminationGracePeriodSeconds`, so the kubelet never has to SIGKILL it).
+pub const GRACE_PERIOD_MS: u64 = 25_000;
+
 /// The data-plane `Config` a hub's pods run with. Fields the spec leaves unset keep the data
 /// plane's defaults. `nodeId` is left at its default: each pod overrides it with its own name
 /// through the `ROOMCAST_NODE_ID` environment variable. Secrets are referenced as files.
@@ -80,6 +87,12 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     let files = secret_files(hub);
     let mut c = Config {
         listen: SocketAddr::from(([0, 0, 0, 0], CLIENT_PORT as u16)),
+        // Endpoint removal takes a few seconds to reach kube-proxy and ingresses; the grace
+        // period fits in the pod's terminationGracePeriodSeconds (see the StatefulSet).
+        shutdown: ShutdownConfig {
+            drain_delay: DRAIN_DELAY_MS,
+            grace_period: GRACE_PERIOD_MS,
+        },
         ..Config::default()
     };
     let e = &spec.engine;
