@@ -23,6 +23,7 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer")
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #
@@ -49,13 +50,14 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
   CONNECT_N=${BENCH_CONNECT_N:-10000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-10000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-1000}; FANOUT_SECS=${BENCH_FANOUT_SECS:-20}
 fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
+PEER_SECS=${BENCH_PEER_SECS:-$(( QUICK == 1 ? 3 : 10 ))}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench/results/$STAMP"
 if [[ $QUICK == 1 ]]; then OUT=${BENCH_OUT:-$RESULTS/benchmarks.md}; else OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}; fi
@@ -363,12 +365,49 @@ scenario_connect() {
   done
 }
 
+# ---- scenario: one peer stream ----------------------------------------------------------------
+# Two processes joined by one Roomcast peer link (`roomcast-bench peer-send` / `peer-recv`, the
+# real mesh of the data plane): first as fast as the link takes 100-byte broadcasts (messages per
+# CPU-second of both processes), then paced at half that rate (send-to-receive latency).
+PEER_TSV="$RESULTS/peer.tsv"
+peer_run() {
+  local tag=$1 rate=$2 port=$3 out
+  out="$RESULTS/peer.$tag"
+  taskset -c "$SERVER_CPU" "$BIN/roomcast-bench" peer-recv --listen "127.0.0.21:$port" --peer "127.0.0.20:$(( port + 1 ))" \
+    >"$out.recv.out" 2>"$out.recv.err" &
+  local rpid=$!; PIDS+=("$rpid")
+  for _ in $(seq 100); do grep -q READY "$out.recv.out" 2>/dev/null && break; sleep 0.1; done
+  RUST_LOG=error taskset -c "$GEN_CPU" "$BIN/roomcast-bench" peer-send --listen "127.0.0.20:$(( port + 1 ))" \
+    --peer "127.0.0.21:$port" --rate "$rate" --duration-secs "$PEER_SECS" --payload-bytes 100 \
+    >"$out.send.out" 2>"$out.send.err" || { echo "peer-send failed:" >&2; tail -5 "$out.send.err" >&2; exit 1; }
+  wait "$rpid" || { echo "peer-recv failed:" >&2; tail -5 "$out.recv.err" >&2; exit 1; }
+  local sent received scpu rcpu secs dropped
+  sent=$(sum_field DONE sent "$out.send.out"); scpu=$(first_field DONE cpu_seconds "$out.send.out")
+  dropped=$(sum_field DONE dropped "$out.send.out")
+  received=$(sum_field DONE received "$out.recv.out"); rcpu=$(first_field DONE cpu_seconds "$out.recv.out")
+  secs=$(first_field DONE seconds "$out.recv.out")
+  awk -v tag="$tag" -v rate="$rate" -v sent="$sent" -v recv="$received" -v s="$scpu" -v r="$rcpu" -v secs="$secs" -v dropped="$dropped" \
+      -v j="$(grep DONE "$out.recv.out")" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        cpu = s + r; mpc = cpu > 0 ? recv / cpu : 0; mps = secs > 0 ? recv / secs : 0
+        printf "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.0f\t%.0f\t%d\t%d\t%d\t%d\n", tag, rate, sent, recv, s, r, mpc, mps, f("p50_us"), f("p99_us"), f("p999_us"), dropped
+      }' >>"$PEER_TSV"
+  log "peer/$tag: $(tail -1 "$PEER_TSV" | tr '\t' ' ') (tag rate sent received send_cpu recv_cpu msgs/cpu_s msgs/s p50 p99 p99.9 us)"
+}
+scenario_peer() {
+  printf 'run\trate\tsent\treceived\tsend_cpu_s\trecv_cpu_s\tmsgs_per_cpu_s\tmsgs_per_s\tp50_us\tp99_us\tp999_us\tdropped\n' >"$PEER_TSV"
+  peer_run max 0 17100
+  local half; half=$(awk -F'\t' '$1 == "max" { printf "%d", $8 / 2 }' "$PEER_TSV")
+  peer_run half "$half" 17110
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
     connect) scenario_connect ;;
     sparse) scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90 ;;
     dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
+    peer) scenario_peer ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -505,6 +544,29 @@ report_fanout() {
   echo "servers within one run."
   echo
 }
+report_peer() {
+  echo "## Forwarding between nodes: one peer stream"
+  echo
+  awk -F'\t' 'NR > 1 { v[$1] = $7; p50[$1] = $9; p99[$1] = $10; r[$1] = $2 }
+    END {
+      printf "- **%.0f messages per CPU-second** over one peer stream (sender and receiver CPU together). Target ≥ 500,000: **%s**.\n", v["max"], (v["max"] >= 500000 ? "met" : "missed")
+      printf "- At half the sustainable rate (%d messages/s): p50 %.2f ms, **p99 %.2f ms**. Target p99 < 5 ms: **%s**.\n", r["half"], p50["half"] / 1000, p99["half"] / 1000, (p99["half"] < 5000 ? "met" : "missed")
+    }' "$PEER_TSV"
+  echo
+  echo "| run | rate (msgs/s) | sent | received (dropped) | sender CPU | receiver CPU | msgs per CPU-s | msgs per s | p50 | p99 | p99.9 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %d | %d (%d) | %.2f s | %.2f s | **%d** | %d | %.2f ms | %.2f ms | %.2f ms |\n", $1, ($2 == 0 ? "as fast as it goes" : $2), $3, $4, $12, $5, $6, $7, $8, $9 / 1000, $10 / 1000, $11 / 1000 }' "$PEER_TSV"
+  echo
+  echo "How it is measured: two \`roomcast-bench\` processes, each a one-peer Roomcast mesh (the data plane's own"
+  echo "\`cluster::Mesh\`: gRPC bidirectional stream, batching, heartbeats), the receiver pinned to CPU $SERVER_CPU and the sender"
+  echo "to CPU $GEN_CPU. The sender queues 100-byte Socket.IO broadcast packets for ${PEER_SECS} s, first as fast as the link's"
+  echo "queue takes them (a full queue makes it back off and resend, so nothing is lost), then at half the rate the first"
+  echo "run sustained. CPU is \`getrusage\` of each process over its sending / receiving window. Latency is"
+  echo "send-to-receive on \`CLOCK_MONOTONIC\` (shared by both processes). This is the forwarding cost a broadcast"
+  echo "pays once per destination node, however many of its sockets are there; Node's socket.io and socketioxide have no"
+  echo "built-in equivalent (their multi-node setups go through Redis; compared in a later scenario)."
+  echo
+}
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
 PLOT_DIR="$(dirname "$OUT")/benchmarks"
 PLOT_REL="benchmarks"
@@ -549,6 +611,7 @@ make_plots
   [[ -f "$IDLE_TSV" ]] && report_idle
   [[ -f "$CONNECT_TSV" ]] && report_connect
   [[ -f "$FANOUT_TSV" ]] && report_fanout
+  [[ -f "$PEER_TSV" ]] && report_peer
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo
@@ -576,5 +639,5 @@ make_plots
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
 exit 0

@@ -56,7 +56,12 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     });
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
     let ops: Arc<dyn HubOps> = match &cluster {
-        Some(cluster) => Arc::new(ClusterOps::new(local, hub, cluster.mesh().clone())),
+        Some(cluster) => Arc::new(ClusterOps::new(
+            local,
+            hub,
+            cluster.mesh().clone(),
+            cluster.rooms().clone(),
+        )),
         None => Arc::new(local),
     };
     Ok(Node {

@@ -102,7 +102,7 @@ impl HubApp {
         body: Value,
     ) -> CloudEvent {
         CloudEvent {
-            id: crate::engine::sid::socket_id(),
+            id: crate::engine::sid::random_id(),
             kind,
             source: format!("roomcast://{}{}", self.node_id, nsp),
             subject: socket_id.to_string(),
@@ -142,9 +142,17 @@ impl HubApp {
                     if let Err(error) = socket.join(room) {
                         return refuse(event.ack, "limit", &error.to_string());
                     }
-                } else {
-                    socket.leave(room);
+                    // The ack means "joined": in a cluster, once every node knows it, so a
+                    // message sent next from any node reaches this socket.
+                    let propagated = socket.namespace().rooms_propagated();
+                    let responder = event.ack;
+                    tokio::spawn(async move {
+                        propagated.await;
+                        ack(responder, vec![json!({ "ok": true })]);
+                    });
+                    return;
                 }
+                socket.leave(room);
                 ack(event.ack, vec![json!({ "ok": true })]);
             }
             _ => {

@@ -170,15 +170,29 @@ impl MetricsSource {
                 &mut out,
                 "roomcast_peer_messages_sent_total",
                 "counter",
-                "Messages (e.g. broadcasts) queued for peers, one per destination.",
+                "Messages (e.g. broadcasts) queued for peers, one per destination; room updates not counted.",
                 &one(m.sent),
             );
             metric(
                 &mut out,
                 "roomcast_peer_messages_received_total",
                 "counter",
-                "Messages received from peers.",
+                "Messages received from peers; room updates not counted.",
                 &one(m.received),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_room_updates_sent_total",
+                "counter",
+                "Room updates (a room's first member joined / last left, full lists) queued for peers.",
+                &one(m.room_updates_sent),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_room_updates_received_total",
+                "counter",
+                "Room updates received from peers.",
+                &one(m.room_updates_received),
             );
             metric(
                 &mut out,

@@ -27,8 +27,15 @@ impl Handler for Relay {
             .map(str::to_string);
         match (event.name.as_str(), room) {
             ("join", Some(room)) => {
-                let result = socket.join(&room);
-                reply(event, json!({ "ok": result.is_ok() }));
+                if socket.join(&room).is_err() {
+                    return reply(event, json!({ "ok": false }));
+                }
+                // Acked once every node of a cluster knows of the join (at once alone).
+                let propagated = socket.namespace().rooms_propagated();
+                tokio::spawn(async move {
+                    propagated.await;
+                    reply(event, json!({ "ok": true }));
+                });
             }
             ("leave", Some(room)) => {
                 socket.leave(&room);

@@ -13,6 +13,8 @@
 //!   other sockets of the room (the relay app of `roomcast-dataplane`, and the same behaviour in
 //!   `bench/node/server.mjs` and `bench/socketioxide-server`).
 //! - `merge`: merges the histograms of several `subscribe` outputs.
+//! - `peer-send` / `peer-recv`: two processes joined by one Roomcast peer link (the real
+//!   mesh), for the cost and latency of forwarding between nodes (see `peer.rs`).
 //!
 //! Machine-readable output goes to stdout: one `READY {json}` line when the connect phase is
 //! over, one `DONE {json}` line at the end. Progress goes to stderr. Only loopback addresses are
@@ -20,6 +22,7 @@
 
 mod clock;
 mod latency;
+mod peer;
 mod pool;
 mod proto;
 mod target;
@@ -61,6 +64,10 @@ enum Mode {
     Publish(PublishArgs),
     /// Merge `DONE` lines of several `subscribe` outputs into one latency summary.
     Merge(MergeArgs),
+    /// One side of a bare peer stream: send broadcasts to a `peer-recv` process.
+    PeerSend(peer::PeerSendArgs),
+    /// One side of a bare peer stream: receive, count and time broadcasts.
+    PeerRecv(peer::PeerRecvArgs),
 }
 
 #[derive(Args, Clone)]
@@ -165,6 +172,8 @@ fn main() -> anyhow::Result<()> {
             }
             Mode::Publish(a) => run_publish(a).await,
             Mode::Merge(a) => run_merge(a),
+            Mode::PeerSend(a) => peer::send(a).await,
+            Mode::PeerRecv(a) => peer::recv(a).await,
         }
     })
 }

@@ -1,10 +1,11 @@
-//! Cluster-wide broadcasts: the hub's [`Fanout`] sends each encoded broadcast to every peer
-//! over the mesh, and broadcasts arriving from peers are delivered to this node's sockets.
+//! Cluster-wide broadcasts: the hub's [`Fanout`] sends each encoded broadcast to the peers
+//! with members in its rooms (every peer for a namespace-wide one; see `cluster::interest`),
+//! and broadcasts arriving from peers are delivered to this node's sockets.
 //!
-//! Every node gets a broadcast once and evaluates its rooms and exceptions against its own
-//! sockets only; a broadcast that arrived from a peer is never forwarded again. So each
-//! socket in the cluster gets exactly one copy, even when it is in several target rooms.
-//! (Fan-out to all nodes; sending only to the nodes the room directory names comes next.)
+//! Every destination node gets a broadcast once and evaluates its rooms and exceptions
+//! against its own sockets only; a broadcast that arrived from a peer is never forwarded
+//! again. So each socket in the cluster gets exactly one copy, even when it is in several
+//! target rooms.
 
 use std::sync::Arc;
 
@@ -12,18 +13,38 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::peer::Mesh;
 use super::proto::{self as pb, message::Kind};
+use super::rooms::RoomSync;
 use crate::engine::Frame;
 use crate::socketio::{Fanout, Hub, Selector};
 
-/// Forwards the hub's broadcasts to every peer.
-pub struct MeshFanout(pub Arc<Mesh>);
+/// Forwards the hub's broadcasts to the peers that need them, and announces its rooms.
+pub struct MeshFanout {
+    pub mesh: Arc<Mesh>,
+    pub rooms: Arc<RoomSync>,
+}
 
 impl Fanout for MeshFanout {
     fn forward(&self, nsp: &str, selector: &Selector, frames: &[Frame], volatile: bool) {
-        match to_message(nsp, selector, frames, volatile) {
-            Some(message) => self.0.send_all(&message, volatile),
-            None => tracing::warn!(nsp, "broadcast without a text packet not forwarded"),
+        let Some(message) = to_message(nsp, selector, frames, volatile) else {
+            tracing::warn!(nsp, "broadcast without a text packet not forwarded");
+            return;
+        };
+        if selector.rooms.is_empty() {
+            self.mesh.send_all(&message, volatile);
+            return;
         }
+        let linked = self.mesh.connected();
+        for peer in self.rooms.targets(nsp, &selector.rooms, &linked) {
+            self.mesh.send_to(&peer, message.clone(), volatile);
+        }
+    }
+
+    fn room_changed(&self, nsp: &str, room: &str, present: bool) {
+        self.rooms.room_changed(nsp, room, present);
+    }
+
+    fn rooms_propagated(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(self.rooms.propagated())
     }
 }
 

@@ -1,30 +1,54 @@
-//! What this node does with the messages its peers send: hands each to the hub.
+//! What this node does with the messages its peers send: hands each to the hub, or to the
+//! rooms view ([`RoomSync`]).
+
+use std::sync::Arc;
 
 use super::peer::{Answer, Inbound};
-use super::proto::message::Kind;
+use super::proto::{message::Kind, sockets_op::Action};
+use super::rooms::RoomSync;
 use super::{broadcast, queries, sockets};
 use crate::socketio::Hub;
 
 /// Applies peers' messages to this node's hub.
-pub struct HubInbound(pub Hub);
+pub struct HubInbound {
+    pub hub: Hub,
+    pub rooms: Arc<RoomSync>,
+}
 
 impl Inbound for HubInbound {
     fn receive(&self, from: &str, message: Kind) -> Option<Answer> {
         match message {
             Kind::Broadcast(b) => {
-                broadcast::deliver(&self.0, from, b);
+                broadcast::deliver(&self.hub, from, b);
             }
             Kind::Sockets(op) => {
-                sockets::apply(&self.0, from, op);
+                let settle = match op.action {
+                    Some(Action::Join(_)) if op.id != 0 => Some(op.id),
+                    _ => None,
+                };
+                sockets::apply(&self.hub, from, op);
+                if let Some(id) = settle {
+                    self.rooms.settle(from, id);
+                }
             }
-            // The room directory is not wired to the links yet.
-            Kind::RoomAnnounce(_) | Kind::Synced(_) => {
-                tracing::trace!(peer = from, "directory message ignored");
-            }
-            Kind::Request(request) => return Some(queries::answer(self.0.clone(), request)),
-            // Replies are matched to their requests by the mesh.
-            Kind::Hello(_) | Kind::Heartbeat(_) | Kind::Reply(_) => {}
+            Kind::RoomAnnounce(a) => self.rooms.announced(from, &a),
+            Kind::Synced(_) => self.rooms.synced(from),
+            Kind::Request(request) => return Some(queries::answer(self.hub.clone(), request)),
+            // Replies and pongs are matched to their requests, pings answered, by the mesh.
+            Kind::Hello(_)
+            | Kind::Heartbeat(_)
+            | Kind::Reply(_)
+            | Kind::Ping(_)
+            | Kind::Pong(_) => {}
         }
         None
+    }
+
+    fn link_up(&self, peer: &str) {
+        self.rooms.link_up(peer);
+    }
+
+    fn link_down(&self, peer: &str) {
+        self.rooms.link_down(peer);
     }
 }

@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod directory;
 pub mod inbound;
+pub mod interest;
 pub mod membership;
 pub mod node;
 pub mod ops;
@@ -11,6 +12,7 @@ pub mod peer;
 pub mod proto;
 pub mod queries;
 pub mod ring;
+pub mod rooms;
 pub mod sockets;
 
 pub use directory::{Directory, Targets};

@@ -8,12 +8,14 @@ use std::time::Duration;
 use super::broadcast::MeshFanout;
 use super::inbound::HubInbound;
 use super::peer::{LinkSettings, Mesh};
+use super::rooms::{self, RoomSync};
 use crate::config::Config;
 use crate::socketio::Hub;
 
 /// A running cluster member.
 pub struct Cluster {
     mesh: Arc<Mesh>,
+    rooms: Arc<RoomSync>,
     peer_addr: SocketAddr,
 }
 
@@ -33,18 +35,37 @@ impl Cluster {
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
             ..LinkSettings::default()
         };
-        let inbound = Arc::new(HubInbound(hub.clone()));
+        let (room_sync, room_events) = RoomSync::new();
+        let inbound = Arc::new(HubInbound {
+            hub: hub.clone(),
+            rooms: room_sync.clone(),
+        });
         let mesh = Mesh::new(&config.node_id, &members, settings, inbound)?;
-        if !hub.set_fanout(Arc::new(MeshFanout(mesh.clone()))) {
+        let fanout = MeshFanout {
+            mesh: mesh.clone(),
+            rooms: room_sync.clone(),
+        };
+        if !hub.set_fanout(Arc::new(fanout)) {
             anyhow::bail!("this hub already belongs to a cluster");
         }
+        // Before any link is up, so the first link's full list is queued behind nothing.
+        tokio::spawn(rooms::run(room_events, mesh.clone(), hub.clone()));
         let peer_addr = mesh.start(listen).await?;
         tracing::info!(member = %config.node_id, %peer_addr, members = members.len(), "cluster member started");
-        Ok(Some(Cluster { mesh, peer_addr }))
+        Ok(Some(Cluster {
+            mesh,
+            rooms: room_sync,
+            peer_addr,
+        }))
     }
 
     pub fn mesh(&self) -> &Arc<Mesh> {
         &self.mesh
+    }
+
+    /// Which rooms the peers have, and this node's announcements to them.
+    pub fn rooms(&self) -> &Arc<RoomSync> {
+        &self.rooms
     }
 
     pub fn peer_addr(&self) -> SocketAddr {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use super::peer::Mesh;
 use super::queries;
+use super::rooms::RoomSync;
 use super::sockets::{self, SocketsAction};
 use crate::ops::{
     validate_emit, EmitOutcome, EmitRequest, HubOps, HubStats, LocalOps, OpsError, RoomInfo,
@@ -25,18 +26,24 @@ pub struct ClusterOps {
     local: LocalOps,
     hub: Hub,
     mesh: Arc<Mesh>,
+    rooms: Arc<RoomSync>,
 }
 
 impl ClusterOps {
-    pub fn new(local: LocalOps, hub: Hub, mesh: Arc<Mesh>) -> Self {
-        Self { local, hub, mesh }
+    pub fn new(local: LocalOps, hub: Hub, mesh: Arc<Mesh>, rooms: Arc<RoomSync>) -> Self {
+        Self {
+            local,
+            hub,
+            mesh,
+            rooms,
+        }
     }
 
     /// Sends an operation on sockets to every peer (after it ran here, so an unknown
     /// namespace is refused before anything leaves this node).
     fn forward(&self, nsp: &str, selector: &Selector, action: SocketsAction) {
         self.mesh
-            .send_all(&sockets::to_message(nsp, selector, action), false);
+            .send_all(&sockets::to_message(nsp, selector, action, 0), false);
     }
 }
 
@@ -89,7 +96,20 @@ impl HubOps for ClusterOps {
         rooms: &[String],
     ) -> Result<usize, OpsError> {
         let matched = self.local.sockets_join(nsp, selector, rooms).await?;
-        self.forward(nsp, selector, SocketsAction::Join(rooms.to_vec()));
+        // Answered once every node knows where the joined sockets are, so an emit sent next,
+        // from any node, reaches them: this node's own changes have propagated, and every
+        // peer applied the join and propagated its changes ("settled"). Until a peer settles,
+        // this node counts it as a member of the rooms.
+        let (id, settled) = self.rooms.join_sent(&self.mesh.connected(), nsp, rooms);
+        let message = sockets::to_message(nsp, selector, SocketsAction::Join(rooms.to_vec()), id);
+        self.mesh.send_all(&message, false);
+        let wait = self.mesh.request_timeout();
+        let (_, settled) =
+            tokio::join!(self.rooms.propagated(), tokio::time::timeout(wait, settled));
+        if settled.is_err() {
+            self.rooms.join_abandoned(id);
+            tracing::warn!(nsp, "not every peer settled a socketsJoin in time");
+        }
         Ok(matched)
     }
 

@@ -103,6 +103,12 @@ pub trait Inbound: Send + Sync + 'static {
     /// Handles one message; the answer it may return is sent back to `from` once ready
     /// (it runs on its own task, so a slow answer never holds up the link).
     fn receive(&self, from: &str, message: Kind) -> Option<Answer>;
+
+    /// A link to `peer` came up; called before any of its messages is received.
+    fn link_up(&self, _peer: &str) {}
+
+    /// The link to `peer` went down (the peer is out of routing).
+    fn link_down(&self, _peer: &str) {}
 }
 
 /// One other member and the state of the link to it.
@@ -130,9 +136,13 @@ pub struct Mesh {
     settings: LinkSettings,
     inbound: Arc<dyn Inbound>,
     tasks: Mutex<Vec<AbortHandle>>,
-    /// Messages queued for peers and received from them (link upkeep not counted).
+    /// Messages queued for peers and received from them (link upkeep and room updates not
+    /// counted).
     sent: AtomicU64,
     received: AtomicU64,
+    /// Room updates (announcements, full lists, synced markers) queued and received.
+    room_updates_sent: AtomicU64,
+    room_updates_received: AtomicU64,
     /// Requests waiting for replies, by id.
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, pb::Reply)>>>,
     next_request: AtomicU64,
@@ -147,6 +157,8 @@ pub struct MeshStats {
     pub connected: usize,
     pub sent: u64,
     pub received: u64,
+    pub room_updates_sent: u64,
+    pub room_updates_received: u64,
     /// Messages not sent because a peer's queue was full.
     pub dropped: u64,
 }
@@ -193,6 +205,8 @@ impl Mesh {
             tasks: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            room_updates_sent: AtomicU64::new(0),
+            room_updates_received: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
         }))
@@ -282,6 +296,8 @@ impl Mesh {
                 .count(),
             sent: self.sent.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
+            room_updates_sent: self.room_updates_sent.load(Ordering::Relaxed),
+            room_updates_received: self.room_updates_received.load(Ordering::Relaxed),
             dropped: self.dropped(),
         }
     }
@@ -294,14 +310,27 @@ impl Mesh {
         }
     }
 
+    /// Queues `message` for the peer `id` if it is in routing; returns whether it was queued.
+    pub fn send_to(&self, id: &str, message: pb::Message, volatile: bool) -> bool {
+        match self.peers.get(id) {
+            Some(peer) => self.enqueue(peer, message, volatile),
+            None => false,
+        }
+    }
+
     /// Queues `message` for one peer if it is in routing; returns whether it was queued.
     fn enqueue(&self, peer: &Peer, message: pb::Message, volatile: bool) -> bool {
         if !peer.up.load(Ordering::Acquire) {
             return false;
         }
+        let counter = if is_room_update(&message) {
+            &self.room_updates_sent
+        } else {
+            &self.sent
+        };
         match peer.tx.try_send(message) {
             Ok(()) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::Relaxed);
                 if peer.overloaded.load(Ordering::Relaxed)
                     && peer.overloaded.swap(false, Ordering::Relaxed)
                 {
@@ -380,20 +409,37 @@ impl Mesh {
 
     /// One message from `peer`, other than link upkeep.
     fn handle(self: &Arc<Self>, peer: &Arc<Peer>, kind: Kind) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        if let Kind::Reply(reply) = kind {
-            // Unknown ids are replies that came after their request gave up.
-            if let Some(waiter) = self.pending.lock().get(&reply.id) {
-                let _ = waiter.send((peer.id.clone(), reply));
-            }
-            return;
+        if is_room_update_kind(&kind) {
+            self.room_updates_received.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.received.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(answer) = self.inbound.receive(&peer.id, kind) {
-            let (mesh, peer) = (self.clone(), peer.clone());
-            tokio::spawn(async move {
-                let reply = answer.await;
-                mesh.enqueue(&peer, reply, false);
-            });
+        let reply = match kind {
+            Kind::Reply(reply) => reply,
+            // A pong answers a ping as a reply would; it carries nothing.
+            Kind::Pong(pong) => pb::Reply {
+                id: pong.id,
+                ..Default::default()
+            },
+            Kind::Ping(ping) => {
+                let pong = pb::Message::of(Kind::Pong(pb::Pong { id: ping.id }));
+                self.enqueue(peer, pong, false);
+                return;
+            }
+            kind => {
+                if let Some(answer) = self.inbound.receive(&peer.id, kind) {
+                    let (mesh, peer) = (self.clone(), peer.clone());
+                    tokio::spawn(async move {
+                        let reply = answer.await;
+                        mesh.enqueue(&peer, reply, false);
+                    });
+                }
+                return;
+            }
+        };
+        // Unknown ids are replies that came after their request gave up.
+        if let Some(waiter) = self.pending.lock().get(&reply.id) {
+            let _ = waiter.send((peer.id.clone(), reply));
         }
     }
 
@@ -495,6 +541,7 @@ impl Mesh {
         while queue.try_recv().is_ok() {}
         peer.up.store(true, Ordering::Release);
         tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
+        self.inbound.link_up(&peer.id);
 
         let settings = self.settings;
         let writer = async {
@@ -556,6 +603,7 @@ impl Mesh {
         };
         if peer.generation.load(Ordering::Acquire) == generation {
             peer.up.store(false, Ordering::Release);
+            self.inbound.link_down(&peer.id);
             let mut discarded = 0usize;
             while queue.try_recv().is_ok() {
                 discarded += 1;
@@ -579,6 +627,20 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// Whether a message is about rooms (counted apart from broadcasts and operations).
+fn is_room_update(message: &pb::Message) -> bool {
+    message.kind.as_ref().is_some_and(is_room_update_kind)
+}
+
+/// Room announcements, full lists, synced markers, and the pings and pongs that make sure
+/// peers have them.
+fn is_room_update_kind(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::RoomAnnounce(_) | Kind::Synced(_) | Kind::Ping(_) | Kind::Pong(_)
+    )
 }
 
 /// `first` plus whatever else is queued, up to the batch limits.

@@ -14,8 +14,9 @@ pub enum SocketsAction {
     Disconnect { close: bool },
 }
 
-/// The peer message of an operation on the sockets `selector` picks in `nsp`.
-pub fn to_message(nsp: &str, selector: &Selector, action: SocketsAction) -> pb::Message {
+/// The peer message of an operation on the sockets `selector` picks in `nsp`; `id` (non-zero
+/// for joins) asks the receiver to settle it once applied (see `cluster::interest`).
+pub fn to_message(nsp: &str, selector: &Selector, action: SocketsAction, id: u64) -> pb::Message {
     let action = match action {
         SocketsAction::Join(rooms) => Action::Join(pb::RoomList { rooms }),
         SocketsAction::Leave(rooms) => Action::Leave(pb::RoomList { rooms }),
@@ -26,6 +27,7 @@ pub fn to_message(nsp: &str, selector: &Selector, action: SocketsAction) -> pb::
         rooms: selector.rooms.clone(),
         except: selector.except.clone(),
         action: Some(action),
+        id,
     }))
 }
 
@@ -72,11 +74,12 @@ mod tests {
             SocketsAction::Leave(vec!["a".into()]),
             SocketsAction::Disconnect { close: true },
         ] {
-            let message = to_message("/chat", &selector, action.clone());
+            let message = to_message("/chat", &selector, action.clone(), 3);
             let Some(Kind::Sockets(op)) = message.kind else {
                 panic!("not a sockets operation");
             };
             assert_eq!(op.namespace, "/chat");
+            assert_eq!(op.id, 3);
             assert_eq!(from_message(op), Some((selector.clone(), action)));
         }
         assert_eq!(from_message(pb::SocketsOp::default()), None);

@@ -2,8 +2,10 @@
 //!
 //! A session id is 16 random base64url characters (96 bits from a CSPRNG) followed by the
 //! base64url form of the owning node's member id, so any node can tell which node owns a
-//! session from the id alone. Socket ids are separate random values: knowing a socket id
-//! (which other clients may see) never lets anyone touch the engine session.
+//! session from the id alone. A socket id has its own random part and the same node suffix
+//! as its session: knowing a socket id (which other clients may see) never lets anyone
+//! touch the engine session, and any node can still tell where the socket lives, so an
+//! emit to one socket goes to one node.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -39,9 +41,17 @@ impl SidGenerator {
     }
 }
 
-/// A fresh random Socket.IO socket id, unrelated to any session id.
-pub fn socket_id() -> String {
+/// A fresh random id (CloudEvent ids and the like).
+pub fn random_id() -> String {
     random_part()
+}
+
+/// A fresh Socket.IO socket id for a socket of session `sid`: a new random part, and the
+/// session's node suffix (nothing else of the session id).
+pub fn socket_id(sid: &str) -> String {
+    let mut id = random_part();
+    id.push_str(sid.get(RANDOM_CHARS..).unwrap_or(""));
+    id
 }
 
 /// The member id of the node that owns a session id, if the id is well formed.
@@ -69,10 +79,15 @@ mod tests {
     }
 
     #[test]
-    fn socket_ids_do_not_name_nodes() {
-        let id = socket_id();
-        assert_eq!(id.len(), RANDOM_CHARS);
-        assert_eq!(owner_of(&id).as_deref(), Some(""));
+    fn socket_ids_name_their_node_but_not_their_session() {
+        let sid = SidGenerator::new("hub-7").session_id();
+        let a = socket_id(&sid);
+        let b = socket_id(&sid);
+        assert_ne!(a, b);
+        assert_eq!(owner_of(&a).as_deref(), Some("hub-7"));
+        assert_ne!(&a[..RANDOM_CHARS], &sid[..RANDOM_CHARS]);
+        // A malformed session id still gives a random, well-formed socket id.
+        assert_eq!(socket_id("short").len(), RANDOM_CHARS);
     }
 
     proptest! {

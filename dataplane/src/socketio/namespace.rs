@@ -22,6 +22,17 @@ pub trait Fanout: Send + Sync {
     /// attachments) to every other node, which delivers it to its own sockets in `nsp`
     /// that `selector` picks. Never blocks: a link that cannot take it drops it (and logs).
     fn forward(&self, nsp: &str, selector: &Selector, frames: &[Frame], volatile: bool);
+
+    /// This node now has (`present`) or no longer has sockets in `room` of `nsp`: its first
+    /// member joined or its last one left (a socket's own id room never counts). Called
+    /// under the namespace's lock, in the order the changes happen, so it must only queue.
+    fn room_changed(&self, _nsp: &str, _room: &str, _present: bool) {}
+
+    /// Resolves once every other node has heard of the room changes this node made so far
+    /// (so a broadcast sent from any node next reaches the sockets that just joined).
+    fn rooms_propagated(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The hub's fan-out, shared by all its namespaces. Set once, after the hub exists (the
@@ -177,8 +188,15 @@ impl Namespace {
                 members.remove(socket.id());
                 if members.is_empty() {
                     state.rooms.remove(&room);
+                    self.room_changed(&room, false);
                 }
             }
+        }
+    }
+
+    fn room_changed(&self, room: &str, present: bool) {
+        if let Some(fanout) = self.fanout.get() {
+            fanout.room_changed(&self.name, room, present);
         }
     }
 
@@ -202,11 +220,12 @@ impl Namespace {
             None => Arc::from(room),
         };
         rooms.push(room.clone());
-        state
-            .rooms
-            .entry(room)
-            .or_default()
-            .insert(socket.id_arc().clone(), socket.clone());
+        let members = state.rooms.entry(room.clone()).or_default();
+        let first = members.is_empty();
+        members.insert(socket.id_arc().clone(), socket.clone());
+        if first {
+            self.room_changed(&room, true);
+        }
         Ok(())
     }
 
@@ -217,6 +236,7 @@ impl Namespace {
             members.remove(socket.id());
             if members.is_empty() {
                 state.rooms.remove(room);
+                self.room_changed(room, false);
             }
         }
     }
@@ -237,6 +257,25 @@ impl Namespace {
             .read()
             .for_each(selector, |s| out.push(s.clone()));
         out
+    }
+
+    /// Resolves once every other node of the cluster has heard of this node's room changes
+    /// so far (at once for a single node). See [`Fanout::rooms_propagated`].
+    pub fn rooms_propagated(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        match self.fanout.get() {
+            Some(fanout) => fanout.rooms_propagated(),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
+    /// Names of the rooms with members here (the implicit per-socket rooms are not listed).
+    pub fn room_names(&self) -> Vec<String> {
+        self.state
+            .read()
+            .rooms
+            .keys()
+            .map(|r| r.to_string())
+            .collect()
     }
 
     /// Rooms with their member counts (the implicit per-socket rooms are not listed).

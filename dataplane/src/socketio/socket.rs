@@ -90,7 +90,7 @@ impl Socket {
         data: Value,
     ) -> Arc<Self> {
         Arc::new(Self {
-            id: Arc::from(crate::engine::sid::socket_id()),
+            id: Arc::from(crate::engine::sid::socket_id(&session.sid)),
             ns,
             session,
             conn,

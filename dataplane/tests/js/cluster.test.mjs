@@ -234,6 +234,45 @@ it("a management API emit on one node reaches members on the others", async () =
   );
 });
 
+it("a room broadcast goes only to the nodes with members of the room", async () => {
+  const a = await member(nodes[0], ["room:narrow"]);
+  const b = await member(nodes[1], ["room:narrow"], "polling");
+  const c = await member(nodes[2], ["room:elsewhere"]);
+  const received = () => Promise.all(nodes.map((n) => metric(n, "roomcast_peer_messages_received_total")));
+  const before = await received();
+  for (let i = 0; i < 20; i++) {
+    assert.equal((await call(a, "roomcast:emit", { room: "room:narrow", event: "n", args: [i] })).ok, true);
+  }
+  await assertCounts([[b, 20], [a, 0], [c, 0]], "n", "narrow room emits");
+  assert.deepEqual(b.got.map(([, i]) => i), [...Array(20).keys()], "in order");
+  const after = await received();
+  assert.equal(after[1] - before[1], 20, "node 1 (members) got each broadcast once");
+  assert.equal(after[2] - before[2], 0, "node 2 (no members) got none");
+
+  // Once c's join is acked every node knows, so the next emit reaches it.
+  assert.deepEqual(await call(c, "roomcast:join", "room:narrow"), { ok: true });
+  await call(a, "roomcast:emit", { room: "room:narrow", event: "m", args: [] });
+  await assertCounts([[b, 1], [c, 1], [a, 0]], "m", "emit after a join on a third node");
+
+  // An emit to one socket goes to that socket's node only.
+  const mid = await received();
+  await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "dm", socketIds: [b.id] });
+  await assertCounts([[b, 1], [c, 0]], "dm", "emit to one socket");
+  const end = await received();
+  assert.equal(end[1] - mid[1], 1);
+  assert.equal(end[2] - mid[2], 0, "the other node is not bothered");
+});
+
+it("a socketsJoin answered by one node is known to all: an emit from a third node reaches the joined sockets", async () => {
+  for (let round = 0; round < 5; round++) {
+    const b = await member(nodes[1], []);
+    const room = `joined-remotely:${round}`;
+    await api(nodes[0], "POST", "/v1/namespaces/%2F/sockets/join", { socketIds: [b.id], join: [room] });
+    await api(nodes[2], "POST", "/v1/namespaces/%2F/emit", { event: "hey", rooms: [room] });
+    await assertCounts([[b, 1]], "hey", `round ${round}: emit from node 2 after a join through node 0`);
+  }
+});
+
 it("socketsJoin, socketsLeave and disconnectSockets on one node act on every node", async () => {
   const a = await member(nodes[0], []);
   const b = await member(nodes[1], [], "polling");
