@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1.7
+# The Roomcast data plane (`roomcast-dataplane`): one hub node.
+#
+#   docker build -f docker/dataplane.Dockerfile -t roomcast/roomcast-dataplane:0.1.0 .
+#
+# Build context: the repository root. The runtime image is distroless (glibc, CA
+# certificates, no shell), runs as the unprivileged user 65532 and writes nothing to its root
+# filesystem, so it works with `readOnlyRootFilesystem: true`.
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY . .
+# Cache mounts keep the registry and the target dir between builds of the same machine.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p roomcast-dataplane --bin roomcast-dataplane \
+ && install -D target/release/roomcast-dataplane /out/roomcast-dataplane
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/roomcast-dataplane /usr/local/bin/roomcast-dataplane
+USER 65532:65532
+# Socket.IO clients, the management API, the peer links.
+EXPOSE 3000 3001 7000
+ENTRYPOINT ["/usr/local/bin/roomcast-dataplane"]
