@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod directory;
 pub mod inbound;
+pub mod kube_discovery;
 pub mod membership;
 pub mod node;
 pub mod ops;
