@@ -251,9 +251,11 @@ fn is_ready(endpoint: &Endpoint) -> bool {
 }
 
 fn endpoint_id(endpoint: &Endpoint) -> Option<&str> {
-    let named = |name: Option<&str>| name.filter(|n| !n.is_empty());
-    named(endpoint.target_ref.as_ref().and_then(|r| r.name.as_deref()))
-        .or_else(|| named(endpoint.hostname.as_deref()))
+    let from_ref = endpoint.target_ref.as_ref().and_then(|r| r.name.as_deref());
+    [from_ref, endpoint.hostname.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|id| !id.is_empty())
 }
 
 /// The number of the port named `port_name` (an unnamed port matches `""`).
@@ -558,14 +560,24 @@ mod tests {
             ..endpoint("", "10.0.0.3", None)
         };
         let empty_name = endpoint("", "10.0.0.4", None);
+        let empty_name_with_hostname = Endpoint {
+            hostname: Some("hub-5".to_string()),
+            ..endpoint("", "10.0.0.5", None)
+        };
         let s = slice(
             "a",
             "IPv4",
             ports(),
-            vec![by_hostname, nameless_ref, anonymous, empty_name],
+            vec![
+                by_hostname,
+                nameless_ref,
+                anonymous,
+                empty_name,
+                empty_name_with_hostname,
+            ],
         );
         let m = members(&[s]);
-        assert_eq!(m.ids().collect::<Vec<_>>(), ["hub-0", "hub-1"]);
+        assert_eq!(m.ids().collect::<Vec<_>>(), ["hub-0", "hub-1", "hub-5"]);
         assert_eq!(m.addr("hub-1"), Some("10.0.0.2:7000".parse().unwrap()));
     }
 
