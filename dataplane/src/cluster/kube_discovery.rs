@@ -178,11 +178,12 @@ async fn drive(
                 }
             }
             Ok(event) => tracing::debug!(%namespace, %service, %event, "EndpointSlice event"),
-            // The backoff wrapper delays the next attempt; the stream itself goes on.
+            // The backoff wrapper delays the next attempt; the stream itself goes on. The
+            // error's own text already includes its cause.
             Err(error) => tracing::warn!(
                 %namespace,
                 %service,
-                error = format!("{:#}", anyhow::Error::new(error)),
+                %error,
                 "EndpointSlice watch failed; retrying"
             ),
         }
