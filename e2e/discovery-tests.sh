@@ -7,13 +7,9 @@
 # Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfig);
 # DISCOVERY_TEST_FILTER=name runs only the matching tests.
 set -euo pipefail
-
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-t0=$SECONDS
-log() { echo "[discovery-tests] $*" >&2; }
+tier=discovery-tests
 # shellcheck source=e2e/lib.sh
-source e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 control_plane_binaries
 # Compile before the control plane starts, so that it does not idle through the build.
@@ -22,5 +18,5 @@ control_plane_start
 
 t1=$SECONDS
 # A hang fails the tier instead of stalling CI.
-timeout 600 "${ROOMCAST_CARGO:-cargo}" test --locked -p roomcast-dataplane --test kube_discovery -- --ignored --nocapture ${DISCOVERY_TEST_FILTER:-}
+cargo_timeout=600 run_cargo test --locked -p roomcast-dataplane --test kube_discovery -- --ignored --nocapture ${DISCOVERY_TEST_FILTER:-}
 log "discovery tests took $((SECONDS - t1))s; whole tier $((SECONDS - t0))s"

@@ -1,14 +1,23 @@
 # Shared by the e2e tiers that need a Kubernetes control plane (operator-tests.sh,
-# discovery-tests.sh). Source it from the repository root after `set -euo pipefail` and
-# defining `log`; then:
+# discovery-tests.sh). A tier sets `tier=<name>` and sources this file; it then runs from the
+# repository root with `set -euo pipefail`, `log MESSAGE` and `t0` (the start time), and calls:
 #   control_plane_binaries   # builds/caches them (e2e/build-control-plane.sh), sets $bin
 #   control_plane_start      # sets $state, starts the control plane, exports KUBECONFIG (an
 #                            # admin); on exit stops it, dumps its logs if the script failed and
 #                            # removes $state unless KEEP_STATE=1
-# `run_cargo ARGS...` runs cargo niced; ROOMCAST_CARGO names another cargo (e.g. a wrapper).
+# `run_cargo ARGS...` runs cargo niced (within `cargo_timeout` seconds if that is set);
+# ROOMCAST_CARGO names another cargo (e.g. a wrapper; if that one moves the target dir, export
+# CARGO_TARGET_DIR to match, the operator tier finds its binary there).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+t0=$SECONDS
+log() { echo "[${tier:-e2e}] $*" >&2; }
 
 run_cargo() {
-  nice -n 15 "${ROOMCAST_CARGO:-cargo}" "$@"
+  # cargo_timeout=SECONDS (set for one call) turns a hang into a failure.
+  ${cargo_timeout:+timeout "$cargo_timeout"} nice -n 15 "${ROOMCAST_CARGO:-cargo}" "$@"
 }
 
 control_plane_binaries() {

@@ -12,14 +12,9 @@
 # Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfigs);
 # OPERATOR_TEST_FILTER=name runs only the matching cluster tests.
 set -euo pipefail
-
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-t0=$SECONDS
-log() { echo "[operator-tests] $*" >&2; }
-
+tier=operator-tests
 # shellcheck source=e2e/lib.sh
-source e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 control_plane_binaries
 helm="$bin/helm"

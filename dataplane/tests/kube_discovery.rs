@@ -318,26 +318,27 @@ async fn members_follow_endpointslices() {
 
     // The first IPv4 slice goes: hub-1 stays (it is in the other IPv4 slice), hub-3 is left
     // with its IPv6 address.
-    slices
-        .delete("hub-peers-v4", &DeleteParams::default())
-        .await
-        .expect("delete slice");
+    delete(&slices, "hub-peers-v4").await;
     expect_members(
         &d,
         "hub-1=192.0.2.12:7000,hub-2=[2001:db8::2]:7000,hub-3=[2001:db8::3]:7000",
         "hub-peers-v4 deleted",
     )
     .await;
-    slices
-        .delete("hub-peers-v4-more", &DeleteParams::default())
-        .await
-        .expect("delete slice");
+    delete(&slices, "hub-peers-v4-more").await;
     expect_members(
         &d,
         "hub-2=[2001:db8::2]:7000,hub-3=[2001:db8::3]:7000",
         "hub-peers-v4-more deleted",
     )
     .await;
+}
+
+async fn delete(slices: &Api<EndpointSlice>, name: &str) {
+    slices
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete slice");
 }
 
 /// Replaces a slice with `slice` (its current resourceVersion, so a plain update).

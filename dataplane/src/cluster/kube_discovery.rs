@@ -359,6 +359,15 @@ mod tests {
         vec![port("http", 3000), port("peer", 7000)]
     }
 
+    /// A slice with the usual ports whose endpoints, `(pod, ip)`, are all ready.
+    fn ready(name: &str, family: &str, endpoints: &[(&str, &str)]) -> EndpointSlice {
+        let endpoints = endpoints
+            .iter()
+            .map(|(pod, ip)| endpoint(pod, ip, None))
+            .collect();
+        slice(name, family, ports(), endpoints)
+    }
+
     fn members(slices: &[EndpointSlice]) -> Members {
         members_from_slices(slices, DEFAULT_PORT_NAME)
     }
@@ -387,12 +396,7 @@ mod tests {
 
     #[test]
     fn uses_the_named_port_and_skips_slices_without_it() {
-        let with = slice(
-            "a",
-            "IPv4",
-            ports(),
-            vec![endpoint("hub-0", "10.0.0.1", None)],
-        );
+        let with = ready("a", "IPv4", &[("hub-0", "10.0.0.1")]);
         let without = slice(
             "b",
             "IPv4",
@@ -444,23 +448,15 @@ mod tests {
 
     #[test]
     fn merges_slices_and_counts_duplicates_once() {
-        let a = slice(
+        let a = ready(
             "hub-peers-a",
             "IPv4",
-            ports(),
-            vec![
-                endpoint("hub-0", "10.0.0.1", None),
-                endpoint("hub-1", "10.0.0.2", None),
-            ],
+            &[("hub-0", "10.0.0.1"), ("hub-1", "10.0.0.2")],
         );
-        let b = slice(
+        let b = ready(
             "hub-peers-b",
             "IPv4",
-            ports(),
-            vec![
-                endpoint("hub-1", "10.0.0.2", None),
-                endpoint("hub-2", "10.0.0.3", None),
-            ],
+            &[("hub-1", "10.0.0.2"), ("hub-2", "10.0.0.3")],
         );
         let m = members(&[a.clone(), b.clone()]);
         assert_eq!(m.ids().collect::<Vec<_>>(), ["hub-0", "hub-1", "hub-2"]);
@@ -471,18 +467,8 @@ mod tests {
 
     #[test]
     fn conflicting_copies_resolve_the_same_way_in_any_order() {
-        let old = slice(
-            "a",
-            "IPv4",
-            ports(),
-            vec![endpoint("hub-0", "10.0.0.9", None)],
-        );
-        let new = slice(
-            "b",
-            "IPv4",
-            ports(),
-            vec![endpoint("hub-0", "10.0.0.1", None)],
-        );
+        let old = ready("a", "IPv4", &[("hub-0", "10.0.0.9")]);
+        let new = ready("b", "IPv4", &[("hub-0", "10.0.0.1")]);
         let one = members(&[old.clone(), new.clone()]);
         assert_eq!(one, members(&[new, old]));
         assert_eq!(one.addr("hub-0"), Some("10.0.0.1:7000".parse().unwrap()));
@@ -490,21 +476,12 @@ mod tests {
 
     #[test]
     fn reads_ipv6_and_prefers_ipv4_in_dual_stack() {
-        let v6 = slice(
+        let v6 = ready(
             "hub-peers-v6",
             "IPv6",
-            ports(),
-            vec![
-                endpoint("hub-0", "fd00::1", None),
-                endpoint("hub-1", "fd00::2", None),
-            ],
+            &[("hub-0", "fd00::1"), ("hub-1", "fd00::2")],
         );
-        let v4 = slice(
-            "hub-peers-v4",
-            "IPv4",
-            ports(),
-            vec![endpoint("hub-0", "10.0.0.1", None)],
-        );
+        let v4 = ready("hub-peers-v4", "IPv4", &[("hub-0", "10.0.0.1")]);
         let m = members(std::slice::from_ref(&v6));
         assert_eq!(m.addr("hub-1"), Some("[fd00::2]:7000".parse().unwrap()));
         let m = members(&[v6.clone(), v4.clone()]);
