@@ -285,11 +285,15 @@ async fn members_follow_endpointslices() {
     .await;
 
     // hub-0 becomes not ready.
-    v4.endpoints = Some(vec![
-        endpoint("hub-0", "192.0.2.11", false),
-        endpoint("hub-1", "192.0.2.12", true),
-    ]);
-    replace(&slices, &v4).await;
+    set_endpoints(
+        &slices,
+        &mut v4,
+        vec![
+            endpoint("hub-0", "192.0.2.11", false),
+            endpoint("hub-1", "192.0.2.12", true),
+        ],
+    )
+    .await;
     expect_members(
         &d,
         "hub-1=192.0.2.12:7000,hub-2=[2001:db8::2]:7000",
@@ -298,17 +302,11 @@ async fn members_follow_endpointslices() {
     .await;
 
     // hub-3 is added, in both families.
-    v4.endpoints = Some(vec![
-        endpoint("hub-0", "192.0.2.11", false),
-        endpoint("hub-1", "192.0.2.12", true),
-        endpoint("hub-3", "192.0.2.13", true),
-    ]);
-    replace(&slices, &v4).await;
-    v6.endpoints = Some(vec![
-        endpoint("hub-2", "2001:db8::2", true),
-        endpoint("hub-3", "2001:db8::3", true),
-    ]);
-    replace(&slices, &v6).await;
+    for (slice, ip) in [(&mut v4, "192.0.2.13"), (&mut v6, "2001:db8::3")] {
+        let mut more = slice.endpoints.clone().unwrap_or_default();
+        more.push(endpoint("hub-3", ip, true));
+        set_endpoints(&slices, slice, more).await;
+    }
     expect_members(
         &d,
         "hub-1=192.0.2.12:7000,hub-2=[2001:db8::2]:7000,hub-3=192.0.2.13:7000",
@@ -341,14 +339,18 @@ async fn delete(slices: &Api<EndpointSlice>, name: &str) {
         .expect("delete slice");
 }
 
-/// Replaces a slice with `slice` (its current resourceVersion, so a plain update).
-async fn replace(slices: &Api<EndpointSlice>, slice: &EndpointSlice) {
-    let name = slice.metadata.name.as_deref().expect("slice name");
-    let current = slices.get(name).await.expect("get slice");
-    let mut next = slice.clone();
-    next.metadata.resource_version = current.metadata.resource_version;
+/// Gives `slice` these endpoints, in the API too (a plain update at its current version).
+async fn set_endpoints(
+    slices: &Api<EndpointSlice>,
+    slice: &mut EndpointSlice,
+    endpoints: Vec<Endpoint>,
+) {
+    slice.endpoints = Some(endpoints);
+    let name = slice.metadata.name.clone().expect("slice name");
+    let current = slices.get(&name).await.expect("get slice");
+    slice.metadata.resource_version = current.metadata.resource_version;
     slices
-        .replace(name, &PostParams::default(), &next)
+        .replace(&name, &PostParams::default(), slice)
         .await
         .expect("replace slice");
 }
