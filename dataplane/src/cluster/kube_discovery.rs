@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
@@ -48,7 +47,9 @@ pub enum KubeDiscoveryError {
 /// Members from the ready endpoints of a Service's EndpointSlices, kept current by a watch.
 pub struct KubeDiscovery {
     store: Store<EndpointSlice>,
-    synced: Arc<AtomicBool>,
+    /// Turns true once the first full list is in the store; the one source of truth for
+    /// both `is_synced` and `synced`.
+    synced: tokio::sync::watch::Receiver<bool>,
     namespace: String,
     service: String,
     port_name: String,
@@ -76,11 +77,11 @@ impl KubeDiscovery {
         let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={service}"));
         let (store, writer) = reflector::store();
         let events = reflector::reflector(writer, watcher(api, config).default_backoff());
-        let synced = Arc::new(AtomicBool::new(false));
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
         let watch = runtime
             .spawn(drive(
                 events,
-                synced.clone(),
+                synced_tx,
                 namespace.to_string(),
                 service.to_string(),
             ))
@@ -109,14 +110,14 @@ impl KubeDiscovery {
 
     /// Whether the first full list has arrived.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        *self.synced.borrow()
     }
 
     /// Waits until the first full list has arrived (callers bound it with a timeout).
     pub async fn synced(&self) {
-        // The store only fails to become ready if its writer is dropped, i.e. the watch task
-        // ended; that happens when `self` is dropped, which cannot happen while borrowed.
-        if self.store.wait_until_ready().await.is_err() {
+        // Only fails if the watch task ended, which happens when `self` is dropped: not
+        // while borrowed here.
+        if self.synced.clone().wait_for(|s| *s).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -163,7 +164,7 @@ impl Discovery for KubeDiscovery {
 /// Polls the reflector stream (which is what feeds the store) and logs what happens.
 async fn drive(
     events: impl Stream<Item = watcher::Result<watcher::Event<EndpointSlice>>>,
-    synced: Arc<AtomicBool>,
+    synced: tokio::sync::watch::Sender<bool>,
     namespace: String,
     service: String,
 ) {
@@ -171,7 +172,8 @@ async fn drive(
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::InitDone) => {
-                if !synced.swap(true, Ordering::AcqRel) {
+                // The reflector has already swapped the full list into the store.
+                if !synced.send_replace(true) {
                     tracing::info!(%namespace, %service, "EndpointSlices synced");
                 } else {
                     tracing::debug!(%namespace, %service, "EndpointSlices re-listed");
