@@ -604,6 +604,8 @@ mod tests {
         let timed_out =
             tokio::time::timeout(std::time::Duration::from_millis(100), d.synced()).await;
         assert!(timed_out.is_err());
+        // What the node holds it as.
+        let _as_discovery: Arc<dyn Discovery> = d;
     }
 
     #[test]
