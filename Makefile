@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test test-rust test-dataplane-js test-operator lint bench
+.PHONY: help run test test-rust test-dataplane-js test-operator test-discovery lint bench
 
 help:
 	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
@@ -16,7 +16,7 @@ run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
 
 # The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
-test: lint test-rust test-dataplane-js test-operator
+test: lint test-rust test-dataplane-js test-operator test-discovery
 
 lint:
 	cargo fmt --all -- --check
@@ -30,6 +30,11 @@ test-dataplane-js:
 
 test-operator:
 	@if [ -x e2e/operator-tests.sh ]; then bash e2e/operator-tests.sh; else echo "operator tier not present yet"; fi
+
+# Hub peer discovery through EndpointSlices against a real kube-apiserver (same cached
+# control-plane binaries as test-operator; about 30 s once built).
+test-discovery:
+	bash e2e/discovery-tests.sh
 
 bench:
 	bash bench/run.sh

@@ -12,42 +12,19 @@
 # Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfigs);
 # OPERATOR_TEST_FILTER=name runs only the matching cluster tests.
 set -euo pipefail
+tier=operator-tests
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-t0=$SECONDS
-log() { echo "[operator-tests] $*" >&2; }
-
-bin="$(bash e2e/build-control-plane.sh)"
-log "control-plane binaries ready in $((SECONDS - t0))s ($bin)"
+control_plane_binaries
 helm="$bin/helm"
 kubectl="$bin/kubectl"
 
-nice -n 15 cargo build --locked -p roomcast-operator --bin roomcast-operator
-nice -n 15 cargo test --locked -p roomcast-operator --test cluster --no-run
+run_cargo build --locked -p roomcast-operator --bin roomcast-operator
+run_cargo test --locked -p roomcast-operator --test cluster --no-run
 operator_bin="${CARGO_TARGET_DIR:-$root/target}/debug/roomcast-operator"
 
-state="$(mktemp -d "${TMPDIR:-/tmp}/roomcast-e2e.XXXXXX")"
-cleanup() {
-  local rc=$?
-  bash e2e/control-plane.sh stop "$state" || true
-  if [[ $rc -ne 0 ]]; then
-    log "FAILED (exit $rc); control-plane logs:"
-    for f in "$state"/logs/*.log; do
-      [[ -f "$f" ]] || continue
-      echo "----- $(basename "$f") (last 40 lines)" >&2
-      tail -n 40 "$f" | cut -c1-400 >&2
-    done
-  fi
-  if [[ -n "${KEEP_STATE:-}" ]]; then log "state kept in $state"; else rm -rf "$state"; fi
-  exit $rc
-}
-trap cleanup EXIT
-
-t1=$SECONDS
-bash e2e/control-plane.sh start "$state"
-log "control plane up in $((SECONDS - t1))s"
-export KUBECONFIG="$state/admin.kubeconfig"
+control_plane_start
 
 release_ns=roomcast-system
 chart=charts/roomcast-operator
@@ -102,5 +79,5 @@ export ROOMCAST_E2E_KUBECTL="$kubectl"
 export ROOMCAST_E2E_RELEASE_NAMESPACE="$release_ns"
 export ROOMCAST_E2E_LOG_DIR="$state/logs"
 t2=$SECONDS
-nice -n 15 cargo test --locked -p roomcast-operator --test cluster -- --ignored --test-threads=1 ${OPERATOR_TEST_FILTER:-}
+run_cargo test --locked -p roomcast-operator --test cluster -- --ignored --test-threads=1 ${OPERATOR_TEST_FILTER:-}
 log "cluster tests took $((SECONDS - t2))s; whole tier $((SECONDS - t0))s"

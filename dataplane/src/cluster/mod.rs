@@ -1,10 +1,10 @@
-//! The cluster layer: membership, room ownership and the room directory, and the peer
-//! links that make many nodes behave as one Socket.IO server.
+//! The cluster layer: membership, the peer links, and which peers have members in which
+//! rooms: what makes many nodes behave as one Socket.IO server.
 
 pub mod broadcast;
-pub mod directory;
 pub mod inbound;
 pub mod interest;
+pub mod kube_discovery;
 pub mod membership;
 pub mod node;
 pub mod ops;
@@ -15,7 +15,6 @@ pub mod ring;
 pub mod rooms;
 pub mod sockets;
 
-pub use directory::{Directory, Targets};
 pub use membership::{Discovery, Members, MembersError, StaticDiscovery};
 pub use node::Cluster;
 pub use ops::ClusterOps;
