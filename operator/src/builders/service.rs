@@ -4,7 +4,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::MANAGEMENT_PORT;
-use super::{names, object_meta, selector_labels, statefulset::CLIENT_PORT};
+use super::statefulset::{CLIENT_PORT, PEER_PORT};
+use super::{names, object_meta, selector_labels};
 use crate::crd::{SessionAffinity, SocketIOHub};
 use crate::Result;
 
@@ -18,13 +19,22 @@ pub fn peer_service(hub: &SocketIOHub) -> Result<Service> {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(hub)),
             publish_not_ready_addresses: Some(false),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_string()),
-                port: CLIENT_PORT,
-                target_port: Some(IntOrString::String("http".to_string())),
-                protocol: Some("TCP".to_string()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".to_string()),
+                    port: CLIENT_PORT,
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("peer".to_string()),
+                    port: PEER_PORT,
+                    target_port: Some(IntOrString::String("peer".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

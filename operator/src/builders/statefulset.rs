@@ -22,6 +22,9 @@ use crate::Result;
 
 /// Port the data plane serves clients (and probes) on inside the pod.
 pub const CLIENT_PORT: i32 = 3000;
+/// The peer (gRPC) port, named `peer`: the EndpointSlices and DNS SRV records
+/// (`_peer._tcp.<hub>-peers...`) of the peer Service carry it.
+pub const PEER_PORT: i32 = 7000;
 /// Name of the data-plane container.
 pub const CONTAINER_NAME: &str = "hub";
 
@@ -83,6 +86,12 @@ pub fn statefulset(
             ContainerPort {
                 name: Some("management".to_string()),
                 container_port: MANAGEMENT_PORT,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("peer".to_string()),
+                container_port: PEER_PORT,
                 protocol: Some("TCP".to_string()),
                 ..ContainerPort::default()
             },
