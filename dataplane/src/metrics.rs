@@ -154,6 +154,20 @@ impl MetricsSource {
             let m = mesh.stats();
             metric(
                 &mut out,
+                "roomcast_members",
+                "gauge",
+                "Members of the cluster as this node sees them (its ring), itself included.",
+                &one(m.members as u64),
+            );
+            metric(
+                &mut out,
+                "roomcast_membership_epoch",
+                "gauge",
+                "Changes of the member set seen by this node since it started.",
+                &one(m.epoch),
+            );
+            metric(
+                &mut out,
                 "roomcast_peers",
                 "gauge",
                 "Other members of the cluster.",

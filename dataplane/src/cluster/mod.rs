@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod directory;
+pub mod discovery;
 pub mod inbound;
 pub mod membership;
 pub mod node;
@@ -14,7 +15,10 @@ pub mod ring;
 pub mod sockets;
 
 pub use directory::{Directory, Targets};
-pub use membership::{Discovery, Members, MembersError, StaticDiscovery};
+pub use discovery::DnsDiscovery;
+pub use membership::{
+    Discovery, FileDiscovery, Members, MembersDiff, MembersError, Membership, StaticDiscovery,
+};
 pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use peer::{LinkSettings, Mesh, MeshStats};
