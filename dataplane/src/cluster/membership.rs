@@ -138,6 +138,20 @@ impl MembersDiff {
 /// One version of the cluster's member set as this node sees it: what ring changes are
 /// published as. This node is always a member, even before discovery lists it (a pod that
 /// is not ready yet is missing from DNS and EndpointSlices).
+///
+/// Following ring changes (e.g. to re-announce rooms to their new owners):
+///
+/// ```ignore
+/// let mut ring = cluster.subscribe(); // or mesh.subscribe()
+/// let mut seen = ring.borrow_and_update().clone(); // the current set: start from it
+/// while ring.changed().await.is_ok() {
+///     let now = ring.borrow_and_update().clone();
+///     let diff = seen.members.diff(&now.members); // who joined, left, moved
+///     // ... now.ring.owner(namespace, room) for the new owners ...
+///     seen = now;
+/// }
+/// // `changed()` fails once the mesh is gone.
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     /// Starts at 0 with the members the node started with; +1 on every change of the set

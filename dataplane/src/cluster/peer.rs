@@ -58,6 +58,8 @@ const STREAM_DEPTH: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// Largest backoff after a peer refused this node as not (yet) a member.
+const BACKOFF_STRANGER: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Timing and sizing of peer links.
@@ -572,6 +574,7 @@ impl Mesh {
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0u32;
         loop {
+            let mut refused_as_stranger = false;
             match self.dial(&peer).await {
                 Ok((inbound, out)) => {
                     failures = 0;
@@ -584,6 +587,7 @@ impl Mesh {
                     }
                 }
                 Err(error) => {
+                    refused_as_stranger = matches!(&error, DialError::Refused(status) if status.code() == tonic::Code::PermissionDenied);
                     let error = chain(&error);
                     failures += 1;
                     // The first failure after a link was up is news; the retries are not.
@@ -597,6 +601,11 @@ impl Mesh {
             let jitter = rand::thread_rng().gen_range(0.5..1.0);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
+            if refused_as_stranger {
+                // A new member is refused until the peer's discovery lists it too: retry
+                // soon, so it links within about one discovery interval.
+                backoff = backoff.min(BACKOFF_STRANGER);
+            }
         }
     }
 
@@ -804,7 +813,7 @@ impl PeerService for Acceptor {
         let Some(peer) = known.filter(|p| !p.removed.load(Ordering::Acquire)) else {
             // Also the normal case for a moment while a new member joins: it may know this
             // node before this node's discovery lists it (it re-dials with backoff).
-            tracing::info!(member = %hello.member, "link from a node that is not a member (yet) refused");
+            tracing::debug!(member = %hello.member, "link from a node that is not a member (yet) refused");
             return Err(Status::permission_denied("not a member of this cluster"));
         };
         let peer = &peer;
@@ -1170,6 +1179,32 @@ mod tests {
         for node in nodes.iter().chain([&n2]) {
             node.mesh.close();
         }
+    }
+
+    /// A new member that dials is refused until the peer knows it, then links within about a
+    /// second (its backoff stays short while it is refused as a stranger).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_newcomer_links_soon_after_it_is_known() {
+        let mut members = Members::new();
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let b = node("b", &members, fast()).await;
+        members.insert("a", free_port([127, 0, 0, 1]));
+        let a = node("a", &members, fast()).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            a.mesh.connected().is_empty(),
+            "refused while b does not know a"
+        );
+        let t = Instant::now();
+        b.mesh.set_members(&members);
+        wait_for("link", || a.mesh.connected() == ["b"]).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "took {:?}",
+            t.elapsed()
+        );
+        a.mesh.close();
+        b.mesh.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
