@@ -154,6 +154,18 @@ impl Peer {
             overloaded: AtomicBool::new(false),
         })
     }
+
+    /// Out of routing for good: no more dialing, the link closed, no link attaches after.
+    fn stop(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.up.store(false, Ordering::Release);
+        if let Some(dialer) = self.dialer.lock().take() {
+            dialer.abort();
+        }
+        if let Some(link) = self.link.lock().take() {
+            link.abort();
+        }
+    }
 }
 
 /// What a request waiting for replies hears about.
@@ -312,14 +324,7 @@ impl Mesh {
 
     /// Takes a peer out for good: stops its dialer and link, and tells waiting requests.
     fn retire(&self, peer: &Peer) {
-        peer.removed.store(true, Ordering::Release);
-        peer.up.store(false, Ordering::Release);
-        if let Some(dialer) = peer.dialer.lock().take() {
-            dialer.abort();
-        }
-        if let Some(link) = peer.link.lock().take() {
-            link.abort();
-        }
+        peer.stop();
         self.dropped_by_departed
             .fetch_add(peer.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         self.peer_gone(&peer.id);
@@ -387,14 +392,7 @@ impl Mesh {
             task.abort();
         }
         for peer in self.peers.read().values() {
-            peer.removed.store(true, Ordering::Release);
-            peer.up.store(false, Ordering::Release);
-            if let Some(dialer) = peer.dialer.lock().take() {
-                dialer.abort();
-            }
-            if let Some(link) = peer.link.lock().take() {
-                link.abort();
-            }
+            peer.stop();
         }
     }
 
