@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,15 +151,29 @@ pub async fn lookup(discovery: &dyn Discovery) -> anyhow::Result<Members> {
     Ok(members)
 }
 
+/// Counters of the discovery loop, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DiscoveryStats {
+    pub lookups: AtomicU64,
+    /// Lookups that failed or found nobody (the last good set was kept).
+    pub failures: AtomicU64,
+}
+
 /// Asks `discovery` every `interval` for as long as the task lives and applies each good
 /// answer to `mesh`. Errors are logged once per streak of failures; the mesh keeps the last
 /// good set meanwhile.
-pub async fn run(mesh: Arc<Mesh>, discovery: Arc<dyn Discovery>, interval: Duration) {
+pub async fn run(
+    mesh: Arc<Mesh>,
+    discovery: Arc<dyn Discovery>,
+    interval: Duration,
+    stats: Arc<DiscoveryStats>,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u64;
     loop {
         ticks.tick().await;
+        stats.lookups.fetch_add(1, Ordering::Relaxed);
         match lookup(discovery.as_ref()).await {
             Ok(members) => {
                 if failures > 0 {
@@ -168,6 +183,7 @@ pub async fn run(mesh: Arc<Mesh>, discovery: Arc<dyn Discovery>, interval: Durat
                 apply(&mesh, &members);
             }
             Err(error) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(error = %format!("{error:#}"), "member discovery failed; keeping the last member set");
@@ -364,10 +380,12 @@ mod tests {
             std::fs::rename(&tmp, &path).unwrap();
         };
         write("a=127.0.0.1:1\nb=127.0.0.1:2\n");
+        let stats = Arc::new(DiscoveryStats::default());
         let task = tokio::spawn(run(
             mesh.clone(),
             Arc::new(FileDiscovery(path.clone())),
             Duration::from_millis(20),
+            stats.clone(),
         ));
         let m = next_change(&mut ring).await;
         assert_eq!(
@@ -383,6 +401,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!ring.has_changed().unwrap());
         assert_eq!(mesh.membership().epoch, 1);
+        assert!(stats.failures.load(Ordering::Relaxed) >= 3);
         // b leaves and c joins; this node stays even though the file leaves it out.
         write("c=127.0.0.1:3\n");
         let m = next_change(&mut ring).await;

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::broadcast::MeshFanout;
-use super::discovery;
+use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
 use super::membership::Membership;
 use super::peer::{LinkSettings, Mesh};
@@ -22,7 +22,7 @@ pub struct Cluster {
     mesh: Arc<Mesh>,
     peer_addr: SocketAddr,
     /// The discovery loop, for sources that change at run time.
-    discovery: Option<AbortHandle>,
+    discovery: Option<(AbortHandle, Arc<DiscoveryStats>)>,
 }
 
 impl Cluster {
@@ -68,8 +68,14 @@ impl Cluster {
             MemberSource::Static(_) => None,
             MemberSource::File(_) | MemberSource::Dns(_) => {
                 let interval = c.discovery_interval();
-                let task = tokio::spawn(discovery::run(mesh.clone(), source_discovery, interval));
-                Some(task.abort_handle())
+                let stats = Arc::new(DiscoveryStats::default());
+                let task = tokio::spawn(discovery::run(
+                    mesh.clone(),
+                    source_discovery,
+                    interval,
+                    stats.clone(),
+                ));
+                Some((task.abort_handle(), stats))
             }
         };
         tracing::info!(
@@ -99,6 +105,11 @@ impl Cluster {
         self.mesh.membership()
     }
 
+    /// Counters of the discovery loop; `None` for a static member list.
+    pub fn discovery_stats(&self) -> Option<Arc<DiscoveryStats>> {
+        self.discovery.as_ref().map(|(_, stats)| stats.clone())
+    }
+
     /// Follows ring changes (see [`Mesh::subscribe`]).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Membership>> {
         self.mesh.subscribe()
@@ -107,7 +118,7 @@ impl Cluster {
     /// Stops discovery and closes the peer links (at shutdown, after the client sessions
     /// are closed).
     pub fn shutdown(&self) {
-        if let Some(task) = &self.discovery {
+        if let Some((task, _)) = &self.discovery {
             task.abort();
         }
         self.mesh.close();

@@ -158,6 +158,8 @@ it("a node removed from the members file leaves routing and the others go on", a
   await sees(nodes[2], [0, 2], "node 2 without node 1");
   assert.equal(await metric(nodes[0], "roomcast_members"), 2);
   assert.equal(await metric(nodes[0], "roomcast_membership_epoch"), epoch + 1);
+  assert.ok((await metric(nodes[0], "roomcast_discovery_lookups_total")) > 0);
+  assert.equal(await metric(nodes[0], "roomcast_discovery_failures_total"), 0);
   // Node 1 is out of routing: a broadcast from node 0 reaches node 2 only.
   await a.timeout(3000).emitWithAck("roomcast:emit", { room, event: "news", args: [1] });
   await eventually(() => numbers(c, "news").length === 1, 5000, "news on node 2");
