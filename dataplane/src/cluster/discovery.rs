@@ -297,9 +297,72 @@ mod tests {
     }
 
     fn pod(zone: &mut Zone, name: &str, ip: [u8; 4]) {
+        pod_at(zone, name, SocketAddr::from((ip, 7000)));
+    }
+
+    fn pod_at(zone: &mut Zone, name: &str, addr: SocketAddr) {
         let target = format!("{name}.hub-peers.default.svc.cluster.local");
-        zone.srv.push((target.clone(), 7000));
-        zone.a.insert(target, Ipv4Addr::from(ip));
+        zone.srv.push((target.clone(), addr.port()));
+        if let IpAddr::V4(ip) = addr.ip() {
+            zone.a.insert(target, ip);
+        }
+    }
+
+    fn free_port() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    /// Whole nodes (`app::build`) configured with `cluster.dns`: they find each other when
+    /// DNS lists them, and part when it stops listing one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_find_each_other_through_dns() {
+        let zone = Arc::new(Mutex::new(Zone::default()));
+        let (nameserver, server) = dns_server(zone.clone()).await;
+        let node = |id: &str, peer: SocketAddr| {
+            let mut config = crate::config::Config {
+                node_id: id.into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            };
+            config.cluster.peer_listen = Some(peer);
+            config.cluster.dns = Some(DnsConfig {
+                name: SRV_NAME.into(),
+                nameserver: Some(nameserver),
+            });
+            config.cluster.discovery_interval = Some(100);
+            config.validate().unwrap();
+            crate::app::build(config)
+        };
+        let (p0, p1) = (free_port(), free_port());
+        // hub-0 starts before DNS lists anybody: it runs as the only member.
+        let hub0 = node("hub-0", p0).await.unwrap();
+        let c0 = hub0.cluster.as_ref().unwrap();
+        assert_eq!(c0.membership().ring.members(), ["hub-0"]);
+        // Both pods ready: both are listed, and they link.
+        pod_at(&mut zone.lock(), "hub-0", p0);
+        pod_at(&mut zone.lock(), "hub-1", p1);
+        let hub1 = node("hub-1", p1).await.unwrap();
+        let c1 = hub1.cluster.as_ref().unwrap();
+        let linked = |c: &crate::cluster::Cluster, n: usize| c.mesh().connected().len() == n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(linked(c0, 1) && linked(c1, 1)) {
+            assert!(std::time::Instant::now() < deadline, "no link through DNS");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(c0.membership().ring.members(), ["hub-0", "hub-1"]);
+        assert_eq!(c0.membership().members.addr("hub-1"), Some(p1));
+        // hub-1 is no longer listed (e.g. not ready): hub-0 drops it.
+        let mut ring = c0.subscribe();
+        zone.lock()
+            .srv
+            .retain(|(target, _)| !target.starts_with("hub-1."));
+        let m = next_change(&mut ring).await;
+        assert_eq!(m.ring.members(), ["hub-0"]);
+        assert!(c0.mesh().connected().is_empty());
+        c0.shutdown();
+        c1.shutdown();
+        server.abort();
     }
 
     #[tokio::test]
