@@ -209,7 +209,13 @@ pub fn apply(mesh: &Arc<Mesh>, members: &Members) {
         tracing::info!(%member, %addr, epoch, "member left");
     }
     for (member, old, new) in &diff.moved {
-        tracing::info!(%member, %old, %new, epoch, "member moved to a new address");
+        // This node's own entry changes when the source first lists it (e.g. its pod IP
+        // instead of the peerListen address it started with): not news.
+        if member == mesh.me() {
+            tracing::debug!(%old, %new, epoch, "this node's listed address changed");
+        } else {
+            tracing::info!(%member, %old, %new, epoch, "member moved to a new address");
+        }
     }
 }
 
