@@ -53,6 +53,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         hub: hub.clone(),
         upstream: Some(upstream),
         cluster: cluster.as_ref().map(|c| c.mesh().clone()),
+        discovery: cluster.as_ref().and_then(Cluster::discovery_stats),
     });
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
     let ops: Arc<dyn HubOps> = match &cluster {

@@ -57,6 +57,20 @@ pub struct HubArgs {
     /// Every cluster member, this node included: ID=IP:PORT,ID=IP:PORT,... (peer addresses).
     #[arg(long, env = "ROOMCAST_MEMBERS")]
     pub members: Option<String>,
+    /// File of cluster members (ID=IP:PORT per line or comma separated, # comments), re-read
+    /// every discovery interval.
+    #[arg(long, env = "ROOMCAST_MEMBERS_FILE")]
+    pub members_file: Option<std::path::PathBuf>,
+    /// DNS SRV name listing the cluster members (a headless Service), e.g.
+    /// _peer._tcp.hub-peers.default.svc.cluster.local.
+    #[arg(long, env = "ROOMCAST_PEER_DNS")]
+    pub peer_dns: Option<String>,
+    /// IP:PORT of the DNS server for --peer-dns (default: those of /etc/resolv.conf).
+    #[arg(long, env = "ROOMCAST_PEER_DNS_SERVER")]
+    pub peer_dns_server: Option<SocketAddr>,
+    /// Milliseconds between two lookups of the members file or DNS.
+    #[arg(long, env = "ROOMCAST_DISCOVERY_INTERVAL")]
+    pub discovery_interval: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -160,15 +174,60 @@ impl HubArgs {
         if let Some(v) = self.peer_listen {
             config.cluster.peer_listen = Some(v);
         }
+        self.apply_members(config)?;
+        if let Some(v) = self.discovery_interval {
+            config.cluster.discovery_interval = Some(v);
+        }
+        Ok(())
+    }
+
+    /// A member source given by flags replaces the configuration file's.
+    fn apply_members(&self, config: &mut Config) -> Result<(), FlagError> {
+        let given = [
+            self.members.is_some(),
+            self.members_file.is_some(),
+            self.peer_dns.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(FlagError {
+                flag: "members",
+                reason: "give only one of --members, --members-file and --peer-dns".into(),
+            });
+        }
+        if let (Some(server), None) = (self.peer_dns_server, &self.peer_dns) {
+            match &mut config.cluster.dns {
+                Some(dns) => dns.nameserver = Some(server),
+                None => {
+                    return Err(FlagError {
+                        flag: "peer-dns-server",
+                        reason: "needs --peer-dns (or cluster.dns in the configuration)".into(),
+                    })
+                }
+            }
+        }
+        if !given.contains(&true) {
+            return Ok(());
+        }
+        let c = &mut config.cluster;
+        c.members.clear();
+        c.members_file = None;
+        c.dns = None;
         if let Some(v) = &self.members {
             let members = crate::cluster::Members::parse(v).map_err(|e| FlagError {
                 flag: "members",
                 reason: e.to_string(),
             })?;
-            config.cluster.members = members
-                .ids()
-                .filter_map(|id| Some(format!("{id}={}", members.addr(id)?)))
+            c.members = members
+                .iter()
+                .map(|(id, addr)| format!("{id}={addr}"))
                 .collect();
+        }
+        c.members_file.clone_from(&self.members_file);
+        if let Some(name) = &self.peer_dns {
+            c.dns = Some(crate::config::DnsConfig {
+                name: name.clone(),
+                nameserver: self.peer_dns_server,
+            });
         }
         Ok(())
     }
@@ -232,5 +291,53 @@ mod tests {
         };
         let err = bad.resolve(Config::default()).unwrap_err().to_string();
         assert!(err.contains("--members"), "{err}");
+    }
+
+    #[test]
+    fn a_member_source_flag_replaces_the_configured_one() {
+        let mut config = Config {
+            node_id: "hub-0".into(),
+            ..Config::default()
+        };
+        config.cluster.peer_listen = Some("127.0.0.11:7000".parse().unwrap());
+        config.cluster.members = vec!["hub-0=127.0.0.11:7000".into()];
+        let file = HubArgs {
+            members_file: Some("/tmp/members".into()),
+            discovery_interval: Some(500),
+            ..HubArgs::default()
+        };
+        let resolved = file.resolve(config.clone()).unwrap();
+        assert!(resolved.cluster.members.is_empty());
+        assert_eq!(resolved.cluster.members_file, file.members_file);
+        assert_eq!(resolved.cluster.discovery_interval, Some(500));
+
+        let dns = HubArgs {
+            peer_dns: Some("_peer._tcp.hub".into()),
+            peer_dns_server: Some("127.0.0.1:5353".parse().unwrap()),
+            ..HubArgs::default()
+        };
+        let resolved = dns.resolve(config.clone()).unwrap();
+        let d = resolved.cluster.dns.unwrap();
+        assert_eq!(
+            (d.name.as_str(), d.nameserver),
+            ("_peer._tcp.hub", dns.peer_dns_server)
+        );
+
+        let both = HubArgs {
+            members_file: Some("/tmp/members".into()),
+            peer_dns: Some("_peer._tcp.hub".into()),
+            ..HubArgs::default()
+        };
+        let err = both.resolve(config.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("--members-file") && err.contains("--peer-dns"),
+            "{err}"
+        );
+        let server_alone = HubArgs {
+            peer_dns_server: Some("127.0.0.1:5353".parse().unwrap()),
+            ..HubArgs::default()
+        };
+        let err = server_alone.resolve(config).unwrap_err().to_string();
+        assert!(err.contains("--peer-dns-server"), "{err}");
     }
 }

@@ -273,7 +273,17 @@ impl Config {
             bad("management.maxBodyBytes", "must be at least 1");
         }
         let c = &self.cluster;
-        if !c.is_single_node() {
+        let sources = c.sources();
+        if sources.len() > 1 {
+            bad(
+                "cluster",
+                &format!(
+                    "set only one member source, not {} (use cluster.members, cluster.membersFile or cluster.dns)",
+                    sources.join(" and ")
+                ),
+            );
+        }
+        if !c.members.is_empty() {
             match c.members() {
                 Err(error) => bad("cluster.members", &error.to_string()),
                 Ok(members) if members.addr(&self.node_id).is_none() => bad(
@@ -282,11 +292,41 @@ impl Config {
                 ),
                 Ok(_) => {}
             }
+        }
+        if c.members_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            bad("cluster.membersFile", "must not be empty");
+        }
+        if let Some(dns) = &c.dns {
+            if dns.name.trim().is_empty() || dns.name.chars().any(char::is_whitespace) {
+                bad(
+                    "cluster.dns.name",
+                    "must be a DNS name, e.g. _peer._tcp.hub-peers.default.svc.cluster.local",
+                );
+            }
+        }
+        if c.discovery_interval
+            .is_some_and(|ms| !(100..=600_000).contains(&ms))
+        {
+            bad(
+                "cluster.discoveryInterval",
+                "must be between 100 and 600000 milliseconds",
+            );
+        }
+        if !c.is_single_node() {
             if c.peer_listen.is_none() {
-                bad("cluster.peerListen", "needed when cluster.members is set");
+                bad(
+                    "cluster.peerListen",
+                    &format!("needed when {} is set", sources.join(" and ")),
+                );
             }
         } else if c.peer_listen.is_some() {
-            bad("cluster.members", "needed when cluster.peerListen is set");
+            bad(
+                "cluster.members",
+                "a member source (cluster.members, cluster.membersFile or cluster.dns) is needed when cluster.peerListen is set",
+            );
         }
         if c.heartbeat_interval == 0 || c.heartbeat_interval > 60_000 {
             bad(
@@ -657,6 +697,18 @@ pub struct ClusterConfig {
     /// address). Empty: a single node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// A file of `ID=IP:PORT` entries (one per line or comma separated, `#` comments),
+    /// re-read every `discoveryInterval`: members join and leave by rewriting it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_file: Option<std::path::PathBuf>,
+    /// Members from DNS (a Kubernetes headless Service), re-resolved every
+    /// `discoveryInterval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+    /// Milliseconds between two lookups of `membersFile` or `dns` (default 1000 for a file,
+    /// 5000 for DNS). A static `members` list is never looked up again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_interval: Option<u64>,
     /// Milliseconds a link may stay silent before this node sends a heartbeat on it.
     pub heartbeat_interval: u64,
     /// Milliseconds without anything from a peer after which its link is declared dead and
@@ -669,16 +721,84 @@ impl Default for ClusterConfig {
         Self {
             peer_listen: None,
             members: Vec::new(),
+            members_file: None,
+            dns: None,
+            discovery_interval: None,
             heartbeat_interval: 1_000,
             heartbeat_timeout: 3_000,
         }
     }
 }
 
+/// Member discovery through DNS: an SRV lookup of `name`, whose every target is a member
+/// named by the target's first label (`hub-0.hub-peers.default.svc.cluster.local` is
+/// `hub-0`) at the target's address and the SRV port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The SRV name, e.g. `_peer._tcp.hub-peers.default.svc.cluster.local`.
+    pub name: String,
+    /// `IP:PORT` of the DNS server to ask instead of those of `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<SocketAddr>,
+}
+
+/// Where a cluster member learns the member set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberSource {
+    /// `cluster.members`: fixed for the life of the process.
+    Static(crate::cluster::Members),
+    /// `cluster.membersFile`, re-read every interval.
+    File(std::path::PathBuf),
+    /// `cluster.dns`, re-resolved every interval.
+    Dns(DnsConfig),
+}
+
 impl ClusterConfig {
+    /// Default `discoveryInterval` for a members file.
+    pub const FILE_INTERVAL_MS: u64 = 1_000;
+    /// Default `discoveryInterval` for DNS.
+    pub const DNS_INTERVAL_MS: u64 = 5_000;
+
     /// No cluster configured: this node serves alone.
     pub fn is_single_node(&self) -> bool {
-        self.members.is_empty()
+        self.sources().is_empty()
+    }
+
+    /// The member sources set, by field name.
+    fn sources(&self) -> Vec<&'static str> {
+        let mut sources = Vec::new();
+        if !self.members.is_empty() {
+            sources.push("cluster.members");
+        }
+        if self.members_file.is_some() {
+            sources.push("cluster.membersFile");
+        }
+        if self.dns.is_some() {
+            sources.push("cluster.dns");
+        }
+        sources
+    }
+
+    /// The member source of a validated configuration; `None` for a single node.
+    pub fn source(&self) -> Result<Option<MemberSource>, crate::cluster::MembersError> {
+        Ok(if !self.members.is_empty() {
+            Some(MemberSource::Static(self.members()?))
+        } else if let Some(path) = &self.members_file {
+            Some(MemberSource::File(path.clone()))
+        } else {
+            self.dns.clone().map(MemberSource::Dns)
+        })
+    }
+
+    /// How often the member source is looked up again.
+    pub fn discovery_interval(&self) -> std::time::Duration {
+        let default = if self.dns.is_some() {
+            Self::DNS_INTERVAL_MS
+        } else {
+            Self::FILE_INTERVAL_MS
+        };
+        std::time::Duration::from_millis(self.discovery_interval.unwrap_or(default))
     }
 
     /// The member list, parsed.
@@ -808,6 +928,49 @@ mod tests {
         let mut listen_only = Config::default();
         listen_only.cluster.peer_listen = config.cluster.peer_listen;
         assert_eq!(fields(&listen_only), ["cluster.members"]);
+
+        // Sources that change at run time; only one source at a time.
+        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  membersFile: /etc/roomcast/members\n";
+        let file = Config::parse(yaml, "yaml").unwrap();
+        file.validate().unwrap();
+        assert_eq!(
+            file.cluster.source().unwrap(),
+            Some(MemberSource::File("/etc/roomcast/members".into()))
+        );
+        assert_eq!(file.cluster.discovery_interval().as_millis(), 1_000);
+        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 0.0.0.0:7000\n  dns:\n    name: _peer._tcp.hub-peers.default.svc.cluster.local\n    nameserver: 127.0.0.1:5353\n  discoveryInterval: 2000\n";
+        let dns = Config::parse(yaml, "yaml").unwrap();
+        dns.validate().unwrap();
+        let Some(MemberSource::Dns(d)) = dns.cluster.source().unwrap() else {
+            panic!("expected a DNS source");
+        };
+        assert_eq!(d.nameserver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(dns.cluster.discovery_interval().as_millis(), 2_000);
+        let mut defaults = dns.clone();
+        defaults.cluster.discovery_interval = None;
+        assert_eq!(defaults.cluster.discovery_interval().as_millis(), 5_000);
+        let mut two = dns.clone();
+        two.cluster.members_file = Some("/m".into());
+        two.cluster.discovery_interval = Some(10);
+        let ConfigError::Invalid(errors) = two.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        assert_eq!(errors[0].field, "cluster");
+        assert!(
+            errors[0]
+                .reason
+                .contains("cluster.membersFile and cluster.dns"),
+            "{}",
+            errors[0].reason
+        );
+        assert_eq!(errors[1].field, "cluster.discoveryInterval");
+        let mut no_name = dns.clone();
+        no_name.cluster.dns = Some(DnsConfig {
+            name: " ".into(),
+            nameserver: None,
+        });
+        no_name.cluster.peer_listen = None;
+        assert_eq!(fields(&no_name), ["cluster.dns.name", "cluster.peerListen"]);
         // A single node serializes without a cluster section.
         let json = serde_json::to_string(&Config::default()).unwrap();
         assert!(!json.contains("cluster"), "{json}");

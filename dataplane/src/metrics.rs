@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::cluster::discovery::DiscoveryStats;
 use crate::cluster::Mesh;
 use crate::engine::Engine;
 use crate::socketio::Hub;
@@ -28,6 +29,8 @@ pub struct MetricsSource {
     pub upstream: Option<Arc<UpstreamStats>>,
     /// The peer links, on a cluster member.
     pub cluster: Option<Arc<Mesh>>,
+    /// The discovery loop, on a member whose source changes at run time.
+    pub discovery: Option<Arc<DiscoveryStats>>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -154,6 +157,20 @@ impl MetricsSource {
             let m = mesh.stats();
             metric(
                 &mut out,
+                "roomcast_members",
+                "gauge",
+                "Members of the cluster as this node sees them (its ring), itself included.",
+                &one(m.members as u64),
+            );
+            metric(
+                &mut out,
+                "roomcast_membership_epoch",
+                "gauge",
+                "Changes of the member set seen by this node since it started.",
+                &one(m.epoch),
+            );
+            metric(
+                &mut out,
                 "roomcast_peers",
                 "gauge",
                 "Other members of the cluster.",
@@ -180,6 +197,22 @@ impl MetricsSource {
                 "Messages received from peers; room updates not counted.",
                 &one(m.received),
             );
+            if let Some(d) = &self.discovery {
+                metric(
+                    &mut out,
+                    "roomcast_discovery_lookups_total",
+                    "counter",
+                    "Lookups of the member source (members file or DNS).",
+                    &one(load(&d.lookups)),
+                );
+                metric(
+                    &mut out,
+                    "roomcast_discovery_failures_total",
+                    "counter",
+                    "Lookups of the member source that failed or found nobody (the last good member set was kept).",
+                    &one(load(&d.failures)),
+                );
+            }
             metric(
                 &mut out,
                 "roomcast_peer_room_updates_sent_total",

@@ -120,7 +120,12 @@ pub struct RoomInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubStats {
+    /// This node and the peers whose link to it is up (in routing).
     pub nodes: usize,
+    /// The cluster's members as this node sees them (its ring, itself included), sorted;
+    /// left out on a single node. Changes as members join and leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
     pub connections: usize,
     pub namespaces: Vec<NamespaceStats>,
 }
@@ -351,6 +356,7 @@ impl HubOps for LocalOps {
     async fn stats(&self) -> Result<HubStats, OpsError> {
         Ok(HubStats {
             nodes: 1,
+            members: None,
             connections: (self.connections)(),
             namespaces: self
                 .hub

@@ -304,7 +304,7 @@ pub fn document() -> Value {
     let stats = Op {
         id: "stats",
         summary: "Hub counters",
-        description: "Nodes, client connections, and sockets and rooms per live namespace.".into(),
+        description: "Nodes in routing, the cluster's members as this node sees them, client connections, and sockets and rooms per live namespace.".into(),
         request: None,
         response: ok::<StatsResponse>("The counters", json!({})),
         namespace: false,

@@ -2,6 +2,7 @@
 //! rooms: what makes many nodes behave as one Socket.IO server.
 
 pub mod broadcast;
+pub mod discovery;
 pub mod inbound;
 pub mod interest;
 pub mod kube_discovery;
@@ -15,7 +16,10 @@ pub mod ring;
 pub mod rooms;
 pub mod sockets;
 
-pub use membership::{Discovery, Members, MembersError, StaticDiscovery};
+pub use discovery::DnsDiscovery;
+pub use membership::{
+    Discovery, FileDiscovery, Members, MembersDiff, MembersError, Membership, StaticDiscovery,
+};
 pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use peer::{LinkSettings, Mesh, MeshStats};

@@ -1,15 +1,21 @@
 //! This node's part of a cluster, started from the configuration: the peer mesh, wired to
-//! the hub both ways (its broadcasts go out, peers' broadcasts come in).
+//! the hub both ways (its broadcasts go out, peers' broadcasts come in), and the discovery
+//! loop that keeps the mesh's member set current.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
 use super::broadcast::MeshFanout;
+use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
+use super::membership::Membership;
 use super::peer::{LinkSettings, Mesh};
 use super::rooms::{self, RoomSync};
-use crate::config::Config;
+use crate::config::{Config, MemberSource};
 use crate::socketio::Hub;
 
 /// A running cluster member.
@@ -17,19 +23,38 @@ pub struct Cluster {
     mesh: Arc<Mesh>,
     rooms: Arc<RoomSync>,
     peer_addr: SocketAddr,
+    /// The discovery loop, for sources that change at run time.
+    discovery: Option<(AbortHandle, Arc<DiscoveryStats>)>,
 }
 
 impl Cluster {
     /// Starts the peer links of a clustered configuration; `None` for a single node.
+    ///
+    /// A source that changes at run time (members file, DNS) is asked once before the
+    /// mesh starts; when that fails the node starts as the only member and the discovery
+    /// loop keeps asking every `cluster.discoveryInterval`.
     pub async fn start(config: &Config, hub: &Hub) -> anyhow::Result<Option<Cluster>> {
         let c = &config.cluster;
-        if c.is_single_node() {
+        let Some(source) = c.source()? else {
             return Ok(None);
-        }
-        let members = c.members()?;
-        let Some(listen) = c.peer_listen else {
-            anyhow::bail!("cluster.peerListen is needed when cluster.members is set");
         };
+        let Some(listen) = c.peer_listen else {
+            anyhow::bail!("cluster.peerListen is needed when the cluster has a member source");
+        };
+        let me = config.node_id.as_str();
+        let source_discovery = discovery::from_source(&source)?;
+        let mut members = match discovery::lookup(source_discovery.as_ref()).await {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "member discovery failed at start; starting as the only member");
+                super::Members::new()
+            }
+        };
+        // This node is a member of its own ring even before the source lists it (a pod
+        // that is not ready yet is missing from DNS).
+        if members.addr(me).is_none() {
+            members.insert(me, listen);
+        }
         let settings = LinkSettings {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
@@ -40,7 +65,7 @@ impl Cluster {
             hub: hub.clone(),
             rooms: room_sync.clone(),
         });
-        let mesh = Mesh::new(&config.node_id, &members, settings, inbound)?;
+        let mesh = Mesh::new(me, &members, settings, inbound)?;
         let fanout = MeshFanout {
             mesh: mesh.clone(),
             rooms: room_sync.clone(),
@@ -51,11 +76,32 @@ impl Cluster {
         // Before any link is up, so the first link's full list is queued behind nothing.
         tokio::spawn(rooms::run(room_events, mesh.clone(), hub.clone()));
         let peer_addr = mesh.start(listen).await?;
-        tracing::info!(member = %config.node_id, %peer_addr, members = members.len(), "cluster member started");
+        let discovery = match source {
+            MemberSource::Static(_) => None,
+            MemberSource::File(_) | MemberSource::Dns(_) => {
+                let interval = c.discovery_interval();
+                let stats = Arc::new(DiscoveryStats::default());
+                let task = tokio::spawn(discovery::run(
+                    mesh.clone(),
+                    source_discovery,
+                    interval,
+                    stats.clone(),
+                ));
+                Some((task.abort_handle(), stats))
+            }
+        };
+        tracing::info!(
+            member = %me,
+            %peer_addr,
+            members = members.len(),
+            dynamic = discovery.is_some(),
+            "cluster member started"
+        );
         Ok(Some(Cluster {
             mesh,
             rooms: room_sync,
             peer_addr,
+            discovery,
         }))
     }
 
@@ -72,8 +118,27 @@ impl Cluster {
         self.peer_addr
     }
 
-    /// Closes the peer links (at shutdown, after the client sessions are closed).
+    /// The current member set and ring (see [`Mesh::membership`]).
+    pub fn membership(&self) -> Arc<Membership> {
+        self.mesh.membership()
+    }
+
+    /// Counters of the discovery loop; `None` for a static member list.
+    pub fn discovery_stats(&self) -> Option<Arc<DiscoveryStats>> {
+        self.discovery.as_ref().map(|(_, stats)| stats.clone())
+    }
+
+    /// Follows ring changes (see [`Mesh::subscribe`]).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Membership>> {
+        self.mesh.subscribe()
+    }
+
+    /// Stops discovery and closes the peer links (at shutdown, after the client sessions
+    /// are closed).
     pub fn shutdown(&self) {
+        if let Some((task, _)) = &self.discovery {
+            task.abort();
+        }
         self.mesh.close();
     }
 }

@@ -165,10 +165,12 @@ impl HubOps for ClusterOps {
         ))
     }
 
-    /// This node's counters; `nodes` counts this node and the peers linked to it.
+    /// This node's counters; `nodes` counts this node and the peers linked to it, `members`
+    /// lists the ring.
     async fn stats(&self) -> Result<HubStats, OpsError> {
         let mut stats = self.local.stats().await?;
         stats.nodes = 1 + self.mesh.connected().len();
+        stats.members = Some(self.mesh.membership().ring.members().to_vec());
         Ok(stats)
     }
 }

@@ -12,8 +12,14 @@
 //! dead peer stops receiving traffic at once when its connection breaks (process exit, RST)
 //! and at most `heartbeat_timeout` after its last message when it goes silent (partition,
 //! hung process).
+//!
+//! Members come and go at run time ([`Mesh::set_members`]): a new member gets a queue (and
+//! a dial loop when this node dials it), a departed one loses its link, its queue and its
+//! place in pending requests at once, and one whose address changed is replaced as if it
+//! had left and joined. Every change is published as a [`Membership`] on a watch channel
+//! ([`Mesh::subscribe`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,9 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
@@ -31,6 +38,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::membership::{MembersDiff, Membership};
 use super::proto::peer_client::PeerClient;
 use super::proto::peer_server::{Peer as PeerService, PeerServer};
 use super::proto::{self as pb, message::Kind};
@@ -50,6 +58,8 @@ const STREAM_DEPTH: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// Largest backoff after a peer refused this node as not (yet) a member.
+const BACKOFF_STRANGER: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Timing and sizing of peer links.
@@ -123,34 +133,92 @@ struct Peer {
     /// Bumped by every new link; a link only cleans up after itself while it is current.
     generation: AtomicU64,
     link: Mutex<Option<AbortHandle>>,
+    /// The dial loop, on the side that dials.
+    dialer: Mutex<Option<AbortHandle>>,
+    /// Set once the peer left the member set (or the mesh closed); no link attaches after.
+    removed: AtomicBool,
     dropped: AtomicU64,
     /// Set on the first drop of an overload, cleared on the next successful send, so an
     /// overload logs twice (start, end) instead of once per message.
     overloaded: AtomicBool,
 }
 
+impl Peer {
+    fn new(id: &str, addr: SocketAddr, queue: usize) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        Arc::new(Peer {
+            id: id.to_string(),
+            addr,
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            link: Mutex::new(None),
+            dialer: Mutex::new(None),
+            removed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            overloaded: AtomicBool::new(false),
+        })
+    }
+
+    /// Out of routing for good: no more dialing, the link closed, no link attaches after.
+    fn stop(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.up.store(false, Ordering::Release);
+        if let Some(dialer) = self.dialer.lock().take() {
+            dialer.abort();
+        }
+        if let Some(link) = self.link.lock().take() {
+            link.abort();
+        }
+    }
+}
+
+/// What a request waiting for replies hears about.
+enum PendingEvent {
+    Reply(String, pb::Reply),
+    /// The peer's link broke or it left the cluster: its reply will never come.
+    Gone(String),
+}
+
+/// Start/stop state; its lock also serialises member changes with `start` and `close`.
+#[derive(Default)]
+struct Control {
+    started: bool,
+    closed: bool,
+    tasks: Vec<AbortHandle>,
+}
+
 /// This node's links to every other member.
 pub struct Mesh {
     me: String,
-    peers: BTreeMap<String, Arc<Peer>>,
+    peers: RwLock<BTreeMap<String, Arc<Peer>>>,
     settings: LinkSettings,
     inbound: Arc<dyn Inbound>,
-    tasks: Mutex<Vec<AbortHandle>>,
+    control: Mutex<Control>,
+    membership: watch::Sender<Arc<Membership>>,
     /// Messages queued for peers and received from them (link upkeep and room updates not
     /// counted).
     sent: AtomicU64,
     received: AtomicU64,
-    /// Room updates (announcements, full lists, synced markers) queued and received.
+    /// Room updates (announcements, full lists, synced markers, their pings) queued and
+    /// received.
     room_updates_sent: AtomicU64,
     room_updates_received: AtomicU64,
+    /// Drops counted by peers that have since left (the total is a counter: it never falls).
+    dropped_by_departed: AtomicU64,
     /// Requests waiting for replies, by id.
-    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, pb::Reply)>>>,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<PendingEvent>>>,
     next_request: AtomicU64,
 }
 
 /// Counters of a mesh, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshStats {
+    /// Members of the ring, this node included.
+    pub members: usize,
+    /// The membership epoch (see [`Membership::epoch`]).
+    pub epoch: u64,
     /// Other members.
     pub peers: usize,
     /// Other members whose link is up (in routing).
@@ -165,7 +233,8 @@ pub struct MeshStats {
 
 impl Mesh {
     /// The links of member `me` to the other `members` (none is opened yet: see
-    /// [`Mesh::start`]).
+    /// [`Mesh::start`]). `members` must list `me` (its address is what this node
+    /// advertises); this is membership epoch 0.
     pub fn new(
         me: &str,
         members: &Members,
@@ -176,40 +245,118 @@ impl Mesh {
             return Err(PeerError::NotAMember(me.to_string()));
         }
         let peers = members
-            .ids()
-            .filter(|id| *id != me)
-            .filter_map(|id| {
-                let addr = members.addr(id)?;
-                let (tx, rx) = mpsc::channel(settings.queue.max(1));
-                Some((
-                    id.to_string(),
-                    Arc::new(Peer {
-                        id: id.to_string(),
-                        addr,
-                        tx,
-                        rx: tokio::sync::Mutex::new(rx),
-                        up: AtomicBool::new(false),
-                        generation: AtomicU64::new(0),
-                        link: Mutex::new(None),
-                        dropped: AtomicU64::new(0),
-                        overloaded: AtomicBool::new(false),
-                    }),
-                ))
-            })
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, addr)| (id.to_string(), Peer::new(id, addr, settings.queue)))
             .collect();
+        let (membership, _) = watch::channel(Arc::new(Membership::new(0, members.clone())));
         Ok(Arc::new(Self {
             me: me.to_string(),
-            peers,
+            peers: RwLock::new(peers),
             settings,
             inbound,
-            tasks: Mutex::new(Vec::new()),
+            control: Mutex::new(Control::default()),
+            membership,
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             room_updates_sent: AtomicU64::new(0),
             room_updates_received: AtomicU64::new(0),
+            dropped_by_departed: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
         }))
+    }
+
+    /// The current member set and ring.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.borrow().clone()
+    }
+
+    /// Follows the member set: the receiver holds the current [`Membership`] and sees every
+    /// later one (`changed().await`, then `borrow_and_update()`). A slow reader may skip
+    /// versions (watch keeps only the newest) but never misses the latest; compare epochs
+    /// to tell. Peer links of new members come up after the change is published, so a
+    /// subscriber must not assume a member of the ring is reachable yet.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Membership>> {
+        self.membership.subscribe()
+    }
+
+    /// Makes `members` the member set (this node stays a member even when `members` leaves
+    /// it out). Starts links to new members, drops departed ones (link closed, queued
+    /// messages discarded, their pending requests answered as missing at once) and replaces
+    /// the ones whose address changed. Publishes a new [`Membership`] when anything changed;
+    /// returns what changed. Does nothing once the mesh is closed.
+    pub fn set_members(self: &Arc<Self>, members: &Members) -> MembersDiff {
+        let control = self.control.lock();
+        if control.closed {
+            return MembersDiff::default();
+        }
+        let current = self.membership();
+        let mut next = members.clone();
+        if next.addr(&self.me).is_none() {
+            if let Some(addr) = current.members.addr(&self.me) {
+                next.insert(self.me.clone(), addr);
+            }
+        }
+        let diff = current.members.diff(&next);
+        if diff.is_empty() {
+            return diff;
+        }
+        let (added, removed) = self.apply(&diff);
+        for peer in &removed {
+            self.retire(peer);
+        }
+        if control.started {
+            for peer in added.iter().filter(|p| self.dials(&p.id)) {
+                self.spawn_dialer(peer);
+            }
+        }
+        self.membership
+            .send_replace(Arc::new(Membership::new(current.epoch + 1, next)));
+        diff
+    }
+
+    /// Updates the peer map for `diff`; returns the peers added and removed (a moved member
+    /// is both: a new peer replaces the old one).
+    fn apply(&self, diff: &MembersDiff) -> (Vec<Arc<Peer>>, Vec<Arc<Peer>>) {
+        let mut peers = self.peers.write();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let gone = diff.left.iter().map(|(id, _)| id);
+        let moved = diff.moved.iter().map(|(id, _, _)| id);
+        for id in gone.chain(moved).filter(|id| **id != self.me) {
+            removed.extend(peers.remove(id));
+        }
+        let joined = diff.joined.iter().map(|(id, addr)| (id, *addr));
+        let moved = diff.moved.iter().map(|(id, _, addr)| (id, *addr));
+        for (id, addr) in joined.chain(moved).filter(|(id, _)| **id != self.me) {
+            let peer = Peer::new(id, addr, self.settings.queue);
+            peers.insert(id.clone(), peer.clone());
+            added.push(peer);
+        }
+        (added, removed)
+    }
+
+    /// Takes a peer out for good: stops its dialer and link, and tells waiting requests.
+    fn retire(&self, peer: &Peer) {
+        peer.stop();
+        self.dropped_by_departed
+            .fetch_add(peer.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.peer_gone(&peer.id);
+    }
+
+    /// Requests waiting for `peer` stop waiting for it.
+    fn peer_gone(&self, peer: &str) {
+        for waiter in self.pending.lock().values() {
+            let _ = waiter.send(PendingEvent::Gone(peer.to_string()));
+        }
+    }
+
+    fn spawn_dialer(self: &Arc<Self>, peer: &Arc<Peer>) {
+        let dialer = tokio::spawn(self.clone().dial_loop(peer.clone()));
+        if let Some(old) = peer.dialer.lock().replace(dialer.abort_handle()) {
+            old.abort();
+        }
     }
 
     /// Binds the peer listener on `listen`, serves it, and dials every peer this node is
@@ -238,25 +385,29 @@ impl Mesh {
                 tracing::error!(%error, "peer listener failed");
             }
         });
-        let mut tasks = vec![server.abort_handle()];
-        for peer in self.peers.values().filter(|p| self.dials(&p.id)) {
-            let dialer = tokio::spawn(self.clone().dial_loop(peer.clone()));
-            tasks.push(dialer.abort_handle());
+        let mut control = self.control.lock();
+        control.tasks.push(server.abort_handle());
+        if control.closed {
+            server.abort();
+            return Ok(addr);
         }
-        self.tasks.lock().extend(tasks);
+        control.started = true;
+        let peers: Vec<_> = self.peers.read().values().cloned().collect();
+        for peer in peers.iter().filter(|p| self.dials(&p.id)) {
+            self.spawn_dialer(peer);
+        }
         Ok(addr)
     }
 
     /// Closes every link and stops listening and dialing.
     pub fn close(&self) {
-        for task in self.tasks.lock().drain(..) {
+        let mut control = self.control.lock();
+        control.closed = true;
+        for task in control.tasks.drain(..) {
             task.abort();
         }
-        for peer in self.peers.values() {
-            peer.up.store(false, Ordering::Release);
-            if let Some(link) = peer.link.lock().take() {
-                link.abort();
-            }
+        for peer in self.peers.read().values() {
+            peer.stop();
         }
     }
 
@@ -272,6 +423,7 @@ impl Mesh {
     /// Peers whose link is up (in routing).
     pub fn connected(&self) -> Vec<String> {
         self.peers
+            .read()
             .values()
             .filter(|p| p.up.load(Ordering::Acquire))
             .map(|p| p.id.clone())
@@ -280,17 +432,23 @@ impl Mesh {
 
     /// Messages dropped so far because a peer's queue was full.
     pub fn dropped(&self) -> u64 {
-        self.peers
+        let current: u64 = self
+            .peers
+            .read()
             .values()
             .map(|p| p.dropped.load(Ordering::Relaxed))
-            .sum()
+            .sum();
+        current + self.dropped_by_departed.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> MeshStats {
+        let membership = self.membership();
+        let peers = self.peers.read();
         MeshStats {
-            peers: self.peers.len(),
-            connected: self
-                .peers
+            members: membership.members.len(),
+            epoch: membership.epoch,
+            peers: peers.len(),
+            connected: peers
                 .values()
                 .filter(|p| p.up.load(Ordering::Acquire))
                 .count(),
@@ -305,15 +463,16 @@ impl Mesh {
     /// Queues `message` for every peer in routing. Never waits: a peer whose queue is full
     /// does not get it (its link cannot keep up; the drop is counted and logged).
     pub fn send_all(&self, message: &pb::Message, volatile: bool) {
-        for peer in self.peers.values() {
+        for peer in self.peers.read().values() {
             self.enqueue(peer, message.clone(), volatile);
         }
     }
 
     /// Queues `message` for the peer `id` if it is in routing; returns whether it was queued.
     pub fn send_to(&self, id: &str, message: pb::Message, volatile: bool) -> bool {
-        match self.peers.get(id) {
-            Some(peer) => self.enqueue(peer, message, volatile),
+        let peer = self.peers.read().get(id).cloned();
+        match peer {
+            Some(peer) => self.enqueue(&peer, message, volatile),
             None => false,
         }
     }
@@ -360,8 +519,9 @@ impl Mesh {
     }
 
     /// Sends the request `make(id)` to every peer in routing and gathers their replies,
-    /// until all of them answered or `timeout` passed. Returns the replies by peer, and
-    /// whether some peer did not answer in time (its link broke, or it is slow).
+    /// until all of them answered (or their link broke, or they left) or `timeout` passed.
+    /// Returns the replies by peer, and whether some peer did not answer (its link broke,
+    /// it left, or it is slow).
     pub async fn ask_all(
         &self,
         make: impl Fn(u64) -> pb::Message,
@@ -371,18 +531,30 @@ impl Mesh {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(id, tx);
         let message = make(id);
-        let expected = self
+        // Waiting is registered before anything is sent, so a link that breaks after its
+        // request was queued is always heard of.
+        let mut waiting: HashSet<String> = self
             .peers
+            .read()
             .values()
             .filter(|peer| self.enqueue(peer, message.clone(), false))
-            .count();
+            .map(|peer| peer.id.clone())
+            .collect();
+        let expected = waiting.len();
         let mut replies = Vec::with_capacity(expected);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        while replies.len() < expected {
+        while !waiting.is_empty() {
             tokio::select! {
-                reply = rx.recv() => match reply {
-                    Some(reply) => replies.push(reply),
+                event = rx.recv() => match event {
+                    Some(PendingEvent::Reply(from, reply)) => {
+                        if waiting.remove(&from) {
+                            replies.push((from, reply));
+                        }
+                    }
+                    Some(PendingEvent::Gone(from)) => {
+                        waiting.remove(&from);
+                    }
                     None => break,
                 },
                 _ = &mut deadline => break,
@@ -439,7 +611,7 @@ impl Mesh {
         };
         // Unknown ids are replies that came after their request gave up.
         if let Some(waiter) = self.pending.lock().get(&reply.id) {
-            let _ = waiter.send((peer.id.clone(), reply));
+            let _ = waiter.send(PendingEvent::Reply(peer.id.clone(), reply));
         }
     }
 
@@ -448,6 +620,7 @@ impl Mesh {
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0u32;
         loop {
+            let mut refused_as_stranger = false;
             match self.dial(&peer).await {
                 Ok((inbound, out)) => {
                     failures = 0;
@@ -460,6 +633,7 @@ impl Mesh {
                     }
                 }
                 Err(error) => {
+                    refused_as_stranger = matches!(&error, DialError::Refused(status) if status.code() == tonic::Code::PermissionDenied);
                     let error = chain(&error);
                     failures += 1;
                     // The first failure after a link was up is news; the retries are not.
@@ -473,6 +647,11 @@ impl Mesh {
             let jitter = rand::thread_rng().gen_range(0.5..1.0);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
+            if refused_as_stranger {
+                // A new member is refused until the peer's discovery lists it too: retry
+                // soon, so it links within about one discovery interval.
+                backoff = backoff.min(BACKOFF_STRANGER);
+            }
         }
     }
 
@@ -521,6 +700,10 @@ impl Mesh {
         if let Some(old) = peer.link.lock().replace(task.abort_handle()) {
             old.abort();
         }
+        // The peer may have left while this link was being set up.
+        if peer.removed.load(Ordering::Acquire) {
+            task.abort();
+        }
         task
     }
 
@@ -534,7 +717,9 @@ impl Mesh {
     ) {
         // Waits for a link this one replaces to be aborted and let go of the queue.
         let mut queue = peer.rx.lock().await;
-        if peer.generation.load(Ordering::Acquire) != generation {
+        if peer.generation.load(Ordering::Acquire) != generation
+            || peer.removed.load(Ordering::Acquire)
+        {
             return;
         }
         // Whatever was queued while no link was up is stale: peers out of routing get nothing.
@@ -609,6 +794,7 @@ impl Mesh {
                 discarded += 1;
             }
             tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
+            self.peer_gone(&peer.id);
         }
     }
 }
@@ -685,10 +871,14 @@ impl PeerService for Acceptor {
                 "the first message must be a hello",
             ));
         };
-        let Some(peer) = mesh.peers.get(&hello.member) else {
-            tracing::warn!(member = %hello.member, "link from a node that is not a member refused");
+        let known = mesh.peers.read().get(&hello.member).cloned();
+        let Some(peer) = known.filter(|p| !p.removed.load(Ordering::Acquire)) else {
+            // Also the normal case for a moment while a new member joins: it may know this
+            // node before this node's discovery lists it (it re-dials with backoff).
+            tracing::debug!(member = %hello.member, "link from a node that is not a member (yet) refused");
             return Err(Status::permission_denied("not a member of this cluster"));
         };
+        let peer = &peer;
         if mesh.dials(&peer.id) {
             // Both sides would dial each other: the member lists disagree on the ids.
             return Err(Status::failed_precondition(
@@ -905,13 +1095,211 @@ mod tests {
         let settings = LinkSettings { queue: 2, ..fast() };
         let mesh = Mesh::new("a", &members, settings, Arc::new(Recorder::default())).unwrap();
         // Pretend the link is up but its writer is stuck: the queue fills, then drops.
-        let peer = mesh.peers["b"].clone();
+        let peer = mesh.peers.read()["b"].clone();
         peer.up.store(true, Ordering::Release);
         for n in 0..5 {
             mesh.send_all(&broadcast(n), n % 2 == 0);
         }
         assert_eq!(mesh.dropped(), 3);
         assert!(peer.overloaded.load(Ordering::Relaxed));
+    }
+
+    /// Answers nothing, ever: requests to it wait until it is gone.
+    struct Mute;
+
+    impl Inbound for Mute {
+        fn receive(&self, _: &str, message: Kind) -> Option<Answer> {
+            match message {
+                Kind::Request(_) => Some(Box::pin(std::future::pending())),
+                _ => None,
+            }
+        }
+    }
+
+    async fn node(id: &str, members: &Members, settings: LinkSettings) -> Node {
+        let got = Arc::new(Recorder::default());
+        let mesh = Mesh::new(id, members, settings, got.clone()).unwrap();
+        mesh.start(members.addr(id).unwrap()).await.unwrap();
+        Node { mesh, got }
+    }
+
+    /// The member-set bookkeeping, without any I/O (the mesh is never started).
+    #[test]
+    fn set_members_tracks_joins_leaves_and_moves() {
+        let members = Members::parse("a=127.0.0.1:1,b=127.0.0.1:2").unwrap();
+        let mesh = Mesh::new("a", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        let mut ring = mesh.subscribe();
+        assert_eq!(ring.borrow().epoch, 0);
+        // This node stays a member when a source leaves it out: nothing changes here.
+        let diff = mesh.set_members(&Members::parse("b=127.0.0.1:2").unwrap());
+        assert!(diff.is_empty());
+        assert!(!ring.has_changed().unwrap());
+
+        let diff =
+            mesh.set_members(&Members::parse("a=127.0.0.1:1,b=127.0.0.1:2,c=127.0.0.1:3").unwrap());
+        assert_eq!(
+            diff.joined,
+            [("c".to_string(), "127.0.0.1:3".parse().unwrap())]
+        );
+        assert!(ring.has_changed().unwrap());
+        let m = ring.borrow_and_update().clone();
+        assert_eq!(
+            (m.epoch, m.ring.members()),
+            (1, &["a".to_string(), "b".into(), "c".into()][..])
+        );
+        assert_eq!(mesh.stats().peers, 2);
+        assert_eq!((mesh.stats().members, mesh.stats().epoch), (3, 1));
+
+        let old_c = mesh.peers.read()["c"].clone();
+        let old_b = mesh.peers.read()["b"].clone();
+        let diff = mesh.set_members(&Members::parse("a=127.0.0.1:1,c=127.0.0.9:3").unwrap());
+        assert_eq!(diff.left.len(), 1);
+        assert_eq!(diff.moved.len(), 1);
+        // The moved peer is a new one at the new address; the old ones are retired.
+        let peers = mesh.peers.read().clone();
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(peers["c"].addr, "127.0.0.9:3".parse().unwrap());
+        assert!(!Arc::ptr_eq(&peers["c"], &old_c));
+        assert!(old_c.removed.load(Ordering::Acquire) && old_b.removed.load(Ordering::Acquire));
+        assert_eq!(mesh.membership().epoch, 2);
+        assert_eq!(
+            mesh.membership().members.addr("a"),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+
+        // Drops of departed peers stay counted.
+        peers["c"].dropped.store(2, Ordering::Relaxed);
+        mesh.set_members(&Members::parse("a=127.0.0.1:1").unwrap());
+        assert_eq!(mesh.dropped(), 2);
+        assert_eq!(mesh.stats().peers, 0);
+
+        // A closed mesh ignores changes.
+        mesh.close();
+        assert!(mesh
+            .set_members(&Members::parse("a=127.0.0.1:1,d=127.0.0.1:4").unwrap())
+            .is_empty());
+        assert_eq!(mesh.membership().epoch, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_join_move_and_leave_while_running() {
+        let settings = fast();
+        let (two, nodes) = cluster(2, settings).await;
+        for node in &nodes {
+            wait_for("links", || node.mesh.connected().len() == 1).await;
+        }
+        // n2 joins: it starts knowing everyone, the others learn of it afterwards.
+        let mut three = two.clone();
+        three.insert("n2", free_port([127, 0, 0, 1]));
+        let n2 = node("n2", &three, settings).await;
+        let mut ring = nodes[1].mesh.subscribe();
+        for node in &nodes {
+            node.mesh.set_members(&three);
+        }
+        assert_eq!(ring.borrow_and_update().ring.len(), 3);
+        for node in nodes.iter().chain([&n2]) {
+            wait_for("links to the new member", || {
+                node.mesh.connected().len() == 2
+            })
+            .await;
+        }
+        nodes[0].mesh.send_all(&broadcast(1), false);
+        wait_for("delivery to the new member", || received(&n2).len() == 1).await;
+
+        // n2 moves (a new process at a new address): the old one is dropped, the new one linked.
+        n2.mesh.close();
+        let mut moved = three.clone();
+        moved.insert("n2", free_port([127, 0, 0, 1]));
+        let n2 = node("n2", &moved, settings).await;
+        for node in &nodes {
+            let diff = node.mesh.set_members(&moved);
+            assert_eq!(diff.moved.len(), 1);
+        }
+        wait_for("links to the moved member", || {
+            n2.mesh.connected().len() == 2
+        })
+        .await;
+        nodes[1].mesh.send_all(&broadcast(2), false);
+        wait_for("delivery after the move", || received(&n2).len() == 1).await;
+
+        // n1 leaves: out of routing at once on the others, whatever its process does.
+        let mut left = moved.clone();
+        left.remove("n1");
+        nodes[0].mesh.set_members(&left);
+        n2.mesh.set_members(&left);
+        assert_eq!(nodes[0].mesh.connected(), ["n2"]);
+        assert_eq!(nodes[0].mesh.stats().peers, 1);
+        nodes[0].mesh.send_all(&broadcast(3), false);
+        wait_for("delivery among the survivors", || received(&n2).len() == 2).await;
+        // n1 still lists n0, but n0 no longer dials it nor accepts it.
+        tokio::time::sleep(settings.heartbeat_timeout * 2).await;
+        assert!(!nodes[1].mesh.connected().contains(&"n0".to_string()));
+        assert!(
+            !received(&nodes[1]).iter().any(|(_, p)| p == "2[\"n\",3]"),
+            "n1 got nothing after it left"
+        );
+        for node in nodes.iter().chain([&n2]) {
+            node.mesh.close();
+        }
+    }
+
+    /// A new member that dials is refused until the peer knows it, then links within about a
+    /// second (its backoff stays short while it is refused as a stranger).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_newcomer_links_soon_after_it_is_known() {
+        let mut members = Members::new();
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let b = node("b", &members, fast()).await;
+        members.insert("a", free_port([127, 0, 0, 1]));
+        let a = node("a", &members, fast()).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            a.mesh.connected().is_empty(),
+            "refused while b does not know a"
+        );
+        let t = Instant::now();
+        b.mesh.set_members(&members);
+        wait_for("link", || a.mesh.connected() == ["b"]).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "took {:?}",
+            t.elapsed()
+        );
+        a.mesh.close();
+        b.mesh.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_stop_waiting_for_a_peer_that_leaves() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let a = node("a", &members, fast()).await;
+        let b = Mesh::new("b", &members, fast(), Arc::new(Mute)).unwrap();
+        b.start(members.addr("b").unwrap()).await.unwrap();
+        wait_for("link", || a.mesh.connected() == ["b"]).await;
+        let asking = tokio::spawn({
+            let mesh = a.mesh.clone();
+            async move {
+                let t = Instant::now();
+                let (replies, missing) = mesh
+                    .ask_all(
+                        |id| pb::Message::of(Kind::Request(pb::Request { id, query: None })),
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                (replies.len(), missing, t.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut alone = members.clone();
+        alone.remove("b");
+        a.mesh.set_members(&alone);
+        let (replies, missing, took) = asking.await.unwrap();
+        assert_eq!((replies, missing), (0, true));
+        assert!(took < Duration::from_secs(5), "waited {took:?}");
+        a.mesh.close();
+        b.close();
     }
 
     #[test]

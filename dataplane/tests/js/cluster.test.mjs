@@ -4,11 +4,9 @@
 
 import { it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
 import {
-  writeConfig,
-  startServer,
+  startClusterNode,
+  metric,
   ClientPool,
   connected,
   eventually,
@@ -28,44 +26,24 @@ const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
 
 async function startNode(i) {
   const ip = IPS[i];
-  const config = writeConfig({
-    nodeId: `hub-${i}`,
-    socketio: {
-      namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
+  return startClusterNode(
+    {
+      nodeId: `hub-${i}`,
+      socketio: {
+        namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
+      },
+      cluster: {
+        peerListen: `${ip}:${PEER_PORT}`,
+        members: MEMBERS,
+        heartbeatInterval: 200,
+        heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
+      },
     },
-    management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
-    cluster: {
-      peerListen: `${ip}:${PEER_PORT}`,
-      members: MEMBERS,
-      heartbeatInterval: 200,
-      heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
-    },
-  }, "roomcast-cluster-");
-  // The token file sits beside the config.
-  const tokenFile = path.join(path.dirname(config), "token");
-  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-  const text = fs.readFileSync(config, "utf8").replace('"TOKEN_FILE"', JSON.stringify(tokenFile));
-  fs.writeFileSync(config, text);
-  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", config] });
-  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
-  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
-  // The peer listener reports after the management one; on a slow machine it can lag.
-  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${PEER_PORT}`);
-  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
-  return node;
+    { ip, peerPort: PEER_PORT, token: TOKEN },
+  );
 }
 
-async function api(node, method, route, body) {
-  const res = await fetch(node.api + route, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  const text = await res.text();
-  assert.equal(res.status, 200, `${method} ${route}: ${text}`);
-  return JSON.parse(text);
-}
+const api = (node, method, route, body) => node.call(method, route, body);
 
 const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
 
@@ -116,14 +94,6 @@ async function assertCounts(expect, event, what) {
     expect.map(([, n]) => n),
     `${what}: deliveries per socket`,
   );
-}
-
-/** A sample of the node's /metrics, as a number. */
-async function metric(node, name) {
-  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
-  assert.ok(m, `${name} in /metrics:\n${text}`);
-  return Number(m[1]);
 }
 
 it("links every node to every other", async () => {

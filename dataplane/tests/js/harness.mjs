@@ -600,3 +600,49 @@ export async function rawSioWs(server, nsp = "/", { auth, autoPong = true } = {}
   assert.ok(welcome.startsWith(`42${prefix}["welcome"`), `expected welcome event, got ${welcome}`);
   return { ws, open, sid };
 }
+
+// ---------------------------------------------------------------------------
+// Cluster nodes (the real binary with a management API and a peer listener)
+
+/**
+ * Starts a cluster member from `config` (an object; `management.tokenFile` is filled in with
+ * a file holding `token`), listening for clients on `ip:0` and for peers on `ip:peerPort`.
+ * Waits for its management and peer lines; the node gets `api` (the management base URL),
+ * `call(method, route, body)` (a management request; asserts HTTP 200, returns the JSON) and
+ * `dir` (the folder of its configuration, for e.g. a members file).
+ */
+export async function startClusterNode(config, { ip, peerPort, token, prefix = "roomcast-cluster-" }) {
+  const file = writeConfig({}, prefix);
+  const dir = path.dirname(file);
+  const tokenFile = path.join(dir, "token");
+  fs.writeFileSync(tokenFile, `${token}\n`);
+  const full = { ...config, management: { listen: `${ip}:0`, ...config.management, tokenFile } };
+  fs.writeFileSync(file, JSON.stringify(full, null, 2));
+  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", file] });
+  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
+  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
+  node.dir = dir;
+  // The peer listener reports after the management one; on a slow machine it can lag.
+  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${peerPort}`);
+  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
+  node.call = async (method, route, body) => {
+    const res = await fetch(node.api + route, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(5000),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, `${method} ${route}: ${text}`);
+    return JSON.parse(text);
+  };
+  return node;
+}
+
+/** A sample of a node's /metrics, as a number. */
+export async function metric(node, name) {
+  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
+  assert.ok(m, `${name} in /metrics:\n${text}`);
+  return Number(m[1]);
+}
