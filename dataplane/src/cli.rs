@@ -57,6 +57,10 @@ pub struct HubArgs {
     /// Every cluster member, this node included: ID=IP:PORT,ID=IP:PORT,... (peer addresses).
     #[arg(long, env = "ROOMCAST_MEMBERS")]
     pub members: Option<String>,
+    /// Client (Socket.IO) address peers forward other nodes' requests to, e.g.
+    /// 10.0.0.5:3000 (default: the bound --listen address, 0.0.0.0 replaced by this node's IP).
+    #[arg(long, env = "ROOMCAST_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -159,6 +163,9 @@ impl HubArgs {
         }
         if let Some(v) = self.peer_listen {
             config.cluster.peer_listen = Some(v);
+        }
+        if let Some(v) = self.advertise_address {
+            config.cluster.advertise_address = Some(v);
         }
         if let Some(v) = &self.members {
             let members = crate::cluster::Members::parse(v).map_err(|e| FlagError {

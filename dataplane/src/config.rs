@@ -272,6 +272,14 @@ impl Config {
         } else if c.peer_listen.is_some() {
             bad("cluster.members", "needed when cluster.peerListen is set");
         }
+        if c.advertise_address
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            bad(
+                "cluster.advertiseAddress",
+                "must be a concrete IP and port that other members can reach",
+            );
+        }
         if c.heartbeat_interval == 0 || c.heartbeat_interval > 60_000 {
             bad(
                 "cluster.heartbeatInterval",
@@ -641,6 +649,11 @@ pub struct ClusterConfig {
     /// address). Empty: a single node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// The client (Socket.IO) address other members forward this node's sessions'
+    /// requests to. Default: the bound `listen` address, an unspecified IP (0.0.0.0)
+    /// replaced by this node's peer IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_address: Option<SocketAddr>,
     /// Milliseconds a link may stay silent before this node sends a heartbeat on it.
     pub heartbeat_interval: u64,
     /// Milliseconds without anything from a peer after which its link is declared dead and
@@ -653,6 +666,7 @@ impl Default for ClusterConfig {
         Self {
             peer_listen: None,
             members: Vec::new(),
+            advertise_address: None,
             heartbeat_interval: 1_000,
             heartbeat_timeout: 3_000,
         }

@@ -11,6 +11,7 @@ pub mod peer;
 pub mod proto;
 pub mod queries;
 pub mod ring;
+pub mod route;
 pub mod sockets;
 
 pub use directory::{Directory, Targets};
@@ -19,3 +20,4 @@ pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use peer::{LinkSettings, Mesh, MeshStats};
 pub use ring::Ring;
+pub use route::MeshRouter;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::broadcast::MeshFanout;
 use super::inbound::HubInbound;
 use super::peer::{LinkSettings, Mesh};
+use super::route::{advertise_address, MeshRouter};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::socketio::Hub;
 
 /// A running cluster member.
@@ -19,7 +21,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the peer links of a clustered configuration; `None` for a single node.
-    pub async fn start(config: &Config, hub: &Hub) -> anyhow::Result<Option<Cluster>> {
+    /// `client_addr` is where `engine` serves clients: peers learn it (or the configured
+    /// `cluster.advertiseAddress`) and forward this node's sessions' requests there, and
+    /// `engine` forwards theirs.
+    pub async fn start(
+        config: &Config,
+        hub: &Hub,
+        engine: &Arc<Engine>,
+        client_addr: SocketAddr,
+    ) -> anyhow::Result<Option<Cluster>> {
         let c = &config.cluster;
         if c.is_single_node() {
             return Ok(None);
@@ -38,8 +48,13 @@ impl Cluster {
         if !hub.set_fanout(Arc::new(MeshFanout(mesh.clone()))) {
             anyhow::bail!("this hub already belongs to a cluster");
         }
+        let advertised = advertise_address(c.advertise_address, client_addr, listen);
+        mesh.advertise_client_address(advertised);
+        if !engine.set_router(Arc::new(MeshRouter(mesh.clone()))) {
+            anyhow::bail!("this engine already routes for a cluster");
+        }
         let peer_addr = mesh.start(listen).await?;
-        tracing::info!(member = %config.node_id, %peer_addr, members = members.len(), "cluster member started");
+        tracing::info!(member = %config.node_id, %peer_addr, %advertised, members = members.len(), "cluster member started");
         Ok(Some(Cluster { mesh, peer_addr }))
     }
 

@@ -118,6 +118,8 @@ struct Peer {
     generation: AtomicU64,
     link: Mutex<Option<AbortHandle>>,
     dropped: AtomicU64,
+    /// Where the peer serves clients, as its Hello of the current link said.
+    client_addr: Mutex<Option<SocketAddr>>,
     /// Set on the first drop of an overload, cleared on the next successful send, so an
     /// overload logs twice (start, end) instead of once per message.
     overloaded: AtomicBool,
@@ -129,6 +131,8 @@ pub struct Mesh {
     peers: BTreeMap<String, Arc<Peer>>,
     settings: LinkSettings,
     inbound: Arc<dyn Inbound>,
+    /// This node's client address, told to peers in every Hello.
+    client_address: std::sync::OnceLock<SocketAddr>,
     tasks: Mutex<Vec<AbortHandle>>,
     /// Messages queued for peers and received from them (link upkeep not counted).
     sent: AtomicU64,
@@ -180,6 +184,7 @@ impl Mesh {
                         generation: AtomicU64::new(0),
                         link: Mutex::new(None),
                         dropped: AtomicU64::new(0),
+                        client_addr: Mutex::new(None),
                         overloaded: AtomicBool::new(false),
                     }),
                 ))
@@ -190,6 +195,7 @@ impl Mesh {
             peers,
             settings,
             inbound,
+            client_address: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -248,6 +254,25 @@ impl Mesh {
 
     pub fn me(&self) -> &str {
         &self.me
+    }
+
+    /// Sets the client address this node advertises to its peers (before [`Mesh::start`];
+    /// later calls are ignored).
+    pub fn advertise_client_address(&self, addr: SocketAddr) {
+        let _ = self.client_address.set(addr);
+    }
+
+    fn hello(&self) -> pb::Message {
+        pb::Message::hello(&self.me, self.client_address.get().copied())
+    }
+
+    /// Where member `id` serves clients, if its link is up and it told us.
+    pub fn client_address_of(&self, id: &str) -> Option<SocketAddr> {
+        let peer = self.peers.get(id)?;
+        if !peer.up.load(Ordering::Acquire) {
+            return None;
+        }
+        *peer.client_addr.lock()
     }
 
     /// Whether this node dials `peer` (the member whose id sorts first does).
@@ -406,7 +431,8 @@ impl Mesh {
                 Ok((inbound, out)) => {
                     failures = 0;
                     let started = Instant::now();
-                    let link = self.attach(&peer, inbound, out, false);
+                    // The acceptor's Hello (with its client address) comes on the stream.
+                    let link = self.attach(&peer, inbound, out, false, None);
                     // The link task ends when the link breaks (or is replaced or aborted).
                     let _ = link.await;
                     if started.elapsed() >= BACKOFF_RESET {
@@ -447,7 +473,7 @@ impl Mesh {
         // A fresh channel with room for STREAM_DEPTH batches: the Hello always fits.
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
         let _ = out.try_send(pb::Batch {
-            messages: vec![pb::Message::hello(&self.me)],
+            messages: vec![self.hello()],
         });
         let response = tokio::time::timeout(
             self.settings.heartbeat_timeout,
@@ -465,13 +491,15 @@ impl Mesh {
         inbound: Streaming<pb::Batch>,
         out: mpsc::Sender<pb::Batch>,
         send_hello: bool,
+        client_addr: Option<SocketAddr>,
     ) -> tokio::task::JoinHandle<()> {
         let generation = peer.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let task =
-            tokio::spawn(
-                self.clone()
-                    .run_link(peer.clone(), generation, inbound, out, send_hello),
-            );
+        let link = Link {
+            generation,
+            send_hello,
+            client_addr,
+        };
+        let task = tokio::spawn(self.clone().run_link(peer.clone(), link, inbound, out));
         if let Some(old) = peer.link.lock().replace(task.abort_handle()) {
             old.abort();
         }
@@ -481,11 +509,15 @@ impl Mesh {
     async fn run_link(
         self: Arc<Self>,
         peer: Arc<Peer>,
-        generation: u64,
+        link: Link,
         mut inbound: Streaming<pb::Batch>,
         out: mpsc::Sender<pb::Batch>,
-        send_hello: bool,
     ) {
+        let Link {
+            generation,
+            send_hello,
+            client_addr,
+        } = link;
         // Waits for a link this one replaces to be aborted and let go of the queue.
         let mut queue = peer.rx.lock().await;
         if peer.generation.load(Ordering::Acquire) != generation {
@@ -493,15 +525,16 @@ impl Mesh {
         }
         // Whatever was queued while no link was up is stale: peers out of routing get nothing.
         while queue.try_recv().is_ok() {}
+        *peer.client_addr.lock() = client_addr;
         peer.up.store(true, Ordering::Release);
-        tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
+        tracing::info!(peer = %peer.id, addr = %peer.addr, client = ?client_addr, "peer link up");
 
         let settings = self.settings;
         let writer = async {
             if send_hello
                 && out
                     .send(pb::Batch {
-                        messages: vec![pb::Message::hello(&self.me)],
+                        messages: vec![self.hello()],
                     })
                     .await
                     .is_err()
@@ -542,7 +575,13 @@ impl Mesh {
                                         peer.addr, hello.member
                                     );
                                 }
-                                Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
+                                Some(Kind::Hello(hello)) => {
+                                    let client = peer_client_address(&hello, peer.addr);
+                                    if peer.generation.load(Ordering::Acquire) == generation {
+                                        *peer.client_addr.lock() = client;
+                                    }
+                                }
+                                Some(Kind::Heartbeat(_)) | None => {}
                                 Some(kind) => self.handle(&peer, kind),
                             }
                         }
@@ -556,6 +595,7 @@ impl Mesh {
         };
         if peer.generation.load(Ordering::Acquire) == generation {
             peer.up.store(false, Ordering::Release);
+            *peer.client_addr.lock() = None;
             let mut discarded = 0usize;
             while queue.try_recv().is_ok() {
                 discarded += 1;
@@ -563,6 +603,30 @@ impl Mesh {
             tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
         }
     }
+}
+
+/// What a new link task starts with.
+struct Link {
+    generation: u64,
+    send_hello: bool,
+    /// The peer's client address, when its Hello came before the link started.
+    client_addr: Option<SocketAddr>,
+}
+
+/// The client address a peer's Hello advertises. An unspecified IP (a node listening on
+/// 0.0.0.0 that was not told its own address) is replaced by the IP its peer link uses.
+fn peer_client_address(hello: &pb::Hello, peer_addr: SocketAddr) -> Option<SocketAddr> {
+    if hello.client_address.is_empty() {
+        return None;
+    }
+    let Ok(mut addr) = hello.client_address.parse::<SocketAddr>() else {
+        tracing::warn!(peer = %hello.member, address = %hello.client_address, "peer advertises an unusable client address");
+        return None;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(peer_addr.ip());
+    }
+    Some(addr)
 }
 
 /// An error with its sources, `a: b: c` (tonic's transport errors say little on their own).
@@ -637,7 +701,8 @@ impl PeerService for Acceptor {
             mesh.handle(peer, kind);
         }
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
-        mesh.attach(peer, inbound, out, true);
+        let client = peer_client_address(&hello, peer.addr);
+        mesh.attach(peer, inbound, out, true, client);
         let stream = ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
