@@ -900,6 +900,37 @@ mod tests {
         mesh.close();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn links_tell_each_side_where_the_other_serves_clients() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let a = Mesh::new("a", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        let b = Mesh::new("b", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        a.advertise_client_address("127.0.0.21:3000".parse().unwrap());
+        // An unspecified IP is filled in with the IP of the peer link.
+        b.advertise_client_address("0.0.0.0:3001".parse().unwrap());
+        a.start(members.addr("a").unwrap()).await.unwrap();
+        b.start(members.addr("b").unwrap()).await.unwrap();
+        wait_for("addresses", || {
+            a.client_address_of("b").is_some() && b.client_address_of("a").is_some()
+        })
+        .await;
+        assert_eq!(
+            a.client_address_of("b"),
+            Some("127.0.0.1:3001".parse().unwrap())
+        );
+        assert_eq!(
+            b.client_address_of("a"),
+            Some("127.0.0.21:3000".parse().unwrap())
+        );
+        assert_eq!(a.client_address_of("nobody"), None);
+        // A peer whose link is down has no route.
+        b.close();
+        wait_for("link down", || a.client_address_of("b").is_none()).await;
+        a.close();
+    }
+
     #[tokio::test]
     async fn a_full_queue_drops_and_counts() {
         let mut members = Members::new();
