@@ -4,15 +4,15 @@
 
 import { it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
 import {
-  writeConfig,
-  startServer,
+  startClusterNode,
+  apiCall as api,
+  metric,
+  call,
+  roomMember,
+  assertCounts,
   ClientPool,
-  connected,
   eventually,
-  sleep,
   assertBytes,
 } from "./harness.mjs";
 
@@ -26,46 +26,15 @@ let nodes = [];
 const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
 const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
 
-async function startNode(i) {
-  const ip = IPS[i];
-  const config = writeConfig({
-    nodeId: `hub-${i}`,
-    socketio: {
-      namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
-    },
-    management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
-    cluster: {
-      peerListen: `${ip}:${PEER_PORT}`,
-      members: MEMBERS,
-      heartbeatInterval: 200,
-      heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
-    },
-  }, "roomcast-cluster-");
-  // The token file sits beside the config.
-  const tokenFile = path.join(path.dirname(config), "token");
-  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-  const text = fs.readFileSync(config, "utf8").replace('"TOKEN_FILE"', JSON.stringify(tokenFile));
-  fs.writeFileSync(config, text);
-  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", config] });
-  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
-  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
-  // The peer listener reports after the management one; on a slow machine it can lag.
-  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${PEER_PORT}`);
-  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
-  return node;
-}
-
-async function api(node, method, route, body) {
-  const res = await fetch(node.api + route, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
+const startNode = (i) =>
+  startClusterNode({
+    id: `hub-${i}`,
+    ip: IPS[i],
+    peerPort: PEER_PORT,
+    members: MEMBERS,
+    token: TOKEN,
+    heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
   });
-  const text = await res.text();
-  assert.equal(res.status, 200, `${method} ${route}: ${text}`);
-  return JSON.parse(text);
-}
 
 const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
 
@@ -82,17 +51,9 @@ after(async () => {
   await Promise.all(nodes.map((n) => n.stop()));
 });
 
-const call = (s, event, arg) => s.timeout(3000).emitWithAck(event, arg);
-
 /** Connects a client to a node (alternating transports) and joins rooms through policies. */
-async function member(node, rooms, transport = "websocket") {
-  const s = pool.io(node.url, { transports: [transport] });
-  await connected(s);
-  for (const room of rooms) assert.deepEqual(await call(s, "roomcast:join", room), { ok: true });
-  s.got = [];
-  s.onAny((event, ...args) => s.got.push([event, ...args]));
-  return s;
-}
+const member = (node, rooms, transport = "websocket") =>
+  roomMember(pool, node.url, rooms, { transports: [transport] });
 
 /** Clients on every node: two members of `room` each (websocket, polling), one outsider. */
 async function population(room) {
@@ -104,26 +65,6 @@ async function population(room) {
     outsiders.push(await member(node, [`${room}:outside`], "websocket"));
   }
   return { members, outsiders };
-}
-
-/** Waits until every socket in `expect` got its count of `event`, then checks nothing more came. */
-async function assertCounts(expect, event, what) {
-  const count = (s) => s.got.filter(([e]) => e === event).length;
-  await eventually(() => expect.every(([s, n]) => count(s) >= n), 5000, what).catch(() => {});
-  await sleep(300);
-  assert.deepEqual(
-    expect.map(([s]) => count(s)),
-    expect.map(([, n]) => n),
-    `${what}: deliveries per socket`,
-  );
-}
-
-/** A sample of the node's /metrics, as a number. */
-async function metric(node, name) {
-  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
-  assert.ok(m, `${name} in /metrics:\n${text}`);
-  return Number(m[1]);
 }
 
 it("links every node to every other", async () => {
