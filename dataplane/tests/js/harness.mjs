@@ -608,7 +608,13 @@ export class RawWs {
       });
       res.on("error", () => {});
     });
-    this.opened = new Promise((resolve) => this.ws.once("open", () => resolve(true)));
+    // open() waits for this too: a server may say nothing right after the upgrade.
+    this.opened = new Promise((resolve) =>
+      this.ws.once("open", () => {
+        resolve(true);
+        this._wake();
+      }),
+    );
     this.opened.catch(() => {});
     this.closedP = new Promise((resolve) => {
       this.ws.once("close", (code, reason) => {
