@@ -125,6 +125,24 @@ struct Peer {
     overloaded: AtomicBool,
 }
 
+impl Peer {
+    /// Records where the peer serves clients (from its Hello), saying so when it changes.
+    fn learn_client_addr(&self, addr: Option<SocketAddr>) {
+        let mut current = self.client_addr.lock();
+        if *current != addr {
+            *current = addr;
+            match addr {
+                Some(client) => {
+                    tracing::info!(peer = %self.id, %client, "peer serves clients here; its sessions' requests are forwarded there")
+                }
+                None => {
+                    tracing::info!(peer = %self.id, "peer advertises no client address; its sessions' requests are not forwarded")
+                }
+            }
+        }
+    }
+}
+
 /// This node's links to every other member.
 pub struct Mesh {
     me: String,
@@ -525,9 +543,10 @@ impl Mesh {
         }
         // Whatever was queued while no link was up is stale: peers out of routing get nothing.
         while queue.try_recv().is_ok() {}
-        *peer.client_addr.lock() = client_addr;
+        *peer.client_addr.lock() = None;
+        peer.learn_client_addr(client_addr);
         peer.up.store(true, Ordering::Release);
-        tracing::info!(peer = %peer.id, addr = %peer.addr, client = ?client_addr, "peer link up");
+        tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
 
         let settings = self.settings;
         let writer = async {
@@ -576,9 +595,10 @@ impl Mesh {
                                     );
                                 }
                                 Some(Kind::Hello(hello)) => {
-                                    let client = peer_client_address(&hello, peer.addr);
                                     if peer.generation.load(Ordering::Acquire) == generation {
-                                        *peer.client_addr.lock() = client;
+                                        peer.learn_client_addr(peer_client_address(
+                                            &hello, peer.addr,
+                                        ));
                                     }
                                 }
                                 Some(Kind::Heartbeat(_)) | None => {}

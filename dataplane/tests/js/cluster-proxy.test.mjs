@@ -309,6 +309,23 @@ it("unknown, garbage and already-forwarded session ids get 400 code 1", async ()
   assert.equal(res.body, '42["still"]');
 });
 
+it("an oversized POST for another node's session is refused as on its owner", async () => {
+  const [a, b] = nodes;
+  const { sid } = await pollingSession(a);
+  const body = "4" + "x".repeat(1_000_000);
+  const res = await pollPost(b, sid, body);
+  assert.equal(res.status, 413, res.body);
+  assert.equal(JSON.parse(res.body).message, "Payload too large");
+  await eventually(
+    async () => {
+      const got = await pollGet(a, sid);
+      return got.status === 400 || got.body.split(SEP).every((p) => p === "1" || p === "6");
+    },
+    5000,
+    "the session closed on its owner",
+  );
+});
+
 it("a node's sessions get 400 code 1 elsewhere once it is gone, and the proxy skips it", async () => {
   const [a, , c] = nodes;
   const { sid } = await pollingSession(c);
