@@ -224,6 +224,7 @@ mod tests {
             node_id: Some("hub-0".into()),
             peer_listen: Some("127.0.0.11:7000".parse().unwrap()),
             members: Some("hub-1=127.0.0.12:7000, hub-0=127.0.0.11:7000".into()),
+            advertise_address: Some("127.0.0.11:3000".parse().unwrap()),
             ..HubArgs::default()
         };
         let config = args.resolve(Config::default()).unwrap();
@@ -232,6 +233,7 @@ mod tests {
             ["hub-0=127.0.0.11:7000", "hub-1=127.0.0.12:7000"]
         );
         assert_eq!(config.cluster.peer_listen, args.peer_listen);
+        assert_eq!(config.cluster.advertise_address, args.advertise_address);
 
         let bad = HubArgs {
             members: Some("hub-0".into()),

@@ -779,6 +779,21 @@ mod tests {
         let mut listen_only = Config::default();
         listen_only.cluster.peer_listen = config.cluster.peer_listen;
         assert_eq!(fields(&listen_only), ["cluster.members"]);
+        let with_advertise = Config::parse(
+            &format!("{yaml}  advertiseAddress: 10.0.0.5:3000\n"),
+            "yaml",
+        )
+        .unwrap();
+        with_advertise.validate().unwrap();
+        assert_eq!(
+            with_advertise.cluster.advertise_address,
+            Some("10.0.0.5:3000".parse().unwrap())
+        );
+        for unusable in ["0.0.0.0:3000", "10.0.0.5:0"] {
+            let mut bad = config.clone();
+            bad.cluster.advertise_address = Some(unusable.parse().unwrap());
+            assert_eq!(fields(&bad), ["cluster.advertiseAddress"], "{unusable}");
+        }
         // A single node serializes without a cluster section.
         let json = serde_json::to_string(&Config::default()).unwrap();
         assert!(!json.contains("cluster"), "{json}");

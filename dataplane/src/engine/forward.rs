@@ -433,22 +433,24 @@ mod tests {
         );
     }
 
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
     #[test]
     fn forwarded_requests_are_marked_and_keep_end_to_end_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("io=abc"));
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://app.test"));
-        h.insert(header::HOST, HeaderValue::from_static("lb:3000"));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        let h = headers(&[
+            ("cookie", "io=abc"),
+            ("origin", "http://app.test"),
+            ("host", "lb:3000"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
         assert!(!is_forwarded(&h));
         let client = SocketAddr::from(([127, 0, 0, 10], 5555));
         let out = upstream_headers(&h, client, "hub-0", false);
@@ -465,10 +467,11 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_upgrade_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("k"));
+        let h = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
         let client = SocketAddr::from(([127, 0, 0, 1], 1));
         let out = upstream_headers(&h, client, "hub-0", true);
         assert_eq!(out[header::CONNECTION], "upgrade");

@@ -9,12 +9,13 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import {
   startServer,
-  startClusterNode,
+  startCluster,
   apiCall as api,
   metric,
   call,
   roomMember,
   assertCounts,
+  assertRoomEmit,
   ClientPool,
   eventually,
   sleep,
@@ -29,27 +30,14 @@ import {
   SEP,
 } from "./harness.mjs";
 
-const TOKEN = "cluster-proxy-test-token-0123456789";
 const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
 const PROXY_IP = "127.0.0.10";
 const PING_INTERVAL_MS = 3000;
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
-const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
 const pool = new ClientPool();
 let nodes = [];
+let startNode;
+let linked;
 let proxy;
-
-const startNode = (i) =>
-  startClusterNode({
-    id: `hub-${i}`,
-    ip: IPS[i],
-    peerPort: PEER_PORT,
-    members: MEMBERS,
-    token: TOKEN,
-    config: { engine: { pingInterval: PING_INTERVAL_MS, pingTimeout: 2000 } },
-  });
-
-const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
 
 /** The member id a session id names (its suffix is the base64url of the owner's id). */
 const ownerOf = (sid) => Buffer.from(sid.slice(16), "base64url").toString();
@@ -58,10 +46,11 @@ const ownerOf = (sid) => Buffer.from(sid.slice(16), "base64url").toString();
 const total = async (name) => (await Promise.all(nodes.map((n) => metric(n, name)))).reduce((a, b) => a + b, 0);
 
 before(async () => {
-  nodes = await Promise.all(IPS.map((_, i) => startNode(i)));
-  for (const node of nodes) {
-    await eventually(async () => (await linked(node)) === 3, 10_000, `${node.url} linked to both peers`);
-  }
+  ({ nodes, startNode, linked } = await startCluster({
+    ips: IPS,
+    token: "cluster-proxy-test-token-0123456789",
+    config: { engine: { pingInterval: PING_INTERVAL_MS, pingTimeout: 2000 } },
+  }));
   proxy = await startServer({
     bin: "rr-proxy",
     listen: `${PROXY_IP}:0`,
@@ -145,15 +134,7 @@ it("clients on every transport connect and talk through the round-robin proxy", 
 
 it("broadcasts through the proxy reach every member once and no outsider", async () => {
   const { members, outsiders } = await population("room:p2");
-  const [sender, ...others] = members;
-  const res = await call(sender, "roomcast:emit", { room: "room:p2", event: "msg", args: ["hi", { n: 1 }] });
-  assert.equal(res.ok, true, JSON.stringify(res));
-  await assertCounts(
-    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
-    "msg",
-    "roomcast:emit through the proxy",
-  );
-  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]], `${s.kind} on ${s.owner}`);
+  await assertRoomEmit(members, outsiders, "room:p2", "roomcast:emit through the proxy");
 
   // From the management API of one node, to the room plus one outsider by socket id.
   const target = outsiders[0];

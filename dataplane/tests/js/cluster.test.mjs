@@ -5,44 +5,31 @@
 import { it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startClusterNode,
+  startCluster,
   apiCall as api,
   metric,
   call,
   roomMember,
   assertCounts,
+  assertRoomEmit,
   ClientPool,
   eventually,
   assertBytes,
 } from "./harness.mjs";
 
-const TOKEN = "cluster-test-token-0123456789abcdef";
 const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
 const HEARTBEAT_TIMEOUT_MS = 1000;
 const pool = new ClientPool();
 let nodes = [];
-
-/** A peer port, the same on every node's own address. */
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
-const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
-
-const startNode = (i) =>
-  startClusterNode({
-    id: `hub-${i}`,
-    ip: IPS[i],
-    peerPort: PEER_PORT,
-    members: MEMBERS,
-    token: TOKEN,
-    heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
-  });
-
-const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
+let startNode;
+let linked;
 
 before(async () => {
-  nodes = await Promise.all(IPS.map((_, i) => startNode(i)));
-  for (const node of nodes) {
-    await eventually(async () => (await linked(node)) === 3, 10_000, `${node.url} linked to both peers`);
-  }
+  ({ nodes, startNode, linked } = await startCluster({
+    ips: IPS,
+    token: "cluster-test-token-0123456789abcdef",
+    heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
+  }));
 });
 afterEach(() => pool.closeAll());
 after(async () => {
@@ -77,15 +64,7 @@ it("links every node to every other", async () => {
 
 it("a client's roomcast:emit reaches every member on every node exactly once", async () => {
   const { members, outsiders } = await population("room:1");
-  const [sender, ...others] = members;
-  const res = await call(sender, "roomcast:emit", { room: "room:1", event: "msg", args: ["hi", { n: 1 }] });
-  assert.equal(res.ok, true, JSON.stringify(res));
-  await assertCounts(
-    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
-    "msg",
-    "roomcast:emit from node 0",
-  );
-  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]]);
+  await assertRoomEmit(members, outsiders, "room:1", "roomcast:emit from node 0");
   // One copy per destination node, whatever the number of recipients there (the first
   // broadcast of this cluster: nothing else was sent before).
   assert.equal(await metric(nodes[0], "roomcast_peer_messages_sent_total"), 2);

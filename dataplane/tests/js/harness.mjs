@@ -224,6 +224,24 @@ export async function startClusterNode({
   return node;
 }
 
+/**
+ * Starts members hub-0, hub-1, ... on `ips` (one random peer port, the same on every IP) and
+ * waits until each is linked to all the others. `linked(node)` is the node's `/v1/stats`
+ * `nodes`; `startNode(i)` (re)starts member i with the same settings.
+ */
+export async function startCluster({ ips, token, heartbeatTimeout, config }) {
+  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
+  const startNode = (i) =>
+    startClusterNode({ id: `hub-${i}`, ip: ips[i], peerPort, members, token, heartbeatTimeout, config });
+  const linked = async (node) => (await apiCall(node, "GET", "/v1/stats")).nodes;
+  const nodes = await Promise.all(ips.map((_, i) => startNode(i)));
+  for (const node of nodes) {
+    await eventually(async () => (await linked(node)) === ips.length, 10_000, `${node.url} linked to every peer`);
+  }
+  return { nodes, startNode, linked };
+}
+
 /** A management API call on a node from startClusterNode; asserts 200 and returns the JSON. */
 export async function apiCall(node, method, route, body) {
   const res = await fetch(node.api + route, {
@@ -465,6 +483,22 @@ export async function assertCounts(expect, event, what) {
     expect.map(([, n]) => n),
     `${what}: deliveries per socket`,
   );
+}
+
+/**
+ * The first of `members` sends `roomcast:emit` to `room`; every other member must get the
+ * event exactly once, and neither the sender nor any outsider.
+ */
+export async function assertRoomEmit(members, outsiders, room, what) {
+  const [sender, ...others] = members;
+  const res = await call(sender, "roomcast:emit", { room, event: "msg", args: ["hi", { n: 1 }] });
+  assert.equal(res.ok, true, JSON.stringify(res));
+  await assertCounts(
+    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
+    "msg",
+    what,
+  );
+  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]], `${what}: what arrived`);
 }
 
 // ---------------------------------------------------------------------------
