@@ -969,6 +969,25 @@ mod tests {
     }
 
     #[test]
+    fn advertised_client_addresses_are_checked_and_completed() {
+        let peer: SocketAddr = "10.0.0.7:7000".parse().unwrap();
+        let hello = |address: &str| pb::Hello {
+            member: "b".into(),
+            client_address: address.into(),
+        };
+        assert_eq!(peer_client_address(&hello(""), peer), None);
+        assert_eq!(peer_client_address(&hello("not an address"), peer), None);
+        assert_eq!(
+            peer_client_address(&hello("10.0.0.8:3000"), peer),
+            Some("10.0.0.8:3000".parse().unwrap())
+        );
+        assert_eq!(
+            peer_client_address(&hello("0.0.0.0:3000"), peer),
+            Some("10.0.0.7:3000".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn a_node_must_be_a_member() {
         let members = Members::parse("a=127.0.0.1:1").unwrap();
         assert!(matches!(
