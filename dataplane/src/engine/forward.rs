@@ -379,6 +379,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     struct Table;
@@ -480,6 +482,116 @@ mod tests {
         assert_eq!(out["x-forwarded-for"], "127.0.0.1");
         let plain = upstream_headers(&h, client, "hub-0", false);
         assert!(!plain.contains_key(header::UPGRADE));
+    }
+
+    /// Echoes every message (the engine conformance handler).
+    struct Echo;
+
+    impl super::super::ConnectionFactory for Echo {
+        fn open(
+            &self,
+            session: &Arc<super::super::Session>,
+            _: super::super::HandshakeInfo,
+        ) -> Arc<dyn super::super::ConnectionHandler> {
+            Arc::new(super::super::session::EchoHandler {
+                session: Arc::downgrade(session),
+            })
+        }
+    }
+
+    /// Every other member's sessions are at one address.
+    struct To(SocketAddr);
+
+    impl SessionRouter for To {
+        fn route(&self, _: &str) -> Route {
+            Route::Forward(self.0)
+        }
+    }
+
+    /// An engine-only node on a loopback port; stops when the sender is dropped or fires.
+    async fn node(
+        id: &str,
+        router: Option<Arc<dyn SessionRouter>>,
+    ) -> (SocketAddr, Arc<Engine>, tokio::sync::oneshot::Sender<()>) {
+        let mut config = crate::config::Config {
+            node_id: id.into(),
+            ..Default::default()
+        };
+        config.engine.ping_interval = 500;
+        let server = crate::server::Server::engine_only(&config, Arc::new(Echo));
+        if let Some(router) = router {
+            assert!(server.engine().set_router(router));
+        }
+        let engine = server.engine().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        (addr, engine, stop)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling_requests_reach_the_owner_through_another_node() {
+        let (owner_addr, _owner, stop_owner) = node("hub-1", None).await;
+        let (front_addr, front, _stop_front) = node("hub-0", Some(Arc::new(To(owner_addr)))).await;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = |addr: SocketAddr, sid: &str| {
+            format!("http://{addr}/socket.io/?EIO=4&transport=polling&sid={sid}")
+        };
+        let open = http
+            .get(format!(
+                "http://{owner_addr}/socket.io/?EIO=4&transport=polling"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+        let sid = open["sid"].as_str().unwrap().to_string();
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+        let posted = http
+            .post(url(front_addr, &sid))
+            .body("4hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 200);
+        let got = http.get(url(front_addr, &sid)).send().await.unwrap();
+        assert_eq!(got.text().await.unwrap(), "4hello");
+        // A long poll with nothing queued is held until the ping, not cut short.
+        let started = std::time::Instant::now();
+        let ping = http.get(url(front_addr, &sid)).send().await.unwrap();
+        assert_eq!(ping.text().await.unwrap(), "2");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(count(&front.stats.forwarded_requests), 3);
+
+        // Marked as forwarded already: never forwarded again.
+        let marked = http
+            .post(url(front_addr, &sid))
+            .header(HOP_HEADER, "hub-x")
+            .body("3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(marked.status(), 400);
+        assert_eq!(
+            marked.text().await.unwrap(),
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
+        assert_eq!(count(&front.stats.forward_unroutable), 1);
+        assert_eq!(count(&front.stats.forwarded_requests), 3);
+
+        // The owner is gone: the forward fails cleanly.
+        let _ = stop_owner.send(());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let failed = http.get(url(front_addr, &sid)).send().await.unwrap();
+        assert_eq!(failed.status(), 502);
+        assert_eq!(count(&front.stats.forward_failures), 1);
     }
 
     #[tokio::test(start_paused = true)]
