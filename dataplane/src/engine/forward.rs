@@ -6,15 +6,19 @@
 //! clients. A forwarded request carries [`HOP_HEADER`], and a node never forwards such a
 //! request again (it answers as for an unknown session), so a stale route cannot loop.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,6 +33,60 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
 /// Once one side of a spliced WebSocket has closed, how long the other may still drain.
 const SPLICE_GRACE: Duration = Duration::from_secs(5);
+/// How long an idle connection to an owner is kept for reuse: well under the 10 s after
+/// which the owner's server drops a connection that sends no request.
+const IDLE_FOR: Duration = Duration::from_secs(5);
+/// Idle connections kept per owner.
+const IDLE_PER_OWNER: usize = 32;
+/// How long a reused connection may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The body of a forwarded polling request: the client's, capped at maxHttpBufferSize.
+type ForwardBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Idle HTTP/1 connections to owners, reused by later forwards: a polling client behind a
+/// round-robin balancer sends a request a few times per ping interval, and a new connection
+/// for each would leave the forwarding node with a socket in TIME_WAIT per request.
+#[derive(Default)]
+pub(super) struct OwnerConnections {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+/// A connection to an owner and since when it is idle.
+type Idle = (SendRequest<ForwardBody>, Instant);
+
+impl OwnerConnections {
+    /// The most recently used idle connection to `target` that may still be open.
+    fn take(&self, target: SocketAddr) -> Option<SendRequest<ForwardBody>> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(&target)?;
+        while let Some((sender, since)) = list.pop() {
+            if since.elapsed() < IDLE_FOR && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last answer was read whole, for the next forward.
+    fn give_back(&self, target: SocketAddr, sender: SendRequest<ForwardBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let list = idle.entry(target).or_default();
+        list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
+        if list.len() < IDLE_PER_OWNER {
+            list.push((sender, Instant::now()));
+        }
+    }
+
+    /// Idle connections kept for `target`.
+    #[cfg(test)]
+    fn idle(&self, target: SocketAddr) -> usize {
+        self.idle.lock().get(&target).map_or(0, Vec::len)
+    }
+}
 
 /// Where a session's requests are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +122,17 @@ pub fn decide(sid: &str, me: &str, forwarded: bool, router: Option<&dyn SessionR
         Some(router) => router.route(&owner),
         // A single node: only its own sessions exist.
         None => Route::Unknown,
+    }
+}
+
+/// A failed exchange with the owner; a body over the limit is the client's fault.
+fn classify(error: hyper::Error) -> ForwardError {
+    let too_large = std::error::Error::source(&error)
+        .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        ForwardError::TooLarge
+    } else {
+        ForwardError::Http(error)
     }
 }
 
@@ -281,6 +350,32 @@ impl Engine {
         Ok(req)
     }
 
+    /// A new HTTP/1 connection to `target`, its driver running on its own task.
+    async fn open(target: SocketAddr) -> Result<SendRequest<ForwardBody>, ForwardError> {
+        let stream = connect(target).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%target, %error, "connection to a session's owner ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A connection to `target` ready for a request: an idle one if it still works, else
+    /// a new one. Also says whether it was reused.
+    async fn connection(
+        &self,
+        target: SocketAddr,
+    ) -> Result<(SendRequest<ForwardBody>, bool), ForwardError> {
+        while let Some(mut sender) = self.owners.take(target) {
+            if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
+                return Ok((sender, true));
+            }
+        }
+        Ok((Self::open(target).await?, false))
+    }
+
     async fn forward_http(
         &self,
         req: Request<Incoming>,
@@ -288,31 +383,32 @@ impl Engine {
         client: SocketAddr,
     ) -> Result<Response<Body>, ForwardError> {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, self.settings.max_payload);
+        let body = Limited::new(body, self.settings.max_payload).boxed();
         let upstream = self.upstream_request(&parts, body, client, false)?;
-        let stream = connect(target).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%target, %error, "connection to a session's owner ended");
-            }
-        });
+        let (mut sender, reused) = self.connection(target).await?;
         let wait = self.answer_timeout();
-        let res = match tokio::time::timeout(wait, sender.send_request(upstream)).await {
+        let sent = match tokio::time::timeout(wait, sender.try_send_request(upstream)).await {
             Err(_) => return Err(ForwardError::AnswerTimeout(wait)),
-            Ok(Err(error)) => {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-                return Err(if too_large {
-                    ForwardError::TooLarge
-                } else {
-                    ForwardError::Http(error)
-                });
-            }
-            Ok(Ok(res)) => res,
+            Ok(sent) => sent,
         };
-        self.relay(res).await
+        let res = match sent {
+            Ok(res) => res,
+            Err(mut failed) => match failed.take_message() {
+                // A reused connection the owner closed before the request went out: once
+                // more on a new one (nothing of the request was sent).
+                Some(upstream) if reused => {
+                    sender = Self::open(target).await?;
+                    tokio::time::timeout(wait, sender.send_request(upstream))
+                        .await
+                        .map_err(|_| ForwardError::AnswerTimeout(wait))?
+                        .map_err(classify)?
+                }
+                _ => return Err(classify(failed.into_error())),
+            },
+        };
+        let answer = self.relay(res).await?;
+        self.owners.give_back(target, sender);
+        Ok(answer)
     }
 
     /// The owner's answer, as this node's answer to the client.
@@ -342,6 +438,7 @@ impl Engine {
     ) -> Result<Response<Body>, ForwardError> {
         let client_side = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
+        // An upgraded connection is never reused: it gets one of its own.
         let upstream = self.upstream_request(&parts, Empty::<Bytes>::new(), client, true)?;
         let stream = connect(target).await?;
         let (mut sender, conn) =
@@ -569,6 +666,8 @@ mod tests {
         assert_eq!(ping.text().await.unwrap(), "2");
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert_eq!(count(&front.stats.forwarded_requests), 3);
+        // One after the other, the three forwards shared one connection to the owner.
+        assert_eq!(front.owners.idle(owner_addr), 1);
 
         // Marked as forwarded already: never forwarded again.
         let marked = http
@@ -586,12 +685,15 @@ mod tests {
         assert_eq!(count(&front.stats.forward_unroutable), 1);
         assert_eq!(count(&front.stats.forwarded_requests), 3);
 
-        // The owner is gone: the forward fails cleanly.
-        let _ = stop_owner.send(());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let failed = http.get(url(front_addr, &sid)).send().await.unwrap();
+        // An owner nothing listens for: the forward fails cleanly.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone_addr = gone.local_addr().unwrap();
+        drop(gone);
+        let (lost_addr, lost, _stop_lost) = node("hub-2", Some(Arc::new(To(gone_addr)))).await;
+        let failed = http.get(url(lost_addr, &sid)).send().await.unwrap();
         assert_eq!(failed.status(), 502);
-        assert_eq!(count(&front.stats.forward_failures), 1);
+        assert_eq!(count(&lost.stats.forward_failures), 1);
+        let _ = stop_owner.send(());
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,6 +107,8 @@ pub struct Engine {
     node_id: String,
     /// Where other members' sessions are served; unset on a single node.
     router: OnceLock<Arc<dyn SessionRouter>>,
+    /// Idle connections to other members, for forwarded polling requests.
+    owners: forward::OwnerConnections,
 }
 
 impl Engine {
@@ -123,6 +125,7 @@ impl Engine {
             sids: sid::SidGenerator::new(&config.node_id),
             node_id: config.node_id.clone(),
             router: OnceLock::new(),
+            owners: Default::default(),
         })
     }
 
