@@ -16,6 +16,9 @@ use crate::socketio::Handler;
 pub struct Node {
     pub config: Config,
     pub server: Server,
+    /// The client endpoint's listener, bound before the cluster starts so peers learn
+    /// the real address (`listen` may ask for port 0).
+    pub listener: tokio::net::TcpListener,
     pub ops: Arc<dyn HubOps>,
     /// This node's peer links, when the configuration names a cluster.
     pub cluster: Option<Cluster>,
@@ -46,8 +49,12 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
     let engine = server.engine().clone();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let client_addr = listener.local_addr()?;
     // The peer listener is bound here, so a taken address fails the start like the others.
-    let cluster = Cluster::start(&config, &hub).await?;
+    let cluster = Cluster::start(&config, &hub, &engine, client_addr).await?;
     server.set_metrics(MetricsSource {
         engine: engine.clone(),
         hub: hub.clone(),
@@ -68,6 +75,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     Ok(Node {
         config,
         server,
+        listener,
         ops,
         cluster,
     })
@@ -82,6 +90,7 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     let Node {
         config,
         server,
+        listener,
         ops,
         cluster,
     } = node;
@@ -93,9 +102,6 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let management = match management {
         Some((addr, api)) => {

@@ -57,6 +57,10 @@ pub struct HubArgs {
     /// Every cluster member, this node included: ID=IP:PORT,ID=IP:PORT,... (peer addresses).
     #[arg(long, env = "ROOMCAST_MEMBERS")]
     pub members: Option<String>,
+    /// Client (Socket.IO) address peers forward other nodes' requests to, e.g.
+    /// 10.0.0.5:3000 (default: the bound --listen address, 0.0.0.0 replaced by this node's IP).
+    #[arg(long, env = "ROOMCAST_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<SocketAddr>,
     /// File of cluster members (ID=IP:PORT per line or comma separated, # comments), re-read
     /// every discovery interval.
     #[arg(long, env = "ROOMCAST_MEMBERS_FILE")]
@@ -174,6 +178,9 @@ impl HubArgs {
         if let Some(v) = self.peer_listen {
             config.cluster.peer_listen = Some(v);
         }
+        if let Some(v) = self.advertise_address {
+            config.cluster.advertise_address = Some(v);
+        }
         self.apply_members(config)?;
         if let Some(v) = self.discovery_interval {
             config.cluster.discovery_interval = Some(v);
@@ -276,6 +283,7 @@ mod tests {
             node_id: Some("hub-0".into()),
             peer_listen: Some("127.0.0.11:7000".parse().unwrap()),
             members: Some("hub-1=127.0.0.12:7000, hub-0=127.0.0.11:7000".into()),
+            advertise_address: Some("127.0.0.11:3000".parse().unwrap()),
             ..HubArgs::default()
         };
         let config = args.resolve(Config::default()).unwrap();
@@ -284,6 +292,7 @@ mod tests {
             ["hub-0=127.0.0.11:7000", "hub-1=127.0.0.12:7000"]
         );
         assert_eq!(config.cluster.peer_listen, args.peer_listen);
+        assert_eq!(config.cluster.advertise_address, args.advertise_address);
 
         let bad = HubArgs {
             members: Some("hub-0".into()),

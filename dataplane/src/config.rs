@@ -328,6 +328,14 @@ impl Config {
                 "a member source (cluster.members, cluster.membersFile or cluster.dns) is needed when cluster.peerListen is set",
             );
         }
+        if c.advertise_address
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            bad(
+                "cluster.advertiseAddress",
+                "must be a concrete IP and port that other members can reach",
+            );
+        }
         if c.heartbeat_interval == 0 || c.heartbeat_interval > 60_000 {
             bad(
                 "cluster.heartbeatInterval",
@@ -697,6 +705,11 @@ pub struct ClusterConfig {
     /// address). Empty: a single node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// The client (Socket.IO) address other members forward this node's sessions'
+    /// requests to. Default: the bound `listen` address, an unspecified IP (0.0.0.0)
+    /// replaced by this node's peer IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_address: Option<SocketAddr>,
     /// A file of `ID=IP:PORT` entries (one per line or comma separated, `#` comments),
     /// re-read every `discoveryInterval`: members join and leave by rewriting it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -721,6 +734,7 @@ impl Default for ClusterConfig {
         Self {
             peer_listen: None,
             members: Vec::new(),
+            advertise_address: None,
             members_file: None,
             dns: None,
             discovery_interval: None,
@@ -928,6 +942,21 @@ mod tests {
         let mut listen_only = Config::default();
         listen_only.cluster.peer_listen = config.cluster.peer_listen;
         assert_eq!(fields(&listen_only), ["cluster.members"]);
+        let with_advertise = Config::parse(
+            &format!("{yaml}  advertiseAddress: 10.0.0.5:3000\n"),
+            "yaml",
+        )
+        .unwrap();
+        with_advertise.validate().unwrap();
+        assert_eq!(
+            with_advertise.cluster.advertise_address,
+            Some("10.0.0.5:3000".parse().unwrap())
+        );
+        for unusable in ["0.0.0.0:3000", "10.0.0.5:0"] {
+            let mut bad = config.clone();
+            bad.cluster.advertise_address = Some(unusable.parse().unwrap());
+            assert_eq!(fields(&bad), ["cluster.advertiseAddress"], "{unusable}");
+        }
 
         // Sources that change at run time; only one source at a time.
         let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  membersFile: /etc/roomcast/members\n";

@@ -19,6 +19,14 @@ pub struct EngineStats {
     pub packets_received: AtomicU64,
     pub frames_sent: AtomicU64,
     pub slow_consumers: AtomicU64,
+    /// Polling requests and WebSocket upgrades forwarded to their session's owner.
+    pub forwarded_requests: AtomicU64,
+    pub forwarded_upgrades: AtomicU64,
+    /// Forwards that failed (owner unreachable, broken answer, body too large).
+    pub forward_failures: AtomicU64,
+    /// Requests for another member's session that could not be routed (owner unknown,
+    /// its link down, or already forwarded once): answered as an unknown session.
+    pub forward_unroutable: AtomicU64,
 }
 
 /// Everything `/metrics` reports.
@@ -96,6 +104,34 @@ impl MetricsSource {
             "counter",
             "Sessions closed because their outbound queue was full.",
             &one(load(&s.slow_consumers)),
+        );
+        metric(
+            &mut out,
+            "roomcast_forwarded_requests_total",
+            "counter",
+            "Polling requests forwarded to the node owning their session.",
+            &one(load(&s.forwarded_requests)),
+        );
+        metric(
+            &mut out,
+            "roomcast_forwarded_upgrades_total",
+            "counter",
+            "WebSocket upgrades forwarded to the node owning their session.",
+            &one(load(&s.forwarded_upgrades)),
+        );
+        metric(
+            &mut out,
+            "roomcast_forward_failures_total",
+            "counter",
+            "Forwards to a session's owner that failed.",
+            &one(load(&s.forward_failures)),
+        );
+        metric(
+            &mut out,
+            "roomcast_forward_unroutable_total",
+            "counter",
+            "Requests for another node's session that could not be routed (answered as unknown sessions).",
+            &one(load(&s.forward_unroutable)),
         );
         let namespaces = self.hub.namespaces();
         let sockets: Vec<_> = namespaces

@@ -14,6 +14,7 @@ pub mod proto;
 pub mod queries;
 pub mod ring;
 pub mod rooms;
+pub mod route;
 pub mod sockets;
 
 pub use discovery::DnsDiscovery;
@@ -24,3 +25,4 @@ pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use peer::{LinkSettings, Mesh, MeshStats};
 pub use ring::Ring;
+pub use route::MeshRouter;

@@ -15,7 +15,9 @@ use super::inbound::HubInbound;
 use super::membership::Membership;
 use super::peer::{LinkSettings, Mesh};
 use super::rooms::{self, RoomSync};
+use super::route::{advertise_address, MeshRouter};
 use crate::config::{Config, MemberSource};
+use crate::engine::Engine;
 use crate::socketio::Hub;
 
 /// A running cluster member.
@@ -33,7 +35,16 @@ impl Cluster {
     /// A source that changes at run time (members file, DNS) is asked once before the
     /// mesh starts; when that fails the node starts as the only member and the discovery
     /// loop keeps asking every `cluster.discoveryInterval`.
-    pub async fn start(config: &Config, hub: &Hub) -> anyhow::Result<Option<Cluster>> {
+    ///
+    /// `client_addr` is where `engine` serves clients: peers learn it (or the configured
+    /// `cluster.advertiseAddress`) and forward this node's sessions' requests there, and
+    /// `engine` forwards theirs.
+    pub async fn start(
+        config: &Config,
+        hub: &Hub,
+        engine: &Arc<Engine>,
+        client_addr: SocketAddr,
+    ) -> anyhow::Result<Option<Cluster>> {
         let c = &config.cluster;
         let Some(source) = c.source()? else {
             return Ok(None);
@@ -73,6 +84,11 @@ impl Cluster {
         if !hub.set_fanout(Arc::new(fanout)) {
             anyhow::bail!("this hub already belongs to a cluster");
         }
+        let advertised = advertise_address(c.advertise_address, client_addr, listen);
+        mesh.advertise_client_address(advertised);
+        if !engine.set_router(Arc::new(MeshRouter(mesh.clone()))) {
+            anyhow::bail!("this engine already routes for a cluster");
+        }
         // Before any link is up, so the first link's full list is queued behind nothing.
         tokio::spawn(rooms::run(room_events, mesh.clone(), hub.clone()));
         let peer_addr = mesh.start(listen).await?;
@@ -93,6 +109,7 @@ impl Cluster {
         tracing::info!(
             member = %me,
             %peer_addr,
+            %advertised,
             members = members.len(),
             dynamic = discovery.is_some(),
             "cluster member started"

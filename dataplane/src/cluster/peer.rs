@@ -138,6 +138,8 @@ struct Peer {
     /// Set once the peer left the member set (or the mesh closed); no link attaches after.
     removed: AtomicBool,
     dropped: AtomicU64,
+    /// Where the peer serves clients, as its Hello of the current link said.
+    client_addr: Mutex<Option<SocketAddr>>,
     /// Set on the first drop of an overload, cleared on the next successful send, so an
     /// overload logs twice (start, end) instead of once per message.
     overloaded: AtomicBool,
@@ -157,6 +159,7 @@ impl Peer {
             dialer: Mutex::new(None),
             removed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            client_addr: Mutex::new(None),
             overloaded: AtomicBool::new(false),
         })
     }
@@ -170,6 +173,22 @@ impl Peer {
         }
         if let Some(link) = self.link.lock().take() {
             link.abort();
+        }
+    }
+
+    /// Records where the peer serves clients (from its Hello), saying so when it changes.
+    fn learn_client_addr(&self, addr: Option<SocketAddr>) {
+        let mut current = self.client_addr.lock();
+        if *current != addr {
+            *current = addr;
+            match addr {
+                Some(client) => {
+                    tracing::info!(peer = %self.id, %client, "peer serves clients here; its sessions' requests are forwarded there")
+                }
+                None => {
+                    tracing::info!(peer = %self.id, "peer advertises no client address; its sessions' requests are not forwarded")
+                }
+            }
         }
     }
 }
@@ -197,6 +216,8 @@ pub struct Mesh {
     inbound: Arc<dyn Inbound>,
     control: Mutex<Control>,
     membership: watch::Sender<Arc<Membership>>,
+    /// This node's client address, told to peers in every Hello.
+    client_address: std::sync::OnceLock<SocketAddr>,
     /// Messages queued for peers and received from them (link upkeep and room updates not
     /// counted).
     sent: AtomicU64,
@@ -257,6 +278,7 @@ impl Mesh {
             inbound,
             control: Mutex::new(Control::default()),
             membership,
+            client_address: std::sync::OnceLock::new(),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             room_updates_sent: AtomicU64::new(0),
@@ -413,6 +435,26 @@ impl Mesh {
 
     pub fn me(&self) -> &str {
         &self.me
+    }
+
+    /// Sets the client address this node advertises to its peers (before [`Mesh::start`];
+    /// later calls are ignored).
+    pub fn advertise_client_address(&self, addr: SocketAddr) {
+        let _ = self.client_address.set(addr);
+    }
+
+    fn hello(&self) -> pb::Message {
+        pb::Message::hello(&self.me, self.client_address.get().copied())
+    }
+
+    /// Where member `id` serves clients, if its link is up and it told us.
+    pub fn client_address_of(&self, id: &str) -> Option<SocketAddr> {
+        let peer = self.peers.read().get(id).cloned()?;
+        if !peer.up.load(Ordering::Acquire) {
+            return None;
+        }
+        let addr = *peer.client_addr.lock();
+        addr
     }
 
     /// Whether this node dials `peer` (the member whose id sorts first does).
@@ -625,7 +667,8 @@ impl Mesh {
                 Ok((inbound, out)) => {
                     failures = 0;
                     let started = Instant::now();
-                    let link = self.attach(&peer, inbound, out, false);
+                    // The acceptor's Hello (with its client address) comes on the stream.
+                    let link = self.attach(&peer, inbound, out, false, None);
                     // The link task ends when the link breaks (or is replaced or aborted).
                     let _ = link.await;
                     if started.elapsed() >= BACKOFF_RESET {
@@ -672,7 +715,7 @@ impl Mesh {
         // A fresh channel with room for STREAM_DEPTH batches: the Hello always fits.
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
         let _ = out.try_send(pb::Batch {
-            messages: vec![pb::Message::hello(&self.me)],
+            messages: vec![self.hello()],
         });
         let response = tokio::time::timeout(
             self.settings.heartbeat_timeout,
@@ -690,13 +733,15 @@ impl Mesh {
         inbound: Streaming<pb::Batch>,
         out: mpsc::Sender<pb::Batch>,
         send_hello: bool,
+        client_addr: Option<SocketAddr>,
     ) -> tokio::task::JoinHandle<()> {
         let generation = peer.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let task =
-            tokio::spawn(
-                self.clone()
-                    .run_link(peer.clone(), generation, inbound, out, send_hello),
-            );
+        let link = Link {
+            generation,
+            send_hello,
+            client_addr,
+        };
+        let task = tokio::spawn(self.clone().run_link(peer.clone(), link, inbound, out));
         if let Some(old) = peer.link.lock().replace(task.abort_handle()) {
             old.abort();
         }
@@ -710,11 +755,15 @@ impl Mesh {
     async fn run_link(
         self: Arc<Self>,
         peer: Arc<Peer>,
-        generation: u64,
+        link: Link,
         mut inbound: Streaming<pb::Batch>,
         out: mpsc::Sender<pb::Batch>,
-        send_hello: bool,
     ) {
+        let Link {
+            generation,
+            send_hello,
+            client_addr,
+        } = link;
         // Waits for a link this one replaces to be aborted and let go of the queue.
         let mut queue = peer.rx.lock().await;
         if peer.generation.load(Ordering::Acquire) != generation
@@ -724,6 +773,8 @@ impl Mesh {
         }
         // Whatever was queued while no link was up is stale: peers out of routing get nothing.
         while queue.try_recv().is_ok() {}
+        *peer.client_addr.lock() = None;
+        peer.learn_client_addr(client_addr);
         peer.up.store(true, Ordering::Release);
         tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
         self.inbound.link_up(&peer.id);
@@ -733,7 +784,7 @@ impl Mesh {
             if send_hello
                 && out
                     .send(pb::Batch {
-                        messages: vec![pb::Message::hello(&self.me)],
+                        messages: vec![self.hello()],
                     })
                     .await
                     .is_err()
@@ -774,7 +825,14 @@ impl Mesh {
                                         peer.addr, hello.member
                                     );
                                 }
-                                Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
+                                Some(Kind::Hello(hello)) => {
+                                    if peer.generation.load(Ordering::Acquire) == generation {
+                                        peer.learn_client_addr(peer_client_address(
+                                            &hello, peer.addr,
+                                        ));
+                                    }
+                                }
+                                Some(Kind::Heartbeat(_)) | None => {}
                                 Some(kind) => self.handle(&peer, kind),
                             }
                         }
@@ -789,6 +847,7 @@ impl Mesh {
         if peer.generation.load(Ordering::Acquire) == generation {
             peer.up.store(false, Ordering::Release);
             self.inbound.link_down(&peer.id);
+            *peer.client_addr.lock() = None;
             let mut discarded = 0usize;
             while queue.try_recv().is_ok() {
                 discarded += 1;
@@ -797,6 +856,30 @@ impl Mesh {
             self.peer_gone(&peer.id);
         }
     }
+}
+
+/// What a new link task starts with.
+struct Link {
+    generation: u64,
+    send_hello: bool,
+    /// The peer's client address, when its Hello came before the link started.
+    client_addr: Option<SocketAddr>,
+}
+
+/// The client address a peer's Hello advertises. An unspecified IP (a node listening on
+/// 0.0.0.0 that was not told its own address) is replaced by the IP its peer link uses.
+fn peer_client_address(hello: &pb::Hello, peer_addr: SocketAddr) -> Option<SocketAddr> {
+    if hello.client_address.is_empty() {
+        return None;
+    }
+    let Ok(mut addr) = hello.client_address.parse::<SocketAddr>() else {
+        tracing::warn!(peer = %hello.member, address = %hello.client_address, "peer advertises an unusable client address");
+        return None;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(peer_addr.ip());
+    }
+    Some(addr)
 }
 
 /// An error with its sources, `a: b: c` (tonic's transport errors say little on their own).
@@ -889,7 +972,8 @@ impl PeerService for Acceptor {
             mesh.handle(peer, kind);
         }
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
-        mesh.attach(peer, inbound, out, true);
+        let client = peer_client_address(&hello, peer.addr);
+        mesh.attach(peer, inbound, out, true, client);
         let stream = ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -1085,6 +1169,37 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(mesh.connected().is_empty());
         mesh.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn links_tell_each_side_where_the_other_serves_clients() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let a = Mesh::new("a", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        let b = Mesh::new("b", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        a.advertise_client_address("127.0.0.21:3000".parse().unwrap());
+        // An unspecified IP is filled in with the IP of the peer link.
+        b.advertise_client_address("0.0.0.0:3001".parse().unwrap());
+        a.start(members.addr("a").unwrap()).await.unwrap();
+        b.start(members.addr("b").unwrap()).await.unwrap();
+        wait_for("addresses", || {
+            a.client_address_of("b").is_some() && b.client_address_of("a").is_some()
+        })
+        .await;
+        assert_eq!(
+            a.client_address_of("b"),
+            Some("127.0.0.1:3001".parse().unwrap())
+        );
+        assert_eq!(
+            b.client_address_of("a"),
+            Some("127.0.0.21:3000".parse().unwrap())
+        );
+        assert_eq!(a.client_address_of("nobody"), None);
+        // A peer whose link is down has no route.
+        b.close();
+        wait_for("link down", || a.client_address_of("b").is_none()).await;
+        a.close();
     }
 
     #[tokio::test]
@@ -1300,6 +1415,25 @@ mod tests {
         assert!(took < Duration::from_secs(5), "waited {took:?}");
         a.mesh.close();
         b.close();
+    }
+
+    #[test]
+    fn advertised_client_addresses_are_checked_and_completed() {
+        let peer: SocketAddr = "10.0.0.7:7000".parse().unwrap();
+        let hello = |address: &str| pb::Hello {
+            member: "b".into(),
+            client_address: address.into(),
+        };
+        assert_eq!(peer_client_address(&hello(""), peer), None);
+        assert_eq!(peer_client_address(&hello("not an address"), peer), None);
+        assert_eq!(
+            peer_client_address(&hello("10.0.0.8:3000"), peer),
+            Some("10.0.0.8:3000".parse().unwrap())
+        );
+        assert_eq!(
+            peer_client_address(&hello("0.0.0.0:3000"), peer),
+            Some("10.0.0.7:3000".parse().unwrap())
+        );
     }
 
     #[test]

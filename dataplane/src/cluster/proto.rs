@@ -9,9 +9,10 @@ impl Message {
         Self { kind: Some(kind) }
     }
 
-    pub fn hello(member: &str) -> Self {
+    pub fn hello(member: &str, client_address: Option<std::net::SocketAddr>) -> Self {
         Self::of(message::Kind::Hello(Hello {
             member: member.to_string(),
+            client_address: client_address.map(|a| a.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -2,6 +2,7 @@
 //! Error codes and statuses match the reference Node `engine.io` server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{polling, websocket, Engine, HandshakeInfo};
+use super::{polling, websocket, Engine, HandshakeInfo, Route};
 use crate::config::TransportKind;
 
 pub type Body = Full<Bytes>;
@@ -248,6 +249,18 @@ impl Engine {
                 responder.build(StatusCode::OK, "text/plain; charset=UTF-8", open)
             }
             Some(sid) => {
+                match self.route(sid, req.headers()) {
+                    Route::Local => {}
+                    Route::Unknown => {
+                        self.stats
+                            .forward_unroutable
+                            .fetch_add(1, Ordering::Relaxed);
+                        return responder.error(EngineError::UnknownSid);
+                    }
+                    Route::Forward(target) => {
+                        return self.forward(req, target, peer, upgrade, &responder).await;
+                    }
+                }
                 let Some(session) = self.session(sid) else {
                     return responder.error(EngineError::UnknownSid);
                 };

@@ -3,6 +3,7 @@
 //! The engine knows nothing of Socket.IO: it hands each session's messages to a
 //! [`ConnectionHandler`] created by a [`ConnectionFactory`] at handshake time.
 
+pub mod forward;
 mod heartbeat;
 pub mod http;
 pub mod outbox;
@@ -15,13 +16,14 @@ mod websocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::config::{Config, TransportKind};
+pub use forward::{Route, SessionRouter};
 pub use outbox::{Frame, OutboxLimits, PushOutcome};
 pub use session::{CloseReason, Session};
 
@@ -101,7 +103,14 @@ pub struct Engine {
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     factory: Arc<dyn ConnectionFactory>,
     sids: sid::SidGenerator,
-    /// Where the node is in its life: one of the `PHASE_*` values (see [`Engine::drain`]).
+    /// This node's member id, as its session ids name it.
+    node_id: String,
+    /// Where other members' sessions are served; unset on a single node.
+    router: OnceLock<Arc<dyn SessionRouter>>,
+    /// Idle connections to other members, for forwarded polling requests.
+    owners: forward::OwnerConnections,
+    /// Where the node is in its life: one of the `PHASE_*` values (see `leave_readiness`
+    /// and `close_for_shutdown`).
     phase: AtomicU8,
 }
 
@@ -139,6 +148,9 @@ impl Engine {
             sessions: RwLock::new(HashMap::new()),
             factory,
             sids: sid::SidGenerator::new(&config.node_id),
+            node_id: config.node_id.clone(),
+            router: OnceLock::new(),
+            owners: Default::default(),
             phase: AtomicU8::new(PHASE_SERVING),
         })
     }
@@ -163,6 +175,12 @@ impl Engine {
     pub fn close_for_shutdown(&self) {
         self.phase.store(PHASE_CLOSING, Ordering::Release);
         self.close_all(CloseReason::ServerShutdown);
+    }
+
+    /// Forwards requests for other members' sessions along `router`; false if a router
+    /// was already set.
+    pub fn set_router(&self, router: Arc<dyn SessionRouter>) -> bool {
+        self.router.set(router).is_ok()
     }
 
     /// Open sessions on this node.

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startClusterNode, metric, ClientPool, connected, eventually, sleep } from "./harness.mjs";
+import { startClusterNode, apiCall, metric, ClientPool, connected, eventually, sleep } from "./harness.mjs";
 
 const TOKEN = "cluster-members-token-0123456789abcdef";
 const IPS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
@@ -34,9 +34,12 @@ function setMembers(ids) {
 
 function startNode(i) {
   const ip = IPS[i];
-  return startClusterNode(
-    {
-      nodeId: `hub-${i}`,
+  return startClusterNode({
+    id: `hub-${i}`,
+    ip,
+    peerPort: PEER_PORT,
+    token: TOKEN,
+    config: {
       socketio: { namespaces: [{ name: "/", policies: { join: ["room:*"], emitToJoined: true } }] },
       cluster: {
         peerListen: `${ip}:${PEER_PORT}`,
@@ -46,11 +49,10 @@ function startNode(i) {
         heartbeatTimeout: 1000,
       },
     },
-    { ip, peerPort: PEER_PORT, token: TOKEN, prefix: "roomcast-members-node-" },
-  );
+  });
 }
 
-const stats = (node) => node.call("GET", "/v1/stats");
+const stats = (node) => apiCall(node, "GET", "/v1/stats");
 
 /** Waits until `node` links to exactly the members `ids` and its ring is `ids`. */
 async function sees(node, ids, what) {

@@ -5,53 +5,31 @@
 import { it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startClusterNode,
+  startCluster,
+  apiCall as api,
   metric,
+  call,
+  roomMember,
+  assertCounts,
+  assertRoomEmit,
   ClientPool,
-  connected,
   eventually,
-  sleep,
   assertBytes,
 } from "./harness.mjs";
 
-const TOKEN = "cluster-test-token-0123456789abcdef";
 const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
 const HEARTBEAT_TIMEOUT_MS = 1000;
 const pool = new ClientPool();
 let nodes = [];
-
-/** A peer port, the same on every node's own address. */
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
-const MEMBERS = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
-
-async function startNode(i) {
-  const ip = IPS[i];
-  return startClusterNode(
-    {
-      nodeId: `hub-${i}`,
-      socketio: {
-        namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
-      },
-      cluster: {
-        peerListen: `${ip}:${PEER_PORT}`,
-        members: MEMBERS,
-        heartbeatInterval: 200,
-        heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
-      },
-    },
-    { ip, peerPort: PEER_PORT, token: TOKEN },
-  );
-}
-
-const api = (node, method, route, body) => node.call(method, route, body);
-
-const linked = async (node) => (await api(node, "GET", "/v1/stats")).nodes;
+let startNode;
+let linked;
 
 before(async () => {
-  nodes = await Promise.all(IPS.map((_, i) => startNode(i)));
-  for (const node of nodes) {
-    await eventually(async () => (await linked(node)) === 3, 10_000, `${node.url} linked to both peers`);
-  }
+  ({ nodes, startNode, linked } = await startCluster({
+    ips: IPS,
+    token: "cluster-test-token-0123456789abcdef",
+    heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
+  }));
 });
 afterEach(() => pool.closeAll());
 after(async () => {
@@ -60,17 +38,9 @@ after(async () => {
   await Promise.all(nodes.map((n) => n.stop()));
 });
 
-const call = (s, event, arg) => s.timeout(3000).emitWithAck(event, arg);
-
 /** Connects a client to a node (alternating transports) and joins rooms through policies. */
-async function member(node, rooms, transport = "websocket") {
-  const s = pool.io(node.url, { transports: [transport] });
-  await connected(s);
-  for (const room of rooms) assert.deepEqual(await call(s, "roomcast:join", room), { ok: true });
-  s.got = [];
-  s.onAny((event, ...args) => s.got.push([event, ...args]));
-  return s;
-}
+const member = (node, rooms, transport = "websocket") =>
+  roomMember(pool, node.url, rooms, { transports: [transport] });
 
 /** Clients on every node: two members of `room` each (websocket, polling), one outsider. */
 async function population(room) {
@@ -84,18 +54,6 @@ async function population(room) {
   return { members, outsiders };
 }
 
-/** Waits until every socket in `expect` got its count of `event`, then checks nothing more came. */
-async function assertCounts(expect, event, what) {
-  const count = (s) => s.got.filter(([e]) => e === event).length;
-  await eventually(() => expect.every(([s, n]) => count(s) >= n), 5000, what).catch(() => {});
-  await sleep(300);
-  assert.deepEqual(
-    expect.map(([s]) => count(s)),
-    expect.map(([, n]) => n),
-    `${what}: deliveries per socket`,
-  );
-}
-
 it("links every node to every other", async () => {
   for (const node of nodes) {
     assert.equal(await linked(node), 3);
@@ -106,15 +64,7 @@ it("links every node to every other", async () => {
 
 it("a client's roomcast:emit reaches every member on every node exactly once", async () => {
   const { members, outsiders } = await population("room:1");
-  const [sender, ...others] = members;
-  const res = await call(sender, "roomcast:emit", { room: "room:1", event: "msg", args: ["hi", { n: 1 }] });
-  assert.equal(res.ok, true, JSON.stringify(res));
-  await assertCounts(
-    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
-    "msg",
-    "roomcast:emit from node 0",
-  );
-  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]]);
+  await assertRoomEmit(members, outsiders, "room:1", "roomcast:emit from node 0");
   // One copy per destination node, whatever the number of recipients there (the first
   // broadcast of this cluster: nothing else was sent before).
   assert.equal(await metric(nodes[0], "roomcast_peer_messages_sent_total"), 2);

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
+import nodeHttp from "node:http";
 import { WebSocket } from "ws";
 import { io, Manager } from "socket.io-client";
 
@@ -57,10 +58,17 @@ export function binaryPath(bin) {
 
 /**
  * Spawns a server binary with `--listen LISTEN` (default 127.0.0.1:0) plus `args`, waits for
- * its `listening on http://IP:PORT` stdout line and returns { url, host, port, proc, stop(),
- * exit (a promise of { code, signal }), stdout(), stderr(), assertHealthy() }.
+ * its `listening on http://IP:PORT` stdout line (or `readyRe`, whose groups are IP and port)
+ * and returns { url, host, port, proc, stop(), exit (a promise of { code, signal }), stdout(),
+ * stderr(), assertHealthy() }.
  */
-export async function startServer({ bin = "testkit", args = [], env = {}, listen = "127.0.0.1:0" } = {}) {
+export async function startServer({
+  bin = "testkit",
+  args = [],
+  env = {},
+  listen = "127.0.0.1:0",
+  readyRe = READY_RE,
+} = {}) {
   const exe = binaryPath(bin);
   try {
     await access(exe, constants.X_OK);
@@ -114,7 +122,7 @@ export async function startServer({ bin = "testkit", args = [], env = {}, listen
     const onData = (chunk) => {
       stdoutBuf += chunk;
       if (stdoutBuf.length > STDERR_KEEP) stdoutBuf = stdoutBuf.slice(-STDERR_KEEP);
-      const m = READY_RE.exec(stdoutBuf);
+      const m = readyRe.exec(stdoutBuf);
       if (m) {
         clearTimeout(timer);
         proc.stdout.off("data", onData);
@@ -170,6 +178,92 @@ export async function startServer({ bin = "testkit", args = [], env = {}, listen
       return exitPromise;
     },
   };
+}
+
+// ---------------------------------------------------------------------------
+// Cluster members of the real binary
+
+/**
+ * Starts cluster member `id` of the main binary on `ip` (client and management ports chosen by
+ * the OS, the peer port given), with the management API on and `token` as its bearer token.
+ * `config` is merged over the defaults (relay namespace with room policies). Resolves once the
+ * peer listener is up; the node gets `api` (the management URL) and `token`.
+ */
+export async function startClusterNode({
+  id,
+  ip,
+  peerPort,
+  members,
+  token,
+  heartbeatInterval = 200,
+  heartbeatTimeout = 1000,
+  config = {},
+  args = [],
+}) {
+  const file = writeConfig(
+    {
+      nodeId: id,
+      socketio: {
+        namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
+      },
+      management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
+      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout },
+      ...config,
+    },
+    "roomcast-cluster-",
+  );
+  // The token file sits beside the config.
+  const tokenFile = path.join(path.dirname(file), "token");
+  fs.writeFileSync(tokenFile, `${token}\n`);
+  const text = fs.readFileSync(file, "utf8").replace('"TOKEN_FILE"', JSON.stringify(tokenFile));
+  fs.writeFileSync(file, text);
+  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", file, ...args] });
+  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
+  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
+  node.token = token;
+  // The peer listener reports after the management one; on a slow machine it can lag.
+  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${peerPort}`);
+  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
+  return node;
+}
+
+/**
+ * Starts members hub-0, hub-1, ... on `ips` (one random peer port, the same on every IP) and
+ * waits until each is linked to all the others. `linked(node)` is the node's `/v1/stats`
+ * `nodes`; `startNode(i)` (re)starts member i with the same settings.
+ */
+export async function startCluster({ ips, token, heartbeatTimeout, config }) {
+  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
+  const startNode = (i) =>
+    startClusterNode({ id: `hub-${i}`, ip: ips[i], peerPort, members, token, heartbeatTimeout, config });
+  const linked = async (node) => (await apiCall(node, "GET", "/v1/stats")).nodes;
+  const nodes = await Promise.all(ips.map((_, i) => startNode(i)));
+  for (const node of nodes) {
+    await eventually(async () => (await linked(node)) === ips.length, 10_000, `${node.url} linked to every peer`);
+  }
+  return { nodes, startNode, linked };
+}
+
+/** A management API call on a node from startClusterNode; asserts 200 and returns the JSON. */
+export async function apiCall(node, method, route, body) {
+  const res = await fetch(node.api + route, {
+    method,
+    headers: { authorization: `Bearer ${node.token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `${method} ${route}: ${text}`);
+  return JSON.parse(text);
+}
+
+/** A sample of the node's /metrics, as a number. */
+export async function metric(node, name) {
+  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
+  assert.ok(m, `${name} in /metrics:\n${text}`);
+  return Number(m[1]);
 }
 
 // ---------------------------------------------------------------------------
@@ -366,6 +460,50 @@ export async function bystander(pool, server, opts = {}) {
   };
 }
 
+/** emitWithAck with a 3 s deadline. */
+export const call = (s, event, arg) => s.timeout(3000).emitWithAck(event, arg);
+
+/**
+ * A client of the relay namespace (startClusterNode's default) that joined `rooms` through the
+ * room policies; it records every event it gets in `s.got` as [event, ...args].
+ */
+export async function roomMember(pool, url, rooms, opts = {}) {
+  const s = pool.io(url, opts);
+  await connected(s);
+  for (const room of rooms) assert.deepEqual(await call(s, "roomcast:join", room), { ok: true });
+  s.got = [];
+  s.onAny((event, ...args) => s.got.push([event, ...args]));
+  return s;
+}
+
+/** Waits until every socket in `expect` got its count of `event`, then checks nothing more came. */
+export async function assertCounts(expect, event, what) {
+  const count = (s) => s.got.filter(([e]) => e === event).length;
+  await eventually(() => expect.every(([s, n]) => count(s) >= n), 5000, what).catch(() => {});
+  await sleep(300);
+  assert.deepEqual(
+    expect.map(([s]) => count(s)),
+    expect.map(([, n]) => n),
+    `${what}: deliveries per socket`,
+  );
+}
+
+/**
+ * The first of `members` sends `roomcast:emit` to `room`; every other member must get the
+ * event exactly once, and neither the sender nor any outsider.
+ */
+export async function assertRoomEmit(members, outsiders, room, what) {
+  const [sender, ...others] = members;
+  const res = await call(sender, "roomcast:emit", { room, event: "msg", args: ["hi", { n: 1 }] });
+  assert.equal(res.ok, true, JSON.stringify(res));
+  await assertCounts(
+    [...others.map((s) => [s, 1]), [sender, 0], ...outsiders.map((s) => [s, 0])],
+    "msg",
+    what,
+  );
+  for (const s of others) assert.deepEqual(s.got, [["msg", "hi", { n: 1 }]], `${what}: what arrived`);
+}
+
 // ---------------------------------------------------------------------------
 // Raw Engine.IO over HTTP
 
@@ -380,6 +518,25 @@ export async function http(url, { method = "GET", body, headers, ms = 5000 } = {
   const res = await fetch(url, { method, body, headers, signal: AbortSignal.timeout(ms) });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text };
+}
+
+/**
+ * An HTTP request on a connection of its own (no keep-alive pool), so a load balancer in
+ * front sees a new connection per request; resolves { status, headers, body }.
+ */
+export function freshHttp(url, { method = "GET", body, headers = {}, ms = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = nodeHttp.request(url, { method, headers, agent: false, timeout: ms }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: new Headers(res.headers), body: text }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`timed out after ${ms} ms: ${method} ${url}`)));
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 
 /** Asserts an Engine.IO JSON error answer, e.g. 400 {"code":1,"message":"Session ID unknown"}. */
@@ -488,7 +645,13 @@ export class RawWs {
       });
       res.on("error", () => {});
     });
-    this.opened = new Promise((resolve) => this.ws.once("open", () => resolve(true)));
+    // open() waits for this too: a server may say nothing right after the upgrade.
+    this.opened = new Promise((resolve) =>
+      this.ws.once("open", () => {
+        resolve(true);
+        this._wake();
+      }),
+    );
     this.opened.catch(() => {});
     this.closedP = new Promise((resolve) => {
       this.ws.once("close", (code, reason) => {
@@ -599,50 +762,4 @@ export async function rawSioWs(server, nsp = "/", { auth, autoPong = true } = {}
   const welcome = await ws.next(5000, "welcome event");
   assert.ok(welcome.startsWith(`42${prefix}["welcome"`), `expected welcome event, got ${welcome}`);
   return { ws, open, sid };
-}
-
-// ---------------------------------------------------------------------------
-// Cluster nodes (the real binary with a management API and a peer listener)
-
-/**
- * Starts a cluster member from `config` (an object; `management.tokenFile` is filled in with
- * a file holding `token`), listening for clients on `ip:0` and for peers on `ip:peerPort`.
- * Waits for its management and peer lines; the node gets `api` (the management base URL),
- * `call(method, route, body)` (a management request; asserts HTTP 200, returns the JSON) and
- * `dir` (the folder of its configuration, for e.g. a members file).
- */
-export async function startClusterNode(config, { ip, peerPort, token, prefix = "roomcast-cluster-" }) {
-  const file = writeConfig({}, prefix);
-  const dir = path.dirname(file);
-  const tokenFile = path.join(dir, "token");
-  fs.writeFileSync(tokenFile, `${token}\n`);
-  const full = { ...config, management: { listen: `${ip}:0`, ...config.management, tokenFile } };
-  fs.writeFileSync(file, JSON.stringify(full, null, 2));
-  const node = await startServer({ bin: "main", listen: `${ip}:0`, args: ["--config", file] });
-  await eventually(() => /management listening on http:\/\/\S+/.test(node.stdout()), 5000, "management line");
-  node.api = /management listening on (http:\/\/\S+)/.exec(node.stdout())[1];
-  node.dir = dir;
-  // The peer listener reports after the management one; on a slow machine it can lag.
-  const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${peerPort}`);
-  await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
-  node.call = async (method, route, body) => {
-    const res = await fetch(node.api + route, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(5000),
-    });
-    const text = await res.text();
-    assert.equal(res.status, 200, `${method} ${route}: ${text}`);
-    return JSON.parse(text);
-  };
-  return node;
-}
-
-/** A sample of a node's /metrics, as a number. */
-export async function metric(node, name) {
-  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
-  assert.ok(m, `${name} in /metrics:\n${text}`);
-  return Number(m[1]);
 }
