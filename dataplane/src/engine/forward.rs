@@ -383,6 +383,29 @@ impl Engine {
         client: SocketAddr,
     ) -> Result<Response<Body>, ForwardError> {
         let (parts, body) = req.into_parts();
+        // The owner refuses a declared oversized body at once (and closes the session), and
+        // may drop the connection while the body is still streaming: whichever error the
+        // exchange then ends with, the answer is the owner's 413.
+        let declared_too_large = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > self.settings.max_payload);
+        let result = self.exchange(parts, body, target, client).await;
+        match result {
+            Err(_) if declared_too_large => Err(ForwardError::TooLarge),
+            other => other,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        target: SocketAddr,
+        client: SocketAddr,
+    ) -> Result<Response<Body>, ForwardError> {
         let body = Limited::new(body, self.settings.max_payload).boxed();
         let upstream = self.upstream_request(&parts, body, client, false)?;
         let (mut sender, reused) = self.connection(target).await?;
