@@ -219,6 +219,7 @@ impl HubArgs {
         c.members.clear();
         c.members_file = None;
         c.dns = None;
+        c.kubernetes = None;
         if let Some(v) = &self.members {
             let members = crate::cluster::Members::parse(v).map_err(|e| FlagError {
                 flag: "members",

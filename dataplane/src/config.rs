@@ -278,7 +278,7 @@ impl Config {
             bad(
                 "cluster",
                 &format!(
-                    "set only one member source, not {} (use cluster.members, cluster.membersFile or cluster.dns)",
+                    "set only one member source, not {} (use cluster.members, cluster.membersFile, cluster.dns or cluster.kubernetes)",
                     sources.join(" and ")
                 ),
             );
@@ -307,6 +307,29 @@ impl Config {
                 );
             }
         }
+        if let Some(k) = &c.kubernetes {
+            let label = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 63
+                    && v.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !label(&k.service) {
+                bad(
+                    "cluster.kubernetes.service",
+                    "must be a Service name (a DNS label)",
+                );
+            }
+            if k.namespace.as_deref().is_some_and(|n| !label(n)) {
+                bad(
+                    "cluster.kubernetes.namespace",
+                    "must be a namespace name (a DNS label)",
+                );
+            }
+            if k.port_name.is_empty() {
+                bad("cluster.kubernetes.portName", "must not be empty");
+            }
+        }
         if c.discovery_interval
             .is_some_and(|ms| !(100..=600_000).contains(&ms))
         {
@@ -325,7 +348,7 @@ impl Config {
         } else if c.peer_listen.is_some() {
             bad(
                 "cluster.members",
-                "a member source (cluster.members, cluster.membersFile or cluster.dns) is needed when cluster.peerListen is set",
+                "a member source (cluster.members, cluster.membersFile, cluster.dns or cluster.kubernetes) is needed when cluster.peerListen is set",
             );
         }
         if c.advertise_address
@@ -718,8 +741,11 @@ pub struct ClusterConfig {
     /// `discoveryInterval`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
-    /// Milliseconds between two lookups of `membersFile` or `dns` (default 1000 for a file,
-    /// 5000 for DNS). A static `members` list is never looked up again.
+    /// Members from the EndpointSlices of a Kubernetes Service (what the operator sets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesConfig>,
+    /// Milliseconds between two lookups of `membersFile`, `dns` or `kubernetes` (default
+    /// 5000 for DNS, 1000 otherwise). A static `members` list is never looked up again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery_interval: Option<u64>,
     /// Milliseconds a link may stay silent before this node sends a heartbeat on it.
@@ -737,10 +763,34 @@ impl Default for ClusterConfig {
             advertise_address: None,
             members_file: None,
             dns: None,
+            kubernetes: None,
             discovery_interval: None,
             heartbeat_interval: 1_000,
             heartbeat_timeout: 3_000,
         }
+    }
+}
+
+/// Member discovery through the EndpointSlices of the peers' headless Service: ready,
+/// non-terminating endpoints, each a member named by its pod at its address and the port
+/// named `portName` (see `cluster::kube_discovery`; RBAC in docs/operator.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The Service, e.g. `chat-peers`.
+    pub service: String,
+    /// Its namespace. Default: this pod's (`ROOMCAST_POD_NAMESPACE`, else the service
+    /// account's namespace file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The name of the peer port in the slices.
+    #[serde(default = "KubernetesConfig::default_port_name")]
+    pub port_name: String,
+}
+
+impl KubernetesConfig {
+    fn default_port_name() -> String {
+        "peer".to_string()
     }
 }
 
@@ -766,6 +816,8 @@ pub enum MemberSource {
     File(std::path::PathBuf),
     /// `cluster.dns`, re-resolved every interval.
     Dns(DnsConfig),
+    /// `cluster.kubernetes`: a watch of EndpointSlices, read every interval.
+    Kubernetes(KubernetesConfig),
 }
 
 impl ClusterConfig {
@@ -791,6 +843,9 @@ impl ClusterConfig {
         if self.dns.is_some() {
             sources.push("cluster.dns");
         }
+        if self.kubernetes.is_some() {
+            sources.push("cluster.kubernetes");
+        }
         sources
     }
 
@@ -800,8 +855,10 @@ impl ClusterConfig {
             Some(MemberSource::Static(self.members()?))
         } else if let Some(path) = &self.members_file {
             Some(MemberSource::File(path.clone()))
+        } else if let Some(dns) = &self.dns {
+            Some(MemberSource::Dns(dns.clone()))
         } else {
-            self.dns.clone().map(MemberSource::Dns)
+            self.kubernetes.clone().map(MemberSource::Kubernetes)
         })
     }
 
@@ -910,6 +967,40 @@ mod tests {
         assert_eq!(a.engine.ping_interval, 1000);
         assert_eq!(a.engine.transports, vec![TransportKind::Websocket]);
         assert_eq!(a.engine.ping_timeout, 20_000, "unset fields keep defaults");
+    }
+
+    #[test]
+    fn kubernetes_discovery_is_a_member_source() {
+        let yaml = "nodeId: chat-0\ncluster:\n  peerListen: 0.0.0.0:7000\n  kubernetes:\n    service: chat-peers\n";
+        let config = Config::parse(yaml, "yaml").unwrap();
+        config.validate().unwrap();
+        let Some(MemberSource::Kubernetes(k)) = config.cluster.source().unwrap() else {
+            panic!("expected the Kubernetes source");
+        };
+        assert_eq!(k.service, "chat-peers");
+        assert_eq!(k.namespace, None);
+        assert_eq!(k.port_name, "peer");
+        assert_eq!(config.cluster.discovery_interval().as_millis(), 1_000);
+        let mut bad = config.clone();
+        bad.cluster.kubernetes = Some(KubernetesConfig {
+            service: "Chat_Peers".into(),
+            namespace: Some("".into()),
+            port_name: String::new(),
+        });
+        bad.cluster.members_file = Some("/m".into());
+        let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "cluster",
+                "cluster.kubernetes.service",
+                "cluster.kubernetes.namespace",
+                "cluster.kubernetes.portName"
+            ]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOp
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Name, TokioResolver};
 
+use super::kube_discovery::KubeDiscovery;
 use super::membership::{Discovery, FileDiscovery, Members, StaticDiscovery};
 use super::peer::Mesh;
 use crate::config::{DnsConfig, MemberSource};
@@ -24,12 +25,24 @@ use crate::config::{DnsConfig, MemberSource};
 /// Longest wait for one answer of a source; past it the round counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A DNS source that cannot be set up.
+/// A source that cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("cannot read the system DNS configuration: {0}")]
     SystemConfig(#[source] hickory_resolver::ResolveError),
+    #[error("Kubernetes discovery: {0}")]
+    Kubernetes(#[from] super::kube_discovery::KubeDiscoveryError),
+    #[error(
+        "Kubernetes discovery: no namespace given, and neither {env} nor {file} says this pod's"
+    )]
+    NoNamespace {
+        env: &'static str,
+        file: &'static str,
+    },
 }
+
+/// Where a pod's service account says its namespace is.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Members from an SRV lookup: each target is a member named by its first label, at the
 /// target's address (A or AAAA) and the SRV port.
@@ -130,12 +143,41 @@ impl Discovery for DnsDiscovery {
 }
 
 /// The [`Discovery`] of a configured source.
-pub fn from_source(source: &MemberSource) -> Result<Arc<dyn Discovery>, DiscoveryError> {
+pub async fn from_source(source: &MemberSource) -> Result<Arc<dyn Discovery>, DiscoveryError> {
     Ok(match source {
         MemberSource::Static(members) => Arc::new(StaticDiscovery(members.clone())),
         MemberSource::File(path) => Arc::new(FileDiscovery(path.clone())),
         MemberSource::Dns(config) => Arc::new(DnsDiscovery::new(config)?),
+        MemberSource::Kubernetes(config) => {
+            let namespace = match &config.namespace {
+                Some(ns) => ns.clone(),
+                None => this_pods_namespace()?,
+            };
+            let client = kube::Client::try_default()
+                .await
+                .map_err(super::kube_discovery::KubeDiscoveryError::Client)?;
+            KubeDiscovery::start(client, &namespace, &config.service, &config.port_name)?
+        }
     })
+}
+
+/// This pod's namespace: the operator's env variable, else the service account's file.
+fn this_pods_namespace() -> Result<String, DiscoveryError> {
+    let from_env = std::env::var(super::kube_discovery::NAMESPACE_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let from_file = || {
+        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    from_env
+        .or_else(from_file)
+        .ok_or(DiscoveryError::NoNamespace {
+            env: super::kube_discovery::NAMESPACE_ENV,
+            file: SERVICE_ACCOUNT_NAMESPACE,
+        })
 }
 
 /// One answer of a source: the set to apply, or why the last good set stays.

@@ -53,7 +53,7 @@ impl Cluster {
             anyhow::bail!("cluster.peerListen is needed when the cluster has a member source");
         };
         let me = config.node_id.as_str();
-        let source_discovery = discovery::from_source(&source)?;
+        let source_discovery = discovery::from_source(&source).await?;
         let mut members = match discovery::lookup(source_discovery.as_ref()).await {
             Ok(members) => members,
             Err(error) => {
@@ -94,7 +94,7 @@ impl Cluster {
         let peer_addr = mesh.start(listen).await?;
         let discovery = match source {
             MemberSource::Static(_) => None,
-            MemberSource::File(_) | MemberSource::Dns(_) => {
+            MemberSource::File(_) | MemberSource::Dns(_) | MemberSource::Kubernetes(_) => {
                 let interval = c.discovery_interval();
                 let stats = Arc::new(DiscoveryStats::default());
                 let task = tokio::spawn(discovery::run(

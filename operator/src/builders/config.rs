@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::dataplane_config::{
-    AuthMode, Config, CorsConfig, NamespaceConfig, PolicyConfig, ShutdownConfig, TransportKind,
-    UpstreamConfig,
+    AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, NamespaceConfig, PolicyConfig,
+    ShutdownConfig, TransportKind, UpstreamConfig,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use super::secret::management_token_ref;
-use super::{names, object_meta, statefulset::CLIENT_PORT};
+use super::statefulset::{CLIENT_PORT, PEER_PORT};
+use super::{names, object_meta};
 use crate::crd::{SecretKeyRef, SocketIOHub, Transport, UpstreamEvent, UpstreamSpec};
 use crate::{Error, Result};
 
@@ -92,6 +93,17 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
         shutdown: ShutdownConfig {
             drain_delay: DRAIN_DELAY_MS,
             grace_period: GRACE_PERIOD_MS,
+        },
+        // The pods find each other through the EndpointSlices of the headless peer Service
+        // (ready pods, by pod name = ROOMCAST_NODE_ID), in the pod's own namespace.
+        cluster: ClusterConfig {
+            peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT as u16))),
+            kubernetes: Some(KubernetesConfig {
+                service: names::peer_service(hub.metadata.name.as_deref().unwrap_or_default()),
+                namespace: None,
+                port_name: "peer".to_string(),
+            }),
+            ..ClusterConfig::default()
         },
         ..Config::default()
     };
