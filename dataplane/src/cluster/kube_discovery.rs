@@ -193,7 +193,7 @@ async fn drive(
     tracing::warn!(%namespace, %service, "EndpointSlice watch ended");
 }
 
-/// The members that `slices` describe: one per ready, non-terminating endpoint with an
+/// The members that `slices` describe: one per ready or terminating endpoint with an
 /// address of the slice's family and the port named `port_name` in its slice. The id is the
 /// endpoint's `targetRef.name` (the pod name, which is the node id), else its `hostname`.
 ///
@@ -216,7 +216,7 @@ pub fn members_from_slices<'a>(
             _ => continue, // FQDN slices name no IP to connect to.
         };
         for endpoint in slice.endpoints.iter().flatten() {
-            if !is_ready(endpoint) {
+            if !is_member(endpoint) {
                 continue;
             }
             let Some(id) = endpoint_id(endpoint) else {
@@ -244,13 +244,15 @@ pub fn members_from_slices<'a>(
     members
 }
 
-/// Ready unless said otherwise (a missing `ready` means ready, per the API), and not
-/// terminating (a missing `terminating` means not terminating).
-fn is_ready(endpoint: &Endpoint) -> bool {
+/// Ready (a missing `ready` means ready, per the API), or terminating. A pod that is not
+/// ready yet, or failing its readiness, is not a member; a terminating pod is draining (its
+/// readiness fails on purpose so clients go elsewhere) and stays a member until it is gone,
+/// so its clients keep getting the others' broadcasts until it has closed their sessions.
+fn is_member(endpoint: &Endpoint) -> bool {
     endpoint
         .conditions
         .as_ref()
-        .is_none_or(|c| c.ready != Some(false) && c.terminating != Some(true))
+        .is_none_or(|c| c.ready != Some(false) || c.terminating == Some(true))
 }
 
 fn endpoint_id(endpoint: &Endpoint) -> Option<&str> {
@@ -375,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_ready_endpoints_only() {
+    fn keeps_ready_and_draining_endpoints() {
         let s = slice(
             "hub-peers-a",
             "IPv4",
@@ -383,15 +385,19 @@ mod tests {
             vec![
                 endpoint("hub-0", "10.0.0.1", conditions(Some(true), Some(false))),
                 endpoint("hub-1", "10.0.0.2", conditions(Some(false), Some(false))),
-                // Terminating endpoints are skipped even if something marked them ready.
+                // Terminating (draining) endpoints stay until their pod is gone.
                 endpoint("hub-2", "10.0.0.3", conditions(Some(true), Some(true))),
+                endpoint("hub-5", "10.0.0.6", conditions(Some(false), Some(true))),
                 // Missing conditions, or missing fields in them, mean ready and not terminating.
                 endpoint("hub-3", "10.0.0.4", None),
                 endpoint("hub-4", "10.0.0.5", conditions(None, None)),
             ],
         );
         let m = members(&[s]);
-        assert_eq!(m.ids().collect::<Vec<_>>(), ["hub-0", "hub-3", "hub-4"]);
+        assert_eq!(
+            m.ids().collect::<Vec<_>>(),
+            ["hub-0", "hub-2", "hub-3", "hub-4", "hub-5"]
+        );
         assert_eq!(m.addr("hub-0"), Some("10.0.0.1:7000".parse().unwrap()));
         assert_eq!(m.addr("hub-4"), Some("10.0.0.5:7000".parse().unwrap()));
     }
