@@ -23,7 +23,7 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
-#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer")
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster")
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #
@@ -50,7 +50,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -58,6 +58,7 @@ else
 fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
 PEER_SECS=${BENCH_PEER_SECS:-$(( QUICK == 1 ? 3 : 10 ))}
+CLUSTER_SUBS=${BENCH_CLUSTER_SUBS:-$(( QUICK == 1 ? 100 : 250 ))}; CLUSTER_RATE=${BENCH_CLUSTER_RATE:-200}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench/results/$STAMP"
 if [[ $QUICK == 1 ]]; then OUT=${BENCH_OUT:-$RESULTS/benchmarks.md}; else OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}; fi
@@ -207,7 +208,7 @@ start_generators() {
   for p in $(seq 0 $(( procs - 1 ))); do
     share=$(( n / procs + (p < n % procs ? 1 : 0) ))
     o="$RESULTS/$tag.$name.gen$p.out"
-    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" "$mode" --url "ws://127.0.0.1:$port" \
+    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" "$mode" --url "ws://${GEN_HOST:-127.0.0.1}:$port" \
       --connections "$share" --source-ips "$ips" --ip-offset "$p" --hold-secs "$hold" \
       --report-secs 30 "$@" >"$o" 2>"${o%.out}.err" &
     GEN_PIDS+=("$!"); PIDS+=("$!"); GEN_OUTS+=("$o")
@@ -401,6 +402,62 @@ scenario_peer() {
   peer_run half "$half" 17110
 }
 
+# ---- scenario: a room broadcast across 3 nodes -------------------------------------------------
+# Three Roomcast nodes on 127.0.0.51-.53 (one cluster, static members, all on the server CPU).
+# CLUSTER_SUBS subscribers of one room on node 1 and as many on node 2; the publisher on node 0
+# emits CLUSTER_RATE events per second, relayed to the room: each event crosses two peer links
+# (one copy per destination node) and reaches every subscriber. Publish-to-receive latency and
+# deliveries per CPU-second of the three nodes together.
+CLUSTER_TSV="$RESULTS/cluster.tsv"
+scenario_cluster() {
+  printf 'subscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
+  local members="" i ip pids=() outs=() gens=() port=3300 peer=17200
+  for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
+  members=${members%,}
+  for i in 0 1 2; do
+    ip="127.0.0.$(( 51 + i ))"
+    taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$port" \
+      --peer-listen "$ip:$peer" --members "$members" >"$RESULTS/cluster.hub-$i.out" 2>"$RESULTS/cluster.hub-$i.err" &
+    pids+=("$!"); PIDS+=("$!")
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 100); do grep -q "peer listening" "$RESULTS/cluster.hub-$i.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "peer listening" "$RESULTS/cluster.hub-$i.out" || { echo "cluster node $i did not start:" >&2; tail -5 "$RESULTS/cluster.hub-$i.err" >&2; exit 1; }
+  done
+  sleep 2 # links up (heartbeat-timed dial backoff starts at 100 ms)
+  log "cluster: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
+  for i in 1 2; do
+    GEN_HOST="127.0.0.$(( 51 + i ))" start_generators subscribe roomcast "cluster$i" "$port" "$CLUSTER_SUBS" \
+      "$(source_ips 200 $(( 3 + i )))" $(( FANOUT_SECS + 300 )) --join bench-room
+    outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
+  done
+  GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
+  local connected pub_out cpu0=0 cpu1=0 p sent received merged
+  connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+  sleep 2
+  for p in "${pids[@]}"; do cpu0=$(( cpu0 + $(cpu_ticks "$p") )); done
+  pub_out="$RESULTS/cluster.publisher.out"
+  taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.51:$port" --room bench-room \
+    --source-ips "127.0.0.201" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
+    >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+  for p in "${pids[@]}"; do wait_quiet "$p" 60; done
+  for p in "${pids[@]}"; do cpu1=$(( cpu1 + $(cpu_ticks "$p") )); done
+  stop_generators
+  for p in "${pids[@]}"; do stop_pid "$p"; done
+  sent=$(sum_field DONE sent "$pub_out")
+  received=$(sum_field DONE events "${GEN_OUTS[@]}")
+  merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+  echo "$merged" >"$RESULTS/cluster.latency.json"
+  awk -v subs="$(( 2 * CLUSTER_SUBS ))" -v conn="$connected" -v rate="$CLUSTER_RATE" -v dur="$FANOUT_SECS" -v sent="$sent" \
+      -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" -v j="$merged" \
+      'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        cpu = (c1 - c0) / tck; dpc = cpu > 0 ? recv / cpu : 0
+        printf "%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n", subs, conn, rate, dur, sent, sent * conn, recv, cpu, dpc, f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
+      }' >>"$CLUSTER_TSV"
+  log "cluster: $(tail -1 "$CLUSTER_TSV" | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
@@ -408,6 +465,7 @@ for scenario in $SCENARIOS; do
     sparse) scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90 ;;
     dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
     peer) scenario_peer ;;
+    cluster) scenario_cluster ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -567,6 +625,25 @@ report_peer() {
   echo "built-in equivalent (their multi-node setups go through Redis; compared in a later scenario)."
   echo
 }
+report_cluster() {
+  echo "## A room broadcast across 3 nodes"
+  echo
+  awk -F'\t' 'NR > 1 {
+      printf "- **p50 %.2f ms, p99 %.2f ms** from the publisher on node 0 to %d subscribers on nodes 1 and 2, at %s events/s (%d deliveries per second); target p99 < 5 ms: **%s**.\n", $10 / 1000, $11 / 1000, $2, $3, $2 * $3, ($11 < 5000 ? "met" : "missed")
+      printf "- %d of %d deliveries arrived; %.0f deliveries per CPU-second of the three nodes together.\n", $7, $6, $9
+    }' "$CLUSTER_TSV"
+  echo
+  echo "| subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of 3 nodes | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 / 1000, $11 / 1000, $12 / 1000, $13 / 1000 }' "$CLUSTER_TSV"
+  echo
+  echo "How it is measured: three \`roomcast-dataplane\` nodes on 127.0.0.51-.53 (static members, the built-in relay"
+  echo "app), all pinned to CPU $SERVER_CPU; ${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients of one room on node 1 and as many on node 2,"
+  echo "a \`roomcast-bench publish\` client on node 0, all generators on CPU $GEN_CPU. Every event goes once over each of the two"
+  echo "peer links and is delivered by nodes 1 and 2 to their members. Latency is publish-to-receive on \`CLOCK_MONOTONIC\`."
+  echo "Three servers share one core here, so this measures the whole path under contention, not a node alone."
+  echo
+}
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
 PLOT_DIR="$(dirname "$OUT")/benchmarks"
 PLOT_REL="benchmarks"
@@ -612,6 +689,7 @@ make_plots
   [[ -f "$CONNECT_TSV" ]] && report_connect
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   [[ -f "$PEER_TSV" ]] && report_peer
+  [[ -f "$CLUSTER_TSV" ]] && report_cluster
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo
@@ -639,5 +717,5 @@ make_plots
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV" "$CLUSTER_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
 exit 0
