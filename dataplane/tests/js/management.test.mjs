@@ -9,24 +9,32 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { binaryPath, ClientPool, once, eventually, sleep, toBuffer } from "./harness.mjs";
+import {
+  binaryPath,
+  startServer,
+  writeConfig,
+  ClientPool,
+  once,
+  eventually,
+  sleep,
+  toBuffer,
+} from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../../..");
 const TOKEN = "mgmt-test-token-0123456789abcdef";
 const PROBLEM = "https://roomcast.dev/problems/";
 const MAX_BODY = 16 * 1024;
-const VERBOSE = !!process.env.ROOMCAST_TEST_VERBOSE;
 
 /**
  * Starts roomcast-dataplane with a config file (token in a tokenFile) and waits for both
- * ready lines. Returns { url, api, stop(), stderr(), exited, assertHealthy() }.
+ * ready lines. Returns the harness's server with `api` (the management URL) and `stdout` (the
+ * lines printed so far).
  */
 async function startHub({ namespaces = ["/", "/chat", "/dyn-*"], maxBodyBytes = MAX_BODY } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-mgmt-"));
-  const tokenFile = path.join(dir, "token");
+  const config = writeConfig({ socketio: { namespaces } }, "roomcast-mgmt-");
+  const tokenFile = path.join(path.dirname(config), "token");
   fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-  const config = path.join(dir, "hub.json");
   fs.writeFileSync(
     config,
     JSON.stringify({
@@ -35,64 +43,11 @@ async function startHub({ namespaces = ["/", "/chat", "/dyn-*"], maxBodyBytes = 
       management: { listen: "127.0.0.1:0", tokenFile, maxBodyBytes },
     }),
   );
-  const proc = spawn(binaryPath("main"), ["--config", config], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { RUST_BACKTRACE: "1", ...process.env, ROOMCAST_CONFIG: "" },
-  });
-  let stdout = "";
-  let stderr = "";
-  let exited = null;
-  const exitP = new Promise((resolve) =>
-    proc.once("exit", (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    }),
-  );
-  proc.stderr.setEncoding("utf8");
-  proc.stderr.on("data", (c) => {
-    if (VERBOSE) process.stderr.write(`[hub] ${c}`);
-    stderr = (stderr + c).slice(-64 * 1024);
-  });
-  proc.stdout.setEncoding("utf8");
-  const ready = await new Promise((resolve, reject) => {
-    const fail = (why) => {
-      clearTimeout(timer);
-      proc.kill("SIGKILL");
-      reject(new Error(`${why}\n stdout: ${stdout}\n stderr: ${stderr}`));
-    };
-    const timer = setTimeout(() => fail("hub did not print both ready lines in 20 s"), 20_000);
-    proc.stdout.on("data", (c) => {
-      stdout += c;
-      const main = /^listening on http:\/\/([0-9.]+):(\d+)/m.exec(stdout);
-      const mgmt = /^management listening on http:\/\/([0-9.]+):(\d+)$/m.exec(stdout);
-      if (main && mgmt) {
-        clearTimeout(timer);
-        resolve({ stdout, main, mgmt });
-      }
-    });
-    exitP.then(({ code, signal }) => fail(`hub exited before ready (${code}, ${signal})`));
-  });
-  return {
-    stdout: ready.stdout,
-    url: `http://${ready.main[1]}:${ready.main[2]}`,
-    api: `http://${ready.mgmt[1]}:${ready.mgmt[2]}`,
-    stderr: () => stderr,
-    get exited() {
-      return exited;
-    },
-    assertHealthy() {
-      assert.equal(exited, null, `hub exited: ${JSON.stringify(exited)}\n${stderr}`);
-      assert.doesNotMatch(stderr, /panicked at/, "hub panicked");
-    },
-    async stop() {
-      if (exited) return exited;
-      proc.kill("SIGTERM");
-      const res = await Promise.race([exitP, sleep(8000).then(() => null)]);
-      if (res) return res;
-      proc.kill("SIGKILL");
-      return exitP;
-    },
-  };
+  const hub = await startServer({ bin: "main", args: ["--config", config], env: { ROOMCAST_CONFIG: "" } });
+  const mgmt = /^management listening on (http:\/\/[0-9.]+:\d+)$/m;
+  await eventually(() => mgmt.test(hub.stdout()), 5000, "management line");
+  hub.api = mgmt.exec(hub.stdout())[1];
+  return hub;
 }
 
 /** One API call; resolves { status, headers, json, text }. */
@@ -182,7 +137,7 @@ after(async () => {
 
 describe("management API", () => {
   it("prints the management line after the client line; healthz and openapi.json need no token", async () => {
-    const lines = hub.stdout.split("\n").filter(Boolean);
+    const lines = hub.stdout().split("\n").filter(Boolean);
     assert.match(lines[0], /^listening on http:\/\//);
     assert.match(lines[1], /^management listening on http:\/\/127\.0\.0\.1:\d+$/);
     const health = await call(hub, "GET", "/healthz", undefined, { token: null });
