@@ -21,6 +21,7 @@ test: lint test-rust test-dataplane-js test-operator test-discovery
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	bash scripts/lint-shell.sh
 
 test-rust:
 	cargo test --workspace --locked

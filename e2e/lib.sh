@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the e2e tiers that need a Kubernetes control plane (operator-tests.sh,
 # discovery-tests.sh). A tier sets `tier=<name>` and sources this file; it then runs from the
 # repository root with `set -euo pipefail`, `log MESSAGE` and `t0` (the start time), and calls:
