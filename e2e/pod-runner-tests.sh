@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Full-path tier (`make test-e2e`): operator, real controllers and data-plane pods together.
+#
+# Starts the local control plane (e2e/lib.sh), installs the chart, runs the operator as a local
+# process with the chart ServiceAccount's token (as e2e/operator-tests.sh does) and the pod
+# runner (e2e/pod-runner: binds pods to its Node and runs each as a roomcast-dataplane process
+# on its own 127.0.50.x address). Then, with a 3-replica SocketIOHub:
+#   - 3 pods Running and Ready, distinct loopback IPs; the hub Service's EndpointSlices list
+#     exactly those 3 ready endpoints; a real socket.io-client connects to every pod;
+#   - delete pod hub-1: its process is gone, the StatefulSet recreates it, it is Ready again;
+#   - scale the hub to 1: the other processes are gone;
+#   - delete the hub: everything is garbage-collected and no pod process is left.
+# Fails loudly (runner, operator, pod and control-plane logs) on the first failure.
+# KEEP_STATE=1 keeps the state dir.
+set -euo pipefail
+tier=pod-runner-tests
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+control_plane_binaries
+kubectl="$bin/kubectl"
+helm="$bin/helm"
+
+# socket.io-client from the data plane's JS tests' lockfile (same stamp as their run.sh).
+command -v node >/dev/null || { log "node (>= 20) is required"; exit 1; }
+(
+  cd dataplane/tests/js
+  stamp=node_modules/.roomcast-lock.sha256
+  sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$sum" >"$stamp"
+  fi
+)
+
+t1=$SECONDS
+run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
+target="${CARGO_TARGET_DIR:-$root/target}/debug"
+log "binaries built in $((SECONDS - t1))s"
+
+control_plane_start
+runner_state="$state/runner"
+pids=()
+
+# --- failure reporting and teardown (before the control plane's own cleanup) ------------------
+stop_pid() { # pid name: SIGTERM, then SIGKILL after 20 s
+  local pid="$1" name="$2"
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  log "$name ($pid) ignored SIGTERM for 20s: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Pids of processes started by the runner for this run (their arguments point into its state).
+pod_processes() {
+  local d cmdline
+  for d in /proc/[0-9]*; do
+    cmdline="$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)" || continue
+    [[ "$cmdline" == *"$runner_state/pods/"* ]] && echo "${d#/proc/}"
+  done
+  return 0
+}
+
+tier_cleanup() {
+  local rc=$? p
+  set +e
+  if [[ $rc -ne 0 ]]; then
+    log "FAILED (exit $rc)"
+    "$kubectl" get nodes,pods,statefulsets,endpointslices -A -o wide >&2 2>&1
+    for f in "$runner_state"/logs/*.log; do
+      [[ -f "$f" ]] || continue
+      echo "----- pod log $(basename "$f") (last 40 lines)" >&2
+      tail -n 40 "$f" | cut -c1-400 >&2
+    done
+  fi
+  # Reverse order: the runner stops its pod processes when it gets SIGTERM.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}" "process ${pids[i]}"; done
+  for p in $(pod_processes); do log "pod process $p outlived the runner: SIGKILL"; kill -KILL "$p"; done
+  (exit "$rc")
+  _control_plane_cleanup
+}
+trap tier_cleanup EXIT
+
+fail() { log "FAIL: $*"; exit 1; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.5 s.
+wait_until() {
+  local timeout="$1" what="$2" start=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - start > timeout)) && fail "timed out after ${timeout}s waiting for: $what"
+    sleep 0.5
+  done
+  log "ok ($((SECONDS - start))s): $what"
+}
+
+# --- chart, operator, runner --------------------------------------------------------------
+release_ns=roomcast-system
+"$helm" install roomcast-operator charts/roomcast-operator -n "$release_ns" --create-namespace >/dev/null
+"$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s >/dev/null
+
+token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
+api_port="$(cat "$state/api-port")"
+cat >"$state/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
+users:
+- name: roomcast-operator
+  user:
+    token: $token
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: roomcast-operator, namespace: $release_ns}
+current-context: e2e
+EOF
+
+KUBECONFIG="$state/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
+  "$target/roomcast-operator" run --leader-elect=false --metrics-addr 127.0.0.1:0 \
+  >"$state/logs/operator.log" 2>&1 &
+pids+=($!)
+
+"$target/roomcast-pod-runner" --state-dir "$runner_state" --ip-range 127.0.50.0/24 \
+  --image "roomcast/roomcast-dataplane=$target/roomcast-dataplane" \
+  >"$state/logs/pod-runner.log" 2>&1 &
+pids+=($!)
+runner_pid=$!
+wait_until 30 "runner Node registered and Ready" \
+  bash -c '[[ "$("$0" get node roomcast-e2e-node -o jsonpath="{.status.conditions[?(@.type==\"Ready\")].status}")" == True ]]' "$kubectl"
+
+# --- helpers over the hub's pods ---------------------------------------------------------------
+hub=hub
+sel="roomcast.dev/hub=$hub"
+# Lines "NAME PHASE READY IP" of the hub's pods that are not terminating.
+pod_table() {
+  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[?(!@.metadata.deletionTimestamp)]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP}{"\n"}{end}'
+}
+# True when exactly N hub pods exist and all are Running and Ready.
+pods_ready() {
+  local n="$1" table
+  table="$("$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}')"
+  [[ "$(grep -c . <<<"$table")" -eq "$n" ]] || return 1
+  ! grep -qv ' Running True $' <<<"$table"
+}
+pod_pid() { # the process id the runner reports for a pod (containerID roomcast-pod-runner://PID)
+  local id
+  id="$("$kubectl" get pod "$1" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  [[ "$id" == roomcast-pod-runner://* ]] || fail "pod $1 has no runner container id ($id)"
+  echo "${id#roomcast-pod-runner://}"
+}
+ready_slice_ips() { # sorted addresses of the ready endpoints of the hub's client Service
+  "$kubectl" get endpointslices -l "kubernetes.io/service-name=$hub" \
+    -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | sort
+}
+pod_ips() { pod_table | awk 'NF == 4 {print $4}' | sort; }
+slices_match_pods() { [[ -n "$(pod_ips)" && "$(ready_slice_ips)" == "$(pod_ips)" ]]; }
+connect_all() {
+  local urls=() ip
+  for ip in $(pod_ips); do urls+=("http://$ip:3000"); done
+  node e2e/pod-runner/connect.mjs "${urls[@]}" >&2 || fail "socket.io-client could not connect to every pod"
+}
+
+# --- 1. a 3-replica hub -----------------------------------------------------------------------
+t_hub=$SECONDS
+"$kubectl" apply -f - >/dev/null <<EOF
+apiVersion: roomcast.dev/v1alpha1
+kind: SocketIOHub
+metadata:
+  name: $hub
+  namespace: default
+spec:
+  replicas: 3
+EOF
+wait_until 120 "3 hub pods Running and Ready" pods_ready 3
+pod_table >&2
+ips="$(pod_ips)"
+[[ "$(sort -u <<<"$ips" | grep -c .)" -eq 3 ]] || fail "pod IPs are not 3 distinct addresses: $ips"
+grep -qvE '^127\.0\.50\.[0-9]+$' <<<"$ips" && fail "a pod IP is outside 127.0.50.0/24: $ips"
+wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
+connect_all
+[[ "$(pod_processes | grep -c .)" -eq 3 ]] || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
+log "hub of 3 up and reachable in $((SECONDS - t_hub))s"
+
+# --- 2. delete a pod: the StatefulSet recreates it --------------------------------------------
+t_del=$SECONDS
+old_uid="$("$kubectl" get pod "$hub-1" -o jsonpath='{.metadata.uid}')"
+old_pid="$(pod_pid "$hub-1")"
+kill -0 "$old_pid" 2>/dev/null || fail "pod $hub-1's process $old_pid is not running"
+"$kubectl" delete pod "$hub-1" --wait=true --timeout=60s >/dev/null
+! kill -0 "$old_pid" 2>/dev/null || fail "process $old_pid of the deleted pod is still running"
+log "ok: deleted pod's process $old_pid is gone ($((SECONDS - t_del))s)"
+new_uid_differs() { local u; u="$("$kubectl" get pod "$hub-1" -o jsonpath='{.metadata.uid}')"; [[ -n "$u" && "$u" != "$old_uid" ]]; }
+wait_until 60 "the StatefulSet recreated $hub-1" new_uid_differs
+wait_until 60 "3 hub pods Running and Ready again" pods_ready 3
+wait_until 30 "EndpointSlices list the 3 ready pods again" slices_match_pods
+connect_all
+log "pod deletion and recreation took $((SECONDS - t_del))s"
+
+# --- 3. scale to 1 ------------------------------------------------------------------------------
+t_scale=$SECONDS
+gone_pids=("$(pod_pid "$hub-1")" "$(pod_pid "$hub-2")")
+"$kubectl" scale socketiohub "$hub" --replicas=1 >/dev/null
+wait_until 90 "the hub scaled down to 1 Ready pod" pods_ready 1
+only_hub0() { [[ "$(pod_table | awk '{print $1}')" == "$hub-0" && -z "$("$kubectl" get pods -l "$sel" -o name | grep -v "/$hub-0$")" ]]; }
+wait_until 60 "only $hub-0 is left" only_hub0
+for p in "${gone_pids[@]}"; do ! kill -0 "$p" 2>/dev/null || fail "process $p of a removed pod is still running"; done
+[[ "$(pod_processes | grep -c .)" -eq 1 ]] || fail "expected 1 pod process, found: $(pod_processes | xargs)"
+wait_until 30 "EndpointSlices list the 1 ready pod" slices_match_pods
+log "scale 3 -> 1 took $((SECONDS - t_scale))s"
+
+# --- 4. delete the hub: garbage collection ------------------------------------------------------
+t_gc=$SECONDS
+"$kubectl" delete socketiohub "$hub" --wait=true --timeout=60s >/dev/null
+nothing_left() {
+  [[ -z "$("$kubectl" get statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets -l "$sel" -o name)" ]] &&
+    [[ -z "$(pod_processes)" ]]
+}
+wait_until 90 "the hub's objects are garbage-collected and no pod process is left" nothing_left
+log "garbage collection took $((SECONDS - t_gc))s"
+
+# --- the runner itself stops cleanly -------------------------------------------------------------
+kill -TERM "$runner_pid"
+wait_until 20 "the runner exited on SIGTERM" bash -c '! kill -0 "$0"' "$runner_pid"
+if grep -q panicked "$state/logs/pod-runner.log"; then fail "the runner panicked"; fi
+log "PASS: pod-runner tier took $((SECONDS - t0))s (hub phases: $((SECONDS - t_hub))s)"
