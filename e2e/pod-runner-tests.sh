@@ -97,7 +97,10 @@ wait_until() {
 
 # --- chart, operator, runner --------------------------------------------------------------
 release_ns=roomcast-system
-"$helm" install roomcast-operator charts/roomcast-operator -n "$release_ns" --create-namespace >/dev/null
+# The operator runs below as a local process; its chart Deployment (an image the runner cannot
+# run) is scaled to 0.
+"$helm" install roomcast-operator charts/roomcast-operator -n "$release_ns" --create-namespace \
+  --set replicaCount=0 >/dev/null
 "$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s >/dev/null
 
 token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
@@ -125,7 +128,8 @@ KUBECONFIG="$state/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
   >"$state/logs/operator.log" 2>&1 &
 pids+=($!)
 
-"$target/roomcast-pod-runner" --state-dir "$runner_state" --ip-range 127.0.50.0/24 \
+"$target/roomcast-pod-runner" --state-dir "$runner_state" \
+  --ip-range 127.0.50.0/24 --advertise-range 239.0.50.0/24 \
   --image "roomcast/roomcast-dataplane=$target/roomcast-dataplane" \
   >"$state/logs/pod-runner.log" 2>&1 &
 pids+=($!)
@@ -136,9 +140,11 @@ wait_until 30 "runner Node registered and Ready" \
 # --- helpers over the hub's pods ---------------------------------------------------------------
 hub=hub
 sel="roomcast.dev/hub=$hub"
-# Lines "NAME PHASE READY IP" of the hub's pods that are not terminating.
+# Lines "NAME PHASE READY API-IP LOOPBACK-IP" of the hub's pods that are not terminating (a
+# terminating pod's line has a 6th field, its deletionTimestamp).
 pod_table() {
-  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[?(!@.metadata.deletionTimestamp)]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP}{"\n"}{end}'
+  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP} {.metadata.annotations.roomcast\.dev/pod-runner-loopback-ip} {.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 5'
 }
 # True when exactly N hub pods exist and all are Running and Ready.
 pods_ready() {
@@ -157,11 +163,12 @@ ready_slice_ips() { # sorted addresses of the ready endpoints of the hub's clien
   "$kubectl" get endpointslices -l "kubernetes.io/service-name=$hub" \
     -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | sort
 }
-pod_ips() { pod_table | awk 'NF == 4 {print $4}' | sort; }
+pod_ips() { pod_table | awk '{print $4}' | sort; }
+loopback_ips() { pod_table | awk '{print $5}' | sort; }
 slices_match_pods() { [[ -n "$(pod_ips)" && "$(ready_slice_ips)" == "$(pod_ips)" ]]; }
 connect_all() {
   local urls=() ip
-  for ip in $(pod_ips); do urls+=("http://$ip:3000"); done
+  for ip in $(loopback_ips); do urls+=("http://$ip:3000"); done
   node e2e/pod-runner/connect.mjs "${urls[@]}" >&2 || fail "socket.io-client could not connect to every pod"
 }
 
@@ -178,9 +185,15 @@ spec:
 EOF
 wait_until 120 "3 hub pods Running and Ready" pods_ready 3
 pod_table >&2
-ips="$(pod_ips)"
-[[ "$(sort -u <<<"$ips" | grep -c .)" -eq 3 ]] || fail "pod IPs are not 3 distinct addresses: $ips"
-grep -qvE '^127\.0\.50\.[0-9]+$' <<<"$ips" && fail "a pod IP is outside 127.0.50.0/24: $ips"
+# Each pod: a distinct loopback address its process listens on, and the stand-in the API shows
+# (the API refuses loopback addresses in EndpointSlices) with the same host part.
+ips="$(loopback_ips)"
+[[ "$(sort -u <<<"$ips" | grep -c .)" -eq 3 ]] || fail "loopback IPs are not 3 distinct addresses: $ips"
+if grep -qvE '^127\.0\.50\.[0-9]+$' <<<"$ips"; then fail "a loopback IP is outside 127.0.50.0/24: $ips"; fi
+while read -r _ _ _ api_ip lo_ip; do
+  [[ "${api_ip#239.0.50.}" == "${lo_ip#127.0.50.}" && "$api_ip" == 239.0.50.* ]] ||
+    fail "pod IP $api_ip does not stand for loopback IP $lo_ip"
+done < <(pod_table)
 wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
 connect_all
 [[ "$(pod_processes | grep -c .)" -eq 3 ]] || fail "expected 3 pod processes, found: $(pod_processes | xargs)"

@@ -38,9 +38,17 @@ struct Args {
     /// Name of the Node this runner registers and plays.
     #[arg(long, default_value = "roomcast-e2e-node")]
     node_name: String,
-    /// Loopback block pod addresses are taken from.
+    /// Loopback block the pod processes listen in (one address per pod).
     #[arg(long, default_value = "127.0.50.0/24")]
     ip_range: IpRange,
+    /// Block of the stand-in addresses the API sees as pod IPs, same size as --ip-range and
+    /// mapped 1:1 onto it (same host bits): the API refuses loopback addresses in
+    /// EndpointSlices. The default is an organization-local multicast block, to which the
+    /// kernel refuses any TCP connection before a packet is sent, so a client that dials a
+    /// stand-in address fails at once and never leaves the machine. Set it equal to --ip-range
+    /// to report the loopback addresses themselves (EndpointSlices then stay empty).
+    #[arg(long, default_value = "239.0.50.0/24")]
+    advertise_range: IpRange,
     /// REPOSITORY=BINARY: containers of that image repository (any registry, tag or digest)
     /// run BINARY. Repeatable. Pods with any other image are marked Failed.
     #[arg(long = "image", required = true)]
@@ -66,6 +74,8 @@ pub struct Ctx {
     api_host: String,
     api_port: u16,
     pool: Mutex<IpPool>,
+    ip_range: IpRange,
+    advertise_range: IpRange,
     /// Running pod tasks by pod uid.
     pods: Mutex<HashMap<String, watch::Sender<Option<Stop>>>>,
     idle: Notify,
@@ -131,6 +141,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    anyhow::ensure!(
+        args.ip_range.is_loopback(),
+        "--ip-range must be inside 127.0.0.0/8"
+    );
+    anyhow::ensure!(
+        args.ip_range.same_size(&args.advertise_range),
+        "--advertise-range must be as large as --ip-range"
+    );
     let config = kube::Config::infer().await.context("no Kubernetes config")?;
     let api_url = config.cluster_url.to_string().trim_end_matches('/').to_string();
     let api_host = config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
@@ -146,6 +164,8 @@ async fn main() -> anyhow::Result<()> {
         api_host,
         api_port,
         pool: Mutex::new(IpPool::new(args.ip_range.clone())),
+        ip_range: args.ip_range.clone(),
+        advertise_range: args.advertise_range.clone(),
         pods: Mutex::new(HashMap::new()),
         idle: Notify::new(),
     });
@@ -230,7 +250,10 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     let Some(node) = spec.node_name.as_deref() else {
         let scheduler = spec.scheduler_name.as_deref().unwrap_or("default-scheduler");
         if !args.no_bind && !deleting && scheduler == args.scheduler_name {
-            bind(ctx, &api, name, uid).await;
+            match runnable(ctx, pod) {
+                Ok(()) => bind(ctx, &api, name, uid).await,
+                Err(why) => unschedulable(&api, pod, name, &why).await,
+            }
         }
         return;
     };
@@ -286,10 +309,51 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
         warn!(namespace = ns, pod = name, "no free address left in the pod range");
         return;
     };
+    let Some(api_ip) = ctx.ip_range.translate(ip, &ctx.advertise_range) else {
+        warn!(namespace = ns, pod = name, %ip, "address outside the pod range");
+        return;
+    };
     let (tx, rx) = watch::channel(None);
     pods.insert(uid.to_string(), tx);
     drop(pods);
-    tokio::spawn(pod::run(ctx.clone(), pod.clone(), ip, rx));
+    let addrs = pod::Addrs { loopback: ip, api: api_ip };
+    tokio::spawn(pod::run(ctx.clone(), pod.clone(), addrs, rx));
+}
+
+/// Whether this runner can run the pod (so that it binds it): one container of a known image.
+fn runnable(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
+    let spec = pod.spec.as_ref().ok_or("no spec")?;
+    if spec.containers.len() != 1 {
+        return Err("the pod runner runs single-container pods only".into());
+    }
+    let image = spec.containers[0].image.as_deref().unwrap_or_default();
+    plan::binary_for(&ctx.images, image)
+        .map(|_| ())
+        .ok_or_else(|| format!("no pod runner binary for image {image:?}"))
+}
+
+/// What kube-scheduler reports for a pod it cannot place, once.
+async fn unschedulable(api: &Api<Pod>, pod: &Pod, name: &str, why: &str) {
+    let message = format!("0/1 nodes are available: {why}");
+    let already = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled" && c.message.as_deref() == Some(message.as_str())));
+    if already {
+        return;
+    }
+    info!(pod = name, reason = why, "pod left unscheduled");
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastTransitionTime": now(),
+    }]}});
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        warn!(pod = name, error = %e, "cannot mark pod unschedulable");
+    }
 }
 
 /// The scheduler's part: bind a pending pod to this node.

@@ -54,9 +54,10 @@ pub fn binary_for<'a>(mappings: &'a [ImageMapping], image: &str) -> Option<&'a P
         .map(|m| m.binary.as_path())
 }
 
-/// A block of loopback addresses, `127.a.b.c/len` with len >= 16 (never outside 127/8).
+/// A block of IPv4 addresses, `a.b.c.d/len` with len from 16 to 30.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpRange {
+    len: u32,
     first: u32,
     last: u32,
 }
@@ -66,21 +67,40 @@ impl std::str::FromStr for IpRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, len) = s
             .split_once('/')
-            .ok_or_else(|| format!("expected 127.x.y.z/LEN, got {s:?}"))?;
+            .ok_or_else(|| format!("expected a.b.c.d/LEN, got {s:?}"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let len: u32 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if addr.octets()[0] != 127 || !(16..=30).contains(&len) {
-            return Err(format!(
-                "{s:?}: must be a loopback block (127.0.0.0/8) of /16 to /30"
-            ));
+        if !(16..=30).contains(&len) {
+            return Err(format!("{s:?}: the prefix length must be 16 to 30"));
         }
         let mask = u32::MAX << (32 - len);
         let net = u32::from(addr) & mask;
         // Skip the network and the broadcast-looking addresses, as a real pool would.
         Ok(Self {
+            len,
             first: net + 1,
             last: (net | !mask) - 1,
         })
+    }
+}
+
+impl IpRange {
+    /// Whether the whole block is in 127.0.0.0/8.
+    pub fn is_loopback(&self) -> bool {
+        Ipv4Addr::from(self.first).is_loopback()
+    }
+
+    /// The address of `to` with the same host bits as `ip` in this block (blocks of equal size).
+    pub fn translate(&self, ip: Ipv4Addr, to: &IpRange) -> Option<Ipv4Addr> {
+        let n = u32::from(ip);
+        if self.len != to.len || n < self.first || n > self.last {
+            return None;
+        }
+        Some(Ipv4Addr::from(to.first + (n - self.first)))
+    }
+
+    pub fn same_size(&self, other: &IpRange) -> bool {
+        self.len == other.len
     }
 }
 
@@ -251,9 +271,20 @@ mod tests {
     }
 
     #[test]
-    fn ip_pool_stays_in_range_and_round_robins() {
-        assert!("10.0.0.0/24".parse::<IpRange>().is_err());
+    fn ip_ranges_translate_host_bits() {
+        let lo: IpRange = "127.0.50.0/24".parse().unwrap();
+        let api: IpRange = "239.0.50.0/24".parse().unwrap();
+        assert!(lo.is_loopback() && !api.is_loopback());
+        let ip = lo.translate("127.0.50.7".parse().unwrap(), &api);
+        assert_eq!(ip, Some("239.0.50.7".parse().unwrap()));
+        assert_eq!(api.translate(ip.unwrap(), &lo), Some("127.0.50.7".parse().unwrap()));
+        assert_eq!(lo.translate("127.0.51.7".parse().unwrap(), &api), None);
+        assert!(!lo.same_size(&"239.0.0.0/16".parse().unwrap()));
         assert!("127.0.50.0/8".parse::<IpRange>().is_err());
+    }
+
+    #[test]
+    fn ip_pool_stays_in_range_and_round_robins() {
         let mut pool = IpPool::new("127.0.50.0/30".parse().unwrap());
         let a = pool.allocate(|_| true).unwrap();
         let b = pool.allocate(|_| true).unwrap();

@@ -19,6 +19,17 @@ use crate::plan::restart_backoff;
 use crate::prepare::{prepare, PrepareError, Prepared};
 use crate::{now, Ctx};
 
+/// A pod's two addresses: the loopback one its process listens on, and the stand-in the API
+/// shows (status.podIP, EndpointSlices); see `--advertise-range`.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub loopback: Ipv4Addr,
+    pub api: Ipv4Addr,
+}
+
+/// Annotation naming the loopback address a pod's process listens on.
+pub const LOOPBACK_ANNOTATION: &str = "roomcast.dev/pod-runner-loopback-ip";
+
 /// What ends a pod's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -131,7 +142,8 @@ impl Reporter {
 }
 
 /// Runs one pod until `stop` says so; then releases its address.
-pub async fn run(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, mut stop: watch::Receiver<Option<Stop>>) {
+pub async fn run(ctx: Arc<Ctx>, pod: Pod, addrs: Addrs, mut stop: watch::Receiver<Option<Stop>>) {
+    let ip = addrs.loopback;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -140,7 +152,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, mut stop: watch::Receive
     let mut r = Reporter {
         api: Api::namespaced(ctx.client.clone(), &ns),
         name: name.clone(),
-        ip,
+        ip: addrs.api,
         image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
         container: container.map(|c| c.name.clone()).unwrap_or_default(),
         start_time: started.clone(),
@@ -156,8 +168,16 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, mut stop: watch::Receive
         ready_since: started,
         sent: None,
     };
-    info!(namespace = %ns, pod = %name, %ip, "pod assigned");
-    let outcome = supervise(&ctx, &pod, ip, &mut r, &mut stop).await;
+    info!(namespace = %ns, pod = %name, %ip, api_ip = %addrs.api, "pod assigned");
+    let note = json!({"metadata": {"annotations": {LOOPBACK_ANNOTATION: ip.to_string()}}});
+    if let Err(e) = r
+        .api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&note))
+        .await
+    {
+        warn!(pod = %name, error = %e, "cannot annotate the pod with its loopback address");
+    }
+    let outcome = supervise(&ctx, &pod, addrs, &mut r, &mut stop).await;
     if let Some(Stop::Delete { .. }) = outcome {
         // As a kubelet does once the containers are gone: remove the pod for good.
         let dp = DeleteParams {
@@ -180,7 +200,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, mut stop: watch::Receive
             warn!(path = %dir.display(), error = %e, "cannot remove pod volumes");
         }
     }
-    ctx.finished(&uid, ip);
+    ctx.finished(&uid, addrs.loopback);
 }
 
 /// Waits for a stop request, or `dur` to pass (then None).
@@ -200,12 +220,13 @@ async fn stopped_within(stop: &mut watch::Receiver<Option<Stop>>, dur: Duration)
 async fn supervise(
     ctx: &Ctx,
     pod: &Pod,
-    ip: Ipv4Addr,
+    addrs: Addrs,
     r: &mut Reporter,
     stop: &mut watch::Receiver<Option<Stop>>,
 ) -> Option<Stop> {
+    let ip = addrs.loopback;
     let prepared = loop {
-        match prepare(ctx, pod, ip).await {
+        match prepare(ctx, pod, addrs).await {
             Ok(p) => break p,
             Err(PrepareError::Fatal(message)) => {
                 warn!(pod = %r.name, %message, "pod cannot run: marking it Failed");

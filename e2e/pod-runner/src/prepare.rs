@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, PostParams};
 
 use crate::plan::{binary_for, expand, Rewriter};
+use crate::pod::Addrs;
 use crate::Ctx;
 
 /// Why a pod cannot be started.
@@ -51,7 +52,10 @@ pub fn pod_dir(state: &Path, pod: &Pod) -> PathBuf {
     ))
 }
 
-pub async fn prepare(ctx: &Ctx, pod: &Pod, ip: Ipv4Addr) -> Result<Prepared, PrepareError> {
+pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, PrepareError> {
+    let ip = addrs.loopback;
+    // Downward-API values show the pod as the API does (its stand-in address).
+    let api_ip = addrs.api;
     let spec = pod
         .spec
         .as_ref()
@@ -99,7 +103,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, ip: Ipv4Addr) -> Result<Prepared, Pre
             .ok_or_else(|| Fatal(format!("volume mount {:?} names no volume", m.name)))?;
         let host = volumes_dir.join(&volume.name);
         if !host.exists() {
-            materialize(ctx, pod, ip, volume, &host, &mut written).await?;
+            materialize(ctx, pod, api_ip, volume, &host, &mut written).await?;
         }
         if host.join("token").exists() && host.join("ca.crt").exists() {
             kubeconfig = Some(host.clone());
@@ -177,7 +181,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, ip: Ipv4Addr) -> Result<Prepared, Pre
             Some(expand(v, &vars))
         } else if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
-                Some(field_value(pod, ip, &f.field_path).ok_or_else(|| {
+                Some(field_value(pod, api_ip, &f.field_path).ok_or_else(|| {
                     Fatal(format!(
                         "env {}: fieldRef {} is not supported",
                         e.name, f.field_path
