@@ -134,8 +134,10 @@ pids+=($!)
   >"$state/logs/pod-runner.log" 2>&1 &
 pids+=($!)
 runner_pid=$!
-wait_until 30 "runner Node registered and Ready" \
-  bash -c '[[ "$("$0" get node roomcast-e2e-node -o jsonpath="{.status.conditions[?(@.type==\"Ready\")].status}")" == True ]]' "$kubectl"
+node_ready() {
+  [[ "$("$kubectl" get node roomcast-e2e-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
+}
+wait_until 30 "runner Node registered and Ready" node_ready
 
 # --- helpers over the hub's pods ---------------------------------------------------------------
 hub=hub
@@ -197,7 +199,53 @@ done < <(pod_table)
 wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
 connect_all
 [[ "$(pod_processes | grep -c .)" -eq 3 ]] || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
+# The pod's service-account volume works as its in-cluster identity (the kubeconfig the runner
+# writes for it), with the hub Role's EndpointSlice access.
+pod_kubeconfig="$(ls "$runner_state"/pods/default_"$hub"-0_*/kubeconfig)"
+"$kubectl" --kubeconfig "$pod_kubeconfig" get endpointslices -l "kubernetes.io/service-name=$hub-peers" -o name |
+  grep -q . || fail "the pod's own identity cannot list its hub's EndpointSlices"
 log "hub of 3 up and reachable in $((SECONDS - t_hub))s"
+
+# --- a crashed process is restarted, its restartCount bumped ------------------------------------
+t_crash=$SECONDS
+crashed_pid="$(pod_pid "$hub-0")"
+kill -KILL "$crashed_pid"
+restarted() {
+  [[ "$("$kubectl" get pod "$hub-0" -o jsonpath='{.status.containerStatuses[0].restartCount}')" == 1 ]] &&
+    [[ "$(pod_pid "$hub-0")" != "$crashed_pid" ]] && pods_ready 3
+}
+wait_until 30 "the killed process of $hub-0 restarted (restartCount 1) and Ready" restarted
+[[ "$("$kubectl" get pod "$hub-0" -o jsonpath='{.status.containerStatuses[0].lastState.terminated.exitCode}')" == 137 ]] ||
+  fail "lastState of $hub-0 does not record the SIGKILL (exit code 137)"
+connect_all
+log "crash restart took $((SECONDS - t_crash))s"
+
+# --- pods the runner cannot run -------------------------------------------------------------------
+# Unbound with an unknown image: left Pending, unschedulable, as kube-scheduler would.
+# Bound to the runner's node with an unknown image: Failed, with the reason in its status.
+"$kubectl" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: unknown-unbound, namespace: default}
+spec:
+  containers: [{name: c, image: "docker.io/library/busybox:1"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unknown-bound, namespace: default}
+spec:
+  nodeName: roomcast-e2e-node
+  containers: [{name: c, image: "docker.io/library/busybox:1"}]
+EOF
+unschedulable() {
+  [[ "$("$kubectl" get pod unknown-unbound -o jsonpath='{.status.conditions[?(@.type=="PodScheduled")].reason}')" == Unschedulable ]]
+}
+failed_unknown() {
+  [[ "$("$kubectl" get pod unknown-bound -o jsonpath='{.status.phase} {.status.message}')" == "Failed image "*"not known to the pod runner"* ]]
+}
+wait_until 20 "a pod with an unknown image stays unscheduled" unschedulable
+wait_until 20 "a pod with an unknown image bound to the runner is Failed" failed_unknown
+"$kubectl" delete pod unknown-unbound unknown-bound --wait=true --timeout=30s >/dev/null
 
 # --- 2. delete a pod: the StatefulSet recreates it --------------------------------------------
 t_del=$SECONDS
@@ -219,7 +267,7 @@ t_scale=$SECONDS
 gone_pids=("$(pod_pid "$hub-1")" "$(pod_pid "$hub-2")")
 "$kubectl" scale socketiohub "$hub" --replicas=1 >/dev/null
 wait_until 90 "the hub scaled down to 1 Ready pod" pods_ready 1
-only_hub0() { [[ "$(pod_table | awk '{print $1}')" == "$hub-0" && -z "$("$kubectl" get pods -l "$sel" -o name | grep -v "/$hub-0$")" ]]; }
+only_hub0() { [[ "$("$kubectl" get pods -l "$sel" -o name)" == "pod/$hub-0" ]]; }
 wait_until 60 "only $hub-0 is left" only_hub0
 for p in "${gone_pids[@]}"; do ! kill -0 "$p" 2>/dev/null || fail "process $p of a removed pod is still running"; done
 [[ "$(pod_processes | grep -c .)" -eq 1 ]] || fail "expected 1 pod process, found: $(pod_processes | xargs)"
@@ -238,6 +286,7 @@ log "garbage collection took $((SECONDS - t_gc))s"
 
 # --- the runner itself stops cleanly -------------------------------------------------------------
 kill -TERM "$runner_pid"
-wait_until 20 "the runner exited on SIGTERM" bash -c '! kill -0 "$0"' "$runner_pid"
+runner_gone() { ! kill -0 "$runner_pid"; }
+wait_until 20 "the runner exited on SIGTERM" runner_gone
 if grep -q panicked "$state/logs/pod-runner.log"; then fail "the runner panicked"; fi
 log "PASS: pod-runner tier took $((SECONDS - t0))s (hub phases: $((SECONDS - t_hub))s)"

@@ -33,7 +33,10 @@ use plan::{ImageMapping, IpPool, IpRange};
 use pod::Stop;
 
 #[derive(Debug, Parser)]
-#[command(name = "roomcast-pod-runner", about = "Runs pods as local processes on loopback addresses (tests only)")]
+#[command(
+    name = "roomcast-pod-runner",
+    about = "Runs pods as local processes on loopback addresses (tests only)"
+)]
 struct Args {
     /// Name of the Node this runner registers and plays.
     #[arg(long, default_value = "roomcast-e2e-node")]
@@ -94,7 +97,9 @@ impl Ctx {
     }
 
     fn stop(&self, uid: &str, stop: Stop) -> bool {
-        let Ok(pods) = self.pods.lock() else { return false };
+        let Ok(pods) = self.pods.lock() else {
+            return false;
+        };
         match pods.get(uid) {
             Some(tx) => {
                 if tx.borrow().is_none() {
@@ -149,8 +154,14 @@ async fn main() -> anyhow::Result<()> {
         args.ip_range.same_size(&args.advertise_range),
         "--advertise-range must be as large as --ip-range"
     );
-    let config = kube::Config::infer().await.context("no Kubernetes config")?;
-    let api_url = config.cluster_url.to_string().trim_end_matches('/').to_string();
+    let config = kube::Config::infer()
+        .await
+        .context("no Kubernetes config")?;
+    let api_url = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
     let api_host = config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
     let api_port = config.cluster_url.port_u16().unwrap_or(443);
     let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
@@ -180,8 +191,8 @@ async fn main() -> anyhow::Result<()> {
         let changed = changed.clone();
         let pods: Api<Pod> = Api::all(client.clone());
         async move {
-            let stream = reflector(writer, watcher(pods, watcher::Config::default()))
-                .default_backoff();
+            let stream =
+                reflector(writer, watcher(pods, watcher::Config::default())).default_backoff();
             futures_util::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 match event {
@@ -199,7 +210,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tokio::spawn(events);
-    reader.wait_until_ready().await.context("pod watch never became ready")?;
+    reader
+        .wait_until_ready()
+        .await
+        .context("pod watch never became ready")?;
     info!(node = %ctx.node, "pod runner ready");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -216,7 +230,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    info!(pods = ctx.running(), "shutting down: stopping every pod process");
+    info!(
+        pods = ctx.running(),
+        "shutting down: stopping every pod process"
+    );
     let uids: Vec<String> = ctx
         .pods
         .lock()
@@ -242,13 +259,18 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     ) else {
         return;
     };
-    let Some(spec) = pod.spec.as_ref() else { return };
+    let Some(spec) = pod.spec.as_ref() else {
+        return;
+    };
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
     let Some(node) = spec.node_name.as_deref() else {
-        let scheduler = spec.scheduler_name.as_deref().unwrap_or("default-scheduler");
+        let scheduler = spec
+            .scheduler_name
+            .as_deref()
+            .unwrap_or("default-scheduler");
         if !args.no_bind && !deleting && scheduler == args.scheduler_name {
             match runnable(ctx, pod) {
                 Ok(()) => bind(ctx, &api, name, uid).await,
@@ -288,7 +310,9 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return;
     }
-    let Ok(mut pods) = ctx.pods.lock() else { return };
+    let Ok(mut pods) = ctx.pods.lock() else {
+        return;
+    };
     if pods.contains_key(uid) {
         return;
     }
@@ -306,7 +330,11 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
         })
     });
     let Some(ip) = ip else {
-        warn!(namespace = ns, pod = name, "no free address left in the pod range");
+        warn!(
+            namespace = ns,
+            pod = name,
+            "no free address left in the pod range"
+        );
         return;
     };
     let Some(api_ip) = ctx.ip_range.translate(ip, &ctx.advertise_range) else {
@@ -316,7 +344,10 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     let (tx, rx) = watch::channel(None);
     pods.insert(uid.to_string(), tx);
     drop(pods);
-    let addrs = pod::Addrs { loopback: ip, api: api_ip };
+    let addrs = pod::Addrs {
+        loopback: ip,
+        api: api_ip,
+    };
     tokio::spawn(pod::run(ctx.clone(), pod.clone(), addrs, rx));
 }
 
@@ -339,7 +370,11 @@ async fn unschedulable(api: &Api<Pod>, pod: &Pod, name: &str, why: &str) {
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled" && c.message.as_deref() == Some(message.as_str())));
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "PodScheduled" && c.message.as_deref() == Some(message.as_str())
+            })
+        });
     if already {
         return;
     }
@@ -365,7 +400,12 @@ async fn bind(ctx: &Ctx, api: &Api<Pod>, name: &str, uid: &str) {
         "target": {"apiVersion": "v1", "kind": "Node", "name": ctx.node},
     });
     match api
-        .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
     {
         Ok(_) => info!(pod = name, node = %ctx.node, "pod bound"),
@@ -378,7 +418,8 @@ async fn bind(ctx: &Ctx, api: &Api<Pod>, name: &str, uid: &str) {
 
 fn node_status() -> serde_json::Value {
     let t = now();
-    let resources = json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "10Gi"});
+    let resources =
+        json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "10Gi"});
     json!({
         "capacity": resources,
         "allocatable": resources,

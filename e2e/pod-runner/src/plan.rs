@@ -261,9 +261,17 @@ mod tests {
             "ghcr.io/roomcast/roomcast-dataplane:latest",
             "localhost:5000/roomcast/roomcast-dataplane@sha256:abc",
         ] {
-            assert_eq!(binary_for(&maps, image), Some(Path::new("/bin/dp")), "{image}");
+            assert_eq!(
+                binary_for(&maps, image),
+                Some(Path::new("/bin/dp")),
+                "{image}"
+            );
         }
-        for image in ["nginx:1", "evil/xroomcast/roomcast-dataplane2", "roomcast/other:1"] {
+        for image in [
+            "nginx:1",
+            "evil/xroomcast/roomcast-dataplane2",
+            "roomcast/other:1",
+        ] {
             assert_eq!(binary_for(&maps, image), None, "{image}");
         }
         assert_eq!(image_repository("localhost:5000/a/b"), "localhost:5000/a/b");
@@ -277,7 +285,10 @@ mod tests {
         assert!(lo.is_loopback() && !api.is_loopback());
         let ip = lo.translate("127.0.50.7".parse().unwrap(), &api);
         assert_eq!(ip, Some("239.0.50.7".parse().unwrap()));
-        assert_eq!(api.translate(ip.unwrap(), &lo), Some("127.0.50.7".parse().unwrap()));
+        assert_eq!(
+            api.translate(ip.unwrap(), &lo),
+            Some("127.0.50.7".parse().unwrap())
+        );
         assert_eq!(lo.translate("127.0.51.7".parse().unwrap(), &api), None);
         assert!(!lo.same_size(&"239.0.0.0/16".parse().unwrap()));
         assert!("127.0.50.0/8".parse::<IpRange>().is_err());
@@ -288,7 +299,10 @@ mod tests {
         let mut pool = IpPool::new("127.0.50.0/30".parse().unwrap());
         let a = pool.allocate(|_| true).unwrap();
         let b = pool.allocate(|_| true).unwrap();
-        assert_eq!((a, b), ("127.0.50.1".parse().unwrap(), "127.0.50.2".parse().unwrap()));
+        assert_eq!(
+            (a, b),
+            ("127.0.50.1".parse().unwrap(), "127.0.50.2".parse().unwrap())
+        );
         assert_eq!(pool.allocate(|_| true), None);
         pool.release(a);
         assert_eq!(pool.allocate(|_| true), Some(a));
@@ -301,12 +315,18 @@ mod tests {
         let r = Rewriter::new(
             [
                 ("/etc/roomcast".to_string(), PathBuf::from("/p/config")),
-                ("/etc/roomcast-secrets/".to_string(), PathBuf::from("/p/secrets")),
+                (
+                    "/etc/roomcast-secrets/".to_string(),
+                    PathBuf::from("/p/secrets"),
+                ),
             ],
             "127.0.50.7".parse().unwrap(),
         );
         assert_eq!(r.arg("/etc/roomcast/config.yaml"), "/p/config/config.yaml");
-        assert_eq!(r.arg("--config=/etc/roomcast/c.yaml"), "--config=/p/config/c.yaml");
+        assert_eq!(
+            r.arg("--config=/etc/roomcast/c.yaml"),
+            "--config=/p/config/c.yaml"
+        );
         assert_eq!(r.arg("/etc/roomcast-secrets"), "/p/secrets");
         assert_eq!(r.arg("/etc/roomcastx/a"), "/etc/roomcastx/a");
         assert_eq!(r.arg("0.0.0.0:3000"), "127.0.50.7:3000");
@@ -321,7 +341,10 @@ mod tests {
     fn expansion_follows_kubernetes_rules() {
         let vars: BTreeMap<String, String> =
             [("A".to_string(), "x".to_string())].into_iter().collect();
-        assert_eq!(expand("$(A)-$(B)-$$(A)-$A-$(A", &vars), "x-$(B)-$(A)-$A-$(A");
+        assert_eq!(
+            expand("$(A)-$(B)-$$(A)-$A-$(A", &vars),
+            "x-$(B)-$(A)-$A-$(A"
+        );
     }
 
     #[test]

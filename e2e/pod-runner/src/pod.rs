@@ -42,9 +42,20 @@ pub enum Stop {
 /// The container state last reported.
 #[derive(Debug, Clone)]
 enum State {
-    Waiting { reason: String, message: String },
-    Running { since: String, pid: u32 },
-    Terminated { code: i32, reason: String, started: String, finished: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        since: String,
+        pid: u32,
+    },
+    Terminated {
+        code: i32,
+        reason: String,
+        started: String,
+        finished: String,
+    },
 }
 
 struct Reporter {
@@ -71,12 +82,15 @@ impl Reporter {
                 json!({"waiting": {"reason": reason, "message": message}})
             }
             State::Running { since, .. } => json!({"running": {"startedAt": since}}),
-            State::Terminated { code, reason, started, finished } => json!({"terminated": {
+            State::Terminated {
+                code,
+                reason,
+                started,
+                finished,
+            } => json!({"terminated": {
                 "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}}),
         };
-        let cond = |t: &str, ok: bool, since: &str| {
-            json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": since})
-        };
+        let cond = |t: &str, ok: bool, since: &str| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": since});
         let running = matches!(self.state, State::Running { .. });
         let container_id = match &self.state {
             State::Running { pid, .. } => Value::String(format!("roomcast-pod-runner://{pid}")),
@@ -381,7 +395,10 @@ async fn run_process(
     info!(pod = %r.name, pid, %ip, "process started");
     r.phase = "Running";
     r.message = None;
-    r.state = State::Running { since: since.clone(), pid };
+    r.state = State::Running {
+        since: since.clone(),
+        pid,
+    };
     r.set_ready(p.readiness.is_none());
     r.report().await;
 
@@ -495,7 +512,11 @@ impl<'a> ProbeState<'a> {
 }
 
 /// One probe against the pod address: httpGet (2xx/3xx) or tcpSocket; others count as passed.
-async fn probe(ip: Ipv4Addr, container: &k8s_openapi::api::core::v1::Container, p: Option<&Probe>) -> bool {
+async fn probe(
+    ip: Ipv4Addr,
+    container: &k8s_openapi::api::core::v1::Container,
+    p: Option<&Probe>,
+) -> bool {
     let Some(p) = p else { return true };
     let timeout = Duration::from_secs(
         p.timeout_seconds
@@ -513,7 +534,9 @@ async fn probe(ip: Ipv4Addr, container: &k8s_openapi::api::core::v1::Container, 
             .and_then(|cp| u16::try_from(cp.container_port).ok()),
     };
     if let Some(h) = &p.http_get {
-        let Some(port) = port_of(&h.port) else { return false };
+        let Some(port) = port_of(&h.port) else {
+            return false;
+        };
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         return tokio::time::timeout(timeout, http_get(ip, port, &path))
             .await
@@ -522,7 +545,9 @@ async fn probe(ip: Ipv4Addr, container: &k8s_openapi::api::core::v1::Container, 
             .is_some_and(|code| (200..400).contains(&code));
     }
     if let Some(t) = &p.tcp_socket {
-        let Some(port) = port_of(&t.port) else { return false };
+        let Some(port) = port_of(&t.port) else {
+            return false;
+        };
         return tokio::time::timeout(timeout, tokio::net::TcpStream::connect((ip, port)))
             .await
             .is_ok_and(|r| r.is_ok());
@@ -537,7 +562,7 @@ async fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> std::io::Result<u16> {
         "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: roomcast-pod-runner\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut n = 0;
     while n < head.len() {
         let read = stream.read(&mut head[n..]).await?;

@@ -60,8 +60,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
         .spec
         .as_ref()
         .ok_or_else(|| Fatal("pod has no spec".into()))?;
-    if spec.containers.len() != 1 || spec.init_containers.as_ref().is_some_and(|c| !c.is_empty())
-    {
+    if spec.containers.len() != 1 || spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(Fatal(
             "the pod runner runs single-container pods without init containers only".into(),
         ));
@@ -192,7 +191,10 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
                 let cm = config_map(ctx, &ns, &r.name, optional).await?;
                 let v = cm.and_then(|c| c.data.and_then(|d| d.get(&r.key).cloned()));
                 if v.is_none() && !optional {
-                    return Err(Retry(format!("env {}: key {} of ConfigMap {} not found", e.name, r.key, r.name)));
+                    return Err(Retry(format!(
+                        "env {}: key {} of ConfigMap {} not found",
+                        e.name, r.key, r.name
+                    )));
                 }
                 v
             } else if let Some(r) = &src.secret_key_ref {
@@ -200,7 +202,10 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
                 let s = secret(ctx, &ns, &r.name, optional).await?;
                 let v = s.and_then(|s| secret_strings(&s).remove(&r.key));
                 if v.is_none() && !optional {
-                    return Err(Retry(format!("env {}: key {} of Secret {} not found", e.name, r.key, r.name)));
+                    return Err(Retry(format!(
+                        "env {}: key {} of Secret {} not found",
+                        e.name, r.key, r.name
+                    )));
                 }
                 v
             } else {
@@ -276,7 +281,8 @@ async fn materialize(
     if let Some(src) = &volume.projected {
         for s in src.sources.iter().flatten() {
             if let Some(p) = &s.config_map {
-                if let Some(cm) = config_map(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await? {
+                if let Some(cm) = config_map(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await?
+                {
                     write_config_map(&cm, p.items.as_deref(), host, written)?;
                 }
             } else if let Some(p) = &s.secret {
@@ -368,12 +374,18 @@ fn write_downward(
     host: &Path,
 ) -> Result<(), PrepareError> {
     for item in items {
-        let f = item
-            .field_ref
-            .as_ref()
-            .ok_or_else(|| Fatal(format!("downwardAPI {}: only fieldRef is supported", item.path)))?;
-        let v = field_value(pod, ip, &f.field_path)
-            .ok_or_else(|| Fatal(format!("downwardAPI fieldRef {} is not supported", f.field_path)))?;
+        let f = item.field_ref.as_ref().ok_or_else(|| {
+            Fatal(format!(
+                "downwardAPI {}: only fieldRef is supported",
+                item.path
+            ))
+        })?;
+        let v = field_value(pod, ip, &f.field_path).ok_or_else(|| {
+            Fatal(format!(
+                "downwardAPI fieldRef {} is not supported",
+                f.field_path
+            ))
+        })?;
         write_file(&host.join(&item.path), v.as_bytes())?;
     }
     Ok(())
@@ -407,7 +419,13 @@ pub fn field_value(pod: &Pod, ip: Ipv4Addr, path: &str) -> Option<String> {
             if let Some(k) = map_key("metadata.labels['") {
                 Some(meta.labels.as_ref()?.get(&k).cloned().unwrap_or_default())
             } else if let Some(k) = map_key("metadata.annotations['") {
-                Some(meta.annotations.as_ref()?.get(&k).cloned().unwrap_or_default())
+                Some(
+                    meta.annotations
+                        .as_ref()?
+                        .get(&k)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             } else {
                 None
             }
@@ -475,7 +493,11 @@ async fn service_account_token(
     let response: TokenRequest = api
         .create_subresource("token", &sa, &PostParams::default(), &request)
         .await
-        .map_err(|e| Retry(format!("cannot get a token for ServiceAccount {ns}/{sa}: {e}")))?;
+        .map_err(|e| {
+            Retry(format!(
+                "cannot get a token for ServiceAccount {ns}/{sa}: {e}"
+            ))
+        })?;
     response
         .status
         .and_then(|s| s.token)
