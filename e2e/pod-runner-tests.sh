@@ -52,12 +52,12 @@ stop_pid() { # pid name: SIGTERM, then SIGKILL after 20 s
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-# Pids of processes started by the runner for this run (their arguments point into its state).
+# Pids of processes started by the runner for this run: it starts each in its pod's directory.
 pod_processes() {
-  local d cmdline
+  local d cwd
   for d in /proc/[0-9]*; do
-    cmdline="$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)" || continue
-    [[ "$cmdline" == *"$runner_state/pods/"* ]] && echo "${d#/proc/}"
+    cwd="$(readlink "$d/cwd" 2>/dev/null)" || continue
+    [[ "$cwd" == "$runner_state/pods/"* ]] && echo "${d#/proc/}"
   done
   return 0
 }
@@ -261,6 +261,16 @@ wait_until 60 "3 hub pods Running and Ready again" pods_ready 3
 wait_until 30 "EndpointSlices list the 3 ready pods again" slices_match_pods
 connect_all
 log "pod deletion and recreation took $((SECONDS - t_del))s"
+
+# --- force deletion: SIGKILL at once -------------------------------------------------------------
+t_force=$SECONDS
+old_pid="$(pod_pid "$hub-2")"
+"$kubectl" delete pod "$hub-2" --grace-period=0 --force >/dev/null 2>&1
+old_gone() { ! kill -0 "$old_pid"; }
+wait_until 3 "force-deleted pod's process $old_pid is gone at once" old_gone
+wait_until 60 "3 hub pods Running and Ready after the force deletion" pods_ready 3
+wait_until 30 "EndpointSlices list the 3 ready pods after the force deletion" slices_match_pods
+log "force deletion and recreation took $((SECONDS - t_force))s"
 
 # --- 3. scale to 1 ------------------------------------------------------------------------------
 t_scale=$SECONDS

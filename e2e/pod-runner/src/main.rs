@@ -102,7 +102,13 @@ impl Ctx {
         };
         match pods.get(uid) {
             Some(tx) => {
-                if tx.borrow().is_none() {
+                // The first request wins, except that a shorter grace period replaces a longer one.
+                let replace = match (*tx.borrow(), stop) {
+                    (None, _) => true,
+                    (Some(Stop::Delete { grace: old }), Stop::Delete { grace: new }) => new < old,
+                    _ => false,
+                };
+                if replace {
                     let _ = tx.send(Some(stop));
                 }
                 true

@@ -361,22 +361,46 @@ enum Exit {
     Crashed(State),
 }
 
-/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
-async fn terminate(child: &mut Child, grace: Duration, pod: &str) {
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL. A later stop request with a shorter grace
+/// period (a force deletion during a graceful one) shortens the wait, as on a kubelet.
+async fn terminate(
+    child: &mut Child,
+    grace: Duration,
+    pod: &str,
+    stop: &mut watch::Receiver<Option<Stop>>,
+) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: kill(2) on our own child's pid; no memory is touched.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
     }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => info!(%pod, %status, "process exited after SIGTERM"),
-        Ok(Err(e)) => warn!(%pod, error = %e, "cannot wait for the process"),
-        Err(_) => {
-            warn!(%pod, grace_s = grace.as_secs(), "process still running after the grace period: SIGKILL");
-            if let Err(e) = child.kill().await {
-                warn!(%pod, error = %e, "cannot kill the process");
+    let mut deadline = tokio::time::Instant::now() + grace;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                match status {
+                    Ok(status) => info!(%pod, %status, "process exited after SIGTERM"),
+                    Err(e) => warn!(%pod, error = %e, "cannot wait for the process"),
+                }
+                return;
             }
+            () = tokio::time::sleep_until(deadline) => {
+                warn!(%pod, grace_s = grace.as_secs(), "process still running after the grace period: SIGKILL");
+                if let Err(e) = child.kill().await {
+                    warn!(%pod, error = %e, "cannot kill the process");
+                }
+                return;
+            }
+            res = stop.changed(), if open => match res {
+                Ok(()) => {
+                    if let Some(Stop::Delete { grace }) = *stop.borrow_and_update() {
+                        deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(grace));
+                    }
+                }
+                Err(_) => open = false,
+            },
         }
     }
 }
@@ -425,7 +449,7 @@ async fn run_process(
                     Stop::Shutdown => Duration::from_secs(5),
                 };
                 info!(pod = %r.name, pid, grace_s = grace.as_secs(), "stopping the process");
-                terminate(&mut child, grace, &r.name).await;
+                terminate(&mut child, grace, &r.name, stop).await;
                 return (Exit::Stopped(s), t0.elapsed());
             }
             _ = tick.tick() => {
@@ -443,7 +467,7 @@ async fn run_process(
                     let ok = ok && probe(ip, &p.container, live_probe.probe).await;
                     if live_probe.record(ok) == Some(false) {
                         warn!(pod = %r.name, pid, "liveness probe failed: restarting the process");
-                        terminate(&mut child, Duration::from_secs(grace_default), &r.name).await;
+                        terminate(&mut child, Duration::from_secs(grace_default), &r.name, stop).await;
                         return (Exit::Crashed(State::Terminated {
                             code: 137, reason: "LivenessProbeFailed".into(), started: since, finished: now(),
                         }), t0.elapsed());
