@@ -199,8 +199,29 @@ impl Rewriter {
         self.wildcard(&out)
     }
 
+    /// `0.0.0.0` as a whole address (not inside `10.0.0.0` or `0.0.0.01`) → the pod address.
     fn wildcard(&self, s: &str) -> String {
-        s.replace("0.0.0.0", &self.pod_ip.to_string())
+        const ANY: &str = "0.0.0.0";
+        let part_of_address = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == '.');
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find(ANY) {
+            let before = if i > 0 {
+                rest[..i].chars().last()
+            } else {
+                out.chars().last()
+            };
+            let after = rest[i + ANY.len()..].chars().next();
+            out.push_str(&rest[..i]);
+            if part_of_address(before) || part_of_address(after) {
+                out.push_str(ANY);
+            } else {
+                out.push_str(&self.pod_ip.to_string());
+            }
+            rest = &rest[i + ANY.len()..];
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -330,6 +351,10 @@ mod tests {
         assert_eq!(r.arg("/etc/roomcast-secrets"), "/p/secrets");
         assert_eq!(r.arg("/etc/roomcastx/a"), "/etc/roomcastx/a");
         assert_eq!(r.arg("0.0.0.0:3000"), "127.0.50.7:3000");
+        assert_eq!(r.arg("[0.0.0.0]"), "[127.0.50.7]");
+        for kept in ["10.0.0.0/8", "100.0.0.0", "0.0.0.01", "0.0.0.0.1"] {
+            assert_eq!(r.arg(kept), kept);
+        }
         let text = "listen: 0.0.0.0:3000\ntokenFile: /etc/roomcast-secrets/management-token\n";
         assert_eq!(
             r.text(text),
