@@ -38,7 +38,7 @@ test-discovery:
 
 # Full path on the local control plane: the chart, the operator, the real StatefulSet and
 # EndpointSlice controllers, and hub pods run as local processes by e2e/pod-runner (about
-# 1 min warm). Not part of `make test` yet.
+# 50 s warm). Not part of `make test` yet.
 test-e2e:
 	bash e2e/pod-runner-tests.sh
 

@@ -39,6 +39,7 @@ target="${CARGO_TARGET_DIR:-$root/target}/debug"
 log "binaries built in $((SECONDS - t1))s"
 
 control_plane_start
+t_kcm=$SECONDS # kube-controller-manager started just before
 runner_state="$state/runner"
 pids=()
 
@@ -285,6 +286,14 @@ wait_until 30 "EndpointSlices list the 1 ready pod" slices_match_pods
 log "scale 3 -> 1 took $((SECONDS - t_scale))s"
 
 # --- 4. delete the hub: garbage collection ------------------------------------------------------
+# The garbage collector watches a CRD installed after it started only from its next discovery
+# resync (every 30 s from kube-controller-manager's start). A hub deleted before that is noticed
+# late (up to 30 s more); after it, at once. Waiting for the resync is the shorter path.
+gc_wait=$((t_kcm + 33 - SECONDS))
+if ((gc_wait > 0)); then
+  log "waiting ${gc_wait}s for the garbage collector to watch SocketIOHubs"
+  sleep "$gc_wait"
+fi
 t_gc=$SECONDS
 "$kubectl" delete socketiohub "$hub" --wait=true --timeout=60s >/dev/null
 nothing_left() {
