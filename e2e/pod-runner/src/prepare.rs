@@ -299,7 +299,7 @@ async fn materialize(
                     p.expiration_seconds.unwrap_or(3600),
                 )
                 .await?;
-                write_file(&host.join(&p.path), token.as_bytes())?;
+                write_private(&host.join(&p.path), token.as_bytes())?;
             } else {
                 return Err(Fatal(format!(
                     "volume {}: unsupported projected source",
@@ -313,6 +313,24 @@ async fn materialize(
         "volume {}: only configMap, secret, projected, downwardAPI and emptyDir volumes are supported",
         volume.name
     )))
+}
+
+/// Writes a Secret value or a token: readable by the runner's user only.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), PrepareError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Retry(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| Retry(format!("cannot write {}: {e}", path.display())))
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), PrepareError> {
@@ -361,7 +379,7 @@ fn write_secret(s: &Secret, items: Option<&[KeyToPath]>, host: &Path) -> Result<
     let data = s.data.clone().unwrap_or_default();
     for (key, path) in select(data.keys(), items) {
         if let Some(bytes) = data.get(&key) {
-            write_file(&host.join(&path), &bytes.0)?;
+            write_private(&host.join(&path), &bytes.0)?;
         }
     }
     Ok(())
