@@ -6,8 +6,12 @@
 # runner (e2e/pod-runner: binds pods to its Node and runs each as a roomcast-dataplane process
 # on its own 127.0.50.x address). Then, with a 3-replica SocketIOHub:
 #   - 3 pods Running and Ready, distinct loopback IPs; the hub Service's EndpointSlices list
-#     exactly those 3 ready endpoints; a real socket.io-client connects to every pod;
+#     exactly those 3 ready endpoints (by their stand-in pod IPs: the API refuses loopback ones,
+#     see e2e/README.md); a real socket.io-client connects to every pod;
+#   - kill -9 of a pod's process: restarted, restartCount 1;
+#   - pods with an image the runner has no binary for: unscheduled, or Failed if bound anyway;
 #   - delete pod hub-1: its process is gone, the StatefulSet recreates it, it is Ready again;
+#   - force-delete pod hub-2: its process is killed at once, the pod comes back;
 #   - scale the hub to 1: the other processes are gone;
 #   - delete the hub: everything is garbage-collected and no pod process is left.
 # Fails loudly (runner, operator, pod and control-plane logs) on the first failure.
@@ -40,7 +44,7 @@ log "binaries built in $((SECONDS - t1))s"
 
 control_plane_start
 t_kcm=$SECONDS # kube-controller-manager started just before
-runner_state="$state/runner"
+runner_state="$(cd "$state" && pwd -P)/runner" # as the runner resolves it
 pids=()
 
 # --- failure reporting and teardown (before the control plane's own cleanup) ------------------
