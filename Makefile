@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test test-rust test-dataplane-js test-operator test-discovery lint bench
+.PHONY: help run test test-rust test-dataplane-js test-operator test-discovery test-e2e lint bench
 
 help:
 	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
@@ -36,6 +36,12 @@ test-operator:
 # control-plane binaries as test-operator; about 30 s once built).
 test-discovery:
 	bash e2e/discovery-tests.sh
+
+# Full path on the local control plane: the chart, the operator, the real StatefulSet and
+# EndpointSlice controllers, and hub pods run as local processes by e2e/pod-runner (about
+# 50 s warm). Not part of `make test` yet.
+test-e2e:
+	bash e2e/pod-runner-tests.sh
 
 bench:
 	bash bench/run.sh

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A throwaway Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC on, generated
 # CA, serving certificate, service-account keys and static tokens) and kube-controller-manager
-# (StatefulSet, garbage collector, EndpointSlice... controllers). No kubelet and no scheduler:
-# pods stay Pending unless a test patches their status.
+# (StatefulSet, garbage collector, EndpointSlice... controllers; root-ca-cert-publisher writes
+# the kube-root-ca.crt ConfigMap that pods' service-account volumes project). No kubelet and no
+# scheduler: pods stay Pending unless a test patches their status, or the pod runner
+# (e2e/pod-runner, used by e2e/pod-runner-tests.sh) binds and runs them.
 #
 #   e2e/control-plane.sh start STATE_DIR   # prints nothing; writes STATE_DIR/admin.kubeconfig
 #   e2e/control-plane.sh stop STATE_DIR
@@ -135,7 +137,7 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$(free_port)" \
     --leader-elect=false --use-service-account-credentials=false \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --controllers 'statefulset,garbagecollector,endpointslice,replicaset,deployment,namespace,disruption,serviceaccount' \
+    --controllers 'statefulset,garbagecollector,endpointslice,replicaset,deployment,namespace,disruption,serviceaccount,root-ca-cert-publisher' \
     --concurrent-gc-syncs 4 --profiling=false \
     >"$state/logs/kube-controller-manager.log" 2>&1 &
   echo $! >"$state/kube-controller-manager.pid"

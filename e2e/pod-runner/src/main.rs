@@ -1,0 +1,492 @@
+//! `roomcast-pod-runner`: a test-only kubelet stand-in for the local e2e control plane.
+//!
+//! It registers a Node, binds unscheduled pods to it (there is no kube-scheduler), and runs each
+//! pod bound to it as a local process on its own loopback address (127.x.y.z), with the pod's
+//! environment and its ConfigMap/Secret volumes written as files. It reports the pod's IP,
+//! phase, container status and readiness (from the readiness probe), restarts crashed processes
+//! with backoff, and on deletion stops the process (SIGTERM, SIGKILL after the grace period)
+//! and removes the pod. No isolation, no images, no networking beyond loopback: see
+//! e2e/README.md.
+
+mod plan;
+mod pod;
+mod prepare;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+use plan::{ImageMapping, IpPool, IpRange};
+use pod::Stop;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roomcast-pod-runner",
+    about = "Runs pods as local processes on loopback addresses (tests only)"
+)]
+struct Args {
+    /// Name of the Node this runner registers and plays.
+    #[arg(long, default_value = "roomcast-e2e-node")]
+    node_name: String,
+    /// Loopback block the pod processes listen in (one address per pod).
+    #[arg(long, default_value = "127.0.50.0/24")]
+    ip_range: IpRange,
+    /// Block of the stand-in addresses the API sees as pod IPs, same size as --ip-range and
+    /// mapped 1:1 onto it (same host bits): the API refuses loopback addresses in
+    /// EndpointSlices. The default is an organization-local multicast block, to which the
+    /// kernel refuses any TCP connection before a packet is sent, so a client that dials a
+    /// stand-in address fails at once and never leaves the machine. Set it equal to --ip-range
+    /// to report the loopback addresses themselves (EndpointSlices then stay empty).
+    #[arg(long, default_value = "239.0.50.0/24")]
+    advertise_range: IpRange,
+    /// REPOSITORY=BINARY: containers of that image repository (any registry, tag or digest)
+    /// run BINARY. Repeatable. Pods with any other image are marked Failed.
+    #[arg(long = "image", required = true)]
+    images: Vec<ImageMapping>,
+    /// Directory for per-pod files (volumes, kubeconfig) and logs (STATE_DIR/logs/NS_POD.log).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Bind pending pods of this scheduler name to this node (the runner is the scheduler).
+    #[arg(long, default_value = "default-scheduler")]
+    scheduler_name: String,
+    /// Do not bind pods (when a real kube-scheduler runs).
+    #[arg(long)]
+    no_bind: bool,
+}
+
+/// What every pod task shares.
+pub struct Ctx {
+    client: Client,
+    node: String,
+    state_dir: PathBuf,
+    images: Vec<ImageMapping>,
+    api_url: String,
+    api_host: String,
+    api_port: u16,
+    pool: Mutex<IpPool>,
+    ip_range: IpRange,
+    advertise_range: IpRange,
+    /// Running pod tasks by pod uid.
+    pods: Mutex<HashMap<String, watch::Sender<Option<Stop>>>>,
+    idle: Notify,
+}
+
+impl Ctx {
+    /// Called by a pod task when it is done: frees its address and its slot.
+    fn finished(&self, uid: &str, ip: Ipv4Addr) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.release(ip);
+        }
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.remove(uid);
+        }
+        self.idle.notify_waiters();
+    }
+
+    fn stop(&self, uid: &str, stop: Stop) -> bool {
+        let Ok(pods) = self.pods.lock() else {
+            return false;
+        };
+        match pods.get(uid) {
+            Some(tx) => {
+                // The first request wins, except that a shorter grace period replaces a longer one.
+                let replace = match (*tx.borrow(), stop) {
+                    (None, _) => true,
+                    (Some(Stop::Delete { grace: old }), Stop::Delete { grace: new }) => new < old,
+                    _ => false,
+                };
+                if replace {
+                    let _ = tx.send(Some(stop));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.pods.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// An RFC 3339 timestamp with second precision, as Kubernetes writes them.
+pub fn now() -> String {
+    let t = k8s_openapi::jiff::Timestamp::now();
+    format!("{t:.0}")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(args.state_dir.join("logs"))
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let state_dir = args
+        .state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
+    for m in &args.images {
+        anyhow::ensure!(
+            m.binary.is_file(),
+            "--image {}: {} is not a file",
+            m.repository,
+            m.binary.display()
+        );
+    }
+
+    anyhow::ensure!(
+        args.ip_range.is_loopback(),
+        "--ip-range must be inside 127.0.0.0/8"
+    );
+    anyhow::ensure!(
+        args.ip_range.same_size(&args.advertise_range),
+        "--advertise-range must be as large as --ip-range"
+    );
+    let config = kube::Config::infer()
+        .await
+        .context("no Kubernetes config")?;
+    let api_url = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let api_host = config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
+    let api_port = config.cluster_url.port_u16().unwrap_or(443);
+    let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
+
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        node: args.node_name.clone(),
+        state_dir,
+        images: args.images.clone(),
+        api_url,
+        api_host,
+        api_port,
+        pool: Mutex::new(IpPool::new(args.ip_range.clone())),
+        ip_range: args.ip_range.clone(),
+        advertise_range: args.advertise_range.clone(),
+        pods: Mutex::new(HashMap::new()),
+        idle: Notify::new(),
+    });
+
+    register_node(&ctx).await?;
+    tokio::spawn(heartbeat(ctx.clone()));
+
+    let (reader, writer) = reflector::store::<Pod>();
+    let changed = Arc::new(Notify::new());
+    let events = {
+        let ctx = ctx.clone();
+        let changed = changed.clone();
+        let pods: Api<Pod> = Api::all(client.clone());
+        async move {
+            let stream =
+                reflector(writer, watcher(pods, watcher::Config::default())).default_backoff();
+            futures_util::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Delete(pod)) => {
+                        // Gone from the API (force-deleted): kill at once.
+                        if let Some(uid) = pod.metadata.uid.as_deref() {
+                            ctx.stop(uid, Stop::Delete { grace: 0 });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pod watch error"),
+                }
+                changed.notify_one();
+            }
+        }
+    };
+    tokio::spawn(events);
+    reader
+        .wait_until_ready()
+        .await
+        .context("pod watch never became ready")?;
+    info!(node = %ctx.node, "pod runner ready");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+        for pod in reader.state() {
+            sync(&ctx, &args, &pod).await;
+        }
+    }
+
+    info!(
+        pods = ctx.running(),
+        "shutting down: stopping every pod process"
+    );
+    let uids: Vec<String> = ctx
+        .pods
+        .lock()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    for uid in uids {
+        ctx.stop(&uid, Stop::Shutdown);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while ctx.running() > 0 && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(200), ctx.idle.notified()).await;
+    }
+    info!(left = ctx.running(), "pod runner stopped");
+    Ok(())
+}
+
+/// Brings one pod closer to what it should be on this node.
+async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
+    let (Some(ns), Some(name), Some(uid)) = (
+        pod.metadata.namespace.as_deref(),
+        pod.metadata.name.as_deref(),
+        pod.metadata.uid.as_deref(),
+    ) else {
+        return;
+    };
+    let Some(spec) = pod.spec.as_ref() else {
+        return;
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+
+    let Some(node) = spec.node_name.as_deref() else {
+        let scheduler = spec
+            .scheduler_name
+            .as_deref()
+            .unwrap_or("default-scheduler");
+        if !args.no_bind && !deleting && scheduler == args.scheduler_name {
+            match runnable(ctx, pod) {
+                Ok(()) => bind(ctx, &api, name, uid).await,
+                Err(why) => unschedulable(&api, pod, name, &why).await,
+            }
+        }
+        return;
+    };
+    if node != ctx.node {
+        return;
+    }
+    if deleting {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(spec.termination_grace_period_seconds)
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or(30);
+        if !ctx.stop(uid, Stop::Delete { grace }) {
+            // Nothing runs for it: finish the deletion as a kubelet does.
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(name, &dp).await {
+                Ok(_) => info!(namespace = ns, pod = name, "pod removed"),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => warn!(namespace = ns, pod = name, error = %e, "cannot remove pod"),
+            }
+        }
+        return;
+    }
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return;
+    }
+    let Ok(mut pods) = ctx.pods.lock() else {
+        return;
+    };
+    if pods.contains_key(uid) {
+        return;
+    }
+    let ports: Vec<u16> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    let ip = ctx.pool.lock().ok().and_then(|mut pool| {
+        pool.allocate(|ip| {
+            ports
+                .iter()
+                .all(|&port| std::net::TcpListener::bind((ip, port)).is_ok())
+        })
+    });
+    let Some(ip) = ip else {
+        warn!(
+            namespace = ns,
+            pod = name,
+            "no free address left in the pod range"
+        );
+        return;
+    };
+    let Some(api_ip) = ctx.ip_range.translate(ip, &ctx.advertise_range) else {
+        warn!(namespace = ns, pod = name, %ip, "address outside the pod range");
+        return;
+    };
+    let (tx, rx) = watch::channel(None);
+    pods.insert(uid.to_string(), tx);
+    drop(pods);
+    let addrs = pod::Addrs {
+        loopback: ip,
+        api: api_ip,
+    };
+    tokio::spawn(pod::run(ctx.clone(), pod.clone(), addrs, rx));
+}
+
+/// Whether this runner can run the pod (so that it binds it): one container of a known image.
+fn runnable(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
+    let spec = pod.spec.as_ref().ok_or("no spec")?;
+    if spec.containers.len() != 1 {
+        return Err("the pod runner runs single-container pods only".into());
+    }
+    let image = spec.containers[0].image.as_deref().unwrap_or_default();
+    plan::binary_for(&ctx.images, image)
+        .map(|_| ())
+        .ok_or_else(|| format!("no pod runner binary for image {image:?}"))
+}
+
+/// What kube-scheduler reports for a pod it cannot place, once.
+async fn unschedulable(api: &Api<Pod>, pod: &Pod, name: &str, why: &str) {
+    let message = format!("0/1 nodes are available: {why}");
+    let already = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "PodScheduled" && c.message.as_deref() == Some(message.as_str())
+            })
+        });
+    if already {
+        return;
+    }
+    info!(pod = name, reason = why, "pod left unscheduled");
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastTransitionTime": now(),
+    }]}});
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        warn!(pod = name, error = %e, "cannot mark pod unschedulable");
+    }
+}
+
+/// The scheduler's part: bind a pending pod to this node.
+async fn bind(ctx: &Ctx, api: &Api<Pod>, name: &str, uid: &str) {
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "uid": uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": ctx.node},
+    });
+    match api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => info!(pod = name, node = %ctx.node, "pod bound"),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+            debug!(pod = name, reason = %s.message, "binding skipped")
+        }
+        Err(e) => warn!(pod = name, error = %e, "cannot bind pod"),
+    }
+}
+
+fn node_status() -> serde_json::Value {
+    let t = now();
+    let resources =
+        json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "10Gi"});
+    json!({
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "PodRunnerReady",
+            "message": "roomcast-pod-runner is running pods as local processes",
+            "lastHeartbeatTime": t, "lastTransitionTime": t,
+        }],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "nodeInfo": {
+            "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+            "osImage": "roomcast-pod-runner", "containerRuntimeVersion": "roomcast-pod-runner://0",
+            "kubeletVersion": "v0.0.0-roomcast-pod-runner", "kubeProxyVersion": "",
+            "operatingSystem": "linux", "architecture": "amd64",
+        },
+    })
+}
+
+/// Creates (or takes over) the Node object and marks it Ready.
+async fn register_node(ctx: &Ctx) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": ctx.node, "labels": {
+            "kubernetes.io/hostname": ctx.node,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "roomcast.dev/pod-runner": "true",
+        }},
+    }))
+    .context("node object")?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => info!(node = %ctx.node, "node registered"),
+        Err(kube::Error::Api(s)) if s.code == 409 => info!(node = %ctx.node, "node exists"),
+        Err(e) => return Err(e).context("cannot register the node"),
+    }
+    nodes
+        .patch_status(
+            &ctx.node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": node_status()})),
+        )
+        .await
+        .context("cannot set the node status")?;
+    Ok(())
+}
+
+async fn heartbeat(ctx: Arc<Ctx>) {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    loop {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        if let Err(e) = nodes
+            .patch_status(
+                &ctx.node,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": node_status()})),
+            )
+            .await
+        {
+            warn!(node = %ctx.node, error = %e, "node heartbeat failed");
+        }
+    }
+}
