@@ -16,7 +16,7 @@ run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
 
 # The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
-test: lint test-rust test-dataplane-js test-operator test-discovery
+test: lint test-rust test-dataplane-js test-operator test-discovery test-e2e
 
 lint:
 	cargo fmt --all -- --check
