@@ -110,6 +110,15 @@ if [[ " $SERVERS " == *" node "* ]]; then
   log "installing Node peer (npm ci)"
   (cd bench/node && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
+if [[ " $SERVERS " == *" node "* && " $SCENARIOS " == *" cluster "* ]] && ! command -v redis-server >/dev/null; then
+  # socket.io's multi-node setup needs Redis: Debian's package, installed once.
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing redis-server (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  fi
+  command -v redis-server >/dev/null || { echo "the cluster scenario needs redis-server for Node (apt-get install redis-server)" >&2; exit 1; }
+fi
 
 # ---- helpers ----------------------------------------------------------------------------------
 rss_kib() { awk -v k="${2:-VmRSS:}" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -403,59 +412,91 @@ scenario_peer() {
 }
 
 # ---- scenario: a room broadcast across 3 nodes -------------------------------------------------
-# Three Roomcast nodes on 127.0.0.51-.53 (one cluster, static members, all on the server CPU).
-# CLUSTER_SUBS subscribers of one room on node 1 and as many on node 2; the publisher on node 0
-# emits CLUSTER_RATE events per second, relayed to the room: each event crosses two peer links
-# (one copy per destination node) and reaches every subscriber. Publish-to-receive latency and
-# deliveries per CPU-second of the three nodes together.
+# Three nodes of one server (all on the server CPU): a Roomcast cluster (127.0.0.51-.53, static
+# members, peer links), and Node socket.io with the official Redis adapter (127.0.0.61-.63 and a
+# redis-server on 127.0.0.60, Debian's package). CLUSTER_SUBS subscribers of one room on node 1
+# and as many on node 2; the publisher on node 0 emits CLUSTER_RATE events per second, relayed to
+# the room on the other nodes. Publish-to-receive latency, and deliveries per CPU-second of all
+# the server processes together (Redis included).
 CLUSTER_TSV="$RESULTS/cluster.tsv"
+# cluster_start NAME -> CL_PIDS (server processes, for CPU), CL_HOSTS (node 0, 1, 2), CL_PORT
+cluster_start() {
+  local name=$1 i ip members="" peer=17200
+  CL_PIDS=(); CL_HOSTS=(); CL_PORT=3300
+  case "$name" in
+    roomcast)
+      for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
+      for i in 0 1 2; do
+        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip")
+        taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
+          --peer-listen "$ip:$peer" --members "${members%,}" >"$RESULTS/cluster.roomcast-$i.out" 2>"$RESULTS/cluster.roomcast-$i.err" &
+        CL_PIDS+=("$!"); PIDS+=("$!")
+      done
+      ;;
+    node)
+      command -v redis-server >/dev/null || { echo "redis-server is needed for the node cluster (apt-get install redis-server)" >&2; exit 1; }
+      taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.60 --port 6390 --save "" --appendonly no \
+        >"$RESULTS/cluster.redis.out" 2>&1 &
+      CL_PIDS+=("$!"); PIDS+=("$!")
+      for _ in $(seq 50); do grep -q "Ready to accept" "$RESULTS/cluster.redis.out" 2>/dev/null && break; sleep 0.1; done
+      for i in 0 1 2; do
+        ip="127.0.0.$(( 61 + i ))"; CL_HOSTS+=("$ip")
+        BENCH_REDIS_URL="redis://127.0.0.60:6390" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$CL_PORT" "$ip" \
+          >"$RESULTS/cluster.node-$i.out" 2>"$RESULTS/cluster.node-$i.err" &
+        CL_PIDS+=("$!"); PIDS+=("$!")
+      done
+      ;;
+    *) return 1 ;;
+  esac
+  for i in 0 1 2; do
+    local out="$RESULTS/cluster.$name-$i.out"
+    for _ in $(seq 100); do grep -q "listening on" "$out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening on" "$out" || { echo "cluster/$name node $i did not start:" >&2; tail -5 "${out%.out}.err" >&2; exit 1; }
+  done
+  sleep 2 # peer links / adapter subscriptions up
+}
+
 scenario_cluster() {
-  printf 'subscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
-  local members="" i ip pids=() outs=() gens=() port=3300 peer=17200
-  for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
-  members=${members%,}
-  for i in 0 1 2; do
-    ip="127.0.0.$(( 51 + i ))"
-    taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$port" \
-      --peer-listen "$ip:$peer" --members "$members" >"$RESULTS/cluster.hub-$i.out" 2>"$RESULTS/cluster.hub-$i.err" &
-    pids+=("$!"); PIDS+=("$!")
+  printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
+  local name k=0 i ips
+  for name in $SERVERS; do
+    [[ $name == roomcast || $name == node ]] || continue
+    k=$(( k + 1 ))
+    cluster_start "$name"
+    log "cluster/$name: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
+    local outs=() gens=()
+    for i in 1 2; do
+      if [[ $name == roomcast ]]; then ips=$(source_ips 200 $(( 3 + i ))); else ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0); fi
+      GEN_HOST="${CL_HOSTS[$i]}" start_generators subscribe "$name" "cluster$i" "$CL_PORT" "$CLUSTER_SUBS" \
+        "$ips" $(( FANOUT_SECS + 300 )) --join bench-room
+      outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
+    done
+    GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
+    local connected pub_out cpu0=0 cpu1=0 p sent received merged
+    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+    sleep 2
+    for p in "${CL_PIDS[@]}"; do cpu0=$(( cpu0 + $(cpu_ticks "$p") )); done
+    pub_out="$RESULTS/cluster.$name.publisher.out"
+    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${CL_HOSTS[0]}:$CL_PORT" --room bench-room \
+      --source-ips "127.0.0.$(( 200 + k ))" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
+      >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+    for p in "${CL_PIDS[@]}"; do wait_quiet "$p" 60; done
+    for p in "${CL_PIDS[@]}"; do cpu1=$(( cpu1 + $(cpu_ticks "$p") )); done
+    stop_generators
+    for p in "${CL_PIDS[@]}"; do stop_pid "$p"; done
+    sent=$(sum_field DONE sent "$pub_out")
+    received=$(sum_field DONE events "${GEN_OUTS[@]}")
+    merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+    echo "$merged" >"$RESULTS/cluster.$name.latency.json"
+    awk -v name="$name" -v subs="$(( 2 * CLUSTER_SUBS ))" -v conn="$connected" -v rate="$CLUSTER_RATE" -v dur="$FANOUT_SECS" -v sent="$sent" \
+        -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" -v j="$merged" \
+        'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+        BEGIN {
+          cpu = (c1 - c0) / tck; dpc = cpu > 0 ? recv / cpu : 0
+          printf "%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n", name, subs, conn, rate, dur, sent, sent * conn, recv, cpu, dpc, f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
+        }' >>"$CLUSTER_TSV"
+    log "cluster/$name: $(tail -1 "$CLUSTER_TSV" | cut -f2- | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
   done
-  for i in 0 1 2; do
-    for _ in $(seq 100); do grep -q "peer listening" "$RESULTS/cluster.hub-$i.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q "peer listening" "$RESULTS/cluster.hub-$i.out" || { echo "cluster node $i did not start:" >&2; tail -5 "$RESULTS/cluster.hub-$i.err" >&2; exit 1; }
-  done
-  sleep 2 # links up (heartbeat-timed dial backoff starts at 100 ms)
-  log "cluster: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
-  for i in 1 2; do
-    GEN_HOST="127.0.0.$(( 51 + i ))" start_generators subscribe roomcast "cluster$i" "$port" "$CLUSTER_SUBS" \
-      "$(source_ips 200 $(( 3 + i )))" $(( FANOUT_SECS + 300 )) --join bench-room
-    outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
-  done
-  GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
-  local connected pub_out cpu0=0 cpu1=0 p sent received merged
-  connected=$(sum_field READY connected "${GEN_OUTS[@]}")
-  sleep 2
-  for p in "${pids[@]}"; do cpu0=$(( cpu0 + $(cpu_ticks "$p") )); done
-  pub_out="$RESULTS/cluster.publisher.out"
-  taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.51:$port" --room bench-room \
-    --source-ips "127.0.0.201" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
-    >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
-  for p in "${pids[@]}"; do wait_quiet "$p" 60; done
-  for p in "${pids[@]}"; do cpu1=$(( cpu1 + $(cpu_ticks "$p") )); done
-  stop_generators
-  for p in "${pids[@]}"; do stop_pid "$p"; done
-  sent=$(sum_field DONE sent "$pub_out")
-  received=$(sum_field DONE events "${GEN_OUTS[@]}")
-  merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
-  echo "$merged" >"$RESULTS/cluster.latency.json"
-  awk -v subs="$(( 2 * CLUSTER_SUBS ))" -v conn="$connected" -v rate="$CLUSTER_RATE" -v dur="$FANOUT_SECS" -v sent="$sent" \
-      -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" -v j="$merged" \
-      'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
-      BEGIN {
-        cpu = (c1 - c0) / tck; dpc = cpu > 0 ? recv / cpu : 0
-        printf "%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n", subs, conn, rate, dur, sent, sent * conn, recv, cpu, dpc, f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
-      }' >>"$CLUSTER_TSV"
-  log "cluster: $(tail -1 "$CLUSTER_TSV" | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
 }
 
 for scenario in $SCENARIOS; do
@@ -626,22 +667,28 @@ report_peer() {
   echo
 }
 report_cluster() {
-  echo "## A room broadcast across 3 nodes"
+  echo "## A room broadcast across 3 nodes (Roomcast cluster vs socket.io + Redis adapter)"
   echo
-  awk -F'\t' 'NR > 1 {
-      printf "- **p50 %.2f ms, p99 %.2f ms** from the publisher on node 0 to %d subscribers on nodes 1 and 2, at %s events/s (%d deliveries per second); target p99 < 5 ms: **%s**.\n", $10 / 1000, $11 / 1000, $2, $3, $2 * $3, ($11 < 5000 ? "met" : "missed")
-      printf "- %d of %d deliveries arrived; %.0f deliveries per CPU-second of the three nodes together.\n", $7, $6, $9
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { p50[$1] = $11; p99[$1] = $12; dpc[$1] = $10; subs = $2; rate = $4; seen[$1] = 1 }
+    END {
+      if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
+      printf "- **Roomcast: p50 %.2f ms, p99 %.2f ms**, %.0f deliveries per CPU-second of the 3 nodes", p50["roomcast"] / 1000, p99["roomcast"] / 1000, dpc["roomcast"]
+      if ("node" in seen) printf "; Node socket.io + Redis adapter: p50 %.2f ms, p99 %.2f ms, %.0f deliveries per CPU-second with Redis (%s)", p50["node"] / 1000, p99["node"] / 1000, dpc["node"], more(dpc["roomcast"], dpc["node"])
+      printf ". %d subscribers on nodes 1 and 2, %s events/s from node 0. Target p99 < 5 ms: **%s**.\n", subs, rate, (p99["roomcast"] < 5000 ? "met" : "missed")
     }' "$CLUSTER_TSV"
   echo
-  echo "| subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of 3 nodes | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-  awk -F'\t' 'NR > 1 { printf "| %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 / 1000, $11 / 1000, $12 / 1000, $13 / 1000 }' "$CLUSTER_TSV"
+  echo "| server | subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of the servers | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", ($1 == "node" ? "node + redis" : $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$CLUSTER_TSV"
   echo
-  echo "How it is measured: three \`roomcast-dataplane\` nodes on 127.0.0.51-.53 (static members, the built-in relay"
-  echo "app), all pinned to CPU $SERVER_CPU; ${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients of one room on node 1 and as many on node 2,"
-  echo "a \`roomcast-bench publish\` client on node 0, all generators on CPU $GEN_CPU. Every event goes once over each of the two"
-  echo "peer links and is delivered by nodes 1 and 2 to their members. Latency is publish-to-receive on \`CLOCK_MONOTONIC\`."
-  echo "Three servers share one core here, so this measures the whole path under contention, not a node alone."
+  echo "How it is measured: three nodes of each server, all pinned to CPU $SERVER_CPU: \`roomcast-dataplane\` on 127.0.0.51-.53"
+  echo "(static members, the built-in relay app; each event crosses each of the two peer links once), and"
+  echo "\`bench/node/server.mjs\` on 127.0.0.61-.63 with \`@socket.io/redis-adapter\` 8 and a \`redis-server\` (Debian) on"
+  echo "127.0.0.60 (each event is published to Redis and received by every node). ${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients"
+  echo "of one room on node 1 and as many on node 2, a \`roomcast-bench publish\` client on node 0, generators on CPU $GEN_CPU."
+  echo "Server CPU sums every server process (Redis included). Latency is publish-to-receive on \`CLOCK_MONOTONIC\`."
+  echo "Several servers share one core here, so this measures the whole path under contention, not one node alone."
   echo
 }
 # ---- plots (gnuplot, when available) ---------------------------------------------------------

@@ -3,13 +3,18 @@
 //   join(room, ack?)  -> the socket joins room; ack({ ok: true })
 //   any other event   -> relayed with its arguments to every other socket in the sender's
 //                        rooms (the whole namespace when it joined none); ack({ ok: true })
-// Usage: node server.mjs [PORT]   (default 3001). Listens on 127.0.0.1 only and prints
-// "listening on http://127.0.0.1:PORT" once ready. Heartbeats: socket.io defaults
+// Usage: node server.mjs [PORT] [HOST]   (default 3001, 127.0.0.1; HOST must be a loopback
+// address). Prints "listening on http://HOST:PORT" once ready. Heartbeats: socket.io defaults
 // (pingInterval 25 s, pingTimeout 20 s) unless BENCH_PING_INTERVAL_MS is set.
+// With BENCH_REDIS_URL (e.g. redis://127.0.0.1:6390) several of these processes form one
+// server through the official Redis adapter (@socket.io/redis-adapter, node-redis clients):
+// the multi-node setup socket.io users run, compared with a Roomcast cluster.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
 const port = Number(process.argv[2] ?? 3001);
+const host = process.argv[3] ?? "127.0.0.1";
+if (!host.startsWith("127.")) throw new Error(`${host} is not a loopback address`);
 const httpServer = createServer();
 // BENCH_PING_INTERVAL_MS only shortens heartbeats for smoke runs; benchmarks use the default.
 const pingInterval = Number(process.env.BENCH_PING_INTERVAL_MS ?? 25000);
@@ -18,6 +23,15 @@ const io = new Server(httpServer, {
   serveClient: false,
   pingInterval,
 });
+
+if (process.env.BENCH_REDIS_URL) {
+  const { createClient } = await import("redis");
+  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const pub = createClient({ url: process.env.BENCH_REDIS_URL });
+  const sub = pub.duplicate();
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub));
+}
 
 io.on("connection", (socket) => {
   socket.on("join", (room, ack) => {
@@ -34,8 +48,8 @@ io.on("connection", (socket) => {
   });
 });
 
-httpServer.listen(port, "127.0.0.1", () => {
-  console.log(`listening on http://127.0.0.1:${port}`);
+httpServer.listen(port, host, () => {
+  console.log(`listening on http://${host}:${port}`);
 });
 
 const stop = () => {
