@@ -8,6 +8,7 @@
 #
 #   e2e/control-plane.sh start STATE_DIR   # prints nothing; writes STATE_DIR/admin.kubeconfig
 #   e2e/control-plane.sh stop STATE_DIR
+#   e2e/control-plane.sh kubeconfig STATE_DIR FILE TOKEN USER NAMESPACE   # a token kubeconfig
 #
 # Binaries come from e2e/build-control-plane.sh (cached). Logs: STATE_DIR/logs/*.log
 set -euo pipefail
@@ -20,6 +21,28 @@ log() { echo "[control-plane] $*" >&2; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# kubeconfig FILE TOKEN USER NAMESPACE: a kubeconfig for this control plane (its api-port
+# and CA under $state) that authenticates with a bearer token.
+kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://127.0.0.1:$(cat "$state/api-port")
+    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
+users:
+- name: $3
+  user:
+    token: $2
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: $3, namespace: $4}
+current-context: e2e
+EOF
 }
 
 stop() {
@@ -79,27 +102,8 @@ EOF
   etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"
   echo "$api_port" >"$state/api-port"
 
-  kubeconfig() { # file token user
-    cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
-users:
-- name: $3
-  user:
-    token: $2
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: $3, namespace: default}
-current-context: e2e
-EOF
-  }
-  kubeconfig "$state/admin.kubeconfig" "$admin_token" admin
-  kubeconfig "$state/kcm.kubeconfig" "$kcm_token" kcm
+  kubeconfig "$state/admin.kubeconfig" "$admin_token" admin default
+  kubeconfig "$state/kcm.kubeconfig" "$kcm_token" kcm default
   echo "$admin_token" >"$state/admin-token"
 
   # --- etcd ----------------------------------------------------------------------------
@@ -150,5 +154,6 @@ EOF
 case "$cmd" in
   start) start || { stop; exit 1; } ;;
   stop) stop ;;
-  *) echo "usage: control-plane.sh start|stop STATE_DIR" >&2; exit 2 ;;
+  kubeconfig) kubeconfig "${3:?kubeconfig needs FILE TOKEN USER NAMESPACE}" "${4:?token}" "${5:?user}" "${6:?namespace}" ;;
+  *) echo "usage: control-plane.sh start|stop STATE_DIR | kubeconfig STATE_DIR FILE TOKEN USER NAMESPACE" >&2; exit 2 ;;
 esac

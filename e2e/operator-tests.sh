@@ -46,24 +46,7 @@ fi
 
 # The operator under test runs as the chart's ServiceAccount.
 token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
-api_port="$(cat "$state/api-port")"
-cat >"$state/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
-users:
-- name: roomcast-operator
-  user:
-    token: $token
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: roomcast-operator, namespace: $release_ns}
-current-context: e2e
-EOF
+bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$token" roomcast-operator "$release_ns"
 # Least privilege, checked: the operator may not list Secrets nor touch Pods.
 for denied in "list secrets" "watch secrets" "patch pods" "delete statefulsets"; do
   # shellcheck disable=SC2086

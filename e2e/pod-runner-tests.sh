@@ -109,24 +109,7 @@ release_ns=roomcast-system
 "$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s >/dev/null
 
 token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
-api_port="$(cat "$state/api-port")"
-cat >"$state/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
-users:
-- name: roomcast-operator
-  user:
-    token: $token
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: roomcast-operator, namespace: $release_ns}
-current-context: e2e
-EOF
+bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$token" roomcast-operator "$release_ns"
 
 KUBECONFIG="$state/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
   "$target/roomcast-operator" run --leader-elect=false --metrics-addr 127.0.0.1:0 \

@@ -142,14 +142,10 @@ impl HubApp {
                     if let Err(error) = socket.join(room) {
                         return refuse(event.ack, "limit", &error.to_string());
                     }
-                    // The ack means "joined": in a cluster, once every node knows it, so a
-                    // message sent next from any node reaches this socket.
-                    let propagated = socket.namespace().rooms_propagated();
                     let responder = event.ack;
-                    tokio::spawn(async move {
-                        propagated.await;
-                        ack(responder, vec![json!({ "ok": true })]);
-                    });
+                    socket
+                        .namespace()
+                        .when_rooms_propagated(move || ack(responder, vec![json!({ "ok": true })]));
                     return;
                 }
                 socket.leave(room);

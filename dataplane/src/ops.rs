@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::socketio::{Hub, Namespace, Payload, Selector, Socket};
+use crate::socketio::{BroadcastAcks, Hub, Namespace, Payload, Selector, Socket};
 
 /// Errors of hub operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +44,26 @@ pub struct EmitOutcome {
     /// With acks: true when some recipients did not answer in time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timed_out: Option<bool>,
+}
+
+impl From<BroadcastAcks> for EmitOutcome {
+    /// The outcome of an emit with acks on one node's sockets.
+    fn from(acks: BroadcastAcks) -> Self {
+        EmitOutcome {
+            recipients: acks.expected,
+            acks: Some(
+                acks.replies
+                    .into_iter()
+                    .map(|r| AckView {
+                        socket_id: r.socket_id.to_string(),
+                        args: r.payload.args,
+                        attachments: r.payload.attachments,
+                    })
+                    .collect(),
+            ),
+            timed_out: Some(acks.timed_out),
+        }
+    }
 }
 
 /// One ack reply. Binary values in `args` are `{"_placeholder":true,"num":N}` objects that
@@ -246,52 +266,34 @@ pub fn socket_info(socket: &Socket) -> SocketInfo {
 impl HubOps for LocalOps {
     async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError> {
         validate_emit(&request)?;
-        let Some(ns) = self.namespace(nsp)? else {
+        let ns = self.namespace(nsp)?;
+        let Some(timeout) = request.ack_timeout else {
+            // Through the hub: in a cluster the event also goes to the other nodes, even when
+            // no client opened `nsp` on this one.
+            let recipients = self.hub.broadcast(
+                nsp,
+                &request.selector,
+                &request.event,
+                &request.payload,
+                request.volatile,
+            );
             return Ok(EmitOutcome {
-                recipients: 0,
-                acks: request.ack_timeout.map(|_| Vec::new()),
-                timed_out: request.ack_timeout.map(|_| false),
+                recipients,
+                acks: None,
+                timed_out: None,
             });
         };
-        match request.ack_timeout {
-            None => {
-                let recipients = ns.broadcast(
-                    &request.selector,
-                    &request.event,
-                    &request.payload,
-                    request.volatile,
-                );
-                Ok(EmitOutcome {
-                    recipients,
-                    acks: None,
-                    timed_out: None,
-                })
-            }
-            Some(timeout) => {
-                let acks = ns
-                    .broadcast_with_ack(
-                        &request.selector,
-                        &request.event,
-                        &request.payload,
-                        timeout,
-                    )
-                    .await;
-                Ok(EmitOutcome {
-                    recipients: acks.expected,
-                    acks: Some(
-                        acks.replies
-                            .into_iter()
-                            .map(|r| AckView {
-                                socket_id: r.socket_id.to_string(),
-                                args: r.payload.args,
-                                attachments: r.payload.attachments,
-                            })
-                            .collect(),
-                    ),
-                    timed_out: Some(acks.timed_out),
-                })
-            }
-        }
+        let Some(ns) = ns else {
+            return Ok(EmitOutcome {
+                recipients: 0,
+                acks: Some(Vec::new()),
+                timed_out: Some(false),
+            });
+        };
+        let acks = ns
+            .broadcast_with_ack(&request.selector, &request.event, &request.payload, timeout)
+            .await;
+        Ok(acks.into())
     }
 
     async fn sockets_join(

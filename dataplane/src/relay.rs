@@ -30,12 +30,9 @@ impl Handler for Relay {
                 if socket.join(&room).is_err() {
                     return reply(event, json!({ "ok": false }));
                 }
-                // Acked once every node of a cluster knows of the join (at once alone).
-                let propagated = socket.namespace().rooms_propagated();
-                tokio::spawn(async move {
-                    propagated.await;
-                    reply(event, json!({ "ok": true }));
-                });
+                socket
+                    .namespace()
+                    .when_rooms_propagated(move || reply(event, json!({ "ok": true })));
             }
             ("leave", Some(room)) => {
                 socket.leave(&room);

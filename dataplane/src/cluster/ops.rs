@@ -75,18 +75,8 @@ impl HubOps for ClusterOps {
             let (here, (replies, missing)) = tokio::join!(here, ask);
             return Ok(queries::merge_outcomes(here?, replies, missing));
         }
-        let recipients = self.hub.broadcast(
-            nsp,
-            &request.selector,
-            &request.event,
-            &request.payload,
-            request.volatile,
-        );
-        Ok(EmitOutcome {
-            recipients,
-            acks: None,
-            timed_out: None,
-        })
+        // Without acks the local emit already reaches every node (through the hub's fan-out).
+        self.local.emit(nsp, request).await
     }
 
     async fn sockets_join(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::peer::Answer;
 use super::proto::{self as pb, message::Kind, request::Query};
-use crate::ops::{socket_info, AckView, EmitOutcome, RoomInfo, SocketInfo};
+use crate::ops::{socket_info, EmitOutcome, RoomInfo, SocketInfo};
 use crate::socketio::{Hub, Payload, Selector};
 
 /// The request for the sockets `selector` picks in `nsp`.
@@ -139,20 +139,7 @@ async fn emit_here(hub: &Hub, q: pb::EmitWithAck) -> EmitOutcome {
             Duration::from_millis(q.timeout_ms),
         )
         .await;
-    EmitOutcome {
-        recipients: acks.expected,
-        acks: Some(
-            acks.replies
-                .into_iter()
-                .map(|r| AckView {
-                    socket_id: r.socket_id.to_string(),
-                    args: r.payload.args,
-                    attachments: r.payload.attachments,
-                })
-                .collect(),
-        ),
-        timed_out: Some(acks.timed_out),
-    }
+    acks.into()
 }
 
 /// Adds peers' outcomes of an emit with acks to this node's.
@@ -208,6 +195,7 @@ pub fn merge_rooms(lists: impl IntoIterator<Item = RoomInfo>) -> Vec<RoomInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::AckView;
 
     fn room(name: &str, members: usize) -> RoomInfo {
         RoomInfo {

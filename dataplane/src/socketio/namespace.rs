@@ -259,12 +259,19 @@ impl Namespace {
         out
     }
 
-    /// Resolves once every other node of the cluster has heard of this node's room changes
-    /// so far (at once for a single node). See [`Fanout::rooms_propagated`].
-    pub fn rooms_propagated(&self) -> futures_util::future::BoxFuture<'static, ()> {
+    /// Runs `then` once every other node of the cluster has heard of this node's room changes
+    /// so far (see [`Fanout::rooms_propagated`]): at once, on the caller's task, for a single
+    /// node. What acks a join, so "joined" means joined everywhere.
+    pub fn when_rooms_propagated(&self, then: impl FnOnce() + Send + 'static) {
         match self.fanout.get() {
-            Some(fanout) => fanout.rooms_propagated(),
-            None => Box::pin(std::future::ready(())),
+            Some(fanout) => {
+                let propagated = fanout.rooms_propagated();
+                tokio::spawn(async move {
+                    propagated.await;
+                    then();
+                });
+            }
+            None => then(),
         }
     }
 
