@@ -1,46 +1,68 @@
 #!/usr/bin/env bash
-# Full-path tier (`make test-e2e`): operator, real controllers and data-plane pods together.
+# Full-path tier (`make test-e2e`): operator, real controllers, data-plane pods and the example
+# app together.
 #
-# Starts the local control plane (e2e/lib.sh), installs the chart, runs the operator as a local
-# process with the chart ServiceAccount's token (as e2e/operator-tests.sh does) and the pod
-# runner (e2e/pod-runner: binds pods to its Node and runs each as a roomcast-dataplane process
-# on its own 127.0.50.x address). Then, with a 3-replica SocketIOHub:
-#   - 3 pods Running and Ready, distinct loopback IPs; the hub Service's EndpointSlices list
-#     exactly those 3 ready endpoints (by their stand-in pod IPs: the API refuses loopback ones,
-#     see e2e/README.md); a real socket.io-client connects to every pod;
+# Builds what it needs, then runs in a network namespace of its own (unshare --net), where the
+# pod block 10.244.0.0/24 is routed locally: the pod runner (e2e/pod-runner) runs each hub pod
+# as a roomcast-dataplane process on its own pod IP, the API shows those IPs, and the hub pods
+# find and reach each other through the real EndpointSlices. Nothing leaves the namespace.
+# In it: the local control plane (e2e/lib.sh), the chart, the operator as a local process with
+# the chart ServiceAccount's token (as e2e/operator-tests.sh does), the runner, the example chat
+# app (examples/chat-app) as the hub's upstream, and e2e/scenarios/service-proxy.mjs standing in
+# for the hub's client and management Services (round robin over their ready endpoints).
+# Then, with examples/chat-app/k8s/hub.yaml (3 replicas):
+#   - 3 pods Running and Ready on distinct pod IPs; the client Service's EndpointSlices list
+#     exactly those; a real socket.io-client connects to every pod;
 #   - kill -9 of a pod's process: restarted, restartCount 1;
 #   - pods with an image the runner has no binary for: unscheduled, or Failed if bound anyway;
-#   - delete pod hub-1: its process is gone, the StatefulSet recreates it, it is Ready again;
-#   - force-delete pod hub-2: its process is killed at once, the pod comes back;
-#   - scale the hub to 1: the other processes are gone;
-#   - delete the hub: everything is garbage-collected and no pod process is left.
-# Fails loudly (runner, operator, pod and control-plane logs) on the first failure.
-# KEEP_STATE=1 keeps the state dir.
+#   - delete pod chat-1: its process is gone, the StatefulSet recreates it, it is Ready again;
+#   - force-delete pod chat-2: its process is killed at once, the pod comes back;
+#   - the scenarios of e2e/scenarios/run.mjs, shared with kind: chat in rooms across pods,
+#     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion; the
+#     processes of removed pods are gone;
+#   - delete the hub (run.mjs delete-hub): everything is garbage-collected and no pod process is
+#     left.
+# Fails loudly (runner, operator, app, pod and control-plane logs) on the first failure.
+# KEEP_STATE=1 keeps the state dir; E2E_TIME_SCALE=N multiplies the scenarios' timeouts.
 set -euo pipefail
 tier=pod-runner-tests
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-control_plane_binaries
+pod_range=10.244.0.0/24
+if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
+  control_plane_binaries
+  # socket.io-client from the data plane's JS tests' lockfile (same stamp as their run.sh), and
+  # the example app's packages.
+  command -v node >/dev/null || { log "node (>= 20) is required"; exit 1; }
+  for dir in dataplane/tests/js examples/chat-app; do
+    (
+      cd "$dir"
+      stamp=node_modules/.roomcast-lock.sha256
+      sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+      if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
+        npm ci --no-audit --no-fund --loglevel=error
+        echo "$sum" >"$stamp"
+      fi
+    )
+  done
+  t1=$SECONDS
+  run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
+  log "binaries built in $((SECONDS - t1))s"
+  # The rest needs no network but its own: pods get real IPs there without touching the host's.
+  unshare --net true 2>/dev/null || {
+    log "cannot create a network namespace (unshare --net needs root or CAP_SYS_ADMIN): this tier cannot run"
+    exit 1
+  }
+  log "entering a network namespace of its own"
+  exec unshare --net -- env ROOMCAST_E2E_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"
+fi
+ip link set lo up
+ip route add local "$pod_range" dev lo
+bin="$(bash e2e/build-control-plane.sh)" # cached by the run above
 kubectl="$bin/kubectl"
 helm="$bin/helm"
-
-# socket.io-client from the data plane's JS tests' lockfile (same stamp as their run.sh).
-command -v node >/dev/null || { log "node (>= 20) is required"; exit 1; }
-(
-  cd dataplane/tests/js
-  stamp=node_modules/.roomcast-lock.sha256
-  sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
-  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$sum" >"$stamp"
-  fi
-)
-
-t1=$SECONDS
-run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
-log "binaries built in $((SECONDS - t1))s"
 
 control_plane_start
 t_kcm=$SECONDS # kube-controller-manager started just before
@@ -73,6 +95,11 @@ tier_cleanup() {
   if [[ $rc -ne 0 ]]; then
     log "FAILED (exit $rc)"
     "$kubectl" get nodes,pods,statefulsets,endpointslices -A -o wide >&2 2>&1
+    for f in "$state"/logs/{chat-app,proxy-*}.log; do
+      [[ -f "$f" ]] || continue
+      echo "----- $(basename "$f") (last 30 lines)" >&2
+      tail -n 30 "$f" | cut -c1-400 >&2
+    done
     for f in "$runner_state"/logs/*.log; do
       [[ -f "$f" ]] || continue
       echo "----- pod log $(basename "$f") (last 40 lines)" >&2
@@ -116,8 +143,7 @@ KUBECONFIG="$state/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
   >"$state/logs/operator.log" 2>&1 &
 pids+=($!)
 
-"$target/roomcast-pod-runner" --state-dir "$runner_state" \
-  --ip-range 127.0.50.0/24 --advertise-range 239.0.50.0/24 \
+"$target/roomcast-pod-runner" --state-dir "$runner_state" --ip-range "$pod_range" \
   --image "roomcast/roomcast-dataplane=$target/roomcast-dataplane" \
   >"$state/logs/pod-runner.log" 2>&1 &
 pids+=($!)
@@ -128,13 +154,13 @@ node_ready() {
 wait_until 30 "runner Node registered and Ready" node_ready
 
 # --- helpers over the hub's pods ---------------------------------------------------------------
-hub=hub
+hub=chat # examples/chat-app/k8s/hub.yaml
 sel="roomcast.dev/hub=$hub"
-# Lines "NAME PHASE READY API-IP LOOPBACK-IP" of the hub's pods that are not terminating (a
-# terminating pod's line has a 6th field, its deletionTimestamp).
+# Lines "NAME PHASE READY POD-IP" of the hub's pods that are not terminating (a terminating
+# pod's line has a 5th field, its deletionTimestamp).
 pod_table() {
-  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP} {.metadata.annotations.roomcast\.dev/pod-runner-loopback-ip} {.metadata.deletionTimestamp}{"\n"}{end}' |
-    awk 'NF == 5'
+  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 4'
 }
 # True when exactly N hub pods exist and all are Running and Ready.
 pods_ready() {
@@ -154,39 +180,49 @@ ready_slice_ips() { # sorted addresses of the ready endpoints of the hub's clien
     -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | sort
 }
 pod_ips() { pod_table | awk '{print $4}' | sort; }
-loopback_ips() { pod_table | awk '{print $5}' | sort; }
 slices_match_pods() { [[ -n "$(pod_ips)" && "$(ready_slice_ips)" == "$(pod_ips)" ]]; }
 connect_all() {
   local urls=() ip
-  for ip in $(loopback_ips); do urls+=("http://$ip:3000"); done
+  for ip in $(pod_ips); do urls+=("http://$ip:3000"); done
   node e2e/pod-runner/connect.mjs "${urls[@]}" >&2 || fail "socket.io-client could not connect to every pod"
 }
+process_count() { # N: exactly N pod processes run
+  [[ "$(pod_processes | grep -c .)" -eq "$1" ]]
+}
+
+# --- the example app and the Service stand-ins ---------------------------------------------------
+webhook_secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+"$kubectl" create secret generic chat-app --from-literal=webhook-secret="$webhook_secret" >/dev/null
+start_proxy() { # SERVICE PORT-NAME LISTEN
+  node e2e/scenarios/service-proxy.mjs --service "$1" --port-name "$2" --listen "$3" --kubectl "$kubectl" \
+    >"$state/logs/proxy-$1.log" 2>&1 &
+  pids+=($!)
+}
+start_proxy "$hub" http 127.0.0.1:4000
+start_proxy "$hub-management" management 127.0.0.1:4001
 
 # --- 1. a 3-replica hub -----------------------------------------------------------------------
 t_hub=$SECONDS
-"$kubectl" apply -f - >/dev/null <<EOF
-apiVersion: roomcast.dev/v1alpha1
-kind: SocketIOHub
-metadata:
-  name: $hub
-  namespace: default
-spec:
-  replicas: 3
-EOF
+# The example hub, with the app at its local address instead of its in-cluster Service.
+sed 's#http://chat-app.default.svc:8080/#http://127.0.0.1:8080/#' examples/chat-app/k8s/hub.yaml |
+  "$kubectl" apply -f - >/dev/null
+mgmt_secret() { "$kubectl" get secret "$hub-management" -o jsonpath='{.data.token}' | grep -q .; }
+wait_until 30 "the operator generated the management token" mgmt_secret
+PORT=8080 HOST=127.0.0.1 ROOMCAST_API=http://127.0.0.1:4001 WEBHOOK_SECRET="$webhook_secret" \
+  ROOMCAST_TOKEN="$("$kubectl" get secret "$hub-management" -o jsonpath='{.data.token}' | base64 -d)" \
+  node examples/chat-app/server.mjs >"$state/logs/chat-app.log" 2>&1 &
+pids+=($!)
+app_up() { grep -q "chat-app listening" "$state/logs/chat-app.log"; }
+wait_until 20 "the example app is listening" app_up
+
 wait_until 120 "3 hub pods Running and Ready" pods_ready 3
 pod_table >&2
-# Each pod: a distinct loopback address its process listens on, and the stand-in the API shows
-# (the API refuses loopback addresses in EndpointSlices) with the same host part.
-ips="$(loopback_ips)"
-[[ "$(sort -u <<<"$ips" | grep -c .)" -eq 3 ]] || fail "loopback IPs are not 3 distinct addresses: $ips"
-if grep -qvE '^127\.0\.50\.[0-9]+$' <<<"$ips"; then fail "a loopback IP is outside 127.0.50.0/24: $ips"; fi
-while read -r _ _ _ api_ip lo_ip; do
-  [[ "${api_ip#239.0.50.}" == "${lo_ip#127.0.50.}" && "$api_ip" == 239.0.50.* ]] ||
-    fail "pod IP $api_ip does not stand for loopback IP $lo_ip"
-done < <(pod_table)
+ips="$(pod_ips)"
+[[ "$(sort -u <<<"$ips" | grep -c .)" -eq 3 ]] || fail "pod IPs are not 3 distinct addresses: $ips"
+if grep -qvE '^10\.244\.0\.[0-9]+$' <<<"$ips"; then fail "a pod IP is outside $pod_range: $ips"; fi
 wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
 connect_all
-[[ "$(pod_processes | grep -c .)" -eq 3 ]] || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
+process_count 3 || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
 # The pod's service-account volume works as its in-cluster identity (the kubeconfig the runner
 # writes for it), with the hub Role's EndpointSlice access.
 pod_kubeconfig="$(ls "$runner_state"/pods/default_"$hub"-0_*/kubeconfig)"
@@ -260,17 +296,12 @@ wait_until 60 "3 hub pods Running and Ready after the force deletion" pods_ready
 wait_until 30 "EndpointSlices list the 3 ready pods after the force deletion" slices_match_pods
 log "force deletion and recreation took $((SECONDS - t_force))s"
 
-# --- 3. scale to 1 ------------------------------------------------------------------------------
-t_scale=$SECONDS
-gone_pids=("$(pod_pid "$hub-1")" "$(pod_pid "$hub-2")")
-"$kubectl" scale socketiohub "$hub" --replicas=1 >/dev/null
-wait_until 90 "the hub scaled down to 1 Ready pod" pods_ready 1
-only_hub0() { [[ "$("$kubectl" get pods -l "$sel" -o name)" == "pod/$hub-0" ]]; }
-wait_until 60 "only $hub-0 is left" only_hub0
-for p in "${gone_pids[@]}"; do ! kill -0 "$p" 2>/dev/null || fail "process $p of a removed pod is still running"; done
-[[ "$(pod_processes | grep -c .)" -eq 1 ]] || fail "expected 1 pod process, found: $(pod_processes | xargs)"
-wait_until 30 "EndpointSlices list the 1 ready pod" slices_match_pods
-log "scale 3 -> 1 took $((SECONDS - t_scale))s"
+# --- 3. the shared scenarios (e2e/scenarios/run.mjs) --------------------------------------------
+t_sc=$SECONDS
+HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
+  node e2e/scenarios/run.mjs chat scale roll delete-pod || fail "the scenarios failed"
+wait_until 30 "only the 2 processes of the remaining pods run" process_count 2
+log "scenarios took $((SECONDS - t_sc))s"
 
 # --- 4. delete the hub: garbage collection ------------------------------------------------------
 # The garbage collector watches a CRD installed after it started only from its next discovery
@@ -282,12 +313,9 @@ if ((gc_wait > 0)); then
   sleep "$gc_wait"
 fi
 t_gc=$SECONDS
-"$kubectl" delete socketiohub "$hub" --wait=true --timeout=60s >/dev/null
-nothing_left() {
-  [[ -z "$("$kubectl" get statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets -l "$sel" -o name)" ]] &&
-    [[ -z "$(pod_processes)" ]]
-}
-wait_until 90 "the hub's objects are garbage-collected and no pod process is left" nothing_left
+HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
+  node e2e/scenarios/run.mjs delete-hub || fail "deleting the hub failed"
+wait_until 30 "no pod process is left" process_count 0
 log "garbage collection took $((SECONDS - t_gc))s"
 
 # --- the runner itself stops cleanly -------------------------------------------------------------

@@ -371,6 +371,12 @@ impl Config {
                 "must be at least twice heartbeatInterval and at most 600000 milliseconds",
             );
         }
+        if c.warm_up_timeout > 600_000 {
+            bad(
+                "cluster.warmUpTimeout",
+                "must be at most 600000 milliseconds",
+            );
+        }
         let l = &self.limits;
         for (field, value) in [
             ("limits.maxConnections", l.max_connections),
@@ -753,6 +759,11 @@ pub struct ClusterConfig {
     /// Milliseconds without anything from a peer after which its link is declared dead and
     /// the peer leaves routing (at least twice `heartbeatInterval`).
     pub heartbeat_timeout: u64,
+    /// Milliseconds a starting member stays not ready (`/readyz` 503) while it waits for
+    /// its first member lookup and a link to every member, so that no client or management
+    /// call reaches it before it can reach the whole cluster. Ready at the latest after
+    /// this long, whatever is missing (logged). 0: ready at once.
+    pub warm_up_timeout: u64,
 }
 
 impl Default for ClusterConfig {
@@ -767,6 +778,7 @@ impl Default for ClusterConfig {
             discovery_interval: None,
             heartbeat_interval: 1_000,
             heartbeat_timeout: 3_000,
+            warm_up_timeout: 10_000,
         }
     }
 }

@@ -211,10 +211,15 @@ async fn route(
             res
         }
         "/healthz" => Response::new(Body::from("ok")),
-        // Not ready while draining, so load balancers stop sending new clients here.
+        // Not ready while warming up or draining, so load balancers send new clients elsewhere.
         "/readyz" if engine.is_ready() => Response::new(Body::from("ok")),
         "/readyz" => {
-            let mut res = Response::new(Body::from("draining"));
+            let why = if engine.is_warming() {
+                "warming up: not linked to every cluster member yet"
+            } else {
+                "draining"
+            };
+            let mut res = Response::new(Body::from(why));
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res
         }

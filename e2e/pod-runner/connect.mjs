@@ -14,7 +14,8 @@ const TIMEOUT_MS = 10_000;
 
 function connect(url) {
   return new Promise((resolve, reject) => {
-    const socket = io(url, { reconnection: false, timeout: TIMEOUT_MS, forceNew: true });
+    // auth.name: the example chat app (the hub's upstream in e2e) accepts only named clients.
+    const socket = io(url, { reconnection: false, timeout: TIMEOUT_MS, forceNew: true, auth: { name: "probe" } });
     const timer = setTimeout(() => {
       socket.close();
       reject(new Error(`${url}: no connection within ${TIMEOUT_MS} ms`));

@@ -199,6 +199,15 @@ pub struct DiscoveryStats {
     pub lookups: AtomicU64,
     /// Lookups that failed or found nobody (the last good set was kept).
     pub failures: AtomicU64,
+    /// Lookups whose member set was applied to the mesh.
+    pub applied: AtomicU64,
+}
+
+impl DiscoveryStats {
+    /// Lookups whose member set was applied to the mesh.
+    pub fn good_lookups(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
 }
 
 /// Asks `discovery` every `interval` for as long as the task lives and applies each good
@@ -223,6 +232,7 @@ pub async fn run(
                     failures = 0;
                 }
                 apply(&mesh, &members);
+                stats.applied.fetch_add(1, Ordering::Release);
             }
             Err(error) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);

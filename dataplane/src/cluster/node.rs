@@ -106,6 +106,15 @@ impl Cluster {
                 Some((task.abort_handle(), stats))
             }
         };
+        if c.warm_up_timeout > 0 {
+            engine.set_warming(true);
+            tokio::spawn(warm_up(
+                mesh.clone(),
+                discovery.as_ref().map(|(_, stats)| stats.clone()),
+                engine.clone(),
+                Duration::from_millis(c.warm_up_timeout),
+            ));
+        }
         tracing::info!(
             member = %me,
             %peer_addr,
@@ -158,4 +167,46 @@ impl Cluster {
         }
         self.mesh.close();
     }
+}
+
+/// Keeps `engine` not ready until this member has looked its members up once (dynamic
+/// sources) and has a link to every one of them, or until `timeout`. A member that becomes
+/// ready sooner would take clients and management calls (room joins, emits) that it cannot
+/// pass on to the members it has no link to yet. Once ready, it stays so: a link that breaks
+/// later is the mesh's business (the peer leaves routing), not a reason to turn every pod
+/// away.
+async fn warm_up(
+    mesh: Arc<Mesh>,
+    discovery: Option<Arc<DiscoveryStats>>,
+    engine: Arc<Engine>,
+    timeout: Duration,
+) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let looked_up = discovery
+            .as_ref()
+            .is_none_or(|stats| stats.good_lookups() > 0);
+        let stats = mesh.stats();
+        if looked_up && stats.connected == stats.peers {
+            tracing::info!(
+                peers = stats.peers,
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "linked to every member: ready"
+            );
+            break;
+        }
+        if start.elapsed() >= timeout {
+            tracing::warn!(
+                peers = stats.peers,
+                linked = stats.connected,
+                looked_up,
+                timeout_ms = timeout.as_millis() as u64,
+                "not linked to every member after the warm-up timeout: ready anyway"
+            );
+            break;
+        }
+    }
+    engine.set_warming(false);
 }

@@ -15,7 +15,7 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -112,6 +112,8 @@ pub struct Engine {
     /// Where the node is in its life: one of the `PHASE_*` values (see `leave_readiness`
     /// and `close_for_shutdown`).
     phase: AtomicU8,
+    /// Not ready yet: a cluster member still connecting to the others.
+    warming: AtomicBool,
 }
 
 const PHASE_SERVING: u8 = 0;
@@ -152,12 +154,25 @@ impl Engine {
             router: OnceLock::new(),
             owners: Default::default(),
             phase: AtomicU8::new(PHASE_SERVING),
+            warming: AtomicBool::new(false),
         })
     }
 
-    /// Whether this node wants new clients (`/readyz`): false from the start of a drain.
+    /// Whether this node wants new clients (`/readyz`): false while it warms up (see
+    /// [`Engine::set_warming`]) and from the start of a drain.
     pub fn is_ready(&self) -> bool {
-        self.phase.load(Ordering::Acquire) == PHASE_SERVING
+        self.phase.load(Ordering::Acquire) == PHASE_SERVING && !self.warming.load(Ordering::Acquire)
+    }
+
+    /// Whether this node is still warming up (a cluster member that cannot reach every
+    /// other member yet). It serves the clients that come all the same.
+    pub fn is_warming(&self) -> bool {
+        self.warming.load(Ordering::Acquire)
+    }
+
+    /// Marks the node as warming up (not ready) or done with it.
+    pub fn set_warming(&self, warming: bool) {
+        self.warming.store(warming, Ordering::Release);
     }
 
     /// First step of a drain: leave readiness but keep serving, new clients included.

@@ -41,17 +41,20 @@ struct Args {
     /// Name of the Node this runner registers and plays.
     #[arg(long, default_value = "roomcast-e2e-node")]
     node_name: String,
-    /// Loopback block the pod processes listen in (one address per pod).
+    /// Block of the addresses the pod processes listen on (one address per pod). It must be
+    /// loopback (127.0.0.0/8) unless the runner runs in a network namespace of its own (see
+    /// e2e/README.md), where any block routed locally (`ip route add local ...`) will do.
     #[arg(long, default_value = "127.0.50.0/24")]
     ip_range: IpRange,
     /// Block of the stand-in addresses the API sees as pod IPs, same size as --ip-range and
-    /// mapped 1:1 onto it (same host bits): the API refuses loopback addresses in
-    /// EndpointSlices. The default is an organization-local multicast block, to which the
-    /// kernel refuses any TCP connection before a packet is sent, so a client that dials a
-    /// stand-in address fails at once and never leaves the machine. Set it equal to --ip-range
-    /// to report the loopback addresses themselves (EndpointSlices then stay empty).
-    #[arg(long, default_value = "239.0.50.0/24")]
-    advertise_range: IpRange,
+    /// mapped 1:1 onto it (same host bits); default: the --ip-range addresses themselves. The
+    /// API refuses loopback addresses in EndpointSlices, so with a loopback --ip-range the
+    /// slices stay empty unless this is set, e.g. to 239.0.50.0/24: an organization-local
+    /// multicast block, to which the kernel refuses any TCP connection before a packet is
+    /// sent, so a client that dials a stand-in address fails at once and never leaves the
+    /// machine.
+    #[arg(long)]
+    advertise_range: Option<IpRange>,
     /// REPOSITORY=BINARY: containers of that image repository (any registry, tag or digest)
     /// run BINARY. Repeatable. Pods with any other image are marked Failed.
     #[arg(long = "image", required = true)]
@@ -153,11 +156,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     anyhow::ensure!(
-        args.ip_range.is_loopback(),
-        "--ip-range must be inside 127.0.0.0/8"
+        args.ip_range.is_loopback() || only_loopback_network(),
+        "--ip-range must be inside 127.0.0.0/8 unless the runner runs in a network namespace \
+         with no interface but loopback (unshare --net)"
     );
+    let advertise_range = args
+        .advertise_range
+        .clone()
+        .unwrap_or_else(|| args.ip_range.clone());
     anyhow::ensure!(
-        args.ip_range.same_size(&args.advertise_range),
+        args.ip_range.same_size(&advertise_range),
         "--advertise-range must be as large as --ip-range"
     );
     let config = kube::Config::infer()
@@ -182,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         api_port,
         pool: Mutex::new(IpPool::new(args.ip_range.clone())),
         ip_range: args.ip_range.clone(),
-        advertise_range: args.advertise_range.clone(),
+        advertise_range,
         pods: Mutex::new(HashMap::new()),
         idle: Notify::new(),
     });
@@ -254,6 +262,19 @@ async fn main() -> anyhow::Result<()> {
     }
     info!(left = ctx.running(), "pod runner stopped");
     Ok(())
+}
+
+/// Whether the only network interface this process sees is loopback, as in a network
+/// namespace made with `unshare --net`: then pod addresses outside 127.0.0.0/8 reach nothing
+/// but this machine's own processes in that namespace.
+fn only_loopback_network() -> bool {
+    std::fs::read_to_string("/proc/self/net/dev").is_ok_and(|dev| {
+        // Two header lines, then "  NAME: counters..." per interface.
+        dev.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .all(|name| name.trim() == "lo")
+    })
 }
 
 /// Brings one pod closer to what it should be on this node.

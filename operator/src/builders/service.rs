@@ -10,7 +10,9 @@ use crate::crd::{SessionAffinity, SocketIOHub};
 use crate::Result;
 
 /// Headless Service `<hub>-peers`: stable pod DNS names and the EndpointSlices the pods
-/// discover each other through. Ready endpoints only.
+/// discover each other through. Not-ready pods are published too: a starting pod stays
+/// not ready until it is linked to every member (`cluster.warmUpTimeout`), and the others
+/// only dial it once they see it here.
 pub fn peer_service(hub: &SocketIOHub) -> Result<Service> {
     let name = hub.metadata.name.clone().unwrap_or_default();
     Ok(Service {
@@ -18,7 +20,7 @@ pub fn peer_service(hub: &SocketIOHub) -> Result<Service> {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(hub)),
-            publish_not_ready_addresses: Some(false),
+            publish_not_ready_addresses: Some(true),
             ports: Some(vec![
                 ServicePort {
                     name: Some("http".to_string()),

@@ -1,0 +1,469 @@
+// The end-to-end scenarios of a Roomcast hub running the example chat app (examples/chat-app)
+// as its upstream, with real socket.io-client clients, driven through kubectl. The same code
+// runs on the local control plane (e2e/pod-runner-tests.sh, through e2e/scenarios/
+// service-proxy.mjs standing in for the Services) and in kind (e2e/kind/test.sh, through the
+// real Service).
+//
+//   node e2e/scenarios/run.mjs [PHASE...]     # default: chat scale roll delete-pod
+//   node e2e/scenarios/run.mjs delete-hub
+//
+// Environment: HUB_URL (where clients connect, default http://127.0.0.1:3000), HUB_NAME
+// (chat), HUB_NAMESPACE (default), KUBECTL (kubectl), E2E_TIME_SCALE (multiplies every
+// timeout; default 1). Exits 0 when every phase passed, 1 at the first failure.
+//
+// Phases (the hub starts with 3 replicas):
+//   chat        12 clients in 3 rooms across the pods: each says one thing in its room; every
+//               member gets exactly its room's messages, once; `who` lists the room
+//               cluster-wide.
+//   scale       under continuous traffic in one room: kubectl scale 3 -> 5 (nobody is
+//               disconnected), new clients land on the new pods, then 5 -> 2. WebSocket-only
+//               clients on the surviving pods keep their session and miss nothing; clients on
+//               the removed pods reconnect, rejoin and receive again.
+//   roll        a config change (engine.pingInterval) rolls the pods one at a time (never more
+//               than one missing); every client recovers; new sessions get the new interval.
+//   delete-pod  pod <hub>-0 is deleted: the StatefulSet recreates it, clients recover, and
+//               clients on the new pod and on the other pods hear each other.
+//   delete-hub  the SocketIOHub is deleted: every object it owned is garbage-collected.
+// Throughout: no client ever gets a message twice, and every session that is up at a
+// checkpoint got every message acknowledged since it joined.
+import { io, kubectl, kubectlJson, log, podOf, sleep, waitFor } from "./lib.mjs";
+
+const cfg = {
+  url: process.env.HUB_URL ?? "http://127.0.0.1:3000",
+  hub: process.env.HUB_NAME ?? "chat",
+  ns: process.env.HUB_NAMESPACE ?? "default",
+  kubectl: process.env.KUBECTL ?? "kubectl",
+  scale: Number(process.env.E2E_TIME_SCALE ?? 1) || 1,
+};
+const T = (seconds) => seconds * cfg.scale;
+const k = (...args) => kubectl(cfg.kubectl, ["-n", cfg.ns, ...args]);
+const selector = `roomcast.dev/hub=${cfg.hub}`;
+
+class Failure extends Error {}
+function check(cond, msg) {
+  if (!cond) throw new Failure(msg);
+}
+
+// --- clients -----------------------------------------------------------------------------------
+
+/**
+ * One chat user: connects with auth {name} (the app accepts it), joins its rooms through the
+ * app on every (re)connection, and records every session and every message it receives.
+ */
+class Member {
+  constructor(name, rooms, { websocketOnly = false } = {}) {
+    this.name = name;
+    this.rooms = rooms;
+    this.websocketOnly = websocketOnly;
+    /** {id, pod, connectedAt, joinedAt, leftAt, reason} per Socket.IO session. */
+    this.sessions = [];
+    /** "room|text" -> times received. */
+    this.received = new Map();
+    this.socket = io(cfg.url, {
+      auth: { name },
+      forceNew: true,
+      transports: websocketOnly ? ["websocket"] : ["polling", "websocket"],
+      reconnectionDelay: 200,
+      reconnectionDelayMax: 1000,
+      timeout: 10_000,
+    });
+    this.socket.on("connect", () => this.#joinRooms());
+    this.socket.on("disconnect", (reason) => {
+      const s = this.current;
+      if (s && s.leftAt === null) {
+        s.leftAt = Date.now();
+        s.reason = reason;
+      }
+    });
+    this.socket.on("message", (m) => {
+      const key = `${m?.room}|${m?.text}`;
+      this.received.set(key, (this.received.get(key) ?? 0) + 1);
+    });
+  }
+
+  get current() {
+    return this.sessions.at(-1);
+  }
+  get pod() {
+    return this.current?.pod;
+  }
+  /** Connected, and its rooms joined, on the current session. */
+  get joined() {
+    const s = this.current;
+    return !!s && s.joinedAt !== null && s.leftAt === null && this.socket.connected;
+  }
+
+  async #joinRooms() {
+    const id = this.socket.id;
+    const session = { id, pod: podOf(id), connectedAt: Date.now(), joinedAt: null, leftAt: null };
+    this.sessions.push(session);
+    for (const room of this.rooms) {
+      for (;;) {
+        if (this.socket.id !== id || !this.socket.connected) return;
+        const ack = await this.ask("join", room);
+        if (ack?.ok) break;
+        await sleep(250);
+      }
+    }
+    if (session.leftAt === null) session.joinedAt = Date.now();
+  }
+
+  /** Emits EVENT with ARG and waits for the app's ack ({ok, ...}); {ok:false} on timeout. */
+  async ask(event, arg, timeoutMs = 8000) {
+    try {
+      return await this.socket.timeout(timeoutMs).emitWithAck(event, arg);
+    } catch (err) {
+      return { ok: false, error: "timeout", message: err.message };
+    }
+  }
+
+  close() {
+    this.socket.close();
+    const s = this.current;
+    if (s && s.leftAt === null) {
+      s.leftAt = Date.now();
+      s.reason = "closed by the test";
+    }
+  }
+}
+
+async function allJoined(members, what, seconds = 60) {
+  await waitFor(`${what}: ${members.length} clients connected and in their rooms`, T(seconds), () =>
+    members.every((m) => m.joined),
+  );
+}
+
+function podSpread(members) {
+  const by = {};
+  for (const m of members) by[m.pod] = (by[m.pod] ?? 0) + 1;
+  return by;
+}
+
+/**
+ * Senders that keep saying numbered messages in ROOM, one at a time each, every INTERVAL ms,
+ * while they are joined. Records each attempt: {key, at (when sent), ackAt, ok}.
+ */
+class Traffic {
+  constructor(senders, room, intervalMs = 100) {
+    this.senders = senders;
+    this.room = room;
+    this.intervalMs = intervalMs;
+    this.sent = [];
+    this.running = false;
+  }
+  start() {
+    this.running = true;
+    this.loops = this.senders.map((s) => this.#loop(s));
+  }
+  async #loop(sender) {
+    let seq = 0;
+    while (this.running) {
+      if (!sender.joined) {
+        await sleep(100);
+        continue;
+      }
+      const text = `${sender.name}#${++seq}`;
+      const rec = { key: `${this.room}|${text}`, at: Date.now(), ackAt: null, ok: false };
+      this.sent.push(rec);
+      const ack = await sender.ask("message", { room: this.room, text });
+      rec.ackAt = Date.now();
+      rec.ok = ack?.ok === true;
+      if (!rec.ok) rec.error = ack?.error ?? "no ack";
+      await sleep(this.intervalMs);
+    }
+  }
+  async stop() {
+    this.running = false;
+    await Promise.all(this.loops ?? []);
+  }
+  okSince(t) {
+    return this.sent.filter((r) => r.ok && r.at >= t).length;
+  }
+}
+
+/**
+ * The delivery invariants, at a checkpoint: nobody got a message twice, and every session up
+ * now got every message acknowledged (more than `settleMs` ago) that was sent after it joined.
+ */
+async function checkDelivery(traffic, members, label, settleMs = 2000) {
+  await sleep(settleMs);
+  const now = Date.now();
+  const due = traffic.sent.filter((r) => r.ok && r.ackAt !== null && r.ackAt < now - settleMs);
+  for (const m of members) {
+    for (const [key, n] of m.received) {
+      check(n === 1, `${label}: ${m.name} got ${key} ${n} times`);
+    }
+    const s = m.current;
+    if (!s || s.leftAt !== null || s.joinedAt === null) continue;
+    const missing = due.filter((r) => r.at >= s.joinedAt && !m.received.has(r.key));
+    check(
+      missing.length === 0,
+      `${label}: ${m.name} (session on ${s.pod}, joined ${new Date(s.joinedAt).toISOString()}) ` +
+        `missed ${missing.length} of the acknowledged messages, e.g. ${missing.slice(0, 3).map((r) => r.key).join(", ")}`,
+    );
+  }
+  const failed = traffic.sent.filter((r) => r.ackAt !== null && !r.ok);
+  log(
+    `${label}: delivery checked: ${due.length} acknowledged messages, ${failed.length} refused ` +
+      `or timed out (${[...new Set(failed.map((r) => r.error))].join(", ") || "none"}), ` +
+      `no duplicates, no loss for ${members.filter((m) => m.joined).length} joined clients`,
+  );
+}
+
+// --- the cluster -------------------------------------------------------------------------------
+
+async function hubPods() {
+  const list = await kubectlJson(cfg.kubectl, ["-n", cfg.ns, "get", "pods", "-l", selector]);
+  return list.items.map((p) => ({
+    name: p.metadata.name,
+    uid: p.metadata.uid,
+    deleting: !!p.metadata.deletionTimestamp,
+    ready: (p.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"),
+    revision: p.metadata.labels?.["controller-revision-hash"],
+  }));
+}
+
+/** The pods when exactly NAMES (sorted) exist, all Ready and none terminating; else null. */
+async function exactlyReady(names) {
+  const pods = await hubPods();
+  const have = pods.map((p) => p.name).sort();
+  const ok = have.join(" ") === [...names].sort().join(" ") && pods.every((p) => p.ready && !p.deleting);
+  return ok ? pods : null;
+}
+
+const podNames = (n) => Array.from({ length: n }, (_, i) => `${cfg.hub}-${i}`);
+
+async function hubReadyReplicas(n) {
+  const hub = await kubectlJson(cfg.kubectl, ["-n", cfg.ns, "get", "socketiohub", cfg.hub]);
+  return hub.status?.readyReplicas === n && hub.status?.replicas === n;
+}
+
+/** The Engine.IO handshake of a fresh session (over polling), as JSON. */
+async function handshake() {
+  const res = await fetch(`${cfg.url}/socket.io/?EIO=4&transport=polling`);
+  const body = await res.text();
+  check(res.ok && body.startsWith("0{"), `handshake answered ${res.status}: ${body.slice(0, 200)}`);
+  return JSON.parse(body.slice(1));
+}
+
+// --- phases ------------------------------------------------------------------------------------
+
+const world = { members: [], traffic: null };
+
+async function chat() {
+  await waitFor("3 hub pods Ready", T(120), () => exactlyReady(podNames(3)));
+  const rooms = ["red", "green", "blue"];
+  const members = Array.from({ length: 12 }, (_, i) => new Member(`talker${i}`, [rooms[i % 3]]));
+  await allJoined(members, "chat");
+  const spread = podSpread(members);
+  log(`chat: clients per pod ${JSON.stringify(spread)}`);
+  check(Object.keys(spread).length >= 2, `chat: every client landed on one pod: ${JSON.stringify(spread)}`);
+
+  const acks = await Promise.all(
+    members.map((m) => m.ask("message", { room: m.rooms[0], text: `hello from ${m.name}` })),
+  );
+  acks.forEach((a, i) => check(a?.ok === true, `chat: ${members[i].name}'s message was refused: ${JSON.stringify(a)}`));
+  const expected = (m) =>
+    members.filter((o) => o.rooms[0] === m.rooms[0]).map((o) => `${m.rooms[0]}|hello from ${o.name}`).sort();
+  await waitFor("chat: every member got its room's 4 messages", T(20), () =>
+    members.every((m) => m.received.size >= 4),
+  );
+  await sleep(500); // anything extra (a duplicate, another room's message) would show by now
+  for (const m of members) {
+    const got = [...m.received.keys()].sort();
+    check(got.join() === expected(m).join(), `chat: ${m.name} got ${got.join(", ")}; expected ${expected(m).join(", ")}`);
+    check([...m.received.values()].every((n) => n === 1), `chat: ${m.name} got a message twice`);
+  }
+  // `who` asks the hub for the room's sockets across every pod (fetchSockets).
+  for (const room of rooms) {
+    const ack = await members[0].ask("who", room);
+    const want = members.filter((m) => m.rooms[0] === room).map((m) => m.name).sort();
+    check(ack?.ok && JSON.stringify(ack.names) === JSON.stringify(want), `chat: who ${room} = ${JSON.stringify(ack)}; expected ${want}`);
+  }
+  log("chat: exact counts in 3 rooms across the pods, who lists each room cluster-wide");
+  members.forEach((m) => m.close());
+}
+
+/** Starts the long-running population of the later phases: clients in room "stream". */
+async function startStream() {
+  const room = "stream";
+  // WebSocket-only clients: their one connection is their session's pod, so "a client on a
+  // surviving pod" is exact for them. The others start on polling and upgrade; their
+  // connections may pass through another pod (forwarding), which can be a removed one.
+  for (let i = 0; i < 9; i++) world.members.push(new Member(`ws${i}`, [room], { websocketOnly: true }));
+  for (let i = 0; i < 5; i++) world.members.push(new Member(`up${i}`, [room]));
+  await allJoined(world.members, "stream");
+  world.traffic = new Traffic(world.members.slice(0, 3), room);
+  world.traffic.start();
+  await sleep(2000);
+}
+
+async function scale() {
+  if (!world.traffic) await startStream();
+  const { members, traffic } = world;
+  log(`scale: clients per pod ${JSON.stringify(podSpread(members))}`);
+
+  // 3 -> 5: nobody is disconnected.
+  const before = members.map((m) => m.sessions.length);
+  await k("scale", "socketiohub", cfg.hub, "--replicas=5");
+  await waitFor("scale: 5 hub pods Ready", T(180), () => exactlyReady(podNames(5)));
+  await waitFor("scale: the hub's status says 5 ready", T(30), () => hubReadyReplicas(5));
+  members.forEach((m, i) =>
+    check(m.sessions.length === before[i] && m.joined, `scale up: ${m.name} was disconnected (${m.current?.reason})`),
+  );
+  // New clients, some on the new pods.
+  const late = [];
+  for (let i = 0; i < 12; i++) late.push(new Member(`late${i}`, ["stream"], { websocketOnly: i % 3 !== 0 }));
+  members.push(...late);
+  await allJoined(members, "scale up");
+  const spread = podSpread(members);
+  log(`scale: clients per pod after 3 -> 5 ${JSON.stringify(spread)}`);
+  const onNew = members.filter((m) => [`${cfg.hub}-3`, `${cfg.hub}-4`].includes(m.pod));
+  check(onNew.length > 0, `scale: no client landed on the new pods: ${JSON.stringify(spread)}`);
+  await sleep(3000);
+  await checkDelivery(traffic, members, "scale 3 -> 5");
+
+  // 5 -> 2.
+  const survivors = new Set(podNames(2));
+  const sessionsAt = new Map(members.map((m) => [m, m.sessions.length]));
+  const moved = members.filter((m) => !survivors.has(m.pod));
+  const tDown = Date.now();
+  await k("scale", "socketiohub", cfg.hub, "--replicas=2");
+  await waitFor("scale: only 2 hub pods left, Ready", T(240), () => exactlyReady(podNames(2)));
+  await waitFor("scale: the hub's status says 2 ready", T(30), () => hubReadyReplicas(2));
+  await allJoined(members, "scale down");
+  const resumedAt = Date.now();
+  await sleep(3000);
+  await checkDelivery(traffic, members, "scale 5 -> 2");
+  for (const m of members) {
+    if (m.websocketOnly && survivors.has(m.sessions[sessionsAt.get(m) - 1].pod)) {
+      check(m.sessions.length === sessionsAt.get(m), `scale down: ${m.name}, on surviving pod ${m.pod}, was disconnected`);
+    }
+  }
+  for (const m of moved) {
+    check(m.sessions.length > sessionsAt.get(m), `scale down: ${m.name} on a removed pod kept its session?`);
+    check(survivors.has(m.pod), `scale down: ${m.name} is now on ${m.pod}`);
+  }
+  const rerouted = members.filter((m) => !m.websocketOnly && !moved.includes(m) && m.sessions.length > sessionsAt.get(m));
+  check(traffic.okSince(resumedAt) >= 10, `scale down: only ${traffic.okSince(resumedAt)} messages went through since`);
+  log(
+    `scale: 3 -> 5 -> 2 in ${((Date.now() - tDown) / 1000).toFixed(0)}s of scale-down; ${moved.length} clients ` +
+      `moved off removed pods and resumed; ${rerouted.length} polling-then-upgrade clients of surviving pods ` +
+      `reconnected because their connection went through a removed pod`,
+  );
+}
+
+async function roll() {
+  if (!world.traffic) await startStream();
+  const { members, traffic } = world;
+  const pods = await exactlyReady(podNames(2)) ?? (await hubPods());
+  const n = pods.length;
+  const oldUids = new Set(pods.map((p) => p.uid));
+  const hs = await handshake();
+  const interval = hs.pingInterval === 20000 ? 15000 : 20000;
+  let minReady = n;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      try {
+        const now = await hubPods();
+        minReady = Math.min(minReady, now.filter((p) => p.ready && !p.deleting).length);
+      } catch {}
+      await sleep(200);
+    }
+  })();
+  await k("patch", "socketiohub", cfg.hub, "--type=merge", "-p", JSON.stringify({ spec: { engine: { pingInterval: interval } } }));
+  await waitFor(`roll: all ${n} pods replaced and Ready`, T(240), async () => {
+    const now = await exactlyReady(podNames(n));
+    return now && now.every((p) => !oldUids.has(p.uid));
+  });
+  sampling = false;
+  await sampler;
+  check(minReady >= n - 1, `roll: ${n - minReady} pods were down at once (a rolling update takes one at a time)`);
+  const sts = await kubectlJson(cfg.kubectl, ["-n", cfg.ns, "get", "statefulset", cfg.hub]);
+  check(sts.status.currentRevision === sts.status.updateRevision, "roll: the StatefulSet rollout is not complete");
+  const fresh = await handshake();
+  check(fresh.pingInterval === interval, `roll: a new session got pingInterval ${fresh.pingInterval}, not ${interval}`);
+  await allJoined(members, "roll");
+  const resumedAt = Date.now();
+  await sleep(3000);
+  await checkDelivery(traffic, members, "roll");
+  check(traffic.okSince(resumedAt) >= 10, `roll: only ${traffic.okSince(resumedAt)} messages went through since`);
+  log(`roll: pingInterval ${hs.pingInterval} -> ${interval}, pods replaced one at a time (at least ${minReady} of ${n} Ready throughout)`);
+}
+
+async function deletePod() {
+  if (!world.traffic) await startStream();
+  const { members, traffic } = world;
+  const pods = await hubPods();
+  const n = pods.length;
+  const victim = `${cfg.hub}-0`;
+  const old = pods.find((p) => p.name === victim);
+  check(old, `delete-pod: no pod ${victim}`);
+  await k("delete", "pod", victim, "--wait=false");
+  await waitFor(`delete-pod: ${victim} recreated and Ready`, T(120), async () => {
+    const now = await exactlyReady(podNames(n));
+    return now?.find((p) => p.name === victim && p.uid !== old.uid);
+  });
+  await allJoined(members, "delete-pod");
+  // Clients on the new pod and on another pod hear each other: its links are up both ways.
+  const probes = [];
+  const others = podNames(n).filter((p) => p !== victim);
+  await waitFor(`delete-pod: probe clients on ${victim} and on ${others.join("/")}`, T(60), async () => {
+    const have = new Set(probes.filter((p) => p.joined).map((p) => p.pod));
+    if (have.has(victim) && others.some((o) => have.has(o))) return true;
+    if (probes.length < 16 && probes.every((p) => p.joined)) {
+      probes.push(new Member(`probe${probes.length}`, ["probe"], { websocketOnly: true }));
+    }
+    return false;
+  });
+  const a = probes.find((p) => p.joined && p.pod === victim);
+  const b = probes.find((p) => p.joined && others.includes(p.pod));
+  for (const [from, to] of [[a, b], [b, a]]) {
+    const ack = await from.ask("message", { room: "probe", text: `from ${from.name}` });
+    check(ack?.ok, `delete-pod: ${from.name} on ${from.pod} could not speak: ${JSON.stringify(ack)}`);
+    await waitFor(`delete-pod: ${to.name} on ${to.pod} hears ${from.name} on ${from.pod}`, T(10), () =>
+      to.received.has(`probe|from ${from.name}`),
+    );
+  }
+  probes.forEach((p) => p.close());
+  const resumedAt = Date.now();
+  await sleep(3000);
+  await checkDelivery(traffic, members, "delete-pod");
+  check(traffic.okSince(resumedAt) >= 10, `delete-pod: only ${traffic.okSince(resumedAt)} messages went through since`);
+}
+
+async function deleteHub() {
+  await k("delete", "socketiohub", cfg.hub, "--wait=true", `--timeout=${T(120)}s`);
+  const kinds = "statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets,serviceaccounts,roles,rolebindings";
+  await waitFor("delete-hub: every object of the hub is garbage-collected", T(120), async () => {
+    const left = (await k("get", kinds, "-l", selector, "-o", "name")).trim();
+    return left === "";
+  });
+}
+
+const phases = { chat, scale, roll, "delete-pod": deletePod, "delete-hub": deleteHub };
+
+async function main() {
+  const wanted = process.argv.slice(2).length ? process.argv.slice(2) : ["chat", "scale", "roll", "delete-pod"];
+  for (const p of wanted) check(phases[p], `unknown phase ${p}; phases: ${Object.keys(phases).join(", ")}`);
+  for (const p of wanted) {
+    const t = Date.now();
+    log(`--- ${p}`);
+    await phases[p]();
+    log(`--- ${p} passed in ${((Date.now() - t) / 1000).toFixed(1)}s`);
+  }
+  if (world.traffic) {
+    await world.traffic.stop();
+    log(`traffic: ${world.traffic.sent.filter((r) => r.ok).length} of ${world.traffic.sent.length} messages acknowledged`);
+  }
+  world.members.forEach((m) => m.close());
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    log(`FAIL: ${err instanceof Failure ? err.message : err.stack}`);
+    process.exit(1);
+  },
+);
