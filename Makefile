@@ -22,6 +22,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	bash scripts/lint-shell.sh
+	bash scripts/lint-workflows.sh
 
 test-rust:
 	cargo test --workspace --locked
@@ -37,9 +38,10 @@ test-operator:
 test-discovery:
 	bash e2e/discovery-tests.sh
 
-# Full path on the local control plane: the chart, the operator, the real StatefulSet and
-# EndpointSlice controllers, and hub pods run as local processes by e2e/pod-runner (about
-# 50 s warm). Not part of `make test` yet.
+# Full path on the local control plane, in a network namespace of its own: the chart, the
+# operator, the real StatefulSet and EndpointSlice controllers, hub pods run as local
+# processes by e2e/pod-runner, the example app, and the scenarios of e2e/scenarios/ (shared
+# with e2e/kind/) (about 2-3 min warm).
 test-e2e:
 	bash e2e/pod-runner-tests.sh
 

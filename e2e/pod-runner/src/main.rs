@@ -1,11 +1,12 @@
 //! `roomcast-pod-runner`: a test-only kubelet stand-in for the local e2e control plane.
 //!
 //! It registers a Node, binds unscheduled pods to it (there is no kube-scheduler), and runs each
-//! pod bound to it as a local process on its own loopback address (127.x.y.z), with the pod's
+//! pod bound to it as a local process on its own pod address (loopback, or any block when the
+//! runner has a network namespace of its own), with the pod's
 //! environment and its ConfigMap/Secret volumes written as files. It reports the pod's IP,
 //! phase, container status and readiness (from the readiness probe), restarts crashed processes
 //! with backoff, and on deletion stops the process (SIGTERM, SIGKILL after the grace period)
-//! and removes the pod. No isolation, no images, no networking beyond loopback: see
+//! and removes the pod. No isolation, no images, no Service networking: see
 //! e2e/README.md.
 
 mod plan;
