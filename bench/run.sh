@@ -110,14 +110,15 @@ if [[ " $SERVERS " == *" node "* ]]; then
   log "installing Node peer (npm ci)"
   (cd bench/node && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
-if [[ " $SERVERS " == *" node "* && " $SCENARIOS " == *" cluster "* ]] && ! command -v redis-server >/dev/null; then
-  # socket.io's multi-node setup needs Redis: Debian's package, installed once.
+if [[ " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ]] \
+  && ! command -v redis-server >/dev/null; then
+  # socket.io's and socketioxide's multi-node setups need Redis: Debian's package, installed once.
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing redis-server (apt-get)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
       || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
   fi
-  command -v redis-server >/dev/null || { echo "the cluster scenario needs redis-server for Node (apt-get install redis-server)" >&2; exit 1; }
+  command -v redis-server >/dev/null || { echo "the cluster scenario needs redis-server (apt-get install redis-server)" >&2; exit 1; }
 fi
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -413,8 +414,9 @@ scenario_peer() {
 
 # ---- scenario: a room broadcast across 3 nodes -------------------------------------------------
 # Three nodes of one server (all on the server CPU): a Roomcast cluster (127.0.0.51-.53, static
-# members, peer links), and Node socket.io with the official Redis adapter (127.0.0.61-.63 and a
-# redis-server on 127.0.0.60, Debian's package). CLUSTER_SUBS subscribers of one room on node 1
+# members, peer links), Node socket.io with the official Redis adapter (127.0.0.61-.63 and a
+# redis-server on 127.0.0.60, Debian's package), and socketioxide with socketioxide-redis
+# (127.0.0.71-.73, redis-server on 127.0.0.70). CLUSTER_SUBS subscribers of one room on node 1
 # and as many on node 2; the publisher on node 0 emits CLUSTER_RATE events per second, relayed to
 # the room on the other nodes. Publish-to-receive latency, and deliveries per CPU-second of all
 # the server processes together (Redis included).
@@ -433,16 +435,25 @@ cluster_start() {
         CL_PIDS+=("$!"); PIDS+=("$!")
       done
       ;;
-    node)
-      command -v redis-server >/dev/null || { echo "redis-server is needed for the node cluster (apt-get install redis-server)" >&2; exit 1; }
-      taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.60 --port 6390 --save "" --appendonly no \
-        >"$RESULTS/cluster.redis.out" 2>&1 &
+    node | socketioxide)
+      # One Redis per server under test, on its own address: 127.0.0.60 for Node, .70 for
+      # socketioxide; the nodes on .61-.63 and .71-.73.
+      local base=60
+      [[ $name == socketioxide ]] && base=70
+      command -v redis-server >/dev/null || { echo "redis-server is needed for the $name cluster (apt-get install redis-server)" >&2; exit 1; }
+      taskset -c "$SERVER_CPU" redis-server --bind "127.0.0.$base" --port 6390 --save "" --appendonly no \
+        >"$RESULTS/cluster.$name-redis.out" 2>&1 &
       CL_PIDS+=("$!"); PIDS+=("$!")
-      for _ in $(seq 50); do grep -q "Ready to accept" "$RESULTS/cluster.redis.out" 2>/dev/null && break; sleep 0.1; done
+      for _ in $(seq 50); do grep -q "Ready to accept" "$RESULTS/cluster.$name-redis.out" 2>/dev/null && break; sleep 0.1; done
       for i in 0 1 2; do
-        ip="127.0.0.$(( 61 + i ))"; CL_HOSTS+=("$ip")
-        BENCH_REDIS_URL="redis://127.0.0.60:6390" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$CL_PORT" "$ip" \
-          >"$RESULTS/cluster.node-$i.out" 2>"$RESULTS/cluster.node-$i.err" &
+        ip="127.0.0.$(( base + 1 + i ))"; CL_HOSTS+=("$ip")
+        if [[ $name == node ]]; then
+          BENCH_REDIS_URL="redis://127.0.0.$base:6390" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$CL_PORT" "$ip" \
+            >"$RESULTS/cluster.$name-$i.out" 2>"$RESULTS/cluster.$name-$i.err" &
+        else
+          BENCH_REDIS_URL="redis://127.0.0.$base:6390" taskset -c "$SERVER_CPU" "$BIN/bench-socketioxide-server" "$CL_PORT" "$ip" \
+            >"$RESULTS/cluster.$name-$i.out" 2>"$RESULTS/cluster.$name-$i.err" &
+        fi
         CL_PIDS+=("$!"); PIDS+=("$!")
       done
       ;;
@@ -460,13 +471,16 @@ scenario_cluster() {
   printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
   local name k=0 i ips
   for name in $SERVERS; do
-    [[ $name == roomcast || $name == node ]] || continue
     k=$(( k + 1 ))
     cluster_start "$name"
     log "cluster/$name: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
     local outs=() gens=()
     for i in 1 2; do
-      if [[ $name == roomcast ]]; then ips=$(source_ips 200 $(( 3 + i ))); else ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0); fi
+      case $name in
+        roomcast) ips=$(source_ips 200 $(( 3 + i ))) ;;
+        node) ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0) ;;
+        *) ips=$(source_ips 100 $(( i - 1 ))) ;;
+      esac
       GEN_HOST="${CL_HOSTS[$i]}" start_generators subscribe "$name" "cluster$i" "$CL_PORT" "$CLUSTER_SUBS" \
         "$ips" $(( FANOUT_SECS + 300 )) --join bench-room
       outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
@@ -667,7 +681,7 @@ report_peer() {
   echo
 }
 report_cluster() {
-  echo "## A room broadcast across 3 nodes (Roomcast cluster vs socket.io + Redis adapter)"
+  echo "## A room broadcast across 3 nodes (Roomcast cluster vs socket.io and socketioxide with their Redis adapters)"
   echo
   awk -F'\t' "$RATIO_AWK"'
     NR > 1 { p50[$1] = $11; p99[$1] = $12; dpc[$1] = $10; subs = $2; rate = $4; seen[$1] = 1 }
@@ -675,17 +689,22 @@ report_cluster() {
       if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
       printf "- **Roomcast: p50 %.2f ms, p99 %.2f ms**, %.0f deliveries per CPU-second of the 3 nodes", p50["roomcast"] / 1000, p99["roomcast"] / 1000, dpc["roomcast"]
       if ("node" in seen) printf "; Node socket.io + Redis adapter: p50 %.2f ms, p99 %.2f ms, %.0f deliveries per CPU-second with Redis (%s)", p50["node"] / 1000, p99["node"] / 1000, dpc["node"], more(dpc["roomcast"], dpc["node"])
-      printf ". %d subscribers on nodes 1 and 2, %s events/s from node 0. Target p99 < 5 ms: **%s**.\n", subs, rate, (p99["roomcast"] < 5000 ? "met" : "missed")
+      if ("socketioxide" in seen) printf "; socketioxide + socketioxide-redis: p50 %.2f ms, p99 %.2f ms, %.0f deliveries per CPU-second with Redis (%s)", p50["socketioxide"] / 1000, p99["socketioxide"] / 1000, dpc["socketioxide"], more(dpc["roomcast"], dpc["socketioxide"])
+      printf ". %d subscribers on nodes 1 and 2, %s events/s from node 0. Target p99 ≤ 5 ms: **%s**", subs, rate, (p99["roomcast"] <= 5000 ? "met" : "missed")
+      if ("socketioxide" in seen) printf "; p99 at most half of socketioxide + Redis: **%s** (%.2f vs %.2f ms)", (p99["roomcast"] * 2 <= p99["socketioxide"] ? "met" : "missed"), p99["roomcast"] / 1000, p99["socketioxide"] / 1000
+      printf ".\n"
     }' "$CLUSTER_TSV"
   echo
   echo "| server | subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of the servers | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", ($1 == "node" ? "node + redis" : $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$CLUSTER_TSV"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", ($1 == "roomcast" ? $1 : $1 " + redis"), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$CLUSTER_TSV"
   echo
   echo "How it is measured: three nodes of each server, all pinned to CPU $SERVER_CPU: \`roomcast-dataplane\` on 127.0.0.51-.53"
-  echo "(static members, the built-in relay app; each event crosses each of the two peer links once), and"
+  echo "(static members, the built-in relay app; each event crosses each of the two peer links once),"
   echo "\`bench/node/server.mjs\` on 127.0.0.61-.63 with \`@socket.io/redis-adapter\` 8 and a \`redis-server\` (Debian) on"
-  echo "127.0.0.60 (each event is published to Redis and received by every node). ${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients"
+  echo "127.0.0.60 (each event is published to Redis and received by every node), and \`bench-socketioxide-server\` on"
+  echo "127.0.0.71-.73 with \`socketioxide-redis\` 0.4 (redis crate driver, RESP3) and its own \`redis-server\` on 127.0.0.70."
+  echo "${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients"
   echo "of one room on node 1 and as many on node 2, a \`roomcast-bench publish\` client on node 0, generators on CPU $GEN_CPU."
   echo "Server CPU sums every server process (Redis included). Latency is publish-to-receive on \`CLOCK_MONOTONIC\`."
   echo "Several servers share one core here, so this measures the whole path under contention, not one node alone."
