@@ -109,6 +109,22 @@ done
 if [[ " $SERVERS " == *" node "* ]]; then
   log "installing Node peer (npm ci)"
   (cd bench/node && npm ci --no-audit --no-fund --loglevel=error >&2)
+  # socket.io's optional native WebSocket engine. It builds from source at install time and is
+  # measured as the extra server `node-eiows` when that works; the report says why when not.
+  EIOWS_VERSION=${BENCH_EIOWS_VERSION:-11.1.1}
+  EIOWS_NOTE=""
+  if [[ ${BENCH_EIOWS:-1} == 1 ]]; then
+    log "trying to install eiows $EIOWS_VERSION (native build)"
+    if (cd bench/node && timeout 600 npm install --no-save --no-audit --no-fund --loglevel=error "eiows@$EIOWS_VERSION" \
+          >"$RESULTS/eiows-install.log" 2>&1); then
+      [[ " $SERVERS " == *" node-eiows "* ]] || SERVERS=${SERVERS/ node / node node-eiows }
+      [[ " $SERVERS " == *" node-eiows "* ]] || SERVERS="$SERVERS node-eiows"
+    else
+      EIOWS_NOTE=$(grep -m1 -iE "fatal|error:" "$RESULTS/eiows-install.log" | sed 's/^npm error //' | cut -c1-200 || true)
+      log "eiows did not install: ${EIOWS_NOTE:-see $RESULTS/eiows-install.log}"
+      SERVERS=$(echo " $SERVERS " | sed 's/ node-eiows / /g; s/^ *//; s/ *$//')
+    fi
+  fi
 fi
 if [[ " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ]] \
   && ! command -v redis-server >/dev/null; then
@@ -137,6 +153,9 @@ start_server() {
       ;;
     node)
       taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" >"$out" 2>"$err" &
+      ;;
+    node-eiows)
+      BENCH_WS_ENGINE=eiows taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" >"$out" 2>"$err" &
       ;;
     socketioxide)
       taskset -c "$SERVER_CPU" "$BIN/bench-socketioxide-server" "$port" >"$out" 2>"$err" &
@@ -196,6 +215,7 @@ server_version() {
       git -C "$ROOT" diff --quiet HEAD -- dataplane 2>/dev/null || dirty=" + uncommitted changes"
       echo "roomcast-dataplane $rev$dirty" ;;
     node) echo "socket.io $(node -p 'require("./bench/node/node_modules/socket.io/package.json").version') (ws $(node -p 'require("./bench/node/node_modules/engine.io/node_modules/ws/package.json").version' 2>/dev/null || node -p 'require("./bench/node/node_modules/ws/package.json").version'), bufferutil), node $(node --version)" ;;
+    node-eiows) echo "socket.io $(node -p 'require("./bench/node/node_modules/socket.io/package.json").version') with eiows $(node -p 'require("./bench/node/node_modules/eiows/package.json").version'), node $(node --version)" ;;
     socketioxide) echo "socketioxide $(awk '/^name = "socketioxide"$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock) (axum, tokio)" ;;
   esac
 }
@@ -471,6 +491,7 @@ scenario_cluster() {
   printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
   local name k=0 i ips
   for name in $SERVERS; do
+    [[ $name == node-eiows ]] && continue # the Redis setup is measured with socket.io's default engine
     k=$(( k + 1 ))
     cluster_start "$name"
     log "cluster/$name: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
@@ -777,6 +798,9 @@ make_plots
   echo "- $NCPU CPUs ($CPU_MODEL), $MEM_TOTAL RAM, Linux $(uname -r)"
   echo "- $(rustc --version 2>/dev/null || echo 'rustc ?'), node $(node --version 2>/dev/null || echo '?')"
   echo "- open files per process: $NOFILE; date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  if [[ -n "${EIOWS_NOTE:-}" ]]; then
+    echo "- Node with \`eiows\` $EIOWS_VERSION (socket.io's optional native WebSocket engine) was not measured: it did not install here (\`$EIOWS_NOTE\`; details in the raw data, `eiows-install.log`). Where it installs, this script adds the server \`node-eiows\` to every single-node scenario."
+  fi
   echo "- the machine is shared: other work may run on the same CPUs, which affects CPU figures more than memory"
   echo
   echo "Raw data of this run: \`bench/results/$STAMP/\` (not committed)."

@@ -9,6 +9,8 @@
 // With BENCH_REDIS_URL (e.g. redis://127.0.0.1:6390) several of these processes form one
 // server through the official Redis adapter (@socket.io/redis-adapter, node-redis clients):
 // the multi-node setup socket.io users run, compared with a Roomcast cluster.
+// With BENCH_WS_ENGINE=eiows the WebSocket engine is eiows (native, optional: bench/run.sh
+// installs it when it builds) instead of ws.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -18,10 +20,13 @@ if (!host.startsWith("127.")) throw new Error(`${host} is not a loopback address
 const httpServer = createServer();
 // BENCH_PING_INTERVAL_MS only shortens heartbeats for smoke runs; benchmarks use the default.
 const pingInterval = Number(process.env.BENCH_PING_INTERVAL_MS ?? 25000);
+const wsEngine =
+  process.env.BENCH_WS_ENGINE === "eiows" ? (await import("eiows")).default.Server : undefined;
 const io = new Server(httpServer, {
   transports: ["polling", "websocket"],
   serveClient: false,
   pingInterval,
+  ...(wsEngine ? { wsEngine } : {}),
 });
 
 if (process.env.BENCH_REDIS_URL) {
