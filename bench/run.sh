@@ -799,7 +799,7 @@ make_plots
   echo "- $(rustc --version 2>/dev/null || echo 'rustc ?'), node $(node --version 2>/dev/null || echo '?')"
   echo "- open files per process: $NOFILE; date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   if [[ -n "${EIOWS_NOTE:-}" ]]; then
-    echo "- Node with \`eiows\` $EIOWS_VERSION (socket.io's optional native WebSocket engine) was not measured: it did not install here (\`$EIOWS_NOTE\`; details in the raw data, `eiows-install.log`). Where it installs, this script adds the server \`node-eiows\` to every single-node scenario."
+    echo "- Node with \`eiows\` $EIOWS_VERSION (socket.io's optional native WebSocket engine) was not measured: it did not install here (\`$EIOWS_NOTE\`; details in the raw data, \`eiows-install.log\`). Where it installs, this script adds the server \`node-eiows\` to every single-node scenario."
   fi
   echo "- the machine is shared: other work may run on the same CPUs, which affects CPU figures more than memory"
   echo
