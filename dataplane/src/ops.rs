@@ -19,6 +19,9 @@ pub enum OpsError {
     UnknownNamespace(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A socket id of the request belongs to a cluster member this node has no link to.
+    #[error("member {0:?} is not reachable")]
+    Unavailable(String),
 }
 
 /// An emit to the sockets a selector picks.

@@ -31,11 +31,13 @@ pub enum Kind {
     UnsupportedMediaType,
     /// 500: the hub failed.
     Internal,
+    /// 503: a node the request needs is not reachable from the serving one right now.
+    Unavailable,
 }
 
 impl Kind {
     /// Every kind, for the documentation.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Unauthorized,
         Kind::NotFound,
         Kind::UnknownNamespace,
@@ -45,6 +47,7 @@ impl Kind {
         Kind::PayloadTooLarge,
         Kind::UnsupportedMediaType,
         Kind::Internal,
+        Kind::Unavailable,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Kind {
             Kind::PayloadTooLarge => "payload-too-large",
             Kind::UnsupportedMediaType => "unsupported-media-type",
             Kind::Internal => "internal",
+            Kind::Unavailable => "unavailable",
         }
     }
 
@@ -72,6 +76,7 @@ impl Kind {
             Kind::PayloadTooLarge => "Request body too large",
             Kind::UnsupportedMediaType => "Unsupported media type",
             Kind::Internal => "Internal error",
+            Kind::Unavailable => "Node unavailable",
         }
     }
 
@@ -84,6 +89,7 @@ impl Kind {
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -133,6 +139,13 @@ impl From<OpsError> for Problem {
                 format!("namespace {nsp:?} is not configured on this hub"),
             ),
             OpsError::Invalid(reason) => Problem::invalid(reason),
+            OpsError::Unavailable(member) => Problem::new(
+                Kind::Unavailable,
+                format!(
+                    "socket ids of the request live on member {member:?}, which this node has \
+                     no link to right now; retry shortly"
+                ),
+            ),
         }
     }
 }

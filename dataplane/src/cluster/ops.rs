@@ -39,6 +39,27 @@ impl ClusterOps {
         }
     }
 
+    /// Refuses a request that names a socket id (its own room) of a member this node has no
+    /// link to: sent on, it would reach nobody, and the caller would take the silence for
+    /// success. Socket ids end with their node's id (`sid::socket_id`), so the owner is known.
+    fn check_owners(&self, selector: &Selector) -> Result<(), OpsError> {
+        let me = self.mesh.me();
+        let mut connected: Option<Vec<String>> = None;
+        for room in &selector.rooms {
+            let Some(owner) = crate::engine::sid::owner_of(room) else {
+                continue;
+            };
+            if owner == me || self.mesh.membership().members.addr(&owner).is_none() {
+                continue;
+            }
+            let linked = connected.get_or_insert_with(|| self.mesh.connected());
+            if !linked.contains(&owner) {
+                return Err(OpsError::Unavailable(owner));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends an operation on sockets to every peer (after it ran here, so an unknown
     /// namespace is refused before anything leaves this node).
     fn forward(&self, nsp: &str, selector: &Selector, action: SocketsAction) {
@@ -52,6 +73,7 @@ impl HubOps for ClusterOps {
     async fn emit(&self, nsp: &str, request: EmitRequest) -> Result<EmitOutcome, OpsError> {
         // Refused before anything leaves this node.
         validate_emit(&request)?;
+        self.check_owners(&request.selector)?;
         if self.hub.of(nsp).is_none() && !self.hub.inner.namespace_allowed(nsp) {
             return Err(OpsError::UnknownNamespace(nsp.to_string()));
         }
@@ -85,6 +107,7 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
+        self.check_owners(selector)?;
         let matched = self.local.sockets_join(nsp, selector, rooms).await?;
         // Answered once every node knows where the joined sockets are, so an emit sent next,
         // from any node, reaches them: this node's own changes have propagated, and every
@@ -109,6 +132,7 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         rooms: &[String],
     ) -> Result<usize, OpsError> {
+        self.check_owners(selector)?;
         let matched = self.local.sockets_leave(nsp, selector, rooms).await?;
         self.forward(nsp, selector, SocketsAction::Leave(rooms.to_vec()));
         Ok(matched)
@@ -120,6 +144,7 @@ impl HubOps for ClusterOps {
         selector: &Selector,
         close: bool,
     ) -> Result<usize, OpsError> {
+        self.check_owners(selector)?;
         let matched = self.local.disconnect_sockets(nsp, selector, close).await?;
         self.forward(nsp, selector, SocketsAction::Disconnect { close });
         Ok(matched)
@@ -130,6 +155,7 @@ impl HubOps for ClusterOps {
         nsp: &str,
         selector: &Selector,
     ) -> Result<Vec<SocketInfo>, OpsError> {
+        self.check_owners(selector)?;
         let mut all = self.local.fetch_sockets(nsp, selector).await?;
         let (replies, _) = self
             .mesh

@@ -136,3 +136,29 @@ it("a silent link (bytes dropped, connection open) leaves routing within the hea
   await emitCounted(a, "room:silent", [[b, 1], [a, 0]], "after-silence");
   assert.equal(nodes[0].exited, null);
 });
+
+it("a management call naming a socket of an unlinked member answers 503, not a silent success", async () => {
+  const b = await member(nodes[1], []);
+  const join = (node) =>
+    fetch(`${node.api}/v1/namespaces/%2F/sockets/join`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${node.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ socketIds: [b.id], join: ["room:unlinked"] }),
+      signal: AbortSignal.timeout(5000),
+    });
+  relay.pause(); // redials hang too while paused
+  await eventually(async () => (await linked(nodes[0])) === 1, 10_000, "hub-1 out of hub-0's routing");
+  const res = await join(nodes[0]);
+  assert.equal(res.status, 503);
+  assert.match(res.headers.get("content-type"), /application\/problem\+json/);
+  const problem = await res.json();
+  assert.equal(problem.type, "https://roomcast.dev/problems/unavailable");
+  assert.match(problem.detail, /"hub-1"/);
+  relay.cut();
+  relay.resume();
+  await eventually(async () => (await linked(nodes[0])) === 2 && (await linked(nodes[1])) === 2, 10_000, "relinked");
+  const ok = await join(nodes[0]);
+  assert.equal(ok.status, 200, await ok.clone().text());
+  const a = await member(nodes[0], ["room:unlinked"]);
+  await emitCounted(a, "room:unlinked", [[b, 1], [a, 0]], "after-relink");
+});
