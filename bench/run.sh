@@ -717,6 +717,7 @@ report_cluster() {
       if ("socketioxide" in seen) printf "; socketioxide + socketioxide-redis: p50 %.2f ms, p99 %.2f ms, %.0f deliveries per CPU-second with Redis (%s)", p50["socketioxide"] / 1000, p99["socketioxide"] / 1000, dpc["socketioxide"], more(dpc["roomcast"], dpc["socketioxide"])
       printf ". %d subscribers on nodes 1 and 2, %s events/s from node 0; Roomcast'"'"'s nodes used %.0f %% of their core. Target p99 ≤ 5 ms at half load: **%s**", subs, rate, 100 * cpu["roomcast"] / dur, (p99["roomcast"] <= 5000 ? "met" : "missed")
       if ("socketioxide" in seen) printf "; p99 at most half of socketioxide + Redis: **%s** (%.2f vs %.2f ms)", (p99["roomcast"] * 2 <= p99["socketioxide"] ? "met" : "missed"), p99["roomcast"] / 1000, p99["socketioxide"] / 1000
+      if (p99["roomcast"] > 5000 || ("socketioxide" in seen && p99["roomcast"] * 2 > p99["socketioxide"])) printf ". Why, and the plan: [bench/PROFILE.md](../bench/PROFILE.md#cross-pod-latency)"
       printf ".\n"
     }' "$CLUSTER_TSV"
   echo
