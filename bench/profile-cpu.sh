@@ -22,13 +22,9 @@ PORT=${BENCH_PROFILE_PORT:-3398}
 OUTDIR="$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUTDIR"
 
-if ! command -v perf >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >&2
-  else
-    echo "perf is required (apt-get install linux-perf)" >&2; exit 1
-  fi
-fi
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_command perf linux-perf || exit 1
 ulimit -n "$(ulimit -Hn)"
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   nice -n 10 cargo build --release -p roomcast-dataplane -p roomcast-bench >&2

@@ -18,13 +18,9 @@ PORT=${BENCH_PROFILE_PORT:-3399}
 OUTDIR="$ROOT/bench/results/heap-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUTDIR"
 
-if ! command -v heaptrack >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack >&2
-  else
-    echo "heaptrack is required (apt-get install heaptrack)" >&2; exit 1
-  fi
-fi
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_command heaptrack heaptrack || exit 1
 ulimit -n "$(ulimit -Hn)"
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   nice -n 10 cargo build --release -p roomcast-dataplane -p roomcast-bench >&2

@@ -33,6 +33,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 QUICK=0
 for arg in "$@"; do
@@ -129,15 +131,9 @@ if [[ " $SERVERS " == *" node "* ]]; then
     fi
   fi
 fi
-if [[ " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ]] \
-  && ! command -v redis-server >/dev/null; then
+if [[ " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ]]; then
   # socket.io's and socketioxide's multi-node setups need Redis: Debian's package, installed once.
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing redis-server (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-  fi
-  command -v redis-server >/dev/null || { echo "the cluster scenario needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+  ensure_command redis-server redis-server || exit 1
 fi
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -742,12 +738,7 @@ PLOT_DIR="$(dirname "$OUT")/benchmarks"
 PLOT_REL="benchmarks"
 PLOTS=()
 make_plots() {
-  if ! command -v gnuplot >/dev/null; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1 || true
-    fi
-  fi
-  command -v gnuplot >/dev/null || { log "gnuplot not available: no plots"; return 0; }
+  ensure_command gnuplot gnuplot-nox 2>/dev/null || { log "gnuplot not available: no plots"; return 0; }
   mkdir -p "$PLOT_DIR"
   local common='set terminal pngcairo size 720,420 font "sans,10"; set style fill solid 0.8 border -1; set boxwidth 0.6; set grid ytics; set key off; set datafile separator "\t"; set yrange [0:*]'
   if [[ -f "$IDLE_TSV" ]]; then

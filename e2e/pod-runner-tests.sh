@@ -32,20 +32,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 pod_range=10.244.0.0/24
 if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
   control_plane_binaries
-  # socket.io-client from the data plane's JS tests' lockfile (same stamp as their run.sh), and
-  # the example app's packages.
+  # socket.io-client from the data plane's JS tests' lockfile, and the example app's packages.
   command -v node >/dev/null || { log "node (>= 20) is required"; exit 1; }
-  for dir in dataplane/tests/js examples/chat-app; do
-    (
-      cd "$dir"
-      stamp=node_modules/.roomcast-lock.sha256
-      sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
-      if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
-        npm ci --no-audit --no-fund --loglevel=error
-        echo "$sum" >"$stamp"
-      fi
-    )
-  done
+  # shellcheck source=scripts/lib.sh
+  source scripts/lib.sh
+  npm_ci_locked dataplane/tests/js examples/chat-app
   t1=$SECONDS
   run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
   log "binaries built in $((SECONDS - t1))s"

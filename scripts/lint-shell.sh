@@ -5,15 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v shellcheck >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    echo "lint-shell: installing shellcheck (apt-get)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq shellcheck >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && apt-get install -y -qq shellcheck >/dev/null; }
-  fi
-fi
-command -v shellcheck >/dev/null || { echo "lint-shell: shellcheck is required (apt-get install shellcheck)" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_command shellcheck shellcheck || exit 1
 
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck --severity=warning "${scripts[@]}"

@@ -15,7 +15,9 @@ done
 kubectl config use-context "kind-$cluster" >/dev/null
 
 # socket.io-client from the data plane's JS tests' committed lockfile.
-(cd dataplane/tests/js && npm ci --no-audit --no-fund --loglevel=error)
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+npm_ci_locked dataplane/tests/js
 
 status=0
 HUB_URL=http://127.0.0.1:3000 HUB_NAME=chat HUB_NAMESPACE=default KUBECTL=kubectl \

@@ -356,7 +356,7 @@ async function scale() {
 async function roll() {
   if (!world.traffic) await startStream();
   const { members, traffic } = world;
-  const pods = await exactlyReady(podNames(2)) ?? (await hubPods());
+  const pods = (await hubPods()).filter((p) => !p.deleting);
   const n = pods.length;
   const oldUids = new Set(pods.map((p) => p.uid));
   const hs = await handshake();

@@ -44,20 +44,24 @@ impl ClusterOps {
     /// success. Socket ids end with their node's id (`sid::socket_id`), so the owner is known.
     fn check_owners(&self, selector: &Selector) -> Result<(), OpsError> {
         let me = self.mesh.me();
-        let mut connected: Option<Vec<String>> = None;
-        for room in &selector.rooms {
-            let Some(owner) = crate::engine::sid::owner_of(room) else {
-                continue;
-            };
-            if owner == me || self.mesh.membership().members.addr(&owner).is_none() {
-                continue;
-            }
-            let linked = connected.get_or_insert_with(|| self.mesh.connected());
-            if !linked.contains(&owner) {
-                return Err(OpsError::Unavailable(owner));
-            }
+        let owners: Vec<String> = selector
+            .rooms
+            .iter()
+            .filter_map(|room| crate::engine::sid::owner_of(room))
+            .filter(|owner| owner != me)
+            .collect();
+        if owners.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let membership = self.mesh.membership();
+        let linked = self.mesh.connected();
+        match owners
+            .into_iter()
+            .find(|owner| membership.members.addr(owner).is_some() && !linked.contains(owner))
+        {
+            Some(owner) => Err(OpsError::Unavailable(owner)),
+            None => Ok(()),
+        }
     }
 
     /// Sends an operation on sockets to every peer (after it ran here, so an unknown

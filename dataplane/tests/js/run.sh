@@ -21,23 +21,11 @@ if [ "$NODE_MAJOR" -lt 20 ]; then
   exit 1
 fi
 
-# 1. npm packages from the committed lockfile; skipped when node_modules matches it.
-cd "$HERE"
-STAMP="node_modules/.roomcast-lock.sha256"
-LOCK_SUM="$(sha256sum package-lock.json | cut -d' ' -f1)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCK_SUM" ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-  echo "$LOCK_SUM" > "$STAMP"
-fi
-# ... and the example app's (chat-app.test.mjs runs it), the same way.
-(
-  cd "$REPO/examples/chat-app"
-  LOCK_SUM="$(sha256sum package-lock.json | cut -d' ' -f1)"
-  if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCK_SUM" ]; then
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$LOCK_SUM" > "$STAMP"
-  fi
-)
+# 1. npm packages from the committed lockfiles (skipped when node_modules matches them): the
+# tests' and the example app's (chat-app.test.mjs runs it).
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+npm_ci_locked "$HERE" "$REPO/examples/chat-app"
 
 # 2. The server binaries (debug profile).
 cd "$REPO"

@@ -373,7 +373,7 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     pods.insert(uid.to_string(), tx);
     drop(pods);
     let addrs = pod::Addrs {
-        loopback: ip,
+        listen: ip,
         api: api_ip,
     };
     tokio::spawn(pod::run(ctx.clone(), pod.clone(), addrs, rx));

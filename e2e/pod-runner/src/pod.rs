@@ -19,15 +19,17 @@ use crate::plan::restart_backoff;
 use crate::prepare::{prepare, PrepareError, Prepared};
 use crate::{now, Ctx};
 
-/// A pod's two addresses: the loopback one its process listens on, and the stand-in the API
-/// shows (status.podIP, EndpointSlices); see `--advertise-range`.
+/// A pod's two addresses: the one its process listens on (`--ip-range`), and the one the API
+/// shows (status.podIP, EndpointSlices): the same, unless `--advertise-range` maps it to a
+/// stand-in.
 #[derive(Debug, Clone, Copy)]
 pub struct Addrs {
-    pub loopback: Ipv4Addr,
+    pub listen: Ipv4Addr,
     pub api: Ipv4Addr,
 }
 
-/// Annotation naming the loopback address a pod's process listens on.
+/// Annotation naming the address a pod's process listens on; it differs from `status.podIP`
+/// only with `--advertise-range`.
 pub const LOOPBACK_ANNOTATION: &str = "roomcast.dev/pod-runner-loopback-ip";
 
 /// What ends a pod's task.
@@ -157,7 +159,7 @@ impl Reporter {
 
 /// Runs one pod until `stop` says so; then releases its address.
 pub async fn run(ctx: Arc<Ctx>, pod: Pod, addrs: Addrs, mut stop: watch::Receiver<Option<Stop>>) {
-    let ip = addrs.loopback;
+    let ip = addrs.listen;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -214,7 +216,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, addrs: Addrs, mut stop: watch::Receive
             warn!(path = %dir.display(), error = %e, "cannot remove pod volumes");
         }
     }
-    ctx.finished(&uid, addrs.loopback);
+    ctx.finished(&uid, addrs.listen);
 }
 
 /// Waits for a stop request, or `dur` to pass (then None).
@@ -238,7 +240,7 @@ async fn supervise(
     r: &mut Reporter,
     stop: &mut watch::Receiver<Option<Stop>>,
 ) -> Option<Stop> {
-    let ip = addrs.loopback;
+    let ip = addrs.listen;
     let prepared = loop {
         match prepare(ctx, pod, addrs).await {
             Ok(p) => break p,

@@ -53,7 +53,7 @@ pub fn pod_dir(state: &Path, pod: &Pod) -> PathBuf {
 }
 
 pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, PrepareError> {
-    let ip = addrs.loopback;
+    let ip = addrs.listen;
     // Downward-API values show the pod as the API does (its stand-in address).
     let api_ip = addrs.api;
     let spec = pod
@@ -451,19 +451,38 @@ pub fn field_value(pod: &Pod, ip: Ipv4Addr, path: &str) -> Option<String> {
     }
 }
 
+/// A namespaced object a pod refers to (ConfigMap, Secret): `None` when it is missing and the
+/// reference is optional, a retry when it is missing otherwise.
+async fn referenced<K>(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<K>, PrepareError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(object)) => Ok(Some(object)),
+        Ok(None) if optional => Ok(None),
+        Ok(None) => Err(Retry(format!("{kind} {ns}/{name} not found"))),
+        Err(e) => Err(Retry(format!("cannot get {kind} {ns}/{name}: {e}"))),
+    }
+}
+
 async fn config_map(
     ctx: &Ctx,
     ns: &str,
     name: &str,
     optional: bool,
 ) -> Result<Option<ConfigMap>, PrepareError> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(cm)) => Ok(Some(cm)),
-        Ok(None) if optional => Ok(None),
-        Ok(None) => Err(Retry(format!("ConfigMap {ns}/{name} not found"))),
-        Err(e) => Err(Retry(format!("cannot get ConfigMap {ns}/{name}: {e}"))),
-    }
+    referenced(ctx, ns, name, optional).await
 }
 
 async fn secret(
@@ -472,13 +491,7 @@ async fn secret(
     name: &str,
     optional: bool,
 ) -> Result<Option<Secret>, PrepareError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(s)) => Ok(Some(s)),
-        Ok(None) if optional => Ok(None),
-        Ok(None) => Err(Retry(format!("Secret {ns}/{name} not found"))),
-        Err(e) => Err(Retry(format!("cannot get Secret {ns}/{name}: {e}"))),
-    }
+    referenced(ctx, ns, name, optional).await
 }
 
 /// A bound service-account token for the pod, as the kubelet requests for projected volumes.
