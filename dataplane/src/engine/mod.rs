@@ -12,6 +12,8 @@ mod polling;
 pub mod session;
 pub mod sid;
 mod websocket;
+mod wsconn;
+pub mod wsframe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,7 +101,7 @@ impl EngineSettings {
 pub struct Engine {
     pub settings: EngineSettings,
     heartbeats: Arc<heartbeat::Heartbeats>,
-    pub stats: crate::metrics::EngineStats,
+    pub stats: Arc<crate::metrics::EngineStats>,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     factory: Arc<dyn ConnectionFactory>,
     sids: sid::SidGenerator,

@@ -4,8 +4,15 @@
 //! recipient's outbox holds a clone of the same `Bytes`. The transport that currently owns
 //! the session (a pending polling GET or the WebSocket task) drains everything queued at
 //! once, so many frames go out in one write.
+//!
+//! A WebSocket transport also attaches a [`FrameSink`]: when nothing is queued and its task
+//! is not writing, a push writes the frames to the socket at once, from the pushing task
+//! (a broadcast loop, say), without waking the transport task. Only what the socket does not
+//! take at once is queued. This saves a task wake-up per delivery, the largest user-space
+//! cost of a fan-out (bench/PROFILE.md).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -44,9 +51,26 @@ impl From<String> for Frame {
     }
 }
 
+/// What a [`FrameSink`] managed to write without waiting.
+#[derive(Debug)]
+pub enum SinkWrite {
+    /// Every byte of the frames.
+    All,
+    /// Nothing (the socket is full or failed): queue the frames.
+    Nothing,
+    /// Part of them: these are the wire bytes still to write, before anything else.
+    Rest(Bytes),
+}
+
+/// Writes frames straight to a transport's socket, never waiting.
+pub trait FrameSink: Send + Sync + std::fmt::Debug {
+    fn try_write(&self, frames: &[Frame]) -> SinkWrite;
+}
+
 /// What happened to a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
+    /// Written to the socket or queued for the transport.
     Queued,
     /// A volatile packet was dropped because the queue is full.
     DroppedVolatile,
@@ -71,6 +95,38 @@ struct Queue {
     /// Frames queued before this many frames from the front must be written (flushed)
     /// before the rest: 0 means no boundary.
     boundary: usize,
+    /// The transport's direct writer, when it has one.
+    sink: Option<Arc<dyn FrameSink>>,
+    /// Wire bytes of a frame the sink wrote in part: the transport writes them first.
+    rest: Option<Bytes>,
+    /// The transport task is writing: a push must not write around it.
+    writing: bool,
+}
+
+impl Queue {
+    /// Can a push write at once? Only if nothing is ahead of it.
+    fn sink_free(&self) -> Option<&Arc<dyn FrameSink>> {
+        let free = self.frames.is_empty() && self.rest.is_none() && !self.writing;
+        self.sink.as_ref().filter(|_| free)
+    }
+
+    /// Takes the frames up to the next flush boundary (all when there is none) into `out`.
+    /// Returns true if frames remain queued.
+    fn take_batch(&mut self, out: &mut Vec<Frame>) -> bool {
+        let take = match self.boundary {
+            0 => self.frames.len(),
+            n => n.min(self.frames.len()),
+        };
+        self.boundary = 0;
+        let taken: usize = self.frames.iter().take(take).map(|(f, _)| f.len()).sum();
+        out.extend(self.frames.drain(..take).map(|(f, _)| f));
+        self.bytes = self.bytes.saturating_sub(taken);
+        let more = !self.frames.is_empty();
+        if self.frames.capacity() > 64 && self.frames.len() < 16 {
+            self.frames.shrink_to(16);
+        }
+        more
+    }
 }
 
 /// Outbound frames of one session plus the wake-up for its writer.
@@ -106,6 +162,19 @@ impl Outbox {
                 return PushOutcome::Overflow;
             }
         }
+        if let Some(sink) = q.sink_free() {
+            // Under the lock, so that no other push or the transport writes in between.
+            match sink.try_write(frames) {
+                SinkWrite::All => return PushOutcome::Queued,
+                SinkWrite::Rest(rest) => {
+                    q.rest = Some(rest);
+                    drop(q);
+                    self.ready.notify_one();
+                    return PushOutcome::Queued;
+                }
+                SinkWrite::Nothing => {}
+            }
+        }
         for frame in frames {
             q.frames.push_back((frame.clone(), volatile));
         }
@@ -113,6 +182,33 @@ impl Outbox {
         drop(q);
         self.ready.notify_one();
         PushOutcome::Queued
+    }
+
+    /// Lets pushes write straight to the transport's socket when nothing is queued.
+    pub fn attach_sink(&self, sink: Arc<dyn FrameSink>) {
+        self.queue.lock().sink = Some(sink);
+    }
+
+    /// Stops direct writes (the transport is ending) and releases the socket.
+    pub fn detach_sink(&self) {
+        let mut q = self.queue.lock();
+        q.sink = None;
+        q.rest = None;
+    }
+
+    /// For the transport task that owns the sink: takes what must be written next (the
+    /// rest of a partly written frame, then a batch of frames) and holds off direct writes
+    /// until [`Outbox::end_write`]. Returns true if frames remain queued after the batch.
+    pub fn begin_write(&self, rest: &mut Option<Bytes>, out: &mut Vec<Frame>) -> bool {
+        let mut q = self.queue.lock();
+        q.writing = true;
+        *rest = q.rest.take();
+        q.take_batch(out)
+    }
+
+    /// Ends a write begun with [`Outbox::begin_write`]; pushes may write directly again.
+    pub fn end_write(&self) {
+        self.queue.lock().writing = false;
     }
 
     /// Queues control frames (ping, noop, close) that bypass the limits.
@@ -136,20 +232,7 @@ impl Outbox {
     /// Takes the frames up to the next flush boundary (all when there is none) into `out`
     /// (which keeps its capacity between calls). Returns true if frames remain queued.
     pub fn drain_into(&self, out: &mut Vec<Frame>) -> bool {
-        let mut q = self.queue.lock();
-        let take = match q.boundary {
-            0 => q.frames.len(),
-            n => n.min(q.frames.len()),
-        };
-        q.boundary = 0;
-        let taken: usize = q.frames.iter().take(take).map(|(f, _)| f.len()).sum();
-        out.extend(q.frames.drain(..take).map(|(f, _)| f));
-        q.bytes = q.bytes.saturating_sub(taken);
-        let more = !q.frames.is_empty();
-        if q.frames.capacity() > 64 && q.frames.len() < 16 {
-            q.frames.shrink_to(16);
-        }
-        more
+        self.queue.lock().take_batch(out)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -264,5 +347,92 @@ mod tests {
         o.close();
         assert_eq!(o.push(&[text("4a")], false, LIMITS), PushOutcome::Closed);
         assert!(o.is_closed());
+    }
+
+    /// A socket stand-in that takes a set number of bytes, then nothing.
+    #[derive(Debug)]
+    struct Socket {
+        room: Mutex<usize>,
+        wire: Mutex<Vec<String>>,
+    }
+
+    impl FrameSink for Socket {
+        fn try_write(&self, frames: &[Frame]) -> SinkWrite {
+            let mut room = self.room.lock();
+            let bytes: String = frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Text(t) => t.as_str().to_string(),
+                    Frame::Binary(_) => "<bin>".to_string(),
+                })
+                .collect();
+            let n = bytes.len().min(*room);
+            *room -= n;
+            if n > 0 {
+                self.wire.lock().push(bytes[..n].to_string());
+            }
+            match n {
+                0 => SinkWrite::Nothing,
+                n if n == bytes.len() => SinkWrite::All,
+                n => SinkWrite::Rest(Bytes::copy_from_slice(&bytes.as_bytes()[n..])),
+            }
+        }
+    }
+
+    fn socket(room: usize) -> Arc<Socket> {
+        Arc::new(Socket {
+            room: Mutex::new(room),
+            wire: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn an_idle_sink_is_written_at_once() {
+        let o = Outbox::default();
+        let s = socket(100);
+        o.attach_sink(s.clone());
+        assert_eq!(o.push(&[text("4a")], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(o.push(&[text("4b")], false, LIMITS), PushOutcome::Queued);
+        assert_eq!(*s.wire.lock(), vec!["4a", "4b"]);
+        assert!(o.is_empty(), "nothing queued when the socket took it all");
+    }
+
+    #[test]
+    fn a_partial_write_leaves_the_rest_first_and_queues_what_follows() {
+        let o = Outbox::default();
+        let s = socket(3);
+        o.attach_sink(s.clone());
+        o.push(&[text("4abcd")], false, LIMITS);
+        assert_eq!(*s.wire.lock(), vec!["4ab"]);
+        // The socket has room again, but the rest is owed first: this push must queue.
+        *s.room.lock() = 100;
+        o.push(&[text("4e")], false, LIMITS);
+        assert_eq!(s.wire.lock().len(), 1);
+        let (mut rest, mut out) = (None, Vec::new());
+        assert!(!o.begin_write(&mut rest, &mut out));
+        assert_eq!(rest.as_deref(), Some(&b"cd"[..]));
+        assert_eq!(out, vec![text("4e")]);
+        // While the transport writes, pushes queue behind it.
+        o.push(&[text("4f")], false, LIMITS);
+        assert_eq!(s.wire.lock().len(), 1);
+        o.end_write();
+        assert_eq!(drain(&o), vec![text("4f")]);
+        // Idle again: direct.
+        o.push(&[text("4g")], false, LIMITS);
+        assert_eq!(s.wire.lock().last().map(String::as_str), Some("4g"));
+    }
+
+    #[test]
+    fn a_full_socket_queues_and_detach_stops_direct_writes() {
+        let o = Outbox::default();
+        let s = socket(0);
+        o.attach_sink(s.clone());
+        o.push(&[text("4a")], false, LIMITS);
+        assert_eq!(drain(&o), vec![text("4a")]);
+        o.detach_sink();
+        *s.room.lock() = 100;
+        o.push(&[text("4b")], false, LIMITS);
+        assert!(s.wire.lock().is_empty());
+        assert_eq!(drain(&o), vec![text("4b")]);
     }
 }

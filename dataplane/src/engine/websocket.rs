@@ -4,27 +4,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 
 use super::http::{Body, EngineError, Responder};
 use super::outbox::Frame;
 use super::packet::Packet;
 use super::session::{CloseReason, Session};
+use super::wsconn::{encode_frames, ReadError, WsConn};
+use super::wsframe::{self, WsMessage};
 use super::{Engine, HandshakeInfo};
 use crate::config::TransportKind;
-
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// Small initial read buffer: most sessions are idle, and the buffer grows on demand.
-const READ_BUFFER: usize = 1024;
 
 /// Answers a WebSocket upgrade request with 101 and starts the transport task.
 /// `existing` is the polling session being upgraded; otherwise a session is created.
@@ -62,8 +56,20 @@ pub(super) fn accept(
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
+        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => WsConn::new(
+                parts.io.into_inner(),
+                &parts.read_buf,
+                engine.settings.max_payload,
+            ),
+            Ok(Err(_)) => {
+                // Our listener only serves TCP streams; anything else is a bug to see in logs.
+                tracing::error!("websocket upgrade on a connection that is not a TCP stream");
+                if let Mode::Fresh(session) = mode {
+                    session.close(CloseReason::TransportError);
+                }
+                return;
+            }
             Err(error) => {
                 tracing::debug!(%error, "websocket upgrade failed");
                 if let Mode::Fresh(session) = mode {
@@ -72,15 +78,6 @@ pub(super) fn accept(
                 return;
             }
         };
-        let mut config = WebSocketConfig::default();
-        config.read_buffer_size = READ_BUFFER;
-        // Frames fed between two flushes are coalesced into one write up to this size.
-        config.write_buffer_size = 16 * 1024;
-        config.max_message_size = Some(engine.settings.max_payload);
-        config.max_frame_size = Some(engine.settings.max_payload);
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
         match mode {
             Mode::Fresh(session) => run_fresh(engine, session, ws).await,
             Mode::Upgrade(session) => run_upgrade(engine, session, ws).await,
@@ -103,9 +100,9 @@ enum Mode {
     Upgrade(Arc<Session>),
 }
 
-async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
+async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, ws: WsConn) {
     let open = engine.open_packet(&session, TransportKind::Websocket);
-    if ws.send(Message::Text(open.into())).await.is_err() {
+    if ws.send_text(&open).await.is_err() {
         session.close(CloseReason::TransportError);
         return;
     }
@@ -115,7 +112,7 @@ async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
 }
 
 /// The upgrade dance: `2probe` → `3probe`, then `5` switches the session to this socket.
-async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
+async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
     let allowed = {
         let mut t = session.transport.lock();
         let allowed = !t.upgrading && t.transport == TransportKind::Polling;
@@ -124,7 +121,7 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
     };
     if !allowed {
         // Only one upgrade per session; a second WebSocket for the same sid is refused.
-        let _ = ws.close(None).await;
+        ws.close(wsframe::CLOSE_NORMAL).await;
         return;
     }
     // Boxed: the probe's state is transient and must not size the long-lived task.
@@ -143,12 +140,12 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
         // task (handshake or upgrade state) ends here.
         tokio::spawn(serve(engine, session, ws));
     } else {
-        let _ = ws.close(None).await;
+        ws.close(wsframe::CLOSE_NORMAL).await;
     }
 }
 
 /// Waits for `2probe` (answered `3probe`) then `5`; false on anything else or timeout.
-async fn probe(engine: &Engine, session: &Session, ws: &mut Ws) -> bool {
+async fn probe(engine: &Engine, session: &Session, ws: &mut WsConn) -> bool {
     let deadline = tokio::time::sleep(engine.settings.upgrade_timeout);
     tokio::pin!(deadline);
     let mut probed = false;
@@ -158,20 +155,21 @@ async fn probe(engine: &Engine, session: &Session, ws: &mut Ws) -> bool {
             _ = &mut deadline => return false,
             _ = session.wait_closed() => return false,
         };
-        let Some(Ok(Message::Text(text))) = msg else {
-            if matches!(msg, Some(Ok(Message::Ping(_) | Message::Pong(_)))) {
+        let text = match msg {
+            Some(Ok(WsMessage::Text(text))) => text,
+            Some(Ok(WsMessage::Ping(data))) => {
+                if ws.write_all(&pong(&data)).await.is_err() {
+                    return false;
+                }
                 continue;
             }
-            return false;
+            Some(Ok(WsMessage::Pong(_))) => continue,
+            _ => return false,
         };
-        match Packet::decode_text(Bytes::from(text)) {
+        match Packet::decode_text(text) {
             Ok(Packet::Ping(data)) if &data[..] == b"probe" && !probed => {
                 probed = true;
-                if ws
-                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
-                    .await
-                    .is_err()
-                {
+                if ws.send_text("3probe").await.is_err() {
                     return false;
                 }
                 // Release the pending GET with a noop so the client can send `5`.
@@ -183,88 +181,144 @@ async fn probe(engine: &Engine, session: &Session, ws: &mut Ws) -> bool {
     }
 }
 
-/// Main loop: writes queued frames in batches (one flush per batch) and reads packets.
-async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: Ws) {
+/// The pong frame answering a ping.
+fn pong(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wsframe::encode_frame(wsframe::OP_PONG, data, &mut out);
+    out
+}
+
+/// How the main loop ended.
+enum End {
+    /// The session closed (queued frames were written): say goodbye normally.
+    Closed,
+    /// The client broke the protocol: close with its status code.
+    Protocol(u16),
+    /// The socket is gone or was abandoned mid-frame: no close frame.
+    Abort,
+}
+
+/// Main loop: writes queued frames in batches (one write per batch) and reads packets. The
+/// outbox writes directly to the socket while this task is idle.
+async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
+    session.outbox.attach_sink(ws.sink(engine.stats.clone()));
     let mut batch: Vec<Frame> = Vec::new();
-    let reason = loop {
-        let more = session.outbox.drain_into(&mut batch);
-        if !batch.is_empty() {
+    // Pong frames owed to the client, written with the next batch.
+    let mut control: Vec<u8> = Vec::new();
+    let end = loop {
+        let mut rest = None;
+        let more = session.outbox.begin_write(&mut rest, &mut batch);
+        if rest.is_some() || !batch.is_empty() || !control.is_empty() {
             engine
                 .stats
                 .frames_sent
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let closing = session.outbox.is_closed();
             // Boxed: a write in progress is transient; the idle task stays small.
-            let write = Box::pin(write_batch(&session, &mut ws, &mut batch, closing));
-            if let Err(reason) = write.await {
-                break reason;
+            let write = Box::pin(write_batch(
+                &session,
+                &ws,
+                rest,
+                &mut batch,
+                &mut control,
+                closing,
+            ));
+            let written = write.await;
+            session.outbox.end_write();
+            if let Err(reason) = written {
+                session.close(reason);
+                break End::Abort;
             }
+        } else {
+            session.outbox.end_write();
         }
         if more {
             continue;
         }
         if session.outbox.is_closed() {
-            let _ = ws.close(None).await;
-            return;
+            break End::Closed;
         }
         tokio::select! {
             biased;
             _ = session.outbox.ready() => {}
-            msg = ws.next() => match msg.inspect(|_| {
+            msg = ws.next() => {
                 engine.stats.packets_received.fetch_add(1, Ordering::Relaxed);
-            }) {
-                Some(Ok(Message::Text(text))) => match Packet::decode_text(Bytes::from(text)) {
-                    Ok(packet) => session.on_packet(packet),
-                    Err(error) => {
-                        tracing::debug!(sid = %session.sid, %error, "malformed websocket packet");
-                        break CloseReason::ParseError;
+                match msg {
+                    Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
+                        Ok(packet) => session.on_packet(packet),
+                        Err(error) => {
+                            tracing::debug!(sid = %session.sid, %error, "malformed websocket packet");
+                            session.close(CloseReason::ParseError);
+                            break End::Closed;
+                        }
+                    },
+                    Some(Ok(WsMessage::Binary(data))) => session.on_packet(Packet::Binary(data)),
+                    Some(Ok(WsMessage::Ping(data))) => control.extend_from_slice(&pong(&data)),
+                    Some(Ok(WsMessage::Pong(_))) => {}
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        session.close(CloseReason::TransportClose);
+                        break End::Closed;
                     }
-                },
-                Some(Ok(Message::Binary(data))) => session.on_packet(Packet::Binary(data)),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break CloseReason::TransportClose,
-                Some(Err(error)) => {
-                    tracing::debug!(sid = %session.sid, %error, "websocket error");
-                    break CloseReason::TransportError;
+                    Some(Err(ReadError::Protocol(error))) => {
+                        tracing::debug!(sid = %session.sid, %error, "websocket protocol error");
+                        session.close(CloseReason::TransportError);
+                        break End::Protocol(error.close_code());
+                    }
+                    Some(Err(ReadError::Io(error))) => {
+                        tracing::debug!(sid = %session.sid, %error, "websocket read error");
+                        session.close(CloseReason::TransportError);
+                        break End::Abort;
+                    }
                 }
-            },
+            }
         }
     };
-    session.close(reason);
-    let _ = ws.close(None).await;
+    session.outbox.detach_sink();
+    match end {
+        End::Closed => ws.close(wsframe::CLOSE_NORMAL).await,
+        End::Protocol(code) => ws.close(code).await,
+        End::Abort => {}
+    }
 }
 
-/// Feeds a batch of frames and flushes once; gives up if the session closes meanwhile
-/// (a slow consumer must not pin the task on a full socket).
+/// Writes the rest of a partly written frame, owed pongs and a batch of frames in one write;
+/// gives up if the session closes meanwhile (a slow consumer must not pin the task on a
+/// full socket).
 async fn write_batch(
     session: &Session,
-    ws: &mut Ws,
+    ws: &WsConn,
+    rest: Option<Bytes>,
     batch: &mut Vec<Frame>,
+    control: &mut Vec<u8>,
     closing: bool,
 ) -> Result<(), CloseReason> {
-    let write = async {
-        for frame in batch.drain(..) {
-            let msg = match frame {
-                // The close packet is for polling; on WebSocket the close frame says it.
-                Frame::Text(text) if closing && text.as_str() == "1" => continue,
-                Frame::Text(text) => Message::Text(text),
-                Frame::Binary(data) => Message::Binary(data),
-            };
-            ws.feed(msg).await?;
+    let mut wire = Vec::new();
+    // A partly written frame must be finished before any other frame starts.
+    if let Some(rest) = rest {
+        wire.extend_from_slice(&rest);
+    }
+    wire.append(control);
+    for frame in batch.drain(..) {
+        // The close packet is for polling; on WebSocket the close frame says it.
+        if closing && matches!(&frame, Frame::Text(t) if t.as_str() == "1") {
+            continue;
         }
-        ws.flush().await
-    };
-    let result = if closing {
+        encode_frames(std::slice::from_ref(&frame), &mut wire);
+    }
+    if batch.capacity() > 256 {
+        batch.shrink_to(16);
+    }
+    if control.capacity() > 256 {
+        *control = Vec::new();
+    }
+    let write = ws.write_all(&wire);
+    if closing {
         write.await.map_err(|_| CloseReason::TransportError)
     } else {
         tokio::select! {
             r = write => r.map_err(|_| CloseReason::TransportError),
-            _ = session.wait_closed() => Ok(()),
+            // Abandoned mid-write: the socket is dropped without a close frame.
+            _ = session.wait_closed() => Err(CloseReason::SlowConsumer),
         }
-    };
-    batch.clear();
-    if batch.capacity() > 256 {
-        batch.shrink_to(16);
     }
-    result
 }

@@ -299,7 +299,7 @@ describe("WebSocket-level garbage", () => {
     // "42" + invalid UTF-8 sent with the text opcode
     ws.send(Buffer.from([0x34, 0x32, 0x5b, 0x22, 0xff, 0xfe, 0xc3, 0x28, 0x22, 0x5d]), { binary: false });
     const closed = await ws.waitClose(5000);
-    assert.ok(closed);
+    assert.equal(closed.code, 1007, `close code for invalid UTF-8: ${JSON.stringify(closed)}`);
     await bystandersOk("after invalid UTF-8");
   });
 
@@ -319,7 +319,8 @@ describe("WebSocket-level garbage", () => {
       track(ws);
       ws.ws._socket.write(Buffer.from(bytes));
       const closed = await ws.waitClose(5000);
-      assert.ok(closed);
+      // 1002 protocol error, or 1009 for a length over the limit.
+      assert.ok([1002, 1009].includes(closed.code), `close code: ${JSON.stringify(closed)}`);
       await bystandersOk(`after garbage frame (${name})`);
     });
   }
@@ -349,8 +350,61 @@ describe("WebSocket-level garbage", () => {
         !msgs.some((m) => typeof m === "string" && m.startsWith('42["echo"')),
         "oversized message must not be delivered",
       );
+      assert.equal(ws.closed.code, 1009, `close code for an oversized message: ${JSON.stringify(ws.closed)}`);
     }
     await bystandersOk("after oversized WebSocket message");
+  });
+
+  it("WebSocket pings get pongs, fragmented messages are reassembled, a client close is answered", async () => {
+    const { ws } = await rawSioWs(server, "/");
+    track(ws);
+    const pong = new Promise((resolve) => ws.ws.once("pong", (data) => resolve(data.toString())));
+    ws.ws.ping(Buffer.from("are you there"));
+    assert.equal(await pong, "are you there", "pong echoes the ping's payload");
+    // One event in three frames, a ping between two of them (RFC 6455 5.4).
+    ws.ws.send('42["echo",', { fin: false });
+    ws.ws.ping();
+    ws.ws.send('"fragm', { fin: false });
+    ws.ws.send('ented"]', { fin: true });
+    assert.equal(await ws.next(5000, "echo of a fragmented message"), '42["echo","fragmented"]');
+    ws.ws.close(1000);
+    const closed = await ws.waitClose(5000);
+    assert.equal(closed.code, 1000, `the server answers a close with 1000: ${JSON.stringify(closed)}`);
+    await bystandersOk("after fragments and pings");
+  });
+
+  it("a frame sent in the same TCP write as the upgrade request is read", async () => {
+    const key = Buffer.from("roomcast-early-k").toString("base64");
+    const url = new URL(eioUrl(server, { EIO: "4", transport: "websocket" }));
+    const frame = (text) => {
+      const data = Buffer.from(text);
+      const mask = Buffer.from([9, 8, 7, 6]);
+      return Buffer.concat([Buffer.from([0x81, 0x80 | data.length]), mask, data.map((b, i) => b ^ mask[i % 4])]);
+    };
+    const sock = net.connect(Number(url.port), url.hostname);
+    raws.push({ terminate: () => sock.destroy() });
+    await new Promise((resolve, reject) => sock.once("connect", resolve).once("error", reject));
+    const request =
+      `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
+    sock.write(Buffer.concat([Buffer.from(request), frame("40")]));
+    let seen = Buffer.alloc(0);
+    const deadline = Date.now() + 5000;
+    // The 101, the open packet, then the CONNECT reply to the early "40".
+    while (!seen.includes(Buffer.from('40{"sid"')) && Date.now() < deadline) {
+      const chunk = await Promise.race([
+        new Promise((resolve) => sock.once("data", resolve)),
+        sleep(deadline - Date.now()).then(() => null),
+      ]);
+      if (!chunk) break;
+      seen = Buffer.concat([seen, chunk]);
+    }
+    const text = seen.toString("latin1");
+    assert.match(text, /^HTTP\/1.1 101/, "upgrade accepted");
+    assert.ok(text.includes('0{"sid"'), `open packet: ${JSON.stringify(text)}`);
+    assert.ok(text.includes('40{"sid"'), `CONNECT reply to the early frame: ${JSON.stringify(text)}`);
+    sock.destroy();
+    await bystandersOk("after an early frame");
   });
 
   it("garbage bytes on a raw TCP connection get an error or a close, never a hang", async () => {

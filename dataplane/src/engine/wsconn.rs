@@ -1,0 +1,235 @@
+//! One WebSocket connection's socket: reading messages, writing frames, and the direct
+//! writer a broadcast uses (see `outbox`). Framing is in `wsframe`.
+//!
+//! The TCP stream is shared (`Arc`): the transport task reads and writes what was queued,
+//! and the session's outbox writes frames at once through [`DirectSink`] when the
+//! transport is idle. The outbox lock orders the two, so frames never interleave.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::outbox::{Frame, FrameSink, SinkWrite};
+use super::wsframe::{self, Decoder, WsError, WsMessage, MAX_HEADER};
+use crate::metrics::EngineStats;
+
+/// Bytes read per `read` call, on the stack of a synchronous function: an idle connection
+/// holds no read buffer.
+const READ_CHUNK: usize = 8 * 1024;
+/// At most this much is read per wake-up, so that one busy client cannot hold the thread.
+const READ_BUDGET: usize = 64 * 1024;
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Protocol(#[from] WsError),
+    #[error("websocket read failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug)]
+pub struct WsConn {
+    stream: Arc<TcpStream>,
+    decoder: Decoder,
+    inbox: VecDeque<WsMessage>,
+    /// A read error, reported after the messages decoded before it.
+    failed: Option<ReadError>,
+    eof: bool,
+}
+
+impl WsConn {
+    /// `early` holds bytes the client sent right behind its upgrade request.
+    pub fn new(stream: TcpStream, early: &[u8], max_message: usize) -> Self {
+        let mut conn = WsConn {
+            stream: Arc::new(stream),
+            decoder: Decoder::new(max_message),
+            inbox: VecDeque::new(),
+            failed: None,
+            eof: false,
+        };
+        if !early.is_empty() {
+            conn.decode(&mut early.to_vec());
+        }
+        conn
+    }
+
+    /// The writer for the session's outbox.
+    pub fn sink(&self, stats: Arc<EngineStats>) -> Arc<dyn FrameSink> {
+        Arc::new(DirectSink {
+            stream: self.stream.clone(),
+            stats,
+        })
+    }
+
+    /// The next message; `None` once the client has closed the TCP stream. Cancel-safe:
+    /// nothing is lost if the future is dropped.
+    pub async fn next(&mut self) -> Option<Result<WsMessage, ReadError>> {
+        loop {
+            if let Some(msg) = self.inbox.pop_front() {
+                return Some(Ok(msg));
+            }
+            if let Some(error) = self.failed.take() {
+                self.eof = true;
+                return Some(Err(error));
+            }
+            if self.eof {
+                return None;
+            }
+            if let Err(error) = self.stream.readable().await {
+                self.failed = Some(error.into());
+                continue;
+            }
+            self.read_now();
+        }
+    }
+
+    /// Reads what the socket has, without waiting, and decodes it.
+    fn read_now(&mut self) {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut budget = READ_BUDGET;
+        while budget > 0 && self.failed.is_none() {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.decode(&mut chunk[..n]);
+                    if n < chunk.len() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.failed = Some(e.into()),
+            }
+        }
+    }
+
+    fn decode(&mut self, bytes: &mut [u8]) {
+        if let Err(error) = self.decoder.decode(bytes, &mut self.inbox) {
+            self.failed = Some(error.into());
+        }
+    }
+
+    /// Writes all of `bytes`, waiting for the socket as needed.
+    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.stream.writable().await?;
+            match self.stream.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one text message.
+    pub async fn send_text(&self, text: &str) -> io::Result<()> {
+        let mut out = Vec::new();
+        wsframe::encode_frame(wsframe::OP_TEXT, text.as_bytes(), &mut out);
+        self.write_all(&out).await
+    }
+
+    /// Sends a close frame if the socket takes it at once, shuts the write side down, then
+    /// reads and discards until the client closes too, for at most [`CLOSE_LINGER`]. Dropping
+    /// a socket with unread input would reset it, and the client could lose the close frame.
+    pub async fn close(self, code: u16) {
+        let _ = self.stream.try_write(&wsframe::close_frame(code));
+        // `TcpStream::shutdown` needs `&mut`; the stream is shared with the outbox's sink.
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
+        let drain = async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match self.stream.try_read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+    }
+}
+
+/// How long a closing connection waits for the client's side of the close.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Appends the wire bytes of frames to `out`.
+pub fn encode_frames(frames: &[Frame], out: &mut Vec<u8>) {
+    for frame in frames {
+        match frame {
+            Frame::Text(text) => wsframe::encode_frame(wsframe::OP_TEXT, text.as_bytes(), out),
+            Frame::Binary(data) => wsframe::encode_frame(wsframe::OP_BINARY, data, out),
+        }
+    }
+}
+
+/// Writes frames straight to the socket for a session's outbox.
+#[derive(Debug)]
+struct DirectSink {
+    stream: Arc<TcpStream>,
+    stats: Arc<EngineStats>,
+}
+
+impl FrameSink for DirectSink {
+    fn try_write(&self, frames: &[Frame]) -> SinkWrite {
+        // The common case, one text frame: header and payload in one vectored write, no copy.
+        let written = if let [frame] = frames {
+            let (opcode, payload): (u8, &[u8]) = match frame {
+                Frame::Text(t) => (wsframe::OP_TEXT, t.as_bytes()),
+                Frame::Binary(b) => (wsframe::OP_BINARY, b),
+            };
+            let mut header = [0; MAX_HEADER];
+            let n = wsframe::encode_header(opcode, payload.len(), &mut header);
+            let slices = [IoSlice::new(&header[..n]), IoSlice::new(payload)];
+            self.stream
+                .try_write_vectored(&slices)
+                .map(|w| (w, n + payload.len()))
+                .map(|(w, total)| rest_of(w, total, || [&header[..n], payload].concat()))
+        } else {
+            let mut wire = Vec::new();
+            encode_frames(frames, &mut wire);
+            self.stream
+                .try_write(&wire)
+                .map(|w| rest_of(w, wire.len(), || wire.clone()))
+        };
+        match written {
+            Ok(result) => {
+                if !matches!(result, SinkWrite::Nothing) {
+                    self.stats
+                        .frames_sent
+                        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                }
+                result
+            }
+            // WouldBlock, or a failed socket: the transport task finds out and closes.
+            Err(_) => SinkWrite::Nothing,
+        }
+    }
+}
+
+/// What is left after `written` of `total` wire bytes went out.
+fn rest_of(written: usize, total: usize, wire: impl FnOnce() -> Vec<u8>) -> SinkWrite {
+    if written >= total {
+        SinkWrite::All
+    } else if written == 0 {
+        SinkWrite::Nothing
+    } else {
+        let mut all = wire();
+        all.drain(..written);
+        SinkWrite::Rest(Bytes::from(all))
+    }
+}
