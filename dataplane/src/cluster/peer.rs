@@ -43,6 +43,7 @@ use super::proto::peer_client::PeerClient;
 use super::proto::peer_server::{Peer as PeerService, PeerServer};
 use super::proto::{self as pb, message::Kind};
 use super::Members;
+use crate::engine::cork;
 
 /// Largest gRPC message accepted or sent. One broadcast may carry a client message of up
 /// to `engine.maxHttpBufferSize` (at most 256 MiB), and a batch holds whole messages.
@@ -817,24 +818,32 @@ impl Mesh {
                     Ok(Ok(None)) => return "closed by peer".to_string(),
                     Ok(Err(status)) => return format!("stream error: {}", status.message()),
                     Ok(Ok(Some(batch))) => {
-                        for message in batch.messages {
-                            match message.kind {
-                                Some(Kind::Hello(hello)) if hello.member != peer.id => {
-                                    return format!(
-                                        "the peer at {} says it is {:?}",
-                                        peer.addr, hello.member
-                                    );
-                                }
-                                Some(Kind::Hello(hello)) => {
-                                    if peer.generation.load(Ordering::Acquire) == generation {
-                                        peer.learn_client_addr(peer_client_address(
-                                            &hello, peer.addr,
+                        // One write-combining scope per batch: a local socket that several
+                        // of its broadcasts reach gets them in one write.
+                        let stop = cork::corked(|| {
+                            for message in batch.messages {
+                                match message.kind {
+                                    Some(Kind::Hello(hello)) if hello.member != peer.id => {
+                                        return Some(format!(
+                                            "the peer at {} says it is {:?}",
+                                            peer.addr, hello.member
                                         ));
                                     }
+                                    Some(Kind::Hello(hello)) => {
+                                        if peer.generation.load(Ordering::Acquire) == generation {
+                                            peer.learn_client_addr(peer_client_address(
+                                                &hello, peer.addr,
+                                            ));
+                                        }
+                                    }
+                                    Some(Kind::Heartbeat(_)) | None => {}
+                                    Some(kind) => self.handle(&peer, kind),
                                 }
-                                Some(Kind::Heartbeat(_)) | None => {}
-                                Some(kind) => self.handle(&peer, kind),
                             }
+                            None
+                        });
+                        if let Some(reason) = stop {
+                            return reason;
                         }
                     }
                 }

@@ -3,6 +3,7 @@
 //! The engine knows nothing of Socket.IO: it hands each session's messages to a
 //! [`ConnectionHandler`] created by a [`ConnectionFactory`] at handshake time.
 
+pub mod cork;
 pub mod forward;
 mod heartbeat;
 pub mod http;

@@ -64,7 +64,7 @@ pub enum SinkWrite {
 
 /// Writes frames straight to a transport's socket, never waiting.
 pub trait FrameSink: Send + Sync + std::fmt::Debug {
-    fn try_write(&self, frames: &[Frame]) -> SinkWrite;
+    fn try_write(&self, frames: &mut dyn ExactSizeIterator<Item = &Frame>) -> SinkWrite;
 }
 
 /// What happened to a push.
@@ -101,13 +101,20 @@ struct Queue {
     rest: Option<Bytes>,
     /// The transport task is writing: a push must not write around it.
     writing: bool,
+    /// Frames wait for the end of a write-combining scope (`cork`), which writes them.
+    deferred: bool,
 }
 
 impl Queue {
     /// Can a push write at once? Only if nothing is ahead of it.
     fn sink_free(&self) -> Option<&Arc<dyn FrameSink>> {
-        let free = self.frames.is_empty() && self.rest.is_none() && !self.writing;
-        self.sink.as_ref().filter(|_| free)
+        self.sink_idle().filter(|_| self.frames.is_empty())
+    }
+
+    /// The sink, if neither the transport task nor the rest of a frame is in the way.
+    fn sink_idle(&self) -> Option<&Arc<dyn FrameSink>> {
+        let idle = self.rest.is_none() && !self.writing;
+        self.sink.as_ref().filter(|_| idle)
     }
 
     /// Takes the frames up to the next flush boundary (all when there is none) into `out`.
@@ -140,17 +147,39 @@ impl Outbox {
     /// Queues the frames of one packet (text then attachments) atomically, so concurrent
     /// broadcasts never interleave a packet's attachments.
     pub fn push(&self, frames: &[Frame], volatile: bool, limits: OutboxLimits) -> PushOutcome {
+        self.push_inner(frames, volatile, limits, false).0
+    }
+
+    /// Like [`Outbox::push`], but inside a write-combining scope: a push that could write
+    /// at once only queues. The second value is true the first time, when the caller must
+    /// have [`Outbox::flush_deferred`] called at the end of the scope.
+    pub fn push_deferred(
+        &self,
+        frames: &[Frame],
+        volatile: bool,
+        limits: OutboxLimits,
+    ) -> (PushOutcome, bool) {
+        self.push_inner(frames, volatile, limits, true)
+    }
+
+    fn push_inner(
+        &self,
+        frames: &[Frame],
+        volatile: bool,
+        limits: OutboxLimits,
+        defer: bool,
+    ) -> (PushOutcome, bool) {
         let size: usize = frames.iter().map(Frame::len).sum();
         let mut q = self.queue.lock();
         if q.closed {
-            return PushOutcome::Closed;
+            return (PushOutcome::Closed, false);
         }
         let fits = |q: &Queue| {
             q.frames.len() + frames.len() <= limits.max_frames && q.bytes + size <= limits.max_bytes
         };
         if !fits(&q) {
             if volatile {
-                return PushOutcome::DroppedVolatile;
+                return (PushOutcome::DroppedVolatile, false);
             }
             // Make room by dropping volatile frames already queued, oldest first.
             let before = q.frames.len();
@@ -159,29 +188,73 @@ impl Outbox {
                 q.bytes = q.frames.iter().map(|(f, _)| f.len()).sum();
             }
             if !fits(&q) {
-                return PushOutcome::Overflow;
+                return (PushOutcome::Overflow, false);
             }
         }
+        let append = |q: &mut Queue| {
+            for frame in frames {
+                q.frames.push_back((frame.clone(), volatile));
+            }
+            q.bytes += size;
+        };
+        if q.deferred {
+            // The end of the scope writes these too.
+            append(&mut q);
+            return (PushOutcome::Queued, false);
+        }
         if let Some(sink) = q.sink_free() {
+            if defer {
+                append(&mut q);
+                q.deferred = true;
+                return (PushOutcome::Queued, true);
+            }
             // Under the lock, so that no other push or the transport writes in between.
-            match sink.try_write(frames) {
-                SinkWrite::All => return PushOutcome::Queued,
+            match sink.try_write(&mut frames.iter()) {
+                SinkWrite::All => return (PushOutcome::Queued, false),
                 SinkWrite::Rest(rest) => {
                     q.rest = Some(rest);
                     drop(q);
                     self.ready.notify_one();
-                    return PushOutcome::Queued;
+                    return (PushOutcome::Queued, false);
                 }
                 SinkWrite::Nothing => {}
             }
         }
-        for frame in frames {
-            q.frames.push_back((frame.clone(), volatile));
-        }
-        q.bytes += size;
+        append(&mut q);
         drop(q);
         self.ready.notify_one();
-        PushOutcome::Queued
+        (PushOutcome::Queued, false)
+    }
+
+    /// Ends a deferral begun by [`Outbox::push_deferred`]: writes everything queued in one
+    /// write if the transport is idle; otherwise (or for what the socket does not take)
+    /// wakes the transport.
+    pub fn flush_deferred(&self) {
+        let mut q = self.queue.lock();
+        q.deferred = false;
+        if q.frames.is_empty() {
+            return;
+        }
+        // A flush boundary asks for separate writes: the transport keeps them apart.
+        if q.boundary == 0 {
+            if let Some(sink) = q.sink_idle().cloned() {
+                match sink.try_write(&mut q.frames.iter().map(|(f, _)| f)) {
+                    SinkWrite::All => {
+                        q.frames.clear();
+                        q.bytes = 0;
+                        return;
+                    }
+                    SinkWrite::Rest(rest) => {
+                        q.frames.clear();
+                        q.bytes = 0;
+                        q.rest = Some(rest);
+                    }
+                    SinkWrite::Nothing => {}
+                }
+            }
+        }
+        drop(q);
+        self.ready.notify_one();
     }
 
     /// Lets pushes write straight to the transport's socket when nothing is queued.
@@ -357,10 +430,9 @@ mod tests {
     }
 
     impl FrameSink for Socket {
-        fn try_write(&self, frames: &[Frame]) -> SinkWrite {
+        fn try_write(&self, frames: &mut dyn ExactSizeIterator<Item = &Frame>) -> SinkWrite {
             let mut room = self.room.lock();
             let bytes: String = frames
-                .iter()
                 .map(|f| match f {
                     Frame::Text(t) => t.as_str().to_string(),
                     Frame::Binary(_) => "<bin>".to_string(),

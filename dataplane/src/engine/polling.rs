@@ -137,9 +137,12 @@ pub(super) async fn data(
                 .stats
                 .packets_received
                 .fetch_add(packets.len() as u64, Ordering::Relaxed);
-            for packet in packets {
-                session.on_packet(packet);
-            }
+            // One write-combining scope for the whole payload (see `cork`).
+            super::cork::corked(|| {
+                for packet in packets {
+                    session.on_packet(packet);
+                }
+            });
             responder.build(StatusCode::OK, "text/html", "ok")
         }
         Err(error) => {

@@ -122,22 +122,41 @@ impl Session {
 
     /// Queues the frames of one packet. A non-volatile packet that does not fit closes the
     /// session as a slow consumer; a volatile one is silently dropped.
-    pub fn send(&self, frames: &[Frame], volatile: bool) -> PushOutcome {
+    pub fn send(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> PushOutcome {
         self.send_with_limits(frames, volatile, self.limits())
     }
 
-    /// Like [`Session::send`] with limits the caller already holds (broadcast loops).
+    /// Like [`Session::send`] with limits the caller already holds.
     pub fn send_with_limits(
-        &self,
+        self: &Arc<Self>,
         frames: &[Frame],
         volatile: bool,
         limits: OutboxLimits,
     ) -> PushOutcome {
-        let outcome = self.outbox.push(frames, volatile, limits);
+        let outcome = self.push(frames, volatile, limits);
         if outcome == PushOutcome::Overflow {
             tracing::warn!(sid = %self.sid, max_frames = limits.max_frames, max_bytes = limits.max_bytes,
                 "closing slow consumer: outbound queue full");
             self.close(CloseReason::SlowConsumer);
+        }
+        outcome
+    }
+
+    /// Queues or writes the frames of one packet, leaving an overflow to the caller (a
+    /// broadcast loop closes slow consumers after it releases its locks). Inside a
+    /// write-combining scope (`cork`), the write waits for the end of the scope.
+    pub fn push(
+        self: &Arc<Self>,
+        frames: &[Frame],
+        volatile: bool,
+        limits: OutboxLimits,
+    ) -> PushOutcome {
+        if !super::cork::is_active() {
+            return self.outbox.push(frames, volatile, limits);
+        }
+        let (outcome, first) = self.outbox.push_deferred(frames, volatile, limits);
+        if first {
+            super::cork::defer(self.clone());
         }
         outcome
     }

@@ -11,11 +11,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::cork;
 use super::http::{Body, EngineError, Responder};
 use super::outbox::Frame;
 use super::packet::Packet;
 use super::session::{CloseReason, Session};
-use super::wsconn::{encode_frames, ReadError, WsConn};
+use super::wsconn::{encode_frame, ReadError, WsConn};
 use super::wsframe::{self, WsMessage};
 use super::{Engine, HandshakeInfo};
 use crate::config::TransportKind;
@@ -242,33 +243,18 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
             biased;
             _ = session.outbox.ready() => {}
             msg = ws.next() => {
-                engine.stats.packets_received.fetch_add(1, Ordering::Relaxed);
-                match msg {
-                    Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
-                        Ok(packet) => session.on_packet(packet),
-                        Err(error) => {
-                            tracing::debug!(sid = %session.sid, %error, "malformed websocket packet");
-                            session.close(CloseReason::ParseError);
-                            break End::Closed;
+                // Everything this read brought is handled in one write-combining scope.
+                let end = cork::corked(|| {
+                    let mut msg = msg;
+                    loop {
+                        if let Some(end) = on_message(&engine, &session, &mut control, msg) {
+                            return Some(end);
                         }
-                    },
-                    Some(Ok(WsMessage::Binary(data))) => session.on_packet(Packet::Binary(data)),
-                    Some(Ok(WsMessage::Ping(data))) => control.extend_from_slice(&pong(&data)),
-                    Some(Ok(WsMessage::Pong(_))) => {}
-                    Some(Ok(WsMessage::Close(_))) | None => {
-                        session.close(CloseReason::TransportClose);
-                        break End::Closed;
+                        msg = Some(ws.try_next()?);
                     }
-                    Some(Err(ReadError::Protocol(error))) => {
-                        tracing::debug!(sid = %session.sid, %error, "websocket protocol error");
-                        session.close(CloseReason::TransportError);
-                        break End::Protocol(error.close_code());
-                    }
-                    Some(Err(ReadError::Io(error))) => {
-                        tracing::debug!(sid = %session.sid, %error, "websocket read error");
-                        session.close(CloseReason::TransportError);
-                        break End::Abort;
-                    }
+                });
+                if let Some(end) = end {
+                    break end;
                 }
             }
         }
@@ -279,6 +265,47 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
         End::Protocol(code) => ws.close(code).await,
         End::Abort => {}
     }
+}
+
+/// Handles one message from the client; `Some` ends the connection.
+fn on_message(
+    engine: &Engine,
+    session: &Session,
+    control: &mut Vec<u8>,
+    msg: Option<Result<WsMessage, ReadError>>,
+) -> Option<End> {
+    engine
+        .stats
+        .packets_received
+        .fetch_add(1, Ordering::Relaxed);
+    match msg {
+        Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
+            Ok(packet) => session.on_packet(packet),
+            Err(error) => {
+                tracing::debug!(sid = %session.sid, %error, "malformed websocket packet");
+                session.close(CloseReason::ParseError);
+                return Some(End::Closed);
+            }
+        },
+        Some(Ok(WsMessage::Binary(data))) => session.on_packet(Packet::Binary(data)),
+        Some(Ok(WsMessage::Ping(data))) => control.extend_from_slice(&pong(&data)),
+        Some(Ok(WsMessage::Pong(_))) => {}
+        Some(Ok(WsMessage::Close(_))) | None => {
+            session.close(CloseReason::TransportClose);
+            return Some(End::Closed);
+        }
+        Some(Err(ReadError::Protocol(error))) => {
+            tracing::debug!(sid = %session.sid, %error, "websocket protocol error");
+            session.close(CloseReason::TransportError);
+            return Some(End::Protocol(error.close_code()));
+        }
+        Some(Err(ReadError::Io(error))) => {
+            tracing::debug!(sid = %session.sid, %error, "websocket read error");
+            session.close(CloseReason::TransportError);
+            return Some(End::Abort);
+        }
+    }
+    None
 }
 
 /// Writes the rest of a partly written frame, owed pongs and a batch of frames in one write;
@@ -303,7 +330,7 @@ async fn write_batch(
         if closing && matches!(&frame, Frame::Text(t) if t.as_str() == "1") {
             continue;
         }
-        encode_frames(std::slice::from_ref(&frame), &mut wire);
+        encode_frame(&frame, &mut wire);
     }
     if batch.capacity() > 256 {
         batch.shrink_to(16);

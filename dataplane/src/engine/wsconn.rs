@@ -88,6 +88,17 @@ impl WsConn {
         }
     }
 
+    /// The next message already read, if any; never waits.
+    pub fn try_next(&mut self) -> Option<Result<WsMessage, ReadError>> {
+        match self.inbox.pop_front() {
+            Some(msg) => Some(Ok(msg)),
+            None => self.failed.take().map(|error| {
+                self.eof = true;
+                Err(error)
+            }),
+        }
+    }
+
     /// Reads what the socket has, without waiting, and decodes it.
     fn read_now(&mut self) {
         let mut chunk = [0u8; READ_CHUNK];
@@ -167,13 +178,11 @@ impl WsConn {
 /// How long a closing connection waits for the client's side of the close.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Appends the wire bytes of frames to `out`.
-pub fn encode_frames(frames: &[Frame], out: &mut Vec<u8>) {
-    for frame in frames {
-        match frame {
-            Frame::Text(text) => wsframe::encode_frame(wsframe::OP_TEXT, text.as_bytes(), out),
-            Frame::Binary(data) => wsframe::encode_frame(wsframe::OP_BINARY, data, out),
-        }
+/// Appends the wire bytes of one frame to `out`.
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Text(text) => wsframe::encode_frame(wsframe::OP_TEXT, text.as_bytes(), out),
+        Frame::Binary(data) => wsframe::encode_frame(wsframe::OP_BINARY, data, out),
     }
 }
 
@@ -185,9 +194,11 @@ struct DirectSink {
 }
 
 impl FrameSink for DirectSink {
-    fn try_write(&self, frames: &[Frame]) -> SinkWrite {
-        // The common case, one text frame: header and payload in one vectored write, no copy.
-        let written = if let [frame] = frames {
+    fn try_write(&self, frames: &mut dyn ExactSizeIterator<Item = &Frame>) -> SinkWrite {
+        let count = frames.len();
+        // The common case, one frame: header and payload in one vectored write, no copy.
+        let single = if count == 1 { frames.next() } else { None };
+        let written = if let Some(frame) = single {
             let (opcode, payload): (u8, &[u8]) = match frame {
                 Frame::Text(t) => (wsframe::OP_TEXT, t.as_bytes()),
                 Frame::Binary(b) => (wsframe::OP_BINARY, b),
@@ -201,7 +212,9 @@ impl FrameSink for DirectSink {
                 .map(|(w, total)| rest_of(w, total, || [&header[..n], payload].concat()))
         } else {
             let mut wire = Vec::new();
-            encode_frames(frames, &mut wire);
+            for frame in frames {
+                encode_frame(frame, &mut wire);
+            }
             self.stream
                 .try_write(&wire)
                 .map(|w| rest_of(w, wire.len(), || wire.clone()))
@@ -211,7 +224,7 @@ impl FrameSink for DirectSink {
                 if !matches!(result, SinkWrite::Nothing) {
                     self.stats
                         .frames_sent
-                        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                        .fetch_add(count as u64, Ordering::Relaxed);
                 }
                 result
             }

@@ -322,11 +322,7 @@ impl Namespace {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         self.state.read().for_each(selector, |socket| {
-            match socket
-                .session
-                .outbox
-                .push(frames, volatile, self.limits.outbox)
-            {
+            match socket.session.push(frames, volatile, self.limits.outbox) {
                 PushOutcome::Queued => delivered += 1,
                 PushOutcome::Overflow => overflowed.push(socket.session.clone()),
                 PushOutcome::DroppedVolatile | PushOutcome::Closed => {}
@@ -365,11 +361,7 @@ impl Namespace {
             {
                 return;
             }
-            match socket
-                .session
-                .outbox
-                .push(&frames, false, self.limits.outbox)
-            {
+            match socket.session.push(&frames, false, self.limits.outbox) {
                 PushOutcome::Queued => {
                     expected += 1;
                     registered.push(socket.clone());
