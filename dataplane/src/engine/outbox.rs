@@ -507,4 +507,34 @@ mod tests {
         assert!(s.wire.lock().is_empty());
         assert_eq!(drain(&o), vec![text("4b")]);
     }
+
+    #[test]
+    fn deferred_pushes_go_out_in_one_write_at_the_flush() {
+        let o = Outbox::default();
+        let s = socket(100);
+        o.attach_sink(s.clone());
+        assert_eq!(
+            o.push_deferred(&[text("4a")], false, LIMITS),
+            (PushOutcome::Queued, true),
+            "the first deferral asks for a flush"
+        );
+        assert_eq!(
+            o.push_deferred(&[text("4b")], false, LIMITS),
+            (PushOutcome::Queued, false)
+        );
+        // A plain push meanwhile joins the deferred ones rather than overtaking them.
+        o.push(&[text("4c")], false, LIMITS);
+        assert!(s.wire.lock().is_empty(), "nothing written before the flush");
+        o.flush_deferred();
+        assert_eq!(*s.wire.lock(), vec!["4a4b4c"], "one write for all three");
+        assert!(o.is_empty());
+        // Limits still apply while deferred.
+        o.push_deferred(&[text("4d")], false, LIMITS);
+        o.push_deferred(&[text("4e")], false, LIMITS);
+        o.push_deferred(&[text("4f")], false, LIMITS);
+        assert_eq!(
+            o.push_deferred(&[text("4g")], false, LIMITS).0,
+            PushOutcome::Overflow
+        );
+    }
 }
