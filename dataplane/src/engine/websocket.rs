@@ -260,9 +260,10 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
         }
     };
     session.outbox.detach_sink();
+    // Boxed: the closing state (a read buffer, a timer) must not size the idle task.
     match end {
-        End::Closed => ws.close(wsframe::CLOSE_NORMAL).await,
-        End::Protocol(code) => ws.close(code).await,
+        End::Closed => Box::pin(ws.close(wsframe::CLOSE_NORMAL)).await,
+        End::Protocol(code) => Box::pin(ws.close(code)).await,
         End::Abort => {}
     }
 }

@@ -26,7 +26,8 @@ struct State {
     sockets: Vec<Arc<Socket>>,
     /// Namespaces whose connect is being decided by the application.
     connecting: Vec<String>,
-    partial: Option<Partial>,
+    /// Boxed: rare, and every idle connection would pay for its size.
+    partial: Option<Box<Partial>>,
     closed: bool,
 }
 
@@ -273,10 +274,10 @@ impl ConnectionHandler for Arc<Connection> {
             },
             PacketKind::ConnectError => self.fail(&"clients may not send CONNECT_ERROR"),
             PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
-                self.state.lock().partial = Some(Partial {
+                self.state.lock().partial = Some(Box::new(Partial {
                     packet,
                     attachments: Vec::new(),
-                });
+                }));
             }
             _ => self.dispatch(packet, Vec::new()),
         }
@@ -291,7 +292,7 @@ impl ConnectionHandler for Arc<Connection> {
             };
             partial.attachments.push(data);
             if partial.attachments.len() == partial.packet.attachments {
-                state.partial.take()
+                state.partial.take().map(|p| *p)
             } else {
                 None
             }
