@@ -53,7 +53,7 @@ kill "$GEN" 2>/dev/null || true; wait "$GEN" 2>/dev/null || true; GEN=""
 FILE=$(ls "$OUTDIR"/heaptrack*.zst "$OUTDIR"/heaptrack*.gz 2>/dev/null | head -1 || true)
 [[ -n "$FILE" ]] || { echo "heaptrack wrote no data file" >&2; exit 1; }
 heaptrack_print -f "$FILE" --print-peaks 0 --print-allocators 0 --print-temporary 0 --print-leaks 1 \
-  --peak-limit 40 --sub-peak-limit 40 --print-histogram 0 >"$OUTDIR/leaks.txt" 2>/dev/null
+  --peak-limit 40 --sub-peak-limit 40 >"$OUTDIR/leaks.txt" 2>/dev/null
 
 # Sub-entries ("... leaked over K calls from:") are individual allocation sites; show the first
 # frame of ours (dataplane) and of the library that allocated.

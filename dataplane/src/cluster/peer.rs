@@ -622,6 +622,37 @@ impl Mesh {
         self.settings.heartbeat_timeout
     }
 
+    /// Applies one batch from `peer` on link `generation`; `Some` ends the link, saying why.
+    /// One write-combining scope per batch: a local socket that several of its broadcasts
+    /// reach gets them in one write.
+    fn receive_batch(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        generation: u64,
+        batch: pb::Batch,
+    ) -> Option<String> {
+        cork::corked(|| {
+            for message in batch.messages {
+                match message.kind {
+                    Some(Kind::Hello(hello)) if hello.member != peer.id => {
+                        return Some(format!(
+                            "the peer at {} says it is {:?}",
+                            peer.addr, hello.member
+                        ));
+                    }
+                    Some(Kind::Hello(hello)) => {
+                        if peer.generation.load(Ordering::Acquire) == generation {
+                            peer.learn_client_addr(peer_client_address(&hello, peer.addr));
+                        }
+                    }
+                    Some(Kind::Heartbeat(_)) | None => {}
+                    Some(kind) => self.handle(peer, kind),
+                }
+            }
+            None
+        })
+    }
+
     /// One message from `peer`, other than link upkeep.
     fn handle(self: &Arc<Self>, peer: &Arc<Peer>, kind: Kind) {
         if is_room_update_kind(&kind) {
@@ -818,31 +849,7 @@ impl Mesh {
                     Ok(Ok(None)) => return "closed by peer".to_string(),
                     Ok(Err(status)) => return format!("stream error: {}", status.message()),
                     Ok(Ok(Some(batch))) => {
-                        // One write-combining scope per batch: a local socket that several
-                        // of its broadcasts reach gets them in one write.
-                        let stop = cork::corked(|| {
-                            for message in batch.messages {
-                                match message.kind {
-                                    Some(Kind::Hello(hello)) if hello.member != peer.id => {
-                                        return Some(format!(
-                                            "the peer at {} says it is {:?}",
-                                            peer.addr, hello.member
-                                        ));
-                                    }
-                                    Some(Kind::Hello(hello)) => {
-                                        if peer.generation.load(Ordering::Acquire) == generation {
-                                            peer.learn_client_addr(peer_client_address(
-                                                &hello, peer.addr,
-                                            ));
-                                        }
-                                    }
-                                    Some(Kind::Heartbeat(_)) | None => {}
-                                    Some(kind) => self.handle(&peer, kind),
-                                }
-                            }
-                            None
-                        });
-                        if let Some(reason) = stop {
+                        if let Some(reason) = self.receive_batch(&peer, generation, batch) {
                             return reason;
                         }
                     }

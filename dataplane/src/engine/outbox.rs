@@ -237,8 +237,11 @@ impl Outbox {
         }
         // A flush boundary asks for separate writes: the transport keeps them apart.
         if q.boundary == 0 {
-            if let Some(sink) = q.sink_idle().cloned() {
-                match sink.try_write(&mut q.frames.iter().map(|(f, _)| f)) {
+            let written = q
+                .sink_idle()
+                .map(|sink| sink.try_write(&mut q.frames.iter().map(|(f, _)| f)));
+            if let Some(written) = written {
+                match written {
                     SinkWrite::All => {
                         q.frames.clear();
                         q.bytes = 0;

@@ -123,16 +123,7 @@ impl Session {
     /// Queues the frames of one packet. A non-volatile packet that does not fit closes the
     /// session as a slow consumer; a volatile one is silently dropped.
     pub fn send(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> PushOutcome {
-        self.send_with_limits(frames, volatile, self.limits())
-    }
-
-    /// Like [`Session::send`] with limits the caller already holds.
-    pub fn send_with_limits(
-        self: &Arc<Self>,
-        frames: &[Frame],
-        volatile: bool,
-        limits: OutboxLimits,
-    ) -> PushOutcome {
+        let limits = self.limits();
         let outcome = self.push(frames, volatile, limits);
         if outcome == PushOutcome::Overflow {
             tracing::warn!(sid = %self.sid, max_frames = limits.max_frames, max_bytes = limits.max_bytes,

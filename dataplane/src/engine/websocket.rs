@@ -57,20 +57,19 @@ pub(super) fn accept(
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-            Ok(Ok(parts)) => WsConn::new(
+        // Our listener serves TCP streams only, so the downcast failing would be a bug.
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded
+                .downcast::<TokioIo<TcpStream>>()
+                .map_err(|_| "the upgraded connection is not a TCP stream".to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let ws = match upgraded {
+            Ok(parts) => WsConn::new(
                 parts.io.into_inner(),
                 &parts.read_buf,
                 engine.settings.max_payload,
             ),
-            Ok(Err(_)) => {
-                // Our listener only serves TCP streams; anything else is a bug to see in logs.
-                tracing::error!("websocket upgrade on a connection that is not a TCP stream");
-                if let Mode::Fresh(session) = mode {
-                    session.close(CloseReason::TransportError);
-                }
-                return;
-            }
             Err(error) => {
                 tracing::debug!(%error, "websocket upgrade failed");
                 if let Mode::Fresh(session) = mode {
@@ -231,6 +230,7 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
                 break End::Abort;
             }
         } else {
+            // Nothing to write: let direct writes resume at once.
             session.outbox.end_write();
         }
         if more {

@@ -70,12 +70,8 @@ impl WsConn {
     /// nothing is lost if the future is dropped.
     pub async fn next(&mut self) -> Option<Result<WsMessage, ReadError>> {
         loop {
-            if let Some(msg) = self.inbox.pop_front() {
-                return Some(Ok(msg));
-            }
-            if let Some(error) = self.failed.take() {
-                self.eof = true;
-                return Some(Err(error));
+            if let Some(next) = self.try_next() {
+                return Some(next);
             }
             if self.eof {
                 return None;
@@ -178,12 +174,18 @@ impl WsConn {
 /// How long a closing connection waits for the client's side of the close.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The WebSocket opcode and payload of an Engine.IO frame.
+fn opcode_and_payload(frame: &Frame) -> (u8, &[u8]) {
+    match frame {
+        Frame::Text(text) => (wsframe::OP_TEXT, text.as_bytes()),
+        Frame::Binary(data) => (wsframe::OP_BINARY, data),
+    }
+}
+
 /// Appends the wire bytes of one frame to `out`.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    match frame {
-        Frame::Text(text) => wsframe::encode_frame(wsframe::OP_TEXT, text.as_bytes(), out),
-        Frame::Binary(data) => wsframe::encode_frame(wsframe::OP_BINARY, data, out),
-    }
+    let (opcode, payload) = opcode_and_payload(frame);
+    wsframe::encode_frame(opcode, payload, out);
 }
 
 /// Writes frames straight to the socket for a session's outbox.
@@ -199,10 +201,7 @@ impl FrameSink for DirectSink {
         // The common case, one frame: header and payload in one vectored write, no copy.
         let single = if count == 1 { frames.next() } else { None };
         let written = if let Some(frame) = single {
-            let (opcode, payload): (u8, &[u8]) = match frame {
-                Frame::Text(t) => (wsframe::OP_TEXT, t.as_bytes()),
-                Frame::Binary(b) => (wsframe::OP_BINARY, b),
-            };
+            let (opcode, payload) = opcode_and_payload(frame);
             let mut header = [0; MAX_HEADER];
             let n = wsframe::encode_header(opcode, payload.len(), &mut header);
             let slices = [IoSlice::new(&header[..n]), IoSlice::new(payload)];

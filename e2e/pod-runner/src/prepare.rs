@@ -161,11 +161,11 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
-            config_map(ctx, &ns, &r.name, r.optional.unwrap_or(false))
+            referenced::<ConfigMap>(ctx, &ns, &r.name, r.optional.unwrap_or(false))
                 .await?
                 .map(|cm| cm.data.unwrap_or_default())
         } else if let Some(r) = &from.secret_ref {
-            secret(ctx, &ns, &r.name, r.optional.unwrap_or(false))
+            referenced::<Secret>(ctx, &ns, &r.name, r.optional.unwrap_or(false))
                 .await?
                 .map(|s| secret_strings(&s))
         } else {
@@ -188,7 +188,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
                 })?)
             } else if let Some(r) = &src.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                let cm = config_map(ctx, &ns, &r.name, optional).await?;
+                let cm = referenced::<ConfigMap>(ctx, &ns, &r.name, optional).await?;
                 let v = cm.and_then(|c| c.data.and_then(|d| d.get(&r.key).cloned()));
                 if v.is_none() && !optional {
                     return Err(Retry(format!(
@@ -199,7 +199,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
                 v
             } else if let Some(r) = &src.secret_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                let s = secret(ctx, &ns, &r.name, optional).await?;
+                let s = referenced::<Secret>(ctx, &ns, &r.name, optional).await?;
                 let v = s.and_then(|s| secret_strings(&s).remove(&r.key));
                 if v.is_none() && !optional {
                     return Err(Retry(format!(
@@ -263,14 +263,18 @@ async fn materialize(
         return Ok(());
     }
     if let Some(src) = &volume.config_map {
-        if let Some(cm) = config_map(ctx, &ns, &src.name, src.optional.unwrap_or(false)).await? {
+        if let Some(cm) =
+            referenced::<ConfigMap>(ctx, &ns, &src.name, src.optional.unwrap_or(false)).await?
+        {
             write_config_map(&cm, src.items.as_deref(), host, written)?;
         }
         return Ok(());
     }
     if let Some(src) = &volume.secret {
         let name = src.secret_name.clone().unwrap_or_default();
-        if let Some(s) = secret(ctx, &ns, &name, src.optional.unwrap_or(false)).await? {
+        if let Some(s) =
+            referenced::<Secret>(ctx, &ns, &name, src.optional.unwrap_or(false)).await?
+        {
             write_secret(&s, src.items.as_deref(), host)?;
         }
         return Ok(());
@@ -281,12 +285,15 @@ async fn materialize(
     if let Some(src) = &volume.projected {
         for s in src.sources.iter().flatten() {
             if let Some(p) = &s.config_map {
-                if let Some(cm) = config_map(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await?
+                if let Some(cm) =
+                    referenced::<ConfigMap>(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await?
                 {
                     write_config_map(&cm, p.items.as_deref(), host, written)?;
                 }
             } else if let Some(p) = &s.secret {
-                if let Some(sec) = secret(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await? {
+                if let Some(sec) =
+                    referenced::<Secret>(ctx, &ns, &p.name, p.optional.unwrap_or(false)).await?
+                {
                     write_secret(&sec, p.items.as_deref(), host)?;
                 }
             } else if let Some(p) = &s.downward_api {
@@ -474,24 +481,6 @@ where
         Ok(None) => Err(Retry(format!("{kind} {ns}/{name} not found"))),
         Err(e) => Err(Retry(format!("cannot get {kind} {ns}/{name}: {e}"))),
     }
-}
-
-async fn config_map(
-    ctx: &Ctx,
-    ns: &str,
-    name: &str,
-    optional: bool,
-) -> Result<Option<ConfigMap>, PrepareError> {
-    referenced(ctx, ns, name, optional).await
-}
-
-async fn secret(
-    ctx: &Ctx,
-    ns: &str,
-    name: &str,
-    optional: bool,
-) -> Result<Option<Secret>, PrepareError> {
-    referenced(ctx, ns, name, optional).await
 }
 
 /// A bound service-account token for the pod, as the kubelet requests for projected volumes.
