@@ -23,7 +23,7 @@ impl Handler for Conformance {
     }
 
     fn event(&self, socket: &Arc<Socket>, event: Event) {
-        if socket.namespace().name() != "/" {
+        if socket.nsp() != "/" {
             return;
         }
         match event.name.as_str() {

@@ -49,8 +49,7 @@ impl Handler for Testkit {
     }
 
     fn connected(&self, socket: &Arc<Socket>) {
-        let welcome =
-            json!({ "id": socket.id(), "nsp": socket.namespace().name(), "auth": socket.auth() });
+        let welcome = json!({ "id": socket.id(), "nsp": socket.nsp(), "auth": socket.auth() });
         let _ = socket.emit("welcome", &Payload::new(vec![welcome]));
     }
 
@@ -104,9 +103,7 @@ impl Handler for Testkit {
                     args,
                     attachments: event.payload.attachments.clone(),
                 };
-                let count = socket
-                    .namespace()
-                    .broadcast(&selector, &name, &payload, volatile);
+                let count = socket.broadcast(&selector, &name, &payload, volatile);
                 answer(event, json!({ "ok": true, "count": count }));
             }
             "request-ack" => {
@@ -156,7 +153,9 @@ impl Handler for Testkit {
                     .unwrap_or("request")
                     .to_string();
                 let timeout = first.get("timeout").and_then(Value::as_u64).unwrap_or(1000);
-                let ns = socket.namespace().clone();
+                let Some(ns) = socket.namespace() else {
+                    return;
+                };
                 tokio::spawn(async move {
                     let acks = ns
                         .broadcast_with_ack(

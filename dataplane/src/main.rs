@@ -29,6 +29,6 @@ async fn main() -> anyhow::Result<()> {
         ..NamespaceConfig::from("*")
     }];
     let config = cli.hub.resolve(config)?;
-    let node = roomcast_dataplane::app::build(config).await?;
-    roomcast_dataplane::app::run(node).await
+    let node = roomcast_dataplane::node::build(config).await?;
+    roomcast_dataplane::node::run(node).await
 }

@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::app::upstream::UpstreamStats;
 use crate::cluster::discovery::DiscoveryStats;
 use crate::cluster::Mesh;
 use crate::engine::Engine;
 use crate::socketio::Hub;
-use crate::upstream::UpstreamStats;
 
 /// Engine counters.
 #[derive(Debug, Default)]

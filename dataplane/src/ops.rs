@@ -231,11 +231,10 @@ pub fn validate_emit(request: &EmitRequest) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// A socket as `fetchSockets` reports it.
-pub fn socket_info(socket: &Socket) -> SocketInfo {
-    let hs = socket.handshake();
-    let headers = hs
-        .headers
+/// Handshake headers as JSON (name to value; values that are not visible ASCII are left
+/// out), as `fetchSockets` and the connect webhook show them.
+pub fn headers_json(headers: &http::HeaderMap) -> serde_json::Map<String, Value> {
+    headers
         .iter()
         .filter_map(|(k, v)| {
             Some((
@@ -243,10 +242,16 @@ pub fn socket_info(socket: &Socket) -> SocketInfo {
                 Value::String(v.to_str().ok()?.to_string()),
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// A socket as `fetchSockets` reports it.
+pub fn socket_info(socket: &Socket) -> SocketInfo {
+    let hs = socket.handshake();
+    let headers = headers_json(&hs.headers);
     SocketInfo {
         id: socket.id().to_string(),
-        namespace: socket.namespace().name().to_string(),
+        namespace: socket.nsp().to_string(),
         rooms: socket.rooms(),
         handshake: HandshakeView {
             address: hs.address.ip().to_string(),

@@ -1,6 +1,6 @@
 //! The `SocketIOHub` API (`roomcast.dev/v1alpha1`).
 //!
-//! Field names follow the data plane's configuration (`roomcast_dataplane::config`) and, through
+//! Field names follow the data plane's configuration (the `roomcast-config` crate) and, through
 //! it, the Node `socket.io` server options, so a user can carry settings over. Durations are
 //! milliseconds. Everything optional has a default applied by the API server (the `default`
 //! values in the schema) or by the builders.

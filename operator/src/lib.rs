@@ -9,8 +9,6 @@
 pub mod builders;
 pub mod controller;
 pub mod crd;
-/// The data plane's configuration schema, shared with the hub binary.
-pub use roomcast_dataplane::config as dataplane_config;
 mod error;
 pub mod http;
 pub mod leader;

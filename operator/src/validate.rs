@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use crate::crd::SocketIOHub;
-use crate::dataplane_config::ConfigError;
+use roomcast_config::ConfigError;
 
 /// Longest hub name: pod names `<hub>-<ordinal>` and the StatefulSet's
 /// `controller-revision-hash` label value (`<hub>-<10 chars>`) must fit in 63 characters.

@@ -61,7 +61,7 @@ fn check(case: &str) {
     let desired = build(&hub, &opts()).unwrap();
     // The rendered file is accepted by the data plane's own parser and validation.
     let text = &desired.config_map.data.as_ref().unwrap()["config.yaml"];
-    let config = roomcast_operator::dataplane_config::Config::parse(text, "yaml").unwrap();
+    let config = roomcast_config::Config::parse(text, "yaml").unwrap();
     config.validate().unwrap();
     let got = render(&desired);
     let path = fixtures().join(case).join("expected.yaml");
@@ -128,7 +128,7 @@ fn config_change_changes_pod_template_hash_but_scaling_does_not() {
 
 #[test]
 fn rendered_config_is_the_data_plane_schema() {
-    use roomcast_operator::dataplane_config::Config;
+    use roomcast_config::Config;
     let hub = load("full");
     let d = build(&hub, &opts()).unwrap();
     let text = &d.config_map.data.as_ref().unwrap()["config.yaml"];

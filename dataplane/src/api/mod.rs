@@ -35,7 +35,7 @@ use crate::ops::{EmitRequest, HubOps};
 
 use model::{
     Ack, DisconnectBody, EmitBody, EmitResponse, FetchBody, JoinBody, LeaveBody, MatchedResponse,
-    RoomsResponse, SocketsResponse, MAX_ACK_TIMEOUT_MS,
+    RoomsResponse, Selecting, SocketsResponse, MAX_ACK_TIMEOUT_MS,
 };
 use problem::{Kind, Problem};
 
@@ -268,11 +268,7 @@ async fn emit(
 ) -> Result<Json<EmitResponse>, Problem> {
     let nsp = namespace(ns)?;
     let body: EmitBody = json_body(&api, &headers, body, None).await?;
-    let selector = model::selector(
-        body.rooms.as_deref(),
-        body.socket_ids.as_deref(),
-        body.except.as_deref(),
-    )?;
+    let selector = body.selector()?;
     if body.event.is_empty() {
         return Err(Problem::invalid("event must not be empty"));
     }
@@ -327,11 +323,7 @@ async fn sockets_join(
 ) -> Result<Json<MatchedResponse>, Problem> {
     let nsp = namespace(ns)?;
     let body: JoinBody = json_body(&api, &headers, body, None).await?;
-    let selector = model::selector(
-        body.rooms.as_deref(),
-        body.socket_ids.as_deref(),
-        body.except.as_deref(),
-    )?;
+    let selector = body.selector()?;
     model::room_list("join", &body.join)?;
     let matched = api
         .inner
@@ -349,11 +341,7 @@ async fn sockets_leave(
 ) -> Result<Json<MatchedResponse>, Problem> {
     let nsp = namespace(ns)?;
     let body: LeaveBody = json_body(&api, &headers, body, None).await?;
-    let selector = model::selector(
-        body.rooms.as_deref(),
-        body.socket_ids.as_deref(),
-        body.except.as_deref(),
-    )?;
+    let selector = body.selector()?;
     model::room_list("leave", &body.leave)?;
     let matched = api
         .inner
@@ -371,11 +359,7 @@ async fn disconnect_sockets(
 ) -> Result<Json<MatchedResponse>, Problem> {
     let nsp = namespace(ns)?;
     let body: DisconnectBody = json_body(&api, &headers, body, None).await?;
-    let selector = model::selector(
-        body.rooms.as_deref(),
-        body.socket_ids.as_deref(),
-        body.except.as_deref(),
-    )?;
+    let selector = body.selector()?;
     let matched = api
         .inner
         .ops
@@ -425,11 +409,7 @@ async fn fetch(
     nsp: &str,
     body: &FetchBody,
 ) -> Result<Json<SocketsResponse>, Problem> {
-    let selector = model::selector(
-        body.rooms.as_deref(),
-        body.socket_ids.as_deref(),
-        body.except.as_deref(),
-    )?;
+    let selector = body.selector()?;
     let sockets = api.inner.ops.fetch_sockets(nsp, &selector).await?;
     Ok(Json(SocketsResponse { sockets }))
 }

@@ -13,105 +13,131 @@ use super::problem::Problem;
 /// Longest ack timeout a request may ask for, in milliseconds.
 pub const MAX_ACK_TIMEOUT_MS: u64 = 120_000;
 
-/// Emit an event to the selected sockets.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EmitBody {
-    /// Event name; not one of the reserved names (`connect`, `connect_error`, `disconnect`,
-    /// `disconnecting`, `newListener`, `removeListener`).
-    pub event: String,
-    /// Event arguments, in order. A binary argument is written `{"_binary": "<base64>"}`
-    /// (anywhere, also nested); clients receive it as binary.
-    #[serde(default)]
-    pub args: Vec<Value>,
-    /// Send to sockets in any of these rooms. Leave out (with `socketIds`) to send to every
-    /// socket of the namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<Vec<String>>,
-    /// Send to these sockets (by socket id), in addition to those `rooms` selects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_ids: Option<Vec<String>>,
-    /// Skip sockets in any of these rooms (socket ids allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub except: Option<Vec<String>>,
-    /// Drop the event for clients that are not ready to receive it (like `socket.volatile`).
-    /// Cannot be combined with `ackTimeoutMs`.
-    #[serde(default)]
-    pub volatile: bool,
-    /// Ask every recipient for an ack and wait up to this long for them; the response
-    /// then lists the acks received (broadcast acks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 120_000))]
-    pub ack_timeout_ms: Option<u64>,
+/// Declares a request body that selects sockets: the selection fields (`rooms`,
+/// `socketIds`, `except`, declared and documented once, here) come first, then the fields
+/// given; the body gets [`Selecting::selector`].
+macro_rules! selecting_body {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// Select sockets in any of these rooms. Leave out (with `socketIds`) to select
+            /// every socket of the namespace.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub rooms: Option<Vec<String>>,
+            /// Select these sockets (by socket id), in addition to those `rooms` selects.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub socket_ids: Option<Vec<String>>,
+            /// Skip sockets in any of these rooms (socket ids allowed).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub except: Option<Vec<String>>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl Selecting for $name {
+            fn selection(&self) -> [(&'static str, Option<&[String]>); 3] {
+                [
+                    ("rooms", self.rooms.as_deref()),
+                    ("socketIds", self.socket_ids.as_deref()),
+                    ("except", self.except.as_deref()),
+                ]
+            }
+        }
+    };
 }
 
-/// Make the selected sockets join rooms.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JoinBody {
-    /// Select sockets in any of these rooms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<Vec<String>>,
-    /// Select these sockets (by socket id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_ids: Option<Vec<String>>,
-    /// Skip sockets in any of these rooms (socket ids allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub except: Option<Vec<String>>,
-    /// The rooms the selected sockets join.
-    pub join: Vec<String>,
+/// A request body that selects sockets.
+pub trait Selecting {
+    /// The selection fields by name: `rooms`, `socketIds`, `except`.
+    fn selection(&self) -> [(&'static str, Option<&[String]>); 3];
+
+    /// The [`Selector`]: sockets in any of `rooms` or with one of `socketIds` (a socket id is
+    /// a room holding just that socket), minus those in `except`. Both left out selects every
+    /// socket. An empty list is refused: leave the field out instead, so a bug that empties
+    /// a list never turns into "everyone".
+    fn selector(&self) -> Result<Selector, Problem> {
+        let mut selector = Selector::default();
+        for (field, list) in self.selection() {
+            let Some(list) = list else { continue };
+            if list.is_empty() {
+                return Err(Problem::invalid(format!(
+                    "{field} must not be empty (leave it out to select every socket)"
+                )));
+            }
+            if let Some(i) = list.iter().position(String::is_empty) {
+                return Err(Problem::invalid(format!(
+                    "{field}[{i}] must not be an empty string"
+                )));
+            }
+            let target = if field == "except" {
+                &mut selector.except
+            } else {
+                &mut selector.rooms
+            };
+            target.extend(list.iter().cloned());
+        }
+        Ok(selector)
+    }
 }
 
-/// Make the selected sockets leave rooms.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LeaveBody {
-    /// Select sockets in any of these rooms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<Vec<String>>,
-    /// Select these sockets (by socket id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_ids: Option<Vec<String>>,
-    /// Skip sockets in any of these rooms (socket ids allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub except: Option<Vec<String>>,
-    /// The rooms the selected sockets leave.
-    pub leave: Vec<String>,
+selecting_body! {
+    /// Emit an event to the selected sockets.
+    pub struct EmitBody {
+        /// Event name; not one of the reserved names (`connect`, `connect_error`, `disconnect`,
+        /// `disconnecting`, `newListener`, `removeListener`).
+        pub event: String,
+        /// Event arguments, in order. A binary argument is written `{"_binary": "<base64>"}`
+        /// (anywhere, also nested); clients receive it as binary.
+        #[serde(default)]
+        pub args: Vec<Value>,
+        /// Drop the event for clients that are not ready to receive it (like `socket.volatile`).
+        /// Cannot be combined with `ackTimeoutMs`.
+        #[serde(default)]
+        pub volatile: bool,
+        /// Ask every recipient for an ack and wait up to this long for them; the response
+        /// then lists the acks received (broadcast acks).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 120_000))]
+        pub ack_timeout_ms: Option<u64>,
+    }
 }
 
-/// Disconnect the selected sockets. An empty object `{}` disconnects every socket of the
-/// namespace.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DisconnectBody {
-    /// Select sockets in any of these rooms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<Vec<String>>,
-    /// Select these sockets (by socket id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_ids: Option<Vec<String>>,
-    /// Skip sockets in any of these rooms (socket ids allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub except: Option<Vec<String>>,
-    /// Also close the client's underlying connection (every namespace it joined), like
-    /// `socket.disconnect(true)`. Otherwise only this namespace is left.
-    #[serde(default)]
-    pub close: bool,
+selecting_body! {
+    /// Make the selected sockets join rooms.
+    pub struct JoinBody {
+        /// The rooms the selected sockets join.
+        pub join: Vec<String>,
+    }
 }
 
-/// Select sockets. Every field may be left out; `{}` selects every socket of the namespace.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FetchBody {
-    /// Select sockets in any of these rooms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<Vec<String>>,
-    /// Select these sockets (by socket id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_ids: Option<Vec<String>>,
-    /// Skip sockets in any of these rooms (socket ids allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub except: Option<Vec<String>>,
+selecting_body! {
+    /// Make the selected sockets leave rooms.
+    pub struct LeaveBody {
+        /// The rooms the selected sockets leave.
+        pub leave: Vec<String>,
+    }
+}
+
+selecting_body! {
+    /// Disconnect the selected sockets. An empty object `{}` disconnects every socket of the
+    /// namespace.
+    pub struct DisconnectBody {
+        /// Also close the client's underlying connection (every namespace it joined), like
+        /// `socket.disconnect(true)`. Otherwise only this namespace is left.
+        #[serde(default)]
+        pub close: bool,
+    }
+}
+
+selecting_body! {
+    /// Select sockets. Every field may be left out; `{}` selects every socket of the namespace.
+    pub struct FetchBody {}
 }
 
 /// What an emit did.
@@ -166,42 +192,6 @@ pub type StatsResponse = HubStats;
 
 /// The body of every error response.
 pub type ProblemResponse = Problem;
-
-/// Builds a [`Selector`]: sockets in any of `rooms` or with one of `socket_ids` (a socket id
-/// is a room holding just that socket), minus those in `except`. Both left out selects every
-/// socket. An empty list is refused: leave the field out instead, so a bug that empties a
-/// list never turns into "everyone".
-pub fn selector(
-    rooms: Option<&[String]>,
-    socket_ids: Option<&[String]>,
-    except: Option<&[String]>,
-) -> Result<Selector, Problem> {
-    let mut selector = Selector::default();
-    for (field, list) in [
-        ("rooms", rooms),
-        ("socketIds", socket_ids),
-        ("except", except),
-    ] {
-        let Some(list) = list else { continue };
-        if list.is_empty() {
-            return Err(Problem::invalid(format!(
-                "{field} must not be empty (leave it out to select every socket)"
-            )));
-        }
-        if let Some(i) = list.iter().position(String::is_empty) {
-            return Err(Problem::invalid(format!(
-                "{field}[{i}] must not be an empty string"
-            )));
-        }
-        let target = if field == "except" {
-            &mut selector.except
-        } else {
-            &mut selector.rooms
-        };
-        target.extend(list.iter().cloned());
-    }
-    Ok(selector)
-}
 
 /// Checks a list of room names an operation applies (join/leave).
 pub fn room_list(field: &str, rooms: &[String]) -> Result<(), Problem> {

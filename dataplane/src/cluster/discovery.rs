@@ -390,7 +390,7 @@ mod tests {
             });
             config.cluster.discovery_interval = Some(100);
             config.validate().unwrap();
-            crate::app::build(config)
+            crate::node::build(config)
         };
         let (p0, p1) = (free_port(), free_port());
         // hub-0 starts before DNS lists anybody: it runs as the only member.

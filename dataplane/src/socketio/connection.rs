@@ -1,18 +1,23 @@
 //! The Socket.IO side of one engine session: namespace connects, binary reassembly and
 //! dispatch of packets to sockets and the application.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::handler::{AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event};
-use super::hub::HubInner;
+use super::handler::{AckResponder, ConnectDecision, ConnectRequest, Event};
 use super::packet::{self, Packet, PacketKind};
 use super::payload::Payload;
-use super::socket::Socket;
-use crate::engine::{CloseReason, ConnectionHandler, Frame, HandshakeInfo, Session};
+use super::registry::Namespaces;
+use super::socket::{DisconnectReason, Socket, Transport};
+use crate::engine::{
+    CloseReason, ConnectionFactory, ConnectionHandler, Frame, HandshakeInfo, Session,
+};
 
 /// A binary packet waiting for its attachments.
 struct Partial {
@@ -32,7 +37,7 @@ struct State {
 }
 
 pub(crate) struct Connection {
-    hub: Arc<HubInner>,
+    hub: Arc<Namespaces>,
     session: Weak<Session>,
     handshake: Arc<HandshakeInfo>,
     state: Mutex<State>,
@@ -40,7 +45,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(super) fn new(
-        hub: Arc<HubInner>,
+        hub: Arc<Namespaces>,
         session: &Arc<Session>,
         handshake: HandshakeInfo,
     ) -> Arc<Self> {
@@ -74,26 +79,8 @@ impl Connection {
             .lock()
             .sockets
             .iter()
-            .find(|s| s.namespace().name() == nsp)
+            .find(|s| s.nsp() == nsp)
             .cloned()
-    }
-
-    pub(super) fn forget(&self, socket: &Arc<Socket>) {
-        self.state
-            .lock()
-            .sockets
-            .retain(|s| !Arc::ptr_eq(s, socket));
-    }
-
-    /// `disconnect(true)`: every namespace gets a DISCONNECT, then the connection closes.
-    pub(super) fn disconnect_all_and_close(&self) {
-        let sockets = self.state.lock().sockets.clone();
-        for socket in &sockets {
-            socket.finish(DisconnectReason::ServerNamespaceDisconnect);
-        }
-        if let Some(session) = self.session.upgrade() {
-            session.close(CloseReason::ForcedClose);
-        }
     }
 
     fn on_connect(self: &Arc<Self>, packet: Packet) {
@@ -108,8 +95,8 @@ impl Connection {
         }
         {
             let mut state = self.state.lock();
-            let busy = state.sockets.iter().any(|s| s.namespace().name() == nsp)
-                || state.connecting.contains(&nsp);
+            let busy =
+                state.sockets.iter().any(|s| s.nsp() == nsp) || state.connecting.contains(&nsp);
             if busy {
                 // As the reference server: a CONNECT for a namespace already joined (or being
                 // joined) is an invalid state, and the connection is closed.
@@ -179,10 +166,16 @@ impl Connection {
             }
         };
         let ns = self.hub.namespace(&nsp);
-        let socket = Socket::new(
-            ns.clone(),
+        {
+            let state = self.state.lock();
+            if state.closed {
+                return;
+            }
+        }
+        let transport: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
+        let socket = ns.add_socket(
             session,
-            Arc::downgrade(self),
+            transport,
             self.handshake.clone(),
             request.auth,
             request.claims,
@@ -191,11 +184,12 @@ impl Connection {
         {
             let mut state = self.state.lock();
             if state.closed {
+                drop(state);
+                socket.finish(DisconnectReason::Transport(CloseReason::TransportClose));
                 return;
             }
             state.sockets.push(socket.clone());
         }
-        ns.add(&socket);
         for room in &rooms {
             if let Err(error) = socket.join(room) {
                 tracing::warn!(socket = socket.id(), room = %room, %error, "initial room not joined");
@@ -250,6 +244,25 @@ impl Connection {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Transport for Connection {
+    fn forget(&self, socket: &Arc<Socket>) {
+        self.state
+            .lock()
+            .sockets
+            .retain(|s| !Arc::ptr_eq(s, socket));
+    }
+
+    fn disconnect_all_and_close(&self) {
+        let sockets = self.state.lock().sockets.clone();
+        for socket in &sockets {
+            socket.finish(DisconnectReason::ServerNamespaceDisconnect);
+        }
+        if let Some(session) = self.session.upgrade() {
+            session.close(CloseReason::ForcedClose);
         }
     }
 }
@@ -316,5 +329,85 @@ impl ConnectionHandler for Arc<Connection> {
         for socket in sockets {
             socket.finish(DisconnectReason::Transport(reason));
         }
+    }
+}
+
+/// Sessions that must join a namespace before a deadline. Every session gets the same
+/// timeout, so deadlines arrive in order and one queue swept by one task serves them all
+/// (a few bytes per pending session instead of a timer task each).
+type Deadline = (Instant, Weak<Connection>, Weak<Session>);
+
+#[derive(Default)]
+struct ConnectDeadlines {
+    queue: Mutex<VecDeque<Deadline>>,
+    sweeper_started: AtomicBool,
+}
+
+impl ConnectDeadlines {
+    fn push(self: &Arc<Self>, timeout: Duration, conn: &Arc<Connection>, session: &Arc<Session>) {
+        let deadline = Instant::now() + timeout;
+        self.queue
+            .lock()
+            .push_back((deadline, Arc::downgrade(conn), Arc::downgrade(session)));
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let Some(this) = weak.upgrade() else { return };
+                    let next = this.sweep(Instant::now());
+                    drop(this);
+                    tokio::time::sleep_until(
+                        next.unwrap_or_else(|| Instant::now() + timeout).into(),
+                    )
+                    .await;
+                }
+            });
+        }
+    }
+
+    /// Closes the due sessions that joined no namespace; returns the next deadline.
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        loop {
+            let due = {
+                let mut queue = self.queue.lock();
+                match queue.front() {
+                    Some((deadline, _, _)) if *deadline <= now => queue.pop_front(),
+                    Some((deadline, _, _)) => return Some(*deadline),
+                    None => return None,
+                }
+            };
+            if let Some((_, conn, session)) = due {
+                if let (Some(conn), Some(session)) = (conn.upgrade(), session.upgrade()) {
+                    if !conn.has_namespaces() {
+                        session.close(CloseReason::ConnectTimeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the engine calls to create the Socket.IO side of each new session.
+pub(crate) struct Factory {
+    hub: Arc<Namespaces>,
+    deadlines: Arc<ConnectDeadlines>,
+}
+
+impl Factory {
+    pub fn new(hub: Arc<Namespaces>) -> Self {
+        Self {
+            hub,
+            deadlines: Arc::default(),
+        }
+    }
+}
+
+impl ConnectionFactory for Factory {
+    fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+        let conn = Connection::new(self.hub.clone(), session, handshake);
+        // A session that joins no namespace within `connectTimeout` is closed.
+        let timeout = Duration::from_millis(self.hub.config.socketio.connect_timeout);
+        self.deadlines.push(timeout, &conn, session);
+        Arc::new(conn)
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::payload::Payload;
-use super::socket::Socket;
-use crate::engine::{CloseReason, HandshakeInfo};
+use super::socket::{DisconnectReason, Socket};
+use crate::engine::HandshakeInfo;
 
 /// A client asks to join a namespace.
 #[derive(Debug, Clone)]
@@ -43,27 +43,6 @@ impl ConnectDecision {
         ConnectDecision::Reject {
             message: message.into(),
             data,
-        }
-    }
-}
-
-/// Why a socket left its namespace. The strings are the Socket.IO reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The server called `disconnect()` on the socket.
-    ServerNamespaceDisconnect,
-    /// The client called `socket.disconnect()`.
-    ClientNamespaceDisconnect,
-    /// The whole engine session ended.
-    Transport(CloseReason),
-}
-
-impl DisconnectReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
-            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
-            DisconnectReason::Transport(reason) => reason.as_str(),
         }
     }
 }

@@ -1,17 +1,26 @@
 //! Socket.IO v5 on top of the engine: packets, namespaces, sockets, rooms and broadcasts.
 
+//!
+//! Modules, bottom up: [`packet`] and [`payload`] (the wire format), [`rooms`] (the rooms
+//! index as plain data, like socket.io's in-memory adapter), [`socket`] (one client in one
+//! namespace), [`handler`] (the application interface), [`namespace`] (sockets, rooms and
+//! broadcasts of one namespace), `registry` (the live namespaces), `connection` (the
+//! Socket.IO side of one engine session) and [`hub`] (the server handle).
+
 mod connection;
 pub mod handler;
 pub mod hub;
 pub mod namespace;
 pub mod packet;
 pub mod payload;
+mod registry;
+pub mod rooms;
 pub mod socket;
 
-pub use handler::{
-    AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler,
-};
+pub use handler::{AckResponder, ConnectDecision, ConnectRequest, Event, Handler};
 pub use hub::Hub;
-pub use namespace::{BroadcastAcks, Fanout, Namespace, Selector};
+pub use namespace::{BroadcastAcks, Fanout, Namespace};
 pub use payload::Payload;
-pub use socket::{AckReply, Socket, SocketError};
+pub use registry::namespace_matches;
+pub use rooms::Selector;
+pub use socket::{AckReply, DisconnectReason, Socket, SocketError};

@@ -1,19 +1,21 @@
 //! A namespace: its sockets, its rooms, and broadcasts over them.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::handler::Handler;
 use super::packet;
 use super::payload::Payload;
-use super::socket::{packet_frames, AckReply, AckWaiter, Socket, SocketError};
-use crate::engine::{CloseReason, Frame, OutboxLimits, PushOutcome, Session};
+use super::rooms::{RoomIndex, Selector};
+use super::socket::{
+    packet_frames, AckReply, AckWaiter, DisconnectReason, Home, Socket, SocketError, Transport,
+};
+use crate::engine::{CloseReason, Frame, HandshakeInfo, OutboxLimits, PushOutcome, Session};
 
 /// Where a broadcast goes beyond this node: the cluster's peer links. A node that is not
 /// part of a cluster has none, and its broadcasts stay local.
@@ -39,33 +41,6 @@ pub trait Fanout: Send + Sync {
 /// cluster is started with a handle on the hub), so it sits in a cell every namespace reads.
 pub(super) type FanoutCell = Arc<OnceLock<Arc<dyn Fanout>>>;
 
-/// Which sockets an operation applies to: those in any of `rooms` (all sockets when
-/// empty) and in none of `except`. A socket id is also a room holding just that socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Selector {
-    pub rooms: Vec<String>,
-    pub except: Vec<String>,
-}
-
-impl Selector {
-    pub fn all() -> Self {
-        Self::default()
-    }
-
-    pub fn rooms<I: IntoIterator<Item = S>, S: Into<String>>(rooms: I) -> Self {
-        Self {
-            rooms: rooms.into_iter().map(Into::into).collect(),
-            except: Vec::new(),
-        }
-    }
-
-    pub fn except<I: IntoIterator<Item = S>, S: Into<String>>(mut self, rooms: I) -> Self {
-        self.except.extend(rooms.into_iter().map(Into::into));
-        self
-    }
-}
-
 /// Per-namespace limits, from `LimitsConfig`.
 #[derive(Debug, Clone, Copy)]
 pub struct NamespaceLimits {
@@ -84,52 +59,9 @@ pub struct BroadcastAcks {
     pub timed_out: bool,
 }
 
-#[derive(Default)]
-struct State {
-    sockets: HashMap<Arc<str>, Arc<Socket>>,
-    rooms: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Socket>>>,
-}
-
-impl State {
-    /// Calls `f` once for each socket the selector picks.
-    fn for_each(&self, selector: &Selector, mut f: impl FnMut(&Arc<Socket>)) {
-        let excluded: HashSet<*const Socket> = selector
-            .except
-            .iter()
-            .flat_map(|room| self.members(room))
-            .map(Arc::as_ptr)
-            .collect();
-        let mut visit = |socket: &Arc<Socket>| {
-            if excluded.is_empty() || !excluded.contains(&Arc::as_ptr(socket)) {
-                f(socket);
-            }
-        };
-        match selector.rooms.as_slice() {
-            [] => self.sockets.values().for_each(&mut visit),
-            [room] => self.members(room).for_each(&mut visit),
-            rooms => {
-                // A socket in several target rooms still gets one copy.
-                let mut seen = HashSet::new();
-                for socket in rooms.iter().flat_map(|room| self.members(room)) {
-                    if seen.insert(Arc::as_ptr(socket)) {
-                        visit(socket);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Members of a room, including the socket whose id is the room name.
-    fn members<'a>(&'a self, room: &str) -> impl Iterator<Item = &'a Arc<Socket>> + 'a {
-        let own = self.sockets.get(room);
-        let joined = self.rooms.get(room).into_iter().flat_map(|m| m.values());
-        own.into_iter().chain(joined)
-    }
-}
-
 pub struct Namespace {
     name: Arc<str>,
-    state: RwLock<State>,
+    state: RwLock<RoomIndex<Arc<Socket>>>,
     next_ack: AtomicU64,
     limits: NamespaceLimits,
     handler: Arc<dyn Handler>,
@@ -145,7 +77,7 @@ impl Namespace {
     ) -> Arc<Self> {
         Arc::new(Self {
             name: Arc::from(name),
-            state: RwLock::new(State::default()),
+            state: RwLock::new(RoomIndex::default()),
             next_ack: AtomicU64::new(0),
             limits,
             handler,
@@ -157,41 +89,32 @@ impl Namespace {
         &self.name
     }
 
-    pub(super) fn limits(&self) -> NamespaceLimits {
-        self.limits
-    }
-
-    pub(super) fn handler(&self) -> &Arc<dyn Handler> {
-        &self.handler
-    }
-
-    /// Ack ids are unique per namespace, so one id can serve every recipient of a broadcast.
-    pub(super) fn next_ack_id(&self) -> u64 {
-        self.next_ack.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(super) fn add(&self, socket: &Arc<Socket>) {
+    /// Creates a socket of this namespace for an engine session and adds it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_socket(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        conn: Weak<dyn Transport>,
+        handshake: Arc<HandshakeInfo>,
+        auth: Value,
+        claims: Option<Value>,
+        data: Value,
+    ) -> Arc<Socket> {
+        let home: Arc<dyn Home> = self.clone();
+        let socket = Socket::new(
+            self.name.clone(),
+            home,
+            session,
+            conn,
+            handshake,
+            auth,
+            claims,
+            data,
+        );
         self.state
             .write()
-            .sockets
             .insert(socket.id_arc().clone(), socket.clone());
-    }
-
-    /// Removes a socket and its room memberships (leave-all on disconnect).
-    pub(super) fn remove(&self, socket: &Arc<Socket>) {
-        // The socket keeps its room list so the disconnect handler can still see where it was.
-        let rooms = socket.rooms.lock().clone();
-        let mut state = self.state.write();
-        state.sockets.remove(socket.id());
-        for room in rooms {
-            if let Some(members) = state.rooms.get_mut(&room) {
-                members.remove(socket.id());
-                if members.is_empty() {
-                    state.rooms.remove(&room);
-                    self.room_changed(&room, false);
-                }
-            }
-        }
+        socket
     }
 
     fn room_changed(&self, room: &str, present: bool) {
@@ -200,54 +123,13 @@ impl Namespace {
         }
     }
 
-    pub(super) fn join(&self, socket: &Arc<Socket>, room: &str) -> Result<(), SocketError> {
-        if room == socket.id() {
-            return Ok(());
-        }
-        let mut state = self.state.write();
-        if !state.sockets.contains_key(socket.id()) {
-            return Err(SocketError::Disconnected);
-        }
-        let mut rooms = socket.rooms.lock();
-        if rooms.iter().any(|r| &**r == room) {
-            return Ok(());
-        }
-        if rooms.len() >= self.limits.max_rooms_per_socket {
-            return Err(SocketError::TooManyRooms(self.limits.max_rooms_per_socket));
-        }
-        let room: Arc<str> = match state.rooms.get_key_value(room) {
-            Some((existing, _)) => existing.clone(),
-            None => Arc::from(room),
-        };
-        rooms.push(room.clone());
-        let members = state.rooms.entry(room.clone()).or_default();
-        let first = members.is_empty();
-        members.insert(socket.id_arc().clone(), socket.clone());
-        if first {
-            self.room_changed(&room, true);
-        }
-        Ok(())
-    }
-
-    pub(super) fn leave(&self, socket: &Arc<Socket>, room: &str) {
-        let mut state = self.state.write();
-        socket.rooms.lock().retain(|r| &**r != room);
-        if let Some(members) = state.rooms.get_mut(room) {
-            members.remove(socket.id());
-            if members.is_empty() {
-                state.rooms.remove(room);
-                self.room_changed(room, false);
-            }
-        }
-    }
-
     /// A connected socket by id.
     pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
-        self.state.read().sockets.get(id).cloned()
+        self.state.read().get(id).cloned()
     }
 
     pub fn socket_count(&self) -> usize {
-        self.state.read().sockets.len()
+        self.state.read().len()
     }
 
     /// The sockets a selector picks (local `fetchSockets`).
@@ -277,24 +159,12 @@ impl Namespace {
 
     /// Names of the rooms with members here (the implicit per-socket rooms are not listed).
     pub fn room_names(&self) -> Vec<String> {
-        self.state
-            .read()
-            .rooms
-            .keys()
-            .map(|r| r.to_string())
-            .collect()
+        self.state.read().room_names()
     }
 
     /// Rooms with their member counts (the implicit per-socket rooms are not listed).
     pub fn rooms(&self) -> Vec<(String, usize)> {
-        let state = self.state.read();
-        let mut rooms: Vec<_> = state
-            .rooms
-            .iter()
-            .map(|(r, m)| (r.to_string(), m.len()))
-            .collect();
-        rooms.sort();
-        rooms
+        self.state.read().room_sizes()
     }
 
     /// Emits an event to every selected socket, on this node and, when the hub is part of a
@@ -341,7 +211,7 @@ impl Namespace {
         payload: &Payload,
         timeout: Duration,
     ) -> BroadcastAcks {
-        let id = self.next_ack_id();
+        let id = Home::next_ack_id(self);
         let text = packet::encode_event(
             &self.name,
             event,
@@ -406,7 +276,7 @@ impl Namespace {
         let sockets = self.sockets(selector);
         for socket in &sockets {
             for room in rooms {
-                let _ = self.join(socket, room);
+                let _ = Home::join(self, socket, room);
             }
         }
         sockets.len()
@@ -417,7 +287,7 @@ impl Namespace {
         let sockets = self.sockets(selector);
         for socket in &sockets {
             for room in rooms {
-                self.leave(socket, room);
+                Home::leave(self, socket, room);
             }
         }
         sockets.len()
@@ -430,6 +300,87 @@ impl Namespace {
             socket.disconnect(close);
         }
         sockets.len()
+    }
+}
+
+impl Socket {
+    /// The namespace this socket lives in: always there for a socket of a hub (a socket is
+    /// only ever created by its namespace), an `Option` because the link is a trait object.
+    pub fn namespace(&self) -> Option<Arc<Namespace>> {
+        let home: Arc<dyn std::any::Any + Send + Sync> = self.home.clone();
+        home.downcast::<Namespace>().ok()
+    }
+}
+
+impl Home for Namespace {
+    fn join(&self, socket: &Arc<Socket>, room: &str) -> Result<(), SocketError> {
+        if room == socket.id() {
+            return Ok(());
+        }
+        let mut state = self.state.write();
+        if !state.contains(socket.id()) {
+            return Err(SocketError::Disconnected);
+        }
+        let mut rooms = socket.rooms.lock();
+        if rooms.iter().any(|r| &**r == room) {
+            return Ok(());
+        }
+        if rooms.len() >= self.limits.max_rooms_per_socket {
+            return Err(SocketError::TooManyRooms(self.limits.max_rooms_per_socket));
+        }
+        let Some((room, first)) = state.join(socket.id_arc(), room) else {
+            return Err(SocketError::Disconnected);
+        };
+        rooms.push(room.clone());
+        if first {
+            self.room_changed(&room, true);
+        }
+        Ok(())
+    }
+
+    fn leave(&self, socket: &Arc<Socket>, room: &str) {
+        let mut state = self.state.write();
+        socket.rooms.lock().retain(|r| &**r != room);
+        if state.leave(socket.id(), room) {
+            self.room_changed(room, false);
+        }
+    }
+
+    /// Removes a socket and its room memberships (leave-all on disconnect).
+    fn remove(&self, socket: &Arc<Socket>) {
+        // The socket keeps its room list so the disconnect handler can still see where it was.
+        let rooms = socket.rooms.lock().clone();
+        // Announced under the lock, so that a join racing with this leave is announced after.
+        let mut state = self.state.write();
+        for room in state.remove(socket.id(), &rooms) {
+            self.room_changed(&room, false);
+        }
+    }
+
+    fn next_ack_id(&self) -> u64 {
+        self.next_ack.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn max_pending_acks(&self) -> usize {
+        self.limits.max_pending_acks
+    }
+
+    fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        self.handler.disconnected(socket, reason);
+    }
+
+    fn broadcast(
+        &self,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        volatile: bool,
+    ) -> usize {
+        Namespace::broadcast(self, selector, event, payload, volatile)
+    }
+
+    fn when_rooms_propagated(&self, then: Box<dyn FnOnce() + Send>) {
+        Namespace::when_rooms_propagated(self, then);
     }
 }
 

@@ -10,12 +10,64 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection::Connection;
-use super::handler::DisconnectReason;
-use super::namespace::Namespace;
 use super::packet;
 use super::payload::Payload;
+use super::rooms::Selector;
 use crate::engine::{CloseReason, Frame, HandshakeInfo, PushOutcome, Session};
+
+/// Why a socket left its namespace. The strings are the Socket.IO reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The server called `disconnect()` on the socket.
+    ServerNamespaceDisconnect,
+    /// The client called `socket.disconnect()`.
+    ClientNamespaceDisconnect,
+    /// The whole engine session ended.
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// What a socket needs of the namespace it lives in. The namespace creates its sockets and
+/// they point back to it; this trait (implemented by `Namespace`) keeps that back-reference
+/// from making this module depend on the namespace module.
+pub(super) trait Home: Any + Send + Sync {
+    fn join(&self, socket: &Arc<Socket>, room: &str) -> Result<(), SocketError>;
+    fn leave(&self, socket: &Arc<Socket>, room: &str);
+    /// Takes the socket out of the namespace and its rooms.
+    fn remove(&self, socket: &Arc<Socket>);
+    /// Ack ids are unique per namespace, so one id can serve every recipient of a broadcast.
+    fn next_ack_id(&self) -> u64;
+    fn max_pending_acks(&self) -> usize;
+    /// Tells the application the socket is gone.
+    fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason);
+    fn broadcast(
+        &self,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        volatile: bool,
+    ) -> usize;
+    fn when_rooms_propagated(&self, then: Box<dyn FnOnce() + Send>);
+}
+
+/// What a socket needs of the engine session's Socket.IO side (`Connection`), which holds
+/// one socket per joined namespace.
+pub(super) trait Transport: Send + Sync {
+    /// The socket left its namespace: the connection forgets it.
+    fn forget(&self, socket: &Arc<Socket>);
+    /// `disconnect(true)`: every namespace of the connection gets a DISCONNECT, then the
+    /// connection closes.
+    fn disconnect_all_and_close(&self);
+}
 
 /// Errors of operations on a socket.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +107,10 @@ pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
 
 pub struct Socket {
     id: Arc<str>,
-    pub(super) ns: Arc<Namespace>,
+    nsp: Arc<str>,
+    pub(super) home: Arc<dyn Home>,
     pub(super) session: Arc<Session>,
-    pub(super) conn: Weak<Connection>,
+    conn: Weak<dyn Transport>,
     handshake: Arc<HandshakeInfo>,
     auth: Value,
     claims: Option<Value>,
@@ -74,16 +127,18 @@ impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Socket")
             .field("id", &self.id)
-            .field("nsp", &self.ns.name())
+            .field("nsp", &self.nsp)
             .finish()
     }
 }
 
 impl Socket {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        ns: Arc<Namespace>,
+        nsp: Arc<str>,
+        home: Arc<dyn Home>,
         session: Arc<Session>,
-        conn: Weak<Connection>,
+        conn: Weak<dyn Transport>,
         handshake: Arc<HandshakeInfo>,
         auth: Value,
         claims: Option<Value>,
@@ -91,7 +146,8 @@ impl Socket {
     ) -> Arc<Self> {
         Arc::new(Self {
             id: Arc::from(crate::engine::sid::socket_id(&session.sid)),
-            ns,
+            nsp,
+            home,
             session,
             conn,
             handshake,
@@ -113,8 +169,9 @@ impl Socket {
         &self.id
     }
 
-    pub fn namespace(&self) -> &Arc<Namespace> {
-        &self.ns
+    /// The name of the socket's namespace.
+    pub fn nsp(&self) -> &str {
+        &self.nsp
     }
 
     pub fn handshake(&self) -> &HandshakeInfo {
@@ -161,11 +218,11 @@ impl Socket {
         if !self.connected() {
             return Err(SocketError::Disconnected);
         }
-        self.ns.join(self, room)
+        self.home.join(self, room)
     }
 
     pub fn leave(self: &Arc<Self>, room: &str) {
-        self.ns.leave(self, room);
+        self.home.leave(self, room);
     }
 
     fn push(&self, frames: &[Frame], volatile: bool) -> Result<(), SocketError> {
@@ -181,26 +238,48 @@ impl Socket {
 
     /// Emits an event to this client.
     pub fn emit(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
-        let text = packet::encode_event(
-            self.ns.name(),
-            event,
-            &payload.args,
-            payload.attachments.len(),
-            None,
-        );
-        self.push(&packet_frames(text, payload), false)
+        self.send_event(event, payload, None, false)
     }
 
     /// Emits an event that may be dropped if the client cannot take it now.
     pub fn emit_volatile(&self, event: &str, payload: &Payload) -> Result<(), SocketError> {
+        self.send_event(event, payload, None, true)
+    }
+
+    fn send_event(
+        &self,
+        event: &str,
+        payload: &Payload,
+        ack: Option<u64>,
+        volatile: bool,
+    ) -> Result<(), SocketError> {
         let text = packet::encode_event(
-            self.ns.name(),
+            &self.nsp,
             event,
             &payload.args,
             payload.attachments.len(),
-            None,
+            ack,
         );
-        self.push(&packet_frames(text, payload), true)
+        self.push(&packet_frames(text, payload), volatile)
+    }
+
+    /// Emits an event to the sockets of this socket's namespace that `selector` picks, on
+    /// every node (Node's `socket.to(room).emit(...)`; add `except([socket.id()])` for
+    /// `socket.broadcast`). Returns how many sockets of this node it was queued for.
+    pub fn broadcast(
+        &self,
+        selector: &Selector,
+        event: &str,
+        payload: &Payload,
+        volatile: bool,
+    ) -> usize {
+        self.home.broadcast(selector, event, payload, volatile)
+    }
+
+    /// Runs `then` once every node has heard of the room changes made so far (see
+    /// `Namespace::when_rooms_propagated`): what acknowledges a join.
+    pub fn when_rooms_propagated(&self, then: impl FnOnce() + Send + 'static) {
+        self.home.when_rooms_propagated(Box::new(then));
     }
 
     /// Emits an event and waits for the client's acknowledgement.
@@ -210,17 +289,10 @@ impl Socket {
         payload: &Payload,
         timeout: Duration,
     ) -> Result<Payload, SocketError> {
-        let id = self.ns.next_ack_id();
+        let id = self.home.next_ack_id();
         let (tx, rx) = oneshot::channel();
         self.register_ack(id, AckWaiter::One(tx))?;
-        let text = packet::encode_event(
-            self.ns.name(),
-            event,
-            &payload.args,
-            payload.attachments.len(),
-            Some(id),
-        );
-        if let Err(error) = self.push(&packet_frames(text, payload), false) {
+        if let Err(error) = self.send_event(event, payload, Some(id), false) {
             self.acks.lock().remove(&id);
             return Err(error);
         }
@@ -235,7 +307,7 @@ impl Socket {
     }
 
     pub(super) fn register_ack(&self, id: u64, waiter: AckWaiter) -> Result<(), SocketError> {
-        let max = self.ns.limits().max_pending_acks;
+        let max = self.home.max_pending_acks();
         let mut acks = self.acks.lock();
         if acks.len() >= max {
             return Err(SocketError::TooManyPendingAcks(max));
@@ -267,7 +339,7 @@ impl Socket {
 
     /// Answers a client's ack request.
     pub(super) fn send_ack(&self, id: u64, payload: &Payload) {
-        let text = packet::encode_ack(self.ns.name(), id, &payload.args, payload.attachments.len());
+        let text = packet::encode_ack(&self.nsp, id, &payload.args, payload.attachments.len());
         let _ = self.push(&packet_frames(text, payload), false);
     }
 
@@ -277,10 +349,7 @@ impl Socket {
         if !self.connected() {
             return;
         }
-        let _ = self.push(
-            &[Frame::from(packet::encode_disconnect(self.ns.name()))],
-            false,
-        );
+        let _ = self.push(&[Frame::from(packet::encode_disconnect(&self.nsp))], false);
         if close {
             if let Some(conn) = self.conn.upgrade() {
                 conn.disconnect_all_and_close();
@@ -304,8 +373,8 @@ impl Socket {
         if let Some(conn) = self.conn.upgrade() {
             conn.forget(self);
         }
-        self.ns.remove(self);
+        self.home.remove(self);
         self.acks.lock().clear();
-        self.ns.handler().disconnected(self, reason);
+        self.home.disconnected(self, reason);
     }
 }

@@ -5,7 +5,7 @@
 // redials, and after the relink each has the other's rooms again: broadcasts reach the members
 // on the other node exactly once, rooms joined while the link was down included.
 
-import { it, before, after, afterEach } from "node:test";
+import { it, before } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import {
@@ -16,6 +16,7 @@ import {
   assertCounts,
   ClientPool,
   eventually,
+  lifecycle,
 } from "./harness.mjs";
 
 const TOKEN = "cluster-links-token-0123456789abcdef";
@@ -87,12 +88,10 @@ before(async () => {
   for (const node of nodes) await eventually(async () => (await linked(node)) === 2, 10_000, "linked");
   assert.equal(relay.connections(), 1, "the link goes through the relay");
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  for (const node of nodes) node.assertHealthy("at the end of link tests");
-  await Promise.all(nodes.map((n) => n.stop()));
-  await relay.close();
+lifecycle(pool, {
+  servers: () => nodes,
+  label: "at the end of link tests",
+  cleanup: () => relay.close(),
 });
 
 const member = (node, rooms) => roomMember(pool, node.url, rooms, { transports: ["websocket"] });

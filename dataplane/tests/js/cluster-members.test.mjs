@@ -4,12 +4,12 @@
 // removed leaves routing, while a client publishes to a room without a pause: members connected
 // throughout get every message exactly once, in order.
 
-import { it, before, after, afterEach } from "node:test";
+import { it, before } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startClusterNode, apiCall, metric, ClientPool, connected, eventually, sleep } from "./harness.mjs";
+import { startClusterNode, apiCall, metric, ClientPool, connected, eventually, sleep, lifecycle } from "./harness.mjs";
 
 const TOKEN = "cluster-members-token-0123456789abcdef";
 const IPS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
@@ -84,12 +84,10 @@ before(async () => {
   nodes.push(await startNode(0), await startNode(1));
   for (const node of nodes) await sees(node, [0, 1], `${node.url} linked to its one peer`);
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  for (const node of nodes) node.assertHealthy("at the end of the members tests");
-  await Promise.all(nodes.map((n) => n.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+lifecycle(pool, {
+  servers: () => nodes,
+  label: "at the end of the members tests",
+  cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
 });
 
 it("a node added to the members file joins while a room gets messages without a pause", async () => {

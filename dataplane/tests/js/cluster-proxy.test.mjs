@@ -4,7 +4,7 @@
 // proxy only; requests for a session another node owns are forwarded to that owner. Raw HTTP
 // and WebSocket requests sent straight to the wrong node prove the forwarding itself.
 
-import { it, before, after, afterEach } from "node:test";
+import { it, before } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import {
@@ -28,6 +28,7 @@ import {
   assertEioError,
   RawWs,
   SEP,
+  lifecycle,
 } from "./harness.mjs";
 
 const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
@@ -58,13 +59,7 @@ before(async () => {
     readyRe: /^listening on ([0-9.]+):(\d+)$/m,
   });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  for (const node of nodes) node.assertHealthy("at the end of the proxy tests");
-  proxy?.assertHealthy("at the end of the proxy tests");
-  await Promise.all([...nodes.map((n) => n.stop()), proxy?.stop()]);
-});
+lifecycle(pool, { servers: () => [...nodes, proxy], label: "at the end of the proxy tests" });
 
 const TRANSPORTS = {
   polling: { transports: ["polling"] },

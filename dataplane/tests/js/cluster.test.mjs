@@ -2,7 +2,7 @@
 // node, broadcasts from clients (`roomcast:emit` policies) and from the management API of one
 // node, every delivery counted exactly: each member once, non-members and the sender never.
 
-import { it, before, after, afterEach } from "node:test";
+import { it, before } from "node:test";
 import assert from "node:assert/strict";
 import {
   startCluster,
@@ -15,6 +15,7 @@ import {
   ClientPool,
   eventually,
   assertBytes,
+  lifecycle,
 } from "./harness.mjs";
 
 const IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
@@ -31,12 +32,7 @@ before(async () => {
     heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
   }));
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  for (const node of nodes) node.assertHealthy("at the end of cluster tests");
-  await Promise.all(nodes.map((n) => n.stop()));
-});
+lifecycle(pool, { servers: () => nodes, label: "at the end of cluster tests" });
 
 /** Connects a client to a node (alternating transports) and joins rooms through policies. */
 const member = (node, rooms, transport = "websocket") =>

@@ -4,6 +4,7 @@
 // Everything targets 127.0.0.1 only.
 
 import { spawn } from "node:child_process";
+import { after, afterEach } from "node:test";
 import { access, constants } from "node:fs/promises";
 import fs from "node:fs";
 import os from "node:os";
@@ -15,6 +16,25 @@ import { WebSocket } from "ws";
 import { io, Manager } from "socket.io-client";
 
 export { sleep };
+
+/**
+ * The lifecycle most test files share: after each test the pool's clients are closed (then
+ * `eachTest` runs, if given); after the last, every server `servers()` returns (nulls
+ * skipped) must still be healthy and is stopped, then `cleanup` runs.
+ */
+export function lifecycle(pool, { servers = () => [], label = "at the end of the file", eachTest, cleanup } = {}) {
+  afterEach(async () => {
+    pool.closeAll();
+    await eachTest?.();
+  });
+  after(async () => {
+    pool.closeAll();
+    const live = servers().filter(Boolean);
+    for (const s of live) s.assertHealthy(label);
+    await Promise.all(live.map((s) => s.stop()));
+    await cleanup?.();
+  });
+}
 
 /** Writes a hub configuration (JSON) into a fresh temporary folder; returns the file path. */
 export function writeConfig(obj, prefix = "roomcast-test-") {

@@ -1,9 +1,9 @@
 // Client room policies with no backend: `roomcast:join`, `roomcast:leave` and `roomcast:emit`
 // against the real binary, allowed and refused, with exact delivery counts.
 
-import { it, before, after, afterEach } from "node:test";
+import { it, before } from "node:test";
 import assert from "node:assert/strict";
-import { writeConfig, startServer, ClientPool, connected, sleep } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, sleep, lifecycle } from "./harness.mjs";
 
 const pool = new ClientPool();
 let hub;
@@ -29,14 +29,7 @@ before(async () => {
   });
   defaults = await startServer({ bin: "main" });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  hub?.assertHealthy("at the end of policy tests");
-  defaults?.assertHealthy("at the end of policy tests");
-  await hub?.stop();
-  await defaults?.stop();
-});
+lifecycle(pool, { servers: () => [hub, defaults], label: "at the end of policy tests" });
 
 const call = (s, event, arg) => s.timeout(3000).emitWithAck(event, arg);
 

@@ -2,9 +2,9 @@
 // other event is relayed to the sender's rooms (or to the whole namespace when the sender
 // joined no room), the sender never gets its own event back, acks answer {ok:true}.
 
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, ClientPool, once, sleep, eventually, assertBytes } from "./harness.mjs";
+import { startServer, ClientPool, once, sleep, eventually, assertBytes, lifecycle } from "./harness.mjs";
 
 let server;
 const pool = new ClientPool();
@@ -12,12 +12,7 @@ const pool = new ClientPool();
 before(async () => {
   server = await startServer({ bin: "main" });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  server?.assertHealthy("at the end of relay tests");
-  await server?.stop();
-});
+lifecycle(pool, { servers: () => [server], label: "at the end of relay tests" });
 
 function record(sockets, event) {
   const got = new Map(sockets.map((s) => [s, []]));

@@ -1,9 +1,9 @@
 // Rooms and broadcasts on the testkit: join/leave, rooms, except, includeSelf,
 // leave-all on disconnect, and 1,000 concurrent clients in one room.
 
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, ClientPool, once, sleep, eventually, connected, assertBytes } from "./harness.mjs";
+import { startServer, ClientPool, once, sleep, eventually, connected, assertBytes, lifecycle } from "./harness.mjs";
 
 let server;
 const pool = new ClientPool();
@@ -11,12 +11,7 @@ const pool = new ClientPool();
 before(async () => {
   server = await startServer({ bin: "testkit" });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  server?.assertHealthy("at the end of rooms tests");
-  await server?.stop();
-});
+lifecycle(pool, { servers: () => [server], label: "at the end of rooms tests" });
 
 const ack = (s, ...args) => s.timeout(5000).emitWithAck(...args);
 

@@ -2,7 +2,7 @@
 // binary, acks both ways, namespaces (static, dynamic, private), connect errors,
 // multiplexing, reconnection, server-side disconnects.
 
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import {
   startServer,
@@ -14,6 +14,7 @@ import {
   assertBytes,
   connectError,
   connected,
+  lifecycle,
 } from "./harness.mjs";
 
 let server;
@@ -22,12 +23,7 @@ const pool = new ClientPool();
 before(async () => {
   server = await startServer({ bin: "testkit" });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  server?.assertHealthy("at the end of socketio tests");
-  await server?.stop();
-});
+lifecycle(pool, { servers: () => [server], label: "at the end of socketio tests" });
 
 const TRANSPORTS = [["polling"], ["websocket"]];
 

@@ -1,7 +1,7 @@
 // Transports with the real socket.io-client / engine.io-client: polling only, websocket
 // only, polling then upgrade, and the engine.io-client on its own.
 
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import { Socket as EngineSocket } from "engine.io-client";
 import {
@@ -19,6 +19,7 @@ import {
   http,
   eioUrl,
   sleep,
+  lifecycle,
 } from "./harness.mjs";
 
 let server;
@@ -27,12 +28,7 @@ const pool = new ClientPool();
 before(async () => {
   server = await startServer({ bin: "testkit" });
 });
-afterEach(() => pool.closeAll());
-after(async () => {
-  pool.closeAll();
-  server?.assertHealthy("at the end of transports tests");
-  await server?.stop();
-});
+lifecycle(pool, { servers: () => [server], label: "at the end of transports tests" });
 
 describe("socket.io-client transports", () => {
   it("polling only: connects, stays on polling, echo round trip", async () => {

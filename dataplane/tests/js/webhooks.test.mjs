@@ -2,11 +2,11 @@
 // server run by this test, for connect, each event and disconnect; answers become connect
 // decisions and acks; a down, slow or garbage-answering app degrades only its own clients.
 
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import crypto from "node:crypto";
-import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep, lifecycle } from "./harness.mjs";
 
 const SECRET = "webhook-test-secret";
 
@@ -64,15 +64,13 @@ before(async () => {
     args: ["--config", writeConfig(hubConfig(app.url, { allowedEvents: ["chat", "slow", "order", "bin", "noack"] }))],
   });
 });
-afterEach(() => {
-  pool.closeAll();
-  app.behaviour = null;
-});
-after(async () => {
-  pool.closeAll();
-  server?.assertHealthy("at the end of webhook tests");
-  await server?.stop();
-  app?.server.close();
+lifecycle(pool, {
+  servers: () => [server],
+  label: "at the end of webhook tests",
+  eachTest: () => {
+    app.behaviour = null;
+  },
+  cleanup: () => app?.server.close(),
 });
 
 const byType = (type) => app.requests.filter((r) => r.type === type);

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::dataplane_config::{
+use k8s_openapi::api::core::v1::ConfigMap;
+use roomcast_config::{
     AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, NamespaceConfig, PolicyConfig,
     ShutdownConfig, TransportKind, UpstreamConfig,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use super::secret::management_token_ref;

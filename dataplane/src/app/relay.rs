@@ -30,9 +30,7 @@ impl Handler for Relay {
                 if socket.join(&room).is_err() {
                     return reply(event, json!({ "ok": false }));
                 }
-                socket
-                    .namespace()
-                    .when_rooms_propagated(move || reply(event, json!({ "ok": true })));
+                socket.when_rooms_propagated(move || reply(event, json!({ "ok": true })));
             }
             ("leave", Some(room)) => {
                 socket.leave(&room);
@@ -49,10 +47,7 @@ impl Handler for Relay {
                     Selector::rooms(rooms)
                 };
                 let selector = selector.except([socket.id()]);
-                let delivered =
-                    socket
-                        .namespace()
-                        .broadcast(&selector, &event.name, &event.payload, false);
+                let delivered = socket.broadcast(&selector, &event.name, &event.payload, false);
                 reply(event, json!({ "ok": true, "delivered": delivered }));
             }
         }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::app::handler::HubApp;
 use crate::auth::{Authenticator, NoAuth};
 use crate::cluster::{Cluster, ClusterOps};
 use crate::config::{AuthMode, Config};
-use crate::hubapp::HubApp;
 use crate::metrics::MetricsSource;
 use crate::ops::{HubOps, LocalOps};
 use crate::server::Server;

@@ -7,18 +7,18 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use crate::app::policy::Policy;
+use crate::app::relay::Relay;
+use crate::app::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
+use crate::app::upstream::queue::SocketQueue;
+use crate::app::upstream::{UpstreamStats, Webhook};
 use crate::config::{Config, NamespaceConfig};
-use crate::ops::socket_info;
-use crate::policy::Policy;
-use crate::relay::Relay;
-use crate::socketio::hub::namespace_matches;
+use crate::ops::{headers_json, socket_info};
+use crate::socketio::namespace_matches;
 use crate::socketio::{
     AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler, Payload,
     Selector, Socket,
 };
-use crate::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
-use crate::upstream::queue::SocketQueue;
-use crate::upstream::{UpstreamStats, Webhook};
 
 /// Reserved events of client room policies.
 pub const JOIN_EVENT: &str = "roomcast:join";
@@ -144,7 +144,6 @@ impl HubApp {
                     }
                     let responder = event.ack;
                     socket
-                        .namespace()
                         .when_rooms_propagated(move || ack(responder, vec![json!({ "ok": true })]));
                     return;
                 }
@@ -196,9 +195,7 @@ impl HubApp {
                     attachments: event.payload.attachments.clone(),
                 };
                 let selector = Selector::rooms(rooms).except([socket.id()]);
-                let recipients = socket
-                    .namespace()
-                    .broadcast(&selector, name, &payload, false);
+                let recipients = socket.broadcast(&selector, name, &payload, false);
                 ack(
                     event.ack,
                     vec![json!({ "ok": true, "recipients": recipients })],
@@ -211,7 +208,7 @@ impl HubApp {
         let Some(queue) = socket.extension::<SocketQueue>() else {
             return refuse(event.ack, "internal", "socket state unavailable");
         };
-        let nsp = socket.namespace().name().to_string();
+        let nsp = socket.nsp().to_string();
         let body = json!({
             "socketId": socket.id(),
             "namespace": &nsp,
@@ -281,16 +278,7 @@ impl Handler for HubApp {
             return ConnectDecision::accept();
         }
         let hs = &request.handshake;
-        let headers: serde_json::Map<String, Value> = hs
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.as_str().to_string(),
-                    Value::String(v.to_str().ok()?.to_string()),
-                ))
-            })
-            .collect();
+        let headers = headers_json(&hs.headers);
         let body = json!({
             "namespace": &request.namespace,
             "auth": &request.auth,
@@ -334,7 +322,7 @@ impl Handler for HubApp {
     }
 
     fn event(&self, socket: &Arc<Socket>, event: Event) {
-        let Some(rt) = self.runtime(socket.namespace().name()) else {
+        let Some(rt) = self.runtime(socket.nsp()) else {
             return refuse(event.ack, "no_namespace_config", "namespace not configured");
         };
         if matches!(event.name.as_str(), JOIN_EVENT | LEAVE_EVENT | EMIT_EVENT) {
@@ -366,10 +354,7 @@ impl Handler for HubApp {
     }
 
     fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
-        let Some(webhook) = self
-            .runtime(socket.namespace().name())
-            .and_then(|rt| rt.webhook.clone())
-        else {
+        let Some(webhook) = self.runtime(socket.nsp()).and_then(|rt| rt.webhook.clone()) else {
             return;
         };
         if !webhook.wants("disconnect") {
@@ -381,7 +366,7 @@ impl Handler for HubApp {
         let info = socket_info(socket);
         let body = json!({
             "socketId": socket.id(),
-            "namespace": socket.namespace().name(),
+            "namespace": socket.nsp(),
             "reason": reason.as_str(),
             "rooms": info.rooms,
             "claims": socket.claims(),
@@ -390,7 +375,7 @@ impl Handler for HubApp {
         let ce = self.cloud_event(
             cloudevent::TYPE_DISCONNECT,
             socket.id(),
-            socket.namespace().name(),
+            socket.nsp(),
             None,
             body,
         );

@@ -1,0 +1,289 @@
+//! `cluster`: the other nodes of a hub, where their list comes from, and link timings.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::members::{Members, MembersError};
+use crate::Problems;
+
+/// The other nodes of a hub and how this node talks to them (`docs/local-cluster.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Address the peer (gRPC) endpoint listens on, e.g. `127.0.0.11:7000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Every member of the cluster, this node included, as `ID=IP:PORT` (the peer
+    /// address). Empty: a single node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// The client (Socket.IO) address other members forward this node's sessions'
+    /// requests to. Default: the bound `listen` address, an unspecified IP (0.0.0.0)
+    /// replaced by this node's peer IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_address: Option<SocketAddr>,
+    /// A file of `ID=IP:PORT` entries (one per line or comma separated, `#` comments),
+    /// re-read every `discoveryInterval`: members join and leave by rewriting it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_file: Option<std::path::PathBuf>,
+    /// Members from DNS (a Kubernetes headless Service), re-resolved every
+    /// `discoveryInterval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+    /// Members from the EndpointSlices of a Kubernetes Service (what the operator sets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesConfig>,
+    /// Milliseconds between two lookups of `membersFile`, `dns` or `kubernetes` (default
+    /// 5000 for DNS, 1000 otherwise). A static `members` list is never looked up again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_interval: Option<u64>,
+    /// Milliseconds a link may stay silent before this node sends a heartbeat on it.
+    pub heartbeat_interval: u64,
+    /// Milliseconds without anything from a peer after which its link is declared dead and
+    /// the peer leaves routing (at least twice `heartbeatInterval`).
+    pub heartbeat_timeout: u64,
+    /// Milliseconds a starting member stays not ready (`/readyz` 503) while it waits for
+    /// its first member lookup and a link to every member, so that no client or management
+    /// call reaches it before it can reach the whole cluster. Ready at the latest after
+    /// this long, whatever is missing (logged). 0: ready at once.
+    pub warm_up_timeout: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peer_listen: None,
+            members: Vec::new(),
+            advertise_address: None,
+            members_file: None,
+            dns: None,
+            kubernetes: None,
+            discovery_interval: None,
+            heartbeat_interval: 1_000,
+            heartbeat_timeout: 3_000,
+            warm_up_timeout: 10_000,
+        }
+    }
+}
+
+/// Member discovery through the EndpointSlices of the peers' headless Service: ready,
+/// non-terminating endpoints, each a member named by its pod at its address and the port
+/// named `portName` (see `cluster::kube_discovery`; RBAC in docs/operator.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The Service, e.g. `chat-peers`.
+    pub service: String,
+    /// Its namespace. Default: this pod's (`ROOMCAST_POD_NAMESPACE`, else the service
+    /// account's namespace file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The name of the peer port in the slices.
+    #[serde(default = "KubernetesConfig::default_port_name")]
+    pub port_name: String,
+}
+
+impl KubernetesConfig {
+    fn default_port_name() -> String {
+        "peer".to_string()
+    }
+}
+
+/// Member discovery through DNS: an SRV lookup of `name`, whose every target is a member
+/// named by the target's first label (`hub-0.hub-peers.default.svc.cluster.local` is
+/// `hub-0`) at the target's address and the SRV port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The SRV name, e.g. `_peer._tcp.hub-peers.default.svc.cluster.local`.
+    pub name: String,
+    /// `IP:PORT` of the DNS server to ask instead of those of `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<SocketAddr>,
+}
+
+/// Where a cluster member learns the member set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberSource {
+    /// `cluster.members`: fixed for the life of the process.
+    Static(Members),
+    /// `cluster.membersFile`, re-read every interval.
+    File(std::path::PathBuf),
+    /// `cluster.dns`, re-resolved every interval.
+    Dns(DnsConfig),
+    /// `cluster.kubernetes`: a watch of EndpointSlices, read every interval.
+    Kubernetes(KubernetesConfig),
+}
+
+impl ClusterConfig {
+    /// Default `discoveryInterval` for a members file.
+    pub const FILE_INTERVAL_MS: u64 = 1_000;
+    /// Default `discoveryInterval` for DNS.
+    pub const DNS_INTERVAL_MS: u64 = 5_000;
+
+    /// No cluster configured: this node serves alone.
+    pub fn is_single_node(&self) -> bool {
+        self.sources().is_empty()
+    }
+
+    /// The member sources set, by field name.
+    fn sources(&self) -> Vec<&'static str> {
+        let mut sources = Vec::new();
+        if !self.members.is_empty() {
+            sources.push("cluster.members");
+        }
+        if self.members_file.is_some() {
+            sources.push("cluster.membersFile");
+        }
+        if self.dns.is_some() {
+            sources.push("cluster.dns");
+        }
+        if self.kubernetes.is_some() {
+            sources.push("cluster.kubernetes");
+        }
+        sources
+    }
+
+    /// The member source of a validated configuration; `None` for a single node.
+    pub fn source(&self) -> Result<Option<MemberSource>, MembersError> {
+        Ok(if !self.members.is_empty() {
+            Some(MemberSource::Static(self.members()?))
+        } else if let Some(path) = &self.members_file {
+            Some(MemberSource::File(path.clone()))
+        } else if let Some(dns) = &self.dns {
+            Some(MemberSource::Dns(dns.clone()))
+        } else {
+            self.kubernetes.clone().map(MemberSource::Kubernetes)
+        })
+    }
+
+    /// How often the member source is looked up again.
+    pub fn discovery_interval(&self) -> std::time::Duration {
+        let default = if self.dns.is_some() {
+            Self::DNS_INTERVAL_MS
+        } else {
+            Self::FILE_INTERVAL_MS
+        };
+        std::time::Duration::from_millis(self.discovery_interval.unwrap_or(default))
+    }
+
+    /// The member list, parsed.
+    pub fn members(&self) -> Result<Members, MembersError> {
+        Members::parse(&self.members.join(","))
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the cluster section; `node_id` is this node's, which a static list must name.
+    pub(crate) fn validate(&self, node_id: &str, bad: &mut Problems) {
+        let sources = self.sources();
+        if sources.len() > 1 {
+            bad.add(
+                "cluster",
+                &format!(
+                    "set only one member source, not {} (use cluster.members, cluster.membersFile, cluster.dns or cluster.kubernetes)",
+                    sources.join(" and ")
+                ),
+            );
+        }
+        if !self.members.is_empty() {
+            match self.members() {
+                Err(error) => bad.add("cluster.members", &error.to_string()),
+                Ok(members) if members.addr(node_id).is_none() => bad.add(
+                    "cluster.members",
+                    "must list this node's own nodeId (with its peer address)",
+                ),
+                Ok(_) => {}
+            }
+        }
+        if self
+            .members_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            bad.add("cluster.membersFile", "must not be empty");
+        }
+        if let Some(dns) = &self.dns {
+            if dns.name.trim().is_empty() || dns.name.chars().any(char::is_whitespace) {
+                bad.add(
+                    "cluster.dns.name",
+                    "must be a DNS name, e.g. _peer._tcp.hub-peers.default.svc.cluster.local",
+                );
+            }
+        }
+        if let Some(k) = &self.kubernetes {
+            let label = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 63
+                    && v.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !label(&k.service) {
+                bad.add(
+                    "cluster.kubernetes.service",
+                    "must be a Service name (a DNS label)",
+                );
+            }
+            if k.namespace.as_deref().is_some_and(|n| !label(n)) {
+                bad.add(
+                    "cluster.kubernetes.namespace",
+                    "must be a namespace name (a DNS label)",
+                );
+            }
+            if k.port_name.is_empty() {
+                bad.add("cluster.kubernetes.portName", "must not be empty");
+            }
+        }
+        if self
+            .discovery_interval
+            .is_some_and(|ms| !(100..=600_000).contains(&ms))
+        {
+            bad.add(
+                "cluster.discoveryInterval",
+                "must be between 100 and 600000 milliseconds",
+            );
+        }
+        if !self.is_single_node() {
+            if self.peer_listen.is_none() {
+                bad.add(
+                    "cluster.peerListen",
+                    &format!("needed when {} is set", sources.join(" and ")),
+                );
+            }
+        } else if self.peer_listen.is_some() {
+            bad.add(
+                "cluster.members",
+                "a member source (cluster.members, cluster.membersFile, cluster.dns or cluster.kubernetes) is needed when cluster.peerListen is set",
+            );
+        }
+        if self
+            .advertise_address
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            bad.add(
+                "cluster.advertiseAddress",
+                "must be a concrete IP and port that other members can reach",
+            );
+        }
+        if self.heartbeat_interval == 0 || self.heartbeat_interval > 60_000 {
+            bad.add(
+                "cluster.heartbeatInterval",
+                "must be between 1 and 60000 milliseconds",
+            );
+        }
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval || self.heartbeat_timeout > 600_000
+        {
+            bad.add(
+                "cluster.heartbeatTimeout",
+                "must be at least twice heartbeatInterval and at most 600000 milliseconds",
+            );
+        }
+        if self.warm_up_timeout > 600_000 {
+            bad.add(
+                "cluster.warmUpTimeout",
+                "must be at most 600000 milliseconds",
+            );
+        }
+    }
+}

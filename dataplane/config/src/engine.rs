@@ -1,0 +1,103 @@
+//! `engine`: Engine.IO options (transports, heartbeats, payload size, CORS).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Problems;
+
+/// A transport a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Polling,
+    Websocket,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::Websocket => "websocket",
+        }
+    }
+}
+
+/// Engine.IO options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// HTTP path of the endpoint; always ends with `/`.
+    pub path: String,
+    /// Transports accepted, in the order given to clients.
+    pub transports: Vec<TransportKind>,
+    /// Whether a polling session may upgrade to WebSocket.
+    pub allow_upgrades: bool,
+    /// Interval between server pings.
+    pub ping_interval: u64,
+    /// How long after a ping the client has to answer before the session is closed.
+    pub ping_timeout: u64,
+    /// How long an upgrade may take before it is cancelled.
+    pub upgrade_timeout: u64,
+    /// Largest accepted message or HTTP body, in bytes (`maxPayload` in the handshake).
+    pub max_http_buffer_size: usize,
+    pub cors: CorsConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io/".to_string(),
+            transports: vec![TransportKind::Polling, TransportKind::Websocket],
+            allow_upgrades: true,
+            ping_interval: 25_000,
+            ping_timeout: 20_000,
+            upgrade_timeout: 10_000,
+            max_http_buffer_size: 1_000_000,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// CORS for the polling transport. An empty `origin` list disables CORS headers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins; `"*"` allows any origin (reflected when `credentials` is set).
+    pub origin: Vec<String>,
+    pub credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            origin: vec!["*".to_string()],
+            credentials: false,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn validate(&self, bad: &mut Problems) {
+        if !self.path.starts_with('/') || !self.path.ends_with('/') {
+            bad.add("engine.path", "must start and end with /");
+        }
+        if self.transports.is_empty() {
+            bad.add("engine.transports", "at least one transport is needed");
+        }
+        if self.transports.iter().enumerate().any(|(i, t)| {
+            self.transports
+                .get(..i)
+                .is_some_and(|seen| seen.contains(t))
+        }) {
+            bad.add("engine.transports", "lists a transport twice");
+        }
+        bad.millis("engine.pingInterval", self.ping_interval);
+        bad.millis("engine.pingTimeout", self.ping_timeout);
+        bad.millis("engine.upgradeTimeout", self.upgrade_timeout);
+        if self.max_http_buffer_size == 0 || self.max_http_buffer_size > 256 * 1024 * 1024 {
+            bad.add(
+                "engine.maxHttpBufferSize",
+                "must be between 1 byte and 256 MiB",
+            );
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The rooms of one namespace as plain data, like socket.io's in-memory adapter: which
+//! members (sockets) there are, which rooms each room holds, and which members a
+//! [`Selector`] picks. No locks, no I/O: the namespace wraps it in its lock and turns the
+//! transitions it reports (a room's first member joined, its last one left) into
+//! announcements to the cluster.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Which sockets an operation applies to: those in any of `rooms` (all sockets when
+/// empty) and in none of `except`. A socket id is also a room holding just that socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Selector {
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+}
+
+impl Selector {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn rooms<I: IntoIterator<Item = S>, S: Into<String>>(rooms: I) -> Self {
+        Self {
+            rooms: rooms.into_iter().map(Into::into).collect(),
+            except: Vec::new(),
+        }
+    }
+
+    pub fn except<I: IntoIterator<Item = S>, S: Into<String>>(mut self, rooms: I) -> Self {
+        self.except.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// Members by id and rooms by name. A member's id is shared (`Arc<str>`) between both maps,
+/// so identity checks compare pointers, not strings.
+#[derive(Debug)]
+pub struct RoomIndex<T> {
+    members: HashMap<Arc<str>, T>,
+    rooms: HashMap<Arc<str>, HashMap<Arc<str>, T>>,
+}
+
+impl<T> Default for RoomIndex<T> {
+    fn default() -> Self {
+        Self {
+            members: HashMap::new(),
+            rooms: HashMap::new(),
+        }
+    }
+}
+
+/// Identity of a member: the address of its shared id.
+fn key(id: &Arc<str>) -> *const u8 {
+    Arc::as_ptr(id).cast::<u8>()
+}
+
+impl<T: Clone> RoomIndex<T> {
+    pub fn insert(&mut self, id: Arc<str>, member: T) {
+        self.members.insert(id, member);
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.members.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&T> {
+        self.members.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Removes a member from the index and from `rooms`; returns the rooms it left empty.
+    pub fn remove(&mut self, id: &str, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
+        self.members.remove(id);
+        rooms
+            .iter()
+            .filter(|room| self.leave(id, room))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds member `id` to `room`. Returns the room's shared name (to keep in the member's
+    /// own room list) and whether the room was empty before, or `None` when `id` is not a
+    /// member.
+    pub fn join(&mut self, id: &Arc<str>, room: &str) -> Option<(Arc<str>, bool)> {
+        let member = self.members.get(&**id)?.clone();
+        let room: Arc<str> = match self.rooms.get_key_value(room) {
+            Some((existing, _)) => existing.clone(),
+            None => Arc::from(room),
+        };
+        let members = self.rooms.entry(room.clone()).or_default();
+        let first = members.is_empty();
+        members.insert(id.clone(), member);
+        Some((room, first))
+    }
+
+    /// Takes member `id` out of `room`; true when that left the room empty.
+    pub fn leave(&mut self, id: &str, room: &str) -> bool {
+        let Some(members) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if members.remove(id).is_none() || !members.is_empty() {
+            return false;
+        }
+        self.rooms.remove(room);
+        true
+    }
+
+    /// Members of a room, including the member whose id is the room name.
+    pub fn members<'a>(&'a self, room: &str) -> impl Iterator<Item = (&'a Arc<str>, &'a T)> + 'a {
+        let own = self.members.get_key_value(room);
+        let joined = self.rooms.get(room).into_iter().flatten();
+        own.into_iter().chain(joined)
+    }
+
+    /// Calls `f` once for each member the selector picks.
+    pub fn for_each(&self, selector: &Selector, mut f: impl FnMut(&T)) {
+        let excluded: HashSet<*const u8> = selector
+            .except
+            .iter()
+            .flat_map(|room| self.members(room))
+            .map(|(id, _)| key(id))
+            .collect();
+        let mut visit = |id: &Arc<str>, member: &T| {
+            if excluded.is_empty() || !excluded.contains(&key(id)) {
+                f(member);
+            }
+        };
+        match selector.rooms.as_slice() {
+            [] => self.members.iter().for_each(|(id, m)| visit(id, m)),
+            [room] => self.members(room).for_each(|(id, m)| visit(id, m)),
+            rooms => {
+                // A member of several target rooms is still picked once.
+                let mut seen = HashSet::new();
+                for (id, member) in rooms.iter().flat_map(|room| self.members(room)) {
+                    if seen.insert(key(id)) {
+                        visit(id, member);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rooms with their member counts, sorted by name (members' own id rooms not listed).
+    pub fn room_sizes(&self) -> Vec<(String, usize)> {
+        let mut rooms: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(r, m)| (r.to_string(), m.len()))
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// Names of the rooms with members (members' own id rooms not listed).
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.keys().map(|r| r.to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(ids: &[&str]) -> (RoomIndex<String>, Vec<Arc<str>>) {
+        let mut index = RoomIndex::default();
+        let ids: Vec<Arc<str>> = ids.iter().map(|id| Arc::from(*id)).collect();
+        for id in &ids {
+            index.insert(id.clone(), id.to_string());
+        }
+        (index, ids)
+    }
+
+    fn picked(index: &RoomIndex<String>, selector: &Selector) -> Vec<String> {
+        let mut out = Vec::new();
+        index.for_each(selector, |m| out.push(m.clone()));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn joins_and_leaves_report_transitions() {
+        let (mut index, ids) = index(&["a", "b"]);
+        assert_eq!(index.join(&ids[0], "r").map(|(_, first)| first), Some(true));
+        assert_eq!(
+            index.join(&ids[1], "r").map(|(_, first)| first),
+            Some(false)
+        );
+        assert!(!index.leave("a", "r"), "b is still in r");
+        assert!(!index.leave("a", "r"), "a already left");
+        assert!(index.leave("b", "r"), "r is empty now");
+        assert!(index.join(&Arc::from("ghost"), "r").is_none());
+        assert!(index.room_names().is_empty());
+    }
+
+    #[test]
+    fn selectors_pick_each_member_once() {
+        let (mut index, ids) = index(&["a", "b", "c"]);
+        for (i, room) in [(0, "x"), (1, "x"), (1, "y"), (2, "y")] {
+            index.join(&ids[i], room);
+        }
+        assert_eq!(picked(&index, &Selector::all()), ["a", "b", "c"]);
+        assert_eq!(
+            picked(&index, &Selector::rooms(["x", "y"])),
+            ["a", "b", "c"]
+        );
+        assert_eq!(picked(&index, &Selector::rooms(["x"]).except(["y"])), ["a"]);
+        assert_eq!(
+            picked(&index, &Selector::rooms(["c"])),
+            ["c"],
+            "own id room"
+        );
+        assert_eq!(picked(&index, &Selector::all().except(["b"])), ["a", "c"]);
+        assert_eq!(index.room_sizes(), [("x".into(), 2), ("y".into(), 2)]);
+    }
+
+    #[test]
+    fn removing_a_member_empties_its_rooms() {
+        let (mut index, ids) = index(&["a", "b"]);
+        let (x, _) = index.join(&ids[0], "x").unwrap();
+        let (y, _) = index.join(&ids[0], "y").unwrap();
+        index.join(&ids[1], "y");
+        assert_eq!(index.remove("a", &[x, y]), [Arc::<str>::from("x")]);
+        assert_eq!(index.len(), 1);
+        assert_eq!(picked(&index, &Selector::rooms(["y"])), ["b"]);
+    }
+}
