@@ -3,6 +3,14 @@
 //! Wire form: `<type>[<attachments>-][<namespace>,][<ack id>][<JSON data>]`, where the
 //! namespace is omitted for `/`. Binary packets are followed by `<attachments>` binary
 //! Engine.IO messages, referenced from the JSON by `{"_placeholder":true,"num":N}`.
+//!
+//! Every byte here comes from a client: no indexing, no unchecked arithmetic (a wrapped
+//! length is how a client panics a connection), enforced by the lints below.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 use std::fmt::Write as _;
 
@@ -84,15 +92,14 @@ pub enum DecodeError {
 impl Packet {
     /// Decodes one Socket.IO packet from the text of an Engine.IO message.
     pub fn decode(input: &str, max_attachments: usize) -> Result<Packet, DecodeError> {
-        let bytes = input.as_bytes();
-        let kind = PacketKind::from_byte(*bytes.first().ok_or(DecodeError::Empty)?)
-            .ok_or(DecodeError::UnknownType)?;
-        let mut pos = 1;
+        let first = *input.as_bytes().first().ok_or(DecodeError::Empty)?;
+        let kind = PacketKind::from_byte(first).ok_or(DecodeError::UnknownType)?;
+        // The type is one ASCII byte, so this is a char boundary.
+        let mut rest = input.get(1..).unwrap_or_default();
 
         let mut attachments = 0;
         if kind.is_binary() {
-            let dash = input[pos..].find('-').ok_or(DecodeError::BadAttachments)? + pos;
-            let digits = &input[pos..dash];
+            let (digits, after) = rest.split_once('-').ok_or(DecodeError::BadAttachments)?;
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(DecodeError::BadAttachments);
             }
@@ -100,31 +107,25 @@ impl Packet {
             if attachments > max_attachments {
                 return Err(DecodeError::TooManyAttachments(attachments));
             }
-            pos = dash + 1;
+            rest = after;
         }
 
         let mut nsp = "/".to_string();
-        if bytes.get(pos) == Some(&b'/') {
-            let end = input[pos..].find(',').map_or(input.len(), |i| i + pos);
-            nsp = input[pos..end].to_string();
-            pos = (end + 1).min(input.len());
+        if rest.starts_with('/') {
+            let (name, after) = rest.split_once(',').unwrap_or((rest, ""));
+            nsp = name.to_string();
+            rest = after;
         }
 
-        let digits = bytes[pos..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let id = if digits > 0 {
-            let id = input[pos..pos + digits]
-                .parse::<u64>()
-                .map_err(|_| DecodeError::BadAckId)?;
-            pos += digits;
-            Some(id)
-        } else {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (digits, after) = rest.split_at_checked(digits).unwrap_or(("", rest));
+        let id = if digits.is_empty() {
             None
+        } else {
+            Some(digits.parse::<u64>().map_err(|_| DecodeError::BadAckId)?)
         };
+        rest = after;
 
-        let rest = &input[pos..];
         let data = if rest.is_empty() {
             None
         } else {
@@ -171,21 +172,37 @@ impl Packet {
     }
 }
 
-/// Every `{"_placeholder":true,"num":N}` must point at an attachment that exists.
+/// Every attachment must be referenced by exactly one `{"_placeholder":true,"num":N}`, as
+/// the reference encoder writes them. A placeholder used twice would let one attachment be
+/// expanded once per reference (a 256 KiB attachment referenced 4,000 times is a gigabyte
+/// once turned into JSON), and an unreferenced one would be carried for nothing.
 fn check_placeholders(value: &Value, attachments: usize) -> Result<(), DecodeError> {
+    let mut seen = vec![false; attachments];
+    mark_placeholders(value, &mut seen)?;
+    if seen.iter().all(|s| *s) {
+        Ok(())
+    } else {
+        Err(DecodeError::BadPlaceholder)
+    }
+}
+
+fn mark_placeholders(value: &Value, seen: &mut [bool]) -> Result<(), DecodeError> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .try_for_each(|v| check_placeholders(v, attachments)),
+        Value::Array(items) => items.iter().try_for_each(|v| mark_placeholders(v, seen)),
         Value::Object(map) => {
             if map.get("_placeholder") == Some(&Value::Bool(true)) {
-                match map.get("num").and_then(Value::as_u64) {
-                    Some(n) if (n as usize) < attachments => Ok(()),
-                    _ => Err(DecodeError::BadPlaceholder),
+                let slot = map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .and_then(|n| seen.get_mut(n))
+                    .ok_or(DecodeError::BadPlaceholder)?;
+                if std::mem::replace(slot, true) {
+                    return Err(DecodeError::BadPlaceholder);
                 }
+                Ok(())
             } else {
-                map.values()
-                    .try_for_each(|v| check_placeholders(v, attachments))
+                map.values().try_for_each(|v| mark_placeholders(v, seen))
             }
         }
         _ => Ok(()),
@@ -201,9 +218,9 @@ fn header(
     id: Option<u64>,
     capacity: usize,
 ) -> String {
-    let mut out = String::with_capacity(8 + nsp.len() + capacity);
+    let mut out = String::with_capacity(nsp.len().saturating_add(capacity).saturating_add(8));
     out.push('4');
-    out.push((b'0' + kind as u8) as char);
+    out.push(char::from(b'0'.saturating_add(kind as u8)));
     if kind.is_binary() {
         let _ = write!(out, "{attachments}-");
     }
@@ -230,11 +247,12 @@ pub fn encode_event(
     } else {
         PacketKind::Event
     };
-    let mut writer = header(kind, nsp, attachments, id, 16 + event.len()).into_bytes();
+    let mut writer =
+        header(kind, nsp, attachments, id, event.len().saturating_add(16)).into_bytes();
     let mut ser = serde_json::Serializer::new(&mut writer);
     // Serializing `&str` and `Value` into a Vec cannot fail.
     let _ = (|| -> Result<(), serde_json::Error> {
-        let mut seq = ser.serialize_seq(Some(args.len() + 1))?;
+        let mut seq = ser.serialize_seq(Some(args.len().saturating_add(1)))?;
         seq.serialize_element(event)?;
         for arg in args {
             seq.serialize_element(arg)?;
@@ -259,7 +277,13 @@ pub fn encode_ack(nsp: &str, id: u64, args: &[Value], attachments: usize) -> Str
 
 /// Encodes the CONNECT answer carrying the socket id.
 pub fn encode_connect(nsp: &str, sid: &str) -> String {
-    let mut out = header(PacketKind::Connect, nsp, 0, None, 16 + sid.len());
+    let mut out = header(
+        PacketKind::Connect,
+        nsp,
+        0,
+        None,
+        sid.len().saturating_add(16),
+    );
     out.push_str(&serde_json::json!({ "sid": sid }).to_string());
     out
 }
@@ -351,6 +375,23 @@ mod tests {
             decode("299999999999999999999999[\"a\"]"),
             Err(DecodeError::BadAckId)
         );
+    }
+
+    /// One attachment referenced many times would be expanded once per reference when the
+    /// event is turned into JSON (webhooks, broadcast acks): refused at decode time.
+    #[test]
+    fn each_attachment_is_referenced_exactly_once() {
+        let ph = |n: u64| json!({ "_placeholder": true, "num": n }).to_string();
+        let twice = format!("51-[\"a\",{},{}]", ph(0), ph(0));
+        assert_eq!(decode(&twice), Err(DecodeError::BadPlaceholder));
+        let many = format!("51-[\"a\",[{}]]", vec![ph(0); 4000].join(","));
+        assert_eq!(decode(&many), Err(DecodeError::BadPlaceholder));
+        let unused = format!("52-[\"a\",{}]", ph(1));
+        assert_eq!(decode(&unused), Err(DecodeError::BadPlaceholder));
+        let both = format!("52-[\"a\",{{\"x\":{}}},[{}]]", ph(1), ph(0));
+        assert_eq!(decode(&both).map(|p| p.attachments), Ok(2));
+        let huge = format!("51-[\"a\",{{\"_placeholder\":true,\"num\":{}}}]", u64::MAX);
+        assert_eq!(decode(&huge), Err(DecodeError::BadPlaceholder));
     }
 
     #[test]
