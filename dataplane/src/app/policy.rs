@@ -64,20 +64,23 @@ fn tokens(pattern: &str, claims: Option<&Value>) -> Option<Vec<Token>> {
     Some(out)
 }
 
+/// Matches `text` against literal segments separated by wildcards, in linear time: the
+/// first segment is a prefix, the last a suffix, and each one between is found leftmost
+/// (taking the leftmost match never loses one, since a wildcard absorbs anything). A
+/// backtracking matcher would take time exponential in the number of wildcards.
 fn matches_tokens(tokens: &[Token], text: &str) -> bool {
-    match tokens.split_first() {
-        None => text.is_empty(),
-        Some((Token::Literal(lit), rest)) => text
-            .strip_prefix(lit.as_str())
-            .is_some_and(|t| matches_tokens(rest, t)),
-        Some((Token::Wildcard, rest)) => {
-            // Try every split point; patterns are short, rooms are short.
-            text.char_indices()
-                .map(|(i, _)| i)
-                .chain(std::iter::once(text.len()))
-                .any(|i| matches_tokens(rest, &text[i..]))
+    let mut segments: Vec<&str> = vec![""];
+    for token in tokens {
+        match token {
+            Token::Literal(lit) => {
+                if let Some(last) = segments.last_mut() {
+                    *last = lit.as_str();
+                }
+            }
+            Token::Wildcard => segments.push(""),
         }
     }
+    crate::socketio::segments_match(&segments, text)
 }
 
 /// Whether `room` matches `pattern` for a client with these claims.
@@ -112,6 +115,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// Patterns with many wildcards against long rooms: linear, not exponential.
+    #[test]
+    fn wildcards_do_not_backtrack() {
+        let pattern = format!("{}b", "a*".repeat(40));
+        let room = "a".repeat(10_000);
+        assert!(!pattern_allows(&pattern, &room, None));
+        assert!(pattern_allows(&pattern, &format!("{room}b"), None));
+    }
 
     #[test]
     fn literal_and_wildcards() {
@@ -159,6 +171,21 @@ mod tests {
         #[test]
         fn star_matches_everything(room in ".{0,30}") {
             prop_assert!(pattern_allows("*", &room, None));
+        }
+
+        /// The linear matcher agrees with a backtracking one (the obvious definition).
+        #[test]
+        fn agrees_with_backtracking(pattern in "[ab*]{0,8}", room in "[ab]{0,10}") {
+            fn backtrack(p: &[char], t: &[char]) -> bool {
+                match p.split_first() {
+                    None => t.is_empty(),
+                    Some(('*', rest)) => (0..=t.len()).any(|i| backtrack(rest, &t[i..])),
+                    Some((c, rest)) => t.first() == Some(c) && backtrack(rest, &t[1..]),
+                }
+            }
+            let p: Vec<char> = pattern.chars().collect();
+            let t: Vec<char> = room.chars().collect();
+            prop_assert_eq!(pattern_allows(&pattern, &room, None), backtrack(&p, &t));
         }
 
         #[test]

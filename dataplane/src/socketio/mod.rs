@@ -21,6 +21,6 @@ pub use handler::{AckResponder, ConnectDecision, ConnectRequest, Event, Handler}
 pub use hub::Hub;
 pub use namespace::{BroadcastAcks, Fanout, Namespace};
 pub use payload::Payload;
-pub use registry::namespace_matches;
+pub use registry::{namespace_matches, segments_match};
 pub use rooms::Selector;
 pub use socket::{AckReply, DisconnectReason, Socket, SocketError};

@@ -13,21 +13,31 @@ use crate::config::Config;
 
 /// Whether `name` matches a namespace pattern, where `*` matches any run of characters.
 pub fn namespace_matches(pattern: &str, name: &str) -> bool {
-    let Some((head, rest)) = pattern.split_once('*') else {
-        return pattern == name;
+    let segments: Vec<&str> = pattern.split('*').collect();
+    segments_match(&segments, name)
+}
+
+/// Whether `text` is `segments` joined by wildcards (`*`, any run of characters): the first
+/// segment is a prefix, the last a suffix, and each one between is found leftmost in what
+/// remains. Linear time (leftmost is always safe, as a wildcard absorbs anything), unlike a
+/// backtracking matcher, whose time grows exponentially with the number of wildcards.
+pub fn segments_match(segments: &[&str], text: &str) -> bool {
+    let Some((first, rest)) = segments.split_first() else {
+        return text.is_empty();
     };
-    let Some(mut remaining) = name.strip_prefix(head) else {
+    let Some((last, middle)) = rest.split_last() else {
+        return text == *first;
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else {
         return false;
     };
-    let mut parts: Vec<&str> = rest.split('*').collect();
-    let tail = parts.pop().unwrap_or("");
-    for part in parts {
+    for part in middle {
         match remaining.find(part) {
-            Some(at) => remaining = &remaining[at + part.len()..],
+            Some(at) => remaining = remaining.get(at.saturating_add(part.len())..).unwrap_or(""),
             None => return false,
         }
     }
-    remaining.len() >= tail.len() && remaining.ends_with(tail)
+    remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
 /// The namespaces of a hub and what every one of them shares.
@@ -109,5 +119,18 @@ mod tests {
         assert!(m("/a*b*c", "/aXbYc"));
         assert!(!m("/a*bc", "/abc/x"));
         assert!(m("/a*a", "/aa"));
+        assert!(!m("/a*a", "/a"));
+        assert!(m("**", ""));
+    }
+
+    /// Many wildcards against a long near-miss: a backtracking matcher never finishes.
+    #[test]
+    fn matching_is_linear() {
+        let pattern = format!("{}b", "a*".repeat(64));
+        let text = "a".repeat(100_000);
+        let started = std::time::Instant::now();
+        assert!(!m(&pattern, &text));
+        assert!(m(&pattern, &format!("{text}b")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }
