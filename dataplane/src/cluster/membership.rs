@@ -6,13 +6,13 @@
 //!
 //! The member set changes at run time: the mesh publishes each new set as a
 //! [`Membership`] (members, ring, epoch) on a `tokio::sync::watch` channel that the rest of
-//! the node subscribes to (see [`super::Mesh::subscribe`]).
+//! the node subscribes to (see `Mesh::subscribe`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::Ring;
+use super::ring::Ring;
 
 /// The members of a cluster at one moment, by member id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
