@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use roomcast_dataplane::cluster::peer::{Answer, Inbound, LinkSettings, Mesh};
+use roomcast_dataplane::cluster::mesh::{Answer, Inbound, LinkSettings, Mesh};
 use roomcast_dataplane::cluster::proto::{self as pb, message::Kind};
 use roomcast_dataplane::cluster::Members;
 use serde_json::json;

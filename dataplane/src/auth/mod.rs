@@ -3,14 +3,23 @@
 //! An [`Authenticator`] runs before the application's connect decision, for every namespace
 //! a client joins. What it returns (the verified claims) is attached to the socket and passed
 //! upstream; a failure answers CONNECT_ERROR with `message` and `data.reason`.
+//!
+//! This file holds what every scheme shares (the trait, the failure, where the token is
+//! read from); JWT verification is split by job, each module depending only on the ones
+//! before it: `keys` (algorithms, PEM and JWKS key parsing, key selection; pure),
+//! `jwks` (the JWKS cache and its fetching), `verify` ([`JwtAuthenticator`]: the rules).
 
 use serde_json::Value;
 
 use crate::engine::HandshakeInfo;
 
-pub mod jwt;
+mod jwks;
+mod keys;
+#[cfg(test)]
+mod testkit;
+pub mod verify;
 
-pub use jwt::JwtAuthenticator;
+pub use verify::{reason, JwtAuthenticator};
 
 /// A refused handshake: sent to the client as CONNECT_ERROR `{message, data: {reason}}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

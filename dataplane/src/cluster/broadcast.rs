@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::peer::Mesh;
+use super::mesh::Mesh;
 use super::proto::{self as pb, message::Kind};
 use super::rooms::RoomSync;
 use crate::engine::Frame;

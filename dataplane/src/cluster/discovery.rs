@@ -19,7 +19,7 @@ use hickory_resolver::{Name, TokioResolver};
 
 use super::kube_discovery::KubeDiscovery;
 use super::membership::{Discovery, FileDiscovery, Members, StaticDiscovery};
-use super::peer::Mesh;
+use super::mesh::Mesh;
 use crate::config::{DnsConfig, MemberSource};
 
 /// Longest wait for one answer of a source; past it the round counts as failed.
@@ -480,7 +480,7 @@ mod tests {
     /// The loop applies good answers and keeps the last good set through bad ones.
     #[tokio::test]
     async fn the_loop_applies_changes_and_keeps_the_last_good_set() {
-        use super::super::peer::{Answer, Inbound, LinkSettings};
+        use super::super::mesh::{Answer, Inbound, LinkSettings};
         use super::super::proto::message::Kind;
         struct Ignore;
         impl Inbound for Ignore {

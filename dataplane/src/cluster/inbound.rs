@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::peer::{Answer, Inbound};
+use super::mesh::{Answer, Inbound};
 use super::proto::{message::Kind, sockets_op::Action};
 use super::rooms::RoomSync;
 use super::{broadcast, queries, sockets};

@@ -6,11 +6,11 @@
 //!
 //! The member set changes at run time: the mesh publishes each new set as a
 //! [`Membership`] (members, ring, epoch) on a `tokio::sync::watch` channel that the rest of
-//! the node subscribes to (see [`super::Mesh::subscribe`]).
+//! the node subscribes to (see `Mesh::subscribe`).
 
 use std::path::PathBuf;
 
-use super::Ring;
+use super::ring::Ring;
 
 pub use roomcast_config::members::{Members, MembersDiff, MembersError};
 

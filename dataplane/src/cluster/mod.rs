@@ -7,9 +7,9 @@ pub mod inbound;
 pub mod interest;
 pub mod kube_discovery;
 pub mod membership;
+pub mod mesh;
 pub mod node;
 pub mod ops;
-pub mod peer;
 pub mod proto;
 pub mod queries;
 pub mod ring;
@@ -21,8 +21,8 @@ pub use discovery::DnsDiscovery;
 pub use membership::{
     Discovery, FileDiscovery, Members, MembersDiff, MembersError, Membership, StaticDiscovery,
 };
+pub use mesh::{LinkSettings, Mesh, MeshStats};
 pub use node::Cluster;
 pub use ops::ClusterOps;
-pub use peer::{LinkSettings, Mesh, MeshStats};
 pub use ring::Ring;
 pub use route::MeshRouter;

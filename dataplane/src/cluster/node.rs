@@ -12,8 +12,8 @@ use tokio::task::AbortHandle;
 use super::broadcast::MeshFanout;
 use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
-use super::membership::Membership;
-use super::peer::{LinkSettings, Mesh};
+use super::membership::{Members, Membership};
+use super::mesh::{LinkSettings, Mesh};
 use super::rooms::{self, RoomSync};
 use super::route::{advertise_address, MeshRouter};
 use crate::config::{Config, MemberSource};
@@ -58,7 +58,7 @@ impl Cluster {
             Ok(members) => members,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "member discovery failed at start; starting as the only member");
-                super::Members::new()
+                Members::new()
             }
         };
         // This node is a member of its own ring even before the source lists it (a pod

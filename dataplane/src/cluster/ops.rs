@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::peer::Mesh;
+use super::mesh::Mesh;
 use super::queries;
 use super::rooms::RoomSync;
 use super::sockets::{self, SocketsAction};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::peer::Answer;
+use super::mesh::Answer;
 use super::proto::{self as pb, message::Kind, request::Query};
 use crate::ops::{socket_info, EmitOutcome, RoomInfo, SocketInfo};
 use crate::socketio::{Hub, Payload, Selector};

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::interest::Interest;
-use super::peer::Mesh;
+use super::mesh::Mesh;
 use super::proto::{self as pb, message::Kind};
 use crate::socketio::Hub;
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Mesh;
+use super::mesh::Mesh;
 use crate::engine::{Route, SessionRouter};
 
 /// Routes other members' sessions to the client addresses their links advertise.

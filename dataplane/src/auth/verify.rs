@@ -1,5 +1,6 @@
-//! JWT verification at the handshake: an HS256 shared secret, RS256/ES256 PEM public keys
-//! and/or a JWKS URL.
+//! JWT verification at the handshake ([`JwtAuthenticator`]): an HS256 shared secret,
+//! RS256/ES256 PEM public keys and/or a JWKS URL. This module holds the rules (which key,
+//! which claims, which refusal reason); the keys come from the `keys` and `jwks` modules.
 //!
 //! Rules, in the order they are applied:
 //! 1. The token comes from `auth.token`, the `access_token` query parameter or an
@@ -22,17 +23,16 @@
 //!
 //! The verified payload is returned as JSON and becomes the socket's claims.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use parking_lot::RwLock;
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
-use tokio::time::Instant;
 
+use super::jwks::{JwksCache, Lookup};
+use super::keys::{parse_public_pem, trim_line_end, Alg, Key};
 use super::{token_from, AuthFailure, Authenticator};
 use crate::config::JwtConfig;
 use crate::engine::HandshakeInfo;
@@ -72,54 +72,29 @@ fn fail(reason: &str) -> AuthFailure {
     AuthFailure::new(message_for(reason), reason)
 }
 
-/// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// Time one JWKS request may take.
-const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The algorithms the hub supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alg {
-    Hs256,
-    Rs256,
-    Es256,
+/// The claim checks, one per algorithm.
+struct Validations {
+    hs256: Validation,
+    rs256: Validation,
+    es256: Validation,
 }
 
-impl Alg {
-    const ALL: [Alg; 3] = [Alg::Hs256, Alg::Rs256, Alg::Es256];
-
-    fn parse(name: &str) -> Option<Alg> {
-        match name {
-            "HS256" => Some(Alg::Hs256),
-            "RS256" => Some(Alg::Rs256),
-            "ES256" => Some(Alg::Es256),
-            _ => None,
+impl Validations {
+    fn new(config: &JwtConfig) -> Self {
+        Self {
+            hs256: validation(Alg::Hs256, config),
+            rs256: validation(Alg::Rs256, config),
+            es256: validation(Alg::Es256, config),
         }
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Alg::Hs256 => "HS256",
-            Alg::Rs256 => "RS256",
-            Alg::Es256 => "ES256",
+    fn of(&self, alg: Alg) -> &Validation {
+        match alg {
+            Alg::Hs256 => &self.hs256,
+            Alg::Rs256 => &self.rs256,
+            Alg::Es256 => &self.es256,
         }
     }
-
-    fn algorithm(self) -> Algorithm {
-        match self {
-            Alg::Hs256 => Algorithm::HS256,
-            Alg::Rs256 => Algorithm::RS256,
-            Alg::Es256 => Algorithm::ES256,
-        }
-    }
-}
-
-/// A verification key and the one algorithm it is used with.
-#[derive(Clone)]
-struct Key {
-    alg: Alg,
-    kid: Option<String>,
-    key: Arc<DecodingKey>,
 }
 
 /// Verifies JWTs presented at the handshake; see the module documentation for the rules.
@@ -131,8 +106,7 @@ pub struct JwtAuthenticator {
     /// PEM public keys (RS256 or ES256).
     static_keys: Vec<Key>,
     jwks: Option<Arc<JwksCache>>,
-    /// One validation per algorithm, indexed like [`Alg::ALL`].
-    validations: [Validation; 3],
+    validations: Validations,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -241,7 +215,7 @@ impl JwtAuthenticator {
             }
         }
 
-        let validations = Alg::ALL.map(|alg| validation(alg, config));
+        let validations = Validations::new(config);
         Ok(Self {
             algorithms,
             hs256,
@@ -284,7 +258,7 @@ impl JwtAuthenticator {
             return Err(fail(unknown_kid.unwrap_or(reason::UNKNOWN_KEY)));
         }
 
-        let validation = &self.validations[alg as usize];
+        let validation = self.validations.of(alg);
         for key in &keys {
             match jsonwebtoken::decode::<Value>(token, key, validation) {
                 Ok(data) => return Ok(data.claims),
@@ -408,312 +382,82 @@ fn parse_header(token: &str) -> Result<TokenHeader, AuthFailure> {
     Ok(TokenHeader { alg, kid })
 }
 
-/// An RSA (RS256) or EC P-256 (ES256) public key in PEM form.
-fn parse_public_pem(pem: &[u8]) -> anyhow::Result<Key> {
-    let text = std::str::from_utf8(pem).map_err(|_| anyhow::anyhow!("not a PEM text"))?;
-    if !text.contains("-----BEGIN") {
-        anyhow::bail!("not a PEM text (no -----BEGIN line)");
-    }
-    if text.contains("PRIVATE KEY-----") {
-        anyhow::bail!("this is a private key; configure the public key only");
-    }
-    if text.contains("CERTIFICATE-----") {
-        anyhow::bail!("certificates are not supported; configure the certificate's public key");
-    }
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok(Key {
-            alg: Alg::Rs256,
-            kid: None,
-            key: Arc::new(key),
-        });
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Ok(Key {
-            alg: Alg::Es256,
-            kid: None,
-            key: Arc::new(key),
-        });
-    }
-    anyhow::bail!("not an RSA or EC public key in PEM form")
-}
-
-/// A secret file's content without its final line break.
-fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    bytes
-}
-
-/// The usable verification keys of a JWKS document: RSA keys (RS256) and EC P-256 keys
-/// (ES256) whose `alg`, when given, matches and whose `use`, when given, is `sig`. Other
-/// entries (symmetric, other curves or algorithms, unparsable) are skipped.
-fn parse_jwks(body: &[u8]) -> anyhow::Result<Vec<Key>> {
-    #[derive(serde::Deserialize)]
-    struct Document {
-        keys: Vec<Value>,
-    }
-    let doc: Document = serde_json::from_slice(body)
-        .map_err(|e| anyhow::anyhow!("not a JWKS document (a JSON object with keys): {e}"))?;
-    let mut keys = Vec::new();
-    for (i, entry) in doc.keys.into_iter().enumerate() {
-        let jwk: Jwk = match serde_json::from_value(entry) {
-            Ok(jwk) => jwk,
-            Err(e) => {
-                tracing::debug!(index = i, error = %e, "JWKS: skipping an unsupported key");
-                continue;
-            }
-        };
-        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
-            continue;
-        }
-        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
-            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Alg::Rs256,
-            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
-                if p.curve == EllipticCurve::P256 =>
-            {
-                Alg::Es256
-            }
-            _ => continue,
-        };
-        match DecodingKey::from_jwk(&jwk) {
-            Ok(key) => keys.push(Key {
-                alg,
-                kid: jwk.common.key_id.clone(),
-                key: Arc::new(key),
-            }),
-            Err(e) => {
-                tracing::debug!(index = i, error = %e, "JWKS: skipping an unusable key");
-            }
-        }
-    }
-    Ok(keys)
-}
-
-enum Lookup {
-    Found(Vec<Arc<DecodingKey>>),
-    /// The JWKS is loaded but has no matching key, even after a refresh.
-    NotFound,
-    /// The JWKS was never fetched successfully.
-    Unavailable,
-}
-
-/// The keys of a JWKS URL, fetched at start, refreshed periodically and on unknown `kid`s.
-struct JwksCache {
-    url: String,
-    client: reqwest::Client,
-    /// `None` until a fetch succeeds; a failed fetch keeps the previous keys.
-    keys: RwLock<Option<Arc<Vec<Key>>>>,
-    /// When the last fetch started; held during a fetch so concurrent refreshes coalesce.
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    min_refresh_interval: Duration,
-}
-
-impl JwksCache {
-    async fn start(
-        url: String,
-        refresh_interval: Duration,
-        min_refresh_interval: Duration,
-    ) -> anyhow::Result<Arc<Self>> {
-        let client = reqwest::Client::builder()
-            .timeout(JWKS_FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| anyhow::anyhow!("auth.jwt.jwksUrl: cannot build an HTTP client: {e}"))?;
-        let cache = Arc::new(Self {
-            url,
-            client,
-            keys: RwLock::new(None),
-            last_fetch: tokio::sync::Mutex::new(None),
-            min_refresh_interval,
-        });
-        cache.refresh(None).await;
-        let weak = Arc::downgrade(&cache);
-        tokio::spawn(refresh_periodically(weak, refresh_interval));
-        Ok(cache)
-    }
-
-    /// Keys for `alg` (only the one named `kid` when given); refreshes once when none match.
-    async fn lookup(&self, alg: Alg, kid: Option<&str>) -> Lookup {
-        let asked = Instant::now();
-        if let Some(found) = self.find(alg, kid) {
-            return Lookup::Found(found);
-        }
-        self.refresh(Some(asked)).await;
-        match self.find(alg, kid) {
-            Some(found) => Lookup::Found(found),
-            None if self.keys.read().is_none() => Lookup::Unavailable,
-            None => Lookup::NotFound,
-        }
-    }
-
-    fn find(&self, alg: Alg, kid: Option<&str>) -> Option<Vec<Arc<DecodingKey>>> {
-        let keys = self.keys.read().clone()?;
-        let found: Vec<_> = keys
-            .iter()
-            .filter(|k| k.alg == alg && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
-            .map(|k| k.key.clone())
-            .collect();
-        (!found.is_empty()).then_some(found)
-    }
-
-    /// Fetches the JWKS. With `asked` (an on-demand refresh for an unknown key) nothing is
-    /// fetched when a fetch started after `asked` (its result is already there) or less than
-    /// `jwksMinRefreshInterval` ago.
-    async fn refresh(&self, asked: Option<Instant>) {
-        let mut last = self.last_fetch.lock().await;
-        if let (Some(asked), Some(at)) = (asked, *last) {
-            if at >= asked || at.elapsed() < self.min_refresh_interval {
-                return;
-            }
-        }
-        *last = Some(Instant::now());
-        match self.fetch().await {
-            Ok(keys) => {
-                let count = keys.len();
-                let first = self.keys.read().is_none();
-                *self.keys.write() = Some(Arc::new(keys));
-                if count == 0 {
-                    tracing::warn!(url = %self.url, "JWKS has no usable RS256/ES256 key");
-                } else if first {
-                    tracing::info!(url = %self.url, keys = count, "JWKS loaded");
-                } else {
-                    tracing::debug!(url = %self.url, keys = count, "JWKS refreshed");
-                }
-            }
-            Err(e) => {
-                let kept = self.keys.read().as_ref().map_or(0, |k| k.len());
-                tracing::warn!(
-                    url = %self.url,
-                    error = %e,
-                    kept_keys = kept,
-                    "JWKS fetch failed; keeping the previous keys"
-                );
-            }
-        }
-    }
-
-    async fn fetch(&self) -> anyhow::Result<Vec<Key>> {
-        let mut response = self
-            .client
-            .get(&self.url)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            anyhow::bail!("HTTP status {status}");
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                anyhow::bail!("document larger than {MAX_JWKS_BYTES} bytes");
-            }
-            body.extend_from_slice(&chunk);
-        }
-        parse_jwks(&body)
-    }
-}
-
-/// Refreshes the JWKS every `period` until the authenticator is dropped.
-async fn refresh_periodically(cache: Weak<JwksCache>, period: Duration) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(cache) = cache.upgrade() else {
-            return;
-        };
-        cache.refresh(None).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::testkit::*;
     use super::*;
-    use jsonwebtoken::{EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
-    const RSA_KEY: &str = include_str!("../../tests/fixtures/jwt/rsa.key.pem");
-    const RSA_PUB: &str = include_str!("../../tests/fixtures/jwt/rsa.pub.pem");
-    const RSA_JWK: &str = include_str!("../../tests/fixtures/jwt/rsa.jwk.json");
-    const RSA2_KEY: &str = include_str!("../../tests/fixtures/jwt/rsa2.key.pem");
-    const RSA2_JWK: &str = include_str!("../../tests/fixtures/jwt/rsa2.jwk.json");
-    const EC_KEY: &str = include_str!("../../tests/fixtures/jwt/ec.key.pem");
-    const EC_PUB: &str = include_str!("../../tests/fixtures/jwt/ec.pub.pem");
-    const EC_JWK: &str = include_str!("../../tests/fixtures/jwt/ec.jwk.json");
-
-    fn now() -> i64 {
-        jsonwebtoken::get_current_timestamp() as i64
+    #[test]
+    fn headers_are_read_or_refused_as_malformed() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = |header: &str| format!("{}.e30.sig", b64.encode(header));
+        let header = parse_header(&token(r#"{"alg":"RS256","kid":"k1"}"#)).unwrap();
+        assert_eq!(
+            (header.alg.as_str(), header.kid.as_deref()),
+            ("RS256", Some("k1"))
+        );
+        let header = parse_header(&token(r#"{"alg":"HS256","kid":null}"#)).unwrap();
+        assert_eq!(header.kid, None);
+        for bad in [
+            token(r#"{"alg":"RS256","kid":7}"#),
+            token(r#"{"alg":1}"#),
+            token("[]"),
+            "a.b".into(),
+            ".e30.sig".into(),
+        ] {
+            let refused = parse_header(&bad).unwrap_err();
+            assert_eq!(refused.reason, reason::TOKEN_MALFORMED, "{bad}");
+        }
     }
 
-    fn claims() -> Value {
-        json!({"sub": "alice", "iss": "https://issuer.test", "aud": "roomcast", "exp": now() + 600})
+    #[test]
+    fn library_errors_map_to_reasons() {
+        let cases = [
+            (ErrorKind::ExpiredSignature, reason::TOKEN_EXPIRED),
+            (ErrorKind::ImmatureSignature, reason::TOKEN_NOT_YET_VALID),
+            (ErrorKind::InvalidIssuer, reason::BAD_ISSUER),
+            (ErrorKind::InvalidAudience, reason::BAD_AUDIENCE),
+            (
+                ErrorKind::MissingRequiredClaim("iss".into()),
+                reason::BAD_ISSUER,
+            ),
+            (
+                ErrorKind::MissingRequiredClaim("aud".into()),
+                reason::BAD_AUDIENCE,
+            ),
+            (
+                ErrorKind::MissingRequiredClaim("sub".into()),
+                reason::TOKEN_MALFORMED,
+            ),
+            (ErrorKind::InvalidSignature, reason::BAD_SIGNATURE),
+            (ErrorKind::InvalidAlgorithm, reason::ALGORITHM_NOT_ALLOWED),
+            (ErrorKind::InvalidToken, reason::TOKEN_MALFORMED),
+        ];
+        for (kind, expected) in cases {
+            let failure = failure_for(&kind);
+            assert_eq!(failure.reason, expected, "{kind:?}");
+            assert!(!failure.message.is_empty());
+        }
+        assert_eq!(message_for("something else"), "authentication failed");
     }
 
-    fn hs(claims: &Value) -> String {
-        hs_with(SECRET, claims)
-    }
-
-    fn hs_with(secret: &str, claims: &Value) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
-    }
-
-    fn rs(pem: &str, kid: Option<&str>, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = kid.map(str::to_string);
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
-    }
-
-    fn es(kid: Option<&str>, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = kid.map(str::to_string);
-        let key = EncodingKey::from_ec_pem(EC_KEY.as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
-    }
-
-    fn hs_config() -> JwtConfig {
-        JwtConfig {
-            hs256_secret: Some(SECRET.into()),
-            issuer: Some("https://issuer.test".into()),
-            audience: vec!["roomcast".into(), "other".into()],
+    #[test]
+    fn validations_require_what_is_configured() {
+        let open = Validations::new(&JwtConfig::default());
+        assert!(!open.of(Alg::Hs256).validate_aud);
+        let strict = Validations::new(&JwtConfig {
+            issuer: Some("i".into()),
+            audience: vec!["a".into()],
+            leeway: 1_000_000,
             ..JwtConfig::default()
-        }
-    }
-
-    async fn auth(config: JwtConfig) -> JwtAuthenticator {
-        JwtAuthenticator::new(&config).await.unwrap()
-    }
-
-    async fn reason_of(a: &JwtAuthenticator, token: &str) -> String {
-        match a.verify(token).await {
-            Ok(claims) => panic!("token accepted: {claims}"),
-            Err(f) => {
-                assert!(!f.message.is_empty());
-                f.reason
-            }
-        }
-    }
-
-    fn with(mut claims: Value, key: &str, value: Value) -> Value {
-        claims[key] = value;
-        claims
-    }
-
-    fn without(mut claims: Value, key: &str) -> Value {
-        claims.as_object_mut().unwrap().remove(key);
-        claims
+        });
+        let v = strict.of(Alg::Es256);
+        assert_eq!(v.algorithms, [Algorithm::ES256]);
+        assert!(v.validate_aud && v.validate_exp && v.validate_nbf);
+        assert_eq!(v.leeway, 86_400, "bounded");
+        assert_eq!(strict.of(Alg::Rs256).algorithms, [Algorithm::RS256]);
     }
 
     #[tokio::test]
@@ -1005,224 +749,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A JWKS endpoint on 127.0.0.1 whose answer the test changes; counts its requests.
-    struct JwksServer {
-        url: String,
-        body: Arc<parking_lot::Mutex<(u16, String)>>,
-        hits: Arc<AtomicUsize>,
-    }
-
-    impl JwksServer {
-        async fn start(keys: &[(&str, &str)]) -> Self {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-            let body = Arc::new(parking_lot::Mutex::new((200, jwks(keys))));
-            let hits = Arc::new(AtomicUsize::new(0));
-            let (b, h) = (body.clone(), hits.clone());
-            tokio::spawn(async move {
-                while let Ok((mut stream, _)) = listener.accept().await {
-                    let (b, h) = (b.clone(), h.clone());
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 4096];
-                        let mut read = 0;
-                        while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf[read..]).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => read += n,
-                            }
-                        }
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = b.lock().clone();
-                        let response = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = stream.write_all(response.as_bytes()).await;
-                    });
-                }
-            });
-            Self { url, body, hits }
-        }
-
-        fn set(&self, status: u16, body: String) {
-            *self.body.lock() = (status, body);
-        }
-
-        fn hits(&self) -> usize {
-            self.hits.load(Ordering::SeqCst)
-        }
-    }
-
-    /// A JWKS document of (kid, JWK JSON) pairs.
-    fn jwks(keys: &[(&str, &str)]) -> String {
-        let keys: Vec<Value> = keys
-            .iter()
-            .map(|(kid, jwk)| {
-                let mut jwk: Value = serde_json::from_str(jwk).unwrap();
-                jwk["kid"] = json!(kid);
-                jwk
-            })
-            .collect();
-        json!({ "keys": keys }).to_string()
-    }
-
-    fn jwks_config(url: &str, min_refresh_ms: u64) -> JwtConfig {
-        JwtConfig {
-            algorithms: vec!["RS256".into(), "ES256".into()],
-            jwks_url: Some(url.into()),
-            jwks_refresh_interval: 3_600_000,
-            jwks_min_refresh_interval: min_refresh_ms,
-            ..JwtConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn jwks_keys_by_kid() {
-        let server = JwksServer::start(&[("r1", RSA_JWK), ("e1", EC_JWK)]).await;
-        let a = auth(jwks_config(&server.url, 60_000)).await;
-        assert_eq!(server.hits(), 1, "fetched at start");
-        assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
-        assert!(a.verify(&es(Some("e1"), &claims())).await.is_ok());
-        assert!(
-            a.verify(&rs(RSA_KEY, None, &claims())).await.is_ok(),
-            "no kid"
-        );
-        // right kid, wrong key
-        assert_eq!(
-            reason_of(&a, &rs(RSA2_KEY, Some("r1"), &claims())).await,
-            reason::BAD_SIGNATURE
-        );
-        // the kid of an EC key on an RS256 token
-        assert_eq!(
-            reason_of(&a, &rs(RSA_KEY, Some("e1"), &claims())).await,
-            reason::UNKNOWN_KEY
-        );
-        // unknown kid: one refresh, then rate limited
-        assert_eq!(
-            reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
-            reason::UNKNOWN_KEY
-        );
-        assert_eq!(
-            reason_of(&a, &rs(RSA2_KEY, Some("r3"), &claims())).await,
-            reason::UNKNOWN_KEY
-        );
-        assert_eq!(
-            server.hits(),
-            1,
-            "within jwksMinRefreshInterval of the start"
-        );
-        // claims are still checked
-        let expired = with(claims(), "exp", json!(now() - 5));
-        assert_eq!(
-            reason_of(&a, &rs(RSA_KEY, Some("r1"), &expired)).await,
-            reason::TOKEN_EXPIRED
-        );
-    }
-
-    #[tokio::test]
-    async fn jwks_rotation_is_picked_up_at_most_once_per_interval() {
-        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
-        let a = Arc::new(auth(jwks_config(&server.url, 1_000)).await);
-        server.set(200, jwks(&[("r1", RSA_JWK), ("r2", RSA2_JWK)]));
-        // too early after the initial fetch
-        assert_eq!(
-            reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
-            reason::UNKNOWN_KEY
-        );
-        assert_eq!(server.hits(), 1);
-        tokio::time::sleep(Duration::from_millis(1_050)).await;
-        // many concurrent unknown-kid handshakes share one fetch
-        let token = rs(RSA2_KEY, Some("r2"), &claims());
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let (a, token) = (a.clone(), token.clone());
-                tokio::spawn(async move { a.verify(&token).await })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap().unwrap()["sub"], "alice");
-        }
-        assert_eq!(server.hits(), 2);
-        // unknown kids right after: no fetch; later: one fetch
-        for kid in ["x", "y", "z"] {
-            assert_eq!(
-                reason_of(&a, &rs(RSA2_KEY, Some(kid), &claims())).await,
-                reason::UNKNOWN_KEY
-            );
-        }
-        assert_eq!(server.hits(), 2);
-        tokio::time::sleep(Duration::from_millis(1_050)).await;
-        for kid in ["x", "y", "z"] {
-            assert_eq!(
-                reason_of(&a, &rs(RSA2_KEY, Some(kid), &claims())).await,
-                reason::UNKNOWN_KEY
-            );
-        }
-        assert_eq!(server.hits(), 3, "one refresh for x, y and z");
-    }
-
-    #[tokio::test]
-    async fn jwks_failures_keep_the_old_keys() {
-        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
-        let a = auth(jwks_config(&server.url, 50)).await;
-        for broken in [(500, "oops".to_string()), (200, "{not json".to_string())] {
-            server.set(broken.0, broken.1);
-            tokio::time::sleep(Duration::from_millis(80)).await;
-            assert_eq!(
-                reason_of(&a, &rs(RSA2_KEY, Some("r2"), &claims())).await,
-                reason::UNKNOWN_KEY
-            );
-            assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
-        }
-        assert_eq!(server.hits(), 3);
-    }
-
-    #[tokio::test]
-    async fn jwks_down_at_start_then_up() {
-        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
-        server.set(503, "down".into());
-        let a = auth(jwks_config(&server.url, 50)).await;
-        assert_eq!(
-            reason_of(&a, &rs(RSA_KEY, Some("r1"), &claims())).await,
-            reason::JWKS_UNAVAILABLE
-        );
-        server.set(200, jwks(&[("r1", RSA_JWK)]));
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(a.verify(&rs(RSA_KEY, Some("r1"), &claims())).await.is_ok());
-        // nothing listening at all
-        let gone = auth(jwks_config("http://127.0.0.1:9/jwks.json", 50)).await;
-        assert_eq!(
-            reason_of(&gone, &rs(RSA_KEY, Some("r1"), &claims())).await,
-            reason::JWKS_UNAVAILABLE
-        );
-    }
-
-    #[tokio::test]
-    async fn jwks_is_refreshed_periodically() {
-        let server = JwksServer::start(&[("r1", RSA_JWK)]).await;
-        let mut config = jwks_config(&server.url, 50);
-        config.jwks_refresh_interval = 100;
-        let a = auth(config).await;
-        server.set(200, jwks(&[("r2", RSA2_JWK)]));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(server.hits() >= 2);
-        // r1 is gone from the set without any unknown-kid refresh
-        assert_eq!(
-            reason_of(&a, &rs(RSA_KEY, Some("r1"), &claims())).await,
-            reason::UNKNOWN_KEY
-        );
-        assert!(a.verify(&rs(RSA2_KEY, Some("r2"), &claims())).await.is_ok());
-        drop(a);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let after_drop = server.hits();
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            server.hits(),
-            after_drop,
-            "refresher stops with the authenticator"
-        );
-    }
-
     /// The `auth:` examples of docs/configuration.md parse and validate.
     #[test]
     fn documented_examples_are_valid() {
@@ -1246,28 +772,5 @@ mod tests {
             examples += 1;
         }
         assert!(examples >= 4, "found {examples} auth examples");
-    }
-
-    #[test]
-    fn jwks_documents_skip_unusable_keys() {
-        let mut rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
-        rsa["kid"] = json!("ok");
-        let mut enc = rsa.clone();
-        enc["use"] = json!("enc");
-        let mut ps = rsa.clone();
-        ps["alg"] = json!("PS256");
-        let mut p384 = serde_json::from_str::<Value>(EC_JWK).unwrap();
-        p384["crv"] = json!("P-384");
-        let doc = json!({"keys": [
-            rsa, enc, ps, p384,
-            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
-            {"kty": "weird"},
-            {"kty": "RSA", "n": "!!", "e": "AQAB"},
-        ]});
-        let keys = parse_jwks(doc.to_string().as_bytes()).unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].kid.as_deref(), Some("ok"));
-        assert!(parse_jwks(b"[]").is_err());
-        assert!(parse_jwks(b"{}").is_err());
     }
 }

@@ -1,0 +1,199 @@
+//! One other member as the mesh sees it: its bounded send queue and the state of the link to
+//! it (up or not, which link is current, the tasks that dial and run it, its counters).
+//!
+//! Kept apart from the link loop and the dialer so both can share it without knowing the
+//! mesh: this is plain state plus the one decision made per message (queue it, or drop it
+//! because the peer is out of routing or cannot keep up).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::AbortHandle;
+
+use crate::cluster::proto as pb;
+
+/// One other member and the state of the link to it.
+pub(super) struct Peer {
+    pub(super) id: String,
+    pub(super) addr: SocketAddr,
+    tx: mpsc::Sender<pb::Message>,
+    /// Held by the link's writer for as long as the link lives.
+    pub(super) rx: tokio::sync::Mutex<mpsc::Receiver<pb::Message>>,
+    /// In routing: a link is up.
+    pub(super) up: AtomicBool,
+    /// Bumped by every new link; a link only cleans up after itself while it is current.
+    pub(super) generation: AtomicU64,
+    pub(super) link: Mutex<Option<AbortHandle>>,
+    /// The dial loop, on the side that dials.
+    pub(super) dialer: Mutex<Option<AbortHandle>>,
+    /// Set once the peer left the member set (or the mesh closed); no link attaches after.
+    pub(super) removed: AtomicBool,
+    pub(super) dropped: AtomicU64,
+    /// Where the peer serves clients, as its Hello of the current link said.
+    pub(super) client_addr: Mutex<Option<SocketAddr>>,
+    /// Set on the first drop of an overload, cleared on the next successful send, so an
+    /// overload logs twice (start, end) instead of once per message.
+    pub(super) overloaded: AtomicBool,
+}
+
+impl Peer {
+    /// Member `id` at `addr`, with room for `queue` messages (at least one).
+    pub(super) fn new(id: &str, addr: SocketAddr, queue: usize) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        Arc::new(Peer {
+            id: id.to_string(),
+            addr,
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            link: Mutex::new(None),
+            dialer: Mutex::new(None),
+            removed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            client_addr: Mutex::new(None),
+            overloaded: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the peer is in routing (a link is up).
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer left the member set (or the mesh closed).
+    pub(super) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Queues `message` if the peer is in routing; returns whether it was queued. Never
+    /// waits: when the queue is full the message is dropped, counted, and the start and end
+    /// of such an overload are logged once each.
+    pub(super) fn offer(&self, message: pb::Message, volatile: bool) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        match self.tx.try_send(message) {
+            Ok(()) => {
+                if self.overloaded.load(Ordering::Relaxed)
+                    && self.overloaded.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(
+                        peer = %self.id,
+                        dropped_total = self.dropped.load(Ordering::Relaxed),
+                        "peer link keeps up again"
+                    );
+                }
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if !self.overloaded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        peer = %self.id,
+                        volatile,
+                        queue = self.tx.max_capacity(),
+                        "peer link queue full: dropping messages to this peer"
+                    );
+                }
+                false
+            }
+            // The queue lives as long as the peer: only possible while closing.
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Out of routing for good: no more dialing, the link closed, no link attaches after.
+    pub(super) fn stop(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.up.store(false, Ordering::Release);
+        if let Some(dialer) = self.dialer.lock().take() {
+            dialer.abort();
+        }
+        if let Some(link) = self.link.lock().take() {
+            link.abort();
+        }
+    }
+
+    /// Records where the peer serves clients (from its Hello), saying so when it changes.
+    pub(super) fn learn_client_addr(&self, addr: Option<SocketAddr>) {
+        let mut current = self.client_addr.lock();
+        if *current != addr {
+            *current = addr;
+            match addr {
+                Some(client) => {
+                    tracing::info!(peer = %self.id, %client, "peer serves clients here; its sessions' requests are forwarded there")
+                }
+                None => {
+                    tracing::info!(peer = %self.id, "peer advertises no client address; its sessions' requests are not forwarded")
+                }
+            }
+        }
+    }
+
+    /// Where the peer serves clients, if its link is up and it told us.
+    pub(super) fn client_addr(&self) -> Option<SocketAddr> {
+        if !self.is_up() {
+            return None;
+        }
+        let addr = *self.client_addr.lock();
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::proto::message::Kind;
+
+    fn message(n: u64) -> pb::Message {
+        pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq: n }))
+    }
+
+    #[test]
+    fn a_peer_out_of_routing_gets_nothing_queued() {
+        let peer = Peer::new("b", "127.0.0.1:1".parse().unwrap(), 4);
+        assert!(!peer.offer(message(1), false));
+        assert_eq!(peer.dropped.load(Ordering::Relaxed), 0, "not a drop");
+        assert!(peer.rx.try_lock().unwrap().try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_recovers() {
+        let peer = Peer::new("b", "127.0.0.1:1".parse().unwrap(), 2);
+        peer.up.store(true, Ordering::Release);
+        assert!(peer.offer(message(1), false));
+        assert!(peer.offer(message(2), false));
+        assert!(!peer.offer(message(3), true));
+        assert!(!peer.offer(message(4), false));
+        assert_eq!(peer.dropped.load(Ordering::Relaxed), 2);
+        assert!(peer.overloaded.load(Ordering::Relaxed));
+        // The writer drains one: the next send gets through and ends the overload.
+        assert!(peer.rx.try_lock().unwrap().try_recv().is_ok());
+        assert!(peer.offer(message(5), false));
+        assert!(!peer.overloaded.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_zero_queue_still_holds_one_message() {
+        let peer = Peer::new("b", "127.0.0.1:1".parse().unwrap(), 0);
+        peer.up.store(true, Ordering::Release);
+        assert!(peer.offer(message(1), false));
+        assert!(!peer.offer(message(2), false));
+    }
+
+    #[test]
+    fn a_stopped_peer_is_out_for_good() {
+        let peer = Peer::new("b", "127.0.0.1:1".parse().unwrap(), 2);
+        peer.up.store(true, Ordering::Release);
+        peer.learn_client_addr(Some("127.0.0.1:3000".parse().unwrap()));
+        assert_eq!(peer.client_addr(), Some("127.0.0.1:3000".parse().unwrap()));
+        peer.stop();
+        assert!(peer.is_removed() && !peer.is_up());
+        assert_eq!(peer.client_addr(), None, "no route while the link is down");
+        assert!(!peer.offer(message(1), false));
+    }
+}
