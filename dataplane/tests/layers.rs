@@ -461,7 +461,15 @@ fn edges(modules: &[Module]) -> BTreeMap<String, BTreeSet<String>> {
         // A folder's code using a name it re-exports from a child, or a child by name.
         if m.folder {
             for ((folder, name), target) in &graph.reexports {
-                if folder == &m.path && contains_word(&code, name) {
+                // A type is named as a word; a module or function by `name::` or `name(`
+                // (a bare lowercase word is as likely a field or a local of that name).
+                let used = if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    contains_word(&code, name)
+                } else {
+                    contains_word(&code, &format!("{name}::"))
+                        || contains_word(&code, &format!("{name}("))
+                };
+                if folder == &m.path && used {
                     deps.insert(target.clone());
                 }
             }
@@ -484,7 +492,7 @@ fn contains_word(code: &str, word: &str) -> bool {
         let before = code[..at].chars().next_back();
         let after = code[at + word.len()..].chars().next();
         !before.is_some_and(|c| is_ident(c) || c == ':')
-            && (word.ends_with("::") || !after.is_some_and(is_ident))
+            && (!word.ends_with(is_ident) || !after.is_some_and(is_ident))
     })
 }
 
