@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::socketio::{BroadcastAcks, Hub, Namespace, Payload, Selector, Socket};
 
 /// Errors of hub operations.
@@ -231,24 +232,85 @@ pub fn validate_emit(request: &EmitRequest) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// Handshake headers as JSON (name to value; values that are not visible ASCII are left
-/// out), as `fetchSockets` and the connect webhook show them.
-pub fn headers_json(headers: &http::HeaderMap) -> serde_json::Map<String, Value> {
-    headers
-        .iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k.as_str().to_string(),
-                Value::String(v.to_str().ok()?.to_string()),
-            ))
-        })
-        .collect()
+/// What reports of a socket (`fetchSockets`, webhooks, peers' answers) leave out of its
+/// handshake: each of [`crate::config::SECRETS`] not listed in `socketio.showSecrets` has
+/// its value replaced by `[redacted]`, so the app sees that it was there, not what it was.
+#[derive(Debug, Clone, Copy)]
+pub struct Redaction<'a> {
+    show: &'a [String],
 }
 
-/// A socket as `fetchSockets` reports it.
-pub fn socket_info(socket: &Socket) -> SocketInfo {
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+impl<'a> Redaction<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Self::showing(&config.socketio.show_secrets)
+    }
+
+    /// Redacts every secret but those in `show` (`socketio.showSecrets`).
+    pub fn showing(show: &'a [String]) -> Self {
+        Self { show }
+    }
+
+    fn hides(&self, secret: &str) -> bool {
+        crate::config::SECRETS.contains(&secret) && !self.show.iter().any(|s| s == secret)
+    }
+
+    /// Handshake headers as JSON (name to value; values that are not visible ASCII are
+    /// left out).
+    pub fn headers(&self, headers: &http::HeaderMap) -> serde_json::Map<String, Value> {
+        headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let value = if self.hides(k.as_str()) {
+                    REDACTED
+                } else {
+                    v.to_str().ok()?
+                };
+                Some((k.as_str().to_string(), Value::String(value.to_string())))
+            })
+            .collect()
+    }
+
+    /// A query string with the values of secret parameters replaced.
+    pub fn query(&self, query: &str) -> String {
+        if !self.hides("access_token") {
+            return query.to_string();
+        }
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some(("access_token", _)) => format!("access_token={REDACTED}"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// A request URL (path and query) with its query redacted.
+    pub fn url(&self, url: &str) -> String {
+        match url.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", self.query(query)),
+            None => url.to_string(),
+        }
+    }
+
+    /// The client's `auth` object with its `token` replaced.
+    pub fn auth(&self, auth: &Value) -> Value {
+        let mut auth = auth.clone();
+        if self.hides("auth.token") {
+            if let Some(token) = auth.get_mut("token") {
+                *token = Value::String(REDACTED.to_string());
+            }
+        }
+        auth
+    }
+}
+
+/// A socket as `fetchSockets` reports it, its secrets redacted.
+pub fn socket_info(socket: &Socket, redaction: Redaction<'_>) -> SocketInfo {
     let hs = socket.handshake();
-    let headers = headers_json(&hs.headers);
     SocketInfo {
         id: socket.id().to_string(),
         namespace: socket.nsp().to_string(),
@@ -260,10 +322,10 @@ pub fn socket_info(socket: &Socket) -> SocketInfo {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            url: hs.url.clone(),
-            query: hs.query.clone(),
-            headers,
-            auth: socket.auth().clone(),
+            url: redaction.url(&hs.url),
+            query: redaction.query(&hs.query),
+            headers: redaction.headers(&hs.headers),
+            auth: redaction.auth(socket.auth()),
         },
         claims: socket.claims().cloned(),
         data: socket.data(),
@@ -345,10 +407,11 @@ impl HubOps for LocalOps {
         let Some(ns) = self.namespace(nsp)? else {
             return Ok(Vec::new());
         };
+        let redaction = Redaction::new(self.hub.config());
         Ok(ns
             .sockets(selector)
             .iter()
-            .map(|s| socket_info(s))
+            .map(|s| socket_info(s, redaction))
             .collect())
     }
 

@@ -49,13 +49,32 @@ class Refusal extends Error {
   }
 }
 
-/** `sha256=<hex>` check of the hub's signature, in constant time. */
-export function verifySignature(secret, rawBody, header) {
-  if (typeof header !== "string" || !header.startsWith("sha256=")) return false;
-  const expected = crypto.createHmac("sha256", secret).update(rawBody).digest();
-  const given = Buffer.from(header.slice("sha256=".length), "hex");
+/** How old a signed webhook may be, and how long its id is remembered against replays. */
+export const REPLAY_WINDOW_S = 300;
+
+/**
+ * Checks the hub's signature: `x-roomcast-signature: v1=<hex>`, the HMAC-SHA256 under the
+ * secret of `v1:<x-roomcast-timestamp>:<ce-id>:<ce-type>:<body>`, compared in constant time.
+ * Refuses timestamps more than REPLAY_WINDOW_S away from now, and an id already seen within
+ * the window (`seen`: a Map of id to expiry, pruned here). Returns null when valid, else why.
+ */
+export function verifyWebhook(secret, rawBody, headers, seen, now = Date.now() / 1000) {
+  const signature = headers["x-roomcast-signature"];
+  const timestamp = Number(headers["x-roomcast-timestamp"]);
+  const id = headers["ce-id"];
+  const type = headers["ce-type"];
+  if (typeof signature !== "string" || !signature.startsWith("v1=")) return "no signature";
+  if (!Number.isInteger(timestamp) || typeof id !== "string" || typeof type !== "string") return "missing attributes";
+  if (Math.abs(now - timestamp) > REPLAY_WINDOW_S) return "stale timestamp";
+  const signed = Buffer.concat([Buffer.from(`v1:${timestamp}:${id}:${type}:`), rawBody]);
+  const expected = crypto.createHmac("sha256", secret).update(signed).digest();
+  const given = Buffer.from(signature.slice("v1=".length), "hex");
   // timingSafeEqual needs equal lengths; a wrong length is a wrong signature.
-  return given.length === expected.length && crypto.timingSafeEqual(given, expected);
+  if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) return "bad signature";
+  for (const [old, expiry] of seen) if (expiry < now) seen.delete(old);
+  if (seen.has(id)) return "replayed";
+  seen.set(id, now + REPLAY_WINDOW_S);
+  return null;
 }
 
 /** A client of the hub's management API. */
@@ -194,13 +213,15 @@ export function createApp({ secret, api, hubUrl = "http://127.0.0.1:3000", log =
 
   const app = express();
   app.disable("x-powered-by");
+  const seenWebhooks = new Map();
 
   // The webhook. The raw body is needed to check the signature, so no JSON parser before it.
   app.post("/roomcast", express.raw({ type: () => true, limit: "2mb" }), async (req, res) => {
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    if (!verifySignature(secret, raw, req.get("x-roomcast-signature"))) {
-      log.warn(`refused a webhook with a bad signature from ${req.ip}`);
-      return res.status(401).json({ error: "bad signature" });
+    const refused = verifyWebhook(secret, raw, req.headers, seenWebhooks);
+    if (refused) {
+      log.warn(`refused a webhook from ${req.ip}: ${refused}`);
+      return res.status(401).json({ error: refused });
     }
     let body;
     try {

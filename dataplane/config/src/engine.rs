@@ -61,7 +61,7 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct CorsConfig {
-    /// Allowed origins; `"*"` allows any origin (reflected when `credentials` is set).
+    /// Allowed origins; `"*"` allows any origin (not with `credentials`).
     pub origin: Vec<String>,
     pub credentials: bool,
 }
@@ -93,6 +93,12 @@ impl EngineConfig {
         bad.millis("engine.pingInterval", self.ping_interval);
         bad.millis("engine.pingTimeout", self.ping_timeout);
         bad.millis("engine.upgradeTimeout", self.upgrade_timeout);
+        if self.cors.credentials && self.cors.origin.iter().any(|o| o == "*") {
+            bad.add(
+                "engine.cors",
+                "credentials with origin \"*\" would let any site make credentialed requests: list the allowed origins",
+            );
+        }
         if self.max_http_buffer_size == 0 || self.max_http_buffer_size > 256 * 1024 * 1024 {
             bad.add(
                 "engine.maxHttpBufferSize",

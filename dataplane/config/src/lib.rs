@@ -27,7 +27,7 @@ pub use engine::{CorsConfig, EngineConfig, TransportKind};
 pub use limits::{LimitsConfig, ShutdownConfig};
 pub use management::ManagementConfig;
 pub use members::{Members, MembersDiff, MembersError};
-pub use socketio::{NamespaceConfig, PolicyConfig, SocketIoConfig, UpstreamConfig};
+pub use socketio::{NamespaceConfig, PolicyConfig, SocketIoConfig, UpstreamConfig, SECRETS};
 
 use std::net::SocketAddr;
 use std::path::Path;

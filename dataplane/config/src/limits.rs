@@ -52,6 +52,20 @@ pub struct LimitsConfig {
     pub max_rooms_per_socket: usize,
     /// Webhook requests in flight at once on this node.
     pub max_upstream_concurrency: usize,
+    /// Bytes of a namespace name (longer: CONNECT_ERROR `Invalid namespace`).
+    pub max_namespace_name_bytes: usize,
+    /// Namespaces created on this node by clients connecting to a `*` pattern, alive at
+    /// once. Past it, connects to new dynamic namespaces get CONNECT_ERROR
+    /// `Too many namespaces`; empty dynamic namespaces are removed to make room.
+    pub max_dynamic_namespaces: usize,
+    /// Bytes of a room name (longer: the join is refused).
+    pub max_room_name_bytes: usize,
+    /// Bytes of the `auth` object a client sends with CONNECT (larger: CONNECT_ERROR
+    /// `Auth payload too large`).
+    pub max_auth_bytes: usize,
+    /// Bytes of request headers (names and values) kept with a session for
+    /// `fetchSockets` and webhooks (larger: the handshake gets HTTP 431).
+    pub max_handshake_header_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -65,6 +79,11 @@ impl Default for LimitsConfig {
             max_attachments: 16,
             max_rooms_per_socket: 1_024,
             max_upstream_concurrency: 256,
+            max_namespace_name_bytes: 256,
+            max_dynamic_namespaces: 1_024,
+            max_room_name_bytes: 256,
+            max_auth_bytes: 8 * 1024,
+            max_handshake_header_bytes: 16 * 1024,
         }
     }
 }

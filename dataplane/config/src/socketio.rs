@@ -15,7 +15,22 @@ pub struct SocketIoConfig {
     pub connect_timeout: u64,
     /// Default timeout for server-to-client acknowledgements.
     pub ack_timeout: u64,
+    /// Handshake secrets that `fetchSockets`, webhooks and peers may show. Every one of
+    /// [`SECRETS`] is redacted (its value replaced by `[redacted]`) unless listed here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub show_secrets: Vec<String>,
 }
+
+/// The handshake secrets redacted by default: request headers (`cookie`, `authorization`,
+/// `proxy-authorization`), the `access_token` query parameter (in `query` and `url`) and
+/// the `token` of the client's `auth` object (`auth.token`).
+pub const SECRETS: &[&str] = &[
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "access_token",
+    "auth.token",
+];
 
 impl Default for SocketIoConfig {
     fn default() -> Self {
@@ -23,6 +38,7 @@ impl Default for SocketIoConfig {
             namespaces: vec![NamespaceConfig::from("/")],
             connect_timeout: 45_000,
             ack_timeout: 10_000,
+            show_secrets: Vec::new(),
         }
     }
 }
@@ -164,6 +180,14 @@ impl SocketIoConfig {
         }
         for (i, ns) in self.namespaces.iter().enumerate() {
             ns.validate(&format!("socketio.namespaces[{i}]"), bad);
+        }
+        for (i, secret) in self.show_secrets.iter().enumerate() {
+            if !SECRETS.contains(&secret.as_str()) {
+                bad.add(
+                    &format!("socketio.showSecrets[{i}]"),
+                    &format!("must be one of {}", SECRETS.join(", ")),
+                );
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::app::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
 use crate::app::upstream::queue::SocketQueue;
 use crate::app::upstream::{UpstreamStats, Webhook};
 use crate::config::{Config, NamespaceConfig};
-use crate::ops::{headers_json, socket_info};
+use crate::ops::Redaction;
 use crate::socketio::namespace_matches;
 use crate::socketio::{
     AckResponder, ConnectDecision, ConnectRequest, DisconnectReason, Event, Handler, Payload,
@@ -34,6 +34,8 @@ pub struct HubApp {
     node_id: String,
     namespaces: Vec<NamespaceRuntime>,
     pub stats: Arc<UpstreamStats>,
+    /// `socketio.showSecrets`: what webhooks may see of handshake secrets.
+    show_secrets: Vec<String>,
 }
 
 fn ack(responder: Option<AckResponder>, args: Vec<Value>) {
@@ -83,6 +85,7 @@ impl HubApp {
             node_id: config.node_id.clone(),
             namespaces,
             stats,
+            show_secrets: config.socketio.show_secrets.clone(),
         })
     }
 
@@ -278,16 +281,16 @@ impl Handler for HubApp {
             return ConnectDecision::accept();
         }
         let hs = &request.handshake;
-        let headers = headers_json(&hs.headers);
+        let redaction = Redaction::showing(&self.show_secrets);
         let body = json!({
             "namespace": &request.namespace,
-            "auth": &request.auth,
+            "auth": redaction.auth(&request.auth),
             "claims": &request.claims,
             "handshake": {
                 "address": hs.address.ip().to_string(),
-                "url": &hs.url,
-                "query": &hs.query,
-                "headers": headers,
+                "url": redaction.url(&hs.url),
+                "query": redaction.query(&hs.query),
+                "headers": redaction.headers(&hs.headers),
             },
         });
         // The socket id is not assigned yet: the subject is the engine-independent "pending".
@@ -363,12 +366,11 @@ impl Handler for HubApp {
         let Some(queue) = socket.extension::<SocketQueue>() else {
             return;
         };
-        let info = socket_info(socket);
         let body = json!({
             "socketId": socket.id(),
             "namespace": socket.nsp(),
             "reason": reason.as_str(),
-            "rooms": info.rooms,
+            "rooms": socket.rooms(),
             "claims": socket.claims(),
             "data": socket.data(),
         });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::mesh::Answer;
 use super::proto::{self as pb, message::Kind, request::Query};
-use crate::ops::{socket_info, EmitOutcome, RoomInfo, SocketInfo};
+use crate::ops::{socket_info, EmitOutcome, Redaction, RoomInfo, SocketInfo};
 use crate::socketio::{Hub, Payload, Selector};
 
 /// The request for the sockets `selector` picks in `nsp`.
@@ -75,12 +75,13 @@ pub fn answer(hub: Hub, request: pb::Request) -> Answer {
                     rooms: q.rooms,
                     except: q.except,
                 };
+                let redaction = Redaction::new(hub.config());
                 let sockets: Vec<SocketInfo> = hub
                     .of(&q.namespace)
                     .map(|ns| {
                         ns.sockets(&selector)
                             .iter()
-                            .map(|s| socket_info(s))
+                            .map(|s| socket_info(s, redaction))
                             .collect()
                     })
                     .unwrap_or_default();

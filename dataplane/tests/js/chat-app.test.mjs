@@ -316,28 +316,39 @@ describe("chat-app with name auth", () => {
     assert.deepEqual(dave.got.left, []);
   });
 
-  it("refuses webhooks without a valid signature", async () => {
+  it("refuses webhooks without a valid signature, stale ones and replays", async () => {
     const body = JSON.stringify({ namespace: "/", auth: { name: "eve" }, claims: null, handshake: {} });
-    const post = (signature) =>
+    const type = "dev.roomcast.socket.connect";
+    const sign = (ts, id, t = type, secret = SECRET) =>
+      "v1=" + crypto.createHmac("sha256", secret).update(`v1:${ts}:${id}:${t}:${body}`).digest("hex");
+    const post = (signature, { ts, id, t = type } = {}) =>
       fetch(`${stack.appUrl}/roomcast`, {
         method: "POST",
         headers: {
           "content-type": "application/json",
           "ce-specversion": "1.0",
-          "ce-type": "dev.roomcast.socket.connect",
+          "ce-type": t,
+          ...(id ? { "ce-id": id } : {}),
+          ...(ts !== undefined ? { "x-roomcast-timestamp": String(ts) } : {}),
           ...(signature ? { "x-roomcast-signature": signature } : {}),
         },
         body,
       });
-    const good = "sha256=" + crypto.createHmac("sha256", SECRET).update(body).digest("hex");
-    const wrong = "sha256=" + crypto.createHmac("sha256", "not-the-secret").update(body).digest("hex");
-    assert.equal((await post(undefined)).status, 401);
-    assert.equal((await post(wrong)).status, 401);
-    assert.equal((await post(good.slice(0, -2))).status, 401, "a shorter signature");
-    assert.equal((await post(good.replace("sha256=", "sha1="))).status, 401);
-    const res = await post(good);
+    const now = Math.floor(Date.now() / 1000);
+    const at = { ts: now, id: "sig-test-1" };
+    const good = sign(now, at.id);
+    assert.equal((await post(undefined, at)).status, 401, "no signature");
+    assert.equal((await post(sign(now, at.id, type, "not-the-secret"), at)).status, 401, "wrong secret");
+    assert.equal((await post(good.slice(0, -2), at)).status, 401, "a shorter signature");
+    assert.equal((await post(good.replace("v1=", "sha256="), at)).status, 401, "old scheme");
+    assert.equal((await post(good, { ...at, id: "sig-test-other" })).status, 401, "signed for another id");
+    assert.equal((await post(sign(now, at.id, "dev.roomcast.socket.event"), at)).status, 401, "signed for another type");
+    const stale = now - 600;
+    assert.equal((await post(sign(stale, at.id), { ...at, ts: stale })).status, 401, "outside the replay window");
+    const res = await post(good, at);
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { accept: true, data: { name: "eve" }, rooms: ["lobby"] });
+    assert.equal((await post(good, at)).status, 401, "the same request again is a replay");
   });
 
   it("serves the browser page and the client bundle", async () => {

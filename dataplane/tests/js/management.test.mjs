@@ -392,9 +392,10 @@ describe("management API", () => {
 
   it("fetchSockets describes id, rooms, handshake, auth and data (POST and GET)", async () => {
     const alice = await client("/", {
-      auth: { name: "alice", n: 7 },
-      query: { team: "red" },
-      extraHeaders: { "x-roomcast-test": "yes" },
+      auth: { name: "alice", n: 7, token: "alice-secret-token" },
+      query: { team: "red", access_token: "alice-query-secret" },
+      extraHeaders: { "x-roomcast-test": "yes", cookie: "session=alice-cookie", authorization: "Bearer alice-header-secret" },
+      transports: ["polling"],
     });
     const bob = await client("/", { auth: { name: "bob" } });
     await ok(hub, "POST", `${ns("/")}/sockets/join`, { socketIds: [alice.id], join: ["team-red"] });
@@ -406,7 +407,13 @@ describe("management API", () => {
     assert.equal(s.id, alice.id);
     assert.equal(s.namespace, "/");
     assert.deepEqual(s.rooms, [alice.id, "team-red"]);
-    assert.deepEqual(s.handshake.auth, { name: "alice", n: 7 });
+    // Secrets are redacted by default (socketio.showSecrets lists any to show).
+    assert.deepEqual(s.handshake.auth, { name: "alice", n: 7, token: "[redacted]" });
+    assert.equal(s.handshake.headers.cookie, "[redacted]");
+    assert.equal(s.handshake.headers.authorization, "[redacted]");
+    assert.match(s.handshake.query, /(^|&)access_token=\[redacted\](&|$)/);
+    assert.match(s.handshake.url, /access_token=\[redacted\]/);
+    assert.doesNotMatch(JSON.stringify(body), /alice-(secret|query|cookie|header)/, "no secret in the answer");
     assert.equal(s.handshake.address, "127.0.0.1");
     assert.ok(s.handshake.issued > before - 60_000 && s.handshake.issued <= before + 1000, `issued ${s.handshake.issued}`);
     assert.match(s.handshake.url, /^\/socket\.io\/\?/);

@@ -89,7 +89,11 @@ describe("connect", () => {
     assert.match(ce.headers["ce-source"], /^roomcast:\/\//);
     assert.ok(ce.headers["ce-id"]);
     assert.equal(ce.headers["content-type"], "application/json");
-    const expected = "sha256=" + crypto.createHmac("sha256", SECRET).update(ce.raw).digest("hex");
+    // The signature covers the timestamp, the event id, the type and the body.
+    const ts = Number(ce.headers["x-roomcast-timestamp"]);
+    assert.ok(Math.abs(ts - Date.now() / 1000) < 60, `timestamp ${ts} is now`);
+    const signed = Buffer.concat([Buffer.from(`v1:${ts}:${ce.headers["ce-id"]}:${ce.type}:`), ce.raw]);
+    const expected = "v1=" + crypto.createHmac("sha256", SECRET).update(signed).digest("hex");
     assert.equal(ce.headers["x-roomcast-signature"], expected);
     assert.deepEqual(ce.body.auth, { name: "ann" });
     assert.equal(ce.body.handshake.address, "127.0.0.1");

@@ -5,8 +5,11 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-/// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
+/// The header carrying `v1=<hex>`: the HMAC-SHA256, under the webhook's secret, of
+/// [`signed_text`] (timestamp, event id, type and body).
 pub const SIGNATURE_HEADER: &str = "x-roomcast-signature";
+/// The header carrying the Unix time (seconds) at which the request was signed.
+pub const TIMESTAMP_HEADER: &str = "x-roomcast-timestamp";
 
 /// CloudEvents `type` values.
 pub const TYPE_CONNECT: &str = "dev.roomcast.socket.connect";
@@ -31,8 +34,14 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    /// The headers of binary content mode, plus the signature when a key is set.
-    pub fn headers(&self, body: &[u8], key: Option<&[u8]>) -> Vec<(&'static str, String)> {
+    /// The headers of binary content mode, plus the timestamp and the signature when a key
+    /// is set. `now` is the Unix time in seconds (each retry is signed anew).
+    pub fn headers(
+        &self,
+        body: &[u8],
+        key: Option<&[u8]>,
+        now: u64,
+    ) -> Vec<(&'static str, String)> {
         let mut headers = vec![
             ("ce-specversion", "1.0".to_string()),
             ("ce-id", self.id.clone()),
@@ -47,21 +56,32 @@ impl CloudEvent {
             headers.push(("ce-event", event.clone()));
         }
         if let Some(key) = key {
-            headers.push((SIGNATURE_HEADER, sign(key, body)));
+            let text = signed_text(now, &self.id, self.kind, body);
+            headers.push((TIMESTAMP_HEADER, now.to_string()));
+            headers.push((SIGNATURE_HEADER, sign(key, &text)));
         }
         headers
     }
 }
 
-/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `key`.
-pub fn sign(key: &[u8], body: &[u8]) -> String {
+/// What a signature covers: `v1:<timestamp>:<ce-id>:<ce-type>:` followed by the body bytes,
+/// so that a captured request cannot be replayed later (timestamp), as another event (id)
+/// or as another kind of event (type).
+pub fn signed_text(timestamp: u64, id: &str, kind: &str, body: &[u8]) -> Vec<u8> {
+    let mut text = format!("v1:{timestamp}:{id}:{kind}:").into_bytes();
+    text.extend_from_slice(body);
+    text
+}
+
+/// `v1=<hex>` of the HMAC-SHA256 of `text` under `key`.
+pub fn sign(key: &[u8], text: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mac) => mac,
         Err(_) => return String::new(),
     };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac.update(text);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// RFC 3339 UTC time of `t` (seconds precision plus milliseconds).
@@ -172,7 +192,7 @@ mod tests {
         let sig = sign(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(
             sig,
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            "v1=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
 
@@ -238,11 +258,18 @@ mod tests {
             event: Some("chat".into()),
             body: json!({}),
         };
-        let headers = ev.headers(b"{}", Some(b"k"));
+        let headers = ev.headers(b"{}", Some(b"k"), 1_700_000_000);
         assert!(headers.contains(&("ce-type", TYPE_EVENT.to_string())));
         assert!(headers.contains(&("ce-event", "chat".to_string())));
-        assert!(headers
+        assert!(headers.contains(&(TIMESTAMP_HEADER, "1700000000".to_string())));
+        let expected = sign(b"k", b"v1:1700000000:1:dev.roomcast.socket.event:{}");
+        assert!(headers.contains(&(SIGNATURE_HEADER, expected)));
+        // Another id, type or time gives another signature.
+        let other = sign(b"k", &signed_text(1_700_000_001, "1", TYPE_EVENT, b"{}"));
+        assert!(!headers.contains(&(SIGNATURE_HEADER, other)));
+        assert!(!ev
+            .headers(b"{}", None, 1)
             .iter()
-            .any(|(k, v)| *k == SIGNATURE_HEADER && v.starts_with("sha256=")));
+            .any(|(k, _)| *k == SIGNATURE_HEADER));
     }
 }

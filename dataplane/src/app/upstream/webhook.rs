@@ -116,7 +116,10 @@ impl Webhook {
             .map_err(|_| UpstreamError::Unreachable("shutting down".into()))?;
         let body = serde_json::to_vec(&event.body).unwrap_or_default();
         let mut request = self.client.post(&self.config.url);
-        for (name, value) in event.headers(&body, self.key.as_deref()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for (name, value) in event.headers(&body, self.key.as_deref(), now) {
             request = request.header(name, value);
         }
         let response = request
