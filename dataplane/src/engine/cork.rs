@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Something that queued writes during a corked scope and writes them at its end.
 pub trait Flush {
-    /// Writes what was deferred (called once per [`defer`], at the end of the scope).
+    /// Writes what was deferred (called once per `defer`, at the end of the scope).
     fn flush(&self);
 }
 

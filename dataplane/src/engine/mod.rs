@@ -14,7 +14,7 @@
 //!   WebSocket's socket), [`response`] (error answers and CORS), [`forward`] (requests for
 //!   sessions another node owns);
 //! - [`sessions`] (the [`Engine`]: the node's session table), then the transports
-//!   `polling` and `websocket`, and on top [`router`], the HTTP entry point
+//!   `polling` and `websocket`, and on top `router`, the HTTP entry point
 //!   ([`Engine::handle`]).
 
 #![cfg_attr(
@@ -29,7 +29,7 @@ pub mod outbox;
 pub mod packet;
 mod polling;
 pub mod response;
-pub mod router;
+mod router;
 pub mod session;
 pub mod sessions;
 pub mod settings;

@@ -1,7 +1,7 @@
 //! One Engine.IO session: its transport state, outbound queue and heartbeat.
 //!
 //! A session does not know the `Engine` (in `sessions`) that holds it: it
-//! reaches its table through the narrow [`SessionHost`] trait, which the engine implements,
+//! reaches its table through the narrow `SessionHost` trait, which the engine implements,
 //! so that the session table can hold sessions without the two modules depending on each
 //! other.
 

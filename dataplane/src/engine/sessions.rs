@@ -3,7 +3,7 @@
 //!
 //! The HTTP entry point ([`Engine::handle`]) is in `router`, on top of the transports; this
 //! module sits below them, so that they can create and find sessions. Sessions reach the
-//! table back through [`SessionHost`], which the engine implements.
+//! table back through `SessionHost`, which the engine implements.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

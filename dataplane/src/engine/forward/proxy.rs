@@ -98,7 +98,7 @@ fn upstream_headers(headers: &HeaderMap, client: SocketAddr, me: &str, upgrade: 
 }
 
 /// Copies bytes both ways until both sides are done. Once one side has closed, the other
-/// gets [`SPLICE_GRACE`] to drain: a client that vanished without a FIN must not keep the
+/// gets `SPLICE_GRACE` to drain: a client that vanished without a FIN must not keep the
 /// task (and the owner's socket) forever. Returns the bytes copied (to `b`, to `a`).
 pub async fn splice<A, B>(a: A, b: B) -> (u64, u64)
 where
