@@ -1,5 +1,6 @@
 //! Prometheus metrics of a hub node, in the text exposition format, served at `/metrics`
-//! on the client port. Counters are plain atomics updated on the hot paths.
+//! on the client port. Counters are plain atomics updated on the hot paths; the engine's
+//! live in the engine (`engine::EngineStats`), and this module only reads them.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,24 +11,6 @@ use crate::cluster::discovery::DiscoveryStats;
 use crate::cluster::Mesh;
 use crate::engine::Engine;
 use crate::socketio::Hub;
-
-/// Engine counters.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub sessions_opened: AtomicU64,
-    pub sessions_closed: AtomicU64,
-    pub packets_received: AtomicU64,
-    pub frames_sent: AtomicU64,
-    pub slow_consumers: AtomicU64,
-    /// Polling requests and WebSocket upgrades forwarded to their session's owner.
-    pub forwarded_requests: AtomicU64,
-    pub forwarded_upgrades: AtomicU64,
-    /// Forwards that failed (owner unreachable, broken answer, body too large).
-    pub forward_failures: AtomicU64,
-    /// Requests for another member's session that could not be routed (owner unknown,
-    /// its link down, or already forwarded once): answered as an unknown session.
-    pub forward_unroutable: AtomicU64,
-}
 
 /// Everything `/metrics` reports.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, NoAuth};
 use crate::config::{Config, ShutdownConfig};
-use crate::engine::http::Body;
+use crate::engine::response::Body;
 use crate::engine::{ConnectionFactory, Engine};
 use crate::metrics::MetricsSource;
 use crate::socketio::{Handler, Hub};

@@ -8,16 +8,23 @@
 //! carries. A burst of one packet costs the same as a direct write.
 //!
 //! The scope is synchronous (no `.await` inside), so a thread-local list is enough.
+//!
+//! What is deferred is a [`Flush`] (a session, in practice): the cork knows nothing of
+//! sessions, so that sessions can use the cork without the two depending on each other.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::session::Session;
+/// Something that queued writes during a corked scope and writes them at its end.
+pub trait Flush {
+    /// Writes what was deferred (called once per `defer`, at the end of the scope).
+    fn flush(&self);
+}
 
 #[derive(Default)]
 struct Cork {
     depth: usize,
-    deferred: Vec<Arc<Session>>,
+    deferred: Vec<Arc<dyn Flush>>,
 }
 
 thread_local! {
@@ -37,9 +44,9 @@ pub(super) fn is_active() -> bool {
     CORK.with(|c| c.borrow().depth > 0)
 }
 
-/// Notes a session to write at the end of the scope.
-pub(super) fn defer(session: Arc<Session>) {
-    CORK.with(|c| c.borrow_mut().deferred.push(session));
+/// Notes a session (or anything else that can [`Flush`]) to write at the end of the scope.
+pub(super) fn defer(pending: Arc<dyn Flush>) {
+    CORK.with(|c| c.borrow_mut().deferred.push(pending));
 }
 
 struct Uncork;
@@ -48,15 +55,15 @@ impl Drop for Uncork {
     fn drop(&mut self) {
         let deferred = CORK.with(|c| {
             let mut c = c.borrow_mut();
-            c.depth -= 1;
+            c.depth = c.depth.saturating_sub(1);
             if c.depth == 0 {
                 std::mem::take(&mut c.deferred)
             } else {
                 Vec::new()
             }
         });
-        for session in deferred {
-            session.outbox.flush_deferred();
+        for pending in deferred {
+            pending.flush();
         }
     }
 }

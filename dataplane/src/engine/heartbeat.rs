@@ -123,7 +123,7 @@ mod tests {
     use crate::engine::packet::Packet;
 
     fn session() -> Arc<Session> {
-        Session::new(Arc::from("sid"), TransportKind::Websocket, Weak::new())
+        Session::detached("sid", TransportKind::Websocket)
     }
 
     fn drained(session: &Session) -> Vec<Frame> {

@@ -3,6 +3,11 @@
 //! A text packet is one ASCII digit (its type) followed by its data. A binary packet is
 //! raw bytes on WebSocket and `b` + base64 inside a polling payload, where packets are
 //! separated by the record separator `\x1e`.
+//!
+//! The decoders read what clients send: they never index and all arithmetic is checked
+//! (the lints below hold them to that), so no input can panic a connection.
+
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -40,14 +45,16 @@ impl Packet {
     /// Decodes one text packet (a WebSocket text frame or one record of a polling payload).
     /// The message data is returned as a slice of `input`, without copying.
     pub fn decode_text(input: Bytes) -> Result<Packet, DecodeError> {
-        let first = *input.first().ok_or(DecodeError::Empty)?;
+        let Some((&first, rest)) = input.split_first() else {
+            return Err(DecodeError::Empty);
+        };
         if first == b'b' {
             let decoded = base64::engine::general_purpose::STANDARD
-                .decode(&input[1..])
+                .decode(rest)
                 .map_err(|_| DecodeError::BadBase64)?;
             return Ok(Packet::Binary(Bytes::from(decoded)));
         }
-        let data = input.slice(1..);
+        let data = input.slice_ref(rest);
         Ok(match first {
             b'0' => Packet::Open(
                 String::from_utf8(data.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?,
@@ -65,7 +72,7 @@ impl Packet {
     /// Encodes a packet as text, as on a WebSocket text frame or inside a polling payload.
     pub fn encode_text(&self) -> String {
         fn with(prefix: char, data: &[u8]) -> String {
-            let mut out = String::with_capacity(1 + data.len());
+            let mut out = String::with_capacity(data.len().saturating_add(1));
             out.push(prefix);
             out.push_str(&String::from_utf8_lossy(data));
             out
@@ -93,32 +100,34 @@ pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
     if std::str::from_utf8(&body).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    let mut packets = Vec::new();
-    let mut start = 0;
-    for (i, byte) in body.iter().enumerate() {
-        if *byte == RECORD_SEPARATOR {
-            packets.push(Packet::decode_text(body.slice(start..i))?);
-            start = i + 1;
-        }
-    }
-    packets.push(Packet::decode_text(body.slice(start..))?);
-    Ok(packets)
+    body.split(|byte| *byte == RECORD_SEPARATOR)
+        .map(|record| Packet::decode_text(body.slice_ref(record)))
+        .collect()
 }
 
 /// Appends one binary packet to a polling payload as `b` + base64.
 pub fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'b');
     let start = out.len();
-    let encoded_len = data.len().div_ceil(3) * 4;
-    out.resize(start + encoded_len, 0);
+    let Some(end) = base64::encoded_len(data.len(), true).and_then(|n| start.checked_add(n)) else {
+        // Only for inputs near `usize::MAX` bytes, which no buffer holds.
+        return;
+    };
+    out.resize(end, 0);
     // The buffer was sized for the exact encoded length, so this cannot fail.
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[start..])
+    let written = out
+        .get_mut(start..)
+        .and_then(|tail| {
+            base64::engine::general_purpose::STANDARD
+                .encode_slice(data, tail)
+                .ok()
+        })
         .unwrap_or(0);
-    out.truncate(start + written);
+    out.truncate(start.saturating_add(written));
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -8,11 +8,13 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::http::{Body, EngineError, Responder};
+use super::cork;
 use super::outbox::Frame;
 use super::packet::{decode_payload, push_base64, RECORD_SEPARATOR};
-use super::session::{CloseReason, FlagGuard, Session};
-use super::Engine;
+use super::response::{Body, EngineError, Responder};
+use super::session::{FlagGuard, Session};
+use super::sessions::Engine;
+use super::CloseReason;
 use crate::config::TransportKind;
 
 /// Joins frames into one polling payload: text as is, binary as `b` + base64.
@@ -138,7 +140,7 @@ pub(super) async fn data(
                 .packets_received
                 .fetch_add(packets.len() as u64, Ordering::Relaxed);
             // One write-combining scope for the whole payload (see `cork`).
-            super::cork::corked(|| {
+            cork::corked(|| {
                 for packet in packets {
                     session.on_packet(packet);
                 }

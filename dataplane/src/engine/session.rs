@@ -1,7 +1,13 @@
 //! One Engine.IO session: its transport state, outbound queue and heartbeat.
+//!
+//! A session does not know the `Engine` (in `sessions`) that holds it: it
+//! reaches its table through the narrow `SessionHost` trait, which the engine implements,
+//! so that the session table can hold sessions without the two modules depending on each
+//! other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -9,43 +15,30 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::cork::{self, Flush};
 use super::outbox::{Frame, Outbox, OutboxLimits, PushOutcome};
 use super::packet::Packet;
-use super::{ConnectionHandler, Engine};
+use super::stats::EngineStats;
+use super::{CloseReason, ConnectionHandler, HandshakeInfo};
 use crate::config::TransportKind;
 
-/// Why a session ended. The strings are the Socket.IO disconnect reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed the connection or sent a close packet.
-    TransportClose,
-    /// The connection failed (I/O error, protocol violation on the wire).
-    TransportError,
-    PingTimeout,
-    /// The client sent a packet that could not be decoded.
-    ParseError,
-    /// The server closed the session (e.g. `disconnect(true)`).
-    ForcedClose,
-    /// The client could not keep up with its outbound queue.
-    SlowConsumer,
-    /// The session never joined a namespace within `connectTimeout`.
-    ConnectTimeout,
-    ServerShutdown,
+/// Creates the upper-layer handler of each new session.
+pub trait ConnectionFactory: Send + Sync {
+    fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler>;
 }
 
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::TransportClose => "transport close",
-            CloseReason::TransportError => "transport error",
-            CloseReason::PingTimeout => "ping timeout",
-            CloseReason::ParseError => "parse error",
-            CloseReason::ForcedClose => "forced close",
-            CloseReason::SlowConsumer => "slow consumer",
-            CloseReason::ConnectTimeout => "connect timeout",
-            CloseReason::ServerShutdown => "server shutting down",
-        }
-    }
+/// What a session needs of the table that holds it (the engine).
+pub(super) trait SessionHost: Send + Sync {
+    /// The limits of every session's outbound queue.
+    fn outbox_limits(&self) -> OutboxLimits;
+    /// How long a closed polling session stays findable for its last poll.
+    fn linger(&self) -> Duration;
+    /// The session answered its ping: schedule its next one.
+    fn pong_received(&self, sid: &str);
+    /// Takes the session out of the table.
+    fn remove(&self, sid: &str);
+    /// The counters the session bumps.
+    fn stats(&self) -> &EngineStats;
 }
 
 /// Which transport carries the session and whose turn it is to use it.
@@ -70,7 +63,7 @@ pub struct Session {
     pub(super) closed_notify: Notify,
     closed: AtomicBool,
     handler: OnceLock<Arc<dyn ConnectionHandler>>,
-    engine: Weak<Engine>,
+    host: Weak<dyn SessionHost>,
 }
 
 impl std::fmt::Debug for Session {
@@ -80,7 +73,11 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(super) fn new(sid: Arc<str>, transport: TransportKind, engine: Weak<Engine>) -> Arc<Self> {
+    pub(super) fn new(
+        sid: Arc<str>,
+        transport: TransportKind,
+        host: Weak<dyn SessionHost>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sid,
             outbox: Outbox::default(),
@@ -94,8 +91,14 @@ impl Session {
             closed_notify: Notify::new(),
             closed: AtomicBool::new(false),
             handler: OnceLock::new(),
-            engine,
+            host,
         })
+    }
+
+    /// A session no engine holds (tests of the parts below the engine).
+    #[cfg(test)]
+    pub(super) fn detached(sid: &str, transport: TransportKind) -> Arc<Self> {
+        Self::new(Arc::from(sid), transport, Weak::<NoHost>::new())
     }
 
     pub(super) fn attach_handler(&self, handler: Arc<dyn ConnectionHandler>) {
@@ -111,9 +114,9 @@ impl Session {
     }
 
     fn limits(&self) -> OutboxLimits {
-        self.engine
+        self.host
             .upgrade()
-            .map(|e| e.settings.outbox)
+            .map(|h| h.outbox_limits())
             .unwrap_or(OutboxLimits {
                 max_frames: 0,
                 max_bytes: 0,
@@ -142,12 +145,12 @@ impl Session {
         volatile: bool,
         limits: OutboxLimits,
     ) -> PushOutcome {
-        if !super::cork::is_active() {
+        if !cork::is_active() {
             return self.outbox.push(frames, volatile, limits);
         }
         let (outcome, first) = self.outbox.push_deferred(frames, volatile, limits);
         if first {
-            super::cork::defer(self.clone());
+            cork::defer(self.clone());
         }
         outcome
     }
@@ -158,10 +161,8 @@ impl Session {
             Packet::Pong(_) => {
                 // Only a pong that answers an outstanding ping schedules the next one.
                 if self.pong_deadline.lock().take().is_some() {
-                    if let Some(engine) = self.engine.upgrade() {
-                        if let Some(me) = engine.session(&self.sid) {
-                            engine.heartbeats.schedule(&me);
-                        }
+                    if let Some(host) = self.host.upgrade() {
+                        host.pong_received(&self.sid);
                     }
                 }
             }
@@ -189,7 +190,7 @@ impl Session {
             return;
         }
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
-        if let Some(engine) = self.engine.upgrade() {
+        if let Some(host) = self.host.upgrade() {
             // A server-side close of a polling session with no GET waiting stays findable
             // until the client's next poll collects the close packet (as in the reference
             // server); otherwise that poll would get "unknown sid" and the client would see a
@@ -206,19 +207,19 @@ impl Session {
                 t.transport == TransportKind::Polling && !t.get_active
             };
             if linger {
-                let (weak, sid) = (self.engine.clone(), self.sid.clone());
-                let grace = engine.settings.ping_timeout;
+                let (weak, sid) = (self.host.clone(), self.sid.clone());
+                let grace = host.linger();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
-                    if let Some(engine) = weak.upgrade() {
-                        engine.remove_session(&sid);
+                    if let Some(host) = weak.upgrade() {
+                        host.remove(&sid);
                     }
                 });
             } else {
-                engine.remove_session(&self.sid);
+                host.remove(&self.sid);
             }
             if reason == CloseReason::SlowConsumer {
-                engine.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                host.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(h) = self.handler.get() {
@@ -261,6 +262,39 @@ impl Session {
             return;
         }
         notified.await;
+    }
+}
+
+impl Flush for Session {
+    /// Writes what a corked scope queued (see `cork`).
+    fn flush(&self) {
+        self.outbox.flush_deferred();
+    }
+}
+
+/// The host of a detached session: never alive, so never called.
+#[cfg(test)]
+struct NoHost(EngineStats);
+
+#[cfg(test)]
+impl SessionHost for NoHost {
+    fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_frames: 0,
+            max_bytes: 0,
+        }
+    }
+
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn pong_received(&self, _: &str) {}
+
+    fn remove(&self, _: &str) {}
+
+    fn stats(&self) -> &EngineStats {
+        &self.0
     }
 }
 

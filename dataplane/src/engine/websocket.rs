@@ -12,13 +12,14 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::cork;
-use super::http::{Body, EngineError, Responder};
 use super::outbox::Frame;
 use super::packet::Packet;
-use super::session::{CloseReason, Session};
+use super::response::{Body, EngineError, Responder};
+use super::session::Session;
+use super::sessions::Engine;
 use super::wsconn::{encode_frame, ReadError, WsConn};
 use super::wsframe::{self, WsMessage};
-use super::{Engine, HandshakeInfo};
+use super::{CloseReason, HandshakeInfo};
 use crate::config::TransportKind;
 
 /// Answers a WebSocket upgrade request with 101 and starts the transport task.

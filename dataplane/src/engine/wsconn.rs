@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use super::outbox::{Frame, FrameSink, SinkWrite};
+use super::stats::EngineStats;
 use super::wsframe::{self, Decoder, WsError, WsMessage, MAX_HEADER};
-use crate::metrics::EngineStats;
 
 /// Bytes read per `read` call, on the stack of a synchronous function: an idle connection
 /// holds no read buffer.

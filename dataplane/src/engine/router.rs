@@ -1,61 +1,22 @@
-//! The HTTP front of the engine: request validation, handshakes, error answers and CORS.
+//! The HTTP entry point of the engine ([`Engine::handle`]): request validation,
+//! handshakes, and the dispatch of each request to its transport or to the session's owner.
 //! Error codes and statuses match the reference Node `engine.io` server.
+//!
+//! Named `router` (it was `engine::http`) so that it does not shadow the `http` crate. It
+//! is the top of the engine: nothing in the engine uses it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{polling, websocket, Engine, HandshakeInfo, Route};
+use super::forward::route::Route;
+use super::response::{Body, EngineError, Responder};
+use super::sessions::Engine;
+use super::{polling, websocket, HandshakeInfo};
 use crate::config::TransportKind;
-
-pub type Body = Full<Bytes>;
-
-/// Engine.IO error answers: (code, message), as the reference server sends them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineError {
-    UnknownTransport,
-    UnknownSid,
-    BadHandshakeMethod,
-    BadRequest,
-    Forbidden,
-    UnsupportedProtocolVersion,
-}
-
-impl EngineError {
-    pub fn code(self) -> u8 {
-        match self {
-            EngineError::UnknownTransport => 0,
-            EngineError::UnknownSid => 1,
-            EngineError::BadHandshakeMethod => 2,
-            EngineError::BadRequest => 3,
-            EngineError::Forbidden => 4,
-            EngineError::UnsupportedProtocolVersion => 5,
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            EngineError::UnknownTransport => "Transport unknown",
-            EngineError::UnknownSid => "Session ID unknown",
-            EngineError::BadHandshakeMethod => "Bad handshake method",
-            EngineError::BadRequest => "Bad request",
-            EngineError::Forbidden => "Forbidden",
-            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
-        }
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            EngineError::Forbidden => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-}
 
 /// The query parameters the engine reads.
 #[derive(Debug, Default)]
@@ -100,92 +61,6 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Builds a response with the CORS headers this request deserves.
-pub(super) struct Responder {
-    cors: Option<(HeaderValue, bool)>,
-}
-
-impl Responder {
-    fn new(engine: &Engine, headers: &HeaderMap) -> Self {
-        let s = &engine.settings;
-        let origin = headers.get(header::ORIGIN);
-        let cors = match origin {
-            Some(origin) if !s.cors_origins.is_empty() => {
-                let any = s.cors_origins.iter().any(|o| o == "*");
-                let listed = origin
-                    .to_str()
-                    .is_ok_and(|o| s.cors_origins.iter().any(|allowed| allowed == o));
-                if any && !s.cors_credentials {
-                    Some((HeaderValue::from_static("*"), false))
-                } else if any || listed {
-                    Some((origin.clone(), s.cors_credentials))
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        Self { cors }
-    }
-
-    pub fn build(
-        &self,
-        status: StatusCode,
-        content_type: &'static str,
-        body: impl Into<Bytes>,
-    ) -> Response<Body> {
-        let mut res = Response::new(Full::new(body.into()));
-        *res.status_mut() = status;
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Some((origin, credentials)) = &self.cors {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            if origin != "*" {
-                h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            }
-            if *credentials {
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-            }
-        }
-        res
-    }
-
-    pub fn error(&self, error: EngineError) -> Response<Body> {
-        let body = format!(
-            r#"{{"code":{},"message":"{}"}}"#,
-            error.code(),
-            error.message()
-        );
-        self.build(error.status(), "application/json", body)
-    }
-
-    pub fn status_json(&self, status: StatusCode, code: u8, message: &str) -> Response<Body> {
-        let body = serde_json::json!({ "code": code, "message": message }).to_string();
-        self.build(status, "application/json", body)
-    }
-
-    fn preflight(&self, headers: &HeaderMap) -> Response<Body> {
-        let mut res = self.build(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
-        let h = res.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
-        );
-        if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
-            h.insert(
-                header::VARY,
-                HeaderValue::from_static("Origin, Access-Control-Request-Headers"),
-            );
-        }
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        res
-    }
-}
-
 impl Engine {
     /// Serves one HTTP request addressed to the engine path.
     pub async fn handle(
@@ -193,7 +68,7 @@ impl Engine {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        let responder = Responder::new(&self, req.headers());
+        let responder = Responder::new(&self.settings, req.headers());
         if !req.uri().path().starts_with(self.settings.path.as_str()) {
             return responder.build(StatusCode::NOT_FOUND, "text/plain", "Not found");
         }
@@ -258,7 +133,10 @@ impl Engine {
                         return responder.error(EngineError::UnknownSid);
                     }
                     Route::Forward(target) => {
-                        return self.forward(req, target, peer, upgrade, &responder).await;
+                        return self
+                            .forwarder
+                            .forward(req, target, peer, upgrade, &responder)
+                            .await;
                     }
                 }
                 let Some(session) = self.session(sid) else {
@@ -307,14 +185,5 @@ mod tests {
         assert_eq!(q.sid, Some("xyz"));
         let q = parse_query("");
         assert_eq!(q.eio, None);
-    }
-
-    #[test]
-    fn error_codes_match_reference() {
-        assert_eq!(EngineError::UnknownSid.code(), 1);
-        assert_eq!(
-            EngineError::UnsupportedProtocolVersion.message(),
-            "Unsupported protocol version"
-        );
     }
 }

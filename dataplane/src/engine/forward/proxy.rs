@@ -1,129 +1,33 @@
-//! No sticky sessions: Engine.IO requests for a session another node owns are forwarded to
-//! that node (the owner is named by the session id). Plain HTTP requests are proxied with
-//! hyper; WebSocket upgrades are upgraded on both sides and the bytes spliced.
+//! Relaying a request to the session's owner: the request and its headers as the owner
+//! must see them, the owner's answer as the client must see it, and the bytes of a
+//! forwarded WebSocket spliced both ways.
 //!
-//! The engine does not know the cluster: a [`SessionRouter`] tells it where a member serves
-//! clients. A forwarded request carries [`HOP_HEADER`], and a node never forwards such a
-//! request again (it answers as for an unknown session), so a stale route cannot loop.
+//! The [`Forwarder`] is all the engine holds for this: it needs the settings, this node's
+//! id and the counters, not the engine itself.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::http::{Body, EngineError, Responder};
-use super::{sid, Engine};
+use super::pool::{self, OwnerConnections};
+use super::route::HOP_HEADER;
+use super::{ForwardError, CONNECT_TIMEOUT};
+use crate::engine::response::{Body, EngineError, Responder};
+use crate::engine::settings::EngineSettings;
+use crate::engine::stats::EngineStats;
 
-/// Marks a request one node forwarded to another; its value is the forwarding node's id.
-pub const HOP_HEADER: &str = "x-roomcast-forwarded";
-/// How long a connection to the owner may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra wait for an owner's answer beyond the longest a long-polling GET may be held.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
 /// Once one side of a spliced WebSocket has closed, how long the other may still drain.
 const SPLICE_GRACE: Duration = Duration::from_secs(5);
-/// How long an idle connection to an owner is kept for reuse: well under the 10 s after
-/// which the owner's server drops a connection that sends no request.
-const IDLE_FOR: Duration = Duration::from_secs(5);
-/// Idle connections kept per owner.
-const IDLE_PER_OWNER: usize = 32;
-/// How long a reused connection may take to say it is ready.
-const READY_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The body of a forwarded polling request: the client's, capped at maxHttpBufferSize.
-type ForwardBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Idle HTTP/1 connections to owners, reused by later forwards: a polling client behind a
-/// round-robin balancer sends a request a few times per ping interval, and a new connection
-/// for each would leave the forwarding node with a socket in TIME_WAIT per request.
-#[derive(Default)]
-pub(super) struct OwnerConnections {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-}
-
-/// A connection to an owner and since when it is idle.
-type Idle = (SendRequest<ForwardBody>, Instant);
-
-impl OwnerConnections {
-    /// The most recently used idle connection to `target` that may still be open.
-    fn take(&self, target: SocketAddr) -> Option<SendRequest<ForwardBody>> {
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(&target)?;
-        while let Some((sender, since)) = list.pop() {
-            if since.elapsed() < IDLE_FOR && !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose last answer was read whole, for the next forward.
-    fn give_back(&self, target: SocketAddr, sender: SendRequest<ForwardBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        let list = idle.entry(target).or_default();
-        list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
-        if list.len() < IDLE_PER_OWNER {
-            list.push((sender, Instant::now()));
-        }
-    }
-
-    /// Idle connections kept for `target`.
-    #[cfg(test)]
-    fn idle(&self, target: SocketAddr) -> usize {
-        self.idle.lock().get(&target).map_or(0, Vec::len)
-    }
-}
-
-/// Where a session's requests are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Here.
-    Local,
-    /// At the member serving clients on this address.
-    Forward(SocketAddr),
-    /// Nowhere reachable: answered as an unknown session.
-    Unknown,
-}
-
-/// Tells the engine where a member of the cluster serves clients.
-pub trait SessionRouter: Send + Sync {
-    /// The route to the sessions that member `owner` owns.
-    fn route(&self, owner: &str) -> Route;
-}
-
-/// The route of a request for session `sid` arriving at member `me`. A request already
-/// forwarded once is only served by the owner itself.
-pub fn decide(sid: &str, me: &str, forwarded: bool, router: Option<&dyn SessionRouter>) -> Route {
-    let Some(owner) = sid::owner_of(sid) else {
-        // Not a sid this cluster made: the local lookup answers it as unknown.
-        return Route::Local;
-    };
-    if owner == me {
-        return Route::Local;
-    }
-    if forwarded {
-        return Route::Unknown;
-    }
-    match router {
-        Some(router) => router.route(&owner),
-        // A single node: only its own sessions exist.
-        None => Route::Unknown,
-    }
-}
 
 /// A failed exchange with the owner; a body over the limit is the client's fault.
 fn classify(error: hyper::Error) -> ForwardError {
@@ -134,30 +38,6 @@ fn classify(error: hyper::Error) -> ForwardError {
     } else {
         ForwardError::Http(error)
     }
-}
-
-/// Whether another node already forwarded this request.
-pub fn is_forwarded(headers: &HeaderMap) -> bool {
-    headers.contains_key(HOP_HEADER)
-}
-
-/// Why a forward failed (logged; the client gets a 502 or 413).
-#[derive(Debug, thiserror::Error)]
-enum ForwardError {
-    #[error("cannot connect to the owner: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("no connection to the owner within {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("http exchange with the owner failed: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("no answer from the owner within {0:?}")]
-    AnswerTimeout(Duration),
-    #[error("cannot build the request for the owner: {0}")]
-    Build(#[from] http::Error),
-    #[error("the request body is over maxHttpBufferSize")]
-    TooLarge,
-    #[error("the owner's answer is over {0} bytes or broken")]
-    Answer(usize),
 }
 
 /// Headers that belong to one connection, never copied to the next hop.
@@ -217,17 +97,8 @@ fn upstream_headers(headers: &HeaderMap, client: SocketAddr, me: &str, upgrade: 
     out
 }
 
-async fn connect(target: SocketAddr) -> Result<TcpStream, ForwardError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
-        .await
-        .map_err(|_| ForwardError::ConnectTimeout(CONNECT_TIMEOUT))?
-        .map_err(ForwardError::Connect)?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
 /// Copies bytes both ways until both sides are done. Once one side has closed, the other
-/// gets [`SPLICE_GRACE`] to drain: a client that vanished without a FIN must not keep the
+/// gets `SPLICE_GRACE` to drain: a client that vanished without a FIN must not keep the
 /// task (and the owner's socket) forever. Returns the bytes copied (to `b`, to `a`).
 pub async fn splice<A, B>(a: A, b: B) -> (u64, u64)
 where
@@ -263,15 +134,51 @@ where
     }
 }
 
-impl Engine {
-    /// Where the requests of session `sid` are served.
-    pub(super) fn route(&self, sid: &str, headers: &HeaderMap) -> Route {
-        let router = self.router.get().map(|r| r.as_ref());
-        decide(sid, &self.node_id, is_forwarded(headers), router)
+/// The longest an owner may take to answer: a long-polling GET is held up to
+/// pingInterval (a ping is due by then), so the wait must be longer than that.
+fn answer_timeout(settings: &EngineSettings) -> Duration {
+    settings
+        .ping_interval
+        .saturating_add(settings.ping_timeout)
+        .saturating_add(ANSWER_SLACK)
+}
+
+/// The largest answer relayed: a polling payload of everything a session may queue,
+/// binary frames base64-expanded.
+fn answer_limit(settings: &EngineSettings) -> usize {
+    settings
+        .outbox
+        .max_bytes
+        .max(settings.max_payload)
+        .saturating_mul(2)
+}
+
+/// Forwards requests for sessions other members own, and keeps idle connections to them.
+pub struct Forwarder {
+    /// This node's member id, the value of the hop mark.
+    node_id: String,
+    /// maxHttpBufferSize: the largest request body relayed.
+    max_payload: usize,
+    answer_timeout: Duration,
+    answer_limit: usize,
+    pub(super) pool: OwnerConnections,
+    stats: Arc<EngineStats>,
+}
+
+impl Forwarder {
+    pub fn new(settings: &EngineSettings, node_id: &str, stats: Arc<EngineStats>) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            max_payload: settings.max_payload,
+            answer_timeout: answer_timeout(settings),
+            answer_limit: answer_limit(settings),
+            pool: OwnerConnections::default(),
+            stats,
+        }
     }
 
     /// Forwards a request for a session owned by the member at `target`.
-    pub(super) async fn forward(
+    pub async fn forward(
         &self,
         req: Request<Incoming>,
         target: SocketAddr,
@@ -314,22 +221,6 @@ impl Engine {
         }
     }
 
-    /// The longest an owner may take to answer: a long-polling GET is held up to
-    /// pingInterval (a ping is due by then), so the wait must be longer than that.
-    fn answer_timeout(&self) -> Duration {
-        self.settings.ping_interval + self.settings.ping_timeout + ANSWER_SLACK
-    }
-
-    /// The largest answer relayed: a polling payload of everything a session may queue,
-    /// binary frames base64-expanded.
-    fn answer_limit(&self) -> usize {
-        self.settings
-            .outbox
-            .max_bytes
-            .max(self.settings.max_payload)
-            .saturating_mul(2)
-    }
-
     fn upstream_request<B>(
         &self,
         parts: &http::request::Parts,
@@ -350,32 +241,6 @@ impl Engine {
         Ok(req)
     }
 
-    /// A new HTTP/1 connection to `target`, its driver running on its own task.
-    async fn open(target: SocketAddr) -> Result<SendRequest<ForwardBody>, ForwardError> {
-        let stream = connect(target).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%target, %error, "connection to a session's owner ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// A connection to `target` ready for a request: an idle one if it still works, else
-    /// a new one. Also says whether it was reused.
-    async fn connection(
-        &self,
-        target: SocketAddr,
-    ) -> Result<(SendRequest<ForwardBody>, bool), ForwardError> {
-        while let Some(mut sender) = self.owners.take(target) {
-            if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
-                return Ok((sender, true));
-            }
-        }
-        Ok((Self::open(target).await?, false))
-    }
-
     async fn forward_http(
         &self,
         req: Request<Incoming>,
@@ -391,7 +256,7 @@ impl Engine {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n > self.settings.max_payload);
+            .is_some_and(|n| n > self.max_payload);
         let result = self.exchange(parts, body, target, client).await;
         match result {
             Err(_) if declared_too_large => Err(ForwardError::TooLarge),
@@ -406,10 +271,10 @@ impl Engine {
         target: SocketAddr,
         client: SocketAddr,
     ) -> Result<Response<Body>, ForwardError> {
-        let body = Limited::new(body, self.settings.max_payload).boxed();
+        let body = Limited::new(body, self.max_payload).boxed();
         let upstream = self.upstream_request(&parts, body, client, false)?;
-        let (mut sender, reused) = self.connection(target).await?;
-        let wait = self.answer_timeout();
+        let (mut sender, reused) = self.pool.connection(target).await?;
+        let wait = self.answer_timeout;
         let sent = match tokio::time::timeout(wait, sender.try_send_request(upstream)).await {
             Err(_) => return Err(ForwardError::AnswerTimeout(wait)),
             Ok(sent) => sent,
@@ -420,7 +285,7 @@ impl Engine {
                 // A reused connection the owner closed before the request went out: once
                 // more on a new one (nothing of the request was sent).
                 Some(upstream) if reused => {
-                    sender = Self::open(target).await?;
+                    sender = pool::open(target).await?;
                     tokio::time::timeout(wait, sender.send_request(upstream))
                         .await
                         .map_err(|_| ForwardError::AnswerTimeout(wait))?
@@ -430,20 +295,19 @@ impl Engine {
             },
         };
         let answer = self.relay(res).await?;
-        self.owners.give_back(target, sender);
+        self.pool.give_back(target, sender);
         Ok(answer)
     }
 
     /// The owner's answer, as this node's answer to the client.
     async fn relay(&self, res: Response<Incoming>) -> Result<Response<Body>, ForwardError> {
         let (parts, body) = res.into_parts();
-        let limit = self.answer_limit();
-        let bytes =
-            tokio::time::timeout(self.answer_timeout(), Limited::new(body, limit).collect())
-                .await
-                .map_err(|_| ForwardError::AnswerTimeout(self.answer_timeout()))?
-                .map_err(|_| ForwardError::Answer(limit))?
-                .to_bytes();
+        let limit = self.answer_limit;
+        let bytes = tokio::time::timeout(self.answer_timeout, Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| ForwardError::AnswerTimeout(self.answer_timeout))?
+            .map_err(|_| ForwardError::Answer(limit))?
+            .to_bytes();
         let mut out = Response::new(Full::new(bytes));
         *out.status_mut() = parts.status;
         let mut headers = end_to_end(&parts.headers, false);
@@ -463,7 +327,7 @@ impl Engine {
         let (parts, _) = req.into_parts();
         // An upgraded connection is never reused: it gets one of its own.
         let upstream = self.upstream_request(&parts, Empty::<Bytes>::new(), client, true)?;
-        let stream = connect(target).await?;
+        let stream = pool::connect(target).await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -502,58 +366,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-
-    struct Table;
-
-    impl SessionRouter for Table {
-        fn route(&self, owner: &str) -> Route {
-            match owner {
-                "hub-1" => Route::Forward(SocketAddr::from(([127, 0, 0, 12], 3000))),
-                _ => Route::Unknown,
-            }
-        }
-    }
-
-    fn sid_of(node: &str) -> String {
-        sid::SidGenerator::new(node).session_id()
-    }
-
-    #[test]
-    fn router_decisions() {
-        let router: &dyn SessionRouter = &Table;
-        let at_hub1 = Route::Forward(SocketAddr::from(([127, 0, 0, 12], 3000)));
-        assert_eq!(
-            decide(&sid_of("hub-0"), "hub-0", false, Some(router)),
-            Route::Local
-        );
-        assert_eq!(
-            decide(&sid_of("hub-1"), "hub-0", false, Some(router)),
-            at_hub1
-        );
-        // Forwarded once: only the owner serves it, never a second hop.
-        assert_eq!(
-            decide(&sid_of("hub-1"), "hub-0", true, Some(router)),
-            Route::Unknown
-        );
-        assert_eq!(
-            decide(&sid_of("hub-0"), "hub-0", true, Some(router)),
-            Route::Local
-        );
-        assert_eq!(
-            decide(&sid_of("hub-9"), "hub-0", false, Some(router)),
-            Route::Unknown
-        );
-        assert_eq!(
-            decide(&sid_of("hub-1"), "hub-0", false, None),
-            Route::Unknown
-        );
-        // Garbage ids fall through to the local table, which does not know them either.
-        assert_eq!(decide("short", "hub-0", false, Some(router)), Route::Local);
-        assert_eq!(
-            decide("AAAAAAAAAAAAAAAA%%%", "hub-0", false, Some(router)),
-            Route::Local
-        );
-    }
+    use crate::engine::forward::{is_forwarded, Route, SessionRouter};
+    use crate::engine::{ConnectionFactory, ConnectionHandler, Engine, HandshakeInfo, Session};
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
@@ -605,15 +419,31 @@ mod tests {
     }
 
     /// Echoes every message (the engine conformance handler).
+    #[test]
+    fn answers_may_take_a_long_poll_and_hold_a_full_queue() {
+        let mut config = crate::config::Config::default();
+        config.engine.ping_interval = 1_000;
+        config.engine.ping_timeout = 500;
+        config.engine.max_http_buffer_size = 100;
+        config.limits.max_outbound_bytes = 4_000;
+        let settings = EngineSettings::from_config(&config);
+        assert_eq!(
+            answer_timeout(&settings),
+            Duration::from_millis(1_500) + ANSWER_SLACK
+        );
+        assert_eq!(answer_limit(&settings), 8_000);
+        config.engine.ping_interval = u64::MAX;
+        config.limits.max_outbound_bytes = usize::MAX;
+        let huge = EngineSettings::from_config(&config);
+        assert!(answer_timeout(&huge) >= Duration::from_millis(u64::MAX));
+        assert_eq!(answer_limit(&huge), usize::MAX);
+    }
+
     struct Echo;
 
-    impl super::super::ConnectionFactory for Echo {
-        fn open(
-            &self,
-            session: &Arc<super::super::Session>,
-            _: super::super::HandshakeInfo,
-        ) -> Arc<dyn super::super::ConnectionHandler> {
-            Arc::new(super::super::session::EchoHandler {
+    impl ConnectionFactory for Echo {
+        fn open(&self, session: &Arc<Session>, _: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+            Arc::new(crate::engine::session::EchoHandler {
                 session: Arc::downgrade(session),
             })
         }
@@ -690,7 +520,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert_eq!(count(&front.stats.forwarded_requests), 3);
         // One after the other, the three forwards shared one connection to the owner.
-        assert_eq!(front.owners.idle(owner_addr), 1);
+        assert_eq!(front.forwarder.pool.idle(owner_addr), 1);
 
         // Marked as forwarded already: never forwarded again.
         let marked = http

@@ -1,0 +1,235 @@
+//! The [`Engine`]: one node's Engine.IO server, i.e. its session table, its settings and
+//! where it is in its life (warming up, serving, draining).
+//!
+//! The HTTP entry point ([`Engine::handle`]) is in `router`, on top of the transports; this
+//! module sits below them, so that they can create and find sessions. Sessions reach the
+//! table back through `SessionHost`, which the engine implements.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use http::HeaderMap;
+use parking_lot::RwLock;
+
+use super::forward::proxy::Forwarder;
+use super::forward::route::{decide, is_forwarded, Route, SessionRouter};
+use super::heartbeat::Heartbeats;
+use super::outbox::OutboxLimits;
+use super::session::{ConnectionFactory, Session, SessionHost};
+use super::settings::EngineSettings;
+use super::sid::SidGenerator;
+use super::stats::EngineStats;
+use super::{CloseReason, HandshakeInfo};
+use crate::config::{Config, TransportKind};
+
+/// The Engine.IO server: the session table plus settings.
+pub struct Engine {
+    pub settings: EngineSettings,
+    heartbeats: Arc<Heartbeats>,
+    pub stats: Arc<EngineStats>,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    factory: Arc<dyn ConnectionFactory>,
+    sids: SidGenerator,
+    /// This node's member id, as its session ids name it.
+    node_id: String,
+    /// Where other members' sessions are served; unset on a single node.
+    router: OnceLock<Arc<dyn SessionRouter>>,
+    /// Forwards requests for other members' sessions (and keeps idle connections to them).
+    pub(super) forwarder: Forwarder,
+    /// Where the node is in its life: one of the `PHASE_*` values (see `leave_readiness`
+    /// and `close_for_shutdown`).
+    phase: AtomicU8,
+    /// Not ready yet: a cluster member still connecting to the others.
+    warming: AtomicBool,
+}
+
+const PHASE_SERVING: u8 = 0;
+const PHASE_NOT_READY: u8 = 1;
+const PHASE_CLOSING: u8 = 2;
+
+/// Why a new session was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.maxConnections` sessions are open.
+    AtLimit,
+    /// The node is shutting down; the client should reconnect elsewhere.
+    Closing,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::AtLimit => "Server at its connection limit",
+            Refusal::Closing => "Server shutting down",
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Arc<Self> {
+        let settings = EngineSettings::from_config(config);
+        let stats: Arc<EngineStats> = Default::default();
+        Arc::new(Self {
+            heartbeats: Heartbeats::new(settings.ping_interval, settings.ping_timeout),
+            forwarder: Forwarder::new(&settings, &config.node_id, stats.clone()),
+            settings,
+            stats,
+            sessions: RwLock::new(HashMap::new()),
+            factory,
+            sids: SidGenerator::new(&config.node_id),
+            node_id: config.node_id.clone(),
+            router: OnceLock::new(),
+            phase: AtomicU8::new(PHASE_SERVING),
+            warming: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether this node wants new clients (`/readyz`): false while it warms up (see
+    /// [`Engine::set_warming`]) and from the start of a drain.
+    pub fn is_ready(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == PHASE_SERVING && !self.warming.load(Ordering::Acquire)
+    }
+
+    /// Whether this node is still warming up (a cluster member that cannot reach every
+    /// other member yet). It serves the clients that come all the same.
+    pub fn is_warming(&self) -> bool {
+        self.warming.load(Ordering::Acquire)
+    }
+
+    /// Marks the node as warming up (not ready) or done with it.
+    pub fn set_warming(&self, warming: bool) {
+        self.warming.store(warming, Ordering::Release);
+    }
+
+    /// First step of a drain: leave readiness but keep serving, new clients included.
+    pub fn leave_readiness(&self) {
+        let _ = self.phase.compare_exchange(
+            PHASE_SERVING,
+            PHASE_NOT_READY,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Second step of a drain: refuse new sessions and close every open one (clients see a
+    /// transport close and reconnect, through the load balancer, to another node).
+    pub fn close_for_shutdown(&self) {
+        self.phase.store(PHASE_CLOSING, Ordering::Release);
+        self.close_all(CloseReason::ServerShutdown);
+    }
+
+    /// Forwards requests for other members' sessions along `router`; false if a router
+    /// was already set.
+    pub fn set_router(&self, router: Arc<dyn SessionRouter>) -> bool {
+        self.router.set(router).is_ok()
+    }
+
+    /// Where the requests of session `sid` are served.
+    pub(super) fn route(&self, sid: &str, headers: &HeaderMap) -> Route {
+        let router = self.router.get().map(|r| r.as_ref());
+        decide(sid, &self.node_id, is_forwarded(headers), router)
+    }
+
+    /// Open sessions on this node.
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().get(sid).cloned()
+    }
+
+    /// Creates and registers a session, unless at the connection limit or shutting down.
+    pub(super) fn create_session(
+        self: &Arc<Self>,
+        transport: TransportKind,
+        handshake: HandshakeInfo,
+    ) -> Result<Arc<Session>, Refusal> {
+        let session = {
+            let mut sessions = self.sessions.write();
+            // Checked under the lock `close_for_shutdown` sweeps after, so no session
+            // slips in behind the sweep.
+            if self.phase.load(Ordering::Acquire) == PHASE_CLOSING {
+                return Err(Refusal::Closing);
+            }
+            if sessions.len() >= self.settings.max_connections {
+                return Err(Refusal::AtLimit);
+            }
+            let sid: Arc<str> = Arc::from(self.sids.session_id());
+            let host: Weak<dyn SessionHost> = Arc::downgrade(self) as Weak<dyn SessionHost>;
+            let session = Session::new(sid.clone(), transport, host);
+            sessions.insert(sid, session.clone());
+            self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+            session
+        };
+        let handler = self.factory.open(&session, handshake);
+        session.attach_handler(handler);
+        self.heartbeats.schedule(&session);
+        Ok(session)
+    }
+
+    pub(super) fn remove_session(&self, sid: &str) {
+        if self.sessions.write().remove(sid).is_some() {
+            self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The `0` open packet for a new session.
+    pub(super) fn open_packet(&self, session: &Session, transport: TransportKind) -> String {
+        let upgrades: &[&str] = if transport == TransportKind::Polling
+            && self.settings.allow_upgrades
+            && self.settings.allows(TransportKind::Websocket)
+        {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let open = serde_json::json!({
+            "sid": &*session.sid,
+            "upgrades": upgrades,
+            "pingInterval": millis(self.settings.ping_interval),
+            "pingTimeout": millis(self.settings.ping_timeout),
+            "maxPayload": self.settings.max_payload,
+        });
+        format!("0{open}")
+    }
+
+    /// Closes every session (graceful shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<Arc<Session>> = self.sessions.read().values().cloned().collect();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+}
+
+/// A duration in whole milliseconds (settings come from `u64` milliseconds, so it fits).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl SessionHost for Engine {
+    fn outbox_limits(&self) -> OutboxLimits {
+        self.settings.outbox
+    }
+
+    fn linger(&self) -> Duration {
+        self.settings.ping_timeout
+    }
+
+    fn pong_received(&self, sid: &str) {
+        if let Some(session) = self.session(sid) {
+            self.heartbeats.schedule(&session);
+        }
+    }
+
+    fn remove(&self, sid: &str) {
+        self.remove_session(sid);
+    }
+
+    fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,51 @@
+//! The engine's settings, resolved once from the configuration.
+//!
+//! A module of its own so that the pieces that only need settings (the CORS responder,
+//! the forwarder) do not depend on the `Engine` itself.
+
+use std::time::Duration;
+
+use super::outbox::OutboxLimits;
+use crate::config::{Config, TransportKind};
+
+/// Engine settings resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub path: String,
+    pub transports: Vec<TransportKind>,
+    pub allow_upgrades: bool,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    pub max_payload: usize,
+    pub max_connections: usize,
+    pub outbox: OutboxLimits,
+    pub cors_origins: Vec<String>,
+    pub cors_credentials: bool,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let e = &config.engine;
+        Self {
+            path: e.path.clone(),
+            transports: e.transports.clone(),
+            allow_upgrades: e.allow_upgrades,
+            ping_interval: Duration::from_millis(e.ping_interval),
+            ping_timeout: Duration::from_millis(e.ping_timeout),
+            upgrade_timeout: Duration::from_millis(e.upgrade_timeout),
+            max_payload: e.max_http_buffer_size,
+            max_connections: config.limits.max_connections,
+            outbox: OutboxLimits {
+                max_frames: config.limits.max_outbound_frames,
+                max_bytes: config.limits.max_outbound_bytes,
+            },
+            cors_origins: e.cors.origin.clone(),
+            cors_credentials: e.cors.credentials,
+        }
+    }
+
+    pub(super) fn allows(&self, transport: TransportKind) -> bool {
+        self.transports.contains(&transport)
+    }
+}
