@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::app::policy::Policy;
+use crate::app::policy::{reserved_room, Policy};
 use crate::app::relay::Relay;
 use crate::app::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
 use crate::app::upstream::queue::SocketQueue;
@@ -134,6 +134,13 @@ impl HubApp {
                 let Some(room) = first.as_str() else {
                     return refuse(event.ack, "bad_request", "expected a room name");
                 };
+                if event.name == JOIN_EVENT && reserved_room(room) {
+                    return refuse(
+                        event.ack,
+                        "reserved",
+                        "a room named like a socket id may not be joined by clients",
+                    );
+                }
                 if !policy.may_join(room) {
                     return refuse(
                         event.ack,

@@ -93,6 +93,12 @@ pub fn any_allows(patterns: &[String], room: &str, claims: Option<&Value>) -> bo
     patterns.iter().any(|p| pattern_allows(p, room, claims))
 }
 
+/// Whether clients are refused `room` whatever the policies say: a room named like a
+/// socket id would give its members that socket's private emits (`to(socket.id)`).
+pub fn reserved_room(room: &str) -> bool {
+    crate::engine::sid::is_socket_id(room)
+}
+
 /// The decisions policies make for one client.
 pub struct Policy<'a> {
     pub config: &'a PolicyConfig,

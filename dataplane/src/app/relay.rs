@@ -27,7 +27,7 @@ impl Handler for Relay {
             .map(str::to_string);
         match (event.name.as_str(), room) {
             ("join", Some(room)) => {
-                if socket.join(&room).is_err() {
+                if super::policy::reserved_room(&room) || socket.join(&room).is_err() {
                     return reply(event, json!({ "ok": false }));
                 }
                 socket.when_rooms_propagated(move || reply(event, json!({ "ok": true })));

@@ -55,6 +55,23 @@ pub fn socket_id(sid: &str) -> String {
 }
 
 /// The member id of the node that owns a session id, if the id is well formed.
+/// Whether `text` has the shape of a socket (or session) id of any node: the random part,
+/// then a node id in URL-safe base64 that decodes to a plausible member id. Every socket
+/// is in a room named by its id, so a client that could join a room of that name would
+/// receive that socket's private emits.
+pub fn is_socket_id(text: &str) -> bool {
+    text.len() > RANDOM_CHARS
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && owner_of(text).is_some_and(|node| {
+            !node.is_empty()
+                && node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        })
+}
+
 pub fn owner_of(sid: &str) -> Option<String> {
     let suffix = sid.get(RANDOM_CHARS..)?;
     let bytes = URL_SAFE_NO_PAD.decode(suffix).ok()?;
@@ -88,6 +105,25 @@ mod tests {
         assert_ne!(&a[..RANDOM_CHARS], &sid[..RANDOM_CHARS]);
         // A malformed session id still gives a random, well-formed socket id.
         assert_eq!(socket_id("short").len(), RANDOM_CHARS);
+    }
+
+    #[test]
+    fn socket_ids_are_recognised() {
+        let sid = SidGenerator::new("hub-0").session_id();
+        assert!(is_socket_id(&socket_id(&sid)));
+        assert!(is_socket_id(
+            &SidGenerator::new("chat-7.peers").session_id()
+        ));
+        for room in [
+            "lobby",
+            "user:42",
+            "team:acme:general",
+            "",
+            "0123456789abcdef",
+            "a very long room name with spaces in it",
+        ] {
+            assert!(!is_socket_id(room), "{room}");
+        }
     }
 
     proptest! {

@@ -83,13 +83,35 @@ impl Connection {
             .cloned()
     }
 
-    fn on_connect(self: &Arc<Self>, packet: Packet) {
+    fn on_connect(self: &Arc<Self>, packet: Packet, packet_bytes: usize) {
         let nsp = packet.nsp;
-        if !self.hub.namespace_allowed(&nsp) {
+        let limits = &self.hub.config.limits;
+        if nsp.len() > limits.max_namespace_name_bytes || !self.hub.namespace_allowed(&nsp) {
             self.send_text(packet::encode_connect_error(
                 &nsp,
                 "Invalid namespace",
                 None,
+            ));
+            return;
+        }
+        // The auth object is what follows the namespace in the packet.
+        if packet_bytes.saturating_sub(nsp.len()) > limits.max_auth_bytes {
+            let data = serde_json::json!({ "limit": limits.max_auth_bytes });
+            self.send_text(packet::encode_connect_error(
+                &nsp,
+                "Auth payload too large",
+                Some(&data),
+            ));
+            return;
+        }
+        // Created now (or refused) so that a client of one namespace too many waits for no
+        // webhook; an empty one left behind by a refused connect is removed under pressure.
+        if self.hub.namespace(&nsp).is_none() {
+            let data = serde_json::json!({ "limit": limits.max_dynamic_namespaces });
+            self.send_text(packet::encode_connect_error(
+                &nsp,
+                "Namespace limit reached",
+                Some(&data),
             ));
             return;
         }
@@ -165,7 +187,6 @@ impl Connection {
                 return;
             }
         };
-        let ns = self.hub.namespace(&nsp);
         {
             let state = self.state.lock();
             if state.closed {
@@ -173,14 +194,21 @@ impl Connection {
             }
         }
         let transport: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
-        let socket = ns.add_socket(
-            session,
-            transport,
-            self.handshake.clone(),
-            request.auth,
-            request.claims,
-            data,
-        );
+        let handshake = self.handshake.clone();
+        let (auth, claims) = (request.auth, request.claims);
+        let added = self.hub.with_namespace(&nsp, move |ns| {
+            ns.add_socket(session, transport, handshake, auth, claims, data)
+        });
+        let Some(socket) = added else {
+            let data =
+                serde_json::json!({ "limit": self.hub.config.limits.max_dynamic_namespaces });
+            self.send_text(packet::encode_connect_error(
+                &nsp,
+                "Namespace limit reached",
+                Some(&data),
+            ));
+            return;
+        };
         {
             let mut state = self.state.lock();
             if state.closed {
@@ -280,7 +308,7 @@ impl ConnectionHandler for Arc<Connection> {
             Err(error) => return self.fail(&error),
         };
         match packet.kind {
-            PacketKind::Connect => self.on_connect(packet),
+            PacketKind::Connect => self.on_connect(packet, text.len()),
             PacketKind::Disconnect => match self.socket_for(&packet.nsp) {
                 Some(socket) => socket.finish(DisconnectReason::ClientNamespaceDisconnect),
                 None => self.fail(&"DISCONNECT for a namespace not connected"),

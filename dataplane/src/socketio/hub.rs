@@ -33,11 +33,12 @@ impl Hub {
             },
             max_pending_acks: config.limits.max_pending_acks,
             max_rooms_per_socket: config.limits.max_rooms_per_socket,
+            max_room_name_bytes: config.limits.max_room_name_bytes,
         };
         let inner = Arc::new(Namespaces::new(config, handler, authenticator, limits));
         for ns in &inner.config.socketio.namespaces {
             if !ns.name.contains('*') {
-                inner.namespace(&ns.name);
+                let _ = inner.namespace(&ns.name);
             }
         }
         let factory = Arc::new(Factory::new(inner.clone()));

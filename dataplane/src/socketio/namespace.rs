@@ -47,6 +47,7 @@ pub struct NamespaceLimits {
     pub outbox: OutboxLimits,
     pub max_pending_acks: usize,
     pub max_rooms_per_socket: usize,
+    pub max_room_name_bytes: usize,
 }
 
 /// The outcome of a broadcast that asked every recipient for an ack.
@@ -316,6 +317,11 @@ impl Home for Namespace {
     fn join(&self, socket: &Arc<Socket>, room: &str) -> Result<(), SocketError> {
         if room == socket.id() {
             return Ok(());
+        }
+        if room.len() > self.limits.max_room_name_bytes {
+            return Err(SocketError::RoomNameTooLong(
+                self.limits.max_room_name_bytes,
+            ));
         }
         let mut state = self.state.write();
         if !state.contains(socket.id()) {

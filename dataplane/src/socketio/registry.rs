@@ -75,18 +75,55 @@ impl Namespaces {
             .any(|ns| namespace_matches(&ns.name, name))
     }
 
-    /// The namespace of that name, created on first use.
-    pub fn namespace(&self, name: &str) -> Arc<Namespace> {
-        if let Some(ns) = self.namespaces.read().get(name) {
-            return ns.clone();
+    /// Whether `name` is configured as an exact name (not only matched by a pattern). Such
+    /// a namespace lives as long as the hub; the others are dynamic.
+    fn configured(&self, name: &str) -> bool {
+        self.config
+            .socketio
+            .namespaces
+            .iter()
+            .any(|ns| ns.name == name)
+    }
+
+    /// The namespace of that name, created on first use; `None` when it would be one
+    /// dynamic namespace too many (`limits.maxDynamicNamespaces`) even after removing the
+    /// empty ones.
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.with_namespace(name, Arc::clone)
+    }
+
+    /// Runs `f` on the namespace of that name (created on first use, as [`Self::namespace`])
+    /// while no empty namespace can be removed: what adds a socket to a dynamic namespace,
+    /// so that it never lands in one that was just dropped.
+    pub fn with_namespace<R>(&self, name: &str, f: impl FnOnce(&Arc<Namespace>) -> R) -> Option<R> {
+        {
+            let map = self.namespaces.read();
+            if let Some(ns) = map.get(name) {
+                return Some(f(ns));
+            }
         }
-        self.namespaces
-            .write()
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                Namespace::new(name, self.limits, self.handler.clone(), self.fanout.clone())
-            })
-            .clone()
+        let mut map = self.namespaces.write();
+        if !map.contains_key(name) {
+            let max = self.config.limits.max_dynamic_namespaces;
+            let dynamic = |map: &HashMap<String, Arc<Namespace>>| {
+                map.keys().filter(|n| !self.configured(n)).count()
+            };
+            if !self.configured(name) && dynamic(&map) >= max {
+                // Empty dynamic namespaces hold nothing: drop them to make room.
+                map.retain(|n, ns| self.configured(n) || ns.socket_count() > 0);
+                if dynamic(&map) >= max {
+                    tracing::warn!(
+                        namespace = name,
+                        limit = max,
+                        "dynamic namespace refused: limits.maxDynamicNamespaces reached"
+                    );
+                    return None;
+                }
+            }
+            let ns = Namespace::new(name, self.limits, self.handler.clone(), self.fanout.clone());
+            map.insert(name.to_string(), ns);
+        }
+        map.get(name).map(f)
     }
 
     /// A namespace that exists (configured, or created by a client connecting to it).

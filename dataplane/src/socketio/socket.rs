@@ -82,6 +82,8 @@ pub enum SocketError {
     AckTimeout,
     #[error("the socket is in too many rooms (limit {0})")]
     TooManyRooms(usize),
+    #[error("the room name is too long (limit {0} bytes)")]
+    RoomNameTooLong(usize),
 }
 
 /// One client's answer to a broadcast with acks.
