@@ -105,3 +105,19 @@ def settle_counts(pairs, event, what, timeout=5.0):
 
 def pattern(n, seed=0):
     return bytes((i * 7 + seed) & 0xFF for i in range(n))
+
+
+def assert_ok(res, key, most, what=None):
+    """An answer {ok: True, KEY: n}: the hub counts the sockets of the node that served the call
+    only (docs/configuration.md, cluster), so through the proxy n is at most `most`; what each
+    client got is counted separately."""
+    what = what or key
+    assert sorted(res) == sorted(["ok", key]), f"{what}: {res}"
+    assert res["ok"] is True, f"{what}: {res}"
+    assert isinstance(res[key], int) and 0 <= res[key] <= most, f"{what}: {res}"
+
+
+def assert_recipients(res, most, what="management emit"):
+    """A management emit's answer {recipients: n}, n at most `most` (see assert_ok)."""
+    assert list(res) == ["recipients"], f"{what}: {res}"
+    assert isinstance(res["recipients"], int) and 0 <= res["recipients"] <= most, f"{what}: {res}"
