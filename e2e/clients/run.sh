@@ -141,11 +141,11 @@ install_python() {
 # the cache too.
 install_java() {
   local stamp
-  MVN=(mvn -B -q -f "$HERE/java/pom.xml" "-Dmaven.repo.local=$CACHE/m2"
+  MVN=(mvn -B -ntp -f "$HERE/java/pom.xml" "-Dmaven.repo.local=$CACHE/m2"
     "-Droomcast.build.dir=$CACHE/java-target")
   stamp="$CACHE/m2/.resolved-$(sha "$HERE/java/pom.xml")"
   if [ ! -f "$stamp" ]; then
-    "${MVN[@]}" test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false || return 1
+    "${MVN[@]}" -q test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false || return 1
     touch "$stamp"
   fi
   MVN+=(-o)

@@ -122,6 +122,26 @@ class JavaClientTest {
     return out;
   }
 
+  /**
+   * An answer {ok: true, KEY: n}: the hub counts the sockets of the node that served the call
+   * only (docs/configuration.md, cluster), so through the proxy n is at most {@code most}; what
+   * each client got is counted separately.
+   */
+  static void assertOk(Object answer, String key, long most) {
+    Map<String, Object> res = map(answer);
+    assertEquals(new java.util.TreeSet<>(List.of("ok", key)), res.keySet(), String.valueOf(res));
+    assertEquals(true, res.get("ok"), String.valueOf(res));
+    long n = (Long) res.get(key);
+    assertTrue(n >= 0 && n <= most, res + ": " + key + " not in 0.." + most);
+  }
+
+  /** A management emit's answer {recipients: n}, n at most {@code most} (see assertOk). */
+  static void assertRecipients(Map<String, Object> res, long most) {
+    assertEquals(java.util.Set.of("recipients"), res.keySet(), String.valueOf(res));
+    long n = (Long) res.get("recipients");
+    assertTrue(n >= 0 && n <= most, res + ": recipients not in 0.." + most);
+  }
+
   static final Map<String, Object> OK = m("ok", true);
 
   @Test
@@ -141,7 +161,7 @@ class JavaClientTest {
     Peer a = connect("polling");
     assertEquals("polling", a.transport());
     a.join("room:poll-" + rand());
-    assertEquals(1L, mgmt("POST", "/v1/namespaces/%2F/emit", m("event", "push", "args", List.of(1), "socketIds", List.of(a.id()))).get("recipients"));
+    assertRecipients(mgmt("POST", "/v1/namespaces/%2F/emit", m("event", "push", "args", List.of(1), "socketIds", List.of(a.id()))), 1);
     settleCounts(List.of(a), List.of(1), "push", "push over polling");
     assertEquals("polling", a.transport());
   }
@@ -166,8 +186,8 @@ class JavaClientTest {
     Peer inNs2 = connectAs("/clients", "java-ns2");
     Peer inRoot = connect();
     for (Peer p : List.of(inNs, inNs2, inRoot)) p.join(room);
-    assertEquals(m("ok", true, "recipients", 1L), inNs2.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("ns"))));
-    assertEquals(2L, mgmt("POST", "/v1/namespaces/%2Fclients/emit", m("event", "news", "args", List.of("api"), "rooms", List.of(room))).get("recipients"));
+    assertOk(inNs2.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("ns"))), "recipients", 1);
+    assertRecipients(mgmt("POST", "/v1/namespaces/%2Fclients/emit", m("event", "news", "args", List.of("api"), "rooms", List.of(room))), 2);
     settleCounts(List.of(inNs, inNs2, inRoot), List.of(1, 0, 0), "msg", "roomcast:emit in /clients");
     settleCounts(List.of(inNs, inNs2, inRoot), List.of(1, 1, 0), "news", "management emit to /clients");
     List<String> ids = new ArrayList<>(fetchSockets("/clients", room).stream().map(s -> (String) s.get("id")).sorted().toList());
@@ -188,11 +208,11 @@ class JavaClientTest {
     assertEquals("forbidden", refused.get("error"));
     a.join("user:alice");
     assertEquals("forbidden", map(a.call("roomcast:join", "user:bob")).get("error"));
-    assertEquals(m("ok", true, "recipients", 2L), a.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("hello", m("n", 1)))));
+    assertOk(a.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("hello", m("n", 1)))), "recipients", 2);
     settleCounts(List.of(b, c, a, outsider), List.of(1, 1, 0, 0), "msg", "roomcast:emit to the room");
     assertEquals(List.of(List.of("msg", "hello", m("n", 1L))), b.events("msg"));
     assertEquals(OK, b.call("roomcast:leave", room));
-    assertEquals(m("ok", true, "recipients", 1L), a.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("again"))));
+    assertOk(a.call("roomcast:emit", m("room", room, "event", "msg", "args", List.of("again"))), "recipients", 1);
     settleCounts(List.of(b, c), List.of(1, 2), "msg", "after b left");
   }
 
@@ -204,11 +224,12 @@ class JavaClientTest {
     Peer b = connect();
     a.join(room);
     b.join(room);
-    assertEquals(m("ok", true, "delivered", 1L), a.call("chat", "hi"));
-    assertEquals(m("ok", true, "recipients", 1L), a.call("roomcast:emit", m("room", room, "event", "chat", "args", List.of(2))));
+    assertOk(a.call("chat", "hi"), "delivered", 1);
+    assertOk(a.call("roomcast:emit", m("room", room, "event", "chat", "args", List.of(2))), "recipients", 1);
     Map<String, Object> bad = map(a.call("roomcast:emit", m("room", room)));
     assertEquals(false, bad.get("ok"));
     assertEquals("bad_request", bad.get("error"));
+    settleCounts(List.of(b, a), List.of(2, 0), "chat", "the events acknowledged");
   }
 
   @Test
@@ -237,11 +258,13 @@ class JavaClientTest {
     a.join(room);
     b.join(room);
     byte[] big = pattern(70_000, 3);
-    assertEquals(m("ok", true, "delivered", 1L), a.call("bin", pattern(16, 0), m("nested", big, "n", 1)));
+    assertOk(a.call("bin", pattern(16, 0), m("nested", big, "n", 1)), "delivered", 1);
     settleCounts(List.of(b), List.of(1), "bin", "binary relay");
     assertEquals(List.of(List.of("bin", Hub.Bytes.of(pattern(16, 0)), m("nested", Hub.Bytes.of(big), "n", 1L))), b.events("bin"));
-    assertEquals(m("ok", true, "delivered", 1L), b.call("bin", new byte[] {0, (byte) 255, (byte) 128}));
-    settleCounts(List.of(a), List.of(1), "bin", "binary relay back");
+    Peer c = connect("websocket");
+    c.join(room);
+    assertOk(c.call("bin", new byte[] {0, (byte) 255, (byte) 128}), "delivered", 2);
+    settleCounts(List.of(a, b), List.of(1, 2), "bin", "binary relay back");
     assertEquals(List.of(List.of("bin", Hub.Bytes.of(new byte[] {0, (byte) 255, (byte) 128}))), a.events("bin"));
     a.answers.put("frame", new Object[] {new byte[] {9, 8, 7}});
     Map<String, Object> res = mgmt("POST", "/v1/namespaces/%2F/emit",
@@ -251,6 +274,23 @@ class JavaClientTest {
     List<Map<String, Object>> acks = (List<Map<String, Object>>) res.get("acks");
     assertEquals(List.of(m("_binary", b64(new byte[] {9, 8, 7}))), acks.get(0).get("args"));
     assertEquals(List.of(List.of("frame", Hub.Bytes.of(new byte[] {1, 2, 3, 4}), "x")), a.events("frame"));
+
+    // Binary sent on HTTP long-polling. socket.io-client-java 2.x writes it as Android-style
+    // base64 with line breaks and a final newline ("b" + "AP+A\n"), which Node's engine.io
+    // accepts (Buffer.from ignores them). Either it works, or (the hub as of this writing) the
+    // hub closes the session as a parse error: asserted exactly, and recorded as a difference.
+    Object[] reply = b.callOrNull("bin", 3000, new byte[] {0, (byte) 255, (byte) 128});
+    if (reply != null) {
+      assertOk(Hub.plain(reply[0]), "delivered", 2);
+      settleCounts(List.of(a, c), List.of(2, 1), "bin", "binary sent on polling");
+    } else {
+      eventually(() -> b.disconnects.get() == 1 && !b.socket.connected(), 5000, "the polling session closed");
+      settleCounts(List.of(a, c), List.of(1, 0), "bin", "nothing relayed from the closed session");
+      Hub.record(Map.of("type", "difference", "text",
+          "sending binary on HTTP long-polling closes the session (`parse error`): the client writes base64 "
+              + "with line breaks and a final newline, which Node's engine.io accepts and the hub refuses "
+              + "(a hub bug); binary on WebSocket, and received on polling, works"));
+    }
   }
 
   @Test
@@ -293,7 +333,7 @@ class JavaClientTest {
       assertNotEquals(first, mover.id(), "a new socket");
       assertNotEquals(killed, ownerOf(mover.id()), "on a surviving member");
       assertTrue(mover.disconnects.get() >= 1);
-      assertEquals(1L, mgmt("POST", "/v1/namespaces/%2F/emit", m("event", "after", "args", List.of("back"), "rooms", List.of(room))).get("recipients"));
+      assertRecipients(mgmt("POST", "/v1/namespaces/%2F/emit", m("event", "after", "args", List.of("back"), "rooms", List.of(room))), 1);
       settleCounts(List.of(mover), List.of(1), "after", "a room message after the reconnect");
     } finally {
       control("POST", "/restore", m());

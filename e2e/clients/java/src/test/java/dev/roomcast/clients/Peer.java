@@ -132,6 +132,19 @@ final class Peer implements AutoCloseable {
     }
   }
 
+  /** emit with an Ack; the ack's raw arguments, or null when none came within {@code ms}. */
+  Object[] callOrNull(String event, long ms, Object... args) {
+    CompletableFuture<Object[]> f = new CompletableFuture<>();
+    socket.emit(event, Arrays.stream(args).map(Hub::toOrgJson).toArray(), reply -> f.complete(reply));
+    try {
+      return f.get(ms, TimeUnit.MILLISECONDS);
+    } catch (java.util.concurrent.TimeoutException e) {
+      return null;
+    } catch (Exception e) {
+      throw new RuntimeException(e);
+    }
+  }
+
   void join(String room) {
     Object r = call("roomcast:join", room);
     if (!Map.of("ok", true).equals(r)) throw new AssertionError("join " + room + ": " + r);
