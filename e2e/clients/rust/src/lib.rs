@@ -62,7 +62,9 @@ pub fn control(method: &str, route: &str, body: Option<Value>) -> Value {
     let base = env("ROOMCAST_CLIENTS_CONTROL");
     let host = base.strip_prefix("http://").expect("http:// control URL");
     let mut stream = TcpStream::connect(host).expect("connect to the control API");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         stream,
@@ -79,7 +81,10 @@ pub fn control(method: &str, route: &str, body: Option<Value>) -> Value {
 }
 
 pub fn proxy() -> String {
-    control("GET", "/info", None)["proxy"].as_str().unwrap().to_string()
+    control("GET", "/info", None)["proxy"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub fn token(claims: Value) -> String {
@@ -195,16 +200,13 @@ impl Peer {
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let connects = Arc::new(AtomicUsize::new(0));
         let closes = Arc::new(AtomicUsize::new(0));
-        let auth = opts
-            .auth
-            .unwrap_or_else(|| json!({ "token": token(json!({ "sub": format!("rust-{}", rand()) })) }));
+        let auth = opts.auth.unwrap_or_else(
+            || json!({ "token": token(json!({ "sub": format!("rust-{}", rand()) })) }),
+        );
         let on_connect = opts.on_connect;
-        let url = if opts.namespace == "/" {
-            proxy.to_string()
-        } else {
-            format!("{proxy}{}", opts.namespace)
-        };
-        let builder = ClientBuilder::new(url)
+        // The namespace goes in `namespace()` only: a path in the URL is taken for the
+        // Engine.IO path by rust_socketio (unlike the JS client's `io(url + nsp)`).
+        let builder = ClientBuilder::new(proxy)
             .namespace(opts.namespace)
             .transport_type(opts.transport)
             .auth(auth)
@@ -283,7 +285,7 @@ impl Peer {
                 payload,
                 Duration::from_secs(5),
                 move |p: Payload, _: RawClient| {
-                    let _ = tx.lock().unwrap().send(payload_json(&p));
+                    let _ = tx.lock().unwrap().send(ack_args(p));
                 },
             )
             .expect("emit_with_ack");
@@ -329,6 +331,46 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.client.disconnect();
+    }
+}
+
+/// An answer {ok: true, KEY: n}: the hub counts the sockets of the node that served the call
+/// only (docs/configuration.md, cluster), so through the proxy n is at most `most`; what each
+/// client got is counted separately.
+pub fn assert_ok(res: &Value, key: &str, most: u64) {
+    let obj = res
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {res}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = vec!["ok", key];
+    want.sort_unstable();
+    assert_eq!(keys, want, "{res}");
+    assert_eq!(obj["ok"], true, "{res}");
+    let n = obj[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {res}"));
+    assert!(n <= most, "{res}: {key} not in 0..{most}");
+}
+
+/// A management emit's answer {recipients: n}, n at most `most` (see [`assert_ok`]).
+pub fn assert_recipients(res: &Value, most: u64) {
+    let obj = res
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {res}"));
+    assert_eq!(obj.keys().collect::<Vec<_>>(), vec!["recipients"], "{res}");
+    assert!(
+        obj["recipients"].as_u64().unwrap() <= most,
+        "{res}: recipients not in 0..{most}"
+    );
+}
+
+/// An ack's arguments: rust_socketio hands an ack's text over as one value, the JSON array of
+/// its arguments.
+pub fn ack_args(p: Payload) -> Value {
+    match p {
+        Payload::Text(mut v) if v.len() == 1 && v[0].is_array() => v.remove(0),
+        other => payload_json(&other),
     }
 }
 

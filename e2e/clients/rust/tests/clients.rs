@@ -42,7 +42,7 @@ fn polling_only() {
         "/v1/namespaces/%2F/emit",
         json!({ "event": "push", "args": [1], "socketIds": [sock["id"]] }),
     );
-    assert_eq!(res["recipients"], 1);
+    assert_recipients(&res, 1);
     settle_counts(&[(&a, 1)], "push", "push over polling");
     assert_eq!(a.events("push"), vec![json!([1])]);
     passed("polling");
@@ -70,7 +70,7 @@ fn websocket_upgrade() {
         "/v1/namespaces/%2F/emit",
         json!({ "event": "push", "args": ["up"], "socketIds": [sock["id"]] }),
     );
-    assert_eq!(res["recipients"], 1);
+    assert_recipients(&res, 1);
     settle_counts(&[(&a, 1)], "push", "push after the upgrade");
     assert_eq!(a.closes.load(std::sync::atomic::Ordering::SeqCst), 0);
     passed("upgrade");
@@ -90,19 +90,20 @@ fn custom_namespace() {
     for p in [&in_ns, &in_ns2, &in_root] {
         p.join(&room);
     }
-    assert_eq!(
-        in_ns2.call1(
+    assert_ok(
+        &in_ns2.call1(
             "roomcast:emit",
-            json!({ "room": room, "event": "msg", "args": ["ns"] })
+            json!({ "room": room, "event": "msg", "args": ["ns"] }),
         ),
-        json!({ "ok": true, "recipients": 1 })
+        "recipients",
+        1,
     );
     let res = mgmt(
         "POST",
         "/v1/namespaces/%2Fclients/emit",
         json!({ "event": "news", "args": ["api"], "rooms": [room] }),
     );
-    assert_eq!(res["recipients"], 2);
+    assert_recipients(&res, 2);
     settle_counts(
         &[(&in_ns, 1), (&in_ns2, 0), (&in_root, 0)],
         "msg",
@@ -152,12 +153,13 @@ fn rooms_through_policies() {
         a.call1("roomcast:join", json!("user:bob"))["error"],
         "forbidden"
     );
-    assert_eq!(
-        a.call1(
+    assert_ok(
+        &a.call1(
             "roomcast:emit",
-            json!({ "room": room, "event": "msg", "args": ["hello", { "n": 1 }] })
+            json!({ "room": room, "event": "msg", "args": ["hello", { "n": 1 }] }),
         ),
-        json!({ "ok": true, "recipients": 2 })
+        "recipients",
+        2,
     );
     settle_counts(
         &[(&b, 1), (&c, 1), (&a, 0), (&outsider, 0)],
@@ -169,12 +171,13 @@ fn rooms_through_policies() {
         b.call1("roomcast:leave", json!(room)),
         json!({ "ok": true })
     );
-    assert_eq!(
-        a.call1(
+    assert_ok(
+        &a.call1(
             "roomcast:emit",
-            json!({ "room": room, "event": "msg", "args": ["again"] })
+            json!({ "room": room, "event": "msg", "args": ["again"] }),
         ),
-        json!({ "ok": true, "recipients": 1 })
+        "recipients",
+        1,
     );
     settle_counts(&[(&b, 1), (&c, 2)], "msg", "after b left");
     passed("rooms");
@@ -188,26 +191,28 @@ fn acks_client_to_hub() {
     let b = Peer::connect(&proxy, Options::default()).unwrap();
     a.join(&room);
     b.join(&room);
-    assert_eq!(
-        a.call1("chat", json!("hi")),
-        json!({ "ok": true, "delivered": 1 })
-    );
-    assert_eq!(
-        a.call1(
+    assert_ok(&a.call1("chat", json!("hi")), "delivered", 1);
+    assert_ok(
+        &a.call1(
             "roomcast:emit",
-            json!({ "room": room, "event": "chat", "args": [2] })
+            json!({ "room": room, "event": "chat", "args": [2] }),
         ),
-        json!({ "ok": true, "recipients": 1 })
+        "recipients",
+        1,
     );
     let bad = a.call1("roomcast:emit", json!({ "room": room }));
     assert_eq!(bad["ok"], false);
     assert_eq!(bad["error"], "bad_request");
     // Several arguments in one emit (Payload::Text with two values).
-    assert_eq!(
-        a.call1("chat", Payload::Text(vec![json!("two"), json!({ "args": 2 })])),
-        json!({ "ok": true, "delivered": 1 })
+    assert_ok(
+        &a.call1(
+            "chat",
+            Payload::Text(vec![json!("two"), json!({ "args": 2 })]),
+        ),
+        "delivered",
+        1,
     );
-    settle_counts(&[(&b, 3)], "chat", "chat events at b");
+    settle_counts(&[(&b, 3), (&a, 0)], "chat", "chat events at b");
     assert_eq!(b.events("chat")[2], json!(["two", { "args": 2 }]));
     passed("ack-client");
 }
@@ -247,18 +252,19 @@ fn binary_both_ways() {
     b.join(&room);
     let big = pattern(70_000, 3);
     // Client to client through the relay (WebSocket in, polling out, and back).
-    assert_eq!(
-        a.call1("bin", Payload::Binary(big.clone().into())),
-        json!({ "ok": true, "delivered": 1 })
-    );
+    a.client
+        .emit("bin", Payload::Binary(big.clone().into()))
+        .unwrap();
     settle_counts(&[(&b, 1)], "bin", "binary relay");
     assert_eq!(b.events("bin"), vec![json!([{ "_bytes": b64(&big) }])]);
-    assert_eq!(
-        b.call1("bin", Payload::Binary(vec![0u8, 255, 128].into())),
-        json!({ "ok": true, "delivered": 1 })
-    );
+    b.client
+        .emit("bin", Payload::Binary(vec![0u8, 255, 128].into()))
+        .unwrap();
     settle_counts(&[(&a, 1)], "bin", "binary relay back");
-    assert_eq!(a.events("bin"), vec![json!([{ "_bytes": b64(&[0, 255, 128]) }])]);
+    assert_eq!(
+        a.events("bin"),
+        vec![json!([{ "_bytes": b64(&[0, 255, 128]) }])]
+    );
     // Hub to client: one binary argument.
     let id = a.lookup("/")["id"].clone();
     let res = mgmt(
@@ -266,9 +272,12 @@ fn binary_both_ways() {
         "/v1/namespaces/%2F/emit",
         json!({ "event": "frame", "args": [{ "_binary": b64(&[1, 2, 3, 4]) }], "socketIds": [id] }),
     );
-    assert_eq!(res["recipients"], 1);
+    assert_recipients(&res, 1);
     settle_counts(&[(&a, 1)], "frame", "binary from the hub");
-    assert_eq!(a.events("frame"), vec![json!([{ "_bytes": b64(&[1, 2, 3, 4]) }])]);
+    assert_eq!(
+        a.events("frame"),
+        vec![json!([{ "_bytes": b64(&[1, 2, 3, 4]) }])]
+    );
     // A binary event with other arguments too: rust_socketio 0.6 keeps the first attachment
     // only, and takes the rest of the packet's text for the event name.
     let res = mgmt(
@@ -276,17 +285,51 @@ fn binary_both_ways() {
         "/v1/namespaces/%2F/emit",
         json!({ "event": "mixed", "args": [{ "_binary": b64(&[5, 6]) }, "x"], "socketIds": [id] }),
     );
-    assert_eq!(res["recipients"], 1);
+    assert_recipients(&res, 1);
     std::thread::sleep(Duration::from_millis(500));
     let all: Vec<(String, Value)> = a.got.lock().unwrap().clone();
     let mixed: Vec<&(String, Value)> = all.iter().filter(|(e, _)| e.contains("mixed")).collect();
-    assert_eq!(mixed.len(), 1, "the mixed binary event arrived once: {all:?}");
+    assert_eq!(
+        mixed.len(),
+        1,
+        "the mixed binary event arrived once: {all:?}"
+    );
     if mixed[0].0 != "mixed" || mixed[0].1 != json!([{ "_bytes": b64(&[5, 6]) }, "x"]) {
         assert_eq!(mixed[0].1, json!([{ "_bytes": b64(&[5, 6]) }]), "{mixed:?}");
         difference(&format!(
-            "a binary event with more than one binary argument, or binary and other arguments, arrives with only its first attachment, under a mangled event name (`mixed` + `\"x\"` as `{}`); one binary argument alone works",
+            "receives a binary event with other arguments than one binary as its first attachment alone, under a mangled event name (`mixed` + `\"x\"` as `{}`); one binary argument alone works",
             mixed[0].0
         ));
+    }
+    // A binary emit that asks for an ack: rust_socketio 0.6 sends it as a BINARY_ACK packet
+    // (type 6) instead of a BINARY_EVENT with an id, so no server sees an event; the hub drops
+    // it and the session goes on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    a.client
+        .emit_with_ack(
+            "bin",
+            Payload::Binary(vec![7u8].into()),
+            Duration::from_secs(2),
+            move |p: Payload, _: RawClient| {
+                let _ = tx.lock().unwrap().send(ack_args(p));
+            },
+        )
+        .unwrap();
+    match rx.recv_timeout(Duration::from_millis(2500)) {
+        Ok(answer) => {
+            assert_ok(&answer, "delivered", 1);
+            settle_counts(&[(&b, 2)], "bin", "binary emit with an ack");
+        }
+        Err(_) => {
+            settle_counts(
+                &[(&b, 1)],
+                "bin",
+                "nothing relayed for the binary emit with an ack",
+            );
+            a.join(&format!("room:bin-after-{}", rand()));
+            difference("`emit_with_ack` with a binary payload sends a BINARY_ACK packet instead of a BINARY_EVENT (a client bug): the hub ignores it and answers nothing; `emit` of binary without an ack works");
+        }
     }
     passed("binary");
 }
@@ -347,7 +390,7 @@ fn reconnect_after_node_killed() {
                 json!(room),
                 Duration::from_secs(5),
                 move |p: Payload, _: RawClient| {
-                    joins.lock().unwrap().push(payload_json(&p));
+                    joins.lock().unwrap().push(ack_args(p));
                 },
             );
         }
@@ -363,11 +406,7 @@ fn reconnect_after_node_killed() {
     .unwrap();
     eventually("first join", 5000, || joins.lock().unwrap().len() == 1);
     let first = m.lookup("/")["id"].as_str().unwrap().to_string();
-    let killed = control(
-        "POST",
-        "/kill",
-        Some(json!({ "socketId": first })),
-    )["killed"]
+    let killed = control("POST", "/kill", Some(json!({ "socketId": first })))["killed"]
         .as_str()
         .unwrap()
         .to_string();
@@ -376,7 +415,10 @@ fn reconnect_after_node_killed() {
         eventually("reconnect and rejoin", 20_000, || {
             joins.lock().unwrap().len() >= 2
         });
-        assert_eq!(joins.lock().unwrap().last().unwrap(), &json!([{ "ok": true }]));
+        assert_eq!(
+            joins.lock().unwrap().last().unwrap(),
+            &json!([{ "ok": true }])
+        );
         let now = m.lookup("/")["id"].as_str().unwrap().to_string();
         assert_ne!(now, first, "a new socket");
         assert_ne!(owner_of(&now), killed, "on a surviving member");
@@ -385,7 +427,7 @@ fn reconnect_after_node_killed() {
             "/v1/namespaces/%2F/emit",
             json!({ "event": "after", "args": ["back"], "rooms": [room] }),
         );
-        assert_eq!(res["recipients"], 1);
+        assert_recipients(&res, 1);
         settle_counts(&[(&m, 1)], "after", "a room message after the reconnect");
     }));
     control("POST", "/restore", None);
