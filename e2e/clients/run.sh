@@ -82,6 +82,16 @@ sha() { cat "$@" | sha256sum | cut -c1-16; }
 
 command -v node >/dev/null || { say "node (>= 20) is required"; exit 1; }
 ensure_command python3 python3 || exit 1
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing python3-venv (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; } \
+      || true
+  fi
+  python3 -c 'import venv, ensurepip' || { say "python3 needs venv and ensurepip (apt-get install python3-venv)"; exit 1; }
+fi
 ensure_command java openjdk-17-jdk-headless || exit 1
 ensure_command javac openjdk-17-jdk-headless || exit 1
 ensure_command mvn maven || exit 1
@@ -241,8 +251,9 @@ for suite in "${SUITES[@]}"; do
   if [ "$rc" -ne 0 ] || [ "$src" -ne 0 ]; then
     [ "$rc" -ne 0 ] && say "FAIL $suite: its tests failed (exit $rc)"
     [ "$src" -ne 0 ] && say "FAIL $suite: a hub member panicked or died unexpectedly"
-    say "--- hub log of $suite (last 150 lines):"
+    say "--- hub log of $suite (last 150 lines; members' logs in $STATE/$suite.stack.json.members.log):"
     tail -n 150 "$STATE/$suite.stack.log" >&2 || true
+    tail -n 100 "$STATE/$suite.stack.json.members.log" >&2 || true
     FAILED+=("$suite")
   fi
   TIMES+=("$suite: $((SECONDS - t)) s (install/cache check ${ti} s)")

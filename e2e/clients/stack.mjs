@@ -259,6 +259,9 @@ async function shutdown() {
     problems.push(e.message);
   }
   await Promise.all([...alive().map((n) => n.server.stop()), proxy.stop()]);
+  // The members' stderr (RUST_LOG, default warn), for run.sh to show when a suite failed.
+  const logs = nodes.map((n) => `=== ${n.id} (${n.server?.url})\n${n.server?.stderr() ?? ""}`);
+  fs.writeFileSync(`${READY_FILE}.members.log`, `${logs.join("\n")}\n=== rr-proxy\n${proxy.stderr()}\n`);
   for (const p of problems) log(`PROBLEM: ${p}`);
   process.exit(problems.length ? 1 : 0);
 }

@@ -191,11 +191,15 @@ feature("polling", "HTTP long-polling only: connects through the proxy and round
 });
 
 feature("upgrade", "default transports: polling handshake, then upgrade to WebSocket", async () => {
-  const s = await connect("a");
-  assert.equal(s.transport, "polling", "starts on polling");
+  await connect("a");
   await eventually(async () => (await state("a")).transport === "websocket", 10_000, "upgrade to websocket");
-  await join("a", `room:up-${rand()}`);
-  assert.deepEqual((await state("a")).disconnects, [], "no disconnect across the upgrade");
+  const room = `room:up-${rand()}`;
+  await join("a", room);
+  const [sock] = (await mgmt("POST", "/v1/namespaces/%2F/sockets/fetch", { rooms: [room] })).sockets;
+  assert.match(sock.handshake.query, /transport=polling/, "the session started on polling");
+  const st = await state("a");
+  assert.equal(st.upgrades, 1, "the engine upgraded once");
+  assert.deepEqual(st.disconnects, [], "no disconnect across the upgrade");
 });
 
 feature("namespace", "a custom namespace (/clients) is separate from /", async () => {
