@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test test-rust test-dataplane-js test-operator test-discovery test-e2e lint bench
+.PHONY: help run test test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e lint bench
 
 help:
 	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
@@ -16,7 +16,7 @@ run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
 
 # The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
-test: lint test-rust test-dataplane-js test-operator test-discovery test-e2e
+test: lint test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -29,6 +29,13 @@ test-rust:
 
 test-dataplane-js:
 	bash dataplane/tests/js/run.sh
+
+# Stock clients beyond Node against a 3-node hub behind the round-robin proxy: socket.io-client
+# in headless Chromium, python-socketio (Client, AsyncClient), socket.io-client-java,
+# rust_socketio; installs each (pinned, cached outside the checkout) and checks the generated
+# table of docs/clients.md (see that page).
+test-clients:
+	bash e2e/clients/run.sh
 
 test-operator:
 	bash e2e/operator-tests.sh
