@@ -49,8 +49,20 @@ impl Packet {
             return Err(DecodeError::Empty);
         };
         if first == b'b' {
+            // Line-wrapped base64 (socket.io-client-java sends a line break every 76
+            // characters and one at the end) is valid for Node's engine.io, which ignores
+            // white space: so do we.
+            let compact: std::borrow::Cow<[u8]> = if rest.iter().any(u8::is_ascii_whitespace) {
+                rest.iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect::<Vec<u8>>()
+                    .into()
+            } else {
+                rest.into()
+            };
             let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
+                .decode(&compact)
                 .map_err(|_| DecodeError::BadBase64)?;
             return Ok(Packet::Binary(Bytes::from(decoded)));
         }
@@ -191,6 +203,19 @@ mod tests {
                 Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])),
                 Packet::Pong(Bytes::new()),
             ]
+        );
+    }
+
+    #[test]
+    fn line_wrapped_base64_is_accepted() {
+        let wrapped = Bytes::from_static(b"bAP+A\nAQID\r\n");
+        assert_eq!(
+            Packet::decode_text(wrapped),
+            Ok(Packet::Binary(Bytes::from_static(&[0, 255, 128, 1, 2, 3])))
+        );
+        assert_eq!(
+            Packet::decode_text(Bytes::from_static(b"bAP*A")),
+            Err(DecodeError::BadBase64)
         );
     }
 

@@ -11,6 +11,7 @@ import static dev.roomcast.clients.Hub.pattern;
 import static dev.roomcast.clients.Hub.rand;
 import static dev.roomcast.clients.Hub.token;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -277,20 +278,12 @@ class JavaClientTest {
 
     // Binary sent on HTTP long-polling. socket.io-client-java 2.x writes it as Android-style
     // base64 with line breaks and a final newline ("b" + "AP+A\n"), which Node's engine.io
-    // accepts (Buffer.from ignores them). Either it works, or (the hub as of this writing) the
-    // hub closes the session as a parse error: asserted exactly, and recorded as a difference.
+    // accepts (Buffer.from ignores them), and so does the hub.
     Object[] reply = b.callOrNull("bin", 3000, new byte[] {0, (byte) 255, (byte) 128});
-    if (reply != null) {
-      assertOk(Hub.plain(reply[0]), "delivered", 2);
-      settleCounts(List.of(a, c), List.of(2, 1), "bin", "binary sent on polling");
-    } else {
-      eventually(() -> b.disconnects.get() == 1 && !b.socket.connected(), 5000, "the polling session closed");
-      settleCounts(List.of(a, c), List.of(1, 0), "bin", "nothing relayed from the closed session");
-      Hub.record(Map.of("type", "difference", "text",
-          "sending binary on HTTP long-polling closes the session (`parse error`): the client writes base64 "
-              + "with line breaks and a final newline, which Node's engine.io accepts and the hub refuses "
-              + "(a hub bug); binary on WebSocket, and received on polling, works"));
-    }
+    assertNotNull(reply, "binary sent on polling is acknowledged");
+    assertOk(Hub.plain(reply[0]), "delivered", 2);
+    settleCounts(List.of(a, c), List.of(2, 1), "bin", "binary sent on polling");
+    assertEquals(List.of(List.of("bin", Hub.Bytes.of(new byte[] {0, (byte) 255, (byte) 128}))), c.events("bin"));
   }
 
   @Test
