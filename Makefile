@@ -6,17 +6,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help run test test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e lint bench
+.PHONY: fuzz test-fuzz-corpus
 
 help:
 	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
 	@echo "make test   - run the whole test suite (installs what the tests need)"
 	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md"
+	@echo "make fuzz   - run each fuzz target for FUZZ_SECONDS (default 20; docs/fuzzing.md)"
 
 run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
 
 # The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
-test: lint test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e
+test: lint test-rust test-fuzz-corpus test-dataplane-js test-clients test-operator test-discovery test-e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -26,6 +28,11 @@ lint:
 
 test-rust:
 	cargo test --workspace --locked
+
+# The fuzz targets' committed inputs (dataplane/fuzz/seeds/, crashes of older code among them)
+# replayed through the same target logic, uninstrumented: a plain test, in test-rust's build.
+test-fuzz-corpus:
+	cargo test --workspace --locked --test fuzz_corpus
 
 test-dataplane-js:
 	bash dataplane/tests/js/run.sh
@@ -54,3 +61,8 @@ test-e2e:
 
 bench:
 	bash bench/run.sh
+
+# Coverage-guided fuzzing on the stable toolchain (cargo-fuzz, libFuzzer, no sanitizer): builds
+# the targets of dataplane/fuzz/ instrumented, then runs each for FUZZ_SECONDS (default 20).
+fuzz:
+	bash scripts/fuzz.sh
