@@ -652,7 +652,7 @@ mod tests {
             opcode,
             declared,
             0u8..3,
-            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::collection::vec(any::<u8>(), 0..1500),
             any::<bool>(),
         )
             .prop_map(|(fin, opcode, declared, form, payload, honest)| {
@@ -668,7 +668,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(
-            proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            proptest::collection::vec(any::<u8>(), 0..600), 0..16)) {
             let mut d = Decoder::new(256);
             let mut out = VecDeque::new();
             for mut c in chunks {
@@ -680,8 +680,8 @@ mod tests {
 
         #[test]
         fn chunked_frames_with_huge_lengths_never_panic(
-            frames in proptest::collection::vec(arb_frame(), 1..6),
-            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+            frames in proptest::collection::vec(arb_frame(), 1..10),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..24),
         ) {
             let stream = frames.concat();
             let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
@@ -701,7 +701,7 @@ mod tests {
         }
 
         #[test]
-        fn unmask_matches_the_bytewise_definition(payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+        fn unmask_matches_the_bytewise_definition(payload in proptest::collection::vec(any::<u8>(), 0..1000)) {
             let mut fast = payload.clone();
             unmask(&mut fast, KEY);
             let slow: Vec<u8> = payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]).collect();

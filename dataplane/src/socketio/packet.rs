@@ -428,7 +428,7 @@ mod tests {
             any::<i64>().prop_map(|n| json!(n)),
             ".{0,12}".prop_map(Value::String),
         ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
+        leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
                 proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
@@ -442,7 +442,7 @@ mod tests {
         fn event_round_trip(
             nsp in prop_oneof![Just("/".to_string()), "/[a-z0-9]{1,8}"],
             event in "[^\\x00]{0,10}",
-            args in proptest::collection::vec(arb_json(), 0..4),
+            args in proptest::collection::vec(arb_json(), 0..16),
             id in proptest::option::of(0u64..1_000_000),
         ) {
             let frame = encode_event(&nsp, &event, &args, 0, id);
@@ -463,13 +463,35 @@ mod tests {
             prop_assert_eq!(packet.data, Some(Value::Array(args)));
         }
 
+        /// Up to a thousand placeholder references: accepted exactly when every attachment
+        /// is referenced once.
         #[test]
-        fn arbitrary_text_never_panics(text in ".{0,64}") {
+        fn placeholders_are_accepted_only_when_each_is_used_once(
+            attachments in 0usize..12,
+            refs in proptest::collection::vec(0u64..13, 0..1000),
+        ) {
+            let refs = if refs.len() % 3 == 0 {
+                (0..attachments as u64).rev().collect()
+            } else {
+                refs
+            };
+            let args: Vec<Value> =
+                refs.iter().map(|&n| json!({ "_placeholder": true, "num": n })).collect();
+            let text = format!("5{attachments}-[\"e\",{}]", Value::Array(args));
+            let mut sorted = refs.clone();
+            sorted.sort_unstable();
+            let once = sorted == (0..attachments as u64).collect::<Vec<_>>();
+            let decoded = Packet::decode(&text, 12);
+            prop_assert_eq!(decoded.is_ok(), once, "{:?}", decoded);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,1024}") {
             let _ = Packet::decode(&text, 10);
         }
 
         #[test]
-        fn arbitrary_prefixed_text_never_panics(kind in 0u8..7, text in ".{0,64}") {
+        fn arbitrary_prefixed_text_never_panics(kind in 0u8..7, text in ".{0,1024}") {
             let _ = Packet::decode(&format!("{kind}{text}"), 10);
         }
     }
