@@ -66,6 +66,9 @@ pub struct LimitsConfig {
     /// Bytes of request headers (names and values) kept with a session for
     /// `fetchSockets` and webhooks (larger: the handshake gets HTTP 431).
     pub max_handshake_header_bytes: usize,
+    /// Open Engine.IO sessions per client IP address (the TCP peer's); handshakes beyond it
+    /// get HTTP 429. 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -84,6 +87,7 @@ impl Default for LimitsConfig {
             max_room_name_bytes: 256,
             max_auth_bytes: 8 * 1024,
             max_handshake_header_bytes: 16 * 1024,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -131,6 +135,12 @@ impl LimitsConfig {
             bad.add(
                 "limits.maxOutboundBytes",
                 "must be at least engine.maxHttpBufferSize so any accepted message can be sent on",
+            );
+        }
+        if self.max_handshake_header_bytes == 0 {
+            bad.add(
+                "limits.maxHandshakeHeaderBytes",
+                "must be at least 1 (0 would refuse every handshake)",
             );
         }
     }
