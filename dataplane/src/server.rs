@@ -178,6 +178,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
+    let header_read_timeout = engine.settings.header_read_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();
         let metrics = metrics.clone();
@@ -185,7 +186,7 @@ async fn serve_connection(
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
