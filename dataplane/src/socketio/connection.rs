@@ -232,7 +232,23 @@ impl Connection {
             );
             session.outbox.flush_boundary();
         }
+        self.watch_expiry(&socket);
         self.hub.handler.connected(&socket);
+    }
+
+    /// With `auth.jwt.disconnectOnExpiry`, disconnects `socket` when its token expires.
+    fn watch_expiry(&self, socket: &Arc<Socket>) {
+        let auth = &self.hub.config.auth;
+        if auth.mode != crate::config::AuthMode::Jwt || !auth.jwt.disconnect_on_expiry {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(at) = socket
+            .claims()
+            .and_then(|claims| super::expiry::expiry_of(claims, auth.jwt.leeway, now))
+        {
+            self.hub.expiries.push(at, socket);
+        }
     }
 
     fn dispatch(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {
