@@ -206,7 +206,8 @@ export async function startServer({
 /**
  * Starts cluster member `id` of the main binary on `ip` (client and management ports chosen by
  * the OS, the peer port given), with the management API on and `token` as its bearer token.
- * `config` is merged over the defaults (relay namespace with room policies). Resolves once the
+ * `config` is merged over the defaults (relay namespace with room policies), `cluster` over the
+ * cluster section's. Resolves once the
  * peer listener is up; the node gets `api` (the management URL) and `token`.
  */
 export async function startClusterNode({
@@ -218,6 +219,7 @@ export async function startClusterNode({
   heartbeatInterval = 200,
   heartbeatTimeout = 1000,
   config = {},
+  cluster = {},
   args = [],
 }) {
   const file = writeConfig(
@@ -227,7 +229,7 @@ export async function startClusterNode({
         namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
       },
       management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
-      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout },
+      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
       ...config,
     },
     "roomcast-cluster-",

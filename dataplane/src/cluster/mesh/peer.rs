@@ -94,7 +94,8 @@ impl Peer {
 
     /// Queues `message` if the peer is in routing. Never waits: when the queue is full (in
     /// messages or in bytes) the message is dropped, counted, and the start and end of such
-    /// an overload are logged once each.
+    /// an overload are logged once each. After a drop, messages are dropped until the queue
+    /// is back under half its byte budget.
     pub(super) fn offer(&self, message: pb::Message, volatile: bool) -> Offer {
         use prost::Message as _;
         if !self.is_up() {
@@ -103,8 +104,13 @@ impl Peer {
         let bytes = message.encoded_len();
         // Reserve the bytes first; a message alone in the queue always fits, so that any
         // message a client may send can reach its peers whatever the budget.
+        // Once overloaded, the queue takes nothing more until it has drained to half its
+        // budget: what the peer misses is then a contiguous stretch, not a random subset
+        // (small messages slipping into the room a large one left).
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        let over_budget = before > 0 && before.saturating_add(bytes) > self.max_bytes;
+        let draining = self.overloaded.load(Ordering::Relaxed) && before > self.max_bytes / 2;
+        let over_budget =
+            draining || (before > 0 && before.saturating_add(bytes) > self.max_bytes);
         let outcome = if over_budget {
             Err(("bytes", self.max_bytes))
         } else {
@@ -272,11 +278,14 @@ mod tests {
         assert_eq!(peer.offer(big(4 * 1024), false), Offer::Full, "over 10 KiB");
         assert_eq!(peer.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(peer.queued_bytes(), 2 * size, "a drop reserves nothing");
-        // Small messages still fit beside them.
-        assert_eq!(peer.offer(message(1), false), Offer::Queued);
-        // The writer takes one: its bytes are free again.
+        // Overloaded, the queue takes nothing more, not even small messages that would fit,
+        // until it has drained to half its budget.
+        assert_eq!(peer.offer(message(1), false), Offer::Full);
+        // The writer takes one: its bytes are free again, and it is under half.
         let queued = peer.rx.try_lock().unwrap().try_recv().unwrap();
         let _ = peer.take(queued);
+        assert_eq!(peer.offer(message(1), false), Offer::Queued);
+        assert!(!peer.overloaded.load(Ordering::Relaxed), "the overload is over");
         assert_eq!(peer.offer(big(4 * 1024), false), Offer::Queued);
         while let Ok(queued) = peer.rx.try_lock().unwrap().try_recv() {
             let _ = peer.take(queued);
