@@ -109,8 +109,7 @@ impl Peer {
         // (small messages slipping into the room a large one left).
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         let draining = self.overloaded.load(Ordering::Relaxed) && before > self.max_bytes / 2;
-        let over_budget =
-            draining || (before > 0 && before.saturating_add(bytes) > self.max_bytes);
+        let over_budget = draining || (before > 0 && before.saturating_add(bytes) > self.max_bytes);
         let outcome = if over_budget {
             Err(("bytes", self.max_bytes))
         } else {
@@ -285,7 +284,10 @@ mod tests {
         let queued = peer.rx.try_lock().unwrap().try_recv().unwrap();
         let _ = peer.take(queued);
         assert_eq!(peer.offer(message(1), false), Offer::Queued);
-        assert!(!peer.overloaded.load(Ordering::Relaxed), "the overload is over");
+        assert!(
+            !peer.overloaded.load(Ordering::Relaxed),
+            "the overload is over"
+        );
         assert_eq!(peer.offer(big(4 * 1024), false), Offer::Queued);
         while let Ok(queued) = peer.rx.try_lock().unwrap().try_recv() {
             let _ = peer.take(queued);
