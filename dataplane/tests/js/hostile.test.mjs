@@ -5,11 +5,9 @@
 
 import { it, before } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
 import {
-  writeConfig,
-  startServer,
+  startHubWithApi,
+  apiCall,
   ClientPool,
   connected,
   connectError,
@@ -24,13 +22,8 @@ const TOKEN = "hostile-test-token-0123456789abcdef";
 let hub;
 
 before(async () => {
-  const config = writeConfig({}, "roomcast-hostile-");
-  const tokenFile = path.join(path.dirname(config), "token");
-  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-  fs.writeFileSync(
-    config,
-    JSON.stringify({
-      listen: "127.0.0.1:0",
+  hub = await startHubWithApi(
+    {
       socketio: {
         namespaces: [
           { name: "/", relay: true, policies: { join: ["*"], emitToJoined: true } },
@@ -38,13 +31,9 @@ before(async () => {
         ],
       },
       limits: { maxRoomNameBytes: 32, maxNamespaceNameBytes: 32, maxDynamicNamespaces: 2, maxAuthBytes: 256 },
-      management: { listen: "127.0.0.1:0", tokenFile },
-    }),
+    },
+    TOKEN,
   );
-  hub = await startServer({ bin: "main", args: ["--config", config] });
-  const mgmt = /^management listening on (http:\/\/[0-9.]+:\d+)$/m;
-  await eventually(() => mgmt.test(hub.stdout()), 5000, "management line");
-  hub.api = mgmt.exec(hub.stdout())[1];
 });
 lifecycle(pool, { servers: () => [hub], label: "at the end of hostile-client tests" });
 
@@ -67,15 +56,8 @@ async function bystanderOk(by, what) {
   peer.disconnect();
 }
 
-async function emitTo(socketIds, event, arg) {
-  const res = await fetch(`${hub.api}/v1/namespaces/%2F/emit`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: JSON.stringify({ event, args: [arg], socketIds }),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  return res.json();
-}
+const emitTo = (socketIds, event, arg) =>
+  apiCall(hub, "POST", "/v1/namespaces/%2F/emit", { event, args: [arg], socketIds });
 
 it("a client cannot join a room named after another socket's id to read its private emits", async () => {
   const by = await client();
