@@ -14,7 +14,7 @@ use super::handler::{AckResponder, ConnectDecision, ConnectRequest, Event};
 use super::packet::{self, Packet, PacketKind};
 use super::payload::Payload;
 use super::registry::Namespaces;
-use super::socket::{DisconnectReason, Socket, Transport};
+use super::socket::{DisconnectReason, Joining, Socket, Transport};
 use crate::engine::{
     CloseReason, ConnectionFactory, ConnectionHandler, Frame, HandshakeInfo, Session,
 };
@@ -193,12 +193,18 @@ impl Connection {
                 return;
             }
         }
-        let transport: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
-        let handshake = self.handshake.clone();
-        let (auth, claims) = (request.auth, request.claims);
-        let added = self.hub.with_namespace(&nsp, move |ns| {
-            ns.add_socket(session, transport, handshake, auth, claims, data)
-        });
+        let conn: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
+        let joining = Joining {
+            session,
+            conn,
+            handshake: self.handshake.clone(),
+            auth: request.auth,
+            claims: request.claims,
+            data,
+        };
+        let added = self
+            .hub
+            .with_namespace(&nsp, move |ns| ns.add_socket(joining));
         let Some(socket) = added else {
             let data =
                 serde_json::json!({ "limit": self.hub.config.limits.max_dynamic_namespaces });

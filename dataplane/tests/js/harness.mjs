@@ -36,6 +36,25 @@ export function lifecycle(pool, { servers = () => [], label = "at the end of the
   });
 }
 
+/**
+ * Starts roomcast-dataplane (`bin: "main"`) with `config` plus a management API on a free
+ * port whose token is read from a file, and waits for both ready lines. The returned server
+ * also has `api` (the management URL) and `token`, as `apiCall` expects.
+ */
+export async function startHubWithApi(config, token, { env = {} } = {}) {
+  const file = writeConfig({}, "roomcast-api-");
+  const tokenFile = path.join(path.dirname(file), "token");
+  fs.writeFileSync(tokenFile, `${token}\n`);
+  const management = { listen: "127.0.0.1:0", ...(config.management ?? {}), tokenFile };
+  fs.writeFileSync(file, JSON.stringify({ listen: "127.0.0.1:0", ...config, management }));
+  const hub = await startServer({ bin: "main", args: ["--config", file], env });
+  const line = /^management listening on (http:\/\/[0-9.]+:\d+)$/m;
+  await eventually(() => line.test(hub.stdout()), 5000, "management line");
+  hub.api = line.exec(hub.stdout())[1];
+  hub.token = token;
+  return hub;
+}
+
 /** Writes a hub configuration (JSON) into a fresh temporary folder; returns the file path. */
 export function writeConfig(obj, prefix = "roomcast-test-") {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
