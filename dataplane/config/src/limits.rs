@@ -66,6 +66,15 @@ pub struct LimitsConfig {
     /// Bytes of request headers (names and values) kept with a session for
     /// `fetchSockets` and webhooks (larger: the handshake gets HTTP 431).
     pub max_handshake_header_bytes: usize,
+    /// Bytes of webhook bodies queued or in flight on this node (summed over every
+    /// socket's queue). Past it, new events get the error ack `upstream_backlog`, as when
+    /// a socket's queue holds 64 events; `disconnect` events are always queued, and an
+    /// event is never refused while nothing else is queued (so any accepted message can
+    /// reach the app).
+    pub max_upstream_queue_bytes: usize,
+    /// Bytes of one webhook answer body. A larger answer is a webhook failure (logged,
+    /// counted): the client gets the error ack `upstream_error` (a connect is refused).
+    pub max_upstream_answer_bytes: usize,
     /// Open Engine.IO sessions per client IP address (the TCP peer's); handshakes beyond it
     /// get HTTP 429. 0: no limit.
     pub max_connections_per_ip: usize,
@@ -87,6 +96,8 @@ impl Default for LimitsConfig {
             max_room_name_bytes: 256,
             max_auth_bytes: 8 * 1024,
             max_handshake_header_bytes: 16 * 1024,
+            max_upstream_queue_bytes: 256 * 1024 * 1024,
+            max_upstream_answer_bytes: 1024 * 1024,
             max_connections_per_ip: 0,
         }
     }
@@ -125,6 +136,14 @@ impl LimitsConfig {
             (
                 "limits.maxUpstreamConcurrency",
                 self.max_upstream_concurrency,
+            ),
+            (
+                "limits.maxUpstreamQueueBytes",
+                self.max_upstream_queue_bytes,
+            ),
+            (
+                "limits.maxUpstreamAnswerBytes",
+                self.max_upstream_answer_bytes,
             ),
         ] {
             if value == 0 {

@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::cluster::listen::AcceptBackoff;
 use crate::config::ManagementConfig;
 use crate::ops::{EmitRequest, HubOps};
 
@@ -153,10 +154,12 @@ impl ManagementApi {
         // sender's `closed` resolves once every one has.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
+        let mut backoff = AcceptBackoff::new("management");
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        backoff.succeeded();
                         let _ = stream.set_nodelay(true);
                         let service = service.clone();
                         let mut stopped = stopped.clone();
@@ -179,9 +182,12 @@ impl ManagementApi {
                         });
                     }
                     Err(error) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(%error, "management accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Usually EMFILE: back off (logged once per episode) instead of spinning.
+                        let delay = backoff.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = &mut shutdown => break,
+                        }
                     }
                 },
                 _ = &mut shutdown => break,
