@@ -362,10 +362,11 @@ describe("header read timeouts (engine.headerReadTimeout, management.headerReadT
       }, 50);
       cleanups.push(() => clearInterval(dribble));
 
-      // meanwhile, both ports serve others
-      const stats = await http(`${server.api.origin}/v1/stats`, { headers: { authorization: `Bearer ${token}` } });
+      // meanwhile, both ports serve others (on fresh connections: a pooled keep-alive one
+      // idle for a second is closed by the 1 s timeout, which is the point)
+      const stats = await freshHttp(`${server.api.origin}/v1/stats`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(stats.status, 200, stats.body);
-      assert.equal((await http(`${server.url}/healthz`)).body, "ok");
+      assert.equal((await freshHttp(`${server.url}/healthz`)).body, "ok");
 
       const a = await silentClosed;
       const b = await slowClosed;
