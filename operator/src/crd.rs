@@ -245,6 +245,14 @@ pub struct EngineSpec {
     /// CORS for the polling transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+    /// Time a polling POST body may take to arrive, in milliseconds (slow senders get 408).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub polling_body_timeout: Option<i64>,
+    /// Time a client may take to send its request headers, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub header_read_timeout: Option<i64>,
 }
 
 /// CORS settings.
@@ -402,6 +410,10 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_upstream_answer_bytes: Option<i64>,
+    /// Open sessions per client IP address (the TCP peer's); 0 turns the limit off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_connections_per_ip: Option<i64>,
 }
 
 /// A handshake secret, redacted from reports unless listed in `showSecrets`.

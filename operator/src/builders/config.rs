@@ -129,6 +129,12 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = e.ping_timeout {
         c.engine.ping_timeout = to_u64(v, "engine.pingTimeout")?;
     }
+    if let Some(v) = e.polling_body_timeout {
+        c.engine.polling_body_timeout = to_u64(v, "engine.pollingBodyTimeout")?;
+    }
+    if let Some(v) = e.header_read_timeout {
+        c.engine.header_read_timeout = to_u64(v, "engine.headerReadTimeout")?;
+    }
     if let Some(v) = e.upgrade_timeout {
         c.engine.upgrade_timeout = to_u64(v, "engine.upgradeTimeout")?;
     }
@@ -289,6 +295,11 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
                 &mut lim.max_upstream_answer_bytes,
                 l.max_upstream_answer_bytes,
                 "limits.maxUpstreamAnswerBytes",
+            ),
+            (
+                &mut lim.max_connections_per_ip,
+                l.max_connections_per_ip,
+                "limits.maxConnectionsPerIp",
             ),
         ] {
             set(dst, v, field)?;
