@@ -1,5 +1,10 @@
 //! `roomcast-dataplane`: a Roomcast hub node.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use clap::Parser;
 use roomcast_dataplane::cli::HubArgs;
 use roomcast_dataplane::config::{Config, NamespaceConfig, PolicyConfig};

@@ -26,6 +26,9 @@ pub struct Node {
 
 /// The authenticator the configuration asks for.
 pub async fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authenticator>> {
+    for warning in config.auth.warnings() {
+        tracing::warn!("{warning}");
+    }
     match config.auth.mode {
         AuthMode::None => Ok(Arc::new(NoAuth)),
         AuthMode::Jwt => Ok(Arc::new(

@@ -23,6 +23,10 @@ pub enum OpsError {
     /// A socket id of the request belongs to a cluster member this node has no link to.
     #[error("member {0:?} is not reachable")]
     Unavailable(String),
+    /// An operation was applied here but cluster member `member` did not confirm it: its
+    /// link dropped the request (queue full), went down, or it did not answer in time.
+    #[error("member {member:?} did not confirm the operation: {why}")]
+    Unconfirmed { member: String, why: String },
 }
 
 /// An emit to the sockets a selector picks.

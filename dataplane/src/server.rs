@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, NoAuth};
+use crate::cluster::listen::AcceptBackoff;
 use crate::config::{Config, ShutdownConfig};
 use crate::engine::response::Body;
 use crate::engine::{ConnectionFactory, Engine};
@@ -153,17 +154,23 @@ impl Server {
     /// Accepts connections until `until` resolves.
     async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
         tokio::pin!(until);
+        let mut backoff = AcceptBackoff::new("client");
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        backoff.succeeded();
                         let _ = stream.set_nodelay(true);
                         tokio::spawn(serve_connection(self.engine.clone(), self.metrics.clone(), stream, peer));
                     }
                     Err(error) => {
-                        // Usually EMFILE: back off instead of spinning; existing clients go on.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Usually EMFILE: back off (10 ms doubling to 1 s, logged once per
+                        // episode) instead of spinning; existing clients go on.
+                        let delay = backoff.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = &mut until => return,
+                        }
                     }
                 },
                 _ = &mut until => return,
@@ -178,6 +185,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
+    let header_read_timeout = engine.settings.header_read_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();
         let metrics = metrics.clone();
@@ -185,7 +193,7 @@ async fn serve_connection(
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;

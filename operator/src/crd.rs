@@ -116,6 +116,12 @@ pub struct SocketIOHubSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
 
+    /// Handshake secrets that `fetchSockets`, webhooks and peers may show; every other one is
+    /// shown as `[redacted]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub show_secrets: Vec<HandshakeSecret>,
+
     /// Client authentication (JWT in the handshake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
@@ -239,6 +245,14 @@ pub struct EngineSpec {
     /// CORS for the polling transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+    /// Time a polling POST body may take to arrive, in milliseconds (slow senders get 408).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub polling_body_timeout: Option<i64>,
+    /// Time a client may take to send its request headers, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub header_read_timeout: Option<i64>,
 }
 
 /// CORS settings.
@@ -368,6 +382,71 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_upstream_concurrency: Option<i64>,
+    /// Bytes of a namespace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_namespace_name_bytes: Option<i64>,
+    /// Namespaces created by clients through a `*` pattern, alive at once per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_dynamic_namespaces: Option<i64>,
+    /// Bytes of a room name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_room_name_bytes: Option<i64>,
+    /// Bytes of the `auth` object a client sends with CONNECT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_auth_bytes: Option<i64>,
+    /// Bytes of request headers kept with a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_handshake_header_bytes: Option<i64>,
+    /// Bytes of webhook bodies queued or in flight per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_upstream_queue_bytes: Option<i64>,
+    /// Bytes of one webhook answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_upstream_answer_bytes: Option<i64>,
+    /// Open sessions per client IP address (the TCP peer's); 0 turns the limit off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_connections_per_ip: Option<i64>,
+}
+
+/// A handshake secret, redacted from reports unless listed in `showSecrets`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HandshakeSecret {
+    /// The `cookie` request header.
+    #[serde(rename = "cookie")]
+    Cookie,
+    /// The `authorization` request header.
+    #[serde(rename = "authorization")]
+    Authorization,
+    /// The `proxy-authorization` request header.
+    #[serde(rename = "proxy-authorization")]
+    ProxyAuthorization,
+    /// The `access_token` query parameter.
+    #[serde(rename = "access_token")]
+    AccessToken,
+    /// The `token` of the client's `auth` object.
+    #[serde(rename = "auth.token")]
+    AuthToken,
+}
+
+impl HandshakeSecret {
+    /// The name the data plane's `socketio.showSecrets` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Authorization => "authorization",
+            Self::ProxyAuthorization => "proxy-authorization",
+            Self::AccessToken => "access_token",
+            Self::AuthToken => "auth.token",
+        }
+    }
 }
 
 /// Client authentication with a JWT in the handshake.
@@ -395,6 +474,13 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub audience: Vec<String>,
+    /// Disconnect a socket when its token expires (at `exp` plus `leeway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_on_expiry: Option<bool>,
+    /// Allow a `jwksUrl` over plain `http://` (keys fetched without TLS can be swapped by
+    /// anyone on the path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_jwks_url: Option<bool>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]

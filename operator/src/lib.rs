@@ -6,6 +6,11 @@
 //! - [`controller`]: the reconcile loop (server-side apply, status, backoff).
 //! - [`leader`], [`metrics`], [`http`]: the runtime around it.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod builders;
 pub mod controller;
 pub mod crd;

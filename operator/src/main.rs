@@ -7,6 +7,11 @@
 //! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -61,6 +61,16 @@ pub fn validate(hub: &SocketIOHub) -> Vec<String> {
         if auth.secret_ref.is_some() == auth.jwks_url.is_some() {
             problems.push("spec.auth: set exactly one of secretRef and jwksUrl".to_string());
         }
+        if auth
+            .jwks_url
+            .as_ref()
+            .is_some_and(|u| u.starts_with("http://"))
+        {
+            problems.push(
+                "spec.auth.jwksUrl: must be https:// (the data plane refuses a JWKS over plain http)"
+                    .to_string(),
+            );
+        }
     }
     let pdb = &spec.pod_disruption_budget;
     if pdb.min_available.is_some() && pdb.max_unavailable.is_some() {

@@ -180,3 +180,15 @@ fn generated_secret_only_without_own_reference() {
     assert!(cfg.contains("jwksUrl: https://auth.example/.well-known/jwks.json"));
     assert!(!cfg.contains("hs256SecretFile"));
 }
+
+#[test]
+fn a_jwks_over_plain_http_is_reported() {
+    let mut hub = load("own-secret-no-pdb");
+    let auth = hub.spec.auth.as_mut().expect("the fixture has auth");
+    auth.jwks_url = Some("http://idp.internal/jwks.json".into());
+    let problems = roomcast_operator::validate::validate(&hub);
+    assert!(
+        problems.iter().any(|p| p.contains("must be https://")),
+        "{problems:?}"
+    );
+}

@@ -53,6 +53,13 @@ pub struct JwtConfig {
     pub audience: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway: u64,
+    /// Allows a `jwksUrl` over plain `http://` (keys fetched without TLS can be swapped by
+    /// anyone on the path). Without it an `http://` JWKS URL is a configuration error.
+    pub allow_insecure_jwks_url: bool,
+    /// Disconnects a socket (namespace DISCONNECT, as the server's `disconnect()`) when its
+    /// token expires: at its `exp` plus `leeway`. Off by default: a token is checked at
+    /// connect only.
+    pub disconnect_on_expiry: bool,
 }
 
 impl Default for JwtConfig {
@@ -69,11 +76,42 @@ impl Default for JwtConfig {
             issuer: None,
             audience: Vec::new(),
             leeway: 0,
+            allow_insecure_jwks_url: false,
+            disconnect_on_expiry: false,
         }
     }
 }
 
 impl AuthConfig {
+    /// What is allowed but risky in this configuration, one sentence each (logged as
+    /// warnings at startup).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.mode != AuthMode::Jwt {
+            return warnings;
+        }
+        let j = &self.jwt;
+        if j.jwks_url.is_some() && (j.audience.is_empty() || j.issuer.is_none()) {
+            warnings.push(
+                "auth.jwt.jwksUrl is set without both auth.jwt.audience and auth.jwt.issuer: \
+                 any token the JWKS's keys signed is accepted, including tokens issued for other \
+                 applications of the same identity provider"
+                    .to_string(),
+            );
+        }
+        if j.jwks_url
+            .as_ref()
+            .is_some_and(|u| u.starts_with("http://"))
+        {
+            warnings.push(
+                "auth.jwt.jwksUrl uses plain http (allowed by allowInsecureJwksUrl): the keys \
+                 can be swapped on the way"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
     pub(crate) fn validate(&self, bad: &mut Problems) {
         if self.mode != AuthMode::Jwt {
             return;
@@ -115,6 +153,16 @@ impl AuthConfig {
             .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
         {
             bad.add("auth.jwt.jwksUrl", "must be an http:// or https:// URL");
+        }
+        if j.jwks_url
+            .as_ref()
+            .is_some_and(|u| u.starts_with("http://"))
+            && !j.allow_insecure_jwks_url
+        {
+            bad.add(
+                "auth.jwt.jwksUrl",
+                "must be https:// (keys fetched over plain http can be swapped on the way); set auth.jwt.allowInsecureJwksUrl: true to allow it anyway",
+            );
         }
         if j.hs256_secret.as_ref().is_some_and(String::is_empty) {
             bad.add("auth.jwt.hs256Secret", "must not be empty");

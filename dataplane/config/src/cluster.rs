@@ -48,6 +48,10 @@ pub struct ClusterConfig {
     /// call reaches it before it can reach the whole cluster. Ready at the latest after
     /// this long, whatever is missing (logged). 0: ready at once.
     pub warm_up_timeout: u64,
+    /// Bytes queued for one peer (encoded messages waiting for its link's writer), on top
+    /// of the 16,384-message bound. Past it, messages to that peer are dropped and counted
+    /// (`roomcast_peer_messages_dropped_total`), like when the message bound is reached.
+    pub max_peer_queue_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +67,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: 1_000,
             heartbeat_timeout: 3_000,
             warm_up_timeout: 10_000,
+            max_peer_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -277,6 +282,12 @@ impl ClusterConfig {
             bad.add(
                 "cluster.heartbeatTimeout",
                 "must be at least twice heartbeatInterval and at most 600000 milliseconds",
+            );
+        }
+        if self.max_peer_queue_bytes < 1024 * 1024 {
+            bad.add(
+                "cluster.maxPeerQueueBytes",
+                "must be at least 1048576 (1 MiB)",
             );
         }
         if self.warm_up_timeout > 600_000 {

@@ -40,6 +40,12 @@ pub struct EngineConfig {
     /// Largest accepted message or HTTP body, in bytes (`maxPayload` in the handshake).
     pub max_http_buffer_size: usize,
     pub cors: CorsConfig,
+    /// How long a polling POST may take to deliver its body once its headers are in
+    /// (slower: HTTP 408, the session is closed).
+    pub polling_body_timeout: u64,
+    /// How long a connection to the client endpoint may take to send a request's headers
+    /// (counted from the connection's start or the end of the previous answer).
+    pub header_read_timeout: u64,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +59,8 @@ impl Default for EngineConfig {
             upgrade_timeout: 10_000,
             max_http_buffer_size: 1_000_000,
             cors: CorsConfig::default(),
+            polling_body_timeout: 10_000,
+            header_read_timeout: 10_000,
         }
     }
 }
@@ -93,6 +101,8 @@ impl EngineConfig {
         bad.millis("engine.pingInterval", self.ping_interval);
         bad.millis("engine.pingTimeout", self.ping_timeout);
         bad.millis("engine.upgradeTimeout", self.upgrade_timeout);
+        bad.millis("engine.pollingBodyTimeout", self.polling_body_timeout);
+        bad.millis("engine.headerReadTimeout", self.header_read_timeout);
         if self.cors.credentials && self.cors.origin.iter().any(|o| o == "*") {
             bad.add(
                 "engine.cors",

@@ -398,6 +398,66 @@ mod tests {
         let config = Config::parse(yaml, "yaml").unwrap();
         config.validate().unwrap();
         assert_eq!(config.auth.jwt.jwks_refresh_interval, 300_000);
+        assert!(
+            config.auth.warnings().is_empty(),
+            "https, audience and issuer"
+        );
+    }
+
+    #[test]
+    fn a_jwks_over_http_needs_an_explicit_opt_in_and_missing_claims_checks_warn() {
+        let yaml = "auth:\n  mode: jwt\n  jwt:\n    jwksUrl: http://idp.internal/jwks.json\n";
+        let mut config = Config::parse(yaml, "yaml").unwrap();
+        let ConfigError::Invalid(errors) = config.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "auth.jwt.jwksUrl");
+        assert!(
+            errors[0].reason.contains("allowInsecureJwksUrl"),
+            "{}",
+            errors[0].reason
+        );
+        config.auth.jwt.allow_insecure_jwks_url = true;
+        config.validate().unwrap();
+        // No audience, no issuer, plain http: two warnings.
+        let warnings = config.auth.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("audience") && warnings[0].contains("issuer"));
+        // Audience alone is not enough.
+        config.auth.jwt.jwks_url = Some("https://idp.example/jwks.json".into());
+        config.auth.jwt.audience = vec!["roomcast".into()];
+        assert_eq!(config.auth.warnings().len(), 1);
+        config.auth.jwt.issuer = Some("https://idp.example/".into());
+        assert!(config.auth.warnings().is_empty());
+        // Static keys need neither (they are this deployment's own).
+        config.auth.jwt.jwks_url = None;
+        config.auth.jwt.hs256_secret = Some("s".into());
+        config.auth.jwt.audience.clear();
+        assert!(config.auth.warnings().is_empty());
+    }
+
+    #[test]
+    fn the_byte_budgets_have_sane_defaults_and_are_validated() {
+        let config = Config::default();
+        assert_eq!(config.limits.max_upstream_queue_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.limits.max_upstream_answer_bytes, 1024 * 1024);
+        assert_eq!(config.cluster.max_peer_queue_bytes, 64 * 1024 * 1024);
+        let yaml = "limits:\n  maxUpstreamQueueBytes: 0\n  maxUpstreamAnswerBytes: 0\ncluster:\n  maxPeerQueueBytes: 1000\n";
+        let config = Config::parse(yaml, "yaml").unwrap();
+        let ConfigError::Invalid(errors) = config.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "cluster.maxPeerQueueBytes",
+                "limits.maxUpstreamAnswerBytes",
+                "limits.maxUpstreamQueueBytes"
+            ]
+        );
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub struct LimitsConfig {
     /// Bytes of request headers (names and values) kept with a session for
     /// `fetchSockets` and webhooks (larger: the handshake gets HTTP 431).
     pub max_handshake_header_bytes: usize,
+    /// Bytes of webhook bodies queued or in flight on this node (summed over every
+    /// socket's queue). Past it, new events get the error ack `upstream_backlog`, as when
+    /// a socket's queue holds 64 events; `disconnect` events are always queued, and an
+    /// event is never refused while nothing else is queued (so any accepted message can
+    /// reach the app).
+    pub max_upstream_queue_bytes: usize,
+    /// Bytes of one webhook answer body. A larger answer is a webhook failure (logged,
+    /// counted): the client gets the error ack `upstream_error` (a connect is refused).
+    pub max_upstream_answer_bytes: usize,
+    /// Open Engine.IO sessions per client IP address (the TCP peer's); handshakes beyond it
+    /// get HTTP 429. 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -84,6 +96,9 @@ impl Default for LimitsConfig {
             max_room_name_bytes: 256,
             max_auth_bytes: 8 * 1024,
             max_handshake_header_bytes: 16 * 1024,
+            max_upstream_queue_bytes: 256 * 1024 * 1024,
+            max_upstream_answer_bytes: 1024 * 1024,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -122,6 +137,14 @@ impl LimitsConfig {
                 "limits.maxUpstreamConcurrency",
                 self.max_upstream_concurrency,
             ),
+            (
+                "limits.maxUpstreamQueueBytes",
+                self.max_upstream_queue_bytes,
+            ),
+            (
+                "limits.maxUpstreamAnswerBytes",
+                self.max_upstream_answer_bytes,
+            ),
         ] {
             if value == 0 {
                 bad.add(field, "must be at least 1");
@@ -131,6 +154,12 @@ impl LimitsConfig {
             bad.add(
                 "limits.maxOutboundBytes",
                 "must be at least engine.maxHttpBufferSize so any accepted message can be sent on",
+            );
+        }
+        if self.max_handshake_header_bytes == 0 {
+            bad.add(
+                "limits.maxHandshakeHeaderBytes",
+                "must be at least 1 (0 would refuse every handshake)",
             );
         }
     }

@@ -20,6 +20,9 @@ pub struct ManagementConfig {
     pub token_file: Option<std::path::PathBuf>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request's headers (counted from the
+    /// connection's start or the end of the previous answer); past it it is closed.
+    pub header_read_timeout: u64,
 }
 
 impl Default for ManagementConfig {
@@ -29,6 +32,7 @@ impl Default for ManagementConfig {
             token: None,
             token_file: None,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout: 10_000,
         }
     }
 }
@@ -50,5 +54,6 @@ impl ManagementConfig {
         if self.max_body_bytes == 0 {
             bad.add("management.maxBodyBytes", "must be at least 1");
         }
+        bad.millis("management.headerReadTimeout", self.header_read_timeout);
     }
 }

@@ -25,11 +25,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::cluster::listen::AcceptBackoff;
 use crate::config::ManagementConfig;
 use crate::ops::{EmitRequest, HubOps};
 
@@ -54,11 +58,27 @@ struct Inner {
     token_digest: [u8; 32],
     max_body_bytes: usize,
     openapi: Bytes,
+    /// How long a connection may take to send a request's headers.
+    header_read_timeout: Duration,
 }
+
+/// `management.headerReadTimeout`'s default.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ManagementApi {
     /// An API driving `ops`, accepting `token`, refusing bodies over `max_body_bytes`.
     pub fn new(ops: Arc<dyn HubOps>, token: &str, max_body_bytes: usize) -> Self {
+        Self::with_timeouts(ops, token, max_body_bytes, HEADER_READ_TIMEOUT)
+    }
+
+    /// Like [`ManagementApi::new`], with connections that must send each request's headers
+    /// within `header_read_timeout`.
+    pub fn with_timeouts(
+        ops: Arc<dyn HubOps>,
+        token: &str,
+        max_body_bytes: usize,
+        header_read_timeout: Duration,
+    ) -> Self {
         let openapi = serde_json::to_vec_pretty(&openapi::document()).unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
@@ -66,6 +86,7 @@ impl ManagementApi {
                 token_digest: Sha256::digest(token.as_bytes()).into(),
                 max_body_bytes,
                 openapi: Bytes::from(openapi),
+                header_read_timeout,
             }),
         }
     }
@@ -86,7 +107,12 @@ impl ManagementApi {
         if token.len() < MIN_TOKEN_LEN {
             anyhow::bail!("management token must be at least {MIN_TOKEN_LEN} characters");
         }
-        Ok(Self::new(ops, &token, config.max_body_bytes))
+        Ok(Self::with_timeouts(
+            ops,
+            &token,
+            config.max_body_bytes,
+            Duration::from_millis(config.header_read_timeout),
+        ))
     }
 
     /// The routes, ready to serve.
@@ -113,15 +139,65 @@ impl ManagementApi {
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish.
+    /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish
+    /// (the caller bounds how long). HTTP/1 connections that do not send a request's headers
+    /// within `management.headerReadTimeout` (from the connection's start or the end of the
+    /// previous answer) are closed: `axum::serve` has no such bound, hence this loop.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        let service = TowerToHyperService::new(self.router());
+        let header_read_timeout = self.inner.header_read_timeout;
+        // Connections hold a receiver each; `true` asks them to finish gracefully, and the
+        // sender's `closed` resolves once every one has.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::pin!(shutdown);
+        let mut backoff = AcceptBackoff::new("management");
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        backoff.succeeded();
+                        let _ = stream.set_nodelay(true);
+                        let service = service.clone();
+                        let mut stopped = stopped.clone();
+                        tokio::spawn(async move {
+                            let conn = http1::Builder::new()
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(header_read_timeout)
+                                .serve_connection(TokioIo::new(stream), service);
+                            tokio::pin!(conn);
+                            let result = tokio::select! {
+                                result = conn.as_mut() => result,
+                                _ = stopped.changed() => {
+                                    conn.as_mut().graceful_shutdown();
+                                    conn.await
+                                }
+                            };
+                            if let Err(error) = result {
+                                tracing::debug!(%error, %peer, "management connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // Usually EMFILE: back off (logged once per episode) instead of spinning.
+                        let delay = backoff.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = &mut shutdown => break,
+                        }
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        drop(stopped);
+        stop.closed().await;
+        Ok(())
     }
 
     fn token_matches(&self, presented: &str) -> bool {

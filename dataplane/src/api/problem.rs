@@ -146,6 +146,13 @@ impl From<OpsError> for Problem {
                      no link to right now; retry shortly"
                 ),
             ),
+            OpsError::Unconfirmed { member, why } => Problem::new(
+                Kind::Unavailable,
+                format!(
+                    "member {member:?} did not confirm the operation ({why}); it may have been \
+                     applied on some nodes only; retry (it is idempotent)"
+                ),
+            ),
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::app::policy::{reserved_room, Policy};
 use crate::app::relay::Relay;
 use crate::app::upstream::cloudevent::{self, CloudEvent, ConnectAnswer};
-use crate::app::upstream::queue::SocketQueue;
+use crate::app::upstream::queue::{json_len, ByteBudget, SocketQueue};
 use crate::app::upstream::{UpstreamStats, Webhook};
 use crate::config::{Config, NamespaceConfig};
 use crate::ops::Redaction;
@@ -36,6 +36,8 @@ pub struct HubApp {
     pub stats: Arc<UpstreamStats>,
     /// `socketio.showSecrets`: what webhooks may see of handshake secrets.
     show_secrets: Vec<String>,
+    /// `limits.maxUpstreamQueueBytes`: webhook bodies queued or in flight on this node.
+    queue_budget: Arc<ByteBudget>,
 }
 
 fn ack(responder: Option<AckResponder>, args: Vec<Value>) {
@@ -72,6 +74,7 @@ impl HubApp {
                         client.clone(),
                         permits.clone(),
                         stats.clone(),
+                        config.limits.max_upstream_answer_bytes,
                     )?)),
                     None => None,
                 };
@@ -86,6 +89,7 @@ impl HubApp {
             namespaces,
             stats,
             show_secrets: config.socketio.show_secrets.clone(),
+            queue_budget: ByteBudget::new(config.limits.max_upstream_queue_bytes),
         })
     }
 
@@ -235,11 +239,27 @@ impl HubApp {
             Some(event.name.clone()),
             body,
         );
+        let Some(reserved) = self.queue_budget.reserve(json_len(&ce.body), false) else {
+            tracing::warn!(
+                socket = socket.id(),
+                queued_bytes = self.queue_budget.used(),
+                "webhook byte budget (limits.maxUpstreamQueueBytes) full: event refused"
+            );
+            return ack(
+                event.ack,
+                cloudevent::error_ack(
+                    "upstream_backlog",
+                    "too many bytes waiting for the application",
+                ),
+            );
+        };
         let webhook = webhook.clone();
         let responder = Arc::new(parking_lot::Mutex::new(event.ack));
         let job_responder = responder.clone();
         let accepted = queue.push(
             async move {
+                // Held until the webhook call ends.
+                let _reserved = reserved;
                 let responder = job_responder.lock().take();
                 match webhook.send(&ce).await {
                     Ok(body) => match cloudevent::parse_ack_answer(&body) {
@@ -388,8 +408,11 @@ impl Handler for HubApp {
             None,
             body,
         );
+        // Counted, never refused: a disconnect must reach the app.
+        let reserved = self.queue_budget.reserve(json_len(&ce.body), true);
         queue.push(
             async move {
+                let _reserved = reserved;
                 let _ = webhook.send_with_retries(&ce).await;
             },
             true,

@@ -56,6 +56,16 @@ impl Interest {
         self.peers.insert(peer.to_string(), PeerRooms::default());
     }
 
+    /// `peer` resends all its rooms on the current link (one of its announcements to this
+    /// node was lost): forget its rooms and treat it as not synced until its next `Synced`.
+    /// The socketsJoin operations this node sent it still count until they settle.
+    pub fn resync(&mut self, peer: &str) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.synced = false;
+            p.rooms.clear();
+        }
+    }
+
     /// The link to `peer` is gone (it is out of routing).
     pub fn link_down(&mut self, peer: &str) {
         self.peers.remove(peer);
@@ -95,6 +105,13 @@ impl Interest {
     /// `peer` applied socketsJoin `op`; the rooms it now has have been announced before this.
     pub fn join_settled(&mut self, peer: &str, op: u64) {
         if let Some(p) = self.peers.get_mut(peer) {
+            p.pending_joins.remove(&op);
+        }
+    }
+
+    /// socketsJoin `op` will not be settled (its wait was abandoned): forget it for every peer.
+    pub fn join_forgotten(&mut self, op: u64) {
+        for p in self.peers.values_mut() {
             p.pending_joins.remove(&op);
         }
     }
@@ -216,6 +233,29 @@ mod tests {
     }
 
     #[test]
+    fn a_resync_makes_a_peer_warm_again_until_its_list_is_complete() {
+        let mut i = synced_all();
+        i.announce("b", "/", &v(&["x", "stale"]), &[]);
+        i.join_sent("b", 3, "/", &v(&["joining"]));
+        // b's announcement that it left "stale" and joined "y" was lost; it resyncs.
+        i.resync("b");
+        assert!(!i.is_synced("b"));
+        assert!(i.rooms_of("b", "/").is_empty());
+        // Meanwhile b gets every room broadcast, like a new link.
+        assert_eq!(i.targets("/", &v(&["y"]), PEERS), set(&["b"]));
+        assert_eq!(i.targets("/", &v(&["q"]), PEERS), set(&["b"]));
+        i.announce("b", "/", &v(&["x", "y"]), &[]);
+        i.synced("b");
+        assert_eq!(i.targets("/", &v(&["y"]), PEERS), set(&["b"]));
+        assert_eq!(i.targets("/", &v(&["stale"]), PEERS), set(&[]));
+        // A socketsJoin in flight still counts until it settles.
+        assert_eq!(i.targets("/", &v(&["joining"]), PEERS), set(&["b"]));
+        // A resync of a peer with no link changes nothing.
+        i.resync("zz");
+        assert!(!i.is_synced("zz"));
+    }
+
+    #[test]
     fn an_emit_to_a_socket_goes_to_its_node() {
         let i = synced_all();
         let sid = SidGenerator::new("c").session_id();
@@ -241,5 +281,9 @@ mod tests {
         // Another namespace is not affected.
         i.join_sent("d", 8, "/chat", &v(&["new"]));
         assert_eq!(i.targets("/", &v(&["new"]), PEERS), set(&["b"]));
+        assert_eq!(i.targets("/chat", &v(&["new"]), PEERS), set(&["d"]));
+        // An abandoned join stops counting.
+        i.join_forgotten(8);
+        assert_eq!(i.targets("/chat", &v(&["new"]), PEERS), set(&[]));
     }
 }

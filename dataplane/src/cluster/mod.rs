@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod inbound;
 pub mod interest;
 pub mod kube_discovery;
+pub mod listen;
 pub mod membership;
 pub mod mesh;
 pub mod node;

@@ -69,6 +69,7 @@ impl Cluster {
         let settings = LinkSettings {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
+            queue_bytes: c.max_peer_queue_bytes,
             ..LinkSettings::default()
         };
         let (room_sync, room_events) = RoomSync::new();

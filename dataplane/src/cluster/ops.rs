@@ -119,15 +119,37 @@ impl HubOps for ClusterOps {
         // this node counts it as a member of the rooms.
         let (id, settled) = self.rooms.join_sent(&self.mesh.connected(), nsp, rooms);
         let message = sockets::to_message(nsp, selector, SocketsAction::Join(rooms.to_vec()), id);
-        self.mesh.send_all(&message, false);
+        let dropped = self.mesh.send_all_checked(&message, false);
+        if let Some(member) = dropped.into_iter().next() {
+            // Its sockets did not join: an answer of success would be a lie.
+            let _ = self.rooms.join_abandoned(id);
+            tracing::warn!(nsp, peer = %member, "a socketsJoin was dropped for a peer whose link queue is full");
+            return Err(OpsError::Unconfirmed {
+                member,
+                why: "its link is overloaded and dropped the request".into(),
+            });
+        }
         let wait = self.mesh.request_timeout();
         let (_, settled) =
             tokio::join!(self.rooms.propagated(), tokio::time::timeout(wait, settled));
-        if settled.is_err() {
-            self.rooms.join_abandoned(id);
-            tracing::warn!(nsp, "not every peer settled a socketsJoin in time");
+        match settled {
+            Ok(Ok(())) => Ok(matched),
+            Ok(Err(member)) => {
+                tracing::warn!(nsp, peer = %member, "a peer's link went down before it confirmed a socketsJoin");
+                Err(OpsError::Unconfirmed {
+                    member,
+                    why: "its link went down before it confirmed".into(),
+                })
+            }
+            Err(_) => {
+                let silent = self.rooms.join_abandoned(id);
+                tracing::warn!(nsp, ?silent, "not every peer settled a socketsJoin in time");
+                Err(OpsError::Unconfirmed {
+                    member: silent.join(", "),
+                    why: format!("no confirmation within {} ms", wait.as_millis()),
+                })
+            }
         }
-        Ok(matched)
     }
 
     async fn sockets_leave(

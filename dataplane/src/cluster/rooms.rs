@@ -6,17 +6,27 @@
 //! link, and the settling of peers' socketsJoin operations. Each transition carries the
 //! room's state at that moment, so replaying an older one after a full list that already
 //! had it is harmless: the last message about a room always tells its current state.
+//!
+//! A peer whose queue is full drops what this node tells it. When that was an announcement
+//! (or part of a full list), the peer's view of this node is wrong: this node marks the peer
+//! unsynced ([`Unsynced`]) and, once its queue has room again, resends it everything, as on
+//! a new link: a `resync` marker (the peer forgets this node's rooms and sends it every
+//! broadcast meanwhile), the full list, then `Synced`. Attempts back off from 50 ms to 2 s
+//! while the queue stays full.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::interest::Interest;
-use super::mesh::Mesh;
+use super::mesh::{Mesh, Offer};
 use super::proto::{self as pb, message::Kind};
 use crate::socketio::Hub;
 
@@ -24,6 +34,66 @@ use crate::socketio::Hub;
 const LIST_CHUNK: usize = 512;
 /// Events folded into one round of announcements.
 const EVENT_BATCH: usize = 4096;
+/// First and longest wait before resending the rooms to a peer that dropped some.
+const RESYNC_MIN_DELAY: Duration = Duration::from_millis(50);
+const RESYNC_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The peers whose view of this node's rooms is wrong because something this node told
+/// them was dropped (their queue was full), and when to resend them everything. Pure state.
+#[derive(Debug, Default)]
+struct Unsynced {
+    peers: BTreeSet<String>,
+    /// The wait before the next attempt; doubles while attempts fail.
+    delay: Duration,
+    next: Option<Instant>,
+}
+
+impl Unsynced {
+    /// What this node told `peer` was dropped.
+    fn dropped(&mut self, peer: &str, now: Instant) {
+        if self.peers.insert(peer.to_string()) && self.next.is_none() {
+            self.delay = RESYNC_MIN_DELAY;
+            self.next = Some(now + self.delay);
+        }
+    }
+
+    /// A new link to `peer` gets the full list anyway.
+    fn linked(&mut self, peer: &str) {
+        self.peers.remove(peer);
+        if self.peers.is_empty() {
+            self.next = None;
+        }
+    }
+
+    /// When the next attempt is due, if any peer is unsynced.
+    fn next_attempt(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// The peers to resend everything to now.
+    fn due(&self) -> Vec<String> {
+        self.peers.iter().cloned().collect()
+    }
+
+    /// An attempt at `peer` ended with the last message's fate: queued (done), down (the
+    /// next link sends the list) or full (try again later).
+    fn attempted(&mut self, peer: &str, outcome: Offer) {
+        if outcome != Offer::Full {
+            self.peers.remove(peer);
+        }
+    }
+
+    /// After a round of attempts: the next one, later each time while some peer is left.
+    fn round_done(&mut self, now: Instant) {
+        if self.peers.is_empty() {
+            self.next = None;
+            self.delay = Duration::ZERO;
+        } else {
+            self.delay = (self.delay * 2).clamp(RESYNC_MIN_DELAY, RESYNC_MAX_DELAY);
+            self.next = Some(now + self.delay);
+        }
+    }
+}
 
 /// Something the announcing task must tell peers.
 #[derive(Debug)]
@@ -47,7 +117,9 @@ enum Event {
 /// A socketsJoin this node sent, waiting for the peers to settle it.
 struct JoinWait {
     peers: HashSet<String>,
-    done: Option<oneshot::Sender<()>>,
+    /// A peer whose link went down before it settled: the join may not have reached it.
+    lost: Option<String>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// This node's rooms as peers must know them, and theirs as this node knows them.
@@ -88,20 +160,29 @@ impl RoomSync {
 
     pub fn link_down(&self, peer: &str) {
         self.interest.lock().link_down(peer);
-        // It will not settle anything any more.
+        // It will not settle anything any more: the joins it had not settled may not have
+        // reached it.
         let mut joins = self.joins.lock();
         for op in joins.keys().copied().collect::<Vec<_>>() {
+            if let Some(wait) = joins.get_mut(&op) {
+                if wait.peers.contains(peer) && wait.lost.is_none() {
+                    wait.lost = Some(peer.to_string());
+                }
+            }
             Self::settled(&mut joins, op, peer);
         }
     }
 
-    /// `peer` settled socketsJoin `op`: wake the waiter once all did.
+    /// `peer` settled socketsJoin `op`: wake the waiter once all did (with the peer whose
+    /// link went down first, if one did).
     fn settled(joins: &mut HashMap<u64, JoinWait>, op: u64, peer: &str) {
         if let Some(wait) = joins.get_mut(&op) {
             wait.peers.remove(peer);
             if wait.peers.is_empty() {
-                if let Some(done) = joins.remove(&op).and_then(|w| w.done) {
-                    let _ = done.send(());
+                if let Some(wait) = joins.remove(&op) {
+                    if let Some(done) = wait.done {
+                        let _ = done.send(wait.lost.map_or(Ok(()), Err));
+                    }
                 }
             }
         }
@@ -110,6 +191,13 @@ impl RoomSync {
     /// A peer's announcement.
     pub fn announced(&self, peer: &str, a: &pb::RoomAnnounce) {
         let mut interest = self.interest.lock();
+        if a.resync {
+            tracing::info!(
+                peer,
+                "peer resends its rooms (some of its announcements were dropped)"
+            );
+            interest.resync(peer);
+        }
         if !a.joined.is_empty() || !a.left.is_empty() {
             interest.announce(peer, &a.namespace, &a.joined, &a.left);
         }
@@ -144,13 +232,17 @@ impl RoomSync {
     }
 
     /// Registers a socketsJoin about to be sent to `peers`: until each settles it, they count
-    /// as members of `rooms`. Returns its id, and a future that resolves once all settled.
+    /// as members of `rooms`. Returns its id, and a future that resolves once all settled,
+    /// with `Err(peer)` when the link to `peer` went down before it settled.
     pub fn join_sent(
         &self,
         peers: &[String],
         nsp: &str,
         rooms: &[String],
-    ) -> (u64, impl Future<Output = ()> + Send + 'static) {
+    ) -> (
+        u64,
+        impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
         let op = self.next_op.fetch_add(1, Ordering::Relaxed);
         let mut interest = self.interest.lock();
         for peer in peers {
@@ -159,25 +251,34 @@ impl RoomSync {
         drop(interest);
         let (tx, rx) = oneshot::channel();
         if peers.is_empty() {
-            let _ = tx.send(());
+            let _ = tx.send(Ok(()));
         } else {
             self.joins.lock().insert(
                 op,
                 JoinWait {
                     peers: peers.iter().cloned().collect(),
+                    lost: None,
                     done: Some(tx),
                 },
             );
         }
-        let joins_done = async move {
-            let _ = rx.await;
-        };
+        // A dropped sender (the wait was abandoned) is not a success.
+        let joins_done = async move { rx.await.unwrap_or_else(|_| Err(String::new())) };
         (op, joins_done)
     }
 
-    /// Forgets a socketsJoin whose wait ended (timed out).
-    pub fn join_abandoned(&self, op: u64) {
-        self.joins.lock().remove(&op);
+    /// Forgets a socketsJoin whose wait ended (timed out, or not sent to some peer): the
+    /// peers no longer count as members of its rooms on its account (what they joined, they
+    /// announce).
+    /// Returns the peers that had not settled it.
+    pub fn join_abandoned(&self, op: u64) -> Vec<String> {
+        let wait = self.joins.lock().remove(&op);
+        self.interest.lock().join_forgotten(op);
+        let mut peers: Vec<String> = wait
+            .map(|w| w.peers.into_iter().collect())
+            .unwrap_or_default();
+        peers.sort();
+        peers
     }
 
     /// The peers (of those linked) a broadcast to `rooms` of `nsp` must reach.
@@ -202,8 +303,23 @@ pub struct RoomEvents(mpsc::UnboundedReceiver<Event>);
 /// Sends this node's room events to its peers until the mesh closes.
 pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub) {
     let mut batch = Vec::with_capacity(64);
+    let mut unsynced = Unsynced::default();
     loop {
-        if events.0.recv_many(&mut batch, EVENT_BATCH).await == 0 {
+        let received = match unsynced.next_attempt() {
+            None => events.0.recv_many(&mut batch, EVENT_BATCH).await,
+            Some(at) => tokio::select! {
+                received = events.0.recv_many(&mut batch, EVENT_BATCH) => received,
+                () = tokio::time::sleep_until(at) => {
+                    for peer in unsynced.due() {
+                        let outcome = send_all_rooms(&mesh, &hub, &peer, true);
+                        unsynced.attempted(&peer, outcome);
+                    }
+                    unsynced.round_done(Instant::now());
+                    continue;
+                }
+            },
+        };
+        if received == 0 {
             return;
         }
         // Transitions in a row go out together; a link-up in between is sent in its place,
@@ -218,14 +334,17 @@ pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub) {
                     pending.entry(nsp).or_default().insert(room, present);
                 }
                 Event::LinkUp(peer) => {
-                    flush(&mesh, &mut pending);
-                    send_all_rooms(&mesh, &hub, &peer);
+                    flush(&mesh, &mut pending, &mut unsynced);
+                    unsynced.linked(&peer);
+                    if send_all_rooms(&mesh, &hub, &peer, false) == Offer::Full {
+                        unsynced.dropped(&peer, Instant::now());
+                    }
                 }
                 Event::Settle { peer, op } => settles.push((peer, op)),
                 Event::Barrier(waiter) => waiters.push(waiter),
             }
         }
-        flush(&mesh, &mut pending);
+        flush(&mesh, &mut pending, &mut unsynced);
         if !waiters.is_empty() || !settles.is_empty() {
             tokio::spawn(barrier(mesh.clone(), waiters, settles));
         }
@@ -252,8 +371,12 @@ async fn barrier(mesh: Arc<Mesh>, waiters: Vec<oneshot::Sender<()>>, settles: Ve
     }
 }
 
-/// Announces the collected transitions to every peer.
-fn flush(mesh: &Mesh, pending: &mut HashMap<Arc<str>, HashMap<String, bool>>) {
+/// Announces the collected transitions to every peer; a peer that drops one is unsynced.
+fn flush(
+    mesh: &Mesh,
+    pending: &mut HashMap<Arc<str>, HashMap<String, bool>>,
+    unsynced: &mut Unsynced,
+) {
     for (nsp, rooms) in pending.drain() {
         let mut announce = pb::RoomAnnounce {
             namespace: nsp.to_string(),
@@ -266,34 +389,108 @@ fn flush(mesh: &Mesh, pending: &mut HashMap<Arc<str>, HashMap<String, bool>>) {
                 announce.left.push(room);
             }
         }
-        mesh.send_all(&pb::Message::of(Kind::RoomAnnounce(announce)), false);
+        let message = pb::Message::of(Kind::RoomAnnounce(announce));
+        for peer in mesh.send_all_checked(&message, false) {
+            tracing::warn!(
+                peer,
+                "a room announcement to this peer was dropped; resending it all rooms"
+            );
+            unsynced.dropped(&peer, Instant::now());
+        }
     }
 }
 
-/// Every room of this node, then `Synced`, to a newly linked peer.
-fn send_all_rooms(mesh: &Mesh, hub: &Hub, peer: &str) {
+/// Every room of this node, then `Synced`, to a newly linked peer (or, with `resync`, to a
+/// linked one whose view is wrong, after a marker telling it to forget what it knew).
+/// Returns the fate of the last message offered: `Queued` when all went.
+fn send_all_rooms(mesh: &Mesh, hub: &Hub, peer: &str, resync: bool) -> Offer {
+    let offer = |announce: pb::RoomAnnounce| {
+        mesh.offer_to(peer, pb::Message::of(Kind::RoomAnnounce(announce)), false)
+    };
+    if resync {
+        let outcome = offer(pb::RoomAnnounce {
+            resync: true,
+            ..Default::default()
+        });
+        if outcome != Offer::Queued {
+            return outcome;
+        }
+    }
     let mut rooms = 0usize;
     for ns in hub.namespaces() {
         let names = ns.room_names();
         rooms += names.len();
         for chunk in names.chunks(LIST_CHUNK) {
-            let announce = pb::RoomAnnounce {
+            let outcome = offer(pb::RoomAnnounce {
                 namespace: ns.name().to_string(),
                 joined: chunk.to_vec(),
                 ..Default::default()
-            };
-            if !mesh.send_to(peer, pb::Message::of(Kind::RoomAnnounce(announce)), false) {
-                // Its link is gone or full: it stays unsynced (so it gets every broadcast)
-                // until the next link.
-                tracing::warn!(peer, "could not send this node's rooms to a new peer");
-                return;
+            });
+            if outcome != Offer::Queued {
+                // Its link is gone (the next one sends the list) or full (sent again later);
+                // meanwhile it stays unsynced, so it gets every broadcast.
+                tracing::warn!(peer, ?outcome, "could not send this node's rooms to a peer");
+                return outcome;
             }
         }
     }
-    mesh.send_to(
+    let outcome = mesh.offer_to(
         peer,
         pb::Message::of(Kind::Synced(pb::Synced { ring: 0 })),
         false,
     );
-    tracing::debug!(peer, rooms, "sent this node's rooms to a new peer");
+    if outcome == Offer::Queued {
+        tracing::debug!(peer, rooms, resync, "sent this node's rooms to a peer");
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_dropped_an_announcement_is_resent_everything_with_backoff() {
+        let t0 = Instant::now();
+        let mut u = Unsynced::default();
+        assert_eq!(u.next_attempt(), None, "nothing to do");
+        u.dropped("b", t0);
+        u.dropped("c", t0 + Duration::from_millis(10));
+        // The first attempt comes soon after the first drop, for both.
+        assert_eq!(u.next_attempt(), Some(t0 + RESYNC_MIN_DELAY));
+        assert_eq!(u.due(), ["b", "c"]);
+        // b's queue is still full; c took everything.
+        u.attempted("b", Offer::Full);
+        u.attempted("c", Offer::Queued);
+        let t1 = t0 + RESYNC_MIN_DELAY;
+        u.round_done(t1);
+        assert_eq!(u.due(), ["b"]);
+        assert_eq!(
+            u.next_attempt(),
+            Some(t1 + RESYNC_MIN_DELAY * 2),
+            "backs off"
+        );
+        // Failing on, the wait doubles up to its bound.
+        let mut now = t1;
+        for _ in 0..10 {
+            u.attempted("b", Offer::Full);
+            now += Duration::from_millis(1);
+            u.round_done(now);
+        }
+        assert_eq!(u.next_attempt(), Some(now + RESYNC_MAX_DELAY));
+        // Another drop meanwhile does not bring the attempt forward.
+        u.dropped("d", now);
+        assert_eq!(u.next_attempt(), Some(now + RESYNC_MAX_DELAY));
+        // A new link to b sends the list anyway; d's link went down.
+        u.linked("b");
+        u.attempted("d", Offer::Down);
+        u.round_done(now);
+        assert_eq!(u.next_attempt(), None);
+        assert!(u.due().is_empty());
+        // The next episode starts again at the shortest wait.
+        u.dropped("b", now);
+        assert_eq!(u.next_attempt(), Some(now + RESYNC_MIN_DELAY));
+        u.linked("b");
+        assert_eq!(u.next_attempt(), None);
+    }
 }

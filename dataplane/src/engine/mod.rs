@@ -9,7 +9,8 @@
 //! - pure codecs: [`packet`] (Engine.IO packets and polling payloads), [`wsframe`] (WebSocket
 //!   frames), [`sid`] (session and socket ids);
 //! - [`stats`] (the counters `/metrics` reads), [`outbox`] (a session's outbound queue),
-//!   [`settings`] (settings resolved from the configuration), [`cork`] (write combining);
+//!   [`settings`] (settings resolved from the configuration), [`cork`] (write combining),
+//!   `iplimit` (open sessions per client address);
 //! - [`session`] (one session), `heartbeat` (pings for every session), `wsconn` (one
 //!   WebSocket's socket), [`response`] (error answers and CORS), [`forward`] (requests for
 //!   sessions another node owns);
@@ -25,6 +26,7 @@
 pub mod cork;
 pub mod forward;
 mod heartbeat;
+mod iplimit;
 pub mod outbox;
 pub mod packet;
 mod polling;

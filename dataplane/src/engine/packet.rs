@@ -106,15 +106,60 @@ impl Packet {
     }
 }
 
-/// Splits a polling POST body into packets. Every record must decode, or the whole
-/// payload is rejected (the session is then closed, as by the reference server).
-pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
+/// The packets of a polling POST body, decoded one at a time as they are taken (see
+/// [`records`]): a body of many tiny packets never becomes a vector of them.
+#[derive(Debug, Clone)]
+pub struct Records {
+    body: Bytes,
+    /// Where the next record starts.
+    pos: usize,
+    /// The last record was returned, or one failed to decode.
+    done: bool,
+}
+
+/// The records of a polling POST body, decoded lazily. The body must be valid UTF-8 (checked
+/// here, without allocating); each record then decodes when the iterator reaches it, and the
+/// first one that does not decode ends the iteration with its error (the caller closes the
+/// session; the records before it were handled, as by the reference server).
+pub fn records(body: Bytes) -> Result<Records, DecodeError> {
     if std::str::from_utf8(&body).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
-    body.split(|byte| *byte == RECORD_SEPARATOR)
-        .map(|record| Packet::decode_text(body.slice_ref(record)))
-        .collect()
+    Ok(Records {
+        body,
+        pos: 0,
+        done: false,
+    })
+}
+
+impl Iterator for Records {
+    type Item = Result<Packet, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let rest = self.body.get(self.pos..)?;
+        let (record, next) = match rest.iter().position(|b| *b == RECORD_SEPARATOR) {
+            Some(len) => (
+                rest.get(..len)?,
+                self.pos.checked_add(len).and_then(|p| p.checked_add(1)),
+            ),
+            None => (rest, None),
+        };
+        let packet = Packet::decode_text(self.body.slice_ref(record));
+        match next {
+            Some(next) if packet.is_ok() => self.pos = next,
+            _ => self.done = true,
+        }
+        Some(packet)
+    }
+}
+
+/// Splits a polling POST body into packets, all at once. Every record must decode, or the
+/// whole payload is rejected. The transport uses [`records`]; this is for tools and tests.
+pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, DecodeError> {
+    records(body)?.collect()
 }
 
 /// Appends one binary packet to a polling payload as `b` + base64.
@@ -203,6 +248,40 @@ mod tests {
                 Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])),
                 Packet::Pong(Bytes::new()),
             ]
+        );
+    }
+
+    #[test]
+    fn records_decode_lazily_and_stop_at_the_first_bad_one() {
+        // A million one-byte packets: taking the first two decodes two, nothing more.
+        let body = Bytes::from(vec!["6"; 1_000_000].join("\u{1e}"));
+        let mut lazy = records(body.clone()).unwrap();
+        assert_eq!(lazy.next(), Some(Ok(Packet::Noop)));
+        assert_eq!(lazy.next(), Some(Ok(Packet::Noop)));
+        assert_eq!(lazy.pos, 4, "only the records taken were looked at");
+        assert_eq!(records(body).unwrap().count(), 1_000_000);
+        // Good records before a bad one are returned, then the error, then nothing.
+        let mut mixed = records(Bytes::from_static(b"4a\x1e9x\x1e4b")).unwrap();
+        assert_eq!(
+            mixed.next(),
+            Some(Ok(Packet::Message(Bytes::from_static(b"a"))))
+        );
+        assert_eq!(mixed.next(), Some(Err(DecodeError::UnknownType(b'9'))));
+        assert_eq!(mixed.next(), None);
+        // A trailing separator is an empty record, as before; an empty body is one too.
+        let trailing: Vec<_> = records(Bytes::from_static(b"4a\x1e")).unwrap().collect();
+        assert_eq!(
+            trailing,
+            vec![
+                Ok(Packet::Message(Bytes::from_static(b"a"))),
+                Err(DecodeError::Empty)
+            ]
+        );
+        let empty: Vec<_> = records(Bytes::new()).unwrap().collect();
+        assert_eq!(empty, vec![Err(DecodeError::Empty)]);
+        assert_eq!(
+            records(Bytes::from_static(b"4\xff")).err(),
+            Some(DecodeError::InvalidUtf8)
         );
     }
 

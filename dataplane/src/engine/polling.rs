@@ -4,13 +4,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::cork;
 use super::outbox::Frame;
-use super::packet::{decode_payload, push_base64, RECORD_SEPARATOR};
+use super::packet::{push_base64, records, RECORD_SEPARATOR};
 use super::response::{Body, EngineError, Responder};
 use super::session::{FlagGuard, Session};
 use super::sessions::Engine;
@@ -115,7 +115,26 @@ pub(super) async fn data(
             "Payload too large",
         );
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    // A body that trickles in (slowloris) is cut at the deadline: its session is closed too,
+    // since the packets it carried are lost mid-payload.
+    let collect = Limited::new(req.into_body(), max).collect();
+    let collected = match tokio::time::timeout(engine.settings.polling_body_timeout, collect).await
+    {
+        Ok(collected) => collected,
+        Err(_) => {
+            tracing::debug!(sid = %session.sid, "polling body too slow");
+            session.close(CloseReason::TransportError);
+            let mut res = responder.status_json(
+                StatusCode::REQUEST_TIMEOUT,
+                EngineError::BadRequest.code(),
+                "Request body timeout",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
             let too_large = err
@@ -133,21 +152,38 @@ pub(super) async fn data(
             };
         }
     };
-    match decode_payload(body) {
+    // Decoded one record at a time: a payload of many tiny packets is never a vector of them.
+    let failure = match records(body) {
         Ok(packets) => {
+            let mut handled = 0u64;
+            // One write-combining scope for the whole payload (see `cork`).
+            let failure = cork::corked(|| {
+                for packet in packets {
+                    match packet {
+                        Ok(packet) => {
+                            handled = handled.saturating_add(1);
+                            session.on_packet(packet);
+                            // A close packet (or a close it caused) ends the payload.
+                            if session.is_closed() {
+                                break;
+                            }
+                        }
+                        Err(error) => return Some(error),
+                    }
+                }
+                None
+            });
             engine
                 .stats
                 .packets_received
-                .fetch_add(packets.len() as u64, Ordering::Relaxed);
-            // One write-combining scope for the whole payload (see `cork`).
-            cork::corked(|| {
-                for packet in packets {
-                    session.on_packet(packet);
-                }
-            });
-            responder.build(StatusCode::OK, "text/html", "ok")
+                .fetch_add(handled, Ordering::Relaxed);
+            failure
         }
-        Err(error) => {
+        Err(error) => Some(error),
+    };
+    match failure {
+        None => responder.build(StatusCode::OK, "text/html", "ok"),
+        Some(error) => {
             tracing::debug!(sid = %session.sid, %error, "malformed polling payload");
             session.close(CloseReason::ParseError);
             responder.error(EngineError::BadRequest)

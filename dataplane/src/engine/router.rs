@@ -54,6 +54,15 @@ fn detached_headers(headers: &HeaderMap) -> HeaderMap {
     copy
 }
 
+/// The bytes of a request's headers as `limits.maxHandshakeHeaderBytes` counts them: every
+/// name and value (not the separators hyper already parsed away).
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len().saturating_add(value.len()))
+        .fold(0, usize::saturating_add)
+}
+
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
@@ -99,6 +108,14 @@ impl Engine {
                 if req.method() != Method::GET {
                     return responder.error(EngineError::BadHandshakeMethod);
                 }
+                // The headers are kept with the session: bounded before anything is kept.
+                if header_bytes(req.headers()) > self.settings.max_handshake_header_bytes {
+                    return responder.status_json(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        EngineError::BadRequest.code(),
+                        "Request headers too large",
+                    );
+                }
                 let handshake = HandshakeInfo {
                     headers: detached_headers(req.headers()),
                     query: query_string.clone(),
@@ -114,7 +131,7 @@ impl Engine {
                     Ok(session) => session,
                     Err(refusal) => {
                         return responder.status_json(
-                            StatusCode::SERVICE_UNAVAILABLE,
+                            refusal.status(),
                             EngineError::Forbidden.code(),
                             refusal.message(),
                         )
@@ -185,5 +202,15 @@ mod tests {
         assert_eq!(q.sid, Some("xyz"));
         let q = parse_query("");
         assert_eq!(q.eio, None);
+    }
+
+    #[test]
+    fn header_bytes_count_names_and_values() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(header_bytes(&headers), 0);
+        headers.insert("x-a", HeaderValue::from_static("12345"));
+        headers.append("x-a", HeaderValue::from_static("67"));
+        headers.insert(header::HOST, HeaderValue::from_static("h"));
+        assert_eq!(header_bytes(&headers), (3 + 5) + (3 + 2) + (4 + 1));
     }
 }

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use http::HeaderMap;
-use parking_lot::RwLock;
+use http::{HeaderMap, StatusCode};
+use parking_lot::{Mutex, RwLock};
 
 use super::forward::proxy::Forwarder;
 use super::forward::route::{decide, is_forwarded, Route, SessionRouter};
 use super::heartbeat::Heartbeats;
+use super::iplimit::PerIp;
 use super::outbox::OutboxLimits;
 use super::session::{ConnectionFactory, Session, SessionHost};
 use super::settings::EngineSettings;
@@ -43,6 +44,9 @@ pub struct Engine {
     phase: AtomicU8,
     /// Not ready yet: a cluster member still connecting to the others.
     warming: AtomicBool,
+    /// Open sessions per client address (`limits.maxConnectionsPerIp`), changed only under
+    /// the `sessions` write lock; empty when the limit is off.
+    per_ip: Mutex<PerIp>,
 }
 
 const PHASE_SERVING: u8 = 0;
@@ -56,6 +60,8 @@ pub enum Refusal {
     AtLimit,
     /// The node is shutting down; the client should reconnect elsewhere.
     Closing,
+    /// `limits.maxConnectionsPerIp` sessions are open from the client's address.
+    PerIpLimit,
 }
 
 impl Refusal {
@@ -63,6 +69,15 @@ impl Refusal {
         match self {
             Refusal::AtLimit => "Server at its connection limit",
             Refusal::Closing => "Server shutting down",
+            Refusal::PerIpLimit => "Too many connections from this address",
+        }
+    }
+
+    /// The HTTP status of the refused handshake.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::AtLimit | Refusal::Closing => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::PerIpLimit => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -83,6 +98,7 @@ impl Engine {
             router: OnceLock::new(),
             phase: AtomicU8::new(PHASE_SERVING),
             warming: AtomicBool::new(false),
+            per_ip: Mutex::new(PerIp::default()),
         })
     }
 
@@ -157,7 +173,15 @@ impl Engine {
             if sessions.len() >= self.settings.max_connections {
                 return Err(Refusal::AtLimit);
             }
+            let per_ip = self.settings.max_connections_per_ip;
+            let ip = handshake.address.ip();
+            if per_ip > 0 && !self.per_ip.lock().admits(ip, per_ip) {
+                return Err(Refusal::PerIpLimit);
+            }
             let sid: Arc<str> = Arc::from(self.sids.session_id());
+            if per_ip > 0 {
+                self.per_ip.lock().add(sid.clone(), ip);
+            }
             let host: Weak<dyn SessionHost> = Arc::downgrade(self) as Weak<dyn SessionHost>;
             let session = Session::new(sid.clone(), transport, host);
             sessions.insert(sid, session.clone());
@@ -171,7 +195,11 @@ impl Engine {
     }
 
     pub(super) fn remove_session(&self, sid: &str) {
-        if self.sessions.write().remove(sid).is_some() {
+        let mut sessions = self.sessions.write();
+        if sessions.remove(sid).is_some() {
+            if self.settings.max_connections_per_ip > 0 {
+                self.per_ip.lock().remove(sid);
+            }
             self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
         }
     }

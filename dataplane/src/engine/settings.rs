@@ -22,6 +22,14 @@ pub struct EngineSettings {
     pub outbox: OutboxLimits,
     pub cors_origins: Vec<String>,
     pub cors_credentials: bool,
+    /// Longest wait for a polling POST's body.
+    pub polling_body_timeout: Duration,
+    /// Longest wait for a request's headers on the client endpoint.
+    pub header_read_timeout: Duration,
+    /// Largest sum of header name and value bytes a handshake may carry.
+    pub max_handshake_header_bytes: usize,
+    /// Open sessions per client IP address; 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl EngineSettings {
@@ -42,6 +50,10 @@ impl EngineSettings {
             },
             cors_origins: e.cors.origin.clone(),
             cors_credentials: e.cors.credentials,
+            polling_body_timeout: Duration::from_millis(e.polling_body_timeout),
+            header_read_timeout: Duration::from_millis(e.header_read_timeout),
+            max_handshake_header_bytes: config.limits.max_handshake_header_bytes,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
         }
     }
 

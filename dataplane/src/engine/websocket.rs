@@ -47,7 +47,7 @@ pub(super) fn accept(
             Ok(session) => Mode::Fresh(session),
             Err(refusal) => {
                 return responder.status_json(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    refusal.status(),
                     EngineError::Forbidden.code(),
                     refusal.message(),
                 )
@@ -103,7 +103,9 @@ enum Mode {
 
 async fn run_fresh(engine: Arc<Engine>, session: Arc<Session>, ws: WsConn) {
     let open = engine.open_packet(&session, TransportKind::Websocket);
-    if ws.send_text(&open).await.is_err() {
+    // A client that takes nothing cannot hold the handshake longer than an upgrade may take.
+    let sent = tokio::time::timeout(engine.settings.upgrade_timeout, ws.send_text(&open)).await;
+    if !matches!(sent, Ok(Ok(()))) {
         session.close(CloseReason::TransportError);
         return;
     }
@@ -146,8 +148,11 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn)
 }
 
 /// Waits for `2probe` (answered `3probe`) then `5`; false on anything else or timeout.
+/// Everything counts against `upgradeTimeout`, writes included: a client that stops reading
+/// (a full TCP window) cannot hold the probe longer.
 async fn probe(engine: &Engine, session: &Session, ws: &mut WsConn) -> bool {
-    let deadline = tokio::time::sleep(engine.settings.upgrade_timeout);
+    let until = tokio::time::Instant::now() + engine.settings.upgrade_timeout;
+    let deadline = tokio::time::sleep_until(until);
     tokio::pin!(deadline);
     let mut probed = false;
     loop {
@@ -159,7 +164,7 @@ async fn probe(engine: &Engine, session: &Session, ws: &mut WsConn) -> bool {
         let text = match msg {
             Some(Ok(WsMessage::Text(text))) => text,
             Some(Ok(WsMessage::Ping(data))) => {
-                if ws.write_all(&pong(&data)).await.is_err() {
+                if !written_by(until, ws.write_all(&pong(&data))).await {
                     return false;
                 }
                 continue;
@@ -170,7 +175,7 @@ async fn probe(engine: &Engine, session: &Session, ws: &mut WsConn) -> bool {
         match Packet::decode_text(text) {
             Ok(Packet::Ping(data)) if &data[..] == b"probe" && !probed => {
                 probed = true;
-                if ws.send_text("3probe").await.is_err() {
+                if !written_by(until, ws.send_text("3probe")).await {
                     return false;
                 }
                 // Release the pending GET with a noop so the client can send `5`.
@@ -180,6 +185,14 @@ async fn probe(engine: &Engine, session: &Session, ws: &mut WsConn) -> bool {
             _ => return false,
         }
     }
+}
+
+/// Whether `write` completed by `until`.
+async fn written_by(
+    until: tokio::time::Instant,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
+    matches!(tokio::time::timeout_at(until, write).await, Ok(Ok(())))
 }
 
 /// The pong frame answering a ping.
@@ -222,7 +235,7 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
                 rest,
                 &mut batch,
                 &mut control,
-                closing,
+                closing.then_some(engine.settings.ping_timeout),
             ));
             let written = write.await;
             session.outbox.end_write();
@@ -312,15 +325,17 @@ fn on_message(
 
 /// Writes the rest of a partly written frame, owed pongs and a batch of frames in one write;
 /// gives up if the session closes meanwhile (a slow consumer must not pin the task on a
-/// full socket).
+/// full socket). `closing` is set, with the time the last frames get (`pingTimeout`), when
+/// the session is closed already: a client that reads nothing cannot hold the task longer.
 async fn write_batch(
     session: &Session,
     ws: &WsConn,
     rest: Option<Bytes>,
     batch: &mut Vec<Frame>,
     control: &mut Vec<u8>,
-    closing: bool,
+    closing: Option<std::time::Duration>,
 ) -> Result<(), CloseReason> {
+    let is_closing = closing.is_some();
     let mut wire = Vec::new();
     // A partly written frame must be finished before any other frame starts.
     if let Some(rest) = rest {
@@ -329,7 +344,7 @@ async fn write_batch(
     wire.append(control);
     for frame in batch.drain(..) {
         // The close packet is for polling; on WebSocket the close frame says it.
-        if closing && matches!(&frame, Frame::Text(t) if t.as_str() == "1") {
+        if is_closing && matches!(&frame, Frame::Text(t) if t.as_str() == "1") {
             continue;
         }
         encode_frame(&frame, &mut wire);
@@ -341,8 +356,14 @@ async fn write_batch(
         *control = Vec::new();
     }
     let write = ws.write_all(&wire);
-    if closing {
-        write.await.map_err(|_| CloseReason::TransportError)
+    if let Some(limit) = closing {
+        match tokio::time::timeout(limit, write).await {
+            Ok(written) => written.map_err(|_| CloseReason::TransportError),
+            Err(_) => {
+                tracing::debug!(sid = %session.sid, "closing websocket not read: dropped");
+                Err(CloseReason::TransportError)
+            }
+        }
     } else {
         tokio::select! {
             r = write => r.map_err(|_| CloseReason::TransportError),

@@ -14,7 +14,7 @@ use super::handler::{AckResponder, ConnectDecision, ConnectRequest, Event};
 use super::packet::{self, Packet, PacketKind};
 use super::payload::Payload;
 use super::registry::Namespaces;
-use super::socket::{DisconnectReason, Socket, Transport};
+use super::socket::{DisconnectReason, Joining, Socket, Transport};
 use crate::engine::{
     CloseReason, ConnectionFactory, ConnectionHandler, Frame, HandshakeInfo, Session,
 };
@@ -193,12 +193,18 @@ impl Connection {
                 return;
             }
         }
-        let transport: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
-        let handshake = self.handshake.clone();
-        let (auth, claims) = (request.auth, request.claims);
-        let added = self.hub.with_namespace(&nsp, move |ns| {
-            ns.add_socket(session, transport, handshake, auth, claims, data)
-        });
+        let conn: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
+        let joining = Joining {
+            session,
+            conn,
+            handshake: self.handshake.clone(),
+            auth: request.auth,
+            claims: request.claims,
+            data,
+        };
+        let added = self
+            .hub
+            .with_namespace(&nsp, move |ns| ns.add_socket(joining));
         let Some(socket) = added else {
             let data =
                 serde_json::json!({ "limit": self.hub.config.limits.max_dynamic_namespaces });
@@ -232,7 +238,23 @@ impl Connection {
             );
             session.outbox.flush_boundary();
         }
+        self.watch_expiry(&socket);
         self.hub.handler.connected(&socket);
+    }
+
+    /// With `auth.jwt.disconnectOnExpiry`, disconnects `socket` when its token expires.
+    fn watch_expiry(&self, socket: &Arc<Socket>) {
+        let auth = &self.hub.config.auth;
+        if auth.mode != crate::config::AuthMode::Jwt || !auth.jwt.disconnect_on_expiry {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(at) = socket
+            .claims()
+            .and_then(|claims| super::expiry::expiry_of(claims, auth.jwt.leeway, now))
+        {
+            self.hub.expiries.push(at, socket);
+        }
     }
 
     fn dispatch(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {

@@ -8,6 +8,7 @@
 //! Socket.IO side of one engine session) and [`hub`] (the server handle).
 
 mod connection;
+mod expiry;
 pub mod handler;
 pub mod hub;
 pub mod namespace;

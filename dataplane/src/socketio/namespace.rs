@@ -1,11 +1,10 @@
 //! A namespace: its sockets, its rooms, and broadcasts over them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::handler::Handler;
@@ -13,9 +12,9 @@ use super::packet;
 use super::payload::Payload;
 use super::rooms::{RoomIndex, Selector};
 use super::socket::{
-    packet_frames, AckReply, AckWaiter, DisconnectReason, Home, Socket, SocketError, Transport,
+    packet_frames, AckReply, AckWaiter, DisconnectReason, Home, Joining, Socket, SocketError,
 };
-use crate::engine::{CloseReason, Frame, HandshakeInfo, OutboxLimits, PushOutcome, Session};
+use crate::engine::{CloseReason, Frame, OutboxLimits, PushOutcome, Session};
 
 /// Where a broadcast goes beyond this node: the cluster's peer links. A node that is not
 /// part of a cluster has none, and its broadcasts stay local.
@@ -91,27 +90,9 @@ impl Namespace {
     }
 
     /// Creates a socket of this namespace for an engine session and adds it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn add_socket(
-        self: &Arc<Self>,
-        session: Arc<Session>,
-        conn: Weak<dyn Transport>,
-        handshake: Arc<HandshakeInfo>,
-        auth: Value,
-        claims: Option<Value>,
-        data: Value,
-    ) -> Arc<Socket> {
+    pub(super) fn add_socket(self: &Arc<Self>, joining: Joining) -> Arc<Socket> {
         let home: Arc<dyn Home> = self.clone();
-        let socket = Socket::new(
-            self.name.clone(),
-            home,
-            session,
-            conn,
-            handshake,
-            auth,
-            claims,
-            data,
-        );
+        let socket = Socket::new(self.name.clone(), home, joining);
         self.state
             .write()
             .insert(socket.id_arc().clone(), socket.clone());

@@ -48,6 +48,8 @@ pub(crate) struct Namespaces {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     limits: NamespaceLimits,
     pub fanout: FanoutCell,
+    /// Sockets to disconnect when their token expires (`auth.jwt.disconnectOnExpiry`).
+    pub expiries: Arc<super::expiry::TokenExpiries>,
 }
 
 impl Namespaces {
@@ -64,6 +66,7 @@ impl Namespaces {
             namespaces: RwLock::new(HashMap::new()),
             limits,
             fanout: FanoutCell::default(),
+            expiries: Arc::default(),
         }
     }
 

@@ -107,6 +107,17 @@ pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
     frames
 }
 
+/// What a socket is made of when it joins a namespace: its engine session, its connection,
+/// and what the client and the application said at CONNECT.
+pub(super) struct Joining {
+    pub session: Arc<Session>,
+    pub conn: Weak<dyn Transport>,
+    pub handshake: Arc<HandshakeInfo>,
+    pub auth: Value,
+    pub claims: Option<Value>,
+    pub data: Value,
+}
+
 pub struct Socket {
     id: Arc<str>,
     nsp: Arc<str>,
@@ -135,17 +146,15 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        nsp: Arc<str>,
-        home: Arc<dyn Home>,
-        session: Arc<Session>,
-        conn: Weak<dyn Transport>,
-        handshake: Arc<HandshakeInfo>,
-        auth: Value,
-        claims: Option<Value>,
-        data: Value,
-    ) -> Arc<Self> {
+    pub(super) fn new(nsp: Arc<str>, home: Arc<dyn Home>, joining: Joining) -> Arc<Self> {
+        let Joining {
+            session,
+            conn,
+            handshake,
+            auth,
+            claims,
+            data,
+        } = joining;
         Arc::new(Self {
             id: Arc::from(crate::engine::sid::socket_id(&session.sid)),
             nsp,

@@ -132,7 +132,13 @@ before(async () => {
         },
         auth: {
           mode: "jwt",
-          jwt: { algorithms: ["HS256"], hs256SecretFile: secretFile, issuer: ISSUER, audience: ["other-app", AUDIENCE] },
+          jwt: {
+            algorithms: ["HS256"],
+            hs256SecretFile: secretFile,
+            issuer: ISSUER,
+            audience: ["other-app", AUDIENCE],
+            disconnectOnExpiry: true,
+          },
         },
         management: { listen: `127.0.0.1:${mgmtPort}`, token: MGMT_TOKEN },
       }),
@@ -153,6 +159,7 @@ before(async () => {
           jwt: {
             algorithms: ["RS256", "ES256"],
             jwksUrl: jwks.url,
+            allowInsecureJwksUrl: true, // the test's JWKS server speaks plain http
             jwksRefreshInterval: 3_600_000,
             jwksMinRefreshInterval: MIN_REFRESH_MS,
             issuer: ISSUER,
@@ -367,12 +374,24 @@ describe("client auth with a JWKS that is down at start", () => {
         "--config",
         writeConfig({
           listen: "127.0.0.1:0",
-          auth: { mode: "jwt", jwt: { algorithms: ["ES256"], jwksUrl: down.url, jwksMinRefreshInterval: 200, jwksRefreshInterval: 600_000 } },
+          auth: {
+            mode: "jwt",
+            jwt: {
+              algorithms: ["ES256"],
+              jwksUrl: down.url,
+              allowInsecureJwksUrl: true,
+              jwksMinRefreshInterval: 200,
+              jwksRefreshInterval: 600_000,
+            },
+          },
         }),
       ],
     });
     try {
       assert.ok(down.hits >= 1, "fetched at start");
+      // Neither audience nor issuer: any token of the JWKS's keys would do; said at startup.
+      assert.match(server.stderr(), /jwksUrl is set without both auth\.jwt\.audience and auth\.jwt\.issuer/);
+      assert.match(server.stderr(), /plain http/);
       await refused(server, { auth: { token: key.sign(claims()) } }, "jwks_unavailable", "token signing keys unavailable");
       down.status = 200;
       await sleep(250);
@@ -386,7 +405,57 @@ describe("client auth with a JWKS that is down at start", () => {
   });
 });
 
+describe("disconnect on token expiry (auth.jwt.disconnectOnExpiry)", () => {
+  it("a socket whose token expires is disconnected at its exp; a bystander with a longer token is not", async () => {
+    const bystander = await pool.connect(hub.url, { transports: ["websocket"], auth: { token: hs256(claims({ sub: "long" })) } }, { welcome: false });
+    const bystanderDisconnects = [];
+    bystander.on("disconnect", (reason) => bystanderDisconnects.push(reason));
+    const exp = now() + 3; // 2 to 3 s from now
+    const shortLived = await pool.connect(
+      hub.url,
+      { transports: ["websocket"], auth: { token: hs256(claims({ sub: "short", exp })) } },
+      { welcome: false },
+    );
+    const t0 = Date.now();
+    const gone = new Promise((resolve) => shortLived.on("disconnect", (reason) => resolve({ reason, at: Date.now() })));
+    await join(shortLived, "expiry");
+    await join(bystander, "expiry");
+    const { reason, at } = await Promise.race([gone, sleep(6000).then(() => ({ reason: "none", at: Date.now() }))]);
+    // A namespace DISCONNECT from the server, as the server's disconnect(): the client does
+    // not reconnect by itself.
+    assert.equal(reason, "io server disconnect");
+    assert.ok(at >= exp * 1000 - 50, `not before exp (${exp * 1000 - at} ms early)`);
+    assert.ok(at - t0 <= 4500, `at its exp, within the sweep's slack (${at - t0} ms after connect)`);
+    // The bystander is unaffected and still works.
+    assert.deepEqual(bystanderDisconnects, []);
+    assert.equal(bystander.connected, true);
+    const got = [];
+    bystander.on("chat", (...args) => got.push(args));
+    const other = await pool.connect(hub.url, { transports: ["websocket"], auth: { token: hs256(claims({ sub: "other" })) } }, { welcome: false });
+    await join(other, "expiry");
+    await other.timeout(5000).emitWithAck("chat", "still here");
+    await eventually(() => got.length === 1, 5000, "bystander receives chat");
+    const subs = (await fetchSockets(mgmtUrl)).map((x) => x.claims?.sub);
+    assert.ok(!subs.includes("short"), `the expired socket is gone: ${subs}`);
+    assert.ok(subs.includes("long"));
+    hub.assertHealthy("after a token expiry");
+  });
+});
+
 describe("client auth configuration errors", () => {
+  it("the binary refuses a JWKS over plain http without allowInsecureJwksUrl", async () => {
+    await assert.rejects(
+      startServer({
+        bin: "main",
+        args: [
+          "--config",
+          writeConfig({ listen: "127.0.0.1:0", auth: { mode: "jwt", jwt: { jwksUrl: "http://127.0.0.1:9/jwks.json" } } }),
+        ],
+      }),
+      /allowInsecureJwksUrl/,
+    );
+  });
+
   it("the binary refuses to start with an unreadable key file", async () => {
     await assert.rejects(
       startServer({

@@ -36,6 +36,25 @@ export function lifecycle(pool, { servers = () => [], label = "at the end of the
   });
 }
 
+/**
+ * Starts roomcast-dataplane (`bin: "main"`) with `config` plus a management API on a free
+ * port whose token is read from a file, and waits for both ready lines. The returned server
+ * also has `api` (the management URL) and `token`, as `apiCall` expects.
+ */
+export async function startHubWithApi(config, token, { env = {} } = {}) {
+  const file = writeConfig({}, "roomcast-api-");
+  const tokenFile = path.join(path.dirname(file), "token");
+  fs.writeFileSync(tokenFile, `${token}\n`);
+  const management = { listen: "127.0.0.1:0", ...(config.management ?? {}), tokenFile };
+  fs.writeFileSync(file, JSON.stringify({ listen: "127.0.0.1:0", ...config, management }));
+  const hub = await startServer({ bin: "main", args: ["--config", file], env });
+  const line = /^management listening on (http:\/\/[0-9.]+:\d+)$/m;
+  await eventually(() => line.test(hub.stdout()), 5000, "management line");
+  hub.api = line.exec(hub.stdout())[1];
+  hub.token = token;
+  return hub;
+}
+
 /** Writes a hub configuration (JSON) into a fresh temporary folder; returns the file path. */
 export function writeConfig(obj, prefix = "roomcast-test-") {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -206,7 +225,8 @@ export async function startServer({
 /**
  * Starts cluster member `id` of the main binary on `ip` (client and management ports chosen by
  * the OS, the peer port given), with the management API on and `token` as its bearer token.
- * `config` is merged over the defaults (relay namespace with room policies). Resolves once the
+ * `config` is merged over the defaults (relay namespace with room policies), `cluster` over the
+ * cluster section's. Resolves once the
  * peer listener is up; the node gets `api` (the management URL) and `token`.
  */
 export async function startClusterNode({
@@ -218,6 +238,7 @@ export async function startClusterNode({
   heartbeatInterval = 200,
   heartbeatTimeout = 1000,
   config = {},
+  cluster = {},
   args = [],
 }) {
   const file = writeConfig(
@@ -227,7 +248,7 @@ export async function startClusterNode({
         namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
       },
       management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
-      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout },
+      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
       ...config,
     },
     "roomcast-cluster-",

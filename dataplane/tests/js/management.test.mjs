@@ -18,6 +18,7 @@ import {
   eventually,
   sleep,
   toBuffer,
+  startHubWithApi,
 } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -32,22 +33,9 @@ const MAX_BODY = 16 * 1024;
  * lines printed so far).
  */
 async function startHub({ namespaces = ["/", "/chat", "/dyn-*"], maxBodyBytes = MAX_BODY } = {}) {
-  const config = writeConfig({ socketio: { namespaces } }, "roomcast-mgmt-");
-  const tokenFile = path.join(path.dirname(config), "token");
-  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-  fs.writeFileSync(
-    config,
-    JSON.stringify({
-      listen: "127.0.0.1:0",
-      socketio: { namespaces },
-      management: { listen: "127.0.0.1:0", tokenFile, maxBodyBytes },
-    }),
-  );
-  const hub = await startServer({ bin: "main", args: ["--config", config], env: { ROOMCAST_CONFIG: "" } });
-  const mgmt = /^management listening on (http:\/\/[0-9.]+:\d+)$/m;
-  await eventually(() => mgmt.test(hub.stdout()), 5000, "management line");
-  hub.api = mgmt.exec(hub.stdout())[1];
-  return hub;
+  return startHubWithApi({ socketio: { namespaces }, management: { maxBodyBytes } }, TOKEN, {
+    env: { ROOMCAST_CONFIG: "" },
+  });
 }
 
 /** One API call; resolves { status, headers, json, text }. */

@@ -6,7 +6,7 @@ import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import crypto from "node:crypto";
-import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep, lifecycle } from "./harness.mjs";
+import { writeConfig, startServer, ClientPool, connected, connectError, eventually, sleep, lifecycle, metric } from "./harness.mjs";
 
 const SECRET = "webhook-test-secret";
 
@@ -210,6 +210,87 @@ describe("events", () => {
     await connected(s);
     const res = await s.timeout(3000).emitWithAck("anything");
     assert.equal(res.error, "upstream_bad_answer");
+  });
+});
+
+describe("byte bounds", () => {
+  it("an answer over limits.maxUpstreamAnswerBytes (1 MiB) is a webhook failure; a bystander is answered", async () => {
+    const attacker = pool.io(server.url);
+    const bystander = pool.io(server.url);
+    await Promise.all([connected(attacker), connected(bystander)]);
+    const huge = "x".repeat(2 * 1024 * 1024);
+    app.behaviour = (ce) => {
+      if (ce.type !== "dev.roomcast.socket.event") return { status: 204 };
+      return ce.body.args[0] === "huge" ? { body: [huge] } : { body: ["small"] };
+    };
+    const failures = await metric(server, "roomcast_upstream_failures_total");
+    const res = await attacker.timeout(5000).emitWithAck("chat", "huge");
+    assert.equal(res.error, "upstream_error", JSON.stringify(res).slice(0, 300));
+    assert.match(res.message, /larger than 1048576 bytes/);
+    assert.ok((await metric(server, "roomcast_upstream_failures_total")) > failures, "counted as a failure");
+    // The sender and everyone else go on as usual.
+    assert.equal(await bystander.timeout(3000).emitWithAck("chat", "hi"), "small");
+    assert.equal(await attacker.timeout(3000).emitWithAck("chat", "again"), "small");
+    assert.equal(bystander.connected && attacker.connected, true);
+    // An answer just under the limit is fine.
+    app.behaviour = (ce) => (ce.type === "dev.roomcast.socket.event" ? { body: ["y".repeat(1000 * 1000)] } : { status: 204 });
+    assert.equal((await bystander.timeout(5000).emitWithAck("chat", "big")).length, 1000 * 1000);
+  });
+
+  it("webhook bodies past limits.maxUpstreamQueueBytes get upstream_backlog; the node recovers", async () => {
+    const small = await startServer({
+      bin: "main",
+      args: [
+        "--config",
+        writeConfig({
+          listen: "127.0.0.1:0",
+          socketio: { namespaces: [{ name: "/", upstream: { url: app.url, timeout: 5000 } }] },
+          limits: { maxUpstreamQueueBytes: 300_000 },
+        }),
+      ],
+    });
+    try {
+      const bystander = pool.io(small.url, { transports: ["websocket"] });
+      const attacker = pool.io(small.url, { transports: ["websocket"] });
+      await Promise.all([connected(bystander), connected(attacker)]);
+      let release;
+      const held = new Promise((resolve) => (release = resolve));
+      let reached = 0;
+      app.behaviour = async (ce) => {
+        if (ce.type !== "dev.roomcast.socket.event") return { status: 204 };
+        if (ce.body.event === "big") {
+          reached++;
+          await held;
+        }
+        return { body: ["ok"] };
+      };
+      // Ten events of 100 kB while the app holds every answer: about 300 kB fit, the rest
+      // is refused at once (well under the per-socket bound of 64 events).
+      const payload = "z".repeat(100_000);
+      const acks = Array.from({ length: 10 }, () => attacker.timeout(10_000).emitWithAck("big", payload));
+      const refused = [];
+      await eventually(async () => {
+        const settled = await Promise.all(acks.map((p) => Promise.race([p, sleep(10).then(() => null)])));
+        refused.splice(0, refused.length, ...settled.filter((a) => a?.error === "upstream_backlog"));
+        return refused.length >= 7;
+      }, 5000, "refusals while the app holds the answers");
+      assert.match(refused[0].message, /too many bytes waiting/);
+      assert.ok(reached <= 3, `${reached} bodies reached the app at once`);
+      // The node's budget is shared: while it is full a bystander's event is refused too,
+      // but nobody is disconnected.
+      assert.equal(bystander.connected, true);
+      release();
+      const all = await Promise.all(acks);
+      const ok = all.filter((a) => a === "ok").length;
+      assert.equal(ok + all.filter((a) => a?.error === "upstream_backlog").length, 10);
+      assert.ok(ok >= 1 && ok <= 3, `${ok} accepted`);
+      // Once the bodies are answered the budget is free again, for everyone.
+      assert.equal(await bystander.timeout(3000).emitWithAck("chat", "hi"), "ok");
+      assert.equal(await attacker.timeout(3000).emitWithAck("big", payload), "ok");
+      small.assertHealthy("after the byte budget test");
+    } finally {
+      await small.stop();
+    }
   });
 });
 

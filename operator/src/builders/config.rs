@@ -129,6 +129,12 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = e.ping_timeout {
         c.engine.ping_timeout = to_u64(v, "engine.pingTimeout")?;
     }
+    if let Some(v) = e.polling_body_timeout {
+        c.engine.polling_body_timeout = to_u64(v, "engine.pollingBodyTimeout")?;
+    }
+    if let Some(v) = e.header_read_timeout {
+        c.engine.header_read_timeout = to_u64(v, "engine.headerReadTimeout")?;
+    }
     if let Some(v) = e.upgrade_timeout {
         c.engine.upgrade_timeout = to_u64(v, "engine.upgradeTimeout")?;
     }
@@ -167,6 +173,11 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = spec.connect_timeout {
         c.socketio.connect_timeout = to_u64(v, "connectTimeout")?;
     }
+    c.socketio.show_secrets = spec
+        .show_secrets
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
     if let Some(v) = spec.ack_timeout {
         c.socketio.ack_timeout = to_u64(v, "ackTimeout")?;
     }
@@ -191,6 +202,8 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
         j.jwks_url = a.jwks_url.clone();
         j.issuer = a.issuer.clone();
         j.audience = a.audience.clone();
+        j.disconnect_on_expiry = a.disconnect_on_expiry.unwrap_or(false);
+        j.allow_insecure_jwks_url = a.allow_insecure_jwks_url.unwrap_or(false);
         if let Some(l) = a.leeway {
             j.leeway = to_u64(l, "auth.leeway")?;
         }
@@ -247,6 +260,50 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
             l.max_upstream_concurrency,
             "limits.maxUpstreamConcurrency",
         )?;
+        for (dst, v, field) in [
+            (
+                &mut lim.max_namespace_name_bytes,
+                l.max_namespace_name_bytes,
+                "limits.maxNamespaceNameBytes",
+            ),
+            (
+                &mut lim.max_dynamic_namespaces,
+                l.max_dynamic_namespaces,
+                "limits.maxDynamicNamespaces",
+            ),
+            (
+                &mut lim.max_room_name_bytes,
+                l.max_room_name_bytes,
+                "limits.maxRoomNameBytes",
+            ),
+            (
+                &mut lim.max_auth_bytes,
+                l.max_auth_bytes,
+                "limits.maxAuthBytes",
+            ),
+            (
+                &mut lim.max_handshake_header_bytes,
+                l.max_handshake_header_bytes,
+                "limits.maxHandshakeHeaderBytes",
+            ),
+            (
+                &mut lim.max_upstream_queue_bytes,
+                l.max_upstream_queue_bytes,
+                "limits.maxUpstreamQueueBytes",
+            ),
+            (
+                &mut lim.max_upstream_answer_bytes,
+                l.max_upstream_answer_bytes,
+                "limits.maxUpstreamAnswerBytes",
+            ),
+            (
+                &mut lim.max_connections_per_ip,
+                l.max_connections_per_ip,
+                "limits.maxConnectionsPerIp",
+            ),
+        ] {
+            set(dst, v, field)?;
+        }
     }
     Ok(c)
 }

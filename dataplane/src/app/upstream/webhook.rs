@@ -20,6 +20,8 @@ pub enum UpstreamError {
     Status(u16),
     #[error("the application could not be reached: {0}")]
     Unreachable(String),
+    #[error("the application's answer is larger than {0} bytes (limits.maxUpstreamAnswerBytes)")]
+    AnswerTooLarge(usize),
 }
 
 impl UpstreamError {
@@ -27,7 +29,7 @@ impl UpstreamError {
     pub fn reason(&self) -> &'static str {
         match self {
             UpstreamError::Timeout(_) => "upstream_timeout",
-            UpstreamError::Status(_) => "upstream_error",
+            UpstreamError::Status(_) | UpstreamError::AnswerTooLarge(_) => "upstream_error",
             UpstreamError::Unreachable(_) => "upstream_unavailable",
         }
     }
@@ -49,6 +51,8 @@ pub struct Webhook {
     key: Option<Vec<u8>>,
     permits: Arc<Semaphore>,
     stats: Arc<UpstreamStats>,
+    /// `limits.maxUpstreamAnswerBytes`: a larger answer is a failure.
+    max_answer_bytes: usize,
 }
 
 impl Webhook {
@@ -58,6 +62,7 @@ impl Webhook {
         client: reqwest::Client,
         permits: Arc<Semaphore>,
         stats: Arc<UpstreamStats>,
+        max_answer_bytes: usize,
     ) -> anyhow::Result<Self> {
         let key = match (&config.secret, &config.secret_file) {
             (Some(secret), _) => Some(secret.as_bytes().to_vec()),
@@ -75,6 +80,7 @@ impl Webhook {
             key,
             permits,
             stats,
+            max_answer_bytes,
         })
     }
 
@@ -122,7 +128,7 @@ impl Webhook {
         for (name, value) in event.headers(&body, self.key.as_deref(), now) {
             request = request.header(name, value);
         }
-        let response = request
+        let mut response = request
             .body(body)
             .send()
             .await
@@ -131,10 +137,27 @@ impl Webhook {
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
         }
-        response
-            .bytes()
+        // Read at most `max_answer_bytes`: refused from the Content-Length when it says more,
+        // else as soon as the chunks read so far pass the limit.
+        let max = self.max_answer_bytes;
+        if response
+            .content_length()
+            .is_some_and(|length| length > max as u64)
+        {
+            return Err(UpstreamError::AnswerTooLarge(max));
+        }
+        let mut answer = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| UpstreamError::Unreachable(e.without_url().to_string()))
+            .map_err(|e| UpstreamError::Unreachable(e.without_url().to_string()))?
+        {
+            if answer.len().saturating_add(chunk.len()) > max {
+                return Err(UpstreamError::AnswerTooLarge(max));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok(answer.freeze())
     }
 
     /// `send` with up to `disconnectRetries` more attempts, backing off 100 ms, 200 ms, ...

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
-use super::peer::Peer;
+use super::peer::{Peer, Queued};
 use crate::cluster::proto::{self as pb, message::Kind};
 use crate::engine::cork;
 
@@ -36,6 +36,8 @@ pub struct LinkSettings {
     pub heartbeat_timeout: Duration,
     /// Messages queued per peer before new ones are dropped.
     pub queue: usize,
+    /// Bytes (encoded) queued per peer before new ones are dropped (`cluster.maxPeerQueueBytes`).
+    pub queue_bytes: usize,
 }
 
 impl Default for LinkSettings {
@@ -44,6 +46,7 @@ impl Default for LinkSettings {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
             queue: 16 * 1024,
+            queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -124,7 +127,9 @@ async fn run<H: Host>(
         return;
     }
     // Whatever was queued while no link was up is stale: peers out of routing get nothing.
-    while queue.try_recv().is_ok() {}
+    while let Ok(stale) = queue.try_recv() {
+        let _ = peer.take(stale);
+    }
     *peer.client_addr.lock() = None;
     peer.learn_client_addr(client_addr);
     peer.up.store(true, Ordering::Release);
@@ -147,7 +152,7 @@ async fn run<H: Host>(
         loop {
             let batch = match tokio::time::timeout(settings.heartbeat_interval, queue.recv()).await
             {
-                Ok(Some(first)) => collect_batch(first, &mut queue),
+                Ok(Some(first)) => collect_batch(peer.take(first), &mut queue, &peer),
                 Ok(None) => return "mesh closed",
                 Err(_) => {
                     seq = seq.wrapping_add(1);
@@ -184,7 +189,8 @@ async fn run<H: Host>(
         host.link_down(&peer);
         *peer.client_addr.lock() = None;
         let mut discarded = 0usize;
-        while queue.try_recv().is_ok() {
+        while let Ok(stale) = queue.try_recv() {
+            let _ = peer.take(stale);
             discarded = discarded.saturating_add(1);
         }
         tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
@@ -240,13 +246,14 @@ pub(super) fn peer_client_address(hello: &pb::Hello, peer_addr: SocketAddr) -> O
 }
 
 /// `first` plus whatever else is queued, up to the batch limits.
-fn collect_batch(first: pb::Message, queue: &mut mpsc::Receiver<pb::Message>) -> pb::Batch {
+fn collect_batch(first: pb::Message, queue: &mut mpsc::Receiver<Queued>, peer: &Peer) -> pb::Batch {
     use prost::Message as _;
     let mut bytes = first.encoded_len();
     let mut messages = vec![first];
     while messages.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
         match queue.try_recv() {
-            Ok(message) => {
+            Ok(queued) => {
+                let message = peer.take(queued);
                 bytes = bytes.saturating_add(message.encoded_len());
                 messages.push(message);
             }
@@ -350,16 +357,18 @@ mod tests {
 
     #[test]
     fn batches_respect_their_limits() {
-        let (tx, mut rx) = mpsc::channel(2048);
+        let peer = Peer::new("b", "127.0.0.1:1".parse().unwrap(), 2048, 1 << 30);
+        peer.up.store(true, Ordering::Release);
         for n in 0..1000 {
-            tx.try_send(broadcast(n)).unwrap();
+            peer.offer(broadcast(n), false);
         }
-        let first = collect_batch(broadcast(0), &mut rx);
+        let mut rx = peer.rx.try_lock().unwrap();
+        let first = collect_batch(broadcast(0), &mut rx, &peer);
         assert_eq!(first.messages.len(), BATCH_MESSAGES);
         let big = pb::Message::of(Kind::Broadcast(pb::Broadcast {
             packet: bytes::Bytes::from(vec![b'x'; BATCH_BYTES]),
             ..Default::default()
         }));
-        assert_eq!(collect_batch(big, &mut rx).messages.len(), 1);
+        assert_eq!(collect_batch(big, &mut rx, &peer).messages.len(), 1);
     }
 }

@@ -48,7 +48,6 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tonic::transport::server::TcpIncoming;
 
 use self::accept::Acceptor;
 use self::counters::Counters;
@@ -62,6 +61,7 @@ use super::proto::{self as pb, message::Kind};
 
 pub use self::counters::MeshStats;
 pub use self::link::LinkSettings;
+pub use self::peer::Offer;
 
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,12 @@ impl Mesh {
         let peers = members
             .iter()
             .filter(|(id, _)| *id != me)
-            .map(|(id, addr)| (id.to_string(), Peer::new(id, addr, settings.queue)))
+            .map(|(id, addr)| {
+                (
+                    id.to_string(),
+                    Peer::new(id, addr, settings.queue, settings.queue_bytes),
+                )
+            })
             .collect();
         let (membership, _) = watch::channel(Arc::new(Membership::new(0, members.clone())));
         Ok(Arc::new(Self {
@@ -211,7 +216,7 @@ impl Mesh {
         let joined = diff.joined.iter().map(|(id, addr)| (id, *addr));
         let moved = diff.moved.iter().map(|(id, _, addr)| (id, *addr));
         for (id, addr) in joined.chain(moved).filter(|(id, _)| **id != self.me) {
-            let peer = Peer::new(id, addr, self.settings.queue);
+            let peer = Peer::new(id, addr, self.settings.queue, self.settings.queue_bytes);
             peers.insert(id.clone(), peer.clone());
             added.push(peer);
         }
@@ -240,7 +245,8 @@ impl Mesh {
             addr: listen,
             source,
         })?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Backs off when accepting fails (out of file descriptors) instead of spinning.
+        let incoming = crate::cluster::listen::incoming(listener, "peer");
         let service = PeerServer::new(Acceptor(self.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -341,6 +347,26 @@ impl Mesh {
         }
     }
 
+    /// Queues `message` for every peer in routing, like [`Mesh::send_all`]; returns the
+    /// peers whose queue was full (they did not get it; the drop is counted and logged).
+    pub fn send_all_checked(&self, message: &pb::Message, volatile: bool) -> Vec<String> {
+        self.peers
+            .read()
+            .values()
+            .filter(|peer| self.offer(peer, message.clone(), volatile) == Offer::Full)
+            .map(|peer| peer.id.clone())
+            .collect()
+    }
+
+    /// Queues `message` for the peer `id`, saying what became of it.
+    pub fn offer_to(&self, id: &str, message: pb::Message, volatile: bool) -> Offer {
+        let peer = self.peers.read().get(id).cloned();
+        match peer {
+            Some(peer) => self.offer(&peer, message, volatile),
+            None => Offer::Down,
+        }
+    }
+
     /// Queues `message` for the peer `id` if it is in routing; returns whether it was queued.
     pub fn send_to(&self, id: &str, message: pb::Message, volatile: bool) -> bool {
         let peer = self.peers.read().get(id).cloned();
@@ -352,12 +378,17 @@ impl Mesh {
 
     /// Queues `message` for one peer if it is in routing; returns whether it was queued.
     fn enqueue(&self, peer: &Peer, message: pb::Message, volatile: bool) -> bool {
+        self.offer(peer, message, volatile) == Offer::Queued
+    }
+
+    /// Offers `message` to one peer, saying what became of it.
+    fn offer(&self, peer: &Peer, message: pb::Message, volatile: bool) -> Offer {
         let counter = self.counters.sent_for(&message);
-        let queued = peer.offer(message, volatile);
-        if queued {
+        let offer = peer.offer(message, volatile);
+        if offer == Offer::Queued {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        queued
+        offer
     }
 
     /// Sends the request `make(id)` to every peer in routing and gathers their replies,

@@ -59,6 +59,7 @@ pub(super) fn fast() -> LinkSettings {
         heartbeat_interval: Duration::from_millis(50),
         heartbeat_timeout: Duration::from_millis(200),
         queue: 1024,
+        queue_bytes: 64 * 1024 * 1024,
     }
 }
 

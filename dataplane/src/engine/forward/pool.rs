@@ -16,8 +16,9 @@ use tokio::net::TcpStream;
 
 use super::{ForwardError, CONNECT_TIMEOUT};
 
-/// How long an idle connection to an owner is kept for reuse: well under the 10 s after
-/// which the owner's server drops a connection that sends no request.
+/// How long an idle connection to an owner is kept for reuse at most: well under the time
+/// after which the owner's server drops a connection that sends no request
+/// (`engine.headerReadTimeout`, 10 s by default; see [`idle_for`]).
 const IDLE_FOR: Duration = Duration::from_secs(5);
 /// Idle connections kept per owner.
 const IDLE_PER_OWNER: usize = 32;
@@ -30,15 +31,30 @@ pub(super) type ForwardBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + 
 /// Idle HTTP/1 connections to owners, reused by later forwards: a polling client behind a
 /// round-robin balancer sends a request a few times per ping interval, and a new connection
 /// for each would leave the forwarding node with a socket in TIME_WAIT per request.
-#[derive(Default)]
 pub(super) struct OwnerConnections {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    /// How long an idle connection is kept (see [`idle_for`]).
+    idle_for: Duration,
+}
+
+/// How long idle connections to owners are kept when owners drop connections that send no
+/// request for `header_read_timeout` (the same setting on every member): half of it, at most
+/// [`IDLE_FOR`], so that a reused connection is never one the owner is closing.
+pub(super) fn idle_for(header_read_timeout: Duration) -> Duration {
+    (header_read_timeout / 2).min(IDLE_FOR)
 }
 
 /// A connection to an owner and since when it is idle.
 type Idle = (SendRequest<ForwardBody>, Instant);
 
 impl OwnerConnections {
+    pub(super) fn new(idle_for: Duration) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+            idle_for,
+        }
+    }
+
     /// A connection to `target` ready for a request: an idle one if it still works, else
     /// a new one. Also says whether it was reused.
     pub(super) async fn connection(
@@ -58,7 +74,7 @@ impl OwnerConnections {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(&target)?;
         while let Some((sender, since)) = list.pop() {
-            if since.elapsed() < IDLE_FOR && !sender.is_closed() {
+            if since.elapsed() < self.idle_for && !sender.is_closed() {
                 return Some(sender);
             }
         }
@@ -72,7 +88,7 @@ impl OwnerConnections {
         }
         let mut idle = self.idle.lock();
         let list = idle.entry(target).or_default();
-        list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
+        list.retain(|(s, since)| since.elapsed() < self.idle_for && !s.is_closed());
         if list.len() < IDLE_PER_OWNER {
             list.push((sender, Instant::now()));
         }
@@ -105,4 +121,16 @@ pub(super) async fn open(target: SocketAddr) -> Result<SendRequest<ForwardBody>,
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_expire_before_the_owner_drops_them() {
+        assert_eq!(idle_for(Duration::from_secs(10)), IDLE_FOR);
+        assert_eq!(idle_for(Duration::from_secs(60)), IDLE_FOR);
+        assert_eq!(idle_for(Duration::from_secs(2)), Duration::from_secs(1));
+    }
 }

@@ -172,7 +172,7 @@ impl Forwarder {
             max_payload: settings.max_payload,
             answer_timeout: answer_timeout(settings),
             answer_limit: answer_limit(settings),
-            pool: OwnerConnections::default(),
+            pool: OwnerConnections::new(pool::idle_for(settings.header_read_timeout)),
             stats,
         }
     }

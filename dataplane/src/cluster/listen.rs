@@ -1,0 +1,170 @@
+//! Accept loops that survive running out of file descriptors.
+//!
+//! `accept` fails with EMFILE/ENFILE (or ENOBUFS/ENOMEM) while the process or the system is
+//! out of descriptors, and the pending connection stays in the backlog, so a loop that
+//! retries at once spins on one core and floods the log. [`AcceptBackoff`] waits instead,
+//! 10 ms doubling to 1 s while the failures go on, and logs once when such an episode starts
+//! and once when it ends. Errors that concern only the connection being accepted (it was
+//! reset or aborted before we took it) are retried at once. Used by the peer listener
+//! ([`incoming`]) and the client listener (`server.rs`).
+
+use std::io;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// First and longest wait after a failed accept.
+pub const MIN_DELAY: Duration = Duration::from_millis(10);
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// The state of one accept loop. Pure: the caller sleeps for what [`AcceptBackoff::failed`]
+/// returns.
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    /// Which listener, for the logs.
+    what: &'static str,
+    /// The wait after the last failure of the current episode; zero outside one.
+    delay: Duration,
+    /// Failures in the current episode.
+    failures: u64,
+}
+
+/// Whether a failed accept concerns only the connection being accepted (retry at once).
+fn connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+impl AcceptBackoff {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            delay: Duration::ZERO,
+            failures: 0,
+        }
+    }
+
+    /// An accept failed: how long to wait before the next one. The first failure of an
+    /// episode is logged (a warning), the others are not.
+    pub fn failed(&mut self, error: &io::Error) -> Duration {
+        if connection_error(error) {
+            tracing::debug!(listener = self.what, %error, "a connection failed before it was accepted");
+            return Duration::ZERO;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.delay.is_zero() {
+            self.delay = MIN_DELAY;
+            tracing::warn!(
+                listener = self.what,
+                %error,
+                "accept failed (out of file descriptors?): backing off, from 10 ms up to 1 s, until it works again"
+            );
+        } else {
+            self.delay = (self.delay * 2).min(MAX_DELAY);
+        }
+        self.delay
+    }
+
+    /// An accept succeeded: an episode of failures, if any, is over (logged once).
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                listener = self.what,
+                failures = self.failures,
+                "accepting connections again"
+            );
+        }
+        self.failures = 0;
+        self.delay = Duration::ZERO;
+    }
+
+    /// Whether an episode of failures is going on.
+    pub fn in_episode(&self) -> bool {
+        self.failures > 0
+    }
+}
+
+/// The connections `listener` accepts (with TCP_NODELAY), backing off on failures: the
+/// stream never yields an error, so a server consuming it never spins.
+pub fn incoming(
+    listener: TcpListener,
+    what: &'static str,
+) -> impl Stream<Item = io::Result<TcpStream>> + Send + 'static {
+    futures_util::stream::unfold(
+        (listener, AcceptBackoff::new(what)),
+        |(listener, mut backoff)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        backoff.succeeded();
+                        let _ = stream.set_nodelay(true);
+                        return Some((Ok(stream), (listener, backoff)));
+                    }
+                    Err(error) => {
+                        let delay = backoff.failed(&error);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(24)
+    }
+
+    #[test]
+    fn failures_back_off_doubling_to_a_bound_and_reset_on_success() {
+        let mut b = AcceptBackoff::new("test");
+        assert!(!b.in_episode());
+        let delays: Vec<u64> = (0..10)
+            .map(|_| b.failed(&emfile()).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert!(b.in_episode());
+        // A failure of the connection alone is retried at once and ends nothing.
+        let reset = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.failed(&reset), Duration::ZERO);
+        assert!(b.in_episode());
+        b.succeeded();
+        assert!(!b.in_episode());
+        // The next episode starts again at the shortest wait.
+        assert_eq!(b.failed(&emfile()), MIN_DELAY);
+    }
+
+    #[test]
+    fn a_spinning_loop_would_fail_more_than_a_few_dozen_times_a_minute() {
+        // Over one minute of EMFILE, the loop tries about 60 times, not millions.
+        let mut b = AcceptBackoff::new("test");
+        let (mut waited, mut tries) = (Duration::ZERO, 0);
+        while waited < Duration::from_secs(60) {
+            waited += b.failed(&emfile());
+            tries += 1;
+        }
+        assert!(tries < 70, "{tries} tries in a minute");
+    }
+
+    #[tokio::test]
+    async fn incoming_yields_accepted_connections() {
+        use futures_util::StreamExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut stream = Box::pin(incoming(listener, "test"));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let accepted = stream.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+}
