@@ -29,7 +29,9 @@ done
 # The old layout: no roomcast-config crate, policy at the crate root.
 sed -i '/^roomcast-config = /d' "$old/Cargo.toml"
 sed -i -e 's/^use roomcast_config::Config;/use roomcast_dataplane::config::Config;/' \
-  -e 's/roomcast_dataplane::app::policy::/roomcast_dataplane::policy::/' "$old/src/targets.rs"
+  -e 's/roomcast_dataplane::app::policy::/roomcast_dataplane::policy::/' \
+  -e 's|Ok(eio::records(body)?.collect()) // fuzz-old: lazy|Ok(eio::decode_payload(body)?.into_iter().map(Ok).collect())|' \
+  "$old/src/targets.rs"
 # Resolve from the old tree's lockfile, so the old code builds with its own dependencies.
 cp "$tree/Cargo.lock" "$old/Cargo.lock"
 

@@ -88,14 +88,38 @@ fn ws_decode(stream: &[u8], sizes: &[u8]) -> (Vec<WsMessage>, Option<WsError>) {
     (out.into(), None)
 }
 
-/// Engine.IO: the polling payload decoder and the text packet decoder. Every packet a
-/// payload decodes to must survive its own encoding, and the payload must not decode to
-/// more data than it holds.
+/// Engine.IO: the polling payload decoders (the transport's lazy `records` and the eager
+/// `decode_payload`) and the text packet decoder. Both payload decoders must agree (the lazy
+/// one stops at the first bad record, with the eager one's error); every packet must survive
+/// its own encoding; a payload never decodes to more data than it holds.
 pub fn engine_packet(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     let _ = eio::Packet::decode_text(body.clone());
-    let Ok(packets) = eio::decode_payload(body) else {
-        return;
+    let lazy = lazy_records(body.clone());
+    let eager = eio::decode_payload(body);
+    let packets = match (lazy, eager) {
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b);
+            return;
+        }
+        (Ok(mut items), Err(err)) => {
+            assert_eq!(
+                items.pop(),
+                Some(Err(err)),
+                "the lazy decoder ends on the error"
+            );
+            assert!(
+                items.iter().all(Result::is_ok),
+                "the lazy decoder went on after an error"
+            );
+            return;
+        }
+        (Ok(items), Ok(packets)) => {
+            let same: Vec<_> = packets.iter().cloned().map(Ok).collect();
+            assert_eq!(items, same, "lazy and eager decoding differ");
+            packets
+        }
+        (Err(err), Ok(_)) => panic!("only the lazy decoder refused the body: {err}"),
     };
     assert!(packets.len() <= data.len() + 1, "more packets than records");
     let mut total = 0;
@@ -120,6 +144,14 @@ pub fn engine_packet(data: &[u8]) {
         "decoded {total} bytes from {}",
         data.len()
     );
+}
+
+type Records = Vec<Result<eio::Packet, eio::DecodeError>>;
+
+/// The transport's lazy decoder, collected. `scripts/fuzz-old.sh` swaps this line for the eager
+/// decoder on code that predates the lazy one.
+fn lazy_records(body: Bytes) -> Result<Records, eio::DecodeError> {
+    Ok(eio::records(body)?.collect()) // fuzz-old: lazy
 }
 
 /// The attachments limit (`limits.maxAttachments`, default 16).
