@@ -35,4 +35,6 @@ sed -i -e 's/^use roomcast_config::Config;/use roomcast_dataplane::config::Confi
 # Resolve from the old tree's lockfile, so the old code builds with its own dependencies.
 cp "$tree/Cargo.lock" "$old/Cargo.lock"
 
-FUZZ_DIR=$old bash "$root/scripts/fuzz.sh"
+# A corpus of its own: one grown on newer code would hand the fuzzer its findings.
+target_dir=${CARGO_TARGET_DIR:-$root/target/fuzz}
+FUZZ_DIR=$old FUZZ_WORK=${FUZZ_WORK:-$target_dir/fuzz-work-$commit} bash "$root/scripts/fuzz.sh"

@@ -9,9 +9,11 @@
 #   FUZZ_DIR       the fuzz crate (default dataplane/fuzz; another for a copy against old code)
 #   FUZZ_JOBS      parallel fuzzing processes per target (default 1)
 #   CARGO_TARGET_DIR  where the instrumented build goes (default target/fuzz)
+#   FUZZ_WORK      where the grown corpus, crash inputs and logs go (default
+#                  $CARGO_TARGET_DIR/fuzz-work), never the checkout
 #
 # Exits non-zero when a target found something; the input is left under
-# $CARGO_TARGET_DIR/fuzz-artifacts/<target>/ (replay: the fuzz binary with the file as argument).
+# $FUZZ_WORK/artifacts/<target>/ (replay: the fuzz binary with the file as argument).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -21,6 +23,7 @@ fuzz_dir=$(realpath "${FUZZ_DIR:-dataplane/fuzz}")
 seconds=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-1}
 target_dir=${CARGO_TARGET_DIR:-$root/target/fuzz}
+work=${FUZZ_WORK:-$target_dir/fuzz-work}
 tools=${XDG_CACHE_HOME:-$HOME/.cache}/roomcast/tools/cargo-fuzz-$CARGO_FUZZ_VERSION
 
 if [[ ! -x $tools/bin/cargo-fuzz ]]; then
@@ -49,8 +52,8 @@ nice -n 10 cargo fuzz build "${build[@]}"
 
 found=()
 for target in "${targets[@]}"; do
-  corpus=$target_dir/fuzz-corpus/$target   # grows here, not in the checkout
-  artifacts=$target_dir/fuzz-artifacts/$target
+  corpus=$work/corpus/$target   # grows here, not in the checkout
+  artifacts=$work/artifacts/$target
   mkdir -p "$corpus" "$artifacts"
   seeds=()
   [[ -d $fuzz_dir/seeds/$target ]] && seeds+=("$fuzz_dir/seeds/$target")
@@ -61,7 +64,7 @@ for target in "${targets[@]}"; do
     args+=(-fork="$jobs" -ignore_crashes=0)
   fi
   echo "fuzz: $target for ${seconds}s" >&2
-  log=$target_dir/fuzz-$target.log
+  log=$work/$target.log
   if nice -n 10 cargo fuzz run "${build[@]}" "$target" "$corpus" "${seeds[@]}" -- "${args[@]}" \
     >"$log" 2>&1; then
     grep -E '^stat::(number_of_executed_units|new_units_added)' "$log" \
@@ -74,7 +77,7 @@ for target in "${targets[@]}"; do
 done
 
 if ((${#found[@]})); then
-  echo "fuzz: findings in ${found[*]} (inputs under $target_dir/fuzz-artifacts/)" >&2
+  echo "fuzz: findings in ${found[*]} (inputs under $work/artifacts/)" >&2
   exit 1
 fi
 echo "fuzz: ${#targets[@]} targets, ${seconds}s each, nothing found" >&2
