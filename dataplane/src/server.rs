@@ -155,26 +155,13 @@ impl Server {
     async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
         tokio::pin!(until);
         let mut backoff = AcceptBackoff::new("client");
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff.succeeded();
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(self.engine.clone(), self.metrics.clone(), stream, peer));
-                    }
-                    Err(error) => {
-                        // Usually EMFILE: back off (10 ms doubling to 1 s, logged once per
-                        // episode) instead of spinning; existing clients go on.
-                        let delay = backoff.failed(&error);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            _ = &mut until => return,
-                        }
-                    }
-                },
-                _ = &mut until => return,
-            }
+        while let Some((stream, peer)) = backoff.accept(listener, until.as_mut()).await {
+            tokio::spawn(serve_connection(
+                self.engine.clone(),
+                self.metrics.clone(),
+                stream,
+                peer,
+            ));
         }
     }
 }

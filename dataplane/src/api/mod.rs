@@ -155,43 +155,26 @@ impl ManagementApi {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         let mut backoff = AcceptBackoff::new("management");
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff.succeeded();
-                        let _ = stream.set_nodelay(true);
-                        let service = service.clone();
-                        let mut stopped = stopped.clone();
-                        tokio::spawn(async move {
-                            let conn = http1::Builder::new()
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(header_read_timeout)
-                                .serve_connection(TokioIo::new(stream), service);
-                            tokio::pin!(conn);
-                            let result = tokio::select! {
-                                result = conn.as_mut() => result,
-                                _ = stopped.changed() => {
-                                    conn.as_mut().graceful_shutdown();
-                                    conn.await
-                                }
-                            };
-                            if let Err(error) = result {
-                                tracing::debug!(%error, %peer, "management connection ended with an error");
-                            }
-                        });
+        while let Some((stream, peer)) = backoff.accept(&listener, shutdown.as_mut()).await {
+            let service = service.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = stopped.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
                     }
-                    Err(error) => {
-                        // Usually EMFILE: back off (logged once per episode) instead of spinning.
-                        let delay = backoff.failed(&error);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            _ = &mut shutdown => break,
-                        }
-                    }
-                },
-                _ = &mut shutdown => break,
-            }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "management connection ended with an error");
+                }
+            });
         }
         drop(listener);
         let _ = stop.send(true);

@@ -84,6 +84,36 @@ impl AcceptBackoff {
         self.delay = Duration::ZERO;
     }
 
+    /// The next connection `listener` accepts (with TCP_NODELAY), backing off on failures;
+    /// `None` once `stop` resolves. What the client and management listeners loop on.
+    pub async fn accept<F: std::future::Future<Output = ()>>(
+        &mut self,
+        listener: &TcpListener,
+        mut stop: std::pin::Pin<&mut F>,
+    ) -> Option<(TcpStream, std::net::SocketAddr)> {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        self.succeeded();
+                        let _ = stream.set_nodelay(true);
+                        return Some((stream, peer));
+                    }
+                    Err(error) => {
+                        // Usually EMFILE: back off (logged once per episode) instead of
+                        // spinning; existing connections go on.
+                        let delay = self.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = stop.as_mut() => return None,
+                        }
+                    }
+                },
+                () = stop.as_mut() => return None,
+            }
+        }
+    }
+
     /// Whether an episode of failures is going on.
     pub fn in_episode(&self) -> bool {
         self.failures > 0
