@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::members::{Members, MembersError};
+use crate::peertls::PeerTlsConfig;
 use crate::Problems;
 
 /// The other nodes of a hub and how this node talks to them (`docs/local-cluster.md`).
@@ -52,6 +53,13 @@ pub struct ClusterConfig {
     /// of the 16,384-message bound. Past it, messages to that peer are dropped and counted
     /// (`roomcast_peer_messages_dropped_total`), like when the message bound is reached.
     pub max_peer_queue_bytes: usize,
+    /// Mutual TLS on the peer port. Required for a cluster unless `plaintext` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PeerTlsConfig>,
+    /// Run the peer port without TLS: anyone who can reach it can join the hub. Only for a
+    /// network where nothing else can reach the peer port (tests, one machine).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext: bool,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +76,8 @@ impl Default for ClusterConfig {
             heartbeat_timeout: 3_000,
             warm_up_timeout: 10_000,
             max_peer_queue_bytes: 64 * 1024 * 1024,
+            tls: None,
+            plaintext: false,
         }
     }
 }
@@ -249,7 +259,17 @@ impl ClusterConfig {
                 "must be between 100 and 600000 milliseconds",
             );
         }
+        if let Some(tls) = &self.tls {
+            tls.validate(bad);
+            if self.plaintext {
+                bad.add(
+                    "cluster.plaintext",
+                    "set cluster.tls or cluster.plaintext, not both",
+                );
+            }
+        }
         if !self.is_single_node() {
+            // TODO(issue 19): require cluster.tls or cluster.plaintext once every config sets one.
             if self.peer_listen.is_none() {
                 bad.add(
                     "cluster.peerListen",

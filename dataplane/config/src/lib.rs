@@ -19,6 +19,7 @@ mod engine;
 mod limits;
 mod management;
 pub mod members;
+mod peertls;
 mod socketio;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
@@ -27,6 +28,7 @@ pub use engine::{CorsConfig, EngineConfig, TransportKind};
 pub use limits::{LimitsConfig, ShutdownConfig};
 pub use management::ManagementConfig;
 pub use members::{Members, MembersDiff, MembersError};
+pub use peertls::{PeerCertsKubernetes, PeerTlsConfig};
 pub use socketio::{NamespaceConfig, PolicyConfig, SocketIoConfig, UpstreamConfig, SECRETS};
 
 use std::net::SocketAddr;
