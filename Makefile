@@ -6,13 +6,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help run test test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e lint bench
-.PHONY: fuzz test-fuzz-corpus
+.PHONY: fuzz test-fuzz-corpus images
 
 help:
 	@echo "make run    - start a single-node hub on http://127.0.0.1:3000 (embedded default config)"
 	@echo "make test   - run the whole test suite (installs what the tests need)"
 	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md"
 	@echo "make fuzz   - run each fuzz target for FUZZ_SECONDS (default 20; docs/fuzzing.md)"
+	@echo "make images - build the data-plane and operator images with docker or podman (docs/operator.md)"
 
 run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
@@ -25,6 +26,7 @@ lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	bash scripts/lint-shell.sh
 	bash scripts/lint-workflows.sh
+	bash scripts/lint-dockerfiles.sh
 
 test-rust:
 	cargo test --workspace --locked
@@ -61,6 +63,11 @@ test-e2e:
 
 bench:
 	bash bench/run.sh
+
+# The data-plane and operator images, tagged $(REGISTRY)/roomcast-*:<appVersion> (default
+# ghcr.io/roomcast); PLATFORMS=linux/amd64,linux/arm64 PUSH=1 for a multi-arch push (scripts/images.sh).
+images:
+	bash scripts/images.sh
 
 # Coverage-guided fuzzing on the stable toolchain (cargo-fuzz, libFuzzer, no sanitizer): builds
 # the targets of dataplane/fuzz/ instrumented, then runs each for FUZZ_SECONDS (default 20).

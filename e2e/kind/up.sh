@@ -2,7 +2,7 @@
 # Creates a kind cluster with Roomcast and the example chat in it (needs Docker, kind, kubectl,
 # helm; see e2e/kind/README.md):
 #   1. the cluster `roomcast` (e2e/kind/cluster.yaml: the hub's NodePort on 127.0.0.1:3000);
-#   2. the images roomcast/roomcast-operator, roomcast/roomcast-dataplane (tag: the chart's
+#   2. the images ghcr.io/roomcast/roomcast-operator, ghcr.io/roomcast/roomcast-dataplane (tag: the chart's
 #      appVersion, what the chart and the operator default to) and roomcast/chat-app:dev, built
 #      from docker/ and loaded into the cluster's node;
 #   3. the operator with its Helm chart, in roomcast-system;
@@ -26,7 +26,7 @@ if ! kind get clusters | grep -qx "$cluster"; then
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
 
-images=("roomcast/roomcast-dataplane:$version" "roomcast/roomcast-operator:$version" "roomcast/chat-app:dev")
+images=("ghcr.io/roomcast/roomcast-dataplane:$version" "ghcr.io/roomcast/roomcast-operator:$version" "roomcast/chat-app:dev")
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   log "building images (${images[*]})"
   DOCKER_BUILDKIT=1 docker build -f docker/dataplane.Dockerfile -t "${images[0]}" .

@@ -48,7 +48,10 @@ impl Default for RunArgs {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             namespace: None,
             concurrency: 4,
-            default_image: format!("roomcast/roomcast-dataplane:{}", env!("CARGO_PKG_VERSION")),
+            default_image: format!(
+                "ghcr.io/roomcast/roomcast-dataplane:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             leader_elect: true,
             lease_namespace: std::env::var("POD_NAMESPACE").ok(),
             lease_name: "roomcast-operator".to_string(),
