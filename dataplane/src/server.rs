@@ -154,11 +154,7 @@ impl Server {
     }
 }
 
-async fn serve_connection(
-    engine: Arc<Engine>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
+async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let header_read_timeout = engine.settings.header_read_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();

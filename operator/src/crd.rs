@@ -601,8 +601,8 @@ impl Default for PdbSpec {
 
 /// The hub's NetworkPolicy (ingress only). The client port is open to all and the peer port
 /// to the hub's own pods; these fields say who else may reach the other ports. A list left
-/// out takes the default; an empty list closes the port to everyone (the node the pod runs
-/// on, hence the kubelet's probes, is allowed by every common CNI regardless).
+/// out takes the default; an empty list closes the port to every pod (traffic from the node
+/// the pod runs on, hence the kubelet's probes, is always allowed).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {

@@ -211,7 +211,10 @@ fn policy_rules(d: &Desired) -> Vec<(i32, Option<serde_json::Value>)> {
             let Some(IntOrString::Int(port)) = ports[0].port else {
                 panic!("numeric ports")
             };
-            (port, r.from.as_ref().map(|f| serde_json::to_value(f).unwrap()))
+            (
+                port,
+                r.from.as_ref().map(|f| serde_json::to_value(f).unwrap()),
+            )
         })
         .collect()
 }
@@ -221,7 +224,10 @@ fn network_policy_defaults_and_an_empty_list_closes_its_port() {
     use serde_json::json;
     let d = build(&load("minimal"), &opts()).unwrap();
     let spec = d.network_policy.as_ref().unwrap().spec.as_ref().unwrap();
-    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]));
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
     assert!(spec.egress.is_none(), "egress is left open");
     let own = json!([{"podSelector": {"matchLabels": {
         "app.kubernetes.io/instance": "chat", "app.kubernetes.io/name": "roomcast-hub"}}}]);
