@@ -47,7 +47,6 @@ impl MetricsConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::{Config, ConfigError};
 
     #[test]
@@ -72,8 +71,10 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["metrics.listen", "metrics.headerReadTimeout"]);
         // Port 0 on both sides picks two free ports: allowed.
-        let mut any = Config::default();
-        any.listen = "127.0.0.1:0".parse().unwrap();
+        let mut any = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         any.metrics.listen = Some(any.listen);
         any.validate().unwrap();
         assert!(Config::parse("metrics:\n  port: 9090\n", "yaml").is_err());
