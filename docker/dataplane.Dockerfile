@@ -24,6 +24,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/roomcast-dataplane /usr/local/bin/roomcast-dataplane
 USER 65532:65532
-# Socket.IO clients, the management API, the peer links.
-EXPOSE 3000 3001 7000
+# Socket.IO clients, the management API, the peer links, metrics and probes (when
+# metrics.listen is set: the operator sets 0.0.0.0:9090).
+EXPOSE 3000 3001 7000 9090
 ENTRYPOINT ["/usr/local/bin/roomcast-dataplane"]

@@ -214,6 +214,15 @@ if grep -qvE '^10\.244\.0\.[0-9]+$' <<<"$ips"; then fail "a pod IP is outside $p
 wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
 connect_all
 process_count 3 || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
+# Metrics are on the metrics port (9090, where the probes that made the pods Ready go); the
+# client port serves no /metrics.
+for ip in $ips; do
+  curl -fsS --max-time 5 "http://$ip:9090/metrics" | grep -q '^roomcast_connections ' ||
+    fail "no roomcast_connections in /metrics on $ip:9090"
+  code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$ip:3000/metrics")"
+  [[ "$code" == 404 ]] || fail "/metrics on the client port $ip:3000 answered $code, not 404"
+done
+log "ok: /metrics on every pod's metrics port, 404 on its client port"
 # The pod's service-account volume works as its in-cluster identity (the kubeconfig the runner
 # writes for it), with the hub Role's EndpointSlice access.
 pod_kubeconfig="$(ls "$runner_state"/pods/default_"$hub"-0_*/kubeconfig)"

@@ -15,8 +15,8 @@
 //! | 5 | [`cluster`] | membership, discovery, peer links, the rooms view, cluster-wide operations |
 //! | 6 | [`app`] | what the hub does with clients: the handler, policies, relay, webhooks |
 //! | 7 | [`api`] | the management REST API |
-//! | 8 | [`metrics`] | Prometheus metrics, read from every layer's counters |
-//! | 9 | [`server`] | the HTTP front: client endpoint, health, metrics |
+//! | 8 | [`metrics`] | Prometheus metrics, read from every layer's counters, and the metrics listener (`/metrics`, probes) |
+//! | 9 | [`server`] | the HTTP front: client endpoint, health |
 //! | 10 | [`node`] | assembles a node from its configuration and runs it |
 //! | 11 | [`cli`] | command-line flags and the binary's entry |
 

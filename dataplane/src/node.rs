@@ -1,5 +1,6 @@
 //! Assembles a hub node from its configuration: the authenticator, the application handler
-//! (relay, webhooks, policies) and the management API beside the client endpoint.
+//! (relay, webhooks, policies), the management API and the metrics listener beside the client
+//! endpoint.
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct Node {
     /// the real address (`listen` may ask for port 0).
     pub listener: tokio::net::TcpListener,
     pub ops: Arc<dyn HubOps>,
+    /// What the metrics listener serves, when `metrics.listen` is set.
+    pub metrics: MetricsSource,
     /// This node's peer links, when the configuration names a cluster.
     pub cluster: Option<Cluster>,
 }
@@ -47,7 +50,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     let auth = authenticator(&config).await?;
     let app = handler(&config)?;
     let upstream = app.stats.clone();
-    let mut server = Server::with_auth(config.clone(), app as Arc<dyn Handler>, auth);
+    let server = Server::with_auth(config.clone(), app as Arc<dyn Handler>, auth);
     let Some(hub) = server.hub().cloned() else {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
@@ -58,13 +61,13 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     let client_addr = listener.local_addr()?;
     // The peer listener is bound here, so a taken address fails the start like the others.
     let cluster = Cluster::start(&config, &hub, &engine, client_addr).await?;
-    server.set_metrics(MetricsSource {
+    let metrics = MetricsSource {
         engine: engine.clone(),
         hub: hub.clone(),
         upstream: Some(upstream),
         cluster: cluster.as_ref().map(|c| c.mesh().clone()),
         discovery: cluster.as_ref().and_then(Cluster::discovery_stats),
-    });
+    };
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
     let ops: Arc<dyn HubOps> = match &cluster {
         Some(cluster) => Arc::new(ClusterOps::new(
@@ -80,21 +83,24 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         server,
         listener,
         ops,
+        metrics,
         cluster,
     })
 }
 
 /// Runs the node until SIGTERM/Ctrl-C: the client endpoint on `config.listen` and, when
-/// `management.listen` is set, the management API on its own listener. Prints
-/// `listening on http://IP:PORT (path P)` on stdout once the client endpoint is bound, then
-/// `management listening on http://IP:PORT` for the API, then `peer listening on IP:PORT`
-/// for a cluster member's peer endpoint. All stop on the same signal.
+/// `management.listen` / `metrics.listen` are set, the management API and the metrics
+/// listener on their own. Prints `listening on http://IP:PORT (path P)` on stdout once the
+/// client endpoint is bound, then `management listening on http://IP:PORT` for the API, then
+/// `metrics listening on http://IP:PORT`, then `peer listening on IP:PORT` for a cluster
+/// member's peer endpoint. All stop on the same signal.
 pub async fn run(node: Node) -> anyhow::Result<()> {
     let Node {
         config,
         server,
         listener,
         ops,
+        metrics,
         cluster,
     } = node;
     // The token file is read before anything listens, so a bad one fails the start.
@@ -115,6 +121,15 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics.listen): {e}"))?;
+            Some((listener.local_addr()?, listener))
+        }
+        None => None,
+    };
     let path = &config.engine.path;
     // Tests and scripts wait for these exact lines, in this order.
     println!("listening on http://{addr} (path {path})");
@@ -122,6 +137,10 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     if let Some((addr, _, _)) = &management {
         println!("management listening on http://{addr}");
         tracing::info!(%addr, "management API listening");
+    }
+    if let Some((addr, _)) = &metrics_listener {
+        println!("metrics listening on http://{addr}");
+        tracing::info!(%addr, "metrics listening");
     }
     if let Some(cluster) = &cluster {
         println!("peer listening on {}", cluster.peer_addr());
@@ -135,10 +154,31 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
             let _ = api_stopped.await;
         }))
     });
+    // The metrics listener serves through the drain too: the kubelet's readiness probe must
+    // see `/readyz` fail there.
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|(_, listener)| {
+        let header_read_timeout =
+            std::time::Duration::from_millis(config.metrics.header_read_timeout);
+        tokio::spawn(crate::metrics::serve(
+            metrics,
+            listener,
+            header_read_timeout,
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     server
         .run(listener, crate::server::shutdown_signal())
         .await?;
     let _ = api_stop.send(());
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_task {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "metrics listener task failed");
+        }
+    }
     if let Some(task) = management {
         // Calls in flight (e.g. an emit waiting for acks) get a moment to finish.
         match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {

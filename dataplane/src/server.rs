@@ -1,4 +1,5 @@
-//! The TCP accept loop, HTTP/1 connections, health endpoints and graceful shutdown.
+//! The TCP accept loop, HTTP/1 connections, health endpoints and graceful shutdown of the
+//! client endpoint. Metrics are served on their own port (`metrics::listener`), not here.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -6,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,14 +19,13 @@ use crate::cluster::listen::AcceptBackoff;
 use crate::config::{Config, ShutdownConfig};
 use crate::engine::response::Body;
 use crate::engine::{ConnectionFactory, Engine};
-use crate::metrics::MetricsSource;
+use crate::metrics::probes;
 use crate::socketio::{Handler, Hub};
 
 /// A hub node's client-facing server.
 pub struct Server {
     engine: Arc<Engine>,
     hub: Option<Hub>,
-    metrics: Option<MetricsSource>,
     drain: Drain,
 }
 
@@ -69,7 +69,6 @@ impl Server {
         Self {
             engine,
             hub: Some(hub),
-            metrics: None,
             drain: Drain::from_config(&config.shutdown),
         }
     }
@@ -79,14 +78,8 @@ impl Server {
         Self {
             engine: Engine::new(config, factory),
             hub: None,
-            metrics: None,
             drain: Drain::from_config(&config.shutdown),
         }
-    }
-
-    /// Serves these metrics at `/metrics`.
-    pub fn set_metrics(&mut self, metrics: MetricsSource) {
-        self.metrics = Some(metrics);
     }
 
     pub fn hub(&self) -> Option<&Hub> {
@@ -156,27 +149,16 @@ impl Server {
         tokio::pin!(until);
         let mut backoff = AcceptBackoff::new("client");
         while let Some((stream, peer)) = backoff.accept(listener, until.as_mut()).await {
-            tokio::spawn(serve_connection(
-                self.engine.clone(),
-                self.metrics.clone(),
-                stream,
-                peer,
-            ));
+            tokio::spawn(serve_connection(self.engine.clone(), stream, peer));
         }
     }
 }
 
-async fn serve_connection(
-    engine: Arc<Engine>,
-    metrics: Option<MetricsSource>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
+async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let header_read_timeout = engine.settings.header_read_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();
-        let metrics = metrics.clone();
-        async move { Ok::<_, Infallible>(route(engine, metrics, req, peer).await) }
+        async move { Ok::<_, Infallible>(route(engine, req, peer).await) }
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -189,36 +171,12 @@ async fn serve_connection(
     }
 }
 
-async fn route(
-    engine: Arc<Engine>,
-    metrics: Option<MetricsSource>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
-    match req.uri().path() {
-        "/metrics" if metrics.is_some() => {
-            let body = metrics.map(|m| m.render()).unwrap_or_default();
-            let mut res = Response::new(Body::from(body));
-            res.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            res
-        }
-        "/healthz" => Response::new(Body::from("ok")),
-        // Not ready while warming up or draining, so load balancers send new clients elsewhere.
-        "/readyz" if engine.is_ready() => Response::new(Body::from("ok")),
-        "/readyz" => {
-            let why = if engine.is_warming() {
-                "warming up: not linked to every cluster member yet"
-            } else {
-                "draining"
-            };
-            let mut res = Response::new(Body::from(why));
-            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            res
-        }
-        _ => engine.handle(req, peer).await,
+/// `/healthz` and `/readyz` (for load balancers that probe the port they send traffic to),
+/// else the engine. `/metrics` is not served here: clients must not read the hub's metrics.
+async fn route(engine: Arc<Engine>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    match probes::answer(&engine, req.uri().path()) {
+        Some(res) => res,
+        None => engine.handle(req, peer).await,
     }
 }
 

@@ -435,7 +435,7 @@ async function deletePod() {
 
 async function deleteHub() {
   await k("delete", "socketiohub", cfg.hub, "--wait=true", `--timeout=${T(120)}s`);
-  const kinds = "statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets,serviceaccounts,roles,rolebindings";
+  const kinds = "statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets,networkpolicies,serviceaccounts,roles,rolebindings";
   await waitFor("delete-hub: every object of the hub is garbage-collected", T(120), async () => {
     const left = (await k("get", kinds, "-l", selector, "-o", "name")).trim();
     return left === "";

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -252,6 +253,12 @@ async fn apply_all(
             delete_if_owned::<PodDisruptionBudget>(client, ns, &names::same(&name), hub).await?
         }
     }
+    match &d.network_policy {
+        Some(p) => {
+            apply(client, ns, p).await?;
+        }
+        None => delete_if_owned::<NetworkPolicy>(client, ns, &names::same(&name), hub).await?,
+    }
     Ok(sts)
 }
 
@@ -474,6 +481,10 @@ pub async fn run(
         )
         .owns(
             owned_api::<PodDisruptionBudget>(&client, &watch_namespace),
+            owned.clone(),
+        )
+        .owns(
+            owned_api::<NetworkPolicy>(&client, &watch_namespace),
             owned.clone(),
         )
         .owns(

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -137,6 +138,10 @@ pub struct SocketIOHubSpec {
     /// PodDisruptionBudget of the hub's pods.
     #[serde(default)]
     pub pod_disruption_budget: PdbSpec,
+
+    /// NetworkPolicy of the hub's pods: who may reach which port.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 
     /// Extra annotations on the pods (merged under the operator's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -590,6 +595,39 @@ impl Default for PdbSpec {
             enabled: true,
             min_available: None,
             max_unavailable: None,
+        }
+    }
+}
+
+/// The hub's NetworkPolicy (ingress only). The client port is open to all and the peer port
+/// to the hub's own pods; these fields say who else may reach the other ports. A list left
+/// out takes the default; an empty list closes the port to every pod (traffic from the node
+/// the pod runs on, hence the kubelet's probes, is always allowed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render the NetworkPolicy (enforced only where the cluster's CNI enforces policies).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may reach the management API (port 3001). Default: every pod of the hub's
+    /// namespace, where the application backend usually runs (it still needs the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub management_from: Option<Vec<NetworkPolicyPeer>>,
+    /// Who may scrape the metrics port (9090, also `/healthz` and `/readyz`). Default: every
+    /// pod of every namespace of the cluster (Prometheus usually runs in a namespace of its
+    /// own; the metrics carry counts, no secrets or message content), nothing outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub metrics_from: Option<Vec<NetworkPolicyPeer>>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            management_from: None,
+            metrics_from: None,
         }
     }
 }

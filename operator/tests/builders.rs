@@ -48,6 +48,9 @@ fn render(d: &Desired) -> String {
     if let Some(p) = &d.pdb {
         doc(&mut out, "PodDisruptionBudget", p);
     }
+    if let Some(p) = &d.network_policy {
+        doc(&mut out, "NetworkPolicy", p);
+    }
     out
 }
 
@@ -173,6 +176,7 @@ fn generated_secret_only_without_own_reference() {
     let d = build(&load("own-secret-no-pdb"), &opts()).unwrap();
     assert!(d.secret.is_none());
     assert!(d.pdb.is_none());
+    assert!(d.network_policy.is_none());
     let text = serde_json::to_string(&d.statefulset).unwrap();
     assert!(text.contains("notify-admin") && text.contains("api-token"));
     // jwksUrl only: no key file, RS256/ES256.
@@ -191,4 +195,55 @@ fn a_jwks_over_plain_http_is_reported() {
         problems.iter().any(|p| p.contains("must be https://")),
         "{problems:?}"
     );
+}
+
+/// The ports of the NetworkPolicy's ingress rules, each with who may reach it (`None`: anyone).
+fn policy_rules(d: &Desired) -> Vec<(i32, Option<serde_json::Value>)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let spec = d.network_policy.as_ref().unwrap().spec.as_ref().unwrap();
+    spec.ingress
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let ports = r.ports.as_ref().unwrap();
+            assert_eq!(ports.len(), 1);
+            let Some(IntOrString::Int(port)) = ports[0].port else {
+                panic!("numeric ports")
+            };
+            (
+                port,
+                r.from.as_ref().map(|f| serde_json::to_value(f).unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn network_policy_defaults_and_an_empty_list_closes_its_port() {
+    use serde_json::json;
+    let d = build(&load("minimal"), &opts()).unwrap();
+    let spec = d.network_policy.as_ref().unwrap().spec.as_ref().unwrap();
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    assert!(spec.egress.is_none(), "egress is left open");
+    let own = json!([{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/instance": "chat", "app.kubernetes.io/name": "roomcast-hub"}}}]);
+    assert_eq!(
+        policy_rules(&d),
+        [
+            (3000, None),
+            (7000, Some(own.clone())),
+            (3001, Some(json!([{"podSelector": {}}]))),
+            (9090, Some(json!([{"namespaceSelector": {}}]))),
+        ]
+    );
+    // `[]` is "nobody", not a rule without `from` (which would be "everybody").
+    let mut closed = load("minimal");
+    closed.spec.network_policy.management_from = Some(vec![]);
+    closed.spec.network_policy.metrics_from = Some(vec![]);
+    let d = build(&closed, &opts()).unwrap();
+    assert_eq!(policy_rules(&d), [(3000, None), (7000, Some(own))]);
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -306,6 +307,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
     let mgmt: Service =
         eventually("management Service", || get(&client, ns, "chat-management")).await;
     let pdb: PodDisruptionBudget = eventually("PDB", || get(&client, ns, "chat")).await;
+    let np: NetworkPolicy = eventually("NetworkPolicy", || get(&client, ns, "chat")).await;
     let sa: ServiceAccount = eventually("ServiceAccount", || get(&client, ns, "chat")).await;
     let role: Role = eventually("Role", || get(&client, ns, "chat")).await;
     let rb: RoleBinding = eventually("RoleBinding", || get(&client, ns, "chat")).await;
@@ -317,6 +319,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         ("client Service", &svc.metadata),
         ("management Service", &mgmt.metadata),
         ("PDB", &pdb.metadata),
+        ("NetworkPolicy", &np.metadata),
         ("ServiceAccount", &sa.metadata),
         ("Role", &role.metadata),
         ("RoleBinding", &rb.metadata),
@@ -376,6 +379,44 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         Some(&["endpointslices".to_string()][..])
     );
     assert_eq!(rb.subjects.as_ref().unwrap()[0].name, "chat");
+    // The probes are on the metrics port; the NetworkPolicy is what the builder renders:
+    // clients from anywhere, peers from the hub's pods, management from the namespace,
+    // metrics from any namespace.
+    let metrics_port = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"));
+    assert_eq!(metrics_port.map(|p| p.container_port), Some(9090));
+    for probe in [&container.readiness_probe, &container.liveness_probe] {
+        let port = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|h| h.port.clone());
+        assert_eq!(
+            port,
+            Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
+            )
+        );
+    }
+    assert!(cfg_text.contains("listen: 0.0.0.0:9090"), "{cfg_text}");
+    assert_eq!(
+        serde_json::to_value(&np.spec).unwrap(),
+        serde_json::to_value(&desired.network_policy.as_ref().unwrap().spec).unwrap()
+    );
+    let own_pods = json!([{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/instance": "chat", "app.kubernetes.io/name": "roomcast-hub"}}}]);
+    assert_eq!(
+        policy_rules(&np),
+        [
+            (3000, None),
+            (7000, Some(own_pods.clone())),
+            (3001, Some(json!([{"podSelector": {}}]))),
+            (9090, Some(json!([{"namespaceSelector": {}}]))),
+        ]
+    );
 
     // Status: not ready while pods are pending; Ready once the pods report ready.
     let h = eventually("status Progressing=True", || async {
@@ -497,6 +538,41 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
     })
     .await;
 
+    // A change of spec.networkPolicy updates the NetworkPolicy: scrapers from one namespace,
+    // the management port closed (an empty list), without rolling the pods.
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"networkPolicy": {
+            "managementFrom": [],
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        }}})),
+    )
+    .await
+    .unwrap();
+    let scrapers = json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]);
+    let want = vec![
+        (3000, None),
+        (7000, Some(own_pods.clone())),
+        (9090, Some(scrapers)),
+    ];
+    eventually("NetworkPolicy updated", || async {
+        let np: NetworkPolicy = get(&client, ns, "chat").await?;
+        (policy_rules(&np) == want).then_some(())
+    })
+    .await;
+    let s: StatefulSet = get(&client, ns, "chat").await.unwrap();
+    let hash = s
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()["roomcast.dev/config-hash"]
+        .clone();
+    assert_eq!(hash, new_hash, "a policy change does not roll the pods");
+
     // Condition transitions and the config change were published as Events on the hub.
     eventually("Events on the hub", || async {
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
@@ -577,20 +653,25 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {
             "podDisruptionBudget": {"enabled": false},
+            "networkPolicy": {"enabled": false},
             "management": {"tokenSecretRef": {"name": "my-token", "key": "t"}}
         }})),
     )
     .await
     .unwrap();
-    eventually("PDB and generated Secret deleted", || async {
-        let gone = get::<PodDisruptionBudget>(&client, ns, "chat")
-            .await
-            .is_none()
-            && get::<Secret>(&client, ns, "chat-management")
+    eventually(
+        "PDB, NetworkPolicy and generated Secret deleted",
+        || async {
+            let gone = get::<PodDisruptionBudget>(&client, ns, "chat")
                 .await
-                .is_none();
-        gone.then_some(())
-    })
+                .is_none()
+                && get::<NetworkPolicy>(&client, ns, "chat").await.is_none()
+                && get::<Secret>(&client, ns, "chat-management")
+                    .await
+                    .is_none();
+            gone.then_some(())
+        },
+    )
     .await;
     let s: StatefulSet = get(&client, ns, "chat").await.unwrap();
     let pod_spec = serde_json::to_string(&s.spec.unwrap().template.spec).unwrap();
@@ -634,6 +715,32 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
             .unwrap_or(0.0),
         0.0
     );
+}
+
+/// The ports of a NetworkPolicy's ingress rules, each with its `from` (`None`: anyone).
+fn policy_rules(np: &NetworkPolicy) -> Vec<(i32, Option<serde_json::Value>)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let rules = np
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.clone())
+        .unwrap_or_default();
+    rules
+        .iter()
+        .map(|r| {
+            let port = match r.ports.as_deref() {
+                Some([p]) => match p.port {
+                    Some(IntOrString::Int(n)) => n,
+                    _ => -1,
+                },
+                _ => -1,
+            };
+            (
+                port,
+                r.from.as_ref().map(|f| serde_json::to_value(f).unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// Creates a hub that the API server must refuse with 422; returns the message.

@@ -19,6 +19,7 @@ mod engine;
 mod limits;
 mod management;
 pub mod members;
+mod metrics;
 mod peertls;
 mod socketio;
 
@@ -28,6 +29,7 @@ pub use engine::{CorsConfig, EngineConfig, TransportKind};
 pub use limits::{LimitsConfig, ShutdownConfig};
 pub use management::ManagementConfig;
 pub use members::{Members, MembersDiff, MembersError};
+pub use metrics::MetricsConfig;
 pub use peertls::{PeerCertsKubernetes, PeerTlsConfig};
 pub use socketio::{NamespaceConfig, PolicyConfig, SocketIoConfig, UpstreamConfig, SECRETS};
 
@@ -74,6 +76,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The management REST API the application backend calls.
     pub management: ManagementConfig,
+    /// The metrics and probes listener (`/metrics`, `/healthz`, `/readyz`). Off by default.
+    pub metrics: MetricsConfig,
     /// Other nodes of the same hub. Left out: a single node.
     #[serde(skip_serializing_if = "ClusterConfig::is_single_node")]
     pub cluster: ClusterConfig,
@@ -91,6 +95,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             management: ManagementConfig::default(),
+            metrics: MetricsConfig::default(),
             cluster: ClusterConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -139,6 +144,7 @@ impl Config {
         self.shutdown.validate(&mut bad);
         self.auth.validate(&mut bad);
         self.management.validate(&mut bad);
+        self.metrics.validate(self.listen, &mut bad);
         self.cluster.validate(&self.node_id, &mut bad);
         self.limits
             .validate(self.engine.max_http_buffer_size, &mut bad);

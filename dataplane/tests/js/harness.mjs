@@ -223,8 +223,8 @@ export async function startServer({
 // Cluster members of the real binary
 
 /**
- * Starts cluster member `id` of the main binary on `ip` (client and management ports chosen by
- * the OS, the peer port given), with the management API on and `token` as its bearer token.
+ * Starts cluster member `id` of the main binary on `ip` (client, management and metrics ports
+ * chosen by the OS, the peer port given), with the management API on and `token` as its bearer token.
  * `config` is merged over the defaults (relay namespace with room policies), `cluster` over the
  * cluster section's. Resolves once the
  * peer listener is up; the node gets `api` (the management URL) and `token`.
@@ -248,6 +248,7 @@ export async function startClusterNode({
         namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
       },
       management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
+      metrics: { listen: `${ip}:0` },
       cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
       ...config,
     },
@@ -299,9 +300,19 @@ export async function apiCall(node, method, route, body) {
   return JSON.parse(text);
 }
 
-/** A sample of the node's /metrics, as a number. */
+/**
+ * The URL of a node's metrics listener (`metrics.listen` in its config), from its
+ * `metrics listening on http://IP:PORT` line. Metrics are never served on the client port.
+ */
+export async function metricsUrl(node) {
+  const line = /^metrics listening on (http:\/\/[0-9.]+:\d+)$/m;
+  await eventually(() => line.test(node.stdout()), 5000, "metrics listening line (is metrics.listen set?)");
+  return line.exec(node.stdout())[1];
+}
+
+/** A sample of the node's /metrics (on its metrics port), as a number. */
 export async function metric(node, name) {
-  const text = await (await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const text = await (await fetch(`${await metricsUrl(node)}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
   const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
   assert.ok(m, `${name} in /metrics:\n${text}`);
   return Number(m[1]);

@@ -26,6 +26,7 @@ import {
   RawWs,
   echo,
   SEP,
+  metricsUrl,
 } from "./harness.mjs";
 
 const pool = new ClientPool();
@@ -322,7 +323,7 @@ describe("writes to a client that never reads are bounded (upgradeTimeout 1000, 
   });
 });
 
-describe("header read timeouts (engine.headerReadTimeout, management.headerReadTimeout: 1000)", () => {
+describe("header read timeouts (engine, management and metrics headerReadTimeout: 1000)", () => {
   let server;
   const token = "hostile-transport-token-0123456789";
   before(async () => {
@@ -331,11 +332,13 @@ describe("header read timeouts (engine.headerReadTimeout, management.headerReadT
       engine: { headerReadTimeout: 1000 },
       socketio: { namespaces: [{ name: "/", relay: true }] },
       management: { listen: "127.0.0.1:0", token, headerReadTimeout: 1000 },
+      metrics: { listen: "127.0.0.1:0", headerReadTimeout: 1000 },
     });
     server = await startServer({ bin: "main", args: ["--config", file] });
     await eventually(() => /management listening on http:\/\/\S+/.test(server.stdout()), 5000, "management line");
     const api = new URL(/management listening on (http:\/\/\S+)/.exec(server.stdout())[1]);
     server.api = api;
+    server.metrics = new URL(await metricsUrl(server));
   });
   after(async () => {
     pool.closeAll();
@@ -343,9 +346,9 @@ describe("header read timeouts (engine.headerReadTimeout, management.headerReadT
     await server?.stop();
   });
 
-  for (const which of ["management", "client"]) {
+  for (const which of ["management", "client", "metrics"]) {
     it(`${which} port: a connection that sends nothing, or its headers byte by byte, is dropped`, { timeout: 20_000 }, async () => {
-      const port = which === "management" ? Number(server.api.port) : server.port;
+      const port = { management: Number(server.api.port), metrics: Number(server.metrics.port) }[which] ?? server.port;
       const client = pool.io(server.url, { transports: ["websocket"] });
       await new Promise((resolve, reject) => client.once("connect", resolve).once("connect_error", reject));
       const disconnects = [];
@@ -367,6 +370,7 @@ describe("header read timeouts (engine.headerReadTimeout, management.headerReadT
       const stats = await freshHttp(`${server.api.origin}/v1/stats`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(stats.status, 200, stats.body);
       assert.equal((await freshHttp(`${server.url}/healthz`)).body, "ok");
+      assert.equal((await freshHttp(`${server.metrics.origin}/healthz`)).body, "ok");
 
       const a = await silentClosed;
       const b = await slowClosed;

@@ -43,6 +43,7 @@ function startApp() {
 function hubConfig(appUrl, { timeout = 1000, allowedEvents, deadUrl } = {}) {
   return {
     listen: "127.0.0.1:0",
+    metrics: { listen: "127.0.0.1:0" },
     socketio: {
       namespaces: [
         { name: "/", upstream: { url: appUrl, timeout, secret: SECRET }, ...(allowedEvents ? { allowedEvents } : {}) },

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use roomcast_config::{
-    AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, NamespaceConfig, PolicyConfig,
-    ShutdownConfig, TransportKind, UpstreamConfig,
+    AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, MetricsConfig, NamespaceConfig,
+    PolicyConfig, ShutdownConfig, TransportKind, UpstreamConfig,
 };
 use sha2::{Digest, Sha256};
 
 use super::secret::management_token_ref;
-use super::statefulset::{CLIENT_PORT, PEER_PORT};
+use super::statefulset::{CLIENT_PORT, METRICS_PORT, PEER_PORT};
 use super::{names, object_meta};
 use crate::crd::{SecretKeyRef, SocketIOHub, Transport, UpstreamEvent, UpstreamSpec};
 use crate::{Error, Result};
@@ -88,6 +88,11 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     let files = secret_files(hub);
     let mut c = Config {
         listen: SocketAddr::from(([0, 0, 0, 0], CLIENT_PORT as u16)),
+        // Scrapers and the pod's probes use the metrics port; clients never see it.
+        metrics: MetricsConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], METRICS_PORT as u16))),
+            ..MetricsConfig::default()
+        },
         // Endpoint removal takes a few seconds to reach kube-proxy and ingresses; the grace
         // period fits in the pod's terminationGracePeriodSeconds (see the StatefulSet).
         shutdown: ShutdownConfig {

@@ -5,6 +5,7 @@
 //! what these return with one field manager.
 
 mod config;
+mod networkpolicy;
 mod pdb;
 mod rbac;
 mod secret;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -24,13 +26,14 @@ pub use config::{
     config_hash, render_config, secret_files, SecretFile, CONFIG_FILE, CONFIG_MOUNT_PATH,
     MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
 };
+pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use rbac::{role, role_binding, service_account};
 pub use secret::{management_secret, management_token_ref, MANAGEMENT_TOKEN_KEY};
 pub use service::{
     client_service, endpoint, management_endpoint, management_service, peer_service,
 };
-pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME};
+pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME, METRICS_PORT, PEER_PORT};
 
 use crate::crd::SocketIOHub;
 use crate::{Error, Result};
@@ -70,6 +73,8 @@ pub struct Desired {
     pub statefulset: StatefulSet,
     /// `None` when the hub disables its PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
+    /// `None` when the hub disables its NetworkPolicy.
+    pub network_policy: Option<NetworkPolicy>,
     /// Hash of the rendered configuration (also on the pod template).
     pub config_hash: String,
 }
@@ -93,6 +98,7 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
         management_service: management_service(hub)?,
         statefulset: statefulset(hub, &opts.default_image, &hash)?,
         pdb: pod_disruption_budget(hub)?,
+        network_policy: network_policy(hub)?,
         config_map,
         config_hash: hash,
     })
@@ -112,7 +118,8 @@ pub mod names {
     pub fn management_service(hub: &str) -> String {
         format!("{hub}-management")
     }
-    /// Client Service, StatefulSet, PDB, ServiceAccount, Role and RoleBinding share the hub's name.
+    /// Client Service, StatefulSet, PDB, NetworkPolicy, ServiceAccount, Role and RoleBinding
+    /// share the hub's name.
     pub fn same(hub: &str) -> String {
         hub.to_string()
     }

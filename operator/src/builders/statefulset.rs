@@ -20,8 +20,11 @@ use super::{
 use crate::crd::SocketIOHub;
 use crate::Result;
 
-/// Port the data plane serves clients (and probes) on inside the pod.
+/// Port the data plane serves clients on inside the pod.
 pub const CLIENT_PORT: i32 = 3000;
+/// The metrics port (`metrics.listen`), named `metrics`: `/metrics` for scrapers and the
+/// `/healthz` and `/readyz` the pod's probes use.
+pub const METRICS_PORT: i32 = 9090;
 /// The peer (gRPC) port, named `peer`: the EndpointSlices and DNS SRV records
 /// (`_peer._tcp.<hub>-peers...`) of the peer Service carry it.
 pub const PEER_PORT: i32 = 7000;
@@ -55,7 +58,7 @@ pub fn statefulset(
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::String("http".to_string()),
+            port: IntOrString::String("metrics".to_string()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -92,6 +95,12 @@ pub fn statefulset(
             ContainerPort {
                 name: Some("peer".to_string()),
                 container_port: PEER_PORT,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_string()),
+                container_port: METRICS_PORT,
                 protocol: Some("TCP".to_string()),
                 ..ContainerPort::default()
             },

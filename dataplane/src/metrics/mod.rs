@@ -1,6 +1,13 @@
 //! Prometheus metrics of a hub node, in the text exposition format, served at `/metrics`
-//! on the client port. Counters are plain atomics updated on the hot paths; the engine's
-//! live in the engine (`engine::EngineStats`), and this module only reads them.
+//! on the metrics port ([`listener`], `metrics.listen`), never on the client port. Counters
+//! are plain atomics updated on the hot paths; the engine's live in the engine
+//! (`engine::EngineStats`), and this module only reads them. [`probes`] answers `/healthz`
+//! and `/readyz`, on the metrics port and on the client port alike.
+
+pub mod listener;
+pub mod probes;
+
+pub use listener::serve;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
