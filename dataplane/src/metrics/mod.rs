@@ -60,6 +60,15 @@ impl MetricsSource {
             "Open Engine.IO sessions on this node.",
             &one(self.engine.session_count() as u64),
         );
+        // Exported so that an alert can compare `roomcast_connections` with it (connections
+        // near the limit) without copying the configured value into the rule.
+        metric(
+            &mut out,
+            "roomcast_connections_limit",
+            "gauge",
+            "Open Engine.IO sessions allowed on this node (limits.maxConnections); handshakes beyond it get HTTP 503.",
+            &one(self.engine.settings.max_connections as u64),
+        );
         metric(
             &mut out,
             "roomcast_sessions_opened_total",
