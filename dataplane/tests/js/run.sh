@@ -26,6 +26,7 @@ fi
 # shellcheck source=scripts/lib.sh
 source "$REPO/scripts/lib.sh"
 npm_ci_locked "$HERE" "$REPO/examples/chat-app"
+ensure_command prometheus prometheus || true # monitoring.test.mjs runs a real Prometheus; fails saying so without it
 
 # 2. The server binaries (debug profile).
 cd "$REPO"

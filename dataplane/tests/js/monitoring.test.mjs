@@ -1,0 +1,256 @@
+// The chart's monitoring against a real Prometheus (Debian's `prometheus` package): a 3-node
+// hub on loopback (127.0.0.61-63, members from a members file so that discovery is exported
+// too, a webhook on /app) scraped every second, real socket.io clients making traffic, then
+// every query of the Grafana dashboard (charts/roomcast-operator/files/) evaluated through
+// Prometheus' HTTP API must return data, the rule file must load with every rule healthy, and
+// the metrics the nodes export must be exactly dataplane/src/metrics/exported.txt (the list
+// scripts/check-monitoring.sh checks the dashboard's and the rules' names against).
+// ROOMCAST_MONITORING_OUT=FILE also writes every panel query's range over the run as JSON
+// (scripts/plot-dashboard.py draws docs/images/dashboard-*.png from it).
+
+import { it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startClusterNode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep } from "./harness.mjs";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const FILES = path.join(REPO, "charts/roomcast-operator/files");
+const EXPORTED = path.join(REPO, "dataplane/src/metrics/exported.txt");
+const IPS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"];
+const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PROM_PORT = 40000 + Math.floor(Math.random() * 20000);
+const PROM = `http://127.0.0.1:${PROM_PORT}`;
+const TOKEN = "monitoring-test-token";
+const MAX_CONNECTIONS = 500;
+const TRAFFIC_MS = Number(process.env.ROOMCAST_MONITORING_TRAFFIC_MS ?? 20_000);
+/** What Grafana substitutes for the dashboard's variables here: every namespace and hub, and a
+ * rate window of a few 1 s scrapes. */
+const VARIABLES = { $namespace: ".*", $hub: ".*", $__rate_interval: "5s" };
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-monitoring-"));
+const pool = new ClientPool();
+const nodes = [];
+let app;
+let prometheus;
+let promLog = "";
+let traffic = { start: 0, end: 0 };
+
+function prometheusBinary() {
+  const bin = process.env.ROOMCAST_PROMETHEUS ?? "prometheus";
+  try {
+    execFileSync(bin, ["--version"], { stdio: "ignore" });
+  } catch {
+    throw new Error(`${bin} not found: apt-get install prometheus (run.sh installs it when it runs as root)`);
+  }
+  return bin;
+}
+
+/** The application behind /app's webhook: answers after 5-25 ms, fails one request in ten. */
+function startApp() {
+  const a = { requests: 0, server: null, url: null };
+  a.server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      a.requests += 1;
+      const fail = a.requests % 10 === 0;
+      setTimeout(() => {
+        res.writeHead(fail ? 500 : 204);
+        res.end();
+      }, 5 + Math.floor(Math.random() * 20));
+    });
+  });
+  return new Promise((resolve) =>
+    a.server.listen(0, "127.0.0.1", () => {
+      a.url = `http://127.0.0.1:${a.server.address().port}/hook`;
+      resolve(a);
+    }),
+  );
+}
+
+function startNode(i) {
+  const membersFile = path.join(dir, `members-${i}`);
+  fs.writeFileSync(membersFile, IPS.map((ip, j) => `hub-${j}=${ip}:${PEER_PORT}`).join("\n") + "\n");
+  return startClusterNode({
+    id: `hub-${i}`,
+    ip: IPS[i],
+    peerPort: PEER_PORT,
+    token: TOKEN,
+    config: {
+      limits: { maxConnections: MAX_CONNECTIONS },
+      socketio: {
+        namespaces: [
+          { name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } },
+          { name: "/app", upstream: { url: app.url, timeout: 1000, disconnectRetries: 0 } },
+        ],
+      },
+      cluster: { peerListen: `${IPS[i]}:${PEER_PORT}`, membersFile, discoveryInterval: 500, heartbeatInterval: 200, heartbeatTimeout: 1000 },
+    },
+  });
+}
+
+async function promApi(route, params = {}) {
+  const res = await fetch(`${PROM}${route}?${new URLSearchParams(params)}`, { signal: AbortSignal.timeout(5000) });
+  const body = await res.json();
+  assert.equal(body.status, "success", `${route} ${JSON.stringify(params)}: ${JSON.stringify(body)}`);
+  return body.data;
+}
+
+function substitute(expr) {
+  return Object.entries(VARIABLES).reduce((e, [k, v]) => e.split(k).join(v), expr);
+}
+
+const dashboard = JSON.parse(fs.readFileSync(path.join(FILES, "dashboard-roomcast-hubs.json"), "utf8"));
+const panels = dashboard.panels.filter((p) => p.type !== "row");
+
+before(async () => {
+  const bin = prometheusBinary();
+  app = await startApp();
+  nodes.push(...(await Promise.all(IPS.map((_, i) => startNode(i)))));
+  for (const node of nodes) {
+    await eventually(async () => (await apiCall(node, "GET", "/v1/stats")).nodes === IPS.length, 10_000, `${node.url} linked`);
+  }
+  // Target labels as the chart's PodMonitor sets them (namespace, pod, hub).
+  const targets = await Promise.all(
+    nodes.map(async (node, i) => ({
+      targets: [new URL(await metricsUrl(node)).host],
+      labels: { namespace: "roomcast-test", pod: `chat-${i}`, hub: "chat" },
+    })),
+  );
+  const config = {
+    global: { scrape_interval: "1s", evaluation_interval: "1s" },
+    rule_files: [path.join(FILES, "prometheus-rules.yaml")],
+    scrape_configs: [{ job_name: "roomcast-hubs", static_configs: targets }],
+  };
+  fs.writeFileSync(path.join(dir, "prometheus.yml"), JSON.stringify(config, null, 2));
+  prometheus = spawn(
+    bin,
+    [
+      `--config.file=${path.join(dir, "prometheus.yml")}`,
+      `--storage.tsdb.path=${path.join(dir, "tsdb")}`,
+      `--web.listen-address=127.0.0.1:${PROM_PORT}`,
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  prometheus.stderr.setEncoding("utf8");
+  prometheus.stderr.on("data", (c) => (promLog = (promLog + c).slice(-8000)));
+  await eventually(
+    async () => (await fetch(`${PROM}/-/ready`).catch(() => ({ ok: false }))).ok,
+    20_000,
+    "prometheus ready",
+    200,
+  ).catch((e) => {
+    throw new Error(`${e.message}\n${promLog}`);
+  });
+});
+
+after(async () => {
+  pool.closeAll();
+  prometheus?.kill("SIGTERM");
+  await Promise.all(nodes.map((n) => n.stop()));
+  app?.server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+it("the nodes export exactly the metrics of dataplane/src/metrics/exported.txt, and the connection limit", async () => {
+  const expected = fs
+    .readFileSync(EXPORTED, "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith("# TYPE "));
+  for (const node of nodes) {
+    const text = await (await fetch(`${await metricsUrl(node)}/metrics`)).text();
+    const types = text.split("\n").filter((l) => l.startsWith("# TYPE "));
+    assert.deepEqual(types.toSorted(), expected.toSorted(), `# TYPE lines of ${node.url} (update ${EXPORTED})`);
+    assert.match(text, new RegExp(`^roomcast_connections_limit ${MAX_CONNECTIONS}$`, "m"));
+  }
+});
+
+it("every dashboard query has data in a real Prometheus scraping the 3 nodes under traffic", { timeout: 120_000 }, async () => {
+  // Traffic: room members on every node, a publisher per node, webhook clients on /app, churn.
+  const members = [];
+  for (const [i, node] of nodes.entries()) {
+    for (let k = 0; k < 5; k++) members.push(await roomMember(pool, node.url, ["room:a", `room:${i}`], { transports: ["websocket"] }));
+  }
+  const publishers = await Promise.all(nodes.map((n) => roomMember(pool, n.url, ["room:a"], { transports: ["websocket"] })));
+  const appClients = await Promise.all(
+    nodes.flatMap((n) => [0, 1].map(() => connected(pool.io(`${n.url}/app`, { transports: ["websocket"] })))),
+  );
+  traffic.start = Date.now() / 1000;
+  let sent = 0;
+  while (Date.now() / 1000 - traffic.start < TRAFFIC_MS / 1000) {
+    for (const p of publishers) {
+      const res = await call(p, "roomcast:emit", { room: "room:a", event: "msg", args: [sent] });
+      assert.equal(res.ok, true, JSON.stringify(res));
+      sent += 1;
+    }
+    for (const c of appClients) c.emit("chat", { n: sent });
+    if (sent % 30 === 0) {
+      // a short-lived client, so that sessions open and close all along
+      const s = await connected(pool.io(nodes[sent % 3].url, { transports: ["polling"] }));
+      s.disconnect();
+    }
+    await sleep(50);
+  }
+  traffic.end = Date.now() / 1000;
+  await sleep(2500); // two more scrapes
+  assert.ok(members.every((s) => s.got.length > 0), "every room member got messages");
+  assert.ok(app.requests > 0, "the webhook got requests");
+
+  const up = await promApi("/api/v1/query", { query: 'up{job="roomcast-hubs"} == 1' });
+  assert.equal(up.result.length, 3, `3 targets up: ${JSON.stringify(up.result)}`);
+
+  // The dashboard's variables resolve (label_values(...) queries).
+  assert.deepEqual(await promApi("/api/v1/label/hub/values", { "match[]": "roomcast_connections" }), ["chat"]);
+
+  const results = [];
+  for (const panel of panels) {
+    for (const target of panel.targets) {
+      const query = substitute(target.expr);
+      const data = await promApi("/api/v1/query", { query });
+      assert.ok(data.result.length > 0, `panel "${panel.title}": ${query} returned nothing`);
+      results.push({ panel: panel.title, query, series: data.result.length });
+    }
+  }
+  assert.ok(results.length >= panels.length);
+  // Sanity of values, not only presence: every node holds clients, all links are up.
+  const conns = await promApi("/api/v1/query", { query: substitute(panels[0].targets[0].expr) });
+  assert.equal(conns.result.length, 3);
+  assert.ok(conns.result.every((r) => Number(r.value[1]) >= 7), JSON.stringify(conns.result));
+  const down = await promApi("/api/v1/query", { query: "sum(roomcast_peers - roomcast_peers_connected)" });
+  assert.equal(Number(down.result[0].value[1]), 0);
+
+  // The rule file loads into the real server and every rule evaluates. The app fails one
+  // webhook request in ten, over the 5% threshold: that alert is pending on every pod (its
+  // `for` is 5 minutes); nothing else is.
+  const rules = (await promApi("/api/v1/rules")).groups.flatMap((g) => g.rules);
+  assert.equal(rules.length, 6);
+  for (const r of rules) assert.equal(r.health, "ok", `${r.name}: ${r.lastError}`);
+  const alerts = (await promApi("/api/v1/alerts")).alerts;
+  assert.deepEqual(
+    alerts.map((a) => [a.labels.alertname, a.labels.pod, a.state]).toSorted(),
+    ["chat-0", "chat-1", "chat-2"].map((pod) => ["RoomcastWebhookFailureRate", pod, "pending"]),
+    JSON.stringify(alerts),
+  );
+
+  if (process.env.ROOMCAST_MONITORING_OUT) {
+    const out = { source: "3-node hub on loopback scraped every 1 s by Prometheus", variables: VARIABLES, panels: [] };
+    for (const panel of panels) {
+      const targets = [];
+      for (const target of panel.targets) {
+        const data = await promApi("/api/v1/query_range", {
+          query: substitute(target.expr),
+          start: String(traffic.start - 5),
+          end: String(traffic.end + 2),
+          step: "1",
+        });
+        targets.push({ expr: target.expr, legendFormat: target.legendFormat, result: data.result });
+      }
+      out.panels.push({ title: panel.title, unit: panel.fieldConfig.defaults.unit, start: traffic.start, targets });
+    }
+    fs.writeFileSync(process.env.ROOMCAST_MONITORING_OUT, JSON.stringify(out));
+  }
+});
