@@ -27,6 +27,7 @@ lint:
 	bash scripts/lint-shell.sh
 	bash scripts/lint-workflows.sh
 	bash scripts/lint-dockerfiles.sh
+	bash scripts/check-monitoring.sh
 
 test-rust:
 	cargo test --workspace --locked
