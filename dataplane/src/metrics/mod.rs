@@ -277,6 +277,56 @@ impl MetricsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::NoAuth;
+    use crate::config::Config;
+    use crate::socketio::{Event, Handler, Socket};
+
+    struct Quiet;
+
+    impl Handler for Quiet {
+        fn event(&self, _socket: &Arc<Socket>, _event: Event) {}
+    }
+
+    /// A node without a cluster, with a webhook and `limits.maxConnections` of 1234.
+    fn render_single_node() -> String {
+        let mut config = Config::default();
+        config.limits.max_connections = 1234;
+        let config = Arc::new(config);
+        let hub = Hub::new(config.clone(), Arc::new(Quiet), Arc::new(NoAuth));
+        let engine = Engine::new(&config, hub.connection_factory());
+        MetricsSource {
+            engine,
+            hub,
+            upstream: Some(Arc::new(UpstreamStats::default())),
+            cluster: None,
+            discovery: None,
+        }
+        .render()
+    }
+
+    #[tokio::test]
+    async fn the_connection_limit_is_exported() {
+        let out = render_single_node();
+        assert!(
+            out.contains("# TYPE roomcast_connections_limit gauge\n"),
+            "{out}"
+        );
+        assert!(out.contains("\nroomcast_connections_limit 1234\n"), "{out}");
+    }
+
+    /// exported.txt (what the chart's dashboard and alerts may use) lists every metric; the
+    /// JS monitoring test checks the full set of a cluster member against it.
+    #[tokio::test]
+    async fn every_metric_is_in_the_exported_list() {
+        let listed = include_str!("exported.txt");
+        let out = render_single_node();
+        for line in out.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(
+                listed.lines().any(|l| l == line),
+                "{line} is not in dataplane/src/metrics/exported.txt"
+            );
+        }
+    }
 
     #[test]
     fn labels_are_escaped() {
