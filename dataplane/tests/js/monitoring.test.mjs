@@ -1,10 +1,11 @@
 // The chart's monitoring against a real Prometheus (Debian's `prometheus` package): a 3-node
-// hub on loopback (127.0.0.61-63, members from a members file so that discovery is exported
-// too, a webhook on /app) scraped every second, real socket.io clients making traffic, then
-// every query of the Grafana dashboard (charts/roomcast-operator/files/) evaluated through
-// Prometheus' HTTP API must return data, the rule file must load with every rule healthy, and
-// the metrics the nodes export must be exactly dataplane/src/metrics/exported.txt (the list
-// scripts/check-monitoring.sh checks the dashboard's and the rules' names against).
+// hub on loopback (127.0.0.61-63; members from a members file so that discovery is exported
+// too; a webhook on /app), scraped every second by Prometheus (on 127.0.0.64), real socket.io
+// clients making traffic; then every query of the Grafana dashboard
+// (charts/roomcast-operator/files/) evaluated through Prometheus' HTTP API must return data,
+// the rule file must load with every rule healthy, and the metrics the nodes export must be
+// exactly dataplane/src/metrics/exported.txt (the list scripts/check-monitoring.sh checks the
+// dashboard's and the rules' names against).
 // ROOMCAST_MONITORING_OUT=FILE also writes every panel query's range over the run as JSON
 // (scripts/plot-dashboard.py draws docs/images/dashboard-*.png from it).
 
@@ -23,8 +24,9 @@ const FILES = path.join(REPO, "charts/roomcast-operator/files");
 const EXPORTED = path.join(REPO, "dataplane/src/metrics/exported.txt");
 const IPS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"];
 const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
-const PROM_PORT = 40000 + Math.floor(Math.random() * 20000);
-const PROM = `http://127.0.0.1:${PROM_PORT}`;
+// Prometheus listens on an address of its own, on a port below the ephemeral range.
+const PROM_ADDR = `127.0.0.64:${20000 + Math.floor(Math.random() * 12000)}`;
+const PROM = `http://${PROM_ADDR}`;
 const TOKEN = "monitoring-test-token";
 const MAX_CONNECTIONS = 500;
 const TRAFFIC_MS = Number(process.env.ROOMCAST_MONITORING_TRAFFIC_MS ?? 20_000);
@@ -132,7 +134,7 @@ before(async () => {
     [
       `--config.file=${path.join(dir, "prometheus.yml")}`,
       `--storage.tsdb.path=${path.join(dir, "tsdb")}`,
-      `--web.listen-address=127.0.0.1:${PROM_PORT}`,
+      `--web.listen-address=${PROM_ADDR}`,
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
