@@ -240,6 +240,31 @@ it("every dashboard query has data in a real Prometheus scraping the 3 nodes und
     JSON.stringify(alerts),
   );
 
+  // A member stops: the other two count a peer link down (the dashboard's panel), and the
+  // loaded RoomcastPeerLinkDown rule goes pending for exactly them.
+  await nodes[2].stop();
+  const downPanel = panels.find((p) => p.title === "Peer links up / down").targets[1];
+  await eventually(
+    async () => {
+      const res = await promApi("/api/v1/query", { query: substitute(downPanel.expr) });
+      return res.result.filter((r) => r.value[1] === "1").map((r) => r.metric.pod).toSorted().join() === "chat-0,chat-1";
+    },
+    15_000,
+    "one peer link down on chat-0 and chat-1",
+    500,
+  );
+  await eventually(
+    async () => {
+      const alerts = (await promApi("/api/v1/alerts")).alerts.filter((a) => a.labels.alertname === "RoomcastPeerLinkDown");
+      return alerts.map((a) => `${a.labels.pod}:${a.state}`).toSorted().join() === "chat-0:pending,chat-1:pending";
+    },
+    10_000,
+    "RoomcastPeerLinkDown pending on chat-0 and chat-1",
+    500,
+  );
+  await sleep(3000);
+  traffic.end = Date.now() / 1000;
+
   if (process.env.ROOMCAST_MONITORING_OUT) {
     const out = { source: "3-node hub on loopback scraped every 1 s by Prometheus", variables: VARIABLES, panels: [] };
     for (const panel of panels) {
@@ -248,7 +273,7 @@ it("every dashboard query has data in a real Prometheus scraping the 3 nodes und
         const data = await promApi("/api/v1/query_range", {
           query: substitute(target.expr),
           start: String(traffic.start - 5),
-          end: String(traffic.end + 2),
+          end: String(traffic.end),
           step: "1",
         });
         targets.push({ expr: target.expr, legendFormat: target.legendFormat, result: data.result });
