@@ -7,7 +7,8 @@
 #  3. every metric name the dashboard and the rules use is one the data plane exports
 #     (dataplane/src/metrics/exported.txt, which monitoring.test.mjs checks against a real
 #     scrape of a 3-node hub);
-#  4. when helm is at hand (ROOMCAST_HELM, PATH, or the e2e cache), the chart renders the
+#  4. when helm is at hand (ROOMCAST_HELM, PATH, or the e2e cache; `make test-operator`, which
+#     builds helm, always runs this script with ROOMCAST_HELM set), the chart renders the
 #     PodMonitor, PrometheusRule and ServiceMonitor only with the values on and the Prometheus
 #     Operator's CRDs present, and the dashboard ConfigMap with its value on.
 set -euo pipefail
@@ -75,7 +76,7 @@ if [[ -z "$helm" ]]; then
   done
 fi
 if [[ -z "$helm" ]]; then
-  echo "check-monitoring: no helm (run e2e/build-control-plane.sh or set ROOMCAST_HELM); chart rendering not checked" >&2
+  echo "check-monitoring: no helm yet; the chart's rendering is checked by make test-operator, which builds it" >&2
   exit 0
 fi
 on=(--set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true
