@@ -14,10 +14,12 @@
 pub mod builders;
 pub mod controller;
 pub mod crd;
+pub mod csr_check;
 mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod peer_ca;
 pub mod reference;
 pub mod status;
 pub mod validate;
