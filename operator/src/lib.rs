@@ -12,6 +12,7 @@
 )]
 
 pub mod builders;
+pub mod ca_sync;
 pub mod controller;
 pub mod crd;
 pub mod csr_check;
@@ -21,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod peer_ca;
 pub mod reference;
+pub mod signer;
 pub mod status;
 pub mod validate;
 

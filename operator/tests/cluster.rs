@@ -25,6 +25,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
 use roomcast_operator::builders::{self, BuildOptions};
 use roomcast_operator::crd::SocketIOHub;
+use roomcast_operator::peer_ca::CaMaterial;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,6 +169,15 @@ where
         .await
         .ok()
         .flatten()
+}
+
+/// The hub's CA as stored in its `<hub>-peer-ca` Secret.
+async fn peer_ca(client: &Client, ns: &str, hub: &str) -> CaMaterial {
+    let s: Secret = eventually("the peer CA Secret", || async {
+        get::<Secret>(client, ns, &format!("{hub}-peer-ca")).await
+    })
+    .await;
+    CaMaterial::from_secret(&s).expect("CA Secret holds tls.crt and tls.key")
 }
 
 fn owned_by(
@@ -333,6 +343,8 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         &BuildOptions {
             default_image: "roomcast/roomcast-dataplane:e2e".into(),
             management_token: Some(token.clone()),
+            peer_ca: peer_ca(&client, ns, "chat").await,
+            csr_cluster_role: "roomcast-operator-hub-csr".into(),
         },
     )
     .unwrap();
