@@ -11,6 +11,7 @@ pub mod membership;
 pub mod mesh;
 pub mod node;
 pub mod ops;
+pub mod peer_certs;
 pub mod proto;
 pub mod queries;
 pub mod ring;

@@ -14,6 +14,7 @@ use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
 use super::membership::{Members, Membership};
 use super::mesh::{LinkSettings, Mesh};
+use super::peer_certs::PeerCerts;
 use super::rooms::{self, RoomSync};
 use super::route::{advertise_address, MeshRouter};
 use crate::config::{Config, MemberSource};
@@ -27,6 +28,8 @@ pub struct Cluster {
     peer_addr: SocketAddr,
     /// The discovery loop, for sources that change at run time.
     discovery: Option<(AbortHandle, Arc<DiscoveryStats>)>,
+    /// Keeps the peer certificate files current (`cluster.tls.kubernetes`).
+    _certs: Option<PeerCerts>,
 }
 
 impl Cluster {
@@ -53,6 +56,15 @@ impl Cluster {
             anyhow::bail!("cluster.peerListen is needed when the cluster has a member source");
         };
         let me = config.node_id.as_str();
+        // The mesh needs its certificate files: obtain them first, or fail the start.
+        let certs = match c.tls.as_ref().filter(|t| t.kubernetes.is_some()) {
+            Some(tls) => Some(
+                PeerCerts::start(tls, me)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("obtaining the peer certificate: {e}"))?,
+            ),
+            None => None,
+        };
         let source_discovery = discovery::from_source(&source).await?;
         let mut members = match discovery::lookup(source_discovery.as_ref()).await {
             Ok(members) => members,
@@ -129,6 +141,7 @@ impl Cluster {
             rooms: room_sync,
             peer_addr,
             discovery,
+            _certs: certs,
         }))
     }
 

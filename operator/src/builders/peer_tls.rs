@@ -10,7 +10,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
-use roomcast_config::{PeerCertsKubernetes, PeerTlsConfig};
+use roomcast_config::PeerTlsConfig;
 
 use super::{labels, names, object_meta};
 use crate::crd::SocketIOHub;
@@ -83,14 +83,13 @@ pub fn csr_cluster_role_binding(hub: &SocketIOHub, cluster_role: &str) -> Cluste
 /// the CSR API and the trust ConfigMap; the other settings keep the data plane's defaults.
 pub fn peer_tls_config(hub: &SocketIOHub) -> Result<PeerTlsConfig> {
     let dir = PathBuf::from(PEER_TLS_MOUNT_PATH);
-    let kubernetes = PeerCertsKubernetes {
-        signer_name: SIGNER_NAME.to_string(),
-        trust_config_map: names::peer_trust(&hub.name_any()),
-        namespace: None,
-        duration_seconds: u32::try_from(hub.spec.peer_tls.certificate_seconds).map_err(|_| {
-            Error::InvalidHub("spec.peerTls.certificateSeconds is out of range".into())
-        })?,
-    };
+    let duration = u32::try_from(hub.spec.peer_tls.certificate_seconds)
+        .map_err(|_| Error::InvalidHub("spec.peerTls.certificateSeconds is out of range".into()))?;
+    let kubernetes = serde_json::json!({
+        "signerName": SIGNER_NAME,
+        "trustConfigMap": names::peer_trust(&hub.name_any()),
+        "durationSeconds": duration,
+    });
     let tls = serde_json::json!({
         "caFile": dir.join("ca.crt"),
         "certFile": dir.join("tls.crt"),
