@@ -1,6 +1,9 @@
 //! Accepting: the gRPC service on the peer listener that takes the links of the members
-//! that dial this node. It checks the caller's Hello (a current member, and one that should
-//! be dialing), then hands the stream to a link ([`super::link`]).
+//! that dial this node. It checks the caller's Hello, from the request headers, before it
+//! reads anything of the stream: over TLS the client certificate must be valid for the
+//! member id claimed (refusals are logged and counted), and the member must be a current
+//! one that should be dialing. Then it hands the stream to a link ([`super::link`]) and
+//! answers with its own Hello in the response headers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +15,12 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::dial::dials;
-use super::link::{self, peer_client_address, Host, STREAM_DEPTH};
+use super::hello;
+use super::link::{self, Host, STREAM_DEPTH};
+use super::tls::check_identity;
+use super::transport::PeerConnInfo;
+use crate::cluster::proto as pb;
 use crate::cluster::proto::peer_server::Peer as PeerService;
-use crate::cluster::proto::{self as pb, message::Kind};
 
 /// The gRPC service: accepts the links of the members that dial this node.
 pub(super) struct Acceptor<H>(pub(super) Arc<H>);
@@ -30,17 +36,27 @@ impl<H: Host> PeerService for Acceptor<H> {
         request: Request<Streaming<pb::Batch>>,
     ) -> Result<Response<LinkStream>, Status> {
         let host = &self.0;
-        let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(host.settings().heartbeat_timeout, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no hello"))??
-            .ok_or_else(|| Status::cancelled("closed before hello"))?;
-        let mut messages = first.messages.into_iter();
-        let Some(Kind::Hello(hello)) = messages.next().and_then(|m| m.kind) else {
-            return Err(Status::invalid_argument(
-                "the first message must be a hello",
-            ));
+        let conn = request.extensions().get::<PeerConnInfo>().cloned();
+        let remote = conn.as_ref().and_then(|c| c.remote);
+        // Who is calling, from the headers and the certificate: nothing of the stream has
+        // been read yet.
+        let hello = match hello::read(request.metadata()) {
+            Ok(hello) => hello,
+            Err(status) => {
+                host.link_refused();
+                tracing::warn!(remote = ?remote, reason = %status.message(), "peer link refused: no hello");
+                return Err(status);
+            }
         };
+        if let Some(conn) = conn.as_ref().filter(|c| c.tls) {
+            if let Err(error) = check_identity(conn.leaf.as_ref(), &hello.member) {
+                host.link_refused();
+                tracing::warn!(remote = ?remote, claimed = %hello.member, %error, "peer link refused: the certificate is not that member's");
+                return Err(Status::unauthenticated(
+                    "the client certificate is not valid for the member id claimed",
+                ));
+            }
+        }
         let Some(peer) = host.peer(&hello.member) else {
             // Also the normal case for a moment while a new member joins: it may know this
             // node before this node's discovery lists it (it re-dials with backoff).
@@ -54,13 +70,13 @@ impl<H: Host> PeerService for Acceptor<H> {
                 "the member whose id sorts first dials",
             ));
         }
-        for kind in messages.filter_map(|m| m.kind) {
-            host.handle(peer, kind);
-        }
+        let inbound = request.into_inner();
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
-        let client = peer_client_address(&hello, peer.addr);
-        link::attach(host, peer, inbound, out, true, client);
+        let client = hello::client_address(&hello, peer.addr);
+        link::attach(host, peer, inbound, out, client);
         let stream = ReceiverStream::new(rx).map(Ok);
-        Ok(Response::new(Box::pin(stream)))
+        let mut response = Response::new(Box::pin(stream) as LinkStream);
+        hello::write(response.metadata_mut(), &host.hello());
+        Ok(response)
     }
 }
