@@ -80,3 +80,111 @@ impl<H: Host> PeerService for Acceptor<H> {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::Endpoint;
+
+    use super::super::reload::PeerTls;
+    use super::super::testkit::{broadcast, cluster, fast, received, tls_settings, wait_for, Pki};
+    use super::super::transport::Connector;
+    use super::*;
+    use crate::cluster::proto::peer_client::PeerClient;
+
+    /// Opens a link to `addr` (expecting member `server`) claiming to be `claimed`.
+    async fn attack(
+        addr: std::net::SocketAddr,
+        server: &str,
+        tls: Option<Arc<PeerTls>>,
+        claimed: &str,
+    ) -> Result<tonic::Code, String> {
+        let connector = Connector {
+            addr,
+            peer: server.into(),
+            tls,
+        };
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(3))
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (out, rx) = mpsc::channel(4);
+        // Would be injected to the victim's clients if the link were accepted.
+        let _ = out.try_send(pb::Batch {
+            messages: vec![broadcast(666)],
+        });
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        hello::write(
+            request.metadata_mut(),
+            &pb::Hello {
+                member: claimed.into(),
+                client_address: String::new(),
+            },
+        );
+        let result = PeerClient::new(channel).link(request).await;
+        drop(out);
+        match result {
+            Ok(_) => Ok(tonic::Code::Ok),
+            Err(status) => Ok(status.code()),
+        }
+    }
+
+    /// The call failed below gRPC: the connection never carried a request to the service.
+    fn at_handshake(result: Result<tonic::Code, String>) -> bool {
+        !matches!(
+            result,
+            Ok(tonic::Code::Ok
+                | tonic::Code::Unauthenticated
+                | tonic::Code::InvalidArgument
+                | tonic::Code::PermissionDenied)
+        )
+    }
+
+    fn tls_for(pki: &Pki, id: &str) -> Arc<PeerTls> {
+        PeerTls::load(id, Pki::files(&pki.write_member(id)), tls_settings()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_holder_of_a_members_certificate_links_as_that_member() {
+        let (members, nodes) = cluster(3, fast()).await;
+        for node in &nodes {
+            wait_for("links", || node.mesh.connected().len() == 2).await;
+        }
+        let victim = members.addr("n2").unwrap();
+        // A certificate of this hub, for n1, claiming to be n0: refused before any message.
+        let n1 = tls_for(super::super::testkit::pki(), "n1");
+        assert_eq!(
+            attack(victim, "n2", Some(n1.clone()), "n0").await,
+            Ok(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(nodes[2].mesh.stats().links_refused, 1);
+        // The same without claiming anything.
+        assert_eq!(
+            attack(victim, "n2", Some(n1), "").await,
+            Ok(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(nodes[2].mesh.stats().links_refused, 2);
+        // Another CA's certificate, or none at all (plaintext): no TLS session.
+        let stranger = tls_for(&Pki::new(), "n0");
+        assert!(at_handshake(attack(victim, "n2", Some(stranger), "n0").await));
+        assert!(at_handshake(attack(victim, "n2", None, "n0").await));
+        // (A client may retry a failed connection once: at least one failure each.)
+        wait_for("counted", || nodes[2].mesh.stats().handshakes_failed >= 2).await;
+        // The dialer checks the server too: n2's port is not n1's.
+        let n0 = tls_for(super::super::testkit::pki(), "n0");
+        assert!(at_handshake(attack(victim, "n1", Some(n0), "n0").await));
+        // Nothing was injected, and the real links stayed up and carry traffic.
+        nodes[0].mesh.send_all(&broadcast(1), false);
+        wait_for("delivery", || received(&nodes[2]).len() == 1).await;
+        assert_eq!(received(&nodes[2])[0].1, "2[\"n\",1]");
+        assert_eq!(nodes[2].mesh.connected().len(), 2);
+        for node in &nodes {
+            node.mesh.close();
+        }
+    }
+}

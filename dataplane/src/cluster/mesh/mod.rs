@@ -70,7 +70,7 @@ use super::proto::{self as pb, message::Kind};
 pub use self::counters::MeshStats;
 pub use self::link::{LinkSettings, BATCH_BYTES};
 pub use self::reload::{LoadError, PeerTls, Reload, TlsFiles, TlsSettings};
-pub use self::tls::{IdentityError, TlsError};
+pub use self::tls::{IdentityError, Material, TlsError};
 pub use self::peer::Offer;
 
 /// Errors of the mesh.
