@@ -270,7 +270,8 @@ impl Mesh {
         let server = tokio::spawn(async move {
             if let Err(error) = tonic::transport::Server::builder()
                 .max_concurrent_streams(transport::MAX_STREAMS_PER_CONNECTION)
-                .http2_adaptive_window(Some(transport::ADAPTIVE_WINDOW))
+                .initial_stream_window_size(transport::WINDOW_BYTES)
+                .initial_connection_window_size(transport::WINDOW_BYTES)
                 .http2_max_header_list_size(transport::MAX_HEADER_LIST_BYTES)
                 .add_service(service)
                 .serve_with_incoming(incoming)

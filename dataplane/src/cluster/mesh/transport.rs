@@ -34,11 +34,13 @@ pub(super) const MAX_STREAMS_PER_CONNECTION: u32 = 1;
 /// Request and response header lists (the Hello travels in them: a member id and an
 /// address) are refused past this many bytes.
 pub(super) const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-/// HTTP/2 starts every stream and connection at the protocol's default window (64 KiB), so
-/// a connection can push at most that much before the acceptor has checked who it is;
-/// windows then grow with the measured bandwidth-delay product (hyper's adaptive window),
-/// so a busy link is not held to 64 KiB per round trip.
-pub(super) const ADAPTIVE_WINDOW: bool = true;
+/// HTTP/2 flow-control window of a peer stream and of its connection, both ways: what a
+/// link has in flight per round trip, and the most one connection can make this node
+/// buffer before the acceptor has checked who is calling (one stream per connection; over
+/// TLS only a holder of a certificate of the hub's CA gets that far). 1 MiB, hyper's
+/// server default, a batch's size. Smaller windows (64 KiB, fixed or growing with hyper's
+/// adaptive window) stalled the resync of an overloaded link in the JS overload test.
+pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// A connection accepted on the peer port.
 pub(super) enum PeerStream {
