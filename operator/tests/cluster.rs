@@ -1178,13 +1178,20 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
     // ConfigMap.
     let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     eventually("the CSR ClusterRoleBinding", || async {
-        bindings.get_opt("roomcast-peer-csr-e2e-peer-certs-mesh").await.ok().flatten()
+        bindings
+            .get_opt("roomcast-peer-csr-e2e-peer-certs-mesh")
+            .await
+            .ok()
+            .flatten()
     })
     .await;
 
     // The StatefulSet controller made the pod objects (no kubelet here, none needed).
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod0 = eventually("pod mesh-0", || async { pods.get_opt("mesh-0").await.ok().flatten() }).await;
+    let pod0 = eventually("pod mesh-0", || async {
+        pods.get_opt("mesh-0").await.ok().flatten()
+    })
+    .await;
     let as_pod = pod_client(&client, ns, "mesh", &pod0).await;
 
     // Right identity: approved and signed, valid for the pod name, chaining to the CA.
@@ -1196,7 +1203,13 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
     let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
     leaf.verify_signature(Some(ca_cert.public_key()))
         .expect("leaf signed by the hub CA");
-    let sans = leaf.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+    let sans = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .clone();
     assert_eq!(sans, vec![GeneralName::DNSName("mesh-0")]);
     let life = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
     assert!(life <= 3600 + 60, "requested an hour, got {life}s");
@@ -1206,7 +1219,12 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
     assert!(c.is_none() && why.unwrap().contains("must name exactly the pod"));
     let (c, _) = request_cert(&as_pod, ("mesh-0", &["mesh-0", "mesh-1"]), &PEER_USAGES).await;
     assert!(c.is_none());
-    let (c, why) = request_cert(&as_pod, ("mesh-0", &["mesh-0"]), &["digital signature", "client auth"]).await;
+    let (c, why) = request_cert(
+        &as_pod,
+        ("mesh-0", &["mesh-0"]),
+        &["digital signature", "client auth"],
+    )
+    .await;
     assert!(c.is_none() && why.unwrap().contains("usages"));
     let (c, why) = request_cert(&client, ("mesh-0", &["mesh-0"]), &PEER_USAGES).await;
     assert!(c.is_none() && why.unwrap().contains("service account"));
@@ -1225,8 +1243,16 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
         (m.cert_pem != ca.cert_pem).then_some(m)
     })
     .await;
-    assert_eq!(rotated.previous_cert_pem.as_deref(), Some(ca.cert_pem.as_str()));
-    let bundle = get::<ConfigMap>(&client, ns, "mesh-peer-trust").await.unwrap().data.unwrap()["ca.crt"].clone();
+    assert_eq!(
+        rotated.previous_cert_pem.as_deref(),
+        Some(ca.cert_pem.as_str())
+    );
+    let bundle = get::<ConfigMap>(&client, ns, "mesh-peer-trust")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .clone();
     assert!(bundle.contains(ca.cert_pem.trim()) && bundle.contains(rotated.cert_pem.trim()));
     let new_ca_der = parse_pem_cert(&rotated.cert_pem);
     let (_, new_ca) = X509Certificate::from_der(&new_ca_der).unwrap();
@@ -1244,7 +1270,10 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
             .expect("signed by the new CA");
     }
     eventually("the old CA to leave the bundle", || async {
-        let b = get::<ConfigMap>(&client, ns, "mesh-peer-trust").await?.data?["ca.crt"].clone();
+        let b = get::<ConfigMap>(&client, ns, "mesh-peer-trust")
+            .await?
+            .data?["ca.crt"]
+            .clone();
         (b.trim() == rotated.cert_pem.trim()).then_some(())
     })
     .await;

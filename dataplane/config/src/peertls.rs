@@ -41,6 +41,20 @@ pub struct PeerTlsConfig {
 }
 
 impl PeerTlsConfig {
+    /// The files `ca.crt`, `tls.crt` and `tls.key` of `dir` (what `certs member` writes),
+    /// with default timings.
+    pub fn files(dir: &std::path::Path) -> Self {
+        Self {
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("tls.crt"),
+            key_file: dir.join("tls.key"),
+            reload_interval: Self::default_reload_interval(),
+            handshake_timeout: Self::default_handshake_timeout(),
+            max_handshakes: Self::default_max_handshakes(),
+            kubernetes: None,
+        }
+    }
+
     fn default_reload_interval() -> u64 {
         5_000
     }

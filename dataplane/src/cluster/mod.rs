@@ -23,7 +23,7 @@ pub use discovery::DnsDiscovery;
 pub use membership::{
     Discovery, FileDiscovery, Members, MembersDiff, MembersError, Membership, StaticDiscovery,
 };
-pub use mesh::{LinkSettings, Mesh, MeshStats};
+pub use mesh::{LinkSettings, Material, Mesh, MeshStats, PeerTls, TlsFiles, TlsSettings};
 pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use ring::Ring;

@@ -13,7 +13,7 @@ use super::broadcast::MeshFanout;
 use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
 use super::membership::{Members, Membership};
-use super::mesh::{LinkSettings, Mesh};
+use super::mesh::{LinkSettings, Mesh, PeerTls, TlsFiles, TlsSettings};
 use super::peer_certs::PeerCerts;
 use super::rooms::{self, RoomSync};
 use super::route::{advertise_address, MeshRouter};
@@ -82,6 +82,7 @@ impl Cluster {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
             queue_bytes: c.max_peer_queue_bytes,
+            max_message_bytes: c.max_peer_message_bytes,
             ..LinkSettings::default()
         };
         let (room_sync, room_events) = RoomSync::new();
@@ -90,6 +91,23 @@ impl Cluster {
             rooms: room_sync.clone(),
         });
         let mesh = Mesh::new(me, &members, settings, inbound)?;
+        if let Some(tls) = &c.tls {
+            let files = TlsFiles {
+                ca: tls.ca_file.clone(),
+                cert: tls.cert_file.clone(),
+                key: tls.key_file.clone(),
+            };
+            let settings = TlsSettings {
+                reload_interval: Duration::from_millis(tls.reload_interval),
+                handshake_timeout: Duration::from_millis(tls.handshake_timeout),
+                max_handshakes: tls.max_handshakes,
+            };
+            let tls = PeerTls::load(me, files, settings)
+                .map_err(|e| anyhow::anyhow!("cluster.tls: {e}"))?;
+            mesh.secure(tls);
+        } else {
+            tracing::warn!("peer port without TLS (cluster.plaintext): anyone who can reach it can join this hub");
+        }
         let fanout = MeshFanout {
             mesh: mesh.clone(),
             rooms: room_sync.clone(),

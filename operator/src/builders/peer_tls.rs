@@ -3,7 +3,7 @@
 //! resource, so a namespaced Role cannot grant it).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -82,7 +82,6 @@ pub fn csr_cluster_role_binding(hub: &SocketIOHub, cluster_role: &str) -> Cluste
 /// `cluster.tls` of the hub's pods: files on the emptyDir, kept current by the pod through
 /// the CSR API and the trust ConfigMap; the other settings keep the data plane's defaults.
 pub fn peer_tls_config(hub: &SocketIOHub) -> Result<PeerTlsConfig> {
-    let dir = PathBuf::from(PEER_TLS_MOUNT_PATH);
     let duration = u32::try_from(hub.spec.peer_tls.certificate_seconds)
         .map_err(|_| Error::InvalidHub("spec.peerTls.certificateSeconds is out of range".into()))?;
     let kubernetes = serde_json::json!({
@@ -90,11 +89,7 @@ pub fn peer_tls_config(hub: &SocketIOHub) -> Result<PeerTlsConfig> {
         "trustConfigMap": names::peer_trust(&hub.name_any()),
         "durationSeconds": duration,
     });
-    let tls = serde_json::json!({
-        "caFile": dir.join("ca.crt"),
-        "certFile": dir.join("tls.crt"),
-        "keyFile": dir.join("tls.key"),
-        "kubernetes": kubernetes,
-    });
-    Ok(serde_json::from_value(tls)?)
+    let mut tls = PeerTlsConfig::files(Path::new(PEER_TLS_MOUNT_PATH));
+    tls.kubernetes = Some(serde_json::from_value(kubernetes)?);
+    Ok(tls)
 }
