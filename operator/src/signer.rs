@@ -47,11 +47,27 @@ pub async fn run(client: Client, namespace: Option<String>) {
                         // A few quick retries cover the window before a new hub's CA exists
                         // and conflicts with a concurrent update; after that the next change
                         // or the watch's next relist retries.
+                        let name = csr.name_any();
+                        let mut current = Some(csr);
                         for attempt in 1..=HANDLE_ATTEMPTS {
-                            match handle(&client, &api, csr.clone(), namespace.as_deref()).await {
+                            // Later attempts read the CSR again (an update conflicted, or it
+                            // changed meanwhile).
+                            let csr = match current.take() {
+                                Some(c) => c,
+                                None => match api.get_opt(&name).await {
+                                    Ok(Some(c)) => c,
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        warn!(csr = %name, error = %e, "reading a CSR failed");
+                                        tokio::time::sleep(RETRY_DELAY * attempt).await;
+                                        continue;
+                                    }
+                                },
+                            };
+                            match handle(&client, &api, csr, namespace.as_deref()).await {
                                 Ok(()) => break,
                                 Err(e) => {
-                                    warn!(csr = %csr.name_any(), attempt, error = %e, "handling a CSR failed");
+                                    warn!(csr = %name, attempt, error = %e, "handling a CSR failed");
                                     tokio::time::sleep(RETRY_DELAY * attempt).await;
                                 }
                             }

@@ -239,7 +239,7 @@ impl PeerCerts {
         write_atomic(&keeper.tls.ca_file, &bundle_text, 0o644)?;
         let leaf = keeper.issue().await?;
         tracing::info!(node = %node_id, not_after = leaf.not_after, cas = bundle.len(), "peer certificate issued");
-        let task = tokio::spawn(keeper.run(bundle_text, leaf));
+        let task = tokio::spawn(keeper.run(bundle_text, bundle, leaf));
         Ok(Self {
             task: task.abort_handle(),
         })
@@ -338,23 +338,29 @@ impl Keeper {
     }
 
     /// Polls the bundle every `reloadInterval`; renews on schedule or after a CA rotation.
-    async fn run(self, mut bundle_text: Vec<u8>, mut leaf: CertFacts) {
+    async fn run(self, mut bundle_text: Vec<u8>, mut bundle: Vec<CertFacts>, mut leaf: CertFacts) {
         let interval = Duration::from_millis(self.tls.reload_interval);
+        let rotation_wait = i64::try_from((interval * ROTATION_WAIT_INTERVALS).as_secs())
+            .unwrap_or(0)
+            .max(1);
+        let retry = i64::try_from(RETRY.as_secs()).unwrap_or(10);
         let mut due = renew_at(&leaf);
+        if signed_by_older_ca(&leaf, &bundle) {
+            due = due.min(now() + rotation_wait);
+        }
         loop {
             tokio::time::sleep(interval).await;
             match self.fetch_bundle().await {
                 Ok(text) if text != bundle_text => match parse_certs(&text) {
-                    Ok(bundle) => match write_atomic(&self.tls.ca_file, &text, 0o644) {
+                    Ok(parsed) => match write_atomic(&self.tls.ca_file, &text, 0o644) {
                         Ok(()) => {
-                            tracing::info!(cas = bundle.len(), "trust bundle updated");
+                            tracing::info!(cas = parsed.len(), "trust bundle updated");
                             bundle_text = text;
+                            bundle = parsed;
                             if signed_by_older_ca(&leaf, &bundle) {
-                                let wait = interval * ROTATION_WAIT_INTERVALS;
-                                due = due
-                                    .min(now() + i64::try_from(wait.as_secs()).unwrap_or(0).max(1));
+                                due = due.min(now() + rotation_wait);
                                 tracing::info!(
-                                    in_seconds = wait.as_secs(),
+                                    in_seconds = rotation_wait,
                                     "the bundle has a newer CA; renewing the certificate"
                                 );
                             }
@@ -376,10 +382,15 @@ impl Keeper {
                         tracing::info!(not_after = new_leaf.not_after, "peer certificate renewed");
                         leaf = new_leaf;
                         due = renew_at(&leaf);
+                        // Signed just before the signer switched to the bundle's newest CA:
+                        // ask again rather than wait for the next bundle change.
+                        if signed_by_older_ca(&leaf, &bundle) {
+                            due = due.min(now() + retry);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?RETRY, "renewing the peer certificate failed; the current one stays");
-                        due = now() + i64::try_from(RETRY.as_secs()).unwrap_or(10);
+                        due = now() + retry;
                     }
                 }
             }
