@@ -66,6 +66,10 @@ pub async fn run(client: Client, namespace: Option<String>) {
                             };
                             match handle(&client, &api, csr, namespace.as_deref()).await {
                                 Ok(()) => break,
+                                // A watch event older than our own approval: read it again.
+                                Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                                    debug!(csr = %name, attempt, "CSR changed meanwhile; reading it again");
+                                }
                                 Err(e) => {
                                     warn!(csr = %name, attempt, error = %e, "handling a CSR failed");
                                     tokio::time::sleep(RETRY_DELAY * attempt).await;

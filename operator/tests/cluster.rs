@@ -1282,16 +1282,25 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
     // sweeps it (at start, then every 5 minutes) once the hub is gone.
     hubs.delete("mesh", &DeleteParams::default()).await.unwrap();
     eventually("the hub to be gone", || async {
-        hubs.get_opt("mesh").await.ok().and_then(|h| h.is_none().then_some(()))
+        hubs.get_opt("mesh")
+            .await
+            .ok()
+            .and_then(|h| h.is_none().then_some(()))
     })
     .await;
     drop(_op);
     let _op2 = Operator::start("certs-op2", "certs-lease2", Some(ns));
-    eventually("the CSR ClusterRoleBinding of the deleted hub to be swept", || async {
-        match bindings.get_opt("roomcast-peer-csr-e2e-peer-certs-mesh").await {
-            Ok(None) => Some(()),
-            _ => None,
-        }
-    })
+    eventually(
+        "the CSR ClusterRoleBinding of the deleted hub to be swept",
+        || async {
+            match bindings
+                .get_opt("roomcast-peer-csr-e2e-peer-certs-mesh")
+                .await
+            {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        },
+    )
     .await;
 }
