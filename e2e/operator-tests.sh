@@ -50,8 +50,11 @@ fi
 # The operator under test runs as the chart's ServiceAccount.
 token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
 bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$token" roomcast-operator "$release_ns"
-# Least privilege, checked: the operator may not list Secrets nor touch Pods.
-for denied in "list secrets" "watch secrets" "patch pods" "delete statefulsets" "update networkpolicies"; do
+# Least privilege, checked: the operator may not list Secrets, touch Pods, edit CSRs beyond
+# approval and status, bind other ClusterRoles, nor sign for other signers, nor update NetworkPolicies.
+for denied in "list secrets" "watch secrets" "patch pods" "delete statefulsets" \
+  "update certificatesigningrequests" "bind clusterroles/cluster-admin" \
+  "sign signers/kubernetes.io/kube-apiserver-client" "update networkpolicies"; do
   # shellcheck disable=SC2086
   if [[ "$("$kubectl" --kubeconfig "$state/operator.kubeconfig" auth can-i $denied -A 2>/dev/null || true)" == yes ]]; then
     log "chart RBAC grants '$denied'"; exit 1

@@ -1,5 +1,7 @@
 //! Command-line flags shared by the hub binary and the examples.
 
+pub mod certs;
+
 use std::net::SocketAddr;
 
 use clap::Args;
@@ -75,6 +77,13 @@ pub struct HubArgs {
     /// Milliseconds between two lookups of the members file or DNS.
     #[arg(long, env = "ROOMCAST_DISCOVERY_INTERVAL")]
     pub discovery_interval: Option<u64>,
+    /// Folder of this member's peer TLS files, as `certs member` writes them: ca.crt,
+    /// tls.crt and tls.key (sets cluster.tls).
+    #[arg(long, env = "ROOMCAST_PEER_TLS_DIR", conflicts_with = "peer_plaintext")]
+    pub peer_tls_dir: Option<std::path::PathBuf>,
+    /// Run the peer port without TLS (cluster.plaintext): only where nothing else can reach it.
+    #[arg(long, env = "ROOMCAST_PEER_PLAINTEXT")]
+    pub peer_plaintext: bool,
     /// Log format: text or json.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -185,6 +194,20 @@ impl HubArgs {
         if let Some(v) = self.discovery_interval {
             config.cluster.discovery_interval = Some(v);
         }
+        if let Some(dir) = &self.peer_tls_dir {
+            let tls = config
+                .cluster
+                .tls
+                .get_or_insert_with(|| crate::config::PeerTlsConfig::files(dir));
+            tls.ca_file = dir.join("ca.crt");
+            tls.cert_file = dir.join("tls.crt");
+            tls.key_file = dir.join("tls.key");
+            config.cluster.plaintext = false;
+        }
+        if self.peer_plaintext {
+            config.cluster.plaintext = true;
+            config.cluster.tls = None;
+        }
         Ok(())
     }
 
@@ -285,9 +308,25 @@ mod tests {
             peer_listen: Some("127.0.0.11:7000".parse().unwrap()),
             members: Some("hub-1=127.0.0.12:7000, hub-0=127.0.0.11:7000".into()),
             advertise_address: Some("127.0.0.11:3000".parse().unwrap()),
+            peer_tls_dir: Some("/etc/peer".into()),
             ..HubArgs::default()
         };
         let config = args.resolve(Config::default()).unwrap();
+        let tls = config.cluster.tls.clone().unwrap();
+        assert_eq!(
+            (tls.ca_file, tls.cert_file, tls.key_file),
+            (
+                "/etc/peer/ca.crt".into(),
+                "/etc/peer/tls.crt".into(),
+                "/etc/peer/tls.key".into()
+            )
+        );
+        let plain = HubArgs {
+            peer_plaintext: true,
+            ..args.clone()
+        };
+        let plain = plain.resolve(Config::default()).unwrap().cluster;
+        assert!(plain.plaintext && plain.tls.is_none());
         assert_eq!(
             config.cluster.members,
             ["hub-0=127.0.0.11:7000", "hub-1=127.0.0.12:7000"]
@@ -311,6 +350,7 @@ mod tests {
         };
         config.cluster.peer_listen = Some("127.0.0.11:7000".parse().unwrap());
         config.cluster.members = vec!["hub-0=127.0.0.11:7000".into()];
+        config.cluster.plaintext = true;
         let file = HubArgs {
             members_file: Some("/tmp/members".into()),
             discovery_interval: Some(500),

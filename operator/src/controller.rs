@@ -11,11 +11,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -27,6 +27,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::builders::{self, names, BuildOptions, MANAGEMENT_TOKEN_KEY, MANAGER};
+use crate::ca_sync;
 use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed, Problem};
@@ -40,6 +41,9 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// Name of the chart's ClusterRole for hub CSRs for the release name `roomcast-operator`.
+pub const DEFAULT_CSR_CLUSTER_ROLE: &str = "roomcast-operator-hub-csr";
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
@@ -48,6 +52,8 @@ pub struct Context {
     pub default_image: String,
     /// Publishes Kubernetes Events on hubs (condition transitions, config changes).
     recorder: Recorder,
+    /// The chart's ClusterRole bound to each hub's ServiceAccount (CSR create and get).
+    pub csr_cluster_role: String,
     /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -69,8 +75,15 @@ impl Context {
             client,
             metrics,
             default_image,
+            csr_cluster_role: DEFAULT_CSR_CLUSTER_ROLE.to_string(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Names the chart's ClusterRole for hub CSRs (`--hub-csr-cluster-role`).
+    pub fn with_csr_cluster_role(mut self, name: String) -> Self {
+        self.csr_cluster_role = name;
+        self
     }
 
     fn record(&self, key: &str, failed: bool) -> u32 {
@@ -184,13 +197,19 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
         Some(_) => None,
         None => Some(management_token(client, &ns, &name).await?),
     };
+    let ca = ca_sync::sync(client, hub, Timestamp::now().as_second()).await?;
     let desired = builders::build(
         hub,
         &BuildOptions {
             default_image: ctx.default_image.clone(),
             management_token: token,
+            peer_ca: ca.material,
+            csr_cluster_role: ctx.csr_cluster_role.clone(),
         },
     )?;
+    let requeue = ca
+        .recheck
+        .map_or(RESYNC, |r| r.clamp(Duration::from_secs(1), RESYNC));
 
     match apply_all(client, &ns, hub, &desired).await {
         Ok(sts) => {
@@ -203,7 +222,7 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
             let ready = status::find(&st, status::READY).map(|c| c.status == "True");
             write_status(&hubs, hub, st, ctx).await?;
             debug!(hub = %name, namespace = %ns, ?ready, "reconciled");
-            Ok((Action::requeue(RESYNC), true))
+            Ok((Action::requeue(requeue), true))
         }
         Err(Error::Kube(kube::Error::Api(e))) if (400..500).contains(&e.code) && e.code != 409 => {
             // The API server refused an object: say so on the hub, then back off.
@@ -232,6 +251,11 @@ async fn apply_all(
     apply(client, ns, &d.role).await?;
     apply(client, ns, &d.role_binding).await?;
     apply(client, ns, &d.config_map).await?;
+    // Before the pods: they request their certificate at start. The bundle goes out before
+    // the Secret, so a new CA is trusted before the signer issues anything with it.
+    apply_cluster(client, &d.csr_binding).await?;
+    apply(client, ns, &d.trust_config_map).await?;
+    apply(client, ns, &d.peer_ca_secret).await?;
     let name = hub.name_any();
     match &d.secret {
         Some(s) => {
@@ -276,6 +300,54 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     let pp = PatchParams::apply(MANAGER).force();
     Ok(api.patch(&name, &pp, &Patch::Apply(obj)).await?)
+}
+
+/// Server-side apply of a cluster-scoped object.
+async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let pp = PatchParams::apply(MANAGER).force();
+    Ok(api.patch(&name, &pp, &Patch::Apply(obj)).await?)
+}
+
+/// Deletes the per-hub CSR ClusterRoleBindings whose hub is gone (a cluster-scoped object
+/// cannot be garbage-collected through a namespaced owner).
+pub async fn sweep_csr_bindings(client: &Client, only_namespace: Option<&str>) -> Result<()> {
+    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let bindings = api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/managed-by={MANAGER},{}",
+            builders::HUB_NAMESPACE_LABEL
+        )))
+        .await?;
+    for b in bindings.items {
+        let (Some(ns), Some(hub)) = (
+            b.labels().get(builders::HUB_NAMESPACE_LABEL),
+            b.labels().get(builders::HUB_LABEL),
+        ) else {
+            continue;
+        };
+        if only_namespace.is_some_and(|only| only != ns) {
+            continue;
+        }
+        let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+        if hubs.get_opt(hub).await?.is_none() {
+            info!(binding = %b.name_any(), hub = %hub, namespace = %ns, "deleting the CSR binding of a deleted hub");
+            match api.delete(&b.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes `name` if it exists and is controlled by `hub`.
@@ -466,7 +538,20 @@ pub async fn run(
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     info!(namespace = ?watch_namespace, concurrency, "starting controller");
-    Controller::new(hubs, watcher::Config::default())
+    let signer = crate::signer::run(client.clone(), watch_namespace.clone());
+    let sweeper = {
+        let client = client.clone();
+        let ns = watch_namespace.clone();
+        async move {
+            loop {
+                if let Err(e) = sweep_csr_bindings(&client, ns.as_deref()).await {
+                    warn!(error = %e, "sweeping CSR bindings failed");
+                }
+                tokio::time::sleep(RESYNC).await;
+            }
+        }
+    };
+    let controller = Controller::new(hubs, watcher::Config::default())
         .owns(
             owned_api::<StatefulSet>(&client, &watch_namespace),
             owned.clone(),
@@ -501,7 +586,12 @@ pub async fn run(
                 Ok((obj, _)) => debug!(hub = %obj.name, "reconcile done"),
                 Err(e) => debug!(error = %e, "controller event"),
             }
-        })
-        .await;
+        });
+    // The signer and the sweeper run as long as the controller (so only on the leader).
+    tokio::select! {
+        () = controller => {}
+        () = signer => warn!("the CSR signer stopped"),
+        () = sweeper => {}
+    }
     info!("controller stopped");
 }

@@ -146,6 +146,52 @@ pub struct SocketIOHubSpec {
     /// Extra annotations on the pods (merged under the operator's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+
+    /// Certificates of the peer mesh (docs/operator.md#peer-certificates).
+    #[serde(default)]
+    pub peer_tls: PeerTlsSpec,
+}
+
+/// The hub's peer CA and the leaf certificates the operator signs for its pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerTlsSpec {
+    /// Validity of a new CA in days; the CA rotates in the last third of its life.
+    #[serde(default = "PeerTlsSpec::default_ca_validity_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub ca_validity_days: i64,
+    /// Lifetime of a pod's certificate in seconds (requested by the pod and the most the
+    /// operator signs); pods renew at two thirds of it.
+    #[serde(default = "PeerTlsSpec::default_certificate_seconds")]
+    #[schemars(range(min = 600, max = 31536000))]
+    pub certificate_seconds: i64,
+    /// Seconds the previous CA stays in the trust bundle at least after a CA rotation
+    /// starts, after every pod holds a certificate of the new one.
+    #[serde(default = "PeerTlsSpec::default_rotation_settle_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub rotation_settle_seconds: i64,
+}
+
+impl PeerTlsSpec {
+    fn default_ca_validity_days() -> i64 {
+        365
+    }
+    fn default_certificate_seconds() -> i64 {
+        24 * 3600
+    }
+    fn default_rotation_settle_seconds() -> i64 {
+        30
+    }
+}
+
+impl Default for PeerTlsSpec {
+    fn default() -> Self {
+        Self {
+            ca_validity_days: Self::default_ca_validity_days(),
+            certificate_seconds: Self::default_certificate_seconds(),
+            rotation_settle_seconds: Self::default_rotation_settle_seconds(),
+        }
+    }
 }
 
 fn default_replicas() -> i32 {

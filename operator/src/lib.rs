@@ -12,13 +12,17 @@
 )]
 
 pub mod builders;
+pub mod ca_sync;
 pub mod controller;
 pub mod crd;
+pub mod csr_check;
 mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod peer_ca;
 pub mod reference;
+pub mod signer;
 pub mod status;
 pub mod validate;
 

@@ -4,6 +4,7 @@
 //! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] [--concurrency N]
 //!                   [--default-image IMAGE] [--leader-elect=BOOL] [--lease-namespace NS]
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
+//!                   [--hub-csr-cluster-role NAME]
 //! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
@@ -27,7 +28,7 @@ use tracing::{error, info};
 
 const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] \
 [--concurrency N] [--default-image IMAGE] [--leader-elect=true|false] [--lease-namespace NS] \
-[--lease-name NAME] [--identity ID] [--log-format text|json]\n       roomcast-operator crd [--write]";
+[--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME]\n       roomcast-operator crd [--write]";
 
 #[derive(Debug)]
 struct RunArgs {
@@ -40,6 +41,7 @@ struct RunArgs {
     lease_name: String,
     identity: Option<String>,
     log_format: String,
+    hub_csr_cluster_role: String,
 }
 
 impl Default for RunArgs {
@@ -57,6 +59,7 @@ impl Default for RunArgs {
             lease_name: "roomcast-operator".to_string(),
             identity: std::env::var("POD_NAME").ok(),
             log_format: "text".to_string(),
+            hub_csr_cluster_role: controller::DEFAULT_CSR_CLUSTER_ROLE.to_string(),
         }
     }
 }
@@ -93,6 +96,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--lease-name" => r.lease_name = value()?,
             "--identity" => r.identity = Some(value()?),
             "--log-format" => r.log_format = value()?,
+            "--hub-csr-cluster-role" => r.hub_csr_cluster_role = value()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -182,12 +186,15 @@ async fn run(args: RunArgs) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("creating the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        args.default_image.clone(),
-        args.identity.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            args.default_image.clone(),
+            args.identity.clone(),
+        )
+        .with_csr_cluster_role(args.hub_csr_cluster_role.clone()),
+    );
 
     if !args.leader_elect {
         health.ready.store(true, Ordering::Relaxed);

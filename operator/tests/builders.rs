@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use roomcast_operator::builders::{build, BuildOptions, Desired};
 use roomcast_operator::crd::SocketIOHub;
+use roomcast_operator::peer_ca::CaMaterial;
 use serde::Serialize;
 
 const IMAGE: &str = "roomcast/roomcast-dataplane:test";
@@ -24,6 +25,20 @@ fn opts() -> BuildOptions {
     BuildOptions {
         default_image: IMAGE.to_string(),
         management_token: Some(TOKEN.to_string()),
+        // Builders do not parse the CA: fixed text keeps the fixtures stable.
+        peer_ca: CaMaterial {
+            cert_pem: "-----BEGIN CERTIFICATE-----\nfixture-ca\n-----END CERTIFICATE-----\n"
+                .to_string(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nfixture-key\n-----END PRIVATE KEY-----\n"
+                .to_string(),
+            previous_cert_pem: Some(
+                "-----BEGIN CERTIFICATE-----\nfixture-previous-ca\n-----END CERTIFICATE-----\n"
+                    .to_string(),
+            ),
+            rotated_for: Some("r1".to_string()),
+            rotated_at: Some(1_800_000_000),
+        },
+        csr_cluster_role: "roomcast-operator-hub-csr".to_string(),
     }
 }
 
@@ -51,6 +66,9 @@ fn render(d: &Desired) -> String {
     if let Some(p) = &d.network_policy {
         doc(&mut out, "NetworkPolicy", p);
     }
+    doc(&mut out, "Secret (peer CA)", &d.peer_ca_secret);
+    doc(&mut out, "ConfigMap (peer trust)", &d.trust_config_map);
+    doc(&mut out, "ClusterRoleBinding (peer CSRs)", &d.csr_binding);
     out
 }
 

@@ -26,6 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
 use roomcast_operator::builders::{self, BuildOptions};
 use roomcast_operator::crd::SocketIOHub;
+use roomcast_operator::peer_ca::CaMaterial;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,6 +170,15 @@ where
         .await
         .ok()
         .flatten()
+}
+
+/// The hub's CA as stored in its `<hub>-peer-ca` Secret.
+async fn peer_ca(client: &Client, ns: &str, hub: &str) -> CaMaterial {
+    let s: Secret = eventually("the peer CA Secret", || async {
+        get::<Secret>(client, ns, &format!("{hub}-peer-ca")).await
+    })
+    .await;
+    CaMaterial::from_secret(&s).expect("CA Secret holds tls.crt and tls.key")
 }
 
 fn owned_by(
@@ -336,6 +346,8 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         &BuildOptions {
             default_image: "roomcast/roomcast-dataplane:e2e".into(),
             management_token: Some(token.clone()),
+            peer_ca: peer_ca(&client, ns, "chat").await,
+            csr_cluster_role: "roomcast-operator-hub-csr".into(),
         },
     )
     .unwrap();
@@ -1133,4 +1145,269 @@ async fn undecodable_hub_does_not_stop_the_watch() {
     raw.delete("broken", &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// A client authenticated as `pod` of `hub` the way the kubelet does it: a token bound to the
+/// pod (so the API server records the pod name in a CSR's `extra`).
+async fn pod_client(admin: &Client, ns: &str, sa: &str, pod: &Pod) -> Client {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let tr = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: None,
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        }),
+        ..TokenRequest::default()
+    };
+    let token = sas
+        .create_token_request(sa, &PostParams::default(), &tr)
+        .await
+        .expect("token request")
+        .status
+        .expect("token")
+        .token;
+    let kc = Kubeconfig::read_from(env("ROOMCAST_E2E_KUBECONFIG")).expect("admin kubeconfig");
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    cfg.auth_info = serde_json::from_value(json!({ "token": token })).expect("auth info");
+    Client::try_from(cfg).expect("pod client")
+}
+
+/// Creates a CSR for the peer signer and waits until it is issued or refused.
+async fn request_cert(
+    client: &Client,
+    names: (&str, &[&str]),
+    usages: &[&str],
+) -> (Option<String>, Option<String>) {
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequest, CertificateSigningRequestSpec,
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(names.1.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, names.0);
+    p.distinguished_name = dn;
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    let csr = CertificateSigningRequest {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some("e2e-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            signer_name: "roomcast.io/peer".into(),
+            request: k8s_openapi::ByteString(pem.into_bytes()),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let name = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .expect("creating the CSR")
+        .name_any();
+    let admin_api: Api<CertificateSigningRequest> = Api::all(admin().await);
+    eventually("the CSR to be decided", || async {
+        let c = admin_api.get(&name).await.ok()?;
+        let st = c.status?;
+        if let Some(cert) = st.certificate.filter(|c| !c.0.is_empty()) {
+            return Some((Some(String::from_utf8(cert.0).unwrap()), None));
+        }
+        let denied = st
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Denied" || c.type_ == "Failed")?;
+        Some((None, denied.message))
+    })
+    .await
+}
+
+fn parse_pem_cert(pem: &str) -> Vec<u8> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .expect("pem")
+        .1
+        .contents
+}
+
+const PEER_USAGES: [&str; 3] = ["digital signature", "client auth", "server auth"];
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let client = admin().await;
+    let ns = "e2e-peer-certs";
+    namespace(&client, ns).await;
+    let _op = Operator::start("certs-op", "certs-lease", Some(ns));
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    let hub = hub_from(json!({
+        "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+        "metadata": {"name": "mesh"},
+        "spec": {"replicas": 2, "peerTls": {"rotationSettleSeconds": 0}}
+    }));
+    hubs.create(&PostParams::default(), &hub)
+        .await
+        .expect("creating hub");
+
+    // The CA Secret and the trust bundle holding exactly that CA.
+    let ca = peer_ca(&client, ns, "mesh").await;
+    let ca_info = roomcast_operator::peer_ca::inspect(&ca.cert_pem).unwrap();
+    assert!(ca_info.not_after - ca_info.not_before >= 365 * 86400);
+    assert!(ca.key_pem.contains("PRIVATE KEY"));
+    let trust: ConfigMap = eventually("the trust ConfigMap", || async {
+        get::<ConfigMap>(&client, ns, "mesh-peer-trust").await
+    })
+    .await;
+    assert_eq!(
+        trust.data.as_ref().unwrap()["ca.crt"].trim(),
+        ca.cert_pem.trim()
+    );
+    // The pods never mount the CA Secret; they get an in-memory emptyDir for their own key.
+    let sts: StatefulSet = get(&client, ns, "mesh").await.unwrap();
+    let pod_spec = sts.spec.unwrap().template.spec.unwrap();
+    let volumes = serde_json::to_string(&pod_spec.volumes).unwrap();
+    assert!(!volumes.contains("mesh-peer-ca"), "{volumes}");
+    assert!(volumes.contains("\"medium\":\"Memory\""), "{volumes}");
+    // The hub's ServiceAccount may create CSRs (cluster-wide binding) and read only its trust
+    // ConfigMap.
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    eventually("the CSR ClusterRoleBinding", || async {
+        bindings
+            .get_opt("roomcast-peer-csr-e2e-peer-certs-mesh")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+
+    // The StatefulSet controller made the pod objects (no kubelet here, none needed).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod0 = eventually("pod mesh-0", || async {
+        pods.get_opt("mesh-0").await.ok().flatten()
+    })
+    .await;
+    let as_pod = pod_client(&client, ns, "mesh", &pod0).await;
+
+    // Right identity: approved and signed, valid for the pod name, chaining to the CA.
+    let (cert, why) = request_cert(&as_pod, ("mesh-0", &["mesh-0"]), &PEER_USAGES).await;
+    let cert = cert.unwrap_or_else(|| panic!("denied: {why:?}"));
+    let leaf_der = parse_pem_cert(&cert);
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
+    let ca_der = parse_pem_cert(&ca.cert_pem);
+    let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
+    leaf.verify_signature(Some(ca_cert.public_key()))
+        .expect("leaf signed by the hub CA");
+    let sans = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .clone();
+    assert_eq!(sans, vec![GeneralName::DNSName("mesh-0")]);
+    let life = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert!(life <= 3600 + 60, "requested an hour, got {life}s");
+
+    // Forged requests: another pod's name, an extra name, other usages, not a pod's token.
+    let (c, why) = request_cert(&as_pod, ("mesh-1", &["mesh-1"]), &PEER_USAGES).await;
+    assert!(c.is_none() && why.unwrap().contains("must name exactly the pod"));
+    let (c, _) = request_cert(&as_pod, ("mesh-0", &["mesh-0", "mesh-1"]), &PEER_USAGES).await;
+    assert!(c.is_none());
+    let (c, why) = request_cert(
+        &as_pod,
+        ("mesh-0", &["mesh-0"]),
+        &["digital signature", "client auth"],
+    )
+    .await;
+    assert!(c.is_none() && why.unwrap().contains("usages"));
+    let (c, why) = request_cert(&client, ("mesh-0", &["mesh-0"]), &PEER_USAGES).await;
+    assert!(c.is_none() && why.unwrap().contains("service account"));
+
+    // CA rotation on request: the bundle carries old+new, new requests are signed by the
+    // new CA, and once every pod holds a leaf of it the old CA leaves the bundle.
+    hubs.patch(
+        "mesh",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"roomcast.io/rotate-peer-ca": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let rotated = eventually("a rotated CA", || async {
+        let m = CaMaterial::from_secret(&get::<Secret>(&client, ns, "mesh-peer-ca").await?)?;
+        (m.cert_pem != ca.cert_pem).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        rotated.previous_cert_pem.as_deref(),
+        Some(ca.cert_pem.as_str())
+    );
+    let bundle = get::<ConfigMap>(&client, ns, "mesh-peer-trust")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .clone();
+    assert!(bundle.contains(ca.cert_pem.trim()) && bundle.contains(rotated.cert_pem.trim()));
+    let new_ca_der = parse_pem_cert(&rotated.cert_pem);
+    let (_, new_ca) = X509Certificate::from_der(&new_ca_der).unwrap();
+    let mut renewed = Vec::new();
+    for name in ["mesh-0", "mesh-1"] {
+        let pod = eventually("pod", || async { pods.get_opt(name).await.ok().flatten() }).await;
+        let c = pod_client(&client, ns, "mesh", &pod).await;
+        let (cert, why) = request_cert(&c, (name, &[name]), &PEER_USAGES).await;
+        renewed.push(cert.unwrap_or_else(|| panic!("denied: {why:?}")));
+    }
+    for cert in &renewed {
+        let der = parse_pem_cert(cert);
+        let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+        leaf.verify_signature(Some(new_ca.public_key()))
+            .expect("signed by the new CA");
+    }
+    eventually("the old CA to leave the bundle", || async {
+        let b = get::<ConfigMap>(&client, ns, "mesh-peer-trust")
+            .await?
+            .data?["ca.crt"]
+            .clone();
+        (b.trim() == rotated.cert_pem.trim()).then_some(())
+    })
+    .await;
+
+    // The cluster-scoped binding cannot be garbage-collected through the hub: an operator
+    // sweeps it (at start, then every 5 minutes) once the hub is gone.
+    hubs.delete("mesh", &DeleteParams::default()).await.unwrap();
+    eventually("the hub to be gone", || async {
+        hubs.get_opt("mesh")
+            .await
+            .ok()
+            .and_then(|h| h.is_none().then_some(()))
+    })
+    .await;
+    drop(_op);
+    let _op2 = Operator::start("certs-op2", "certs-lease2", Some(ns));
+    eventually(
+        "the CSR ClusterRoleBinding of the deleted hub to be swept",
+        || async {
+            match bindings
+                .get_opt("roomcast-peer-csr-e2e-peer-certs-mesh")
+                .await
+            {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 }

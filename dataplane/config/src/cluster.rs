@@ -53,6 +53,11 @@ pub struct ClusterConfig {
     /// of the 16,384-message bound. Past it, messages to that peer are dropped and counted
     /// (`roomcast_peer_messages_dropped_total`), like when the message bound is reached.
     pub max_peer_queue_bytes: usize,
+    /// Largest batch of messages sent or accepted on a peer link, in bytes. A batch closes
+    /// at 1 MiB, so it is at most 1 MiB plus one message, and the largest messages are a
+    /// broadcast of one client message (`engine.maxHttpBufferSize`) or a node's answer to
+    /// a cluster-wide query (e.g. fetchSockets). At least `engine.maxHttpBufferSize` + 2 MiB.
+    pub max_peer_message_bytes: usize,
     /// Mutual TLS on the peer port. Required for a cluster unless `plaintext` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<PeerTlsConfig>,
@@ -76,6 +81,7 @@ impl Default for ClusterConfig {
             heartbeat_timeout: 3_000,
             warm_up_timeout: 10_000,
             max_peer_queue_bytes: 64 * 1024 * 1024,
+            max_peer_message_bytes: 64 * 1024 * 1024,
             tls: None,
             plaintext: false,
         }
@@ -116,6 +122,22 @@ pub struct DnsConfig {
     /// `IP:PORT` of the DNS server to ask instead of those of `/etc/resolv.conf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nameserver: Option<SocketAddr>,
+}
+
+/// Whether `id` is a DNS name a certificate can carry (RFC 1123: dot-separated labels of
+/// lowercase letters, digits and inner hyphens, not all digits), as Kubernetes pod names are.
+pub fn is_dns_name(id: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    id.len() <= 253
+        && id.split('.').all(label)
+        && !id.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 /// Where a cluster member learns the member set.
@@ -190,8 +212,9 @@ impl ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Checks the cluster section; `node_id` is this node's, which a static list must name.
-    pub(crate) fn validate(&self, node_id: &str, bad: &mut Problems) {
+    /// Checks the cluster section; `node_id` is this node's, which a static list must name;
+    /// `max_http_buffer_size` is the engine's, which a peer batch must fit.
+    pub(crate) fn validate(&self, node_id: &str, max_http_buffer_size: usize, bad: &mut Problems) {
         let sources = self.sources();
         if sources.len() > 1 {
             bad.add(
@@ -268,8 +291,36 @@ impl ClusterConfig {
                 );
             }
         }
+        if self.tls.is_some() {
+            if !is_dns_name(node_id) {
+                bad.add(
+                    "nodeId",
+                    "must be a DNS name (lowercase letters, digits, '-' and '.') with cluster.tls: a member's certificate names it",
+                );
+            }
+            if let Ok(members) = self.members() {
+                if members.iter().any(|(id, _)| !is_dns_name(id)) {
+                    bad.add(
+                        "cluster.members",
+                        "member ids must be DNS names (lowercase letters, digits, '-' and '.') with cluster.tls: a member's certificate names it",
+                    );
+                }
+            }
+        }
+        let least = max_http_buffer_size.saturating_add(2 * 1024 * 1024);
+        if self.max_peer_message_bytes < least || self.max_peer_message_bytes > 1 << 30 {
+            bad.add(
+                "cluster.maxPeerMessageBytes",
+                "must be at least engine.maxHttpBufferSize + 2097152 (a batch of 1 MiB plus one client message) and at most 1073741824",
+            );
+        }
         if !self.is_single_node() {
-            // TODO(issue 19): require cluster.tls or cluster.plaintext once every config sets one.
+            if self.tls.is_none() && !self.plaintext {
+                bad.add(
+                    "cluster.tls",
+                    "a cluster needs cluster.tls (mutual TLS between members), or cluster.plaintext: true where nothing else can reach the peer port",
+                );
+            }
             if self.peer_listen.is_none() {
                 bad.add(
                     "cluster.peerListen",

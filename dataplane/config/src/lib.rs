@@ -24,7 +24,7 @@ mod peertls;
 mod socketio;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
-pub use cluster::{ClusterConfig, DnsConfig, KubernetesConfig, MemberSource};
+pub use cluster::{is_dns_name, ClusterConfig, DnsConfig, KubernetesConfig, MemberSource};
 pub use engine::{CorsConfig, EngineConfig, TransportKind};
 pub use limits::{LimitsConfig, ShutdownConfig};
 pub use management::ManagementConfig;
@@ -145,7 +145,8 @@ impl Config {
         self.auth.validate(&mut bad);
         self.management.validate(&mut bad);
         self.metrics.validate(self.listen, &mut bad);
-        self.cluster.validate(&self.node_id, &mut bad);
+        self.cluster
+            .validate(&self.node_id, self.engine.max_http_buffer_size, &mut bad);
         self.limits
             .validate(self.engine.max_http_buffer_size, &mut bad);
         if bad.0.is_empty() {
@@ -204,7 +205,7 @@ mod tests {
 
     #[test]
     fn kubernetes_discovery_is_a_member_source() {
-        let yaml = "nodeId: chat-0\ncluster:\n  peerListen: 0.0.0.0:7000\n  kubernetes:\n    service: chat-peers\n";
+        let yaml = "nodeId: chat-0\ncluster:\n  plaintext: true\n  peerListen: 0.0.0.0:7000\n  kubernetes:\n    service: chat-peers\n";
         let config = Config::parse(yaml, "yaml").unwrap();
         config.validate().unwrap();
         let Some(MemberSource::Kubernetes(k)) = config.cluster.source().unwrap() else {
@@ -238,7 +239,7 @@ mod tests {
 
     #[test]
     fn cluster_configs_are_checked() {
-        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.11:7000, hub-1=127.0.0.12:7000]\n";
+        let yaml = "nodeId: hub-1\ncluster:\n  plaintext: true\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.11:7000, hub-1=127.0.0.12:7000]\n";
         let config = Config::parse(yaml, "yaml").unwrap();
         config.validate().unwrap();
         assert_eq!(config.cluster.members().unwrap().len(), 2);
@@ -283,7 +284,7 @@ mod tests {
         }
 
         // Sources that change at run time; only one source at a time.
-        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  membersFile: /etc/roomcast/members\n";
+        let yaml = "nodeId: hub-1\ncluster:\n  plaintext: true\n  peerListen: 127.0.0.12:7000\n  membersFile: /etc/roomcast/members\n";
         let file = Config::parse(yaml, "yaml").unwrap();
         file.validate().unwrap();
         assert_eq!(
@@ -291,7 +292,7 @@ mod tests {
             Some(MemberSource::File("/etc/roomcast/members".into()))
         );
         assert_eq!(file.cluster.discovery_interval().as_millis(), 1_000);
-        let yaml = "nodeId: hub-1\ncluster:\n  peerListen: 0.0.0.0:7000\n  dns:\n    name: _peer._tcp.hub-peers.default.svc.cluster.local\n    nameserver: 127.0.0.1:5353\n  discoveryInterval: 2000\n";
+        let yaml = "nodeId: hub-1\ncluster:\n  plaintext: true\n  peerListen: 0.0.0.0:7000\n  dns:\n    name: _peer._tcp.hub-peers.default.svc.cluster.local\n    nameserver: 127.0.0.1:5353\n  discoveryInterval: 2000\n";
         let dns = Config::parse(yaml, "yaml").unwrap();
         dns.validate().unwrap();
         let Some(MemberSource::Dns(d)) = dns.cluster.source().unwrap() else {
@@ -466,6 +467,46 @@ mod tests {
                 "limits.maxUpstreamQueueBytes"
             ]
         );
+    }
+
+    /// A cluster runs mutual TLS or says it is plaintext; with TLS, member ids are DNS names.
+    #[test]
+    fn a_cluster_needs_tls_or_plaintext() {
+        let fields = |yaml: &str| match Config::parse(yaml, "yaml").unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(other) => panic!("{other}"),
+        };
+        let base = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.11:7000, hub-1=127.0.0.12:7000]\n";
+        assert_eq!(fields(base), ["cluster.tls"]);
+        assert!(fields(&format!("{base}  plaintext: true\n")).is_empty());
+        let tls = "  tls: {caFile: /t/ca.crt, certFile: /t/tls.crt, keyFile: /t/tls.key}\n";
+        assert!(fields(&format!("{base}{tls}")).is_empty());
+        assert_eq!(
+            fields(&format!("{base}{tls}  plaintext: true\n")),
+            ["cluster.plaintext"]
+        );
+        let upper = base.replace("hub-1", "Hub_1");
+        assert_eq!(
+            fields(&format!("{upper}{tls}")),
+            ["nodeId", "cluster.members"]
+        );
+        // A single node needs neither.
+        assert!(fields("nodeId: hub-1\n").is_empty());
+        let small = format!("{base}  plaintext: true\n  maxPeerMessageBytes: 1048576\n");
+        assert_eq!(fields(&small), ["cluster.maxPeerMessageBytes"]);
+        for (id, ok) in [
+            ("hub-0", true),
+            ("hub-0.hub-peers.ns", true),
+            ("a", true),
+            ("10.0.0.1", false),
+            ("-a", false),
+            ("a_b", false),
+            ("A", false),
+            ("", false),
+        ] {
+            assert_eq!(is_dns_name(id), ok, "{id}");
+        }
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub struct PeerTlsConfig {
 }
 
 impl PeerTlsConfig {
+    /// The files `ca.crt`, `tls.crt` and `tls.key` of `dir` (what `certs member` writes),
+    /// with default timings.
+    pub fn files(dir: &std::path::Path) -> Self {
+        Self {
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("tls.crt"),
+            key_file: dir.join("tls.key"),
+            reload_interval: Self::default_reload_interval(),
+            handshake_timeout: Self::default_handshake_timeout(),
+            max_handshakes: Self::default_max_handshakes(),
+            kubernetes: None,
+        }
+    }
+
     fn default_reload_interval() -> u64 {
         5_000
     }
@@ -67,11 +81,18 @@ pub struct PeerCertsKubernetes {
     /// thirds of its life.
     #[serde(default = "PeerCertsKubernetes::default_duration")]
     pub duration_seconds: u32,
+    /// Milliseconds one certificate request may wait for the signer. At start the node
+    /// fails when it has no certificate by then; later it keeps its current one and retries.
+    #[serde(default = "PeerCertsKubernetes::default_issue_timeout")]
+    pub issue_timeout: u64,
 }
 
 impl PeerCertsKubernetes {
     fn default_duration() -> u32 {
         24 * 3600
+    }
+    fn default_issue_timeout() -> u64 {
+        60_000
     }
 }
 
@@ -115,6 +136,12 @@ impl PeerTlsConfig {
                 bad.add(
                     "cluster.tls.kubernetes.durationSeconds",
                     "must be between 600 and 31536000 (the CSR API's minimum is 600)",
+                );
+            }
+            if !(1_000..=600_000).contains(&k.issue_timeout) {
+                bad.add(
+                    "cluster.tls.kubernetes.issueTimeout",
+                    "must be between 1000 and 600000 milliseconds",
                 );
             }
         }

@@ -162,7 +162,7 @@ pub async fn from_source(source: &MemberSource) -> Result<Arc<dyn Discovery>, Di
 }
 
 /// This pod's namespace: the operator's env variable, else the service account's file.
-fn this_pods_namespace() -> Result<String, DiscoveryError> {
+pub(crate) fn this_pods_namespace() -> Result<String, DiscoveryError> {
     let from_env = std::env::var(super::kube_discovery::NAMESPACE_ENV)
         .ok()
         .filter(|v| !v.trim().is_empty());

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod mesh;
 pub mod node;
 pub mod ops;
+pub mod peer_certs;
 pub mod proto;
 pub mod queries;
 pub mod ring;
@@ -22,7 +23,7 @@ pub use discovery::DnsDiscovery;
 pub use membership::{
     Discovery, FileDiscovery, Members, MembersDiff, MembersError, Membership, StaticDiscovery,
 };
-pub use mesh::{LinkSettings, Mesh, MeshStats};
+pub use mesh::{LinkSettings, Material, Mesh, MeshStats, PeerTls, TlsFiles, TlsSettings};
 pub use node::Cluster;
 pub use ops::ClusterOps;
 pub use ring::Ring;

@@ -13,7 +13,8 @@ use super::broadcast::MeshFanout;
 use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
 use super::membership::{Members, Membership};
-use super::mesh::{LinkSettings, Mesh};
+use super::mesh::{LinkSettings, Mesh, PeerTls, TlsFiles, TlsSettings};
+use super::peer_certs::PeerCerts;
 use super::rooms::{self, RoomSync};
 use super::route::{advertise_address, MeshRouter};
 use crate::config::{Config, MemberSource};
@@ -27,6 +28,8 @@ pub struct Cluster {
     peer_addr: SocketAddr,
     /// The discovery loop, for sources that change at run time.
     discovery: Option<(AbortHandle, Arc<DiscoveryStats>)>,
+    /// Keeps the peer certificate files current (`cluster.tls.kubernetes`).
+    _certs: Option<PeerCerts>,
 }
 
 impl Cluster {
@@ -53,6 +56,15 @@ impl Cluster {
             anyhow::bail!("cluster.peerListen is needed when the cluster has a member source");
         };
         let me = config.node_id.as_str();
+        // The mesh needs its certificate files: obtain them first, or fail the start.
+        let certs = match c.tls.as_ref().filter(|t| t.kubernetes.is_some()) {
+            Some(tls) => Some(
+                PeerCerts::start(tls, me)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("obtaining the peer certificate: {e}"))?,
+            ),
+            None => None,
+        };
         let source_discovery = discovery::from_source(&source).await?;
         let mut members = match discovery::lookup(source_discovery.as_ref()).await {
             Ok(members) => members,
@@ -70,6 +82,7 @@ impl Cluster {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
             queue_bytes: c.max_peer_queue_bytes,
+            max_message_bytes: c.max_peer_message_bytes,
             ..LinkSettings::default()
         };
         let (room_sync, room_events) = RoomSync::new();
@@ -78,6 +91,23 @@ impl Cluster {
             rooms: room_sync.clone(),
         });
         let mesh = Mesh::new(me, &members, settings, inbound)?;
+        if let Some(tls) = &c.tls {
+            let files = TlsFiles {
+                ca: tls.ca_file.clone(),
+                cert: tls.cert_file.clone(),
+                key: tls.key_file.clone(),
+            };
+            let settings = TlsSettings {
+                reload_interval: Duration::from_millis(tls.reload_interval),
+                handshake_timeout: Duration::from_millis(tls.handshake_timeout),
+                max_handshakes: tls.max_handshakes,
+            };
+            let tls = PeerTls::load(me, files, settings)
+                .map_err(|e| anyhow::anyhow!("cluster.tls: {e}"))?;
+            mesh.secure(tls);
+        } else {
+            tracing::warn!("peer port without TLS (cluster.plaintext): anyone who can reach it can join this hub");
+        }
         let fanout = MeshFanout {
             mesh: mesh.clone(),
             rooms: room_sync.clone(),
@@ -129,6 +159,7 @@ impl Cluster {
             rooms: room_sync,
             peer_addr,
             discovery,
+            _certs: certs,
         }))
     }
 

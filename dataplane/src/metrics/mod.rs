@@ -269,6 +269,36 @@ impl MetricsSource {
                 "Messages not sent because a peer's queue was full.",
                 &one(m.dropped),
             );
+            metric(
+                &mut out,
+                "roomcast_peer_handshakes_failed_total",
+                "counter",
+                "Peer connections refused at the TLS handshake (no or untrusted certificate) or dropped for not completing it in time.",
+                &one(m.handshakes_failed),
+            );
+            metric(
+                &mut out,
+                "roomcast_peer_links_refused_total",
+                "counter",
+                "Peer links refused because the caller's certificate is not valid for the member id it claimed (or it claimed none).",
+                &one(m.links_refused),
+            );
+            if let (Some(done), Some(failed)) = (m.tls_reloads, m.tls_reloads_failed) {
+                metric(
+                    &mut out,
+                    "roomcast_peer_tls_reloads_total",
+                    "counter",
+                    "Times changed peer TLS files were loaded (new handshakes use them).",
+                    &one(done),
+                );
+                metric(
+                    &mut out,
+                    "roomcast_peer_tls_reload_failures_total",
+                    "counter",
+                    "Checks of the peer TLS files that found them unreadable or unusable (the previous material stayed in use).",
+                    &one(failed),
+                );
+            }
         }
         out
     }

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
-import { binaryPath, writeConfig, ClientPool, connected, eventually, once, sleep } from "./harness.mjs";
+import { binaryPath, memberTls, writeConfig, ClientPool, connected, eventually, once, sleep } from "./harness.mjs";
 
 const HAVE_PRLIMIT = spawnSync("prlimit", ["--version"]).status === 0;
 const pool = new ClientPool();
@@ -27,7 +27,7 @@ it("listeners out of file descriptors back off instead of spinning; bystanders a
   const config = writeConfig({
     nodeId: "hub-0",
     socketio: { namespaces: [{ name: "/", relay: true }] },
-    cluster: { peerListen: `127.0.0.51:${peerPort}`, members: [`hub-0=127.0.0.51:${peerPort}`] },
+    cluster: { peerListen: `127.0.0.51:${peerPort}`, members: [`hub-0=127.0.0.51:${peerPort}`], tls: memberTls("hub-0") },
   });
   // prlimit execs the binary: the child's pid is the server's.
   const proc = spawn("prlimit", ["--nofile=64:64", binaryPath("main"), "--listen", "127.0.0.51:0", "--config", config], {

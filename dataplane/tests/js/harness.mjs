@@ -3,7 +3,7 @@
 //
 // Everything targets 127.0.0.1 only.
 
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { after, afterEach } from "node:test";
 import { access, constants } from "node:fs/promises";
 import fs from "node:fs";
@@ -220,13 +220,52 @@ export async function startServer({
 }
 
 // ---------------------------------------------------------------------------
+// Peer TLS: one CA per test run, one certificate per member id
+
+/**
+ * The folder of this test run's peer CA (`ca/`) and member certificates (`ID/`), made by the
+ * binary's `certs` command. run.sh makes the CA once per run (ROOMCAST_TEST_PKI); a file run
+ * on its own makes one at first use.
+ */
+export function testPki() {
+  if (!process.env.ROOMCAST_TEST_PKI) {
+    process.env.ROOMCAST_TEST_PKI = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-pki-"));
+  }
+  const dir = process.env.ROOMCAST_TEST_PKI;
+  if (!fs.existsSync(path.join(dir, "ca", "ca.key"))) {
+    execFileSync(binaryPath("main"), ["certs", "ca", "--out", path.join(dir, "ca")], { stdio: "ignore" });
+  }
+  return dir;
+}
+
+/**
+ * `cluster.tls` of member `id`: its certificate of `pki` (default: this run's CA, see
+ * testPki), issued on first use and kept for the run.
+ */
+export function memberTls(id, pki = testPki()) {
+  const out = path.join(pki, id);
+  if (!fs.existsSync(path.join(out, "tls.key"))) {
+    execFileSync(binaryPath("main"), ["certs", "member", "--ca", path.join(pki, "ca"), "--id", id, "--out", out], {
+      stdio: "ignore",
+    });
+  }
+  return {
+    caFile: path.join(out, "ca.crt"),
+    certFile: path.join(out, "tls.crt"),
+    keyFile: path.join(out, "tls.key"),
+    reloadInterval: 200,
+  };
+}
+
+// ---------------------------------------------------------------------------
 // Cluster members of the real binary
 
 /**
  * Starts cluster member `id` of the main binary on `ip` (client, management and metrics ports
  * chosen by the OS, the peer port given), with the management API on and `token` as its bearer token.
  * `config` is merged over the defaults (relay namespace with room policies), `cluster` over the
- * cluster section's. Resolves once the
+ * cluster section's. The peer port runs mutual TLS with a certificate of this run's CA
+ * (memberTls) unless the cluster section sets `tls` or `plaintext`. Resolves once the
  * peer listener is up; the node gets `api` (the management URL) and `token`.
  */
 export async function startClusterNode({
@@ -241,19 +280,18 @@ export async function startClusterNode({
   cluster = {},
   args = [],
 }) {
-  const file = writeConfig(
-    {
-      nodeId: id,
-      socketio: {
-        namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
-      },
-      management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
-      metrics: { listen: `${ip}:0` },
-      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
-      ...config,
+  const whole = {
+    nodeId: id,
+    socketio: {
+      namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
     },
-    "roomcast-cluster-",
-  );
+    management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
+    metrics: { listen: `${ip}:0` },
+    cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
+    ...config,
+  };
+  if (!whole.cluster.tls && !whole.cluster.plaintext) whole.cluster.tls = memberTls(id);
+  const file = writeConfig(whole, "roomcast-cluster-");
   // The token file sits beside the config.
   const tokenFile = path.join(path.dirname(file), "token");
   fs.writeFileSync(tokenFile, `${token}\n`);

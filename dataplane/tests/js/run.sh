@@ -41,7 +41,13 @@ TARGET_DIR="${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}"
 # A preset ROOMCAST_BIN_DIR (binaries staged elsewhere) wins.
 export ROOMCAST_BIN_DIR="${ROOMCAST_BIN_DIR:-$TARGET_DIR/debug}"
 
-# 3. The tests, one file at a time (each file starts its own servers on 127.0.0.1:0).
+# 3. One peer CA for the whole run (harness.mjs testPki: member certificates are issued from it
+# on first use).
+ROOMCAST_TEST_PKI="$(mktemp -d "${TMPDIR:-/tmp}/roomcast-pki-XXXXXX")"
+export ROOMCAST_TEST_PKI
+"$ROOMCAST_BIN_DIR/roomcast-dataplane" certs ca --out "$ROOMCAST_TEST_PKI/ca" >/dev/null
+
+# 4. The tests, one file at a time (each file starts its own servers on 127.0.0.1:0).
 # 1,000 clients need file descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cd "$HERE"
@@ -50,4 +56,7 @@ if [ "$#" -gt 0 ]; then
 else
   FILES=(*.test.mjs)
 fi
-exec node --test --test-concurrency=1 --test-timeout=300000 "${FILES[@]}"
+rc=0
+node --test --test-concurrency=1 --test-timeout=300000 "${FILES[@]}" || rc=$?
+rm -rf "$ROOMCAST_TEST_PKI"
+exit "$rc"

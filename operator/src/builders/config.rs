@@ -108,6 +108,8 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
                 namespace: None,
                 port_name: "peer".to_string(),
             }),
+            // Mutual TLS with per-pod certificates the pods request themselves.
+            tls: Some(super::peer_tls::peer_tls_config(hub)?),
             ..ClusterConfig::default()
         },
         ..Config::default()

@@ -7,6 +7,7 @@
 mod config;
 mod networkpolicy;
 mod pdb;
+mod peer_tls;
 mod rbac;
 mod secret;
 mod service;
@@ -18,7 +19,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -28,6 +29,10 @@ pub use config::{
 };
 pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
+pub use peer_tls::{
+    csr_cluster_role_binding, peer_ca_secret, peer_tls_config, trust_config_map,
+    HUB_NAMESPACE_LABEL, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE,
+};
 pub use rbac::{role, role_binding, service_account};
 pub use secret::{management_secret, management_token_ref, MANAGEMENT_TOKEN_KEY};
 pub use service::{
@@ -36,6 +41,7 @@ pub use service::{
 pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME, METRICS_PORT, PEER_PORT};
 
 use crate::crd::SocketIOHub;
+use crate::peer_ca::CaMaterial;
 use crate::{Error, Result};
 
 /// `app.kubernetes.io/name` of every hub object.
@@ -56,6 +62,10 @@ pub struct BuildOptions {
     /// Management token to store in the generated Secret. `None` when the hub names its own
     /// Secret (then no Secret is generated).
     pub management_token: Option<String>,
+    /// The hub's peer CA (kept from its Secret, or freshly made / rotated by the caller).
+    pub peer_ca: CaMaterial,
+    /// The chart's ClusterRole letting hub ServiceAccounts create and read CSRs.
+    pub csr_cluster_role: String,
 }
 
 /// Everything a hub consists of.
@@ -75,6 +85,11 @@ pub struct Desired {
     pub pdb: Option<PodDisruptionBudget>,
     /// `None` when the hub disables its NetworkPolicy.
     pub network_policy: Option<NetworkPolicy>,
+    /// The peer CA (`<hub>-peer-ca`), the trust bundle (`<hub>-peer-trust`) and the binding
+    /// letting the pods request certificates.
+    pub peer_ca_secret: Secret,
+    pub trust_config_map: ConfigMap,
+    pub csr_binding: ClusterRoleBinding,
     /// Hash of the rendered configuration (also on the pod template).
     pub config_hash: String,
 }
@@ -99,6 +114,9 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
         statefulset: statefulset(hub, &opts.default_image, &hash)?,
         pdb: pod_disruption_budget(hub)?,
         network_policy: network_policy(hub)?,
+        peer_ca_secret: peer_ca_secret(hub, &opts.peer_ca)?,
+        trust_config_map: trust_config_map(hub, &opts.peer_ca)?,
+        csr_binding: csr_cluster_role_binding(hub, &opts.csr_cluster_role),
         config_map,
         config_hash: hash,
     })
@@ -117,6 +135,16 @@ pub mod names {
     }
     pub fn management_service(hub: &str) -> String {
         format!("{hub}-management")
+    }
+    pub fn peer_ca_secret(hub: &str) -> String {
+        format!("{hub}-peer-ca")
+    }
+    pub fn peer_trust(hub: &str) -> String {
+        format!("{hub}-peer-trust")
+    }
+    /// The per-hub ClusterRoleBinding (cluster-scoped, so the namespace is in the name).
+    pub fn csr_binding(namespace: &str, hub: &str) -> String {
+        format!("roomcast-peer-csr-{namespace}-{hub}")
     }
     /// Client Service, StatefulSet, PDB, NetworkPolicy, ServiceAccount, Role and RoleBinding
     /// share the hub's name.

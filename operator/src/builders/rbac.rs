@@ -20,16 +20,26 @@ pub fn service_account(hub: &SocketIOHub) -> Result<ServiceAccount> {
     })
 }
 
-/// Read-only access to EndpointSlices (peer discovery) and the hub's own resource.
+/// Read-only access to EndpointSlices (peer discovery) and to the hub's trust ConfigMap (the
+/// CA bundle the pods poll).
 pub fn role(hub: &SocketIOHub) -> Result<Role> {
     Ok(Role {
         metadata: object_meta(hub, hub_name(hub))?,
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["discovery.k8s.io".to_string()]),
-            resources: Some(vec!["endpointslices".to_string()]),
-            verbs: vec!["get".to_string(), "list".to_string(), "watch".to_string()],
-            ..PolicyRule::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["discovery.k8s.io".to_string()]),
+                resources: Some(vec!["endpointslices".to_string()]),
+                verbs: vec!["get".to_string(), "list".to_string(), "watch".to_string()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".to_string()]),
+                resource_names: Some(vec![names::peer_trust(&hub_name(hub))]),
+                verbs: vec!["get".to_string()],
+                ..PolicyRule::default()
+            },
+        ]),
     })
 }
 

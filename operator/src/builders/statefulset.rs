@@ -4,18 +4,19 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection,
-    SecurityContext, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile,
+    SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{secret_files, MANAGEMENT_PORT, SECRETS_MOUNT_PATH};
 use super::{
     labels, names, object_meta, selector_labels, CONFIG_FILE, CONFIG_HASH_ANNOTATION,
-    CONFIG_MOUNT_PATH,
+    CONFIG_MOUNT_PATH, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE,
 };
 use crate::crd::SocketIOHub;
 use crate::Result;
@@ -121,6 +122,11 @@ pub fn statefulset(
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: "peer-tls".to_string(),
+                mount_path: PEER_TLS_MOUNT_PATH.to_string(),
+                ..VolumeMount::default()
+            },
         ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -171,6 +177,15 @@ pub fn statefulset(
             Volume {
                 name: "secrets".to_string(),
                 projected: Some(secrets_volume(hub)),
+                ..Volume::default()
+            },
+            // The pod's own key and certificates: in memory, never on a disk.
+            Volume {
+                name: "peer-tls".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".to_string()),
+                    size_limit: Some(Quantity(PEER_TLS_VOLUME_SIZE.to_string())),
+                }),
                 ..Volume::default()
             },
         ]),

@@ -26,6 +26,14 @@ pub struct MeshStats {
     pub room_updates_received: u64,
     /// Messages not sent because a peer's queue was full.
     pub dropped: u64,
+    /// Peer connections refused at the TLS handshake (or timed out in it).
+    pub handshakes_failed: u64,
+    /// Links refused because the caller's certificate is not valid for the member id it
+    /// claims, or it claimed none.
+    pub links_refused: u64,
+    /// TLS material reloads done and failed (`None` in plaintext).
+    pub tls_reloads: Option<u64>,
+    pub tls_reloads_failed: Option<u64>,
 }
 
 /// The mesh's running totals (each a counter: it never falls).
@@ -41,6 +49,9 @@ pub(super) struct Counters {
     pub(super) room_updates_received: AtomicU64,
     /// Drops counted by peers that have since left.
     pub(super) dropped_by_departed: AtomicU64,
+    /// Shared with the peer listener's handshake futures.
+    pub(super) handshakes_failed: std::sync::Arc<AtomicU64>,
+    pub(super) links_refused: AtomicU64,
 }
 
 impl Counters {

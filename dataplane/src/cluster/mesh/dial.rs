@@ -14,8 +14,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
-use super::link::{self, Host, MAX_MESSAGE_BYTES, STREAM_DEPTH};
+use super::hello;
+use super::link::{self, Host, STREAM_DEPTH};
 use super::peer::Peer;
+use super::transport::{Connector, MAX_HEADER_LIST_BYTES, WINDOW_BYTES};
 use crate::cluster::proto::{self as pb, peer_client::PeerClient};
 
 /// Dial backoff: doubles from the minimum up to the maximum, with jitter, and starts over
@@ -25,6 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// Largest backoff after a peer refused this node as not (yet) a member.
 const BACKOFF_STRANGER: Duration = Duration::from_secs(1);
+/// TCP connect; the TLS handshake gets `cluster.tls.handshakeTimeout` on top.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether member `me` dials member `peer` (the member whose id sorts first does; the
@@ -42,6 +45,8 @@ enum DialError {
     Refused(#[from] Status),
     #[error("no answer to the link request within the heartbeat timeout")]
     NoAnswer,
+    #[error("the peer answered as {0:?}")]
+    WrongPeer(String),
 }
 
 impl DialError {
@@ -111,10 +116,9 @@ async fn dial_loop<H: Host>(host: Arc<H>, peer: Arc<Peer>) {
     loop {
         let mut refused_as_stranger = false;
         match dial(host.as_ref(), &peer).await {
-            Ok((inbound, out)) => {
+            Ok((inbound, out, client)) => {
                 let started = Instant::now();
-                // The acceptor's Hello (with its client address) comes on the stream.
-                let link = link::attach(&host, &peer, inbound, out, false, None);
+                let link = link::attach(&host, &peer, inbound, out, client);
                 // The link task ends when the link breaks (or is replaced or aborted).
                 let _ = link.await;
                 backoff.link_ended(started.elapsed());
@@ -135,32 +139,47 @@ async fn dial_loop<H: Host>(host: Arc<H>, peer: Arc<Peer>) {
     }
 }
 
-/// Opens the link stream to `peer`. The Hello is queued before the call: the acceptor
-/// reads it before it answers, and the answer is what the call waits for.
-async fn dial<H: Host>(
-    host: &H,
-    peer: &Peer,
-) -> Result<(Streaming<pb::Batch>, mpsc::Sender<pb::Batch>), DialError> {
+/// A dialed link: the peer's stream, this side's sender, and the peer's client address.
+type Dialed = (
+    Streaming<pb::Batch>,
+    mpsc::Sender<pb::Batch>,
+    Option<std::net::SocketAddr>,
+);
+
+/// Opens the link stream to `peer` (over TLS naming the peer's member id, unless the mesh
+/// is plaintext). The Hellos travel in the request and response headers.
+async fn dial<H: Host>(host: &H, peer: &Peer) -> Result<Dialed, DialError> {
+    let tls = host.tls();
+    let timeout = CONNECT_TIMEOUT + tls.as_ref().map_or(Duration::ZERO, |t| t.handshake_timeout);
+    let connector = Connector {
+        addr: peer.addr,
+        peer: peer.id.clone(),
+        tls,
+    };
+    // The scheme is "http" even over TLS: the connector does the TLS, not tonic.
     let channel = Endpoint::from_shared(format!("http://{}", peer.addr))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
+        .connect_timeout(timeout)
+        .initial_stream_window_size(WINDOW_BYTES)
+        .initial_connection_window_size(WINDOW_BYTES)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .connect_with_connector(connector)
         .await?;
+    let max = host.settings().max_message_bytes;
     let mut client = PeerClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // A fresh channel with room for STREAM_DEPTH batches: the Hello always fits.
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let (out, rx) = mpsc::channel(STREAM_DEPTH);
-    let _ = out.try_send(pb::Batch {
-        messages: vec![host.hello()],
-    });
-    let response = tokio::time::timeout(
-        host.settings().heartbeat_timeout,
-        client.link(ReceiverStream::new(rx)),
-    )
-    .await
-    .map_err(|_| DialError::NoAnswer)??;
-    Ok((response.into_inner(), out))
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    hello::write(request.metadata_mut(), &host.hello());
+    let response = tokio::time::timeout(host.settings().heartbeat_timeout, client.link(request))
+        .await
+        .map_err(|_| DialError::NoAnswer)??;
+    let answer = hello::read(response.metadata())?;
+    if answer.member != peer.id {
+        return Err(DialError::WrongPeer(answer.member));
+    }
+    let client = hello::client_address(&answer, peer.addr);
+    Ok((response.into_inner(), out, client))
 }
 
 /// An error with its sources, `a: b: c` (tonic's transport errors say little on their own).
@@ -262,7 +281,7 @@ mod tests {
         members.insert("b", silent.local_addr().unwrap());
         let got = Arc::new(Recorder::default());
         let mesh = Mesh::new("a", &members, fast(), got).unwrap();
-        mesh.start(members.addr("a").unwrap()).await.unwrap();
+        super::super::testkit::start(&mesh, members.addr("a").unwrap()).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(mesh.connected().is_empty());
         mesh.close();

@@ -16,15 +16,14 @@ use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use super::peer::{Peer, Queued};
+use super::reload::PeerTls;
 use crate::cluster::proto::{self as pb, message::Kind};
 use crate::engine::cork;
 
-/// Largest gRPC message accepted or sent. One broadcast may carry a client message of up
-/// to `engine.maxHttpBufferSize` (at most 256 MiB), and a batch holds whole messages.
-pub(super) const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
-/// A batch is closed once it holds this many messages or bytes (or the queue is empty).
+/// A batch is closed once it holds this many messages or bytes (or the queue is empty), so
+/// a batch is at most `BATCH_BYTES` plus its last message.
 const BATCH_MESSAGES: usize = 512;
-const BATCH_BYTES: usize = 1024 * 1024;
+pub const BATCH_BYTES: usize = 1024 * 1024;
 /// Batches in flight between a link's writer and HTTP/2; HTTP/2 flow control pushes back
 /// through this small channel to the peer's queue.
 pub(super) const STREAM_DEPTH: usize = 4;
@@ -38,6 +37,8 @@ pub struct LinkSettings {
     pub queue: usize,
     /// Bytes (encoded) queued per peer before new ones are dropped (`cluster.maxPeerQueueBytes`).
     pub queue_bytes: usize,
+    /// Largest batch (gRPC message) sent or accepted on a link (`cluster.maxPeerMessageBytes`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for LinkSettings {
@@ -47,6 +48,7 @@ impl Default for LinkSettings {
             heartbeat_timeout: Duration::from_secs(3),
             queue: 16 * 1024,
             queue_bytes: 64 * 1024 * 1024,
+            max_message_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -56,8 +58,12 @@ pub(super) trait Host: Send + Sync + 'static {
     /// This node's member id.
     fn me(&self) -> &str;
     fn settings(&self) -> LinkSettings;
-    /// The Hello this node opens each link with.
-    fn hello(&self) -> pb::Message;
+    /// The Hello this node opens each link with (in the request or response headers).
+    fn hello(&self) -> pb::Hello;
+    /// The TLS material of the peer port; `None` in plaintext.
+    fn tls(&self) -> Option<Arc<PeerTls>>;
+    /// Counts a link refused for its identity (logged by the caller).
+    fn link_refused(&self);
     /// The current peer `id`, unless it left.
     fn peer(&self, id: &str) -> Option<Arc<Peer>>;
     /// One message from `peer`, other than link upkeep.
@@ -73,20 +79,17 @@ pub(super) trait Host: Send + Sync + 'static {
 /// What a new link task starts with.
 struct Link {
     generation: u64,
-    send_hello: bool,
-    /// The peer's client address, when its Hello came before the link started.
+    /// The peer's client address, from its Hello (already checked against its IP).
     client_addr: Option<SocketAddr>,
 }
 
-/// Runs a new link to `peer` on its own task, replacing any previous one. The dialer
-/// (`send_hello` false) sent its Hello with the call; the acceptor sends its own first, and
-/// passes the client address of the Hello it already read.
+/// Runs a new link to `peer` on its own task, replacing any previous one. Both Hellos were
+/// exchanged in the headers of the call; `client_addr` is what the peer's said.
 pub(super) fn attach<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
     inbound: Streaming<pb::Batch>,
     out: mpsc::Sender<pb::Batch>,
-    send_hello: bool,
     client_addr: Option<SocketAddr>,
 ) -> tokio::task::JoinHandle<()> {
     let generation = peer
@@ -95,7 +98,6 @@ pub(super) fn attach<H: Host>(
         .wrapping_add(1);
     let link = Link {
         generation,
-        send_hello,
         client_addr,
     };
     let task = tokio::spawn(run(host.clone(), peer.clone(), link, inbound, out));
@@ -118,7 +120,6 @@ async fn run<H: Host>(
 ) {
     let Link {
         generation,
-        send_hello,
         client_addr,
     } = link;
     // Waits for a link this one replaces to be aborted and let go of the queue.
@@ -138,16 +139,6 @@ async fn run<H: Host>(
 
     let settings = host.settings();
     let writer = async {
-        if send_hello
-            && out
-                .send(pb::Batch {
-                    messages: vec![host.hello()],
-                })
-                .await
-                .is_err()
-        {
-            return "stream closed";
-        }
         let mut seq = 0u64;
         loop {
             let batch = match tokio::time::timeout(settings.heartbeat_interval, queue.recv()).await
@@ -173,9 +164,7 @@ async fn run<H: Host>(
                 Ok(Ok(None)) => return "closed by peer".to_string(),
                 Ok(Err(status)) => return format!("stream error: {}", status.message()),
                 Ok(Ok(Some(batch))) => {
-                    if let Some(reason) = receive_batch(&host, &peer, generation, batch) {
-                        return reason;
-                    }
+                    receive_batch(&host, &peer, batch);
                 }
             }
         }
@@ -198,51 +187,18 @@ async fn run<H: Host>(
     }
 }
 
-/// Applies one batch from `peer` on link `generation`; `Some` ends the link, saying why.
-/// One write-combining scope per batch: a local socket that several of its broadcasts
-/// reach gets them in one write.
-fn receive_batch<H: Host>(
-    host: &Arc<H>,
-    peer: &Arc<Peer>,
-    generation: u64,
-    batch: pb::Batch,
-) -> Option<String> {
+/// Applies one batch from `peer`. One write-combining scope per batch: a local socket that
+/// several of its broadcasts reach gets them in one write. A Hello is only ever sent in the
+/// headers of the call (`hello`): one on the stream changes nothing.
+fn receive_batch<H: Host>(host: &Arc<H>, peer: &Arc<Peer>, batch: pb::Batch) {
     cork::corked(|| {
         for message in batch.messages {
             match message.kind {
-                Some(Kind::Hello(hello)) if hello.member != peer.id => {
-                    return Some(format!(
-                        "the peer at {} says it is {:?}",
-                        peer.addr, hello.member
-                    ));
-                }
-                Some(Kind::Hello(hello)) => {
-                    if peer.generation.load(Ordering::Acquire) == generation {
-                        peer.learn_client_addr(peer_client_address(&hello, peer.addr));
-                    }
-                }
-                Some(Kind::Heartbeat(_)) | None => {}
+                Some(Kind::Hello(_) | Kind::Heartbeat(_)) | None => {}
                 Some(kind) => host.handle(peer, kind),
             }
         }
-        None
-    })
-}
-
-/// The client address a peer's Hello advertises. An unspecified IP (a node listening on
-/// 0.0.0.0 that was not told its own address) is replaced by the IP its peer link uses.
-pub(super) fn peer_client_address(hello: &pb::Hello, peer_addr: SocketAddr) -> Option<SocketAddr> {
-    if hello.client_address.is_empty() {
-        return None;
-    }
-    let Ok(mut addr) = hello.client_address.parse::<SocketAddr>() else {
-        tracing::warn!(peer = %hello.member, address = %hello.client_address, "peer advertises an unusable client address");
-        return None;
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(peer_addr.ip());
-    }
-    Some(addr)
+    });
 }
 
 /// `first` plus whatever else is queued, up to the batch limits.
@@ -291,7 +247,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let got = Arc::new(Recorder::default());
         let mesh = Mesh::new("n1", &members, settings, got.clone()).unwrap();
-        mesh.start(members.addr("n1").unwrap()).await.unwrap();
+        super::super::testkit::start(&mesh, members.addr("n1").unwrap()).await;
         let back = Node { mesh, got };
         wait_for("relink", || nodes[0].mesh.connected() == ["n1"]).await;
         wait_for("relink", || back.mesh.connected() == ["n0"]).await;
@@ -305,20 +261,30 @@ mod tests {
         nodes[0].mesh.close();
     }
 
+    /// Each side learns where the other serves clients from its Hello, but only an address
+    /// on the IP discovery gave for it: one elsewhere is ignored, so nothing is forwarded there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn links_tell_each_side_where_the_other_serves_clients() {
         let mut members = Members::new();
-        members.insert("a", free_port([127, 0, 0, 1]));
-        members.insert("b", free_port([127, 0, 0, 1]));
-        let a = Mesh::new("a", &members, fast(), Arc::new(Recorder::default())).unwrap();
-        let b = Mesh::new("b", &members, fast(), Arc::new(Recorder::default())).unwrap();
-        a.advertise_client_address("127.0.0.21:3000".parse().unwrap());
+        for id in ["a", "b", "c"] {
+            members.insert(id, free_port([127, 0, 0, 1]));
+        }
+        let mesh = |id| Mesh::new(id, &members, fast(), Arc::new(Recorder::default())).unwrap();
+        let (a, b, c) = (mesh("a"), mesh("b"), mesh("c"));
+        a.advertise_client_address("127.0.0.1:3000".parse().unwrap());
         // An unspecified IP is filled in with the IP of the peer link.
         b.advertise_client_address("0.0.0.0:3001".parse().unwrap());
-        a.start(members.addr("a").unwrap()).await.unwrap();
-        b.start(members.addr("b").unwrap()).await.unwrap();
+        // Off c's own IP: an address c cannot make the others forward to.
+        c.advertise_client_address("127.0.0.21:3002".parse().unwrap());
+        for m in [&a, &b, &c] {
+            super::super::testkit::start(m, members.addr(m.me()).unwrap()).await;
+        }
         wait_for("addresses", || {
             a.client_address_of("b").is_some() && b.client_address_of("a").is_some()
+        })
+        .await;
+        wait_for("links", || {
+            a.connected().len() == 2 && b.connected().len() == 2
         })
         .await;
         assert_eq!(
@@ -327,32 +293,24 @@ mod tests {
         );
         assert_eq!(
             b.client_address_of("a"),
-            Some("127.0.0.21:3000".parse().unwrap())
+            Some("127.0.0.1:3000".parse().unwrap())
+        );
+        assert_eq!(
+            a.client_address_of("c"),
+            None,
+            "c's lie is ignored by its dialer"
+        );
+        assert_eq!(b.client_address_of("c"), None);
+        assert_eq!(
+            c.client_address_of("a"),
+            Some("127.0.0.1:3000".parse().unwrap())
         );
         assert_eq!(a.client_address_of("nobody"), None);
         // A peer whose link is down has no route.
         b.close();
         wait_for("link down", || a.client_address_of("b").is_none()).await;
         a.close();
-    }
-
-    #[test]
-    fn advertised_client_addresses_are_checked_and_completed() {
-        let peer: SocketAddr = "10.0.0.7:7000".parse().unwrap();
-        let hello = |address: &str| pb::Hello {
-            member: "b".into(),
-            client_address: address.into(),
-        };
-        assert_eq!(peer_client_address(&hello(""), peer), None);
-        assert_eq!(peer_client_address(&hello("not an address"), peer), None);
-        assert_eq!(
-            peer_client_address(&hello("10.0.0.8:3000"), peer),
-            Some("10.0.0.8:3000".parse().unwrap())
-        );
-        assert_eq!(
-            peer_client_address(&hello("0.0.0.0:3000"), peer),
-            Some("10.0.0.7:3000".parse().unwrap())
-        );
+        c.close();
     }
 
     #[test]

@@ -27,16 +27,24 @@
 //! - `requests`: request/answer bookkeeping ([`Mesh::ask_all`]);
 //! - `link`: a link's life (writer, reader, heartbeats, batches) and [`LinkSettings`];
 //! - `dial`: which side dials, dialing with backoff;
-//! - `accept`: the gRPC service that accepts links.
+//! - `accept`: the gRPC service that accepts links;
+//! - `hello`: the Hello in the call's headers, and which advertised address to believe;
+//! - `tls`: the TLS material and the identity rule (a member's certificate names its id);
+//! - `reload`: keeps the TLS material current as its files change;
+//! - `transport`: TLS (or plain TCP) connections and the HTTP/2 limits of the peer port.
 
 mod accept;
 mod counters;
 mod dial;
+mod hello;
 mod link;
 mod peer;
+mod reload;
 mod requests;
 #[cfg(test)]
 mod testkit;
+mod tls;
+mod transport;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -52,7 +60,7 @@ use tokio::task::AbortHandle;
 use self::accept::Acceptor;
 use self::counters::Counters;
 use self::dial::{dials, spawn_dialer};
-use self::link::{Host, MAX_MESSAGE_BYTES};
+use self::link::Host;
 use self::peer::Peer;
 use self::requests::Requests;
 use super::membership::{Members, MembersDiff, Membership};
@@ -60,8 +68,10 @@ use super::proto::peer_server::PeerServer;
 use super::proto::{self as pb, message::Kind};
 
 pub use self::counters::MeshStats;
-pub use self::link::LinkSettings;
+pub use self::link::{LinkSettings, BATCH_BYTES};
 pub use self::peer::Offer;
+pub use self::reload::{LoadError, PeerTls, Reload, TlsFiles, TlsSettings};
+pub use self::tls::{IdentityError, Material, TlsError};
 
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +120,8 @@ pub struct Mesh {
     membership: watch::Sender<Arc<Membership>>,
     /// This node's client address, told to peers in every Hello.
     client_address: std::sync::OnceLock<SocketAddr>,
+    /// TLS on the peer port (unset: plaintext).
+    tls: std::sync::OnceLock<Arc<PeerTls>>,
     counters: Counters,
     requests: Requests,
 }
@@ -146,6 +158,7 @@ impl Mesh {
             control: Mutex::new(Control::default()),
             membership,
             client_address: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
         }))
@@ -246,12 +259,19 @@ impl Mesh {
             source,
         })?;
         // Backs off when accepting fails (out of file descriptors) instead of spinning.
-        let incoming = crate::cluster::listen::incoming(listener, "peer");
+        let tcp = crate::cluster::listen::incoming(listener, "peer");
+        let tls = self.tls.get().cloned();
+        let incoming = transport::accept(tcp, tls.clone(), self.counters.handshakes_failed.clone());
+        let max = self.settings.max_message_bytes;
         let service = PeerServer::new(Acceptor(self.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let server = tokio::spawn(async move {
             if let Err(error) = tonic::transport::Server::builder()
+                .max_concurrent_streams(transport::MAX_STREAMS_PER_CONNECTION)
+                .initial_stream_window_size(transport::WINDOW_BYTES)
+                .initial_connection_window_size(transport::WINDOW_BYTES)
+                .http2_max_header_list_size(transport::MAX_HEADER_LIST_BYTES)
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await
@@ -261,6 +281,9 @@ impl Mesh {
         });
         let mut control = self.control.lock();
         control.tasks.push(server.abort_handle());
+        if let Some(tls) = tls {
+            control.tasks.push(tokio::spawn(tls.run()).abort_handle());
+        }
         if control.closed {
             server.abort();
             return Ok(addr);
@@ -287,6 +310,12 @@ impl Mesh {
 
     pub fn me(&self) -> &str {
         &self.me
+    }
+
+    /// Runs the peer port with mutual TLS (before [`Mesh::start`]; later calls are
+    /// ignored). Without it the port is plaintext.
+    pub fn secure(&self, tls: Arc<PeerTls>) {
+        let _ = self.tls.set(tls);
     }
 
     /// Sets the client address this node advertises to its peers (before [`Mesh::start`];
@@ -336,6 +365,13 @@ impl Mesh {
             room_updates_sent: c.room_updates_sent.load(Ordering::Relaxed),
             room_updates_received: c.room_updates_received.load(Ordering::Relaxed),
             dropped: self.dropped(),
+            handshakes_failed: c.handshakes_failed.load(Ordering::Relaxed),
+            links_refused: c.links_refused.load(Ordering::Relaxed),
+            tls_reloads: self.tls.get().map(|t| t.reloads.load(Ordering::Relaxed)),
+            tls_reloads_failed: self
+                .tls
+                .get()
+                .map(|t| t.reloads_failed.load(Ordering::Relaxed)),
         }
     }
 
@@ -430,8 +466,23 @@ impl Host for Mesh {
         self.settings
     }
 
-    fn hello(&self) -> pb::Message {
-        pb::Message::hello(&self.me, self.client_address.get().copied())
+    fn hello(&self) -> pb::Hello {
+        pb::Hello {
+            member: self.me.clone(),
+            client_address: self
+                .client_address
+                .get()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn tls(&self) -> Option<Arc<PeerTls>> {
+        self.tls.get().cloned()
+    }
+
+    fn link_refused(&self) {
+        self.counters.links_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     fn peer(&self, id: &str) -> Option<Arc<Peer>> {

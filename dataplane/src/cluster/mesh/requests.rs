@@ -246,7 +246,7 @@ mod tests {
         members.insert("b", free_port([127, 0, 0, 1]));
         let a = node("a", &members, fast()).await;
         let b = Mesh::new("b", &members, fast(), Arc::new(Mute)).unwrap();
-        b.start(members.addr("b").unwrap()).await.unwrap();
+        super::super::testkit::start(&b, members.addr("b").unwrap()).await;
         wait_for("link", || a.mesh.connected() == ["b"]).await;
         let asking = tokio::spawn({
             let mesh = a.mesh.clone();

@@ -60,7 +60,34 @@ pub(super) fn fast() -> LinkSettings {
         heartbeat_timeout: Duration::from_millis(200),
         queue: 1024,
         queue_bytes: 64 * 1024 * 1024,
+        max_message_bytes: 64 * 1024 * 1024,
     }
+}
+
+/// The CA of every test mesh of this process.
+pub(super) fn pki() -> &'static Pki {
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(Pki::new)
+}
+
+pub(super) fn tls_settings() -> super::TlsSettings {
+    super::TlsSettings {
+        reload_interval: Duration::from_millis(100),
+        handshake_timeout: Duration::from_secs(2),
+        max_handshakes: 8,
+    }
+}
+
+/// Member `id`'s TLS, with a certificate of the test CA ([`pki`]).
+pub(super) fn member_tls(id: &str) -> Arc<super::PeerTls> {
+    let dir = pki().write_member(id);
+    super::PeerTls::load(id, Pki::files(&dir), tls_settings()).unwrap()
+}
+
+/// Starts `mesh` over TLS with a certificate of the test CA on `listen`.
+pub(super) async fn start(mesh: &Arc<Mesh>, listen: SocketAddr) {
+    mesh.secure(member_tls(mesh.me()));
+    mesh.start(listen).await.unwrap();
 }
 
 pub(super) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -86,7 +113,7 @@ pub(super) async fn cluster(n: usize, settings: LinkSettings) -> (Members, Vec<N
         let got = Arc::new(Recorder::default());
         let id = format!("n{i}");
         let mesh = Mesh::new(&id, &members, settings, got.clone()).unwrap();
-        mesh.start(members.addr(&id).unwrap()).await.unwrap();
+        start(&mesh, members.addr(&id).unwrap()).await;
         nodes.push(Node { mesh, got });
     }
     (members, nodes)
@@ -95,7 +122,7 @@ pub(super) async fn cluster(n: usize, settings: LinkSettings) -> (Members, Vec<N
 pub(super) async fn node(id: &str, members: &Members, settings: LinkSettings) -> Node {
     let got = Arc::new(Recorder::default());
     let mesh = Mesh::new(id, members, settings, got.clone()).unwrap();
-    mesh.start(members.addr(id).unwrap()).await.unwrap();
+    start(&mesh, members.addr(id).unwrap()).await;
     Node { mesh, got }
 }
 
@@ -113,4 +140,69 @@ pub(super) fn received(node: &Node) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A throwaway CA for tests, issuing member certificates (a DNS SAN per member id, usable
+/// as client and server).
+pub(crate) struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A member's certificate and key, PEM.
+pub(crate) struct Leaf {
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+impl Pki {
+    pub(crate) fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let n: u64 = rand::random();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test CA {n:x}"));
+        let key = rcgen::KeyPair::generate().unwrap();
+        Self {
+            ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub(crate) fn ca_pem(&self) -> Vec<u8> {
+        self.ca.pem().into_bytes()
+    }
+
+    pub(crate) fn member(&self, id: &str) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(vec![id.to_string()]).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Leaf {
+            cert: cert.pem().into_bytes(),
+            key: key.serialize_pem().into_bytes(),
+        }
+    }
+
+    /// Writes `ca.crt`, `tls.crt` and `tls.key` of member `id` into a new temporary folder.
+    pub(crate) fn write_member(&self, id: &str) -> std::path::PathBuf {
+        let n: u64 = rand::random();
+        let dir = std::env::temp_dir().join(format!("roomcast-pki-{id}-{n:x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let leaf = self.member(id);
+        std::fs::write(dir.join("ca.crt"), self.ca_pem()).unwrap();
+        std::fs::write(dir.join("tls.crt"), leaf.cert).unwrap();
+        std::fs::write(dir.join("tls.key"), leaf.key).unwrap();
+        dir
+    }
+
+    pub(crate) fn files(dir: &std::path::Path) -> super::reload::TlsFiles {
+        super::reload::TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        }
+    }
 }

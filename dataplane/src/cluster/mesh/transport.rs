@@ -1,0 +1,268 @@
+//! The connections under the peer protocol: TLS (or, with `cluster.plaintext`, bare TCP) on
+//! both sides, and the HTTP/2 limits of the peer port.
+//!
+//! Accepting: each TCP connection completes its TLS handshake on its own future, at most
+//! `maxHandshakes` at once, each within `handshakeTimeout`, so a connection that stalls
+//! mid-handshake holds up no other; one that fails or times out is dropped and counted.
+//! The server demands a client certificate chaining to the trust bundle; the certificate is
+//! handed to the gRPC service ([`PeerConnInfo`]), which checks the member id against it.
+//!
+//! Dialing: [`Connector`] opens TCP, then TLS with the peer's member id as server name, so
+//! the dialer only links to the holder of a certificate for the member it dialed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::{Stream, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::Connected;
+
+use super::reload::PeerTls;
+use super::tls::server_name;
+
+/// Streams (links) open at once on one peer connection. A dialer opens one connection per
+/// link, so one is all a member needs; it also bounds what one connection can make this
+/// node buffer before the link's identity is checked to one stream window.
+pub(super) const MAX_STREAMS_PER_CONNECTION: u32 = 1;
+/// Request and response header lists (the Hello travels in them: a member id and an
+/// address) are refused past this many bytes.
+pub(super) const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// HTTP/2 flow-control window of a peer stream and of its connection, both ways: what a
+/// link has in flight per round trip, and the most one connection can make this node
+/// buffer before the acceptor has checked who is calling (one stream per connection; over
+/// TLS only a holder of a certificate of the hub's CA gets that far). 1 MiB, hyper's
+/// server default, a batch's size. Smaller windows (64 KiB, fixed or growing with hyper's
+/// adaptive window) stalled the resync of an overloaded link in the JS overload test.
+pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// A connection accepted on the peer port.
+pub(super) enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// What the gRPC service learns about a connection.
+#[derive(Debug, Clone)]
+pub(super) struct PeerConnInfo {
+    pub(super) remote: Option<SocketAddr>,
+    /// Whether the connection is TLS (then `leaf` is the verified client certificate).
+    pub(super) tls: bool,
+    pub(super) leaf: Option<CertificateDer<'static>>,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerConnInfo;
+
+    fn connect_info(&self) -> PeerConnInfo {
+        match self {
+            PeerStream::Plain(tcp) => PeerConnInfo {
+                remote: tcp.peer_addr().ok(),
+                tls: false,
+                leaf: None,
+            },
+            PeerStream::Tls(tls) => {
+                let (tcp, session) = tls.get_ref();
+                PeerConnInfo {
+                    remote: tcp.peer_addr().ok(),
+                    tls: true,
+                    leaf: session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned()),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            PeerStream::Plain(s) => s.is_write_vectored(),
+            PeerStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connections of the peer port, TLS handshakes done (or plain TCP without `tls`).
+/// Failed handshakes are logged, counted in `failed`, and dropped.
+pub(super) fn accept(
+    tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    tls: Option<Arc<PeerTls>>,
+    failed: Arc<AtomicU64>,
+) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
+    let limit = tls.as_ref().map_or(1, |t| t.max_handshakes);
+    tcp.map(move |conn| {
+        let tls = tls.clone();
+        let failed = failed.clone();
+        async move {
+            let tcp = conn.ok()?;
+            let Some(tls) = tls else {
+                return Some(Ok(PeerStream::Plain(tcp)));
+            };
+            let remote = tcp.peer_addr().ok();
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server.clone());
+            match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Some(Ok(PeerStream::Tls(Box::new(stream)))),
+                Ok(Err(error)) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(remote = ?remote, %error, "peer connection refused at the TLS handshake");
+                    None
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    let timeout_ms = tls.handshake_timeout.as_millis();
+                    tracing::warn!(remote = ?remote, timeout_ms, "peer connection dropped: no TLS handshake in time");
+                    None
+                }
+            }
+        }
+    })
+    .buffer_unordered(limit)
+    .filter_map(std::future::ready)
+}
+
+/// Dials peers: TCP, then TLS naming the peer's member id (or nothing more in plaintext).
+#[derive(Clone)]
+pub(super) struct Connector {
+    pub(super) addr: SocketAddr,
+    pub(super) peer: String,
+    pub(super) tls: Option<Arc<PeerTls>>,
+}
+
+/// A connection a dialer opened.
+pub(super) enum DialStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<DialStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(this.addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = this.tls else {
+                return Ok(TokioIo::new(DialStream::Plain(tcp)));
+            };
+            let name = server_name(&this.peer).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("member id {:?} is not a DNS name", this.peer),
+                )
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(tls.material().client.clone());
+            let handshake = connector.connect(name, tcp);
+            let stream = tokio::time::timeout(tls.handshake_timeout, handshake)
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            Ok(TokioIo::new(DialStream::Tls(Box::new(stream))))
+        })
+    }
+}
+
+impl AsyncRead for DialStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DialStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for DialStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            DialStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DialStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DialStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
