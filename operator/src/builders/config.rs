@@ -103,6 +103,8 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
                 namespace: None,
                 port_name: "peer".to_string(),
             }),
+            // Until the operator issues member certificates (cluster.tls.kubernetes).
+            plaintext: true,
             ..ClusterConfig::default()
         },
         ..Config::default()
