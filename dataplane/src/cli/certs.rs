@@ -124,8 +124,13 @@ pub fn issue(ca: &Pem, id: &str, days: u32) -> anyhow::Result<Pem> {
         cert: cert.pem(),
         key: key.serialize_pem(),
     };
-    Material::from_pem(ca.cert.as_bytes(), leaf.cert.as_bytes(), leaf.key.as_bytes(), id)
-        .context("the CA's certificate and key do not match (was it made by `certs ca`?)")?;
+    Material::from_pem(
+        ca.cert.as_bytes(),
+        leaf.cert.as_bytes(),
+        leaf.key.as_bytes(),
+        id,
+    )
+    .context("the CA's certificate and key do not match (was it made by `certs ca`?)")?;
     Ok(leaf)
 }
 
@@ -178,7 +183,11 @@ fn read_ca(dir: &Path) -> anyhow::Result<Pem> {
 }
 
 fn write_ca(dir: &Path, ca: &Pem, force: bool) -> anyhow::Result<()> {
-    write_files(dir, &[("ca.crt", &ca.cert, false), ("ca.key", &ca.key, true)], force)
+    write_files(
+        dir,
+        &[("ca.crt", &ca.cert, false), ("ca.key", &ca.key, true)],
+        force,
+    )
 }
 
 fn write_member(dir: &Path, ca: &Pem, leaf: &Pem, force: bool) -> anyhow::Result<()> {
@@ -244,8 +253,13 @@ mod tests {
     fn member_certificates_of_a_ca_are_what_the_mesh_accepts() {
         let ca = new_ca(10).unwrap();
         let leaf = issue(&ca, "hub-0", 1).unwrap();
-        Material::from_pem(ca.cert.as_bytes(), leaf.cert.as_bytes(), leaf.key.as_bytes(), "hub-0")
-            .unwrap();
+        Material::from_pem(
+            ca.cert.as_bytes(),
+            leaf.cert.as_bytes(),
+            leaf.key.as_bytes(),
+            "hub-0",
+        )
+        .unwrap();
         // Not for another member, nor under another CA.
         assert!(Material::from_pem(
             ca.cert.as_bytes(),

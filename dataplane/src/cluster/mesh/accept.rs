@@ -48,8 +48,14 @@ impl<H: Host> PeerService for Acceptor<H> {
                 return Err(status);
             }
         };
-        if let Some(conn) = conn.as_ref().filter(|c| c.tls) {
-            if let Err(error) = check_identity(conn.leaf.as_ref(), &hello.member) {
+        // Over TLS the certificate must name the member id claimed; a connection whose TLS
+        // state is unknown counts as one without a certificate.
+        if host.tls().is_some() {
+            let leaf = conn
+                .as_ref()
+                .filter(|c| c.tls)
+                .and_then(|c| c.leaf.as_ref());
+            if let Err(error) = check_identity(leaf, &hello.member) {
                 host.link_refused();
                 tracing::warn!(remote = ?remote, claimed = %hello.member, %error, "peer link refused: the certificate is not that member's");
                 return Err(Status::unauthenticated(
@@ -171,7 +177,9 @@ mod tests {
         assert_eq!(nodes[2].mesh.stats().links_refused, 2);
         // Another CA's certificate, or none at all (plaintext): no TLS session.
         let stranger = tls_for(&Pki::new(), "n0");
-        assert!(at_handshake(attack(victim, "n2", Some(stranger), "n0").await));
+        assert!(at_handshake(
+            attack(victim, "n2", Some(stranger), "n0").await
+        ));
         assert!(at_handshake(attack(victim, "n2", None, "n0").await));
         // (A client may retry a failed connection once: at least one failure each.)
         wait_for("counted", || nodes[2].mesh.stats().handshakes_failed >= 2).await;

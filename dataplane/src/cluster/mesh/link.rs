@@ -164,7 +164,7 @@ async fn run<H: Host>(
                 Ok(Ok(None)) => return "closed by peer".to_string(),
                 Ok(Err(status)) => return format!("stream error: {}", status.message()),
                 Ok(Ok(Some(batch))) => {
-                        receive_batch(&host, &peer, batch);
+                    receive_batch(&host, &peer, batch);
                 }
             }
         }
@@ -283,7 +283,10 @@ mod tests {
             a.client_address_of("b").is_some() && b.client_address_of("a").is_some()
         })
         .await;
-        wait_for("links", || a.connected().len() == 2 && b.connected().len() == 2).await;
+        wait_for("links", || {
+            a.connected().len() == 2 && b.connected().len() == 2
+        })
+        .await;
         assert_eq!(
             a.client_address_of("b"),
             Some("127.0.0.1:3001".parse().unwrap())
@@ -292,9 +295,16 @@ mod tests {
             b.client_address_of("a"),
             Some("127.0.0.1:3000".parse().unwrap())
         );
-        assert_eq!(a.client_address_of("c"), None, "c's lie is ignored by its dialer");
+        assert_eq!(
+            a.client_address_of("c"),
+            None,
+            "c's lie is ignored by its dialer"
+        );
         assert_eq!(b.client_address_of("c"), None);
-        assert_eq!(c.client_address_of("a"), Some("127.0.0.1:3000".parse().unwrap()));
+        assert_eq!(
+            c.client_address_of("a"),
+            Some("127.0.0.1:3000".parse().unwrap())
+        );
         assert_eq!(a.client_address_of("nobody"), None);
         // A peer whose link is down has no route.
         b.close();

@@ -69,9 +69,9 @@ use super::proto::{self as pb, message::Kind};
 
 pub use self::counters::MeshStats;
 pub use self::link::{LinkSettings, BATCH_BYTES};
+pub use self::peer::Offer;
 pub use self::reload::{LoadError, PeerTls, Reload, TlsFiles, TlsSettings};
 pub use self::tls::{IdentityError, Material, TlsError};
-pub use self::peer::Offer;
 
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -261,8 +261,7 @@ impl Mesh {
         // Backs off when accepting fails (out of file descriptors) instead of spinning.
         let tcp = crate::cluster::listen::incoming(listener, "peer");
         let tls = self.tls.get().cloned();
-        let incoming =
-            transport::accept(tcp, tls.clone(), self.counters.handshakes_failed.clone());
+        let incoming = transport::accept(tcp, tls.clone(), self.counters.handshakes_failed.clone());
         let max = self.settings.max_message_bytes;
         let service = PeerServer::new(Acceptor(self.clone()))
             .max_decoding_message_size(max)

@@ -176,12 +176,18 @@ mod tests {
         let first = tls.material();
         // A broken certificate: refused, the old material stays, and it is not retried.
         std::fs::write(&files.cert, b"garbage").unwrap();
-        assert!(matches!(tls.check(), Reload::Failed(LoadError::Material(_))));
+        assert!(matches!(
+            tls.check(),
+            Reload::Failed(LoadError::Material(_))
+        ));
         assert!(Arc::ptr_eq(&first, &tls.material()));
         assert!(matches!(tls.check(), Reload::Unchanged));
         // A missing file: the same.
         std::fs::remove_file(&files.key).unwrap();
-        assert!(matches!(tls.check(), Reload::Failed(LoadError::Read { .. })));
+        assert!(matches!(
+            tls.check(),
+            Reload::Failed(LoadError::Read { .. })
+        ));
         assert!(Arc::ptr_eq(&first, &tls.material()));
         // A new, good certificate and key: in use from now on.
         let renewed = pki.member("n0");

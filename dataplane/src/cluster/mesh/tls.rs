@@ -118,6 +118,13 @@ impl Material {
         })?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        // And the way a peer that this node dials checks it (client authentication).
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|source| TlsError::OwnCertificate {
+                id: me.into(),
+                source,
+            })?;
         let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::Key)?
@@ -142,7 +149,10 @@ impl Material {
 
 /// Checks that `leaf` (a client certificate the handshake already chained to the trust
 /// bundle) names the member id its holder claims.
-pub fn check_identity(leaf: Option<&CertificateDer<'_>>, claimed: &str) -> Result<(), IdentityError> {
+pub fn check_identity(
+    leaf: Option<&CertificateDer<'_>>,
+    claimed: &str,
+) -> Result<(), IdentityError> {
     let leaf = leaf.ok_or(IdentityError::NoCertificate)?;
     let name = server_name(claimed).ok_or_else(|| IdentityError::NotADnsName(claimed.into()))?;
     let cert = webpki::EndEntityCert::try_from(leaf).map_err(IdentityError::BadCertificate)?;
@@ -174,13 +184,18 @@ mod tests {
         let pki = Pki::new();
         let m = pki.member("n0");
         let err = |ca: &[u8], cert: &[u8], key: &[u8], me: &str| {
-            Material::from_pem(ca, cert, key, me).unwrap_err().to_string()
+            Material::from_pem(ca, cert, key, me)
+                .unwrap_err()
+                .to_string()
         };
         assert!(err(b"", &m.cert, &m.key, "n0").contains("trust bundle: no certificate"));
-        assert!(err(&pki.ca_pem(), b"junk", &m.key, "n0").contains("the certificate: no certificate"));
+        assert!(
+            err(&pki.ca_pem(), b"junk", &m.key, "n0").contains("the certificate: no certificate")
+        );
         assert!(err(&pki.ca_pem(), &m.cert, b"", "n0").contains("the key: not PEM"));
         // Another member's certificate, or one of another CA, is refused as this node's.
-        assert!(err(&pki.ca_pem(), &m.cert, &m.key, "n1").contains("not one its peers accept as \"n1\""));
+        assert!(err(&pki.ca_pem(), &m.cert, &m.key, "n1")
+            .contains("not one its peers accept as \"n1\""));
         let other = Pki::new();
         assert!(err(&other.ca_pem(), &m.cert, &m.key, "n0").contains("not one its peers accept"));
         // A key of another certificate.

@@ -219,7 +219,9 @@ impl tower_service::Service<http::Uri> for Connector {
             let handshake = connector.connect(name, tcp);
             let stream = tokio::time::timeout(tls.handshake_timeout, handshake)
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Ok(TokioIo::new(DialStream::Tls(Box::new(stream))))
         })
     }
