@@ -34,13 +34,17 @@ pub(super) const MAX_STREAMS_PER_CONNECTION: u32 = 1;
 /// Request and response header lists (the Hello travels in them: a member id and an
 /// address) are refused past this many bytes.
 pub(super) const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-/// HTTP/2 flow-control window of a peer stream and of its connection, both ways: what a
-/// link has in flight per round trip, and the most one connection can make this node
-/// buffer before the acceptor has checked who is calling (one stream per connection; over
-/// TLS only a holder of a certificate of the hub's CA gets that far). 1 MiB, hyper's
-/// server default, a batch's size. Smaller windows (64 KiB, fixed or growing with hyper's
-/// adaptive window) stalled the resync of an overloaded link in the JS overload test.
+/// HTTP/2 flow-control windows the acceptor grants (its stream's and connection's): the
+/// most one connection can make this node buffer before the acceptor has checked who is
+/// calling (one stream per connection; over TLS only a holder of a certificate of the
+/// hub's CA gets that far), and what the dialer has in flight per round trip. 1 MiB, a
+/// batch, as hyper's server default. Smaller windows (64 KiB, fixed or growing with
+/// hyper's adaptive window) stalled the resync of an overloaded link in the JS overload test.
 pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
+/// The windows a dialer grants the member it dialed (authenticated by the server name):
+/// hyper's client defaults, 2 MiB per stream and 5 MiB per connection.
+pub(super) const DIALER_STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+pub(super) const DIALER_CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
 /// A connection accepted on the peer port.
 pub(super) enum PeerStream {
