@@ -26,6 +26,7 @@
 #   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster")
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
+#   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS (default: mutual TLS)
 #
 # Everything listens and connects on 127.0.0.0/8 only; every process started here is stopped
 # here (by PID), and the generators also stop by themselves after their hold time.
@@ -400,14 +401,25 @@ scenario_connect() {
 # real mesh of the data plane): first as fast as the link takes 100-byte broadcasts (messages per
 # CPU-second of both processes), then paced at half that rate (send-to-receive latency).
 PEER_TSV="$RESULTS/peer.tsv"
+# Peer TLS (the default): one CA and certificates for the members of both scenarios.
+PEER_CERTS="$RESULTS/peer-certs"
+PEER_TLS=()
+if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]]; then
+  "$BIN/roomcast-dataplane" certs cluster --out "$PEER_CERTS" --members a,b,hub-0,hub-1,hub-2 --force >/dev/null
+  PEER_TLS=(--tls-dir "$PEER_CERTS")
+fi
+# PEER_SEC: the flags of cluster node $1 for TLS or plaintext.
+peer_security() {
+  if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]]; then PEER_SEC=(--peer-tls-dir "$PEER_CERTS/$1"); else PEER_SEC=(--peer-plaintext); fi
+}
 peer_run() {
   local tag=$1 rate=$2 port=$3 out
   out="$RESULTS/peer.$tag"
-  taskset -c "$SERVER_CPU" "$BIN/roomcast-bench" peer-recv --listen "127.0.0.21:$port" --peer "127.0.0.20:$(( port + 1 ))" \
+  taskset -c "$SERVER_CPU" "$BIN/roomcast-bench" peer-recv "${PEER_TLS[@]}" --listen "127.0.0.21:$port" --peer "127.0.0.20:$(( port + 1 ))" \
     >"$out.recv.out" 2>"$out.recv.err" &
   local rpid=$!; PIDS+=("$rpid")
   for _ in $(seq 100); do grep -q READY "$out.recv.out" 2>/dev/null && break; sleep 0.1; done
-  RUST_LOG=error taskset -c "$GEN_CPU" "$BIN/roomcast-bench" peer-send --listen "127.0.0.20:$(( port + 1 ))" \
+  RUST_LOG=error taskset -c "$GEN_CPU" "$BIN/roomcast-bench" peer-send "${PEER_TLS[@]}" --listen "127.0.0.20:$(( port + 1 ))" \
     --peer "127.0.0.21:$port" --rate "$rate" --duration-secs "$PEER_SECS" --payload-bytes 100 \
     >"$out.send.out" 2>"$out.send.err" || { echo "peer-send failed:" >&2; tail -5 "$out.send.err" >&2; exit 1; }
   wait "$rpid" || { echo "peer-recv failed:" >&2; tail -5 "$out.recv.err" >&2; exit 1; }
@@ -448,9 +460,9 @@ cluster_start() {
     roomcast)
       for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
       for i in 0 1 2; do
-        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip")
+        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i"
         taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
-          --peer-listen "$ip:$peer" --members "${members%,}" >"$RESULTS/cluster.roomcast-$i.out" 2>"$RESULTS/cluster.roomcast-$i.err" &
+          --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" >"$RESULTS/cluster.roomcast-$i.out" 2>"$RESULTS/cluster.roomcast-$i.err" &
         CL_PIDS+=("$!"); PIDS+=("$!")
       done
       ;;

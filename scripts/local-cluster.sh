@@ -5,6 +5,10 @@
 #
 #   scripts/local-cluster.sh
 #
+# The members link with mutual TLS: certificates of a CA made for the cluster by
+# `roomcast-dataplane certs cluster` into ROOMCAST_CERTS_DIR (default: a new temporary folder,
+# removed at exit; an existing one is reused).
+#
 # Env: ROOMCAST_BIN_DIR=DIR uses DIR/roomcast-dataplane and DIR/examples/rr-proxy instead of
 # building (release) into the target directory; extra arguments go to every node.
 set -euo pipefail
@@ -29,16 +33,28 @@ MEMBERS="hub-0=${IPS[0]}:$PEER_PORT,hub-1=${IPS[1]}:$PEER_PORT,hub-2=${IPS[2]}:$
 
 # Only the processes started here are stopped, by their ids.
 PIDS=()
+CLEANUP=""
 stop() {
   trap - INT TERM EXIT
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "${PIDS[@]}" 2>/dev/null || true
+  if [ -n "$CLEANUP" ]; then rm -rf "$CLEANUP"; fi
 }
 trap stop INT TERM EXIT
 
+# A CA and one certificate per member (DNS SAN = member id).
+CERTS="${ROOMCAST_CERTS_DIR:-}"
+if [ -z "$CERTS" ]; then
+  CERTS="$(mktemp -d "${TMPDIR:-/tmp}/roomcast-certs-XXXXXX")"
+  CLEANUP="$CERTS"
+fi
+if [ ! -f "$CERTS/hub-2/tls.key" ]; then
+  "$BIN" certs cluster --out "$CERTS" --members hub-0,hub-1,hub-2 --force >/dev/null
+fi
+
 for i in 0 1 2; do
   "$BIN" --node-id "hub-$i" --listen "${IPS[$i]}:$CLIENT_PORT" \
-    --peer-listen "${IPS[$i]}:$PEER_PORT" --members "$MEMBERS" "$@" \
+    --peer-listen "${IPS[$i]}:$PEER_PORT" --members "$MEMBERS" --peer-tls-dir "$CERTS/hub-$i" "$@" \
     > >(sed -u "s/^/[hub-$i] /") 2> >(sed -u "s/^/[hub-$i] /" >&2) &
   PIDS+=($!)
 done

@@ -23,7 +23,7 @@ import http from "node:http";
 import net from "node:net";
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { startServer, writeConfig, eventually } from "../../dataplane/tests/js/harness.mjs";
+import { startServer, writeConfig, eventually, memberTls } from "../../dataplane/tests/js/harness.mjs";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -92,7 +92,15 @@ const configs = IPS.map((ip, i) =>
       },
       auth: { mode: "jwt", jwt: { algorithms: ["HS256"], hs256Secret: JWT_SECRET, issuer: ISSUER, audience: [AUDIENCE] } },
       management: { listen: `${ip}:0`, token: MGMT_TOKEN },
-      cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval: 200, heartbeatTimeout: 1000, warmUpTimeout: 0 },
+      // Mutual TLS between the members, certificates of a CA made for this run.
+      cluster: {
+        peerListen: `${ip}:${peerPort}`,
+        members,
+        heartbeatInterval: 200,
+        heartbeatTimeout: 1000,
+        warmUpTimeout: 0,
+        tls: memberTls(`hub-${i}`),
+      },
       shutdown: { drainDelay: 0, gracePeriod: 3000 },
     },
     "roomcast-clients-",

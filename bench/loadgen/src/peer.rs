@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use roomcast_dataplane::cluster::mesh::{Answer, Inbound, LinkSettings, Mesh};
+use roomcast_dataplane::cluster::mesh::{
+    Answer, Inbound, LinkSettings, Mesh, PeerTls, TlsFiles, TlsSettings,
+};
 use roomcast_dataplane::cluster::proto::{self as pb, message::Kind};
 use roomcast_dataplane::cluster::Members;
 use serde_json::json;
@@ -32,6 +34,10 @@ pub struct PeerArgs {
     /// The other process's peer address (loopback).
     #[arg(long)]
     peer: SocketAddr,
+    /// Mutual TLS on the link: a folder as `roomcast-dataplane certs cluster --members a,b`
+    /// writes (this process's files in DIR/a or DIR/b). Without it the link is plaintext.
+    #[arg(long)]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -80,7 +86,22 @@ fn mesh(me: &str, addrs: &PeerArgs, inbound: Arc<dyn Inbound>) -> anyhow::Result
         queue: 64 * 1024,
         ..LinkSettings::default()
     };
-    Ok(Mesh::new(me, &members, settings, inbound)?)
+    let mesh = Mesh::new(me, &members, settings, inbound)?;
+    if let Some(dir) = &addrs.tls_dir {
+        let dir = dir.join(me);
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        let settings = TlsSettings {
+            reload_interval: std::time::Duration::from_secs(5),
+            handshake_timeout: std::time::Duration::from_secs(5),
+            max_handshakes: 64,
+        };
+        mesh.secure(PeerTls::load(me, files, settings)?);
+    }
+    Ok(mesh)
 }
 
 /// Sends nothing back.

@@ -389,6 +389,8 @@ mod tests {
                 nameserver: Some(nameserver),
             });
             config.cluster.discovery_interval = Some(100);
+            let tls = super::super::mesh::testkit::pki().write_member(id);
+            config.cluster.tls = Some(crate::config::PeerTlsConfig::files(&tls));
             config.validate().unwrap();
             crate::node::build(config)
         };

@@ -48,8 +48,14 @@ impl<H: Host> PeerService for Acceptor<H> {
                 return Err(status);
             }
         };
-        if let Some(conn) = conn.as_ref().filter(|c| c.tls) {
-            if let Err(error) = check_identity(conn.leaf.as_ref(), &hello.member) {
+        // Over TLS the certificate must name the member id claimed; a connection whose TLS
+        // state is unknown counts as one without a certificate.
+        if host.tls().is_some() {
+            let leaf = conn
+                .as_ref()
+                .filter(|c| c.tls)
+                .and_then(|c| c.leaf.as_ref());
+            if let Err(error) = check_identity(leaf, &hello.member) {
                 host.link_refused();
                 tracing::warn!(remote = ?remote, claimed = %hello.member, %error, "peer link refused: the certificate is not that member's");
                 return Err(Status::unauthenticated(

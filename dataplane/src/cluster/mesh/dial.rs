@@ -17,7 +17,9 @@ use tonic::{Status, Streaming};
 use super::hello;
 use super::link::{self, Host, STREAM_DEPTH};
 use super::peer::Peer;
-use super::transport::{Connector, MAX_HEADER_LIST_BYTES, WINDOW_BYTES};
+use super::transport::{
+    Connector, DIALER_CONNECTION_WINDOW_BYTES, DIALER_STREAM_WINDOW_BYTES, MAX_HEADER_LIST_BYTES,
+};
 use crate::cluster::proto::{self as pb, peer_client::PeerClient};
 
 /// Dial backoff: doubles from the minimum up to the maximum, with jitter, and starts over
@@ -159,8 +161,8 @@ async fn dial<H: Host>(host: &H, peer: &Peer) -> Result<Dialed, DialError> {
     // The scheme is "http" even over TLS: the connector does the TLS, not tonic.
     let channel = Endpoint::from_shared(format!("http://{}", peer.addr))?
         .connect_timeout(timeout)
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES)
+        .initial_stream_window_size(DIALER_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(DIALER_CONNECTION_WINDOW_BYTES)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .connect_with_connector(connector)
         .await?;

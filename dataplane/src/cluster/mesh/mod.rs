@@ -42,7 +42,7 @@ mod peer;
 mod reload;
 mod requests;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod tls;
 mod transport;
 

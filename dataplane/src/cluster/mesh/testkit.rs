@@ -65,7 +65,7 @@ pub(super) fn fast() -> LinkSettings {
 }
 
 /// The CA of every test mesh of this process.
-pub(super) fn pki() -> &'static Pki {
+pub(crate) fn pki() -> &'static Pki {
     static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
     PKI.get_or_init(Pki::new)
 }

@@ -118,18 +118,28 @@ impl Material {
         })?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        // And the way a peer that this node dials checks it (client authentication).
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|source| TlsError::OwnCertificate {
+                id: me.into(),
+                source,
+            })?;
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::Key)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(TlsError::Key)?;
-        let client = ClientConfig::builder_with_provider(provider)
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::Key)?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(TlsError::Key)?;
+        // HTTP/2 is all the peer port speaks.
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        client.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),

@@ -34,13 +34,17 @@ pub(super) const MAX_STREAMS_PER_CONNECTION: u32 = 1;
 /// Request and response header lists (the Hello travels in them: a member id and an
 /// address) are refused past this many bytes.
 pub(super) const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-/// HTTP/2 flow-control window of a peer stream and of its connection, both ways: what a
-/// link has in flight per round trip, and the most one connection can make this node
-/// buffer before the acceptor has checked who is calling (one stream per connection; over
-/// TLS only a holder of a certificate of the hub's CA gets that far). 1 MiB, hyper's
-/// server default, a batch's size. Smaller windows (64 KiB, fixed or growing with hyper's
-/// adaptive window) stalled the resync of an overloaded link in the JS overload test.
+/// HTTP/2 flow-control windows the acceptor grants (its stream's and connection's): the
+/// most one connection can make this node buffer before the acceptor has checked who is
+/// calling (one stream per connection; over TLS only a holder of a certificate of the
+/// hub's CA gets that far), and what the dialer has in flight per round trip. 1 MiB, a
+/// batch, as hyper's server default. Smaller windows (64 KiB, fixed or growing with
+/// hyper's adaptive window) stalled the resync of an overloaded link in the JS overload test.
 pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
+/// The windows a dialer grants the member it dialed (authenticated by the server name):
+/// hyper's client defaults, 2 MiB per stream and 5 MiB per connection.
+pub(super) const DIALER_STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+pub(super) const DIALER_CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
 /// A connection accepted on the peer port.
 pub(super) enum PeerStream {
@@ -264,5 +268,60 @@ impl AsyncWrite for DialStream {
             DialStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             DialStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt as _;
+
+    use super::super::reload::{PeerTls, TlsSettings};
+    use super::super::testkit::{fast, free_port, node, pki, wait_for, Pki, Recorder};
+    use super::super::Mesh;
+    use super::*;
+    use crate::cluster::membership::Members;
+
+    /// Connections that never complete their handshake take a slot each for
+    /// `handshakeTimeout` at most, and do not hold up a member's handshake meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_handshakes_time_out_without_holding_up_others() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 1]));
+        let b = Mesh::new("b", &members, fast(), Arc::new(Recorder::default())).unwrap();
+        let settings = TlsSettings {
+            reload_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_millis(1500),
+            max_handshakes: 3,
+        };
+        let files = Pki::files(&pki().write_member("b"));
+        b.secure(PeerTls::load("b", files, settings).unwrap());
+        let addr = members.addr("b").unwrap();
+        b.start(addr).await.unwrap();
+        // Two connections that say nothing.
+        let mut stalled = Vec::new();
+        for _ in 0..2 {
+            stalled.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let a = node("a", &members, fast()).await;
+        wait_for("link", || b.connected() == ["a"]).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(1200),
+            "linked in {:?}, before the stalled handshakes timed out",
+            t.elapsed()
+        );
+        // Both stalled connections are closed once their time is up, and counted.
+        for mut s in stalled {
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        }
+        assert_eq!(b.stats().handshakes_failed, 2);
+        a.mesh.close();
+        b.close();
     }
 }
