@@ -58,6 +58,13 @@ pub struct ClusterConfig {
     /// broadcast of one client message (`engine.maxHttpBufferSize`) or a node's answer to
     /// a cluster-wide query (e.g. fetchSockets). At least `engine.maxHttpBufferSize` + 2 MiB.
     pub max_peer_message_bytes: usize,
+    /// Connections the peer port holds at once, TLS handshakes included; past it new ones
+    /// are closed at once and counted (`roomcast_peer_connections_refused_total`). A member
+    /// holds one per peer.
+    pub max_peer_connections: usize,
+    /// Connections the peer port holds at once from one source address (a member needs one,
+    /// two for a moment while its link is replaced).
+    pub max_peer_connections_per_ip: usize,
     /// Mutual TLS on the peer port. Required for a cluster unless `plaintext` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<PeerTlsConfig>,
@@ -82,6 +89,8 @@ impl Default for ClusterConfig {
             warm_up_timeout: 10_000,
             max_peer_queue_bytes: 64 * 1024 * 1024,
             max_peer_message_bytes: 64 * 1024 * 1024,
+            max_peer_connections: 1024,
+            max_peer_connections_per_ip: 8,
             tls: None,
             plaintext: false,
         }
@@ -312,6 +321,15 @@ impl ClusterConfig {
             bad.add(
                 "cluster.maxPeerMessageBytes",
                 "must be at least engine.maxHttpBufferSize + 2097152 (a batch of 1 MiB plus one client message) and at most 1073741824",
+            );
+        }
+        if !(1..=65_536).contains(&self.max_peer_connections) {
+            bad.add("cluster.maxPeerConnections", "must be between 1 and 65536");
+        }
+        if !(2..=1024).contains(&self.max_peer_connections_per_ip) {
+            bad.add(
+                "cluster.maxPeerConnectionsPerIp",
+                "must be between 2 and 1024 (a member needs two while its link is replaced)",
             );
         }
         if !self.is_single_node() {

@@ -83,6 +83,8 @@ impl Cluster {
             heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout),
             queue_bytes: c.max_peer_queue_bytes,
             max_message_bytes: c.max_peer_message_bytes,
+            max_connections: c.max_peer_connections,
+            max_connections_per_ip: c.max_peer_connections_per_ip,
             ..LinkSettings::default()
         };
         let (room_sync, room_events) = RoomSync::new();

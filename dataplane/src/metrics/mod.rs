@@ -278,6 +278,13 @@ impl MetricsSource {
             );
             metric(
                 &mut out,
+                "roomcast_peer_connections_refused_total",
+                "counter",
+                "Peer connections closed at once for being over cluster.maxPeerConnections or cluster.maxPeerConnectionsPerIp.",
+                &one(m.connections_refused),
+            );
+            metric(
+                &mut out,
                 "roomcast_peer_links_refused_total",
                 "counter",
                 "Peer links refused because the caller's certificate is not valid for the member id it claimed (or it claimed none).",

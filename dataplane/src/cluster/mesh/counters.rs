@@ -28,6 +28,9 @@ pub struct MeshStats {
     pub dropped: u64,
     /// Peer connections refused at the TLS handshake (or timed out in it).
     pub handshakes_failed: u64,
+    /// Peer connections closed at once for being over `cluster.maxPeerConnections` or
+    /// `cluster.maxPeerConnectionsPerIp`.
+    pub connections_refused: u64,
     /// Links refused because the caller's certificate is not valid for the member id it
     /// claims, or it claimed none.
     pub links_refused: u64,
@@ -51,6 +54,7 @@ pub(super) struct Counters {
     pub(super) dropped_by_departed: AtomicU64,
     /// Shared with the peer listener's handshake futures.
     pub(super) handshakes_failed: std::sync::Arc<AtomicU64>,
+    pub(super) connections_refused: std::sync::Arc<AtomicU64>,
     pub(super) links_refused: AtomicU64,
 }
 

@@ -39,6 +39,10 @@ pub struct LinkSettings {
     pub queue_bytes: usize,
     /// Largest batch (gRPC message) sent or accepted on a link (`cluster.maxPeerMessageBytes`).
     pub max_message_bytes: usize,
+    /// Connections the peer port holds at once (`cluster.maxPeerConnections`).
+    pub max_connections: usize,
+    /// ... from one source address (`cluster.maxPeerConnectionsPerIp`).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LinkSettings {
@@ -49,6 +53,8 @@ impl Default for LinkSettings {
             queue: 16 * 1024,
             queue_bytes: 64 * 1024 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_ip: 8,
         }
     }
 }

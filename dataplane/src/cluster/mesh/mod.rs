@@ -34,6 +34,7 @@
 //! - `transport`: TLS (or plain TCP) connections and the HTTP/2 limits of the peer port.
 
 mod accept;
+mod connlimit;
 mod counters;
 mod dial;
 mod hello;
@@ -261,7 +262,15 @@ impl Mesh {
         // Backs off when accepting fails (out of file descriptors) instead of spinning.
         let tcp = crate::cluster::listen::incoming(listener, "peer");
         let tls = self.tls.get().cloned();
-        let incoming = transport::accept(tcp, tls.clone(), self.counters.handshakes_failed.clone());
+        let limit = connlimit::ConnLimit::new(
+            self.settings.max_connections,
+            self.settings.max_connections_per_ip,
+        );
+        let refused = transport::Refusals {
+            handshakes_failed: self.counters.handshakes_failed.clone(),
+            over_limit: self.counters.connections_refused.clone(),
+        };
+        let incoming = transport::accept(tcp, tls.clone(), limit, refused);
         let max = self.settings.max_message_bytes;
         let service = PeerServer::new(Acceptor(self.clone()))
             .max_decoding_message_size(max)
@@ -366,6 +375,7 @@ impl Mesh {
             room_updates_received: c.room_updates_received.load(Ordering::Relaxed),
             dropped: self.dropped(),
             handshakes_failed: c.handshakes_failed.load(Ordering::Relaxed),
+            connections_refused: c.connections_refused.load(Ordering::Relaxed),
             links_refused: c.links_refused.load(Ordering::Relaxed),
             tls_reloads: self.tls.get().map(|t| t.reloads.load(Ordering::Relaxed)),
             tls_reloads_failed: self

@@ -61,6 +61,7 @@ pub(super) fn fast() -> LinkSettings {
         queue: 1024,
         queue_bytes: 64 * 1024 * 1024,
         max_message_bytes: 64 * 1024 * 1024,
+        ..LinkSettings::default()
     }
 }
 

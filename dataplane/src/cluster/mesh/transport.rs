@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
+use super::connlimit::{ConnLimit, Full, Slot};
 use super::reload::PeerTls;
 use super::tls::server_name;
 
@@ -46,10 +47,24 @@ pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
 pub(super) const DIALER_STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 pub(super) const DIALER_CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
-/// A connection accepted on the peer port.
+/// A connection accepted on the peer port, with its place in the connection budgets.
 pub(super) enum PeerStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(
+        TcpStream,
+        #[expect(
+            dead_code,
+            reason = "held for its Drop: the connection's place in the budgets"
+        )]
+        Slot,
+    ),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        #[expect(
+            dead_code,
+            reason = "held for its Drop: the connection's place in the budgets"
+        )]
+        Slot,
+    ),
 }
 
 /// What the gRPC service learns about a connection.
@@ -66,12 +81,12 @@ impl Connected for PeerStream {
 
     fn connect_info(&self) -> PeerConnInfo {
         match self {
-            PeerStream::Plain(tcp) => PeerConnInfo {
+            PeerStream::Plain(tcp, _) => PeerConnInfo {
                 remote: tcp.peer_addr().ok(),
                 tls: false,
                 leaf: None,
             },
-            PeerStream::Tls(tls) => {
+            PeerStream::Tls(tls, _) => {
                 let (tcp, session) = tls.get_ref();
                 PeerConnInfo {
                     remote: tcp.peer_addr().ok(),
@@ -93,8 +108,8 @@ impl AsyncRead for PeerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            PeerStream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -106,8 +121,8 @@ impl AsyncWrite for PeerStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            PeerStream::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -117,53 +132,78 @@ impl AsyncWrite for PeerStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            PeerStream::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            PeerStream::Plain(s) => s.is_write_vectored(),
-            PeerStream::Tls(s) => s.is_write_vectored(),
+            PeerStream::Plain(s, _) => s.is_write_vectored(),
+            PeerStream::Tls(s, _) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            PeerStream::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            PeerStream::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
+/// Where [`accept`] counts the connections it drops.
+#[derive(Clone)]
+pub(super) struct Refusals {
+    /// Failed or timed-out TLS handshakes.
+    pub(super) handshakes_failed: Arc<AtomicU64>,
+    /// Connections over `maxPeerConnections` or `maxPeerConnectionsPerIp`.
+    pub(super) over_limit: Arc<AtomicU64>,
+}
+
 /// The connections of the peer port, TLS handshakes done (or plain TCP without `tls`).
-/// Failed handshakes are logged, counted in `failed`, and dropped.
+/// A connection over the connection budgets (`limit`) is closed at once; failed handshakes
+/// are logged and dropped; both are counted in `refused`.
 pub(super) fn accept(
     tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
     tls: Option<Arc<PeerTls>>,
-    failed: Arc<AtomicU64>,
+    limit: Arc<ConnLimit>,
+    refused: Refusals,
 ) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
-    let limit = tls.as_ref().map_or(1, |t| t.max_handshakes);
+    let handshakes = tls.as_ref().map_or(1, |t| t.max_handshakes);
     tcp.map(move |conn| {
         let tls = tls.clone();
-        let failed = failed.clone();
+        let limit = limit.clone();
+        let refused = refused.clone();
         async move {
             let tcp = conn.ok()?;
-            let Some(tls) = tls else {
-                return Some(Ok(PeerStream::Plain(tcp)));
-            };
             let remote = tcp.peer_addr().ok();
+            let slot = match remote.map(|r| limit.admit(r.ip())) {
+                Some(Ok(slot)) => slot,
+                full => {
+                    refused.over_limit.fetch_add(1, Ordering::Relaxed);
+                    let budget = match full {
+                        Some(Err(Full::PerIp)) => "cluster.maxPeerConnectionsPerIp",
+                        _ => "cluster.maxPeerConnections",
+                    };
+                    tracing::warn!(remote = ?remote, budget, "peer connection closed: over the connection budget");
+                    return None;
+                }
+            };
+            let Some(tls) = tls else {
+                return Some(Ok(PeerStream::Plain(tcp, slot)));
+            };
+            let failed = &refused.handshakes_failed;
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server.clone());
             match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => Some(Ok(PeerStream::Tls(Box::new(stream)))),
+                Ok(Ok(stream)) => Some(Ok(PeerStream::Tls(Box::new(stream), slot))),
                 Ok(Err(error)) => {
                     failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(remote = ?remote, %error, "peer connection refused at the TLS handshake");
@@ -178,7 +218,7 @@ pub(super) fn accept(
             }
         }
     })
-    .buffer_unordered(limit)
+    .buffer_unordered(handshakes)
     .filter_map(std::future::ready)
 }
 
@@ -277,6 +317,7 @@ mod tests {
 
     use tokio::io::AsyncReadExt as _;
 
+    use super::super::link::LinkSettings;
     use super::super::reload::{PeerTls, TlsSettings};
     use super::super::testkit::{fast, free_port, node, pki, wait_for, Pki, Recorder};
     use super::super::Mesh;
@@ -321,6 +362,52 @@ mod tests {
             assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
         }
         assert_eq!(b.stats().handshakes_failed, 2);
+        a.mesh.close();
+        b.close();
+    }
+
+    /// One host opening connections in a loop gets those over its budget closed at once
+    /// (counted), and a member from another address still links.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_over_the_per_address_budget_are_closed_at_once() {
+        let mut members = Members::new();
+        members.insert("a", free_port([127, 0, 0, 1]));
+        members.insert("b", free_port([127, 0, 0, 2]));
+        let settings = LinkSettings {
+            max_connections_per_ip: 2,
+            ..fast()
+        };
+        let b = Mesh::new("b", &members, settings, Arc::new(Recorder::default())).unwrap();
+        let files = Pki::files(&pki().write_member("b"));
+        let tls = TlsSettings {
+            reload_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 8,
+        };
+        b.secure(PeerTls::load("b", files, tls).unwrap());
+        let addr = members.addr("b").unwrap();
+        b.start(addr).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+            held.push(socket.connect(addr).await.unwrap());
+        }
+        // The three over the budget of two are closed without a handshake.
+        let mut closed = 0;
+        for s in &mut held {
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await;
+            if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 3);
+        assert_eq!(b.stats().connections_refused, 3);
+        // A member on another address is not held up by that host.
+        let a = node("a", &members, fast()).await;
+        wait_for("link", || b.connected() == ["a"]).await;
+        drop(held);
         a.mesh.close();
         b.close();
     }
