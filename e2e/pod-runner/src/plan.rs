@@ -311,12 +311,18 @@ mod tests {
         .collect();
         for (image, binary) in [
             ("ghcr.io/roomcast/roomcast-operator:0.1.0", "/bin/op"),
-            ("ghcr.io/roomcast/roomcast-operator:0.1.0-e2e-upgrade", "/bin/op"),
+            (
+                "ghcr.io/roomcast/roomcast-operator:0.1.0-e2e-upgrade",
+                "/bin/op",
+            ),
             ("ghcr.io/roomcast/roomcast-dataplane:0.1.0", "/bin/dp"),
         ] {
             assert_eq!(binary_for(&maps, image), Some(Path::new(binary)), "{image}");
         }
-        assert_eq!(binary_for(&maps, "ghcr.io/roomcast/roomcast-operator-x:1"), None);
+        assert_eq!(
+            binary_for(&maps, "ghcr.io/roomcast/roomcast-operator-x:1"),
+            None
+        );
     }
 
     #[test]
