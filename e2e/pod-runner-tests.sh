@@ -202,12 +202,28 @@ t_op=$SECONDS
 wait_until 60 "the chart's operator Deployment: 2 pods Running and Ready" op_ready 2
 wait_until 30 "an operator pod holds the leader Lease" leader_is_op_pod
 op_table >&2
-# Each runs the operator binary, as the chart ServiceAccount, from its automounted token.
+# Each runs the operator binary, as the chart ServiceAccount, from its automounted token: the
+# API server's ServiceAccount admission added the projected kube-api-access volume; the runner
+# wrote its token (bound to this pod) and CA, and gave the process the in-cluster variables and
+# a kubeconfig of that token and CA.
 op_pod="$(op_table | awk 'NR == 1 {print $1}')"
+op_pid="$(pod_pid "$op_pod" "$release_ns")"
 "$kubectl" get pod "$op_pod" -n "$release_ns" -o jsonpath='{.spec.containers[0].volumeMounts[*].mountPath}' |
   grep -qw /var/run/secrets/kubernetes.io/serviceaccount ||
   fail "operator pod $op_pod has no automounted service-account token"
-op_kubeconfig="$(ls "$runner_state/pods/${release_ns}_${op_pod}"_*/kubeconfig)"
+op_env() { tr '\0' '\n' <"/proc/$op_pid/environ" | sed -n "s/^$1=//p"; }
+[[ "$(op_env KUBERNETES_SERVICE_HOST):$(op_env KUBERNETES_SERVICE_PORT)" == "127.0.0.1:$(cat "$state/api-port")" ]] ||
+  fail "operator pod $op_pod: KUBERNETES_SERVICE_HOST/PORT do not name the API server"
+op_kubeconfig="$(op_env KUBECONFIG)"
+[[ "$op_kubeconfig" == "$runner_state/pods/${release_ns}_${op_pod}_"*/kubeconfig ]] ||
+  fail "operator pod $op_pod: KUBECONFIG is $op_kubeconfig, not the pod's own"
+sa_dir="$(ls -d "$runner_state/pods/${release_ns}_${op_pod}"_*/volumes/kube-api-access-*)"
+cmp -s "$sa_dir/ca.crt" "$state/pki/ca.crt" || fail "operator pod $op_pod: ca.crt is not the cluster CA"
+[[ "$(cat "$sa_dir/namespace")" == "$release_ns" ]] || fail "operator pod $op_pod: wrong namespace file"
+bound_pod="$(python3 -c 'import base64, json, sys
+p = open(sys.argv[1]).read().split(".")[1]
+print(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["kubernetes.io"]["pod"]["name"])' "$sa_dir/token")"
+[[ "$bound_pod" == "$op_pod" ]] || fail "operator pod $op_pod: its token is bound to pod $bound_pod"
 whoami="$("$kubectl" --kubeconfig "$op_kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username}')"
 [[ "$whoami" == "system:serviceaccount:$release_ns:roomcast-operator" ]] ||
   fail "operator pod $op_pod authenticates as $whoami, not the chart's ServiceAccount"
@@ -352,17 +368,21 @@ wait_until 30 "EndpointSlices list the 3 ready pods after the force deletion" sl
 log "force deletion and recreation took $((SECONDS - t_force))s"
 
 # --- the operator: failover when the leader's pod is deleted ----------------------------------
-# The standby takes the Lease (the leader releases it on SIGTERM), the Deployment's ReplicaSet
-# replaces the pod, and a hub spec change made afterwards is applied: by the new leader, the
-# only one reconciling. The scenarios below (CSR signing, CA rotation, scale, roll) run on it.
+# The leader releases the Lease on SIGTERM and another operator pod takes it: the standby, or
+# the ReplicaSet's replacement pod when that one asks first (it starts within a second, the
+# standby retries every 2 s; both are the chart's pods). A hub spec change made afterwards is
+# applied: by the new leader, the only one reconciling. The scenarios below (CSR signing, CA
+# rotation, scale, roll) run on it.
 t_fo=$SECONDS
 old_leader="$(lease_holder)"
+standby="$(op_table | awk -v l="$old_leader" '$1 != l {print $1}')"
 old_leader_pid="$(pod_pid "$old_leader" "$release_ns")"
 "$kubectl" delete pod "$old_leader" -n "$release_ns" --wait=true --timeout=60s >/dev/null
 ! kill -0 "$old_leader_pid" 2>/dev/null || fail "process $old_leader_pid of the deleted leader pod still runs"
 new_leader() { leader_is_op_pod && [[ "$(lease_holder)" != "$old_leader" ]]; }
-wait_until 30 "the standby took the Lease from the deleted leader $old_leader" new_leader
-log "leader now: $(lease_holder) ($((SECONDS - t_fo))s after the deletion began)"
+wait_until 30 "another operator pod took the Lease from the deleted leader $old_leader" new_leader
+if [[ "$(lease_holder)" == "$standby" ]]; then who="the standby"; else who="the ReplicaSet's replacement"; fi
+log "leader now: $(lease_holder), $who ($((SECONDS - t_fo))s after the deletion began)"
 wait_until 60 "the Deployment replaced the deleted operator pod (2 Running and Ready)" op_ready 2
 pdb_max_unavailable() { [[ "$("$kubectl" get pdb "$hub" -o jsonpath='{.spec.maxUnavailable}')" == "$1" ]]; }
 "$kubectl" patch socketiohub "$hub" --type merge -p '{"spec":{"podDisruptionBudget":{"maxUnavailable":2}}}' >/dev/null
