@@ -6,10 +6,20 @@
 # pod block 10.244.0.0/24 is routed locally: the pod runner (e2e/pod-runner) runs each hub pod
 # as a roomcast-dataplane process on its own pod IP, the API shows those IPs, and the hub pods
 # find and reach each other through the real EndpointSlices. Nothing leaves the namespace.
-# In it: the local control plane (e2e/lib.sh), the chart, the operator as a local process with
-# the chart ServiceAccount's token (as e2e/operator-tests.sh does), the runner, the example chat
-# app (examples/chat-app) as the hub's upstream, and e2e/scenarios/service-proxy.mjs standing in
+# In it: the local control plane (e2e/lib.sh), the chart, the runner, the example chat app
+# (examples/chat-app) as the hub's upstream, and e2e/scenarios/service-proxy.mjs standing in
 # for the hub's client and management Services (round robin over their ready endpoints).
+# The operator is the chart's own Deployment (2 replicas, leader election on): the runner maps
+# its image (ghcr.io/roomcast/roomcast-operator, any tag) to the operator binary and runs its
+# pods like the hub pods, as the chart's ServiceAccount from the automounted token, with the
+# chart's RBAC and nothing more:
+#   - 2 operator pods Running and Ready (their /readyz probe on :8080), one holds the Lease;
+#     /healthz, /readyz and /metrics answer on every pod's :8080, the leader gauge is 1 on the
+#     holder only; the pods authenticate as system:serviceaccount:roomcast-system:roomcast-operator;
+#   - (after the hub phases below) delete the leader's pod: its process is gone, the standby
+#     takes the Lease, the ReplicaSet brings back a second pod, a hub spec change is applied;
+#   - (after the scenarios) helm upgrade to another image tag: the pod template changes, the
+#     rollout replaces both pods, a new pod leads and applies a hub spec change.
 # Then, with examples/chat-app/k8s/hub.yaml (3 replicas):
 #   - 3 pods Running and Ready on distinct pod IPs; the client Service's EndpointSlices list
 #     exactly those; a real socket.io-client connects to every pod;
@@ -71,12 +81,13 @@ stop_pid() { # pid name: SIGTERM, then SIGKILL after 20 s
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-# Pids of processes started by the runner for this run: it starts each in its pod's directory.
+# Pids of processes started by the runner for this run: it starts each in its pod's directory
+# (NAMESPACE_POD_UID). With NAMESPACE, only those of that namespace's pods.
 pod_processes() {
   local d cwd
   for d in /proc/[0-9]*; do
     cwd="$(readlink "$d/cwd" 2>/dev/null)" || continue
-    [[ "$cwd" == "$runner_state/pods/"* ]] && echo "${d#/proc/}"
+    [[ "$cwd" == "$runner_state/pods/${1:+${1}_}"* ]] && echo "${d#/proc/}"
   done
   return 0
 }
@@ -119,24 +130,19 @@ wait_until() {
   log "ok ($((SECONDS - start))s): $what"
 }
 
-# --- chart, operator, runner --------------------------------------------------------------
+# --- chart, runner, the operator's own Deployment -----------------------------------------------
 release_ns=roomcast-system
-# The operator runs below as a local process; its chart Deployment (an image the runner cannot
-# run) is scaled to 0.
+op_image_repo=roomcast/roomcast-operator # the chart's ghcr.io/roomcast/roomcast-operator, any tag
+op_sel="app.kubernetes.io/name=roomcast-operator,app.kubernetes.io/instance=roomcast-operator"
+# The chart's Deployment as it ships (2 replicas, leader election on): the runner runs its pods
+# with the chart ServiceAccount's automounted token and nothing else.
 "$helm" install roomcast-operator charts/roomcast-operator -n "$release_ns" --create-namespace \
-  --set replicaCount=0 >/dev/null
+  --set replicaCount=2 >/dev/null
 "$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s >/dev/null
-
-token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
-bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$token" roomcast-operator "$release_ns"
-
-KUBECONFIG="$state/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
-  "$target/roomcast-operator" run --leader-elect=false --metrics-addr 127.0.0.1:0 \
-  >"$state/logs/operator.log" 2>&1 &
-pids+=($!)
 
 "$target/roomcast-pod-runner" --state-dir "$runner_state" --ip-range "$pod_range" \
   --image "roomcast/roomcast-dataplane=$target/roomcast-dataplane" \
+  --image "$op_image_repo=$target/roomcast-operator" \
   >"$state/logs/pod-runner.log" 2>&1 &
 pids+=($!)
 runner_pid=$!
@@ -145,28 +151,92 @@ node_ready() {
 }
 wait_until 30 "runner Node registered and Ready" node_ready
 
-# --- helpers over the hub's pods ---------------------------------------------------------------
-hub=chat # examples/chat-app/k8s/hub.yaml
-sel="roomcast.dev/hub=$hub"
-# Lines "NAME PHASE READY POD-IP" of the hub's pods that are not terminating (a terminating
-# pod's line has a 5th field, its deletionTimestamp).
-pod_table() {
-  "$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}' |
+# --- helpers over pods ---------------------------------------------------------------------------
+# Lines "NAME PHASE READY POD-IP" of the pods of NAMESPACE matching SELECTOR that are not
+# terminating (a terminating pod's line has a 5th field, its deletionTimestamp).
+pod_table_in() {
+  "$kubectl" get pods -n "$1" -l "$2" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}' |
     awk 'NF == 4'
 }
-# True when exactly N hub pods exist and all are Running and Ready.
-pods_ready() {
-  local n="$1" table
-  table="$("$kubectl" get pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}')"
-  [[ "$(grep -c . <<<"$table")" -eq "$n" ]] || return 1
+# NAMESPACE SELECTOR N: exactly N such pods exist (terminating ones included), all Running and Ready.
+pods_ready_in() {
+  local table
+  table="$("$kubectl" get pods -n "$1" -l "$2" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}')"
+  [[ "$(grep -c . <<<"$table")" -eq "$3" ]] || return 1
   ! grep -qv ' Running True $' <<<"$table"
 }
-pod_pid() { # the process id the runner reports for a pod (containerID roomcast-pod-runner://PID)
+pod_pid() { # POD [NAMESPACE]: the process id the runner reports (containerID roomcast-pod-runner://PID)
   local id
-  id="$("$kubectl" get pod "$1" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  id="$("$kubectl" get pod "$1" -n "${2:-default}" -o jsonpath='{.status.containerStatuses[0].containerID}')"
   [[ "$id" == roomcast-pod-runner://* ]] || fail "pod $1 has no runner container id ($id)"
   echo "${id#roomcast-pod-runner://}"
 }
+
+# The operator's pods and its Lease.
+op_table() { pod_table_in "$release_ns" "$op_sel"; }
+op_ready() { pods_ready_in "$release_ns" "$op_sel" "$1"; }
+lease_holder() { "$kubectl" get lease roomcast-operator -n "$release_ns" -o jsonpath='{.spec.holderIdentity}'; }
+leader_is_op_pod() { # the Lease is held by one of the operator's live pods (POD_NAME is its identity)
+  local h
+  h="$(lease_holder)"
+  [[ -n "$h" ]] && op_table | awk '{print $1}' | grep -qxF "$h"
+}
+# The operator's probes and metrics on its port 8080, on every pod: /healthz, /readyz, and
+# roomcast_operator_leader 1 on the Lease holder, 0 on the standby.
+check_op_endpoints() {
+  local holder name ip want
+  holder="$(lease_holder)"
+  while read -r name _ _ ip; do
+    for path in healthz readyz; do
+      curl -fsS --max-time 5 -o /dev/null "http://$ip:8080/$path" || fail "operator pod $name: /$path on $ip:8080 failed"
+    done
+    want=0
+    [[ "$name" == "$holder" ]] && want=1
+    curl -fsS --max-time 5 "http://$ip:8080/metrics" | grep -qx "roomcast_operator_leader $want" ||
+      fail "operator pod $name ($ip:8080): /metrics has no roomcast_operator_leader $want (holder: $holder)"
+  done < <(op_table)
+  log "ok: the operator pods' /healthz, /readyz and /metrics on :8080 (leader gauge 1 on $holder only)"
+}
+
+t_op=$SECONDS
+wait_until 60 "the chart's operator Deployment: 2 pods Running and Ready" op_ready 2
+wait_until 30 "an operator pod holds the leader Lease" leader_is_op_pod
+op_table >&2
+# Each runs the operator binary, as the chart ServiceAccount, from its automounted token: the
+# API server's ServiceAccount admission added the projected kube-api-access volume; the runner
+# wrote its token (bound to this pod) and CA, and gave the process the in-cluster variables and
+# a kubeconfig of that token and CA.
+op_pod="$(op_table | awk 'NR == 1 {print $1}')"
+op_pid="$(pod_pid "$op_pod" "$release_ns")"
+"$kubectl" get pod "$op_pod" -n "$release_ns" -o jsonpath='{.spec.containers[0].volumeMounts[*].mountPath}' |
+  grep -qw /var/run/secrets/kubernetes.io/serviceaccount ||
+  fail "operator pod $op_pod has no automounted service-account token"
+op_env() { tr '\0' '\n' <"/proc/$op_pid/environ" | sed -n "s/^$1=//p"; }
+[[ "$(op_env KUBERNETES_SERVICE_HOST):$(op_env KUBERNETES_SERVICE_PORT)" == "127.0.0.1:$(cat "$state/api-port")" ]] ||
+  fail "operator pod $op_pod: KUBERNETES_SERVICE_HOST/PORT do not name the API server"
+op_kubeconfig="$(op_env KUBECONFIG)"
+[[ "$op_kubeconfig" == "$runner_state/pods/${release_ns}_${op_pod}_"*/kubeconfig ]] ||
+  fail "operator pod $op_pod: KUBECONFIG is $op_kubeconfig, not the pod's own"
+sa_dir="$(ls -d "$runner_state/pods/${release_ns}_${op_pod}"_*/volumes/kube-api-access-*)"
+cmp -s "$sa_dir/ca.crt" "$state/pki/ca.crt" || fail "operator pod $op_pod: ca.crt is not the cluster CA"
+[[ "$(cat "$sa_dir/namespace")" == "$release_ns" ]] || fail "operator pod $op_pod: wrong namespace file"
+bound_pod="$(python3 -c 'import base64, json, sys
+p = open(sys.argv[1]).read().split(".")[1]
+print(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["kubernetes.io"]["pod"]["name"])' "$sa_dir/token")"
+[[ "$bound_pod" == "$op_pod" ]] || fail "operator pod $op_pod: its token is bound to pod $bound_pod"
+whoami="$("$kubectl" --kubeconfig "$op_kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username}')"
+[[ "$whoami" == "system:serviceaccount:$release_ns:roomcast-operator" ]] ||
+  fail "operator pod $op_pod authenticates as $whoami, not the chart's ServiceAccount"
+[[ "$(readlink "/proc/$(pod_pid "$op_pod" "$release_ns")/exe")" == "$(readlink -f "$target/roomcast-operator")" ]] ||
+  fail "operator pod $op_pod does not run $target/roomcast-operator"
+check_op_endpoints
+log "operator Deployment up in $((SECONDS - t_op))s"
+
+# --- helpers over the hub's pods ---------------------------------------------------------------
+hub=chat # examples/chat-app/k8s/hub.yaml
+sel="roomcast.dev/hub=$hub"
+pod_table() { pod_table_in default "$sel"; }
+pods_ready() { pods_ready_in default "$sel" "$1"; } # N: exactly N hub pods, all Running and Ready
 ready_slice_ips() { # sorted addresses of the ready endpoints of the hub's client Service
   "$kubectl" get endpointslices -l "kubernetes.io/service-name=$hub" \
     -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | sort
@@ -178,8 +248,8 @@ connect_all() {
   for ip in $(pod_ips); do urls+=("http://$ip:3000"); done
   node e2e/pod-runner/connect.mjs "${urls[@]}" >&2 || fail "socket.io-client could not connect to every pod"
 }
-process_count() { # N: exactly N pod processes run
-  [[ "$(pod_processes | grep -c .)" -eq "$1" ]]
+process_count() { # N: exactly N hub pod processes run (the operator's run in $release_ns)
+  [[ "$(pod_processes default | grep -c .)" -eq "$1" ]]
 }
 
 # --- the example app and the Service stand-ins ---------------------------------------------------
@@ -214,7 +284,7 @@ ips="$(pod_ips)"
 if grep -qvE '^10\.244\.0\.[0-9]+$' <<<"$ips"; then fail "a pod IP is outside $pod_range: $ips"; fi
 wait_until 30 "the hub Service's EndpointSlices list the 3 ready pods" slices_match_pods
 connect_all
-process_count 3 || fail "expected 3 pod processes, found: $(pod_processes | xargs)"
+process_count 3 || fail "expected 3 hub pod processes, found: $(pod_processes default | xargs)"
 # Metrics are on the metrics port (9090, where the probes that made the pods Ready go); the
 # client port serves no /metrics.
 for ip in $ips; do
@@ -297,12 +367,67 @@ wait_until 60 "3 hub pods Running and Ready after the force deletion" pods_ready
 wait_until 30 "EndpointSlices list the 3 ready pods after the force deletion" slices_match_pods
 log "force deletion and recreation took $((SECONDS - t_force))s"
 
+# --- the operator: failover when the leader's pod is deleted ----------------------------------
+# The leader releases the Lease on SIGTERM and another operator pod takes it: the standby, or
+# the ReplicaSet's replacement pod when that one asks first (it starts within a second, the
+# standby retries every 2 s; both are the chart's pods). A hub spec change made afterwards is
+# applied: by the new leader, the only one reconciling. The scenarios below (CSR signing, CA
+# rotation, scale, roll) run on it.
+t_fo=$SECONDS
+old_leader="$(lease_holder)"
+standby="$(op_table | awk -v l="$old_leader" '$1 != l {print $1}')"
+old_leader_pid="$(pod_pid "$old_leader" "$release_ns")"
+"$kubectl" delete pod "$old_leader" -n "$release_ns" --wait=true --timeout=60s >/dev/null
+! kill -0 "$old_leader_pid" 2>/dev/null || fail "process $old_leader_pid of the deleted leader pod still runs"
+new_leader() { leader_is_op_pod && [[ "$(lease_holder)" != "$old_leader" ]]; }
+wait_until 30 "another operator pod took the Lease from the deleted leader $old_leader" new_leader
+if [[ "$(lease_holder)" == "$standby" ]]; then who="the standby"; else who="the ReplicaSet's replacement"; fi
+log "leader now: $(lease_holder), $who ($((SECONDS - t_fo))s after the deletion began)"
+wait_until 60 "the Deployment replaced the deleted operator pod (2 Running and Ready)" op_ready 2
+pdb_max_unavailable() { [[ "$("$kubectl" get pdb "$hub" -o jsonpath='{.spec.maxUnavailable}')" == "$1" ]]; }
+"$kubectl" patch socketiohub "$hub" --type merge -p '{"spec":{"podDisruptionBudget":{"maxUnavailable":2}}}' >/dev/null
+wait_until 30 "the new leader applied a hub spec change (PDB maxUnavailable 1 -> 2)" pdb_max_unavailable 2
+wait_until 30 "the leader gauges follow the Lease" leader_is_op_pod
+check_op_endpoints
+log "operator failover took $((SECONDS - t_fo))s"
+
 # --- 3. the shared scenarios (e2e/scenarios/run.mjs) --------------------------------------------
 t_sc=$SECONDS
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
   node e2e/scenarios/run.mjs chat tls rotate-ca scale roll delete-pod || fail "the scenarios failed"
 wait_until 30 "only the 2 processes of the remaining pods run" process_count 2
 log "scenarios took $((SECONDS - t_sc))s"
+
+# --- the operator: helm upgrade to another image tag --------------------------------------------
+# The runner maps every tag of the operator image to one binary: the change is in the pod
+# template, and the deployment controller replaces every pod (a new ReplicaSet, rolling).
+t_up=$SECONDS
+op_image() { "$kubectl" get deployment roomcast-operator -n "$release_ns" -o jsonpath='{.spec.template.spec.containers[0].image}'; }
+old_image="$(op_image)"
+old_op_pods="$(op_table | awk '{print $1}')"
+old_op_pids="$(for p in $old_op_pods; do pod_pid "$p" "$release_ns"; done)"
+new_tag=0.1.0-e2e-upgrade
+"$helm" upgrade roomcast-operator charts/roomcast-operator -n "$release_ns" --reuse-values \
+  --set image.tag="$new_tag" >/dev/null
+[[ "$(op_image)" == "ghcr.io/$op_image_repo:$new_tag" && "$old_image" != "$(op_image)" ]] ||
+  fail "helm upgrade did not change the Deployment's image ($old_image -> $(op_image))"
+"$kubectl" rollout status deployment/roomcast-operator -n "$release_ns" --timeout=120s >/dev/null ||
+  fail "the operator Deployment's rollout did not complete"
+replaced() { # 2 Ready pods, none of them an old one, all of the new image
+  op_ready 2 || return 1
+  local name
+  for name in $(op_table | awk '{print $1}'); do
+    grep -qxF "$name" <<<"$old_op_pods" && return 1
+    [[ "$("$kubectl" get pod "$name" -n "$release_ns" -o jsonpath='{.spec.containers[0].image}')" == *":$new_tag" ]] || return 1
+  done
+}
+wait_until 60 "the runner replaced both operator pods by pods of the new template" replaced
+for p in $old_op_pids; do ! kill -0 "$p" 2>/dev/null || fail "process $p of an old operator pod still runs"; done
+wait_until 30 "a pod of the new template holds the Lease" leader_is_op_pod
+"$kubectl" patch socketiohub "$hub" --type merge -p '{"spec":{"podDisruptionBudget":{"maxUnavailable":1}}}' >/dev/null
+wait_until 30 "the upgraded operator applied a hub spec change (PDB maxUnavailable 2 -> 1)" pdb_max_unavailable 1
+check_op_endpoints
+log "operator upgrade took $((SECONDS - t_up))s"
 
 # --- 4. delete the hub: garbage collection ------------------------------------------------------
 # The garbage collector watches a CRD installed after it started only from its next discovery

@@ -300,6 +300,32 @@ mod tests {
     }
 
     #[test]
+    fn images_of_two_mappings_map_to_their_own_binaries() {
+        // The full-path tier maps both chart images; every tag of each runs the same binary.
+        let maps: Vec<ImageMapping> = [
+            "roomcast/roomcast-dataplane=/bin/dp",
+            "roomcast/roomcast-operator=/bin/op",
+        ]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+        for (image, binary) in [
+            ("ghcr.io/roomcast/roomcast-operator:0.1.0", "/bin/op"),
+            (
+                "ghcr.io/roomcast/roomcast-operator:0.1.0-e2e-upgrade",
+                "/bin/op",
+            ),
+            ("ghcr.io/roomcast/roomcast-dataplane:0.1.0", "/bin/dp"),
+        ] {
+            assert_eq!(binary_for(&maps, image), Some(Path::new(binary)), "{image}");
+        }
+        assert_eq!(
+            binary_for(&maps, "ghcr.io/roomcast/roomcast-operator-x:1"),
+            None
+        );
+    }
+
+    #[test]
     fn ip_ranges_translate_host_bits() {
         let lo: IpRange = "127.0.50.0/24".parse().unwrap();
         let api: IpRange = "239.0.50.0/24".parse().unwrap();
