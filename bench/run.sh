@@ -26,7 +26,9 @@
 #   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster")
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
-#   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS (default: mutual TLS)
+#   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
+#   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
+#                           scenarios that report the cost of peer TLS (default: run them)
 #
 # Everything listens and connects on 127.0.0.0/8 only; every process started here is stopped
 # here (by PID), and the generators also stop by themselves after their hold time.
@@ -408,18 +410,23 @@ if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]]; then
   "$BIN/roomcast-dataplane" certs cluster --out "$PEER_CERTS" --members a,b,hub-0,hub-1,hub-2 --force >/dev/null
   PEER_TLS=(--tls-dir "$PEER_CERTS")
 fi
-# PEER_SEC: the flags of cluster node $1 for TLS or plaintext.
+# The plaintext re-runs that measure what peer TLS costs (tags and server names end in -plaintext).
+PEER_COMPARE=0
+[[ -z ${BENCH_PEER_PLAINTEXT:-} && ${BENCH_PEER_COMPARE:-1} != 0 ]] && PEER_COMPARE=1
+# PEER_SEC: the flags of cluster node $1 for TLS, or plaintext when $2 is "plaintext".
 peer_security() {
-  if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]]; then PEER_SEC=(--peer-tls-dir "$PEER_CERTS/$1"); else PEER_SEC=(--peer-plaintext); fi
+  if [[ -z ${BENCH_PEER_PLAINTEXT:-} && ${2:-} != plaintext ]]; then PEER_SEC=(--peer-tls-dir "$PEER_CERTS/$1"); else PEER_SEC=(--peer-plaintext); fi
 }
 peer_run() {
   local tag=$1 rate=$2 port=$3 out
+  local tls=("${PEER_TLS[@]}")
+  [[ $tag == *-plaintext ]] && tls=()
   out="$RESULTS/peer.$tag"
-  taskset -c "$SERVER_CPU" "$BIN/roomcast-bench" peer-recv "${PEER_TLS[@]}" --listen "127.0.0.21:$port" --peer "127.0.0.20:$(( port + 1 ))" \
+  taskset -c "$SERVER_CPU" "$BIN/roomcast-bench" peer-recv "${tls[@]}" --listen "127.0.0.21:$port" --peer "127.0.0.20:$(( port + 1 ))" \
     >"$out.recv.out" 2>"$out.recv.err" &
   local rpid=$!; PIDS+=("$rpid")
   for _ in $(seq 100); do grep -q READY "$out.recv.out" 2>/dev/null && break; sleep 0.1; done
-  RUST_LOG=error taskset -c "$GEN_CPU" "$BIN/roomcast-bench" peer-send "${PEER_TLS[@]}" --listen "127.0.0.20:$(( port + 1 ))" \
+  RUST_LOG=error taskset -c "$GEN_CPU" "$BIN/roomcast-bench" peer-send "${tls[@]}" --listen "127.0.0.20:$(( port + 1 ))" \
     --peer "127.0.0.21:$port" --rate "$rate" --duration-secs "$PEER_SECS" --payload-bytes 100 \
     >"$out.send.out" 2>"$out.send.err" || { echo "peer-send failed:" >&2; tail -5 "$out.send.err" >&2; exit 1; }
   wait "$rpid" || { echo "peer-recv failed:" >&2; tail -5 "$out.recv.err" >&2; exit 1; }
@@ -441,6 +448,10 @@ scenario_peer() {
   peer_run max 0 17100
   local half; half=$(awk -F'\t' '$1 == "max" { printf "%d", $8 / 2 }' "$PEER_TSV")
   peer_run half "$half" 17110
+  if (( PEER_COMPARE )); then
+    peer_run max-plaintext 0 17120
+    peer_run half-plaintext "$half" 17130
+  fi
 }
 
 # ---- scenario: a room broadcast across 3 nodes -------------------------------------------------
@@ -457,12 +468,12 @@ cluster_start() {
   local name=$1 i ip members="" peer=17200
   CL_PIDS=(); CL_HOSTS=(); CL_PORT=3300
   case "$name" in
-    roomcast)
+    roomcast | roomcast-plaintext)
       for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
       for i in 0 1 2; do
-        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i"
+        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i" "${name#roomcast-}"
         taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
-          --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" >"$RESULTS/cluster.roomcast-$i.out" 2>"$RESULTS/cluster.roomcast-$i.err" &
+          --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" >"$RESULTS/cluster.$name-$i.out" 2>"$RESULTS/cluster.$name-$i.err" &
         CL_PIDS+=("$!"); PIDS+=("$!")
       done
       ;;
@@ -500,8 +511,9 @@ cluster_start() {
 
 scenario_cluster() {
   printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
-  local name k=0 i ips
-  for name in $SERVERS; do
+  local name k=0 i ips servers=$SERVERS
+  (( PEER_COMPARE )) && [[ " $SERVERS " == *" roomcast "* ]] && servers+=" roomcast-plaintext"
+  for name in $servers; do
     [[ $name == node-eiows ]] && continue # the Redis setup is measured with socket.io's default engine
     k=$(( k + 1 ))
     cluster_start "$name"
@@ -510,6 +522,7 @@ scenario_cluster() {
     for i in 1 2; do
       case $name in
         roomcast) ips=$(source_ips 200 $(( 3 + i ))) ;;
+        roomcast-plaintext) ips=$(source_ips 130 $(( i - 1 ))) ;;
         node) ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0) ;;
         *) ips=$(source_ips 100 $(( i - 1 ))) ;;
       esac
@@ -698,6 +711,8 @@ report_peer() {
     END {
       printf "- **%.0f messages per CPU-second** over one peer stream (sender and receiver CPU together). Target ≥ 500,000: **%s**.\n", v["max"], (v["max"] >= 500000 ? "met" : "missed")
       printf "- At half the sustainable rate (%d messages/s): p50 %.2f ms, **p99 %.2f ms**. Target p99 < 5 ms: **%s**%s.\n", r["half"], p50["half"] / 1000, p99["half"] / 1000, (p99["half"] < 5000 ? "met" : "missed"), (p99["half"] < 5000 ? "" : "; why: [bench/PROFILE.md](../bench/PROFILE.md#peer-stream-latency)")
+      if ("max-plaintext" in v && v["max-plaintext"] > 0)
+        printf "- **Cost of peer TLS** (mutual TLS 1.3, the default, against `cluster.plaintext` in the same run): %.0f vs %.0f messages per CPU-second as fast as it goes (%+.0f %%); at half rate p99 %.2f vs %.2f ms.\n", v["max"], v["max-plaintext"], 100 * (v["max"] - v["max-plaintext"]) / v["max-plaintext"], p99["half"] / 1000, p99["half-plaintext"] / 1000
     }' "$PEER_TSV"
   echo
   echo "| run | rate (msgs/s) | sent | received (dropped) | sender CPU | receiver CPU | msgs per CPU-s | msgs per s | p50 | p99 | p99.9 |"
@@ -728,11 +743,13 @@ report_cluster() {
       if ("socketioxide" in seen) printf "; p99 at most half of socketioxide + Redis: **%s** (%.2f vs %.2f ms)", (p99["roomcast"] * 2 <= p99["socketioxide"] ? "met" : "missed"), p99["roomcast"] / 1000, p99["socketioxide"] / 1000
       if (p99["roomcast"] > 5000 || ("socketioxide" in seen && p99["roomcast"] * 2 > p99["socketioxide"])) printf ". Why, and the plan: [bench/PROFILE.md](../bench/PROFILE.md#cross-pod-latency)"
       printf ".\n"
+      if ("roomcast-plaintext" in seen && dpc["roomcast-plaintext"] > 0)
+        printf "- **Cost of peer TLS** (the default) against `cluster.plaintext`, same run: %.0f vs %.0f deliveries per CPU-second (%+.0f %%), p99 %.2f vs %.2f ms.\n", dpc["roomcast"], dpc["roomcast-plaintext"], 100 * (dpc["roomcast"] - dpc["roomcast-plaintext"]) / dpc["roomcast-plaintext"], p99["roomcast"] / 1000, p99["roomcast-plaintext"] / 1000
     }' "$CLUSTER_TSV"
   echo
   echo "| server | subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of the servers | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", ($1 == "roomcast" ? $1 : $1 " + redis"), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$CLUSTER_TSV"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", ($1 ~ /^roomcast/ ? $1 : $1 " + redis"), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$CLUSTER_TSV"
   echo
   echo "How it is measured: three nodes of each server, all pinned to CPU $SERVER_CPU: \`roomcast-dataplane\` on 127.0.0.51-.53"
   echo "(static members, the built-in relay app; each event crosses each of the two peer links once),"
