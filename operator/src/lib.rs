@@ -22,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod peer_ca;
 pub mod reference;
+pub mod scope;
 pub mod signer;
 pub mod status;
 pub mod validate;

@@ -1,7 +1,7 @@
 //! `roomcast-operator`: runs the SocketIOHub controller, or prints/writes the CRD.
 //!
 //! ```text
-//! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] [--concurrency N]
+//! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] [--concurrency N]
 //!                   [--default-image IMAGE] [--leader-elect=BOOL] [--lease-namespace NS]
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
 //!                   [--hub-csr-cluster-role NAME]
@@ -23,17 +23,18 @@ use roomcast_operator::controller::{self, Context};
 use roomcast_operator::http::{self, Health};
 use roomcast_operator::leader::{LeaderElector, LeaseConfig};
 use roomcast_operator::metrics::Metrics;
+use roomcast_operator::scope::Scope;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] \
+const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] \
 [--concurrency N] [--default-image IMAGE] [--leader-elect=true|false] [--lease-namespace NS] \
 [--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME]\n       roomcast-operator crd [--write]";
 
 #[derive(Debug)]
 struct RunArgs {
     metrics_addr: SocketAddr,
-    namespace: Option<String>,
+    namespace: Scope,
     concurrency: u16,
     default_image: String,
     leader_elect: bool,
@@ -48,7 +49,7 @@ impl Default for RunArgs {
     fn default() -> Self {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            namespace: None,
+            namespace: Scope::all(),
             concurrency: 4,
             default_image: format!(
                 "ghcr.io/roomcast/roomcast-dataplane:{}",
@@ -83,7 +84,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         };
         match flag {
             "--metrics-addr" => r.metrics_addr = value()?.parse().context("--metrics-addr")?,
-            "--namespace" => r.namespace = Some(value()?).filter(|s| !s.is_empty()),
+            "--namespace" => r.namespace.extend(Scope::parse(&value()?)),
             "--concurrency" => r.concurrency = value()?.parse().context("--concurrency")?,
             "--default-image" => r.default_image = value()?,
             "--leader-elect" => {
