@@ -38,7 +38,8 @@ ROOMCAST_HELM="$helm" bash scripts/check-monitoring.sh
 # A single namespace as a string (the pre-list form) still renders one Role, no Secret rule
 # in the ClusterRole.
 "$helm" template roomcast-operator "$chart" -n "$release_ns" --set watchNamespace=apps >"$state/scoped-one.yaml"
-[[ "$(grep -c '^kind: Role$' "$state/scoped-one.yaml")" == 1 ]] || { log "watchNamespace=apps: not one Role"; exit 1; }
+[[ "$(grep -A3 '^kind: Role$' "$state/scoped-one.yaml" | grep -c '^  namespace: apps$')" == 1 ]] ||
+  { log "watchNamespace=apps: not one Role in apps"; exit 1; }
 grep -q -- '--namespace=apps$' "$state/scoped-one.yaml" || { log "watchNamespace=apps: no --namespace flag"; exit 1; }
 # The operator's Deployment and the hubs' pods must pass the `restricted` Pod Security
 # Standard: every namespace here enforces it, so the API server's admission refuses others.
