@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::builders::{self, names, BuildOptions, MANAGEMENT_TOKEN_KEY, MANAGER};
 use crate::ca_sync;
 use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
+use crate::hub_stats::{self, StatsLimits};
 use crate::metrics::Metrics;
 use crate::scope::Scope;
 use crate::status::{self, Observed, Problem};
@@ -55,6 +56,8 @@ pub struct Context {
     recorder: Recorder,
     /// The chart's ClusterRole bound to each hub's ServiceAccount (CSR create and get).
     pub csr_cluster_role: String,
+    /// Bounds of the connected-clients reads (crate::hub_stats).
+    pub stats_limits: StatsLimits,
     /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -77,6 +80,7 @@ impl Context {
             metrics,
             default_image,
             csr_cluster_role: DEFAULT_CSR_CLUSTER_ROLE.to_string(),
+            stats_limits: StatsLimits::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -84,6 +88,12 @@ impl Context {
     /// Names the chart's ClusterRole for hub CSRs (`--hub-csr-cluster-role`).
     pub fn with_csr_cluster_role(mut self, name: String) -> Self {
         self.csr_cluster_role = name;
+        self
+    }
+
+    /// Bounds of the connected-clients reads (`--stats-*`).
+    pub fn with_stats_limits(mut self, limits: StatsLimits) -> Self {
+        self.stats_limits = limits;
         self
     }
 
@@ -408,10 +418,15 @@ async fn write_status(
     if hub.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    // connectedClients belongs to the stats loop's field manager; leave it out of this apply.
+    let applied = SocketIOHubStatus {
+        connected_clients: None,
+        ..status.clone()
+    };
     let patch = serde_json::json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "SocketIOHub",
-        "status": status,
+        "status": applied,
     });
     api.patch_status(
         &hub.name_any(),
@@ -539,6 +554,12 @@ pub async fn run(
             }
         }
     };
+    let stats = hub_stats::run(
+        client.clone(),
+        scope.clone(),
+        ctx.stats_limits.clone(),
+        ctx.metrics.clone(),
+    );
     let shutdown = shutdown.shared();
     let controllers: Vec<_> = if scope.is_all() {
         vec![hub_controller(ctx.clone(), None, concurrency, shutdown.clone()).boxed()]
@@ -552,11 +573,13 @@ pub async fn run(
             })
             .collect()
     };
-    // The signer and the sweeper run as long as the controllers (so only on the leader).
+    // The signer, the sweeper and the stats loop run as long as the controllers (so only on
+    // the leader).
     tokio::select! {
         _ = futures_util::future::join_all(controllers) => {}
         () = signer => warn!("the CSR signer stopped"),
         () = sweeper => {}
+        () = stats => {}
     }
     info!("controller stopped");
 }

@@ -49,6 +49,7 @@ pub const VERSION: &str = "v1alpha1";
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Clients", type_ = "integer", json_path = ".status.connectedClients"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -731,6 +732,10 @@ pub struct SocketIOHubStatus {
     /// Hash of the rendered data-plane configuration now in the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Open client sessions over the hub's ready pods (at most `--stats-max-pods` of them),
+    /// read from their metrics port every `--stats-refresh-seconds`; unset when no pod answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_clients: Option<i64>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -18,6 +18,7 @@ pub mod crd;
 pub mod csr_check;
 mod error;
 pub mod http;
+pub mod hub_stats;
 pub mod leader;
 pub mod metrics;
 pub mod peer_ca;
