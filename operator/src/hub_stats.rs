@@ -33,6 +33,8 @@ pub struct StatsLimits {
     pub max_pods: usize,
     /// Time between two rounds over all hubs (the cache lifetime of the count).
     pub refresh: Duration,
+    /// The hubs' metrics port (the pod template's `metrics` port).
+    pub port: u16,
 }
 
 impl Default for StatsLimits {
@@ -42,9 +44,12 @@ impl Default for StatsLimits {
             max_body_bytes: 1 << 20,
             max_pods: 32,
             refresh: Duration::from_secs(30),
+            port: METRICS_PORT_U16,
         }
     }
 }
+
+const METRICS_PORT_U16: u16 = METRICS_PORT as u16;
 
 /// Why reading one pod failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -219,8 +224,7 @@ async fn round_one(
             return;
         }
     };
-    let port = u16::try_from(METRICS_PORT).unwrap_or(9090);
-    let count = hub_connections(&list, port, limits, metrics).await;
+    let count = hub_connections(&list, limits.port, limits, metrics).await;
     let patch = serde_json::json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "SocketIOHub",
@@ -311,6 +315,7 @@ mod tests {
             max_body_bytes: 4096,
             max_pods: 2,
             refresh: Duration::from_secs(30),
+            port: 0,
         }
     }
 

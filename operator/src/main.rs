@@ -6,6 +6,7 @@
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
 //!                   [--hub-csr-cluster-role NAME] [--stats-timeout-ms MS]
 //!                   [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S]
+//!                   [--stats-port PORT]
 //! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
@@ -33,7 +34,7 @@ use tracing::{error, info};
 const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] \
 [--concurrency N] [--default-image IMAGE] [--leader-elect=true|false] [--lease-namespace NS] \
 [--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME] \
-[--stats-timeout-ms MS] [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S]\n       roomcast-operator crd [--write]";
+[--stats-timeout-ms MS] [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S] [--stats-port PORT]\n       roomcast-operator crd [--write]";
 
 #[derive(Debug)]
 struct RunArgs {
@@ -110,6 +111,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--stats-max-body-bytes" => {
                 r.stats.max_body_bytes = value()?.parse().context(flag.to_string())?
             }
+            "--stats-port" => r.stats.port = value()?.parse().context(flag.to_string())?,
             "--stats-max-pods" => r.stats.max_pods = value()?.parse().context(flag.to_string())?,
             "--stats-refresh-seconds" => {
                 r.stats.refresh = Duration::from_secs(value()?.parse().context(flag.to_string())?)

@@ -682,7 +682,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "REPLICAS", "READY", "STATUS", "ENDPOINT", "AGE"],
+        ["NAME", "REPLICAS", "READY", "CLIENTS", "STATUS", "ENDPOINT", "AGE"],
         "{table}"
     );
     assert!(
@@ -1485,7 +1485,13 @@ async fn pdb_is_honoured_by_the_eviction_api() {
         (pdb_disruptions_allowed(&client, ns, "ev").await? == 1).then_some(())
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // Without kube's retries, which would wait out the 429's Retry-After again and again.
+    let kc = Kubeconfig::read_from(env("ROOMCAST_E2E_KUBECONFIG")).expect("admin kubeconfig");
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("admin config");
+    cfg.default_retry = false;
+    let pods: Api<Pod> = Api::namespaced(Client::try_from(cfg).expect("client"), ns);
     assert_eq!(evict(&pods, "ev-0").await, Ok(()), "the first eviction");
     // The API server counts the eviction in the PDB at once: a second one is refused while
     // ev-0 is not back and ready.
@@ -1561,4 +1567,70 @@ async fn scoped_install_reconciles_only_the_watched_namespaces() {
             .await
             .unwrap();
     }
+}
+
+/// Serves `/metrics` with `roomcast_connections <n>` on 127.0.0.1 until the task is aborted.
+async fn fake_hub_metrics(n: u64) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = format!("# TYPE roomcast_connections gauge\nroomcast_connections {n}\nroomcast_connections_limit 100\n");
+                let _ = s
+                    .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes())
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn connected_clients_column_from_the_pods_metrics() {
+    let client = admin().await;
+    let ns = "e2e-clients";
+    namespace(&client, ns).await;
+    // The tier's pods are API objects whose IP the test sets to 127.0.0.1 (no kubelet): a
+    // loopback server stands in for their metrics port, reached through --stats-port.
+    let (port, server) = fake_hub_metrics(7).await;
+    let port_arg = port.to_string();
+    let _op = Operator::start_as(
+        &env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"),
+        &env("ROOMCAST_E2E_RELEASE_NAMESPACE"),
+        &["--stats-port", &port_arg, "--stats-refresh-seconds", "1"],
+        "clients-op",
+        "clients-lease",
+        Some(ns),
+    );
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "cc"}, "spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    eventually("connectedClients = 2 ready pods x 7", || async {
+        mark_pods_ready(&client, ns, "cc").await;
+        let h = hubs.get("cc").await.ok()?;
+        (h.status?.connected_clients == Some(14)).then_some(())
+    })
+    .await;
+    let out = kubectl(&["-n", ns, "get", "sio", "cc", "--no-headers"]);
+    let row = String::from_utf8_lossy(&out.stdout).to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1..4), Some(&["2", "2", "14"][..]), "{row}");
+    // No pod answers any more: the count is dropped, not kept stale.
+    server.abort();
+    eventually("connectedClients unset when no pod answers", || async {
+        let h = hubs.get("cc").await.ok()?;
+        h.status?.connected_clients.is_none().then_some(())
+    })
+    .await;
+    hubs.delete("cc", &DeleteParams::default()).await.unwrap();
 }
