@@ -568,8 +568,7 @@ pub async fn run(
             .list()
             .iter()
             .map(|ns| {
-                hub_controller(ctx.clone(), Some(ns.clone()), concurrency, shutdown.clone())
-                    .boxed()
+                hub_controller(ctx.clone(), Some(ns.clone()), concurrency, shutdown.clone()).boxed()
             })
             .collect()
     };

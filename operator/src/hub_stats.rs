@@ -175,7 +175,12 @@ pub async fn hub_connections(
 
 /// Every `limits.refresh`: for each hub in `scope`, read its pods and write
 /// `status.connectedClients` when it changed (a merge patch of that one field).
-pub async fn run(client: Client, scope: Scope, limits: StatsLimits, metrics: std::sync::Arc<Metrics>) {
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    limits: StatsLimits,
+    metrics: std::sync::Arc<Metrics>,
+) {
     let apis: Vec<Api<SocketIOHub>> = if scope.is_all() {
         vec![Api::all(client.clone())]
     } else {
@@ -331,7 +336,10 @@ mod tests {
     async fn scrape_is_bounded_in_time_and_size() {
         let slow = serve(ok("roomcast_connections 1\n"), Duration::from_secs(5)).await;
         let start = std::time::Instant::now();
-        assert_eq!(scrape(LOOPBACK, slow, &limits()).await, Err(ScrapeError::Timeout));
+        assert_eq!(
+            scrape(LOOPBACK, slow, &limits()).await,
+            Err(ScrapeError::Timeout)
+        );
         assert!(start.elapsed() < Duration::from_secs(2));
 
         let big = format!("roomcast_connections 1\n{}", "# padding\n".repeat(1000));
@@ -351,21 +359,33 @@ mod tests {
     #[tokio::test]
     async fn hub_count_sums_answering_pods_and_counts_failures() {
         let good = serve(ok("roomcast_connections 5\n"), Duration::ZERO).await;
-        let pods = vec![pod("h-0", Some("127.0.0.1"), true), pod("h-1", Some("127.0.0.1"), true)];
+        let pods = vec![
+            pod("h-0", Some("127.0.0.1"), true),
+            pod("h-1", Some("127.0.0.1"), true),
+        ];
         let metrics = Metrics::default();
         // Both pods share the loopback address here, so both read the same server.
-        assert_eq!(hub_connections(&pods, good, &limits(), &metrics).await, Some(10));
+        assert_eq!(
+            hub_connections(&pods, good, &limits(), &metrics).await,
+            Some(10)
+        );
         assert_eq!(metrics.stats_failures.get(), 0);
 
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        assert_eq!(hub_connections(&pods, closed, &limits(), &metrics).await, None);
+        assert_eq!(
+            hub_connections(&pods, closed, &limits(), &metrics).await,
+            None
+        );
         assert_eq!(metrics.stats_failures.get(), 2);
         // No ready pod: nothing read, nothing failed.
         let none = vec![pod("h-0", Some("127.0.0.1"), false)];
-        assert_eq!(hub_connections(&none, good, &limits(), &metrics).await, None);
+        assert_eq!(
+            hub_connections(&none, good, &limits(), &metrics).await,
+            None
+        );
         assert_eq!(metrics.stats_failures.get(), 2);
     }
 }

@@ -1473,8 +1473,10 @@ async fn pdb_is_honoured_by_the_eviction_api() {
     let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
     hubs.create(
         &PostParams::default(),
-        &hub_from(json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
-            "metadata": {"name": "ev"}, "spec": {"replicas": 2}})),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "ev"}, "spec": {"replicas": 2}}),
+        ),
     )
     .await
     .unwrap();
@@ -1497,12 +1499,19 @@ async fn pdb_is_honoured_by_the_eviction_api() {
     // ev-0 is not back and ready.
     assert_eq!(evict(&pods, "ev-1").await, Err(429), "a second eviction");
     // Once the replacement is ready again, the budget allows an eviction again.
-    eventually("eviction allowed after the replacement is ready", || async {
-        mark_pods_ready(&client, ns, "ev").await;
-        (pdb_disruptions_allowed(&client, ns, "ev").await? == 1).then_some(())
-    })
+    eventually(
+        "eviction allowed after the replacement is ready",
+        || async {
+            mark_pods_ready(&client, ns, "ev").await;
+            (pdb_disruptions_allowed(&client, ns, "ev").await? == 1).then_some(())
+        },
+    )
     .await;
-    assert_eq!(evict(&pods, "ev-1").await, Ok(()), "eviction after recovery");
+    assert_eq!(
+        evict(&pods, "ev-1").await,
+        Ok(()),
+        "eviction after recovery"
+    );
     hubs.delete("ev", &DeleteParams::default()).await.unwrap();
 }
 
@@ -1531,8 +1540,10 @@ async fn scoped_install_reconciles_only_the_watched_namespaces() {
         Some(&watched),
     );
     let hub = || {
-        hub_from(json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
-            "metadata": {"name": "scoped"}, "spec": {"replicas": 1}}))
+        hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "scoped"}, "spec": {"replicas": 1}}),
+        )
     };
     for ns in watched_ns.iter().chain([&elsewhere]) {
         Api::<SocketIOHub>::namespaced(client.clone(), ns)
@@ -1558,7 +1569,9 @@ async fn scoped_install_reconciles_only_the_watched_namespaces() {
     let other: SocketIOHub = get(&client, elsewhere, "scoped").await.unwrap();
     assert!(other.status.is_none(), "hub outside the scope got a status");
     assert!(
-        get::<StatefulSet>(&client, elsewhere, "scoped").await.is_none(),
+        get::<StatefulSet>(&client, elsewhere, "scoped")
+            .await
+            .is_none(),
         "hub outside the scope got a StatefulSet"
     );
     for ns in watched_ns.iter().chain([&elsewhere]) {
@@ -1610,8 +1623,10 @@ async fn connected_clients_column_from_the_pods_metrics() {
     let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
     hubs.create(
         &PostParams::default(),
-        &hub_from(json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
-            "metadata": {"name": "cc"}, "spec": {"replicas": 2}})),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "cc"}, "spec": {"replicas": 2}}),
+        ),
     )
     .await
     .unwrap();

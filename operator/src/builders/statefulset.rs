@@ -40,7 +40,8 @@ pub const DEFAULT_CPU_REQUEST: &str = "100m";
 /// Memory request of the hub container when `spec.resources` is unset.
 pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
 /// Node labels the default spread balances the pods over, widest first.
-pub const DEFAULT_SPREAD_KEYS: [&str; 2] = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
+pub const DEFAULT_SPREAD_KEYS: [&str; 2] =
+    ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
 
 /// Requests without limits: enough for the scheduler and an HPA on CPU to work, no
 /// throttling or OOM kill imposed on a hub whose load nobody has measured yet.
@@ -48,7 +49,10 @@ fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
-            ("memory".to_string(), Quantity(DEFAULT_MEMORY_REQUEST.to_string())),
+            (
+                "memory".to_string(),
+                Quantity(DEFAULT_MEMORY_REQUEST.to_string()),
+            ),
         ])),
         ..ResourceRequirements::default()
     }
@@ -160,11 +164,7 @@ pub fn statefulset(
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        resources: Some(
-            spec.resources
-                .clone()
-                .unwrap_or_else(default_resources),
-        ),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".to_string(),
