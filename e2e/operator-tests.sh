@@ -78,7 +78,8 @@ bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$tok
 # approval and status, bind other ClusterRoles, nor sign for other signers, nor update NetworkPolicies.
 for denied in "list secrets" "watch secrets" "patch pods" "delete statefulsets" \
   "update certificatesigningrequests" "bind clusterroles/cluster-admin" \
-  "sign signers/kubernetes.io/kube-apiserver-client" "update networkpolicies"; do
+  "sign signers/kubernetes.io/kube-apiserver-client" "update networkpolicies" "update secrets" \
+  "update statefulsets" "update socketiohubs.roomcast.dev/status"; do
   # shellcheck disable=SC2086
   if [[ "$("$kubectl" --kubeconfig "$state/operator.kubeconfig" auth can-i $denied -A 2>/dev/null || true)" == yes ]]; then
     log "chart RBAC grants '$denied'"; exit 1

@@ -44,22 +44,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: ["get", "list", "watch"]
 - apiGroups: ["roomcast.dev"]
   resources: ["socketiohubs/status"]
-  verbs: ["get", "patch", "update"]
-# Owned objects: server-side applied and watched (labels managed-by=roomcast-operator).
+  verbs: ["get", "patch"]
+# Owned objects: server-side applied (PATCH; create for the first apply, never update) and
+# watched by label managed-by=roomcast-operator.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Never list or watch: only the Secrets it generates (management token, peer CA) and the
 # ones a hub references, each by name.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # One per hub (ingress rules for its ports); deleted when the hub turns it off.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
@@ -67,7 +68,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 # Each hub's Role (read EndpointSlices for peer discovery) and its RoleBinding.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Granted on to each hub's pods through their Role (RBAC forbids granting what one lacks).
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
