@@ -35,10 +35,24 @@ ROOMCAST_HELM="$helm" bash scripts/check-monitoring.sh
 "$helm" template roomcast-operator "$chart" -n "$release_ns" >"$state/rendered.yaml"
 "$helm" template roomcast-operator "$chart" -n "$release_ns" \
   --set metrics.serviceMonitor.enabled=true --set watchNamespace=apps --set replicaCount=2 >/dev/null
+# A single namespace as a string (the pre-list form) still renders one Role, no Secret rule
+# in the ClusterRole.
+"$helm" template roomcast-operator "$chart" -n "$release_ns" --set watchNamespace=apps >"$state/scoped-one.yaml"
+[[ "$(grep -A3 '^kind: Role$' "$state/scoped-one.yaml" | grep -c '^  namespace: apps$')" == 1 ]] ||
+  { log "watchNamespace=apps: not one Role in apps"; exit 1; }
+grep -q -- '--namespace=apps$' "$state/scoped-one.yaml" || { log "watchNamespace=apps: no --namespace flag"; exit 1; }
+# The operator's Deployment and the hubs' pods must pass the `restricted` Pod Security
+# Standard: every namespace here enforces it, so the API server's admission refuses others.
+restricted=(pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest)
+restricted_ns() {
+  "$kubectl" create namespace "$1" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+  "$kubectl" label --overwrite namespace "$1" "${restricted[@]}" >/dev/null
+}
+restricted_ns "$release_ns"
 if "$helm" template roomcast-operator "$chart" --set concurrency=0 >/dev/null 2>&1; then
   log "values.schema.json accepted concurrency=0"; exit 1
 fi
-"$helm" install roomcast-operator "$chart" -n "$release_ns" --create-namespace
+"$helm" install roomcast-operator "$chart" -n "$release_ns"
 "$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s
 # The chart's example hub is valid for the installed CRD.
 "$kubectl" apply --dry-run=server -n default -f "$chart/examples/hub.yaml"
@@ -47,6 +61,16 @@ fi
 [[ "$("$kubectl" -n "$release_ns" get deploy roomcast-operator -o jsonpath='{.spec.template.spec.containers[0].args}')" == *--concurrency=2* ]] ||
   { log "helm upgrade did not change the Deployment"; exit 1; }
 
+# The Deployment controller could create the operator's pod under restricted admission.
+for _ in $(seq 1 60); do
+  [[ -n "$("$kubectl" -n "$release_ns" get pods -l app.kubernetes.io/name=roomcast-operator -o name)" ]] && break
+  sleep 0.5
+done
+[[ -n "$("$kubectl" -n "$release_ns" get pods -l app.kubernetes.io/name=roomcast-operator -o name)" ]] ||
+  { log "no operator pod (restricted Pod Security admission?)"; "$kubectl" -n "$release_ns" get events; exit 1; }
+[[ -z "$("$kubectl" -n "$release_ns" get deploy roomcast-operator -o jsonpath='{.spec.template.spec.securityContext.runAsUser}')" ]] ||
+  { log "the operator's pod pins runAsUser"; exit 1; }
+
 # The operator under test runs as the chart's ServiceAccount.
 token="$("$kubectl" create token roomcast-operator -n "$release_ns" --duration 2h)"
 bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$token" roomcast-operator "$release_ns"
@@ -54,14 +78,45 @@ bash e2e/control-plane.sh kubeconfig "$state" "$state/operator.kubeconfig" "$tok
 # approval and status, bind other ClusterRoles, nor sign for other signers, nor update NetworkPolicies.
 for denied in "list secrets" "watch secrets" "patch pods" "delete statefulsets" \
   "update certificatesigningrequests" "bind clusterroles/cluster-admin" \
-  "sign signers/kubernetes.io/kube-apiserver-client" "update networkpolicies"; do
+  "sign signers/kubernetes.io/kube-apiserver-client" "update networkpolicies" "update secrets" \
+  "update statefulsets" "update socketiohubs.roomcast.dev/status"; do
   # shellcheck disable=SC2086
   if [[ "$("$kubectl" --kubeconfig "$state/operator.kubeconfig" auth can-i $denied -A 2>/dev/null || true)" == yes ]]; then
     log "chart RBAC grants '$denied'"; exit 1
   fi
 done
 
+# Namespaced mode: a second release watching two namespaces gets Roles there and nothing
+# namespaced elsewhere; its cluster-scoped rights are the CSR/signer/binding ones only.
+scoped_release=scoped-roomcast-operator scoped_ns=roomcast-scoped
+scoped_watch=(e2e-watched-a e2e-watched-b)
+for ns in "$scoped_ns" "${scoped_watch[@]}" e2e-unwatched; do restricted_ns "$ns"; done
+"$helm" install "$scoped_release" "$chart" -n "$scoped_ns" --skip-crds --set replicaCount=0 \
+  --set "watchNamespace={${scoped_watch[0]},${scoped_watch[1]}}"
+scoped_token="$("$kubectl" create token "$scoped_release" -n "$scoped_ns" --duration 2h)"
+bash e2e/control-plane.sh kubeconfig "$state" "$state/scoped.kubeconfig" "$scoped_token" "$scoped_release" "$scoped_ns"
+can() { "$kubectl" --kubeconfig "$state/scoped.kubeconfig" auth can-i "$@" 2>/dev/null || true; }
+for ns in "${scoped_watch[@]}"; do
+  for allowed in "get secrets" "create secrets" "list socketiohubs.roomcast.dev" "patch statefulsets" "create roles"; do
+    # shellcheck disable=SC2086
+    [[ "$(can $allowed -n "$ns")" == yes ]] || { log "scoped release lacks '$allowed' in $ns"; exit 1; }
+  done
+done
+for denied in "get secrets -n e2e-unwatched" "create secrets -n e2e-unwatched" "get secrets -n default" \
+  "list socketiohubs.roomcast.dev -A" "list statefulsets -A" "get secrets -n kube-system" \
+  "list pods -A" "patch statefulsets -n e2e-unwatched"; do
+  # shellcheck disable=SC2086
+  if [[ "$(can $denied)" == yes ]]; then log "scoped release grants '$denied'"; exit 1; fi
+done
+for allowed in "list certificatesigningrequests" "create clusterrolebindings"; do
+  # shellcheck disable=SC2086
+  [[ "$(can $allowed)" == yes ]] || { log "scoped release lacks cluster-scoped '$allowed'"; exit 1; }
+done
+
 export ROOMCAST_E2E_KUBECONFIG="$state/admin.kubeconfig"
+export ROOMCAST_E2E_SCOPED_KUBECONFIG="$state/scoped.kubeconfig"
+export ROOMCAST_E2E_SCOPED_RELEASE="$scoped_release/$scoped_ns"
+export ROOMCAST_E2E_SCOPED_NAMESPACES="${scoped_watch[0]},${scoped_watch[1]}"
 export ROOMCAST_E2E_OPERATOR_KUBECONFIG="$state/operator.kubeconfig"
 export ROOMCAST_E2E_OPERATOR_BIN="$operator_bin"
 export ROOMCAST_E2E_KUBECTL="$kubectl"

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -29,7 +29,9 @@ use tracing::{debug, info, warn};
 use crate::builders::{self, names, BuildOptions, MANAGEMENT_TOKEN_KEY, MANAGER};
 use crate::ca_sync;
 use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
+use crate::hub_stats::{self, StatsLimits};
 use crate::metrics::Metrics;
+use crate::scope::Scope;
 use crate::status::{self, Observed, Problem};
 use crate::validate::validate;
 use crate::{Error, Result};
@@ -54,6 +56,8 @@ pub struct Context {
     recorder: Recorder,
     /// The chart's ClusterRole bound to each hub's ServiceAccount (CSR create and get).
     pub csr_cluster_role: String,
+    /// Bounds of the connected-clients reads (crate::hub_stats).
+    pub stats_limits: StatsLimits,
     /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -76,6 +80,7 @@ impl Context {
             metrics,
             default_image,
             csr_cluster_role: DEFAULT_CSR_CLUSTER_ROLE.to_string(),
+            stats_limits: StatsLimits::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +88,12 @@ impl Context {
     /// Names the chart's ClusterRole for hub CSRs (`--hub-csr-cluster-role`).
     pub fn with_csr_cluster_role(mut self, name: String) -> Self {
         self.csr_cluster_role = name;
+        self
+    }
+
+    /// Bounds of the connected-clients reads (`--stats-*`).
+    pub fn with_stats_limits(mut self, limits: StatsLimits) -> Self {
+        self.stats_limits = limits;
         self
     }
 
@@ -319,7 +330,7 @@ where
 
 /// Deletes the per-hub CSR ClusterRoleBindings whose hub is gone (a cluster-scoped object
 /// cannot be garbage-collected through a namespaced owner).
-pub async fn sweep_csr_bindings(client: &Client, only_namespace: Option<&str>) -> Result<()> {
+pub async fn sweep_csr_bindings(client: &Client, scope: &Scope) -> Result<()> {
     let api: Api<ClusterRoleBinding> = Api::all(client.clone());
     let bindings = api
         .list(&ListParams::default().labels(&format!(
@@ -334,7 +345,7 @@ pub async fn sweep_csr_bindings(client: &Client, only_namespace: Option<&str>) -
         ) else {
             continue;
         };
-        if only_namespace.is_some_and(|only| only != ns) {
+        if !scope.contains(ns) {
             continue;
         }
         let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
@@ -407,10 +418,15 @@ async fn write_status(
     if hub.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    // connectedClients belongs to the stats loop's field manager; leave it out of this apply.
+    let applied = SocketIOHubStatus {
+        connected_clients: None,
+        ..status.clone()
+    };
     let patch = serde_json::json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "SocketIOHub",
-        "status": status,
+        "status": applied,
     });
     api.patch_status(
         &hub.name_any(),
@@ -514,19 +530,68 @@ async fn report_undecodable(
     Ok((Action::await_change(), false))
 }
 
-/// Runs the controller until `shutdown` resolves (then finishes running reconciles).
+/// Runs the controller until `shutdown` resolves (then finishes running reconciles): one
+/// watch over all namespaces, or one controller per watched namespace (each with its own
+/// namespaced watches, so the operator needs no cluster-wide list or watch rights then).
 pub async fn run(
     ctx: Arc<Context>,
-    watch_namespace: Option<String>,
+    scope: Scope,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let hubs: Api<DeserializeGuard<SocketIOHub>> = match &watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    info!(namespaces = ?scope.list(), all = scope.is_all(), concurrency, "starting controller");
+    let signer = crate::signer::run(client.clone(), scope.clone());
+    let sweeper = {
+        let client = client.clone();
+        let scope = scope.clone();
+        async move {
+            loop {
+                if let Err(e) = sweep_csr_bindings(&client, &scope).await {
+                    warn!(error = %e, "sweeping CSR bindings failed");
+                }
+                tokio::time::sleep(RESYNC).await;
+            }
+        }
     };
-    fn owned_api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(
+    let stats = hub_stats::run(
+        client.clone(),
+        scope.clone(),
+        ctx.stats_limits.clone(),
+        ctx.metrics.clone(),
+    );
+    let shutdown = shutdown.shared();
+    let controllers: Vec<_> = if scope.is_all() {
+        vec![hub_controller(ctx.clone(), None, concurrency, shutdown.clone()).boxed()]
+    } else {
+        scope
+            .list()
+            .iter()
+            .map(|ns| {
+                hub_controller(ctx.clone(), Some(ns.clone()), concurrency, shutdown.clone()).boxed()
+            })
+            .collect()
+    };
+    // The signer, the sweeper and the stats loop run as long as the controllers (so only on
+    // the leader).
+    tokio::select! {
+        _ = futures_util::future::join_all(controllers) => {}
+        () = signer => warn!("the CSR signer stopped"),
+        () = sweeper => {}
+        () = stats => {}
+    }
+    info!("controller stopped");
+}
+
+/// The SocketIOHub controller of one namespace (`None`: all).
+async fn hub_controller(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    fn api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(
         client: &Client,
         ns: &Option<String>,
     ) -> Api<K> {
@@ -535,49 +600,21 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
+    let hubs: Api<DeserializeGuard<SocketIOHub>> = api(&client, &namespace);
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    info!(namespace = ?watch_namespace, concurrency, "starting controller");
-    let signer = crate::signer::run(client.clone(), watch_namespace.clone());
-    let sweeper = {
-        let client = client.clone();
-        let ns = watch_namespace.clone();
-        async move {
-            loop {
-                if let Err(e) = sweep_csr_bindings(&client, ns.as_deref()).await {
-                    warn!(error = %e, "sweeping CSR bindings failed");
-                }
-                tokio::time::sleep(RESYNC).await;
-            }
-        }
-    };
-    let controller = Controller::new(hubs, watcher::Config::default())
+    Controller::new(hubs, watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, &namespace), owned.clone())
+        .owns(api::<ConfigMap>(&client, &namespace), owned.clone())
+        .owns(api::<Service>(&client, &namespace), owned.clone())
         .owns(
-            owned_api::<StatefulSet>(&client, &watch_namespace),
+            api::<PodDisruptionBudget>(&client, &namespace),
             owned.clone(),
         )
-        .owns(
-            owned_api::<ConfigMap>(&client, &watch_namespace),
-            owned.clone(),
-        )
-        .owns(
-            owned_api::<Service>(&client, &watch_namespace),
-            owned.clone(),
-        )
-        .owns(
-            owned_api::<PodDisruptionBudget>(&client, &watch_namespace),
-            owned.clone(),
-        )
-        .owns(
-            owned_api::<NetworkPolicy>(&client, &watch_namespace),
-            owned.clone(),
-        )
-        .owns(
-            owned_api::<ServiceAccount>(&client, &watch_namespace),
-            owned.clone(),
-        )
-        .owns(owned_api::<Role>(&client, &watch_namespace), owned.clone())
-        .owns(owned_api::<RoleBinding>(&client, &watch_namespace), owned)
+        .owns(api::<NetworkPolicy>(&client, &namespace), owned.clone())
+        .owns(api::<ServiceAccount>(&client, &namespace), owned.clone())
+        .owns(api::<Role>(&client, &namespace), owned.clone())
+        .owns(api::<RoleBinding>(&client, &namespace), owned)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -586,12 +623,6 @@ pub async fn run(
                 Ok((obj, _)) => debug!(hub = %obj.name, "reconcile done"),
                 Err(e) => debug!(error = %e, "controller event"),
             }
-        });
-    // The signer and the sweeper run as long as the controller (so only on the leader).
-    tokio::select! {
-        () = controller => {}
-        () = signer => warn!("the CSR signer stopped"),
-        () = sweeper => {}
-    }
-    info!("controller stopped");
+        })
+        .await;
 }

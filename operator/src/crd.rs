@@ -49,6 +49,7 @@ pub const VERSION: &str = "v1alpha1";
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Clients", type_ = "integer", json_path = ".status.connectedClients"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -79,7 +80,9 @@ pub struct SocketIOHubSpec {
     #[schemars(length(max = 16))]
     pub image_pull_secrets: Vec<String>,
 
-    /// Compute resources of the data-plane container.
+    /// Compute resources of the data-plane container; when unset, requests of
+    /// `cpu: 100m, memory: 128Mi` (the HorizontalPodAutoscaler and the scheduler need
+    /// requests) and no limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -237,7 +240,7 @@ impl PodManagementPolicy {
 }
 
 /// Pod placement, copied onto the pod template as is.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -246,10 +249,29 @@ pub struct Placement {
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Replaces the default spread when not empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Without `topologySpreadConstraints`: spread the pods across zones
+    /// (`topology.kubernetes.io/zone`) and nodes (`kubernetes.io/hostname`), preferred
+    /// (`ScheduleAnyway`, never blocks scheduling). `false` turns that default off.
+    #[serde(default = "default_true")]
+    pub default_topology_spread: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            default_topology_spread: true,
+            priority_class_name: None,
+        }
+    }
 }
 
 /// An Engine.IO transport.
@@ -710,6 +732,10 @@ pub struct SocketIOHubStatus {
     /// Hash of the rendered data-plane configuration now in the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Open client sessions over the hub's ready pods (at most `--stats-max-pods` of them),
+    /// read from their metrics port every `--stats-refresh-seconds`; unset when no pod answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_clients: Option<i64>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

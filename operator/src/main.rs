@@ -1,10 +1,12 @@
 //! `roomcast-operator`: runs the SocketIOHub controller, or prints/writes the CRD.
 //!
 //! ```text
-//! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] [--concurrency N]
+//! roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] [--concurrency N]
 //!                   [--default-image IMAGE] [--leader-elect=BOOL] [--lease-namespace NS]
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
-//!                   [--hub-csr-cluster-role NAME]
+//!                   [--hub-csr-cluster-role NAME] [--stats-timeout-ms MS]
+//!                   [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S]
+//!                   [--stats-port PORT]
 //! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
@@ -17,23 +19,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use roomcast_operator::controller::{self, Context};
 use roomcast_operator::http::{self, Health};
+use roomcast_operator::hub_stats::StatsLimits;
 use roomcast_operator::leader::{LeaderElector, LeaseConfig};
 use roomcast_operator::metrics::Metrics;
+use roomcast_operator::scope::Scope;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS] \
+const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] \
 [--concurrency N] [--default-image IMAGE] [--leader-elect=true|false] [--lease-namespace NS] \
-[--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME]\n       roomcast-operator crd [--write]";
+[--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME] \
+[--stats-timeout-ms MS] [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S] [--stats-port PORT]\n       roomcast-operator crd [--write]";
 
 #[derive(Debug)]
 struct RunArgs {
     metrics_addr: SocketAddr,
-    namespace: Option<String>,
+    namespace: Scope,
     concurrency: u16,
     default_image: String,
     leader_elect: bool,
@@ -42,13 +48,14 @@ struct RunArgs {
     identity: Option<String>,
     log_format: String,
     hub_csr_cluster_role: String,
+    stats: StatsLimits,
 }
 
 impl Default for RunArgs {
     fn default() -> Self {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            namespace: None,
+            namespace: Scope::all(),
             concurrency: 4,
             default_image: format!(
                 "ghcr.io/roomcast/roomcast-dataplane:{}",
@@ -60,6 +67,7 @@ impl Default for RunArgs {
             identity: std::env::var("POD_NAME").ok(),
             log_format: "text".to_string(),
             hub_csr_cluster_role: controller::DEFAULT_CSR_CLUSTER_ROLE.to_string(),
+            stats: StatsLimits::default(),
         }
     }
 }
@@ -83,7 +91,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         };
         match flag {
             "--metrics-addr" => r.metrics_addr = value()?.parse().context("--metrics-addr")?,
-            "--namespace" => r.namespace = Some(value()?).filter(|s| !s.is_empty()),
+            "--namespace" => r.namespace.extend(Scope::parse(&value()?)),
             "--concurrency" => r.concurrency = value()?.parse().context("--concurrency")?,
             "--default-image" => r.default_image = value()?,
             "--leader-elect" => {
@@ -97,6 +105,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--identity" => r.identity = Some(value()?),
             "--log-format" => r.log_format = value()?,
             "--hub-csr-cluster-role" => r.hub_csr_cluster_role = value()?,
+            "--stats-timeout-ms" => {
+                r.stats.timeout = Duration::from_millis(value()?.parse().context(flag.to_string())?)
+            }
+            "--stats-max-body-bytes" => {
+                r.stats.max_body_bytes = value()?.parse().context(flag.to_string())?
+            }
+            "--stats-port" => r.stats.port = value()?.parse().context(flag.to_string())?,
+            "--stats-max-pods" => r.stats.max_pods = value()?.parse().context(flag.to_string())?,
+            "--stats-refresh-seconds" => {
+                r.stats.refresh = Duration::from_secs(value()?.parse().context(flag.to_string())?)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -106,6 +125,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
     }
     if r.concurrency == 0 {
         bail!("--concurrency must be at least 1");
+    }
+    if r.stats.timeout.is_zero() || r.stats.refresh.is_zero() || r.stats.max_body_bytes == 0 {
+        bail!("--stats-timeout-ms, --stats-refresh-seconds and --stats-max-body-bytes must be at least 1");
     }
     Ok(r)
 }
@@ -193,7 +215,8 @@ async fn run(args: RunArgs) -> Result<()> {
             args.default_image.clone(),
             args.identity.clone(),
         )
-        .with_csr_cluster_role(args.hub_csr_cluster_role.clone()),
+        .with_csr_cluster_role(args.hub_csr_cluster_role.clone())
+        .with_stats_limits(args.stats.clone()),
     );
 
     if !args.leader_elect {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub duration: Histogram,
     pub status_writes: Counter,
     pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Hub pods whose connection count could not be read (timeout, size, refused, ...).
+    pub stats_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -61,8 +63,15 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease",
             leader.clone(),
         );
+        let stats_failures = Counter::default();
+        registry.register(
+            "hub_stats_failures",
+            "Failed reads of a hub pod's connection count (never fails a reconcile)",
+            stats_failures.clone(),
+        );
         Self {
             registry,
+            stats_failures,
             reconciles,
             errors,
             duration,

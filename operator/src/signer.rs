@@ -18,6 +18,7 @@ use crate::builders::names;
 use crate::crd::SocketIOHub;
 use crate::csr_check::{self, Denial};
 use crate::peer_ca::{self, CaMaterial, SIGNER_NAME};
+use crate::scope::Scope;
 use crate::{Error, Result};
 
 /// Attempts at one CSR event before waiting for the next.
@@ -28,9 +29,9 @@ const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 /// `spec.extra` key with the uid of the pod a bound token belongs to.
 pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
 
-/// Watches the signer's CSRs until the stream ends (never, in practice); `namespace` limits
-/// it to hubs of one namespace when the operator watches only that one.
-pub async fn run(client: Client, namespace: Option<String>) {
+/// Watches the signer's CSRs until the stream ends (never, in practice); `scope` limits it
+/// to hubs of the namespaces the operator watches.
+pub async fn run(client: Client, scope: Scope) {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("spec.signerName={SIGNER_NAME}"));
     info!(signer = SIGNER_NAME, "starting the CSR signer");
@@ -40,7 +41,7 @@ pub async fn run(client: Client, namespace: Option<String>) {
         .for_each(|res| {
             let client = client.clone();
             let api = api.clone();
-            let namespace = namespace.clone();
+            let scope = scope.clone();
             async move {
                 match res {
                     Ok(csr) => {
@@ -64,7 +65,7 @@ pub async fn run(client: Client, namespace: Option<String>) {
                                     }
                                 },
                             };
-                            match handle(&client, &api, csr, namespace.as_deref()).await {
+                            match handle(&client, &api, csr, &scope).await {
                                 Ok(()) => break,
                                 // A watch event older than our own approval: read it again.
                                 Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
@@ -109,7 +110,7 @@ async fn handle(
     client: &Client,
     api: &Api<CertificateSigningRequest>,
     csr: CertificateSigningRequest,
-    only_namespace: Option<&str>,
+    scope: &Scope,
 ) -> Result<()> {
     if csr.spec.signer_name != SIGNER_NAME
         || has_condition(&csr, "Denied")
@@ -123,8 +124,8 @@ async fn handle(
         return Ok(());
     }
     let name = csr.name_any();
-    if let (Some(only), Ok(r)) = (only_namespace, csr_check::requester(&csr)) {
-        if r.namespace != only {
+    if let Ok(r) = csr_check::requester(&csr) {
+        if !scope.contains(&r.namespace) {
             return Ok(()); // another operator's namespace
         }
     }

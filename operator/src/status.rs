@@ -141,6 +141,8 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         endpoint: Some(endpoint(hub)),
         management_endpoint: Some(management_endpoint(hub)),
         config_hash: observed.config_hash.clone().or(previous.config_hash),
+        // Written by the stats loop (crate::hub_stats), kept as is here.
+        connected_clients: previous.connected_clients,
         conditions,
     }
 }

@@ -265,3 +265,52 @@ fn network_policy_defaults_and_an_empty_list_closes_its_port() {
     let d = build(&closed, &opts()).unwrap();
     assert_eq!(policy_rules(&d), [(3000, None), (7000, Some(own))]);
 }
+
+#[test]
+fn default_requests_and_spread_are_replaced_or_turned_off() {
+    let pod = |hub: &SocketIOHub| {
+        build(hub, &opts())
+            .unwrap()
+            .statefulset
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    };
+    let minimal = load("minimal");
+    let p = pod(&minimal);
+    let req = p.containers[0].resources.clone().unwrap().requests.unwrap();
+    assert_eq!(
+        (req["cpu"].0.as_str(), req["memory"].0.as_str()),
+        ("100m", "128Mi")
+    );
+    let keys: Vec<String> = p
+        .topology_spread_constraints
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("{}/{}", c.topology_key, c.when_unsatisfiable))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "topology.kubernetes.io/zone/ScheduleAnyway",
+            "kubernetes.io/hostname/ScheduleAnyway"
+        ]
+    );
+
+    let mut off = minimal.clone();
+    off.spec.placement =
+        Some(serde_json::from_value(serde_json::json!({"defaultTopologySpread": false})).unwrap());
+    off.spec.resources =
+        Some(serde_json::from_value(serde_json::json!({"limits": {"memory": "1Gi"}})).unwrap());
+    let p = pod(&off);
+    assert!(p.topology_spread_constraints.is_none());
+    let res = p.containers[0].resources.clone().unwrap();
+    assert!(res.requests.is_none(), "own resources replace the defaults");
+    assert_eq!(res.limits.unwrap()["memory"].0, "1Gi");
+
+    // Own constraints replace the default ones ("full" sets one on zones only).
+    let full = pod(&load("full"));
+    assert_eq!(full.topology_spread_constraints.unwrap().len(), 1);
+}

@@ -7,6 +7,11 @@
 //!   ROOMCAST_E2E_OPERATOR_BIN         the roomcast-operator binary
 //!   ROOMCAST_E2E_KUBECTL              kubectl
 //!   ROOMCAST_E2E_RELEASE_NAMESPACE    namespace of the helm release (leases live there)
+//!   ROOMCAST_E2E_SCOPED_KUBECONFIG    kubeconfig of a second release's ServiceAccount, installed
+//!                                     with watchNamespace = ROOMCAST_E2E_SCOPED_NAMESPACES
+//!   ROOMCAST_E2E_SCOPED_RELEASE       that release's name and namespace (`name/namespace`)
+//! Every namespace the tests create enforces the `restricted` Pod Security Standard, so the
+//! StatefulSet controller can create the hubs' pods only if their template complies.
 //! The tests are `#[ignore]`d so a plain `cargo test` skips them.
 
 use std::future::Future;
@@ -78,13 +83,33 @@ struct Operator {
 
 impl Operator {
     fn start(identity: &str, lease: &str, namespace: Option<&str>) -> Self {
+        Self::start_as(
+            &env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"),
+            &env("ROOMCAST_E2E_RELEASE_NAMESPACE"),
+            &[],
+            identity,
+            lease,
+            namespace,
+        )
+    }
+
+    /// Runs with `kubeconfig`'s credentials, its lease in `lease_ns`, and `extra` arguments.
+    fn start_as(
+        kubeconfig: &str,
+        lease_ns: &str,
+        extra: &[&str],
+        identity: &str,
+        lease: &str,
+        namespace: Option<&str>,
+    ) -> Self {
         let metrics = free_port();
         let mut cmd = Command::new(env("ROOMCAST_E2E_OPERATOR_BIN"));
         cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics}")])
-            .args(["--lease-namespace", &env("ROOMCAST_E2E_RELEASE_NAMESPACE")])
+            .args(["--lease-namespace", lease_ns])
             .args(["--lease-name", lease, "--identity", identity])
             .args(["--default-image", "roomcast/roomcast-dataplane:e2e"])
-            .env("KUBECONFIG", env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,roomcast_operator=debug,kube=warn")
             .stdin(Stdio::null());
         if let Some(ns) = namespace {
@@ -144,12 +169,25 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
         .then(|| body.to_string())
 }
 
+/// Creates namespace `name` enforcing the `restricted` Pod Security Standard: the API
+/// server's PodSecurity admission then refuses any hub pod that does not comply.
 async fn namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let labels = json!({"pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest"});
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
     match api.create(&PostParams::default(), &ns).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await
+            .expect("labelling the namespace");
+        }
         Err(e) => panic!("creating namespace {name}: {e}"),
     }
 }
@@ -644,7 +682,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "REPLICAS", "READY", "STATUS", "ENDPOINT", "AGE"],
+        ["NAME", "REPLICAS", "READY", "CLIENTS", "STATUS", "ENDPOINT", "AGE"],
         "{table}"
     );
     assert!(
@@ -1410,4 +1448,204 @@ async fn peer_ca_trust_bundle_csr_signer_and_ca_rotation() {
         },
     )
     .await;
+}
+
+async fn pdb_disruptions_allowed(client: &Client, ns: &str, name: &str) -> Option<i32> {
+    let pdb: PodDisruptionBudget = get(client, ns, name).await?;
+    pdb.status?.disruptions_allowed
+}
+
+async fn evict(pods: &Api<Pod>, name: &str) -> Result<(), u16> {
+    match pods.evict(name, &kube::api::EvictParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) => Err(e.code),
+        Err(e) => panic!("evicting {name}: {e}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn pdb_is_honoured_by_the_eviction_api() {
+    let client = admin().await;
+    let ns = "e2e-evict";
+    namespace(&client, ns).await;
+    let _op = Operator::start("evict-op", "evict-lease", Some(ns));
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "ev"}, "spec": {"replicas": 2}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // The disruption controller (kube-controller-manager) allows one disruption once both
+    // pods (created through restricted admission, marked ready here) are healthy.
+    eventually("PDB allows one disruption", || async {
+        mark_pods_ready(&client, ns, "ev").await;
+        (pdb_disruptions_allowed(&client, ns, "ev").await? == 1).then_some(())
+    })
+    .await;
+    // Without kube's retries, which would wait out the 429's Retry-After again and again.
+    let kc = Kubeconfig::read_from(env("ROOMCAST_E2E_KUBECONFIG")).expect("admin kubeconfig");
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("admin config");
+    cfg.default_retry = false;
+    let pods: Api<Pod> = Api::namespaced(Client::try_from(cfg).expect("client"), ns);
+    assert_eq!(evict(&pods, "ev-0").await, Ok(()), "the first eviction");
+    // The API server counts the eviction in the PDB at once: a second one is refused while
+    // ev-0 is not back and ready.
+    assert_eq!(evict(&pods, "ev-1").await, Err(429), "a second eviction");
+    // Once the replacement is ready again, the budget allows an eviction again.
+    eventually(
+        "eviction allowed after the replacement is ready",
+        || async {
+            mark_pods_ready(&client, ns, "ev").await;
+            (pdb_disruptions_allowed(&client, ns, "ev").await? == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        evict(&pods, "ev-1").await,
+        Ok(()),
+        "eviction after recovery"
+    );
+    hubs.delete("ev", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn scoped_install_reconciles_only_the_watched_namespaces() {
+    let client = admin().await;
+    let watched = env("ROOMCAST_E2E_SCOPED_NAMESPACES");
+    let (release, release_ns) = env("ROOMCAST_E2E_SCOPED_RELEASE")
+        .split_once('/')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("name/namespace");
+    let csr_role = format!("{release}-hub-csr");
+    let watched_ns: Vec<&str> = watched.split(',').collect();
+    let elsewhere = "e2e-unwatched";
+    for ns in watched_ns.iter().chain([&elsewhere]) {
+        namespace(&client, ns).await;
+    }
+    // The chart's RBAC for this release (Roles in the watched namespaces only) is all it has.
+    let _op = Operator::start_as(
+        &env("ROOMCAST_E2E_SCOPED_KUBECONFIG"),
+        &release_ns,
+        &["--hub-csr-cluster-role", &csr_role],
+        "scoped-op",
+        "scoped-lease",
+        Some(&watched),
+    );
+    let hub = || {
+        hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "scoped"}, "spec": {"replicas": 1}}),
+        )
+    };
+    for ns in watched_ns.iter().chain([&elsewhere]) {
+        Api::<SocketIOHub>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &hub())
+            .await
+            .unwrap();
+    }
+    for ns in &watched_ns {
+        let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+        eventually(&format!("hub in watched {ns} Ready"), || async {
+            mark_pods_ready(&client, ns, "scoped").await;
+            let h = hubs.get("scoped").await.ok()?;
+            (condition(&h, "Ready")?.0 == "True").then_some(())
+        })
+        .await;
+        let binding = builders::names::csr_binding(ns, "scoped");
+        let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+        let crb = crbs.get(&binding).await.expect("the hub's CSR binding");
+        assert_eq!(crb.role_ref.name, csr_role);
+    }
+    // The watched hubs are done; the other one has had the same time and is untouched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let other: SocketIOHub = get(&client, elsewhere, "scoped").await.unwrap();
+    assert!(other.status.is_none(), "hub outside the scope got a status");
+    assert!(
+        get::<StatefulSet>(&client, elsewhere, "scoped")
+            .await
+            .is_none(),
+        "hub outside the scope got a StatefulSet"
+    );
+    for ns in watched_ns.iter().chain([&elsewhere]) {
+        Api::<SocketIOHub>::namespaced(client.clone(), ns)
+            .delete("scoped", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// Serves `/metrics` with `roomcast_connections <n>` on 127.0.0.1 until the task is aborted.
+async fn fake_hub_metrics(n: u64) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = format!("# TYPE roomcast_connections gauge\nroomcast_connections {n}\nroomcast_connections_limit 100\n");
+                let _ = s
+                    .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes())
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn connected_clients_column_from_the_pods_metrics() {
+    let client = admin().await;
+    let ns = "e2e-clients";
+    namespace(&client, ns).await;
+    // The tier's pods are API objects whose IP the test sets to 127.0.0.1 (no kubelet): a
+    // loopback server stands in for their metrics port, reached through --stats-port.
+    let (port, server) = fake_hub_metrics(7).await;
+    let port_arg = port.to_string();
+    let _op = Operator::start_as(
+        &env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"),
+        &env("ROOMCAST_E2E_RELEASE_NAMESPACE"),
+        &["--stats-port", &port_arg, "--stats-refresh-seconds", "1"],
+        "clients-op",
+        "clients-lease",
+        Some(ns),
+    );
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "cc"}, "spec": {"replicas": 2}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("connectedClients = 2 ready pods x 7", || async {
+        mark_pods_ready(&client, ns, "cc").await;
+        let h = hubs.get("cc").await.ok()?;
+        (h.status?.connected_clients == Some(14)).then_some(())
+    })
+    .await;
+    let out = kubectl(&["-n", ns, "get", "sio", "cc", "--no-headers"]);
+    let row = String::from_utf8_lossy(&out.stdout).to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1..4), Some(&["2", "2", "14"][..]), "{row}");
+    // No pod answers any more: the count is dropped, not kept stale.
+    server.abort();
+    eventually("connectedClients unset when no pod answers", || async {
+        let h = hubs.get("cc").await.ok()?;
+        h.status?.connected_clients.is_none().then_some(())
+    })
+    .await;
+    hubs.delete("cc", &DeleteParams::default()).await.unwrap();
 }

@@ -1,13 +1,16 @@
 //! The StatefulSet running the hub's data-plane pods.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile,
-    SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -18,7 +21,7 @@ use super::{
     labels, names, object_meta, selector_labels, CONFIG_FILE, CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT_PATH, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE,
 };
-use crate::crd::SocketIOHub;
+use crate::crd::{Placement, SocketIOHub};
 use crate::Result;
 
 /// Port the data plane serves clients on inside the pod.
@@ -31,6 +34,59 @@ pub const METRICS_PORT: i32 = 9090;
 pub const PEER_PORT: i32 = 7000;
 /// Name of the data-plane container.
 pub const CONTAINER_NAME: &str = "hub";
+
+/// CPU request of the hub container when `spec.resources` is unset.
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+/// Memory request of the hub container when `spec.resources` is unset.
+pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+/// Node labels the default spread balances the pods over, widest first.
+pub const DEFAULT_SPREAD_KEYS: [&str; 2] =
+    ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
+
+/// Requests without limits: enough for the scheduler and an HPA on CPU to work, no
+/// throttling or OOM kill imposed on a hub whose load nobody has measured yet.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
+            (
+                "memory".to_string(),
+                Quantity(DEFAULT_MEMORY_REQUEST.to_string()),
+            ),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The hub's own constraints, else (unless turned off) a preferred spread over zones and
+/// nodes: losing one node or zone then takes as few of the hub's pods as the cluster allows,
+/// and `ScheduleAnyway` never leaves a pod Pending for it.
+fn topology_spread(
+    hub: &SocketIOHub,
+    placement: &Placement,
+) -> Option<Vec<TopologySpreadConstraint>> {
+    if !placement.topology_spread_constraints.is_empty() {
+        return Some(placement.topology_spread_constraints.clone());
+    }
+    if !placement.default_topology_spread {
+        return None;
+    }
+    Some(
+        DEFAULT_SPREAD_KEYS
+            .iter()
+            .map(|key| TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: (*key).to_string(),
+                when_unsatisfiable: "ScheduleAnyway".to_string(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(hub)),
+                    ..LabelSelector::default()
+                }),
+                ..TopologySpreadConstraint::default()
+            })
+            .collect(),
+    )
+}
 
 /// The hub's StatefulSet. `config_hash` goes into the pod template so that a configuration
 /// change rolls the pods.
@@ -108,7 +164,7 @@ pub fn statefulset(
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        resources: spec.resources.clone(),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".to_string(),
@@ -140,6 +196,7 @@ pub fn statefulset(
         ..Container::default()
     };
 
+    let spread = topology_spread(hub, &placement);
     let pod_spec = PodSpec {
         service_account_name: Some(names::same(&name)),
         enable_service_links: Some(false),
@@ -153,8 +210,7 @@ pub fn statefulset(
         node_selector: (!placement.node_selector.is_empty()).then_some(placement.node_selector),
         tolerations: (!placement.tolerations.is_empty()).then_some(placement.tolerations),
         affinity: placement.affinity,
-        topology_spread_constraints: (!placement.topology_spread_constraints.is_empty())
-            .then_some(placement.topology_spread_constraints),
+        topology_spread_constraints: spread,
         priority_class_name: placement.priority_class_name,
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),

@@ -1,0 +1,391 @@
+//! Connected clients per hub, for `kubectl get socketiohubs`: read from the `roomcast_connections`
+//! gauge on each ready hub pod's metrics port, bounded (timeout, body size, pods per hub) and
+//! refreshed at most once per interval by one loop, separate from the reconciler so that a slow
+//! or unreachable pod never delays or fails a reconcile.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::{Client, ResourceExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::builders::{APP_NAME, MANAGER, METRICS_PORT};
+use crate::crd::{SocketIOHub, GROUP, VERSION};
+use crate::metrics::Metrics;
+use crate::scope::Scope;
+
+/// The data plane's gauge of open sessions (dataplane/src/metrics/exported.txt).
+pub const CONNECTIONS_GAUGE: &str = "roomcast_connections";
+
+/// Bounds of the stats reads (`--stats-*` flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsLimits {
+    /// Connect plus response, per pod.
+    pub timeout: Duration,
+    /// Bytes of a `/metrics` response read at most; a longer one counts as a failure.
+    pub max_body_bytes: usize,
+    /// Ready pods read per hub (the first by name); `connectedClients` then counts only them.
+    pub max_pods: usize,
+    /// Time between two rounds over all hubs (the cache lifetime of the count).
+    pub refresh: Duration,
+    /// The hubs' metrics port (the pod template's `metrics` port).
+    pub port: u16,
+}
+
+impl Default for StatsLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            max_body_bytes: 1 << 20,
+            max_pods: 32,
+            refresh: Duration::from_secs(30),
+            port: METRICS_PORT_U16,
+        }
+    }
+}
+
+const METRICS_PORT_U16: u16 = METRICS_PORT as u16;
+
+/// Why reading one pod failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScrapeError {
+    #[error("timed out")]
+    Timeout,
+    #[error("i/o: {0}")]
+    Io(String),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("HTTP status line {0:?}")]
+    Status(String),
+    #[error("no {CONNECTIONS_GAUGE} sample")]
+    NoSample,
+}
+
+/// Sum of the `roomcast_connections` samples of a Prometheus text exposition (any labels);
+/// `None` when there is none. Other metrics sharing the prefix (`roomcast_connections_limit`)
+/// do not count.
+pub fn parse_connections(body: &str) -> Option<u64> {
+    let mut total: Option<u64> = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(CONNECTIONS_GAUGE) else {
+            continue;
+        };
+        let value = if let Some(labelled) = rest.strip_prefix('{') {
+            labelled.rsplit_once('}').map(|(_, v)| v)
+        } else if rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            None // another metric with the same prefix
+        };
+        let Some(v) = value
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+        else {
+            continue;
+        };
+        // A gauge of sessions is an integer; the cast saturates.
+        total = Some(total.unwrap_or(0).saturating_add(v as u64));
+    }
+    total
+}
+
+/// The pods to read: ready ones with an IP, the first `max` by name (so that the same pods
+/// are read each round).
+pub fn pods_to_read(pods: &[Pod], max: usize) -> Vec<(String, IpAddr)> {
+    let mut out: Vec<(String, IpAddr)> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some((p.name_any(), ip))
+        })
+        .collect();
+    out.sort();
+    out.truncate(max);
+    out
+}
+
+/// `GET /metrics` on `ip:port` (HTTP/1.0, so the body ends with the connection), at most
+/// `limits.max_body_bytes` read, all within `limits.timeout`.
+pub async fn scrape(ip: IpAddr, port: u16, limits: &StatsLimits) -> Result<u64, ScrapeError> {
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port))
+            .await
+            .map_err(|e| ScrapeError::Io(e.to_string()))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
+            .await
+            .map_err(|e| ScrapeError::Io(e.to_string()))?;
+        let mut buf = Vec::new();
+        // One byte over the cap tells a response of exactly the cap from a longer one.
+        let cap = limits.max_body_bytes.saturating_add(1);
+        s.take(cap as u64)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| ScrapeError::Io(e.to_string()))?;
+        if buf.len() >= cap {
+            return Err(ScrapeError::TooLarge(limits.max_body_bytes));
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.lines().next().unwrap_or_default();
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(ScrapeError::Status(status.chars().take(80).collect()));
+        }
+        parse_connections(body).ok_or(ScrapeError::NoSample)
+    };
+    tokio::time::timeout(limits.timeout, read)
+        .await
+        .map_err(|_| ScrapeError::Timeout)?
+}
+
+/// Connected clients of one hub: the sum over the pods read; `None` when no pod answered
+/// (or none is ready). Failures are counted in `metrics`, never returned.
+pub async fn hub_connections(
+    pods: &[Pod],
+    port: u16,
+    limits: &StatsLimits,
+    metrics: &Metrics,
+) -> Option<u64> {
+    let targets = pods_to_read(pods, limits.max_pods);
+    let results = join_all(targets.iter().map(|(_, ip)| scrape(*ip, port, limits))).await;
+    let mut total = None;
+    for ((pod, _), r) in targets.iter().zip(results) {
+        match r {
+            Ok(n) => total = Some(total.unwrap_or(0u64).saturating_add(n)),
+            Err(e) => {
+                metrics.stats_failures.inc();
+                debug!(pod = %pod, error = %e, "reading the connection count failed");
+            }
+        }
+    }
+    total
+}
+
+/// Every `limits.refresh`: for each hub in `scope`, read its pods and write
+/// `status.connectedClients` when it changed (a merge patch of that one field).
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    limits: StatsLimits,
+    metrics: std::sync::Arc<Metrics>,
+) {
+    let apis: Vec<Api<SocketIOHub>> = if scope.is_all() {
+        vec![Api::all(client.clone())]
+    } else {
+        scope
+            .list()
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut tick = tokio::time::interval(limits.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for api in &apis {
+            // Metadata only: an undecodable hub does not stop the round.
+            let hubs = match api.list_metadata(&ListParams::default()).await {
+                Ok(l) => l.items,
+                Err(e) => {
+                    warn!(error = %e, "listing hubs for their connection counts failed");
+                    continue;
+                }
+            };
+            for hub in hubs {
+                round_one(&client, &hub, &limits, &metrics).await;
+            }
+        }
+    }
+}
+
+async fn round_one(
+    client: &Client,
+    hub: &PartialObjectMeta<SocketIOHub>,
+    limits: &StatsLimits,
+    metrics: &Metrics,
+) {
+    let (Some(ns), name) = (hub.namespace(), hub.name_any()) else {
+        return;
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = format!("app.kubernetes.io/name={APP_NAME},app.kubernetes.io/instance={name}");
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            metrics.stats_failures.inc();
+            warn!(hub = %name, namespace = %ns, error = %e, "listing hub pods failed");
+            return;
+        }
+    };
+    let count = hub_connections(&list, limits.port, limits, metrics).await;
+    let patch = serde_json::json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "SocketIOHub",
+        "status": {"connectedClients": count},
+    });
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), &ns);
+    // Its own field manager: the reconciler's status apply never owns this field.
+    let pp = PatchParams::apply(&format!("{MANAGER}-stats")).force();
+    if let Err(e) = hubs.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
+        metrics.stats_failures.inc();
+        warn!(hub = %name, namespace = %ns, error = %e, "writing connectedClients failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn parse_sums_samples_and_skips_the_limit_gauge() {
+        let body = "# HELP roomcast_connections Open sessions.\n\
+                    # TYPE roomcast_connections gauge\n\
+                    roomcast_connections 7\n\
+                    roomcast_connections_limit 10000\n\
+                    roomcast_connections{shard=\"b\"} 3 1700000000000\n";
+        assert_eq!(parse_connections(body), Some(10));
+    }
+
+    #[test]
+    fn parse_without_a_sample_or_with_garbage_is_none() {
+        assert_eq!(parse_connections(""), None);
+        assert_eq!(parse_connections("roomcast_connections_limit 5\n"), None);
+        assert_eq!(parse_connections("roomcast_connections NaN\n"), None);
+        assert_eq!(parse_connections("roomcast_connections -1\n"), None);
+        assert_eq!(parse_connections("roomcast_connections{a=\"}\" 4\n"), None);
+        assert_eq!(parse_connections("roomcast_connections 1e3\n"), Some(1000));
+    }
+
+    fn pod(name: &str, ip: Option<&str>, ready: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"podIP": ip, "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_to_read_are_ready_with_an_ip_and_bounded() {
+        let pods = vec![
+            pod("h-2", Some("10.0.0.2"), true),
+            pod("h-0", Some("10.0.0.0"), true),
+            pod("h-1", None, true),
+            pod("h-3", Some("10.0.0.3"), false),
+            pod("h-4", Some("10.0.0.4"), true),
+        ];
+        let names: Vec<String> = pods_to_read(&pods, 2).into_iter().map(|p| p.0).collect();
+        assert_eq!(names, ["h-0", "h-2"]);
+        assert_eq!(pods_to_read(&pods, 10).len(), 3);
+    }
+
+    /// A one-shot HTTP server on loopback answering `response`, after `delay`.
+    async fn serve(response: Vec<u8>, delay: Duration) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = s.write_all(&response).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn ok(body: &str) -> Vec<u8> {
+        format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}").into_bytes()
+    }
+
+    fn limits() -> StatsLimits {
+        StatsLimits {
+            timeout: Duration::from_millis(300),
+            max_body_bytes: 4096,
+            max_pods: 2,
+            refresh: Duration::from_secs(30),
+            port: 0,
+        }
+    }
+
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn scrape_reads_the_gauge() {
+        let port = serve(ok("roomcast_connections 42\n"), Duration::ZERO).await;
+        assert_eq!(scrape(LOOPBACK, port, &limits()).await, Ok(42));
+    }
+
+    #[tokio::test]
+    async fn scrape_is_bounded_in_time_and_size() {
+        let slow = serve(ok("roomcast_connections 1\n"), Duration::from_secs(5)).await;
+        let start = std::time::Instant::now();
+        assert_eq!(
+            scrape(LOOPBACK, slow, &limits()).await,
+            Err(ScrapeError::Timeout)
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
+
+        let big = format!("roomcast_connections 1\n{}", "# padding\n".repeat(1000));
+        let port = serve(ok(&big), Duration::ZERO).await;
+        assert_eq!(
+            scrape(LOOPBACK, port, &limits()).await,
+            Err(ScrapeError::TooLarge(4096))
+        );
+
+        let port = serve(b"HTTP/1.0 500 Oops\r\n\r\n".to_vec(), Duration::ZERO).await;
+        assert!(matches!(
+            scrape(LOOPBACK, port, &limits()).await,
+            Err(ScrapeError::Status(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn hub_count_sums_answering_pods_and_counts_failures() {
+        let good = serve(ok("roomcast_connections 5\n"), Duration::ZERO).await;
+        let pods = vec![
+            pod("h-0", Some("127.0.0.1"), true),
+            pod("h-1", Some("127.0.0.1"), true),
+        ];
+        let metrics = Metrics::default();
+        // Both pods share the loopback address here, so both read the same server.
+        assert_eq!(
+            hub_connections(&pods, good, &limits(), &metrics).await,
+            Some(10)
+        );
+        assert_eq!(metrics.stats_failures.get(), 0);
+
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        assert_eq!(
+            hub_connections(&pods, closed, &limits(), &metrics).await,
+            None
+        );
+        assert_eq!(metrics.stats_failures.get(), 2);
+        // No ready pod: nothing read, nothing failed.
+        let none = vec![pod("h-0", Some("127.0.0.1"), false)];
+        assert_eq!(
+            hub_connections(&none, good, &limits(), &metrics).await,
+            None
+        );
+        assert_eq!(metrics.stats_failures.get(), 2);
+    }
+}
