@@ -3,6 +3,7 @@
 //! refreshed at most once per interval by one loop, separate from the reconciler so that a slow
 //! or unreachable pod never delays or fails a reconcile.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -192,8 +193,13 @@ pub async fn run(
     };
     let mut tick = tokio::time::interval(limits.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What this loop last wrote, per hub uid: an unchanged count is not written again (a
+    // recreated hub has a new uid, so it is written). Hubs not listed this round are
+    // forgotten (at worst written once more).
+    let mut written: HashMap<String, Option<u64>> = HashMap::new();
     loop {
         tick.tick().await;
+        let mut seen = HashMap::new();
         for api in &apis {
             // Metadata only: an undecodable hub does not stop the round.
             let hubs = match api.list_metadata(&ListParams::default()).await {
@@ -204,20 +210,30 @@ pub async fn run(
                 }
             };
             for hub in hubs {
-                round_one(&client, &hub, &limits, &metrics).await;
+                let Some(uid) = hub.uid() else { continue };
+                let last = written.remove(&uid);
+                if let Some(count) = round_one(&client, &hub, last, &limits, &metrics).await {
+                    seen.insert(uid, count);
+                } else if let Some(last) = last {
+                    seen.insert(uid, last);
+                }
             }
         }
+        written = seen;
     }
 }
 
+/// Reads one hub's count and writes it unless it is `last` (what this loop last wrote).
+/// Returns the count now in the status, or `None` when nothing was read or written.
 async fn round_one(
     client: &Client,
     hub: &PartialObjectMeta<SocketIOHub>,
+    last: Option<Option<u64>>,
     limits: &StatsLimits,
     metrics: &Metrics,
-) {
+) -> Option<Option<u64>> {
     let (Some(ns), name) = (hub.namespace(), hub.name_any()) else {
-        return;
+        return None;
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let selector = format!("app.kubernetes.io/name={APP_NAME},app.kubernetes.io/instance={name}");
@@ -226,10 +242,13 @@ async fn round_one(
         Err(e) => {
             metrics.stats_failures.inc();
             warn!(hub = %name, namespace = %ns, error = %e, "listing hub pods failed");
-            return;
+            return None;
         }
     };
     let count = hub_connections(&list, limits.port, limits, metrics).await;
+    if last == Some(count) {
+        return Some(count);
+    }
     let patch = serde_json::json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "SocketIOHub",
@@ -238,9 +257,13 @@ async fn round_one(
     let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), &ns);
     // Its own field manager: the reconciler's status apply never owns this field.
     let pp = PatchParams::apply(&format!("{MANAGER}-stats")).force();
-    if let Err(e) = hubs.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
-        metrics.stats_failures.inc();
-        warn!(hub = %name, namespace = %ns, error = %e, "writing connectedClients failed");
+    match hubs.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
+        Ok(_) => Some(count),
+        Err(e) => {
+            metrics.stats_failures.inc();
+            warn!(hub = %name, namespace = %ns, error = %e, "writing connectedClients failed");
+            None
+        }
     }
 }
 

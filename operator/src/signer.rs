@@ -132,26 +132,17 @@ async fn handle(
     let checked = match verdict(client, &csr).await? {
         Ok(checked) => checked,
         Err(denial) => {
-            if has_condition(&csr, "Approved") {
-                // Approved by someone else but against the policy: refuse to sign.
+            // Approved by someone else but against the policy: refuse to sign (Failed, on
+            // the status); otherwise deny it (on the approval subresource).
+            let (kind, subresource) = if has_condition(&csr, "Approved") {
                 info!(csr = %name, reason = %denial, "approved CSR fails the signer's checks; marking it Failed");
-                set_condition(
-                    api,
-                    csr,
-                    condition("Failed", "RoomcastPolicy", denial.to_string()),
-                    "status",
-                )
-                .await?;
+                ("Failed", "status")
             } else {
                 info!(csr = %name, reason = %denial, "denying CSR");
-                set_condition(
-                    api,
-                    csr,
-                    condition("Denied", "RoomcastPolicy", denial.to_string()),
-                    "approval",
-                )
-                .await?;
-            }
+                ("Denied", "approval")
+            };
+            let c = condition(kind, "RoomcastPolicy", denial.to_string());
+            set_condition(api, csr, c, subresource).await?;
             return Ok(());
         }
     };

@@ -1,15 +1,53 @@
 //! Open sessions per client IP address (`limits.maxConnectionsPerIp`). Pure data: the
 //! session table admits and releases sessions here under its own lock.
+//!
+//! [`IpCounts`], the count per address, is shared with the peer port's connection budgets
+//! (`cluster::mesh::connlimit`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// How many of something each address holds; an address with none is not kept. An IPv4
+/// client on a dual-stack listener (`::ffff:1.2.3.4`) counts as its IPv4 address.
+#[derive(Debug, Default)]
+pub(crate) struct IpCounts(HashMap<IpAddr, usize>);
+
+impl IpCounts {
+    /// What `ip` holds.
+    pub(crate) fn get(&self, ip: IpAddr) -> usize {
+        self.0.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+
+    /// Counts one more for `ip`.
+    pub(crate) fn add(&mut self, ip: IpAddr) {
+        let count = self.0.entry(ip.to_canonical()).or_insert(0);
+        *count = count.saturating_add(1);
+    }
+
+    /// Counts one less for `ip` (nothing if it held none).
+    pub(crate) fn remove(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if let Some(count) = self.0.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.0.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses holding at least one.
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Who holds how many sessions. Empty (and unused) when the limit is off.
 #[derive(Debug, Default)]
 pub(super) struct PerIp {
-    /// Open sessions per address; an address with none is not kept.
-    counts: HashMap<IpAddr, usize>,
+    /// Open sessions per address.
+    counts: IpCounts,
     /// The address of each counted session.
     owners: HashMap<Arc<str>, IpAddr>,
 }
@@ -17,40 +55,27 @@ pub(super) struct PerIp {
 impl PerIp {
     /// Whether `ip` may open one more session under `limit` (0: no limit).
     pub fn admits(&self, ip: IpAddr, limit: usize) -> bool {
-        limit == 0 || self.counts.get(&canonical(ip)).copied().unwrap_or(0) < limit
+        limit == 0 || self.counts.get(ip) < limit
     }
 
     /// Counts session `sid` for `ip`.
     pub fn add(&mut self, sid: Arc<str>, ip: IpAddr) {
-        let ip = canonical(ip);
         if self.owners.insert(sid, ip).is_none() {
-            let count = self.counts.entry(ip).or_insert(0);
-            *count = count.saturating_add(1);
+            self.counts.add(ip);
         }
     }
 
     /// Stops counting session `sid` (if it was counted).
     pub fn remove(&mut self, sid: &str) {
-        let Some(ip) = self.owners.remove(sid) else {
-            return;
-        };
-        if let Some(count) = self.counts.get_mut(&ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.counts.remove(&ip);
-            }
+        if let Some(ip) = self.owners.remove(sid) {
+            self.counts.remove(ip);
         }
     }
 
     #[cfg(test)]
     fn count(&self, ip: IpAddr) -> usize {
-        self.counts.get(&canonical(ip)).copied().unwrap_or(0)
+        self.counts.get(ip)
     }
-}
-
-/// An IPv4 client on a dual-stack listener (`::ffff:1.2.3.4`) counts as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 #[cfg(test)]
@@ -78,6 +103,6 @@ mod tests {
         assert_eq!(t.count(a), 1);
         assert!(t.admits(a, 2));
         t.remove("s2");
-        assert!(t.counts.is_empty() && t.owners.is_empty());
+        assert!(t.counts.addresses() == 0 && t.owners.is_empty());
     }
 }

@@ -26,7 +26,7 @@
 pub mod cork;
 pub mod forward;
 mod heartbeat;
-mod iplimit;
+pub(crate) mod iplimit;
 pub mod outbox;
 pub mod packet;
 mod polling;

@@ -6,13 +6,15 @@
 //! opening connections in a loop (a plaintext-mode stranger, or a holder of a hub
 //! certificate whose links are refused) cannot use up the node's descriptors or the total
 //! budget the other members need. A connection is counted from accept until it closes, TLS
-//! handshake included.
+//! handshake included. The count per address is the engine's [`IpCounts`] (the same as for
+//! client sessions).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::engine::iplimit::IpCounts;
 
 /// The counts; shared by the accept loop and the [`Slot`]s of open connections.
 #[derive(Debug)]
@@ -25,8 +27,7 @@ pub(super) struct ConnLimit {
 #[derive(Debug, Default)]
 struct Open {
     total: usize,
-    /// Open connections per address; an address with none is not kept.
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: IpCounts,
 }
 
 /// One counted connection; dropping it frees its place.
@@ -54,16 +55,14 @@ impl ConnLimit {
 
     /// Counts a new connection from `ip`, unless a budget is used up.
     pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
-        let ip = ip.to_canonical();
         let mut open = self.open.lock();
         if open.total >= self.total_max {
             return Err(Full::Total);
         }
-        let from_ip = open.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.per_ip_max {
+        if open.per_ip.get(ip) >= self.per_ip_max {
             return Err(Full::PerIp);
         }
-        *from_ip = from_ip.saturating_add(1);
+        open.per_ip.add(ip);
         open.total = open.total.saturating_add(1);
         Ok(Slot {
             limit: self.clone(),
@@ -74,7 +73,7 @@ impl ConnLimit {
     #[cfg(test)]
     fn open(&self) -> (usize, usize) {
         let open = self.open.lock();
-        (open.total, open.per_ip.len())
+        (open.total, open.per_ip.addresses())
     }
 }
 
@@ -82,12 +81,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.limit.open.lock();
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.per_ip.remove(&self.ip);
-            }
-        }
+        open.per_ip.remove(self.ip);
     }
 }
 

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 use super::connlimit::{ConnLimit, Full, Slot};
@@ -47,24 +48,12 @@ pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
 pub(super) const DIALER_STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 pub(super) const DIALER_CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
-/// A connection accepted on the peer port, with its place in the connection budgets.
-pub(super) enum PeerStream {
-    Plain(
-        TcpStream,
-        #[expect(
-            dead_code,
-            reason = "held for its Drop: the connection's place in the budgets"
-        )]
-        Slot,
-    ),
-    Tls(
-        Box<tokio_rustls::server::TlsStream<TcpStream>>,
-        #[expect(
-            dead_code,
-            reason = "held for its Drop: the connection's place in the budgets"
-        )]
-        Slot,
-    ),
+/// A connection accepted on the peer port (bare TCP in plaintext mode, else TLS), with its
+/// place in the connection budgets.
+pub(super) struct PeerStream {
+    io: Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>,
+    /// Held for its Drop: frees the connection's place when the connection closes.
+    _slot: Slot,
 }
 
 /// What the gRPC service learns about a connection.
@@ -80,13 +69,13 @@ impl Connected for PeerStream {
     type ConnectInfo = PeerConnInfo;
 
     fn connect_info(&self) -> PeerConnInfo {
-        match self {
-            PeerStream::Plain(tcp, _) => PeerConnInfo {
+        match &self.io {
+            Either::Left(tcp) => PeerConnInfo {
                 remote: tcp.peer_addr().ok(),
                 tls: false,
                 leaf: None,
             },
-            PeerStream::Tls(tls, _) => {
+            Either::Right(tls) => {
                 let (tcp, session) = tls.get_ref();
                 PeerConnInfo {
                     remote: tcp.peer_addr().ok(),
@@ -107,10 +96,7 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -120,10 +106,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -131,31 +114,19 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            PeerStream::Plain(s, _) => s.is_write_vectored(),
-            PeerStream::Tls(s, _) => s.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            PeerStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -198,12 +169,18 @@ pub(super) fn accept(
                 }
             };
             let Some(tls) = tls else {
-                return Some(Ok(PeerStream::Plain(tcp, slot)));
+                return Some(Ok(PeerStream {
+                    io: Either::Left(tcp),
+                    _slot: slot,
+                }));
             };
             let failed = &refused.handshakes_failed;
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server.clone());
             match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => Some(Ok(PeerStream::Tls(Box::new(stream), slot))),
+                Ok(Ok(stream)) => Some(Ok(PeerStream {
+                    io: Either::Right(Box::new(stream)),
+                    _slot: slot,
+                })),
                 Ok(Err(error)) => {
                     failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(remote = ?remote, %error, "peer connection refused at the TLS handshake");
@@ -230,11 +207,8 @@ pub(super) struct Connector {
     pub(super) tls: Option<Arc<PeerTls>>,
 }
 
-/// A connection a dialer opened.
-pub(super) enum DialStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+/// A connection a dialer opened: bare TCP in plaintext mode, else TLS.
+pub(super) type DialStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 impl tower_service::Service<http::Uri> for Connector {
     type Response = TokioIo<DialStream>;
@@ -251,7 +225,7 @@ impl tower_service::Service<http::Uri> for Connector {
             let tcp = TcpStream::connect(this.addr).await?;
             let _ = tcp.set_nodelay(true);
             let Some(tls) = this.tls else {
-                return Ok(TokioIo::new(DialStream::Plain(tcp)));
+                return Ok(TokioIo::new(Either::Left(tcp)));
             };
             let name = server_name(&this.peer).ok_or_else(|| {
                 io::Error::new(
@@ -266,48 +240,8 @@ impl tower_service::Service<http::Uri> for Connector {
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
-            Ok(TokioIo::new(DialStream::Tls(Box::new(stream))))
+            Ok(TokioIo::new(Either::Right(Box::new(stream))))
         })
-    }
-}
-
-impl AsyncRead for DialStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DialStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for DialStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            DialStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DialStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DialStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            DialStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 
