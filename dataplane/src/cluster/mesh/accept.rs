@@ -195,4 +195,35 @@ mod tests {
             node.mesh.close();
         }
     }
+
+    /// A Hello over the 16 KiB header list is refused by HTTP/2 itself, before the service
+    /// reads it: the service would refuse a 20 KiB member id as invalid and count a refused
+    /// link, and neither happens. The real links are unaffected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_hello_is_refused_before_the_service() {
+        let (members, nodes) = cluster(3, fast()).await;
+        for node in &nodes {
+            wait_for("links", || node.mesh.connected().len() == 2).await;
+        }
+        let victim = members.addr("n2").unwrap();
+        let n1 = tls_for(super::super::testkit::pki(), "n1");
+        let huge = "n".repeat(20 * 1024);
+        let result = attack(victim, "n2", Some(n1), &huge).await;
+        assert!(
+            !matches!(
+                result,
+                Ok(tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied)
+            ),
+            "{result:?}"
+        );
+        assert_eq!(nodes[2].mesh.stats().links_refused, 0);
+        nodes[0].mesh.send_all(&broadcast(1), false);
+        wait_for("delivery", || received(&nodes[2]).len() == 1).await;
+        assert_eq!(nodes[2].mesh.connected().len(), 2);
+        for node in &nodes {
+            node.mesh.close();
+        }
+    }
 }
