@@ -169,9 +169,17 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
             },
         ))
     });
+    let hub = server.hub().cloned();
     server
         .run(listener, crate::server::shutdown_signal())
         .await?;
+    // Every client session is closed (parked, with recovery on): hand them to live peers,
+    // where their clients will find them, before leaving the cluster.
+    if let (Some(cluster), Some(hub)) = (&cluster, &hub) {
+        if hub.recovery().is_some() {
+            crate::cluster::handover::hand_over_all(hub, cluster.mesh()).await;
+        }
+    }
     let _ = api_stop.send(());
     let _ = metrics_stop.send(());
     if let Some(task) = metrics_task {

@@ -162,8 +162,12 @@ pub struct HubStats {
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceStats {
     pub name: String,
+    /// Connected sockets.
     pub sockets: usize,
     pub rooms: usize,
+    /// Disconnected sockets kept for connection state recovery (not in `sockets`).
+    #[serde(default)]
+    pub parked: usize,
 }
 
 /// The operations an application can run on a hub.
@@ -443,6 +447,7 @@ impl HubOps for LocalOps {
                     name: ns.name().to_string(),
                     sockets: ns.socket_count(),
                     rooms: ns.rooms().len(),
+                    parked: ns.parked_count(),
                 })
                 .collect(),
         })

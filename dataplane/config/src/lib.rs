@@ -21,6 +21,7 @@ mod management;
 pub mod members;
 mod metrics;
 mod peertls;
+mod recovery;
 mod socketio;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
@@ -31,6 +32,7 @@ pub use management::ManagementConfig;
 pub use members::{Members, MembersDiff, MembersError};
 pub use metrics::MetricsConfig;
 pub use peertls::{PeerCertsKubernetes, PeerTlsConfig};
+pub use recovery::RecoveryConfig;
 pub use socketio::{NamespaceConfig, PolicyConfig, SocketIoConfig, UpstreamConfig, SECRETS};
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Problems;
+use crate::RecoveryConfig;
 
 /// Socket.IO options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,8 @@ pub struct SocketIoConfig {
     /// [`SECRETS`] is redacted (its value replaced by `[redacted]`) unless listed here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub show_secrets: Vec<String>,
+    /// Resuming sessions after a short disconnection (socket.io's `connectionStateRecovery`).
+    pub connection_state_recovery: RecoveryConfig,
 }
 
 /// The handshake secrets redacted by default: request headers (`cookie`, `authorization`,
@@ -39,6 +42,7 @@ impl Default for SocketIoConfig {
             connect_timeout: 45_000,
             ack_timeout: 10_000,
             show_secrets: Vec::new(),
+            connection_state_recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -172,6 +176,7 @@ impl SocketIoConfig {
     pub(crate) fn validate(&self, bad: &mut Problems) {
         bad.millis("socketio.connectTimeout", self.connect_timeout);
         bad.millis("socketio.ackTimeout", self.ack_timeout);
+        self.connection_state_recovery.validate(bad);
         if self.namespaces.is_empty() {
             bad.add(
                 "socketio.namespaces",
@@ -215,11 +220,11 @@ impl UpstreamConfig {
         if self
             .events
             .iter()
-            .any(|e| !["connect", "event", "disconnect"].contains(&e.as_str()))
+            .any(|e| !["connect", "event", "disconnect", "reconnect"].contains(&e.as_str()))
         {
             bad.add(
                 &format!("{at}.events"),
-                "entries must be connect, event or disconnect",
+                "entries must be connect, event, disconnect or reconnect",
             );
         }
         if self.timeout == 0 || self.timeout > 600_000 {

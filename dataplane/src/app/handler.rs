@@ -418,4 +418,39 @@ impl Handler for HubApp {
             true,
         );
     }
+
+    fn recovered(&self, socket: &Arc<Socket>, missed: usize) {
+        let Some(webhook) = self.runtime(socket.nsp()).and_then(|rt| rt.webhook.clone()) else {
+            return;
+        };
+        if !webhook.wants("reconnect") {
+            return;
+        }
+        let Some(queue) = socket.extension::<SocketQueue>() else {
+            return;
+        };
+        let body = json!({
+            "socketId": socket.id(),
+            "namespace": socket.nsp(),
+            "rooms": socket.rooms(),
+            "claims": socket.claims(),
+            "data": socket.data(),
+            "missedPackets": missed,
+        });
+        let ce = self.cloud_event(
+            cloudevent::TYPE_RECONNECT,
+            socket.id(),
+            socket.nsp(),
+            None,
+            body,
+        );
+        let reserved = self.queue_budget.reserve(json_len(&ce.body), true);
+        queue.push(
+            async move {
+                let _reserved = reserved;
+                let _ = webhook.send_with_retries(&ce).await;
+            },
+            true,
+        );
+    }
 }

@@ -24,8 +24,15 @@ pub struct MeshFanout {
 }
 
 impl Fanout for MeshFanout {
-    fn forward(&self, nsp: &str, selector: &Selector, frames: &[Frame], volatile: bool) {
-        let Some(message) = to_message(nsp, selector, frames, volatile) else {
+    fn forward(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        frames: &[Frame],
+        volatile: bool,
+        offset: Option<&str>,
+    ) {
+        let Some(message) = to_message(nsp, selector, frames, volatile, offset) else {
             tracing::warn!(nsp, "broadcast without a text packet not forwarded");
             return;
         };
@@ -55,6 +62,7 @@ pub fn to_message(
     selector: &Selector,
     frames: &[Frame],
     volatile: bool,
+    offset: Option<&str>,
 ) -> Option<pb::Message> {
     let Some((Frame::Text(text), attachments)) = frames.split_first() else {
         return None;
@@ -73,18 +81,22 @@ pub fn to_message(
                 Frame::Text(_) => None,
             })
             .collect(),
+        offset: offset.unwrap_or_default().to_string(),
     })))
 }
 
 /// Queues a peer's broadcast for the local sockets it selects; returns how many.
-pub fn deliver(hub: &Hub, from: &str, b: pb::Broadcast) -> usize {
+pub fn deliver(hub: &Hub, from: &str, mut b: pb::Broadcast) -> usize {
     // No live namespace: no local sockets to deliver to.
     let Some(ns) = hub.of(&b.namespace) else {
         return 0;
     };
     let volatile = b.volatile;
+    // An offset that is not one of ours is not logged (it could never be asked for).
+    let offset = std::mem::take(&mut b.offset);
+    let offset = (!offset.is_empty() && !volatile).then_some(offset);
     match from_message(b) {
-        Some((selector, frames)) => ns.deliver(&selector, &frames, volatile),
+        Some((selector, frames)) => ns.deliver(&selector, &frames, volatile, offset.as_deref()),
         None => {
             tracing::warn!(peer = from, nsp = %ns.name(), "broadcast with a non-UTF-8 packet dropped");
             0
@@ -118,7 +130,7 @@ mod tests {
             Frame::Binary(Bytes::from_static(b"\x00\x01")),
         ];
         let selector = Selector::rooms(["a", "b"]).except(["c"]);
-        let message = to_message("/chat", &selector, &frames, true).unwrap();
+        let message = to_message("/chat", &selector, &frames, true, None).unwrap();
         let Some(Kind::Broadcast(b)) = message.kind else {
             panic!("not a broadcast");
         };
@@ -136,9 +148,9 @@ mod tests {
 
     #[test]
     fn malformed_broadcasts_are_refused() {
-        assert!(to_message("/", &Selector::all(), &[], false).is_none());
+        assert!(to_message("/", &Selector::all(), &[], false, None).is_none());
         let binary_first = [Frame::Binary(Bytes::from_static(b"x"))];
-        assert!(to_message("/", &Selector::all(), &binary_first, false).is_none());
+        assert!(to_message("/", &Selector::all(), &binary_first, false, None).is_none());
         let b = pb::Broadcast {
             packet: Bytes::from_static(b"\xff\xfe"),
             ..Default::default()

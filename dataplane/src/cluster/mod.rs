@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod discovery;
+pub mod handover;
 pub mod inbound;
 pub mod interest;
 pub mod kube_discovery;

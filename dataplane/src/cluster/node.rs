@@ -117,6 +117,13 @@ impl Cluster {
         if !hub.set_fanout(Arc::new(fanout)) {
             anyhow::bail!("this hub already belongs to a cluster");
         }
+        if let Some(recovery) = hub.recovery() {
+            recovery.set_member(me);
+            recovery.set_handover(Arc::new(super::handover::MeshHandover {
+                mesh: mesh.clone(),
+                rooms: room_sync.clone(),
+            }));
+        }
         let advertised = advertise_address(c.advertise_address, client_addr, listen);
         mesh.advertise_client_address(advertised);
         if !engine.set_router(Arc::new(MeshRouter(mesh.clone()))) {

@@ -100,12 +100,39 @@ pub fn answer(hub: Hub, request: pb::Request) -> Answer {
                 serde_json::to_vec(&rooms)
             }
             Some(Query::EmitWithAck(q)) => serde_json::to_vec(&emit_here(&hub, q).await),
+            Some(Query::FindSession(q)) => serde_json::to_vec(&hub.describe_session(&q.pid).await),
+            Some(Query::TakeSession(q)) => {
+                let offset = q.has_offset.then_some(q.offset.as_str());
+                let tail =
+                    super::handover::tail_to_proto(&q.pid, hub.take_session(&q.pid, offset).await);
+                return pb::Message::of(Kind::Reply(pb::Reply {
+                    id,
+                    json: Default::default(),
+                    tail: Some(tail),
+                }));
+            }
+            Some(Query::AdoptSessions(q)) => {
+                let states: Vec<crate::socketio::recovery::SessionState> =
+                    serde_json::from_slice(&q.states).unwrap_or_default();
+                let adopted = hub.adopt_sessions(&states);
+                // Answered once every node delivers the adopted sessions' rooms here.
+                hub.rooms_propagated().await;
+                serde_json::to_vec(&adopted)
+            }
+            Some(Query::CommitSessions(q)) => {
+                for t in q.tails {
+                    let pid = t.pid.clone();
+                    hub.commit_session(&pid, super::handover::tail_from_proto(t).ok());
+                }
+                Ok(b"[]".to_vec())
+            }
             None => Ok(b"[]".to_vec()),
         };
         pb::Message::of(Kind::Reply(pb::Reply {
             id,
             // Serializing these plain data types cannot fail; an empty list if it ever did.
             json: json.unwrap_or_else(|_| b"[]".to_vec()).into(),
+            tail: None,
         }))
     })
 }
@@ -231,6 +258,7 @@ mod tests {
         let reply = pb::Reply {
             id: 1,
             json: serde_json::to_vec(&peer).unwrap().into(),
+            tail: None,
         };
         let merged = merge_outcomes(here.clone(), vec![("p".into(), reply)], false);
         assert_eq!(merged.recipients, 3);
@@ -250,6 +278,7 @@ mod tests {
                 pb::Reply {
                     id: 1,
                     json: ok.into(),
+                    tail: None,
                 },
             ),
             (
@@ -257,6 +286,7 @@ mod tests {
                 pb::Reply {
                     id: 1,
                     json: b"{".to_vec().into(),
+                    tail: None,
                 },
             ),
         ];

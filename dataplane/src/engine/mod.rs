@@ -64,6 +64,21 @@ pub struct HandshakeInfo {
     pub secure: bool,
 }
 
+impl HandshakeInfo {
+    /// The handshake of a session whose client has not connected here (a session taken
+    /// over from another node, until its client comes back).
+    pub fn unknown() -> Self {
+        Self {
+            headers: ::http::HeaderMap::new(),
+            query: String::new(),
+            address: SocketAddr::from(([0, 0, 0, 0], 0)),
+            url: String::new(),
+            time: std::time::SystemTime::UNIX_EPOCH,
+            secure: false,
+        }
+    }
+}
+
 /// Why a session ended. The strings are the Socket.IO disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

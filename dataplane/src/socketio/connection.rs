@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::handler::{AckResponder, ConnectDecision, ConnectRequest, Event};
 use super::packet::{self, Packet, PacketKind};
 use super::payload::Payload;
+use super::recovery::{ids, Unrecoverable};
 use super::registry::Namespaces;
 use super::socket::{DisconnectReason, Joining, Socket, Transport};
 use crate::engine::{
@@ -138,11 +139,19 @@ impl Connection {
             }
             state.connecting.push(nsp.clone());
         }
+        let mut auth = packet
+            .data
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        // The recovery fields are the client's, not the application's: taken out of `auth`
+        // (the pid is a secret) before anyone sees it.
+        let claim = self
+            .hub
+            .parking
+            .as_ref()
+            .and_then(|_| Claim::take(&mut auth));
         let mut request = ConnectRequest {
             namespace: nsp,
-            auth: packet
-                .data
-                .unwrap_or_else(|| Value::Object(Default::default())),
+            auth,
             claims: None,
             handshake: self.handshake.clone(),
         };
@@ -156,7 +165,27 @@ impl Connection {
             let decision = match verdict {
                 Ok(claims) => {
                     request.claims = claims;
-                    conn.hub.handler.connect(request.clone()).await
+                    let skip = conn
+                        .hub
+                        .config
+                        .socketio
+                        .connection_state_recovery
+                        .skip_middlewares;
+                    let first = match (&claim, skip) {
+                        (Some(_), true) => None,
+                        _ => Some(conn.hub.handler.connect(request.clone()).await),
+                    };
+                    let refused = matches!(first, Some(ConnectDecision::Reject { .. }));
+                    if let (Some(claim), false) = (&claim, refused) {
+                        match conn.recover(&request, claim).await {
+                            Ok(()) => return,
+                            Err(why) => conn.recovery_failed(&request.namespace, why),
+                        }
+                    }
+                    match first {
+                        Some(decision) => decision,
+                        None => conn.hub.handler.connect(request.clone()).await,
+                    }
                 }
                 Err(failure) => {
                     tracing::debug!(nsp = %request.namespace, reason = %failure.reason, "handshake refused");
@@ -201,6 +230,7 @@ impl Connection {
             auth: request.auth,
             claims: request.claims,
             data,
+            id: None,
         };
         let added = self
             .hub
@@ -232,14 +262,160 @@ impl Connection {
         // CONNECT goes out in a write of its own before anything the handler emits: some
         // clients read the first packet, then start listening for the next.
         if let Some(session) = self.session.upgrade() {
+            let pid = socket.pid();
             session.send(
-                &[Frame::from(packet::encode_connect(&nsp, socket.id()))],
+                &[Frame::from(packet::encode_connect_pid(
+                    &nsp,
+                    socket.id(),
+                    pid.as_deref(),
+                ))],
                 false,
             );
             session.outbox.flush_boundary();
         }
         self.watch_expiry(&socket);
         self.hub.handler.connected(&socket);
+    }
+
+    /// Recovers the session `claim` names for this connection (see `socketio::recovery`):
+    /// from this node's parked sockets, or taken over from the node holding it. On success
+    /// the client has its CONNECT (with the same socket id) and what it missed.
+    async fn recover(
+        self: &Arc<Self>,
+        request: &ConnectRequest,
+        claim: &Claim,
+    ) -> Result<(), Unrecoverable> {
+        let parking = self
+            .hub
+            .parking
+            .clone()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        let nsp = &request.namespace;
+        let ns = self
+            .hub
+            .namespace(nsp)
+            .ok_or(Unrecoverable::UnknownSession)?;
+        let session = self
+            .session
+            .upgrade()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        let conn: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
+        let joining = || Joining {
+            session: session.clone(),
+            conn: conn.clone(),
+            handshake: self.handshake.clone(),
+            auth: request.auth.clone(),
+            claims: request.claims.clone(),
+            data: Value::Null,
+            id: None,
+        };
+        let (old, remote) = match parking.lookup(&claim.pid) {
+            Some(old) => {
+                if old.nsp() != nsp.as_str() {
+                    return Err(Unrecoverable::UnknownSession);
+                }
+                if old.connected() {
+                    // Cut off without this node noticing yet: its client is the one here.
+                    old.close_transport();
+                }
+                parking.settled(&claim.pid).await;
+                if !parking.claim(&old) {
+                    return Err(Unrecoverable::Busy);
+                }
+                (old, false)
+            }
+            None => (self.take_over(&parking, &ns, claim, joining()).await?, true),
+        };
+        let (socket, missed) = ns.recover(&old, joining(), claim.offset.as_deref())?;
+        {
+            let mut state = self.state.lock();
+            state.connecting.retain(|n| n != nsp);
+            if state.closed {
+                drop(state);
+                socket.finish(DisconnectReason::Transport(CloseReason::TransportClose));
+                return Ok(());
+            }
+            state.sockets.push(socket.clone());
+        }
+        let stats = &parking.recovery.stats;
+        let counter = if remote {
+            &stats.recovered_remote
+        } else {
+            &stats.recovered_local
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .replayed_packets
+            .fetch_add(missed as u64, Ordering::Relaxed);
+        tracing::debug!(socket = socket.id(), missed, remote, "session recovered");
+        self.watch_expiry(&socket);
+        self.hub.handler.recovered(&socket, missed);
+        Ok(())
+    }
+
+    /// Takes session `claim` over from the node holding it: joins its rooms here with a
+    /// parked copy, waits until every node delivers to this one, then has the holder hand
+    /// over what the client missed and let go. Returns the copy, claimed.
+    async fn take_over(
+        &self,
+        parking: &Arc<super::parking::Parking>,
+        ns: &Arc<super::namespace::Namespace>,
+        claim: &Claim,
+        joining: Joining,
+    ) -> Result<Arc<Socket>, Unrecoverable> {
+        let handover = parking
+            .recovery
+            .handover()
+            .cloned()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        // A draining holder may hand the session to a peer while this node asks: then it is
+        // looked for again, where it went.
+        let mut last = Unrecoverable::UnknownSession;
+        for _ in 0..3 {
+            let (holder, state) = handover.find(&claim.pid).await?;
+            if state.nsp != ns.name() || state.pid != *claim.pid {
+                return Err(Unrecoverable::UnknownSession);
+            }
+            let ghost = ns
+                .add_parked(
+                    joining.clone(),
+                    &state,
+                    parking.recovery.max_disconnection(),
+                )
+                .ok_or(Unrecoverable::Busy)?;
+            handover.propagated().await;
+            if !parking.claim(&ghost) {
+                return Err(Unrecoverable::Busy);
+            }
+            match handover
+                .take(&holder, &claim.pid, claim.offset.as_deref())
+                .await
+            {
+                Ok(tail) => {
+                    ns.set_tail(&ghost, tail);
+                    return Ok(ghost);
+                }
+                Err(why) => {
+                    ns.drop_parked(&ghost);
+                    if !matches!(why, Unrecoverable::Busy | Unrecoverable::UnknownSession) {
+                        return Err(why);
+                    }
+                    last = why;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn recovery_failed(&self, nsp: &str, why: Unrecoverable) {
+        tracing::debug!(
+            nsp,
+            reason = why.label(),
+            "session not recovered: a new one starts"
+        );
+        if let Some(parking) = &self.hub.parking {
+            parking.recovery.stats.fail(why);
+        }
     }
 
     /// With `auth.jwt.disconnectOnExpiry`, disconnects `socket` when its token expires.
@@ -379,6 +555,34 @@ impl ConnectionHandler for Arc<Connection> {
         for socket in sockets {
             socket.finish(DisconnectReason::Transport(reason));
         }
+    }
+}
+
+/// What a client presents to recover its session: `pid` and `offset` in its CONNECT's auth
+/// object (as socket.io clients send them).
+pub(super) struct Claim {
+    pid: Arc<str>,
+    offset: Option<String>,
+}
+
+impl Claim {
+    /// Takes the recovery fields out of `auth`; a claim when the pid is well formed.
+    fn take(auth: &mut Value) -> Option<Self> {
+        let fields = auth.as_object_mut()?;
+        let pid = fields.remove("pid");
+        let offset = fields.remove("offset");
+        let pid = pid
+            .as_ref()
+            .and_then(Value::as_str)
+            .filter(|p| ids::is_pid(p))?;
+        Some(Self {
+            pid: Arc::from(pid),
+            offset: offset
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|o| ids::is_offset(o))
+                .map(str::to_string),
+        })
     }
 }
 

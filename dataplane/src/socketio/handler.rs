@@ -84,4 +84,9 @@ pub trait Handler: Send + Sync + 'static {
     fn event(&self, socket: &Arc<Socket>, event: Event);
 
     fn disconnected(&self, _socket: &Arc<Socket>, _reason: DisconnectReason) {}
+
+    /// A disconnected socket was recovered (connection state recovery): same id, rooms
+    /// and data, and `missed` packets sent again. `connected` is not called for it, and
+    /// `disconnected` was not called when it was cut off.
+    fn recovered(&self, _socket: &Arc<Socket>, _missed: usize) {}
 }

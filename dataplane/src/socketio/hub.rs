@@ -7,6 +7,7 @@ use super::connection::Factory;
 use super::handler::Handler;
 use super::namespace::{event_frames, Fanout, Namespace, NamespaceLimits};
 use super::payload::Payload;
+use super::recovery::{Recovery, SessionState, Tail, Unrecoverable};
 use super::registry::Namespaces;
 use super::rooms::Selector;
 use crate::auth::Authenticator;
@@ -81,9 +82,169 @@ impl Hub {
             return ns.broadcast(selector, event, payload, volatile);
         }
         if let Some(fanout) = self.inner.fanout.get() {
-            fanout.forward(nsp, selector, &event_frames(nsp, event, payload), volatile);
+            let offset = match (&self.inner.parking, volatile) {
+                (Some(p), false) => Some(p.recovery.next_offset()),
+                _ => None,
+            };
+            let frames = event_frames(nsp, event, payload, offset.as_deref());
+            fanout.forward(nsp, selector, &frames, volatile, offset.as_deref());
         }
         0
+    }
+
+    /// Connection state recovery, when on.
+    pub fn recovery(&self) -> Option<&Arc<Recovery>> {
+        self.inner.parking.as_ref().map(|p| &p.recovery)
+    }
+
+    /// Sockets parked for recovery on this node.
+    pub fn parked_count(&self) -> usize {
+        self.inner.parking.as_ref().map_or(0, |p| p.parked())
+    }
+
+    /// For a node that wants to take session `pid` over: its state, if this node holds
+    /// it. A live one is disconnected first (its client is reconnecting elsewhere).
+    pub async fn describe_session(&self, pid: &str) -> Option<SessionState> {
+        let parking = self.inner.parking.as_ref()?;
+        let socket = parking.lookup(pid)?;
+        if socket.connected() {
+            socket.close_transport();
+        }
+        if !parking.settled(pid).await {
+            return None;
+        }
+        let ns = socket.namespace()?;
+        if !socket.is_parked() {
+            return None;
+        }
+        ns.session_state(&socket)
+    }
+
+    /// Hands session `pid` to the node asking, which has joined its rooms: once every node
+    /// delivers to that node (a barrier), what the client missed after `offset`; the
+    /// session then leaves this node.
+    pub async fn take_session(
+        &self,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> Result<Tail, Unrecoverable> {
+        let parking = self
+            .inner
+            .parking
+            .as_ref()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        self.rooms_propagated().await;
+        let socket = parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?;
+        let ns = socket.namespace().ok_or(Unrecoverable::UnknownSession)?;
+        if !parking.claim(&socket) {
+            return Err(Unrecoverable::Busy);
+        }
+        let tail = ns.hand_over(&socket, offset, false);
+        if tail.is_ok() {
+            parking
+                .recovery
+                .stats
+                .handed_over
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tail
+    }
+
+    /// A draining node's parked sessions, to hand over.
+    pub fn parked_sessions(&self) -> Vec<SessionState> {
+        let Some(parking) = &self.inner.parking else {
+            return Vec::new();
+        };
+        parking
+            .parked_sockets()
+            .iter()
+            .filter_map(|s| s.namespace().and_then(|ns| ns.session_state(s)))
+            .collect()
+    }
+
+    /// Takes over sessions of a draining node: each is added parked (joining its rooms),
+    /// waiting for its tail. Returns the pids added.
+    pub fn adopt_sessions(&self, states: &[SessionState]) -> Vec<String> {
+        let Some(parking) = &self.inner.parking else {
+            return Vec::new();
+        };
+        let remaining = parking.recovery.max_disconnection();
+        let mut adopted = Vec::new();
+        for state in states {
+            if !super::recovery::ids::is_pid(&state.pid) || parking.lookup(&state.pid).is_some() {
+                continue;
+            }
+            let Some(ns) = self.inner.namespace(&state.nsp) else {
+                continue;
+            };
+            let pid: Arc<str> = Arc::from(state.pid.as_str());
+            parking.set_pending(&pid, true);
+            let joining = super::socket::Joining {
+                session: crate::engine::Session::placeholder(),
+                conn: std::sync::Weak::<super::connection::Connection>::new(),
+                handshake: Arc::new(crate::engine::HandshakeInfo::unknown()),
+                auth: serde_json::Value::Null,
+                claims: None,
+                data: state.data.clone(),
+                id: Some(Arc::from(state.id.as_str())),
+            };
+            match ns.add_parked(joining, state, remaining) {
+                Some(_) => adopted.push(state.pid.clone()),
+                None => parking.set_pending(&pid, false),
+            }
+        }
+        parking
+            .recovery
+            .stats
+            .adopted
+            .fetch_add(adopted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        adopted
+    }
+
+    /// The draining side, after the adopting node's joins propagated: every node delivers
+    /// to the adopter, so this node's view of session `pid` is final. Returns its tail and
+    /// lets it go.
+    pub fn release_session(&self, pid: &str) -> Result<Tail, Unrecoverable> {
+        let parking = self
+            .inner
+            .parking
+            .as_ref()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        let socket = parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?;
+        let ns = socket.namespace().ok_or(Unrecoverable::UnknownSession)?;
+        if !parking.claim(&socket) {
+            return Err(Unrecoverable::Busy);
+        }
+        ns.hand_over(&socket, None, true)
+    }
+
+    /// The adopting side: the tail of an adopted session arrived (or `None`: the draining
+    /// node could not hand it over, and the adopted copy is dropped).
+    pub fn commit_session(&self, pid: &str, tail: Option<Tail>) {
+        let Some(parking) = &self.inner.parking else {
+            return;
+        };
+        let Some(socket) = parking.lookup(pid) else {
+            return;
+        };
+        if let Some(ns) = socket.namespace() {
+            match tail {
+                Some(tail) => ns.set_tail(&socket, tail),
+                None => {
+                    if parking.claim(&socket) {
+                        ns.drop_parked(&socket);
+                    }
+                }
+            }
+        }
+        parking.set_pending(&Arc::from(pid), false);
+    }
+
+    /// Resolves once every other node has heard of this node's room changes so far.
+    pub async fn rooms_propagated(&self) {
+        if let Some(fanout) = self.inner.fanout.get() {
+            fanout.rooms_propagated().await;
+        }
     }
 
     /// What the engine calls to create the Socket.IO side of each new session.

@@ -1,6 +1,6 @@
 //! A namespace: its sockets, its rooms, and broadcasts over them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 
 use super::handler::Handler;
 use super::packet;
+use super::parking::Parking;
 use super::payload::Payload;
+use super::recovery::plan::{self, Member};
+use super::recovery::{SessionRecovery, SessionState, Tail, Unrecoverable};
 use super::rooms::{RoomIndex, Selector};
 use super::socket::{
     packet_frames, AckReply, AckWaiter, DisconnectReason, Home, Joining, Socket, SocketError,
@@ -22,7 +25,16 @@ pub trait Fanout: Send + Sync {
     /// Sends an already encoded broadcast (`frames`: the packet text, then its binary
     /// attachments) to every other node, which delivers it to its own sockets in `nsp`
     /// that `selector` picks. Never blocks: a link that cannot take it drops it (and logs).
-    fn forward(&self, nsp: &str, selector: &Selector, frames: &[Frame], volatile: bool);
+    /// `offset` tags a packet clients may get again after a disconnection (see
+    /// `socketio::recovery`).
+    fn forward(
+        &self,
+        nsp: &str,
+        selector: &Selector,
+        frames: &[Frame],
+        volatile: bool,
+        offset: Option<&str>,
+    );
 
     /// This node now has (`present`) or no longer has sockets in `room` of `nsp`: its first
     /// member joined or its last one left (a socket's own id room never counts). Called
@@ -66,6 +78,10 @@ pub struct Namespace {
     limits: NamespaceLimits,
     handler: Arc<dyn Handler>,
     fanout: FanoutCell,
+    /// With connection state recovery on: the hub's parked sockets and delivery log.
+    parking: Option<Arc<Parking>>,
+    /// Members of `state` that are parked (or being recovered), not connected.
+    parked: AtomicUsize,
 }
 
 impl Namespace {
@@ -74,6 +90,7 @@ impl Namespace {
         limits: NamespaceLimits,
         handler: Arc<dyn Handler>,
         fanout: FanoutCell,
+        parking: Option<Arc<Parking>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             name: Arc::from(name),
@@ -82,6 +99,8 @@ impl Namespace {
             limits,
             handler,
             fanout,
+            parking,
+            parked: AtomicUsize::new(0),
         })
     }
 
@@ -93,10 +112,248 @@ impl Namespace {
     pub(super) fn add_socket(self: &Arc<Self>, joining: Joining) -> Arc<Socket> {
         let home: Arc<dyn Home> = self.clone();
         let socket = Socket::new(self.name.clone(), home, joining);
-        self.state
-            .write()
-            .insert(socket.id_arc().clone(), socket.clone());
+        let mut state = self.state.write();
+        state.insert(socket.id_arc().clone(), socket.clone());
+        if let Some(parking) = &self.parking {
+            // Under the namespace lock: every delivery to it from now on is logged after
+            // `start`.
+            let pid = parking.recovery.new_pid();
+            let start = parking.recovery.log().head();
+            socket.set_recovery(SessionRecovery {
+                pid: pid.clone(),
+                start,
+                tail: Tail::default(),
+            });
+            parking.register(&pid, &socket);
+        }
         socket
+    }
+
+    /// A socket of another node's session, added *parked* (in its rooms, receiving
+    /// nothing, its packets logged) so that this node can take the session over:
+    /// `remaining` is how long it stays recoverable. `None` when the id is taken or
+    /// recovery is off.
+    pub(super) fn add_parked(
+        self: &Arc<Self>,
+        mut joining: Joining,
+        state: &SessionState,
+        remaining: Duration,
+    ) -> Option<Arc<Socket>> {
+        let parking = self.parking.as_ref()?;
+        joining.id = Some(Arc::from(state.id.as_str()));
+        joining.data = state.data.clone();
+        let home: Arc<dyn Home> = self.clone();
+        let socket = Socket::new(self.name.clone(), home, joining);
+        socket.set_connected(false);
+        let pid: Arc<str> = Arc::from(state.pid.as_str());
+        {
+            let mut index = self.state.write();
+            if index.contains(socket.id()) {
+                return None;
+            }
+            index.insert(socket.id_arc().clone(), socket.clone());
+            socket.set_recovery(SessionRecovery {
+                pid: pid.clone(),
+                start: parking.recovery.log().head(),
+                tail: Tail::default(),
+            });
+            self.announce_foreign_id(&socket, true);
+        }
+        if !parking.park(
+            &socket,
+            DisconnectReason::Transport(crate::engine::CloseReason::TransportClose),
+            remaining,
+        ) {
+            self.remove_quietly(&socket);
+            return None;
+        }
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        parking.register(&pid, &socket);
+        for room in &state.rooms {
+            if let Err(error) = self.join_parked(&socket, room) {
+                tracing::warn!(socket = socket.id(), room = %room, %error, "room of a session taken over not joined");
+            }
+        }
+        Some(socket)
+    }
+
+    /// Every socket id is a room, and peers send an emit to a socket only to the node its
+    /// id names: a socket living on another node (recovered here) announces its id as a
+    /// room of this node, so emits to it find it.
+    fn announce_foreign_id(&self, socket: &Socket, present: bool) {
+        let me = self
+            .parking
+            .as_ref()
+            .map(|p| p.recovery.member())
+            .unwrap_or("");
+        if me.is_empty() {
+            return;
+        }
+        if crate::engine::sid::owner_of(socket.id()).as_deref() != Some(me) {
+            self.room_changed(socket.id(), present);
+        }
+    }
+
+    /// A parked socket's rooms are joined like a live one's.
+    fn join_parked(&self, socket: &Arc<Socket>, room: &str) -> Result<(), SocketError> {
+        Home::join(self, socket, room)
+    }
+
+    /// Takes a socket out without telling the application (it lives on elsewhere).
+    fn remove_quietly(&self, socket: &Arc<Socket>) {
+        Home::remove(self, socket);
+    }
+
+    /// Recovers the parked `old` socket (claimed by the caller) for a client that last got
+    /// `offset`: a new socket on `joining`'s session takes its place under the same id, in
+    /// the same rooms, with its data, and gets CONNECT then every packet it missed, before
+    /// any live packet (all under the namespace lock). On error the old socket is ended.
+    pub(super) fn recover(
+        self: &Arc<Self>,
+        old: &Arc<Socket>,
+        mut joining: Joining,
+        offset: Option<&str>,
+    ) -> Result<(Arc<Socket>, usize), Unrecoverable> {
+        let Some(parking) = &self.parking else {
+            return Err(Unrecoverable::UnknownSession);
+        };
+        let Some(rec) = old.recovery_state() else {
+            return Err(Unrecoverable::UnknownSession);
+        };
+        let rooms = old.rooms.lock().clone();
+        joining.id = Some(old.id_arc().clone());
+        joining.data = old.data();
+        let session = joining.session.clone();
+        let home: Arc<dyn Home> = self.clone();
+        let socket = Socket::new(self.name.clone(), home, joining);
+        let mut state = self.state.write();
+        let replay = {
+            let log = parking.recovery.log();
+            let member = Member {
+                nsp: &self.name,
+                id: old.id(),
+                rooms: &rooms,
+            };
+            match plan::plan(&rec, offset, &log, &member, parking.recovery.bounds()) {
+                Ok(replay) => {
+                    socket.set_recovery(SessionRecovery {
+                        pid: rec.pid.clone(),
+                        start: log.head(),
+                        tail: Tail {
+                            anchor: offset.map(Arc::from),
+                            entries: replay.clone(),
+                        },
+                    });
+                    replay
+                }
+                Err(why) => {
+                    drop(log);
+                    drop(state);
+                    parking.end(
+                        old,
+                        DisconnectReason::Transport(crate::engine::CloseReason::TransportClose),
+                    );
+                    return Err(why);
+                }
+            }
+        };
+        if !state.replace(old.id_arc(), socket.clone(), &rooms) {
+            return Err(Unrecoverable::UnknownSession);
+        }
+        *socket.rooms.lock() = rooms;
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        parking.register(&rec.pid, &socket);
+        session.send(
+            &[Frame::from(packet::encode_connect_pid(
+                &self.name,
+                socket.id(),
+                Some(&rec.pid),
+            ))],
+            false,
+        );
+        session.outbox.flush_boundary();
+        for r in &replay {
+            session.send(&r.frames, false);
+        }
+        drop(state);
+        Ok((socket, replay.len()))
+    }
+
+    /// Hands the parked `socket` (claimed by the caller) to another node that has joined
+    /// its rooms: what its client (last at `offset`) missed, then it leaves this node
+    /// without the application hearing of it. `offset` of `None` with `whole` hands over
+    /// everything kept (a draining node, which cannot know the client's offset).
+    pub(super) fn hand_over(
+        &self,
+        socket: &Arc<Socket>,
+        offset: Option<&str>,
+        whole: bool,
+    ) -> Result<Tail, Unrecoverable> {
+        let parking = self.parking.as_ref().ok_or(Unrecoverable::UnknownSession)?;
+        let rec = socket
+            .recovery_state()
+            .ok_or(Unrecoverable::UnknownSession)?;
+        let rooms = socket.rooms.lock().clone();
+        let tail = {
+            let _state = self.state.read();
+            let log = parking.recovery.log();
+            let member = Member {
+                nsp: &self.name,
+                id: socket.id(),
+                rooms: &rooms,
+            };
+            let bounds = parking.recovery.bounds();
+            if whole {
+                plan::handover_tail(&rec, &log, &member, bounds)
+            } else {
+                plan::plan(&rec, offset, &log, &member, bounds).map(|entries| Tail {
+                    anchor: offset.map(Arc::from),
+                    entries,
+                })
+            }
+        };
+        parking.forget(&rec.pid, socket);
+        match tail {
+            Ok(tail) => {
+                self.parked.fetch_sub(1, Ordering::Relaxed);
+                self.remove_quietly(socket);
+                Ok(tail)
+            }
+            Err(why) => {
+                socket.end_unparked(DisconnectReason::Transport(
+                    crate::engine::CloseReason::TransportClose,
+                ));
+                Err(why)
+            }
+        }
+    }
+
+    /// Drops a claimed parked socket without telling the application (a copy of a session
+    /// that lives on elsewhere).
+    pub(super) fn drop_parked(&self, socket: &Arc<Socket>) {
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        self.remove_quietly(socket);
+    }
+
+    /// Gives the parked `socket` (taken over from a draining node) what that node handed
+    /// over with it.
+    pub(super) fn set_tail(&self, socket: &Socket, tail: Tail) {
+        if let Some(mut rec) = socket.recovery_state() {
+            rec.tail = tail;
+            socket.set_recovery(rec);
+        }
+    }
+
+    /// The state another node needs to take the parked `socket` over.
+    pub(super) fn session_state(&self, socket: &Socket) -> Option<SessionState> {
+        let pid = socket.pid()?;
+        Some(SessionState {
+            nsp: self.name.to_string(),
+            id: socket.id().to_string(),
+            pid: pid.to_string(),
+            rooms: socket.rooms.lock().iter().map(|r| r.to_string()).collect(),
+            data: socket.data(),
+        })
     }
 
     fn room_changed(&self, room: &str, present: bool) {
@@ -110,16 +367,32 @@ impl Namespace {
         self.state.read().get(id).cloned()
     }
 
+    /// Connected sockets (parked ones are not counted).
     pub fn socket_count(&self) -> usize {
+        self.state
+            .read()
+            .len()
+            .saturating_sub(self.parked.load(Ordering::Relaxed))
+    }
+
+    /// Sockets connected or parked: a namespace with any is in use.
+    pub(super) fn member_count(&self) -> usize {
         self.state.read().len()
+    }
+
+    /// Sockets parked for recovery.
+    pub fn parked_count(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// The sockets a selector picks (local `fetchSockets`).
     pub fn sockets(&self, selector: &Selector) -> Vec<Arc<Socket>> {
         let mut out = Vec::new();
-        self.state
-            .read()
-            .for_each(selector, |s| out.push(s.clone()));
+        self.state.read().for_each(selector, |s| {
+            if s.connected() {
+                out.push(s.clone())
+            }
+        });
         out
     }
 
@@ -160,26 +433,56 @@ impl Namespace {
         payload: &Payload,
         volatile: bool,
     ) -> usize {
-        let frames = event_frames(&self.name, event, payload);
+        let offset = if volatile {
+            None
+        } else {
+            self.parking.as_ref().map(|p| p.recovery.next_offset())
+        };
+        let frames = event_frames(&self.name, event, payload, offset.as_deref());
         if let Some(fanout) = self.fanout.get() {
-            fanout.forward(&self.name, selector, &frames, volatile);
+            fanout.forward(&self.name, selector, &frames, volatile, offset.as_deref());
         }
-        self.deliver(selector, &frames, volatile)
+        self.deliver(selector, &frames, volatile, offset.as_deref())
     }
 
     /// Queues already encoded frames for every selected socket of this node only (a
     /// broadcast that arrived from a peer, or the local part of [`Namespace::broadcast`]).
     /// Returns how many sockets it was queued for.
-    pub fn deliver(&self, selector: &Selector, frames: &[Frame], volatile: bool) -> usize {
+    /// A packet with an `offset` is logged for recovery when it picked any socket here
+    /// (parked ones included: they get it on recovery).
+    pub fn deliver(
+        &self,
+        selector: &Selector,
+        frames: &[Frame],
+        volatile: bool,
+        offset: Option<&str>,
+    ) -> usize {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
-        self.state.read().for_each(selector, |socket| {
+        let mut picked = false;
+        let state = self.state.read();
+        state.for_each(selector, |socket| {
+            picked = true;
+            if !socket.connected() {
+                return;
+            }
             match socket.session.push(frames, volatile, self.limits.outbox) {
                 PushOutcome::Queued => delivered += 1,
                 PushOutcome::Overflow => overflowed.push(socket.session.clone()),
                 PushOutcome::DroppedVolatile | PushOutcome::Closed => {}
             }
         });
+        if let (true, Some(parking), Some(offset)) = (picked, &self.parking, offset) {
+            // Under the namespace lock, so a recovery sees it either in the log or live.
+            parking.recovery.log().append(
+                std::time::Instant::now(),
+                Arc::from(offset),
+                self.name.clone(),
+                selector,
+                frames,
+            );
+        }
+        drop(state);
         close_slow_consumers(overflowed);
         delivered
     }
@@ -207,6 +510,9 @@ impl Namespace {
         let mut expected = 0;
         let mut registered = Vec::new();
         self.state.read().for_each(selector, |socket| {
+            if !socket.connected() {
+                return;
+            }
             if socket
                 .register_ack(id, AckWaiter::Many(tx.clone()))
                 .is_err()
@@ -339,9 +645,41 @@ impl Home for Namespace {
         let rooms = socket.rooms.lock().clone();
         // Announced under the lock, so that a join racing with this leave is announced after.
         let mut state = self.state.write();
+        // A recovered socket took this one's place: its rooms are its own now.
+        if !state
+            .get(socket.id())
+            .is_some_and(|s| Arc::ptr_eq(s, socket))
+        {
+            return;
+        }
         for room in state.remove(socket.id(), &rooms) {
             self.room_changed(&room, false);
         }
+        self.announce_foreign_id(socket, false);
+        if let Some(pid) = socket.pid() {
+            if let Some(parking) = &self.parking {
+                parking.forget(&pid, socket);
+            }
+        }
+    }
+
+    fn end_parked(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        Home::remove(self, socket);
+        self.handler.disconnected(socket, reason);
+    }
+
+    fn park(&self, socket: &Arc<Socket>, reason: DisconnectReason) -> bool {
+        let Some(parking) = &self.parking else {
+            return false;
+        };
+        if socket.pid().is_none()
+            || !parking.park(socket, reason, parking.recovery.max_disconnection())
+        {
+            return false;
+        }
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn next_ack_id(&self) -> u64 {
@@ -372,8 +710,15 @@ impl Home for Namespace {
 }
 
 /// The frames of an EVENT packet without ack id: its text, then its binary attachments.
-pub(super) fn event_frames(nsp: &str, event: &str, payload: &Payload) -> Vec<Frame> {
-    let text = packet::encode_event(nsp, event, &payload.args, payload.attachments.len(), None);
+/// An `offset` (recovery) is appended as the last argument.
+pub(super) fn event_frames(
+    nsp: &str,
+    event: &str,
+    payload: &Payload,
+    offset: Option<&str>,
+) -> Vec<Frame> {
+    let text =
+        packet::encode_event_tagged(nsp, event, &payload.args, payload.attachments.len(), offset);
     packet_frames(text, payload)
 }
 

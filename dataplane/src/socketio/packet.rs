@@ -242,6 +242,29 @@ pub fn encode_event(
     attachments: usize,
     id: Option<u64>,
 ) -> String {
+    encode_event_with(nsp, event, args, attachments, id, None)
+}
+
+/// An EVENT without ack id whose last argument is the recovery offset `tag`, if any (what
+/// socket.io clients with connection state recovery read as their last offset).
+pub fn encode_event_tagged(
+    nsp: &str,
+    event: &str,
+    args: &[Value],
+    attachments: usize,
+    tag: Option<&str>,
+) -> String {
+    encode_event_with(nsp, event, args, attachments, None, tag)
+}
+
+fn encode_event_with(
+    nsp: &str,
+    event: &str,
+    args: &[Value],
+    attachments: usize,
+    id: Option<u64>,
+    tag: Option<&str>,
+) -> String {
     let kind = if attachments > 0 {
         PacketKind::BinaryEvent
     } else {
@@ -252,10 +275,13 @@ pub fn encode_event(
     let mut ser = serde_json::Serializer::new(&mut writer);
     // Serializing `&str` and `Value` into a Vec cannot fail.
     let _ = (|| -> Result<(), serde_json::Error> {
-        let mut seq = ser.serialize_seq(Some(args.len().saturating_add(1)))?;
+        let mut seq = ser.serialize_seq(Some(args.len().saturating_add(2)))?;
         seq.serialize_element(event)?;
         for arg in args {
             seq.serialize_element(arg)?;
+        }
+        if let Some(tag) = tag {
+            seq.serialize_element(tag)?;
         }
         seq.end()
     })();
@@ -277,6 +303,11 @@ pub fn encode_ack(nsp: &str, id: u64, args: &[Value], attachments: usize) -> Str
 
 /// Encodes the CONNECT answer carrying the socket id.
 pub fn encode_connect(nsp: &str, sid: &str) -> String {
+    encode_connect_pid(nsp, sid, None)
+}
+
+/// A CONNECT answer; with connection state recovery it carries the private session id.
+pub fn encode_connect_pid(nsp: &str, sid: &str, pid: Option<&str>) -> String {
     let mut out = header(
         PacketKind::Connect,
         nsp,
@@ -284,7 +315,11 @@ pub fn encode_connect(nsp: &str, sid: &str) -> String {
         None,
         sid.len().saturating_add(16),
     );
-    out.push_str(&serde_json::json!({ "sid": sid }).to_string());
+    let body = match pid {
+        Some(pid) => serde_json::json!({ "sid": sid, "pid": pid }),
+        None => serde_json::json!({ "sid": sid }),
+    };
+    out.push_str(&body.to_string());
     out
 }
 
@@ -413,6 +448,14 @@ mod tests {
         assert_eq!(encode_ack("/", 3, &[json!("ok")], 0), "433[\"ok\"]");
         assert_eq!(encode_connect("/", "abc"), "40{\"sid\":\"abc\"}");
         assert_eq!(encode_connect("/x", "abc"), "40/x,{\"sid\":\"abc\"}");
+        assert_eq!(
+            encode_connect_pid("/", "abc", Some("p")),
+            "40{\"pid\":\"p\",\"sid\":\"abc\"}"
+        );
+        assert_eq!(
+            encode_event_tagged("/", "e", &[serde_json::json!(1)], 0, Some("o-1")),
+            "42[\"e\",1,\"o-1\"]"
+        );
         assert_eq!(
             encode_connect_error("/x", "Invalid namespace", None),
             "44/x,{\"message\":\"Invalid namespace\"}"

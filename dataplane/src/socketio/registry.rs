@@ -8,6 +8,8 @@ use parking_lot::RwLock;
 
 use super::handler::Handler;
 use super::namespace::{FanoutCell, Namespace, NamespaceLimits};
+use super::parking::Parking;
+use super::recovery::Recovery;
 use crate::auth::Authenticator;
 use crate::config::Config;
 
@@ -50,6 +52,8 @@ pub(crate) struct Namespaces {
     pub fanout: FanoutCell,
     /// Sockets to disconnect when their token expires (`auth.jwt.disconnectOnExpiry`).
     pub expiries: Arc<super::expiry::TokenExpiries>,
+    /// Parked sockets and the delivery log, with connection state recovery on.
+    pub parking: Option<Arc<Parking>>,
 }
 
 impl Namespaces {
@@ -67,7 +71,22 @@ impl Namespaces {
             limits,
             fanout: FanoutCell::default(),
             expiries: Arc::default(),
+            parking: None,
         }
+        .with_recovery()
+    }
+
+    fn with_recovery(mut self) -> Self {
+        let recovery = &self.config.socketio.connection_state_recovery;
+        if recovery.enabled {
+            // A client cut off silently is noticed within a ping interval and timeout: what it
+            // missed until then must still be in the log.
+            let e = &self.config.engine;
+            let ping_window =
+                std::time::Duration::from_millis(e.ping_interval.saturating_add(e.ping_timeout));
+            self.parking = Some(Parking::new(Arc::new(Recovery::new(recovery, ping_window))));
+        }
+        self
     }
 
     pub fn namespace_allowed(&self, name: &str) -> bool {
@@ -113,7 +132,7 @@ impl Namespaces {
             };
             if !self.configured(name) && dynamic(&map) >= max {
                 // Empty dynamic namespaces hold nothing: drop them to make room.
-                map.retain(|n, ns| self.configured(n) || ns.socket_count() > 0);
+                map.retain(|n, ns| self.configured(n) || ns.member_count() > 0);
                 if dynamic(&map) >= max {
                     tracing::warn!(
                         namespace = name,
@@ -123,7 +142,13 @@ impl Namespaces {
                     return None;
                 }
             }
-            let ns = Namespace::new(name, self.limits, self.handler.clone(), self.fanout.clone());
+            let ns = Namespace::new(
+                name,
+                self.limits,
+                self.handler.clone(),
+                self.fanout.clone(),
+                self.parking.clone(),
+            );
             map.insert(name.to_string(), ns);
         }
         map.get(name).map(f)

@@ -34,6 +34,13 @@ impl Selector {
         self.except.extend(rooms.into_iter().map(Into::into));
         self
     }
+
+    /// Whether the selector picks the member `id` in `rooms` (the same rule as
+    /// [`RoomIndex::for_each`], for one member: what a replay after a disconnection uses).
+    pub fn picks(&self, id: &str, rooms: &[Arc<str>]) -> bool {
+        let is_in = |room: &String| room == id || rooms.iter().any(|r| **r == **room);
+        (self.rooms.is_empty() || self.rooms.iter().any(is_in)) && !self.except.iter().any(is_in)
+    }
 }
 
 /// Members by id and rooms by name. A member's id is shared (`Arc<str>`) between both maps,
@@ -102,6 +109,22 @@ impl<T: Clone> RoomIndex<T> {
         let first = members.is_empty();
         members.insert(id.clone(), member);
         Some((room, first))
+    }
+
+    /// Puts `member` in the place of the member with the same id, in the index and in
+    /// `rooms` (its rooms): a socket recovered under its old id. Returns false (and changes
+    /// nothing) when `id` is not a member.
+    pub fn replace(&mut self, id: &Arc<str>, member: T, rooms: &[Arc<str>]) -> bool {
+        let Some(slot) = self.members.get_mut(&**id) else {
+            return false;
+        };
+        *slot = member.clone();
+        for room in rooms {
+            if let Some(slot) = self.rooms.get_mut(&**room).and_then(|m| m.get_mut(&**id)) {
+                *slot = member.clone();
+            }
+        }
+        true
     }
 
     /// Takes member `id` out of `room`; true when that left the room empty.

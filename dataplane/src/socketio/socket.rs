@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::packet;
 use super::payload::Payload;
+use super::recovery::SessionRecovery;
 use super::rooms::Selector;
 use crate::engine::{CloseReason, Frame, HandshakeInfo, PushOutcome, Session};
 
@@ -27,6 +28,21 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Whether the client may come back to the same session (socket.io's recoverable
+    /// reasons): the connection was lost or closed by the server, not left on purpose.
+    pub fn recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Transport(
+                CloseReason::TransportClose
+                    | CloseReason::TransportError
+                    | CloseReason::PingTimeout
+                    | CloseReason::ForcedClose
+                    | CloseReason::ServerShutdown
+            )
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
@@ -44,6 +60,11 @@ pub(super) trait Home: Any + Send + Sync {
     fn leave(&self, socket: &Arc<Socket>, room: &str);
     /// Takes the socket out of the namespace and its rooms.
     fn remove(&self, socket: &Arc<Socket>);
+    /// Keeps a socket whose connection was lost for recovery (its rooms stay joined and
+    /// what they receive is logged); false when recovery is off or full.
+    fn park(&self, socket: &Arc<Socket>, reason: DisconnectReason) -> bool;
+    /// Ends a parked socket its caller unparked: out of its rooms, the application told.
+    fn end_parked(&self, socket: &Arc<Socket>, reason: DisconnectReason);
     /// Ack ids are unique per namespace, so one id can serve every recipient of a broadcast.
     fn next_ack_id(&self) -> u64;
     fn max_pending_acks(&self) -> usize;
@@ -109,6 +130,7 @@ pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
 
 /// What a socket is made of when it joins a namespace: its engine session, its connection,
 /// and what the client and the application said at CONNECT.
+#[derive(Clone)]
 pub(super) struct Joining {
     pub session: Arc<Session>,
     pub conn: Weak<dyn Transport>,
@@ -116,6 +138,9 @@ pub(super) struct Joining {
     pub auth: Value,
     pub claims: Option<Value>,
     pub data: Value,
+    /// The id of a socket recovered under its old id (the same shared string, so that room
+    /// membership checks by pointer keep working); `None` for a new socket.
+    pub id: Option<Arc<str>>,
 }
 
 pub struct Socket {
@@ -132,6 +157,11 @@ pub struct Socket {
     acks: Mutex<HashMap<u64, AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
+    /// Disconnected, kept for recovery: still in its rooms, delivered nothing. Whoever
+    /// turns it off (recovery, hand-over, expiry) ends the parked socket.
+    parked: AtomicBool,
+    /// Recovery state (pid, where its packets start in the log); `None` with recovery off.
+    recovery: Mutex<Option<Box<SessionRecovery>>>,
     /// One slot of per-socket state for the application layer (e.g. its event queue).
     extension: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
@@ -154,9 +184,11 @@ impl Socket {
             auth,
             claims,
             data,
+            id,
         } = joining;
+        let id = id.unwrap_or_else(|| Arc::from(crate::engine::sid::socket_id(&session.sid)));
         Arc::new(Self {
-            id: Arc::from(crate::engine::sid::socket_id(&session.sid)),
+            id,
             nsp,
             home,
             session,
@@ -168,6 +200,8 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(data),
             connected: AtomicBool::new(true),
+            parked: AtomicBool::new(false),
+            recovery: Mutex::new(None),
             extension: OnceLock::new(),
         })
     }
@@ -216,6 +250,37 @@ impl Socket {
 
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// The private session id a client presents to recover this socket, with recovery on.
+    pub fn pid(&self) -> Option<Arc<str>> {
+        self.recovery.lock().as_ref().map(|r| r.pid.clone())
+    }
+
+    pub(super) fn recovery_state(&self) -> Option<SessionRecovery> {
+        self.recovery.lock().as_deref().cloned()
+    }
+
+    pub(super) fn set_recovery(&self, state: SessionRecovery) {
+        *self.recovery.lock() = Some(Box::new(state));
+    }
+
+    pub(super) fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Release);
+    }
+
+    /// Ends the parked state; true for the one caller that gets to end or move the socket.
+    pub(super) fn unpark(&self) -> bool {
+        self.parked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Makes a socket built for recovery (not yet live) a parked one, or a parked one live.
+    pub(super) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
     }
 
     /// The rooms this socket is in, its own id first (as in Node).
@@ -384,8 +449,18 @@ impl Socket {
         if let Some(conn) = self.conn.upgrade() {
             conn.forget(self);
         }
-        self.home.remove(self);
         self.acks.lock().clear();
+        if reason.recoverable() && self.home.park(self, reason) {
+            return;
+        }
+        self.home.remove(self);
         self.home.disconnected(self, reason);
+    }
+
+    /// Ends a parked socket that was not recovered in time (or could not be), once its
+    /// caller has unparked it: it leaves its rooms and the application hears of the
+    /// disconnection it was parked with.
+    pub(super) fn end_unparked(self: &Arc<Self>, reason: DisconnectReason) {
+        self.home.end_parked(self, reason);
     }
 }

@@ -15,6 +15,8 @@ pub const TIMESTAMP_HEADER: &str = "x-roomcast-timestamp";
 pub const TYPE_CONNECT: &str = "dev.roomcast.socket.connect";
 pub const TYPE_EVENT: &str = "dev.roomcast.socket.event";
 pub const TYPE_DISCONNECT: &str = "dev.roomcast.socket.disconnect";
+/// A socket came back through connection state recovery (no `connect` is sent for it).
+pub const TYPE_RECONNECT: &str = "dev.roomcast.socket.reconnect";
 
 /// One outgoing webhook request: CloudEvents attributes as headers, JSON body.
 #[derive(Debug, Clone, PartialEq)]

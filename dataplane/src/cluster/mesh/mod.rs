@@ -460,6 +460,26 @@ impl Mesh {
         request.gather(waiting, timeout).await
     }
 
+    /// Sends the request `make(id)` to the peer `to` and waits for its reply, at most
+    /// `timeout`; `None` when it is not in routing, its link broke, or it did not answer.
+    pub async fn ask(
+        &self,
+        to: &str,
+        make: impl FnOnce(u64) -> pb::Message,
+        timeout: Duration,
+    ) -> Option<pb::Reply> {
+        let request = self.requests.open();
+        let message = make(request.id());
+        let peer = self.peers.read().get(to).cloned()?;
+        if !self.enqueue(&peer, message, false) {
+            return None;
+        }
+        let (mut replies, _) = request
+            .gather(HashSet::from([to.to_string()]), timeout)
+            .await;
+        replies.pop().map(|(_, reply)| reply)
+    }
+
     /// How long requests wait for peers: a live peer answers at once, and one that does not
     /// answer within this is about to leave routing anyway.
     pub fn request_timeout(&self) -> Duration {

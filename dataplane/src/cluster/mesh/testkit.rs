@@ -21,6 +21,7 @@ impl Inbound for Recorder {
             Kind::Request(r) => Some(pb::Message::of(Kind::Reply(pb::Reply {
                 id: r.id,
                 json: bytes::Bytes::from(format!("\"answer to {from}\"")),
+                tail: None,
             }))),
             _ => None,
         };

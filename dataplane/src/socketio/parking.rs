@@ -1,0 +1,190 @@
+//! Sockets kept for connection state recovery: every socket of a hub with recovery on is
+//! known by its private session id, and a socket whose connection was lost stays *parked*
+//! in its namespace (in its rooms, its packets logged) until it is recovered, handed to
+//! another node, or `maxDisconnectionDuration` passes.
+//!
+//! Every parked socket gets the same timeout, so deadlines arrive in order and one queue
+//! swept by one task serves them all (as `connection::ConnectDeadlines`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::recovery::Recovery;
+use super::socket::{DisconnectReason, Socket};
+
+type Deadline = (Instant, Weak<Socket>, DisconnectReason);
+
+pub(crate) struct Parking {
+    pub recovery: Arc<Recovery>,
+    by_pid: Mutex<HashMap<Arc<str>, Weak<Socket>>>,
+    queue: Mutex<VecDeque<Deadline>>,
+    parked: AtomicUsize,
+    sweeper_started: AtomicBool,
+    /// Sessions taken over from a draining node whose tail has not come yet.
+    pending: Mutex<std::collections::HashSet<Arc<str>>>,
+}
+
+impl Parking {
+    pub fn new(recovery: Arc<Recovery>) -> Arc<Self> {
+        Arc::new(Self {
+            recovery,
+            by_pid: Mutex::new(HashMap::new()),
+            queue: Mutex::new(VecDeque::new()),
+            parked: AtomicUsize::new(0),
+            sweeper_started: AtomicBool::new(false),
+            pending: Mutex::default(),
+        })
+    }
+
+    /// Makes `socket` findable by its pid.
+    pub fn register(&self, pid: &Arc<str>, socket: &Arc<Socket>) {
+        self.by_pid
+            .lock()
+            .insert(pid.clone(), Arc::downgrade(socket));
+    }
+
+    /// Forgets `pid` if it still names `socket`.
+    pub fn forget(&self, pid: &str, socket: &Arc<Socket>) {
+        let mut map = self.by_pid.lock();
+        if map
+            .get(pid)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(socket)))
+        {
+            map.remove(pid);
+        }
+    }
+
+    /// The socket (live or parked) of session `pid`.
+    pub fn lookup(&self, pid: &str) -> Option<Arc<Socket>> {
+        self.by_pid.lock().get(pid).and_then(Weak::upgrade)
+    }
+
+    pub fn set_pending(&self, pid: &Arc<str>, pending: bool) {
+        let mut set = self.pending.lock();
+        if pending {
+            set.insert(pid.clone());
+        } else {
+            set.remove(pid);
+        }
+    }
+
+    /// Waits (a bounded time) until session `pid` is not waiting for its tail any more.
+    pub async fn settled(&self, pid: &str) -> bool {
+        for _ in 0..150 {
+            if !self.pending.lock().contains(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Every parked socket (what a draining node hands over).
+    pub fn parked_sockets(&self) -> Vec<Arc<Socket>> {
+        self.by_pid
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.is_parked())
+            .collect()
+    }
+
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Parks `socket` for `within` (the full window for a socket disconnected here);
+    /// false when `recovery.maxSessions` are parked already.
+    pub fn park(
+        self: &Arc<Self>,
+        socket: &Arc<Socket>,
+        reason: DisconnectReason,
+        within: Duration,
+    ) -> bool {
+        let max = self.recovery.config.max_sessions;
+        if self
+            .parked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            tracing::warn!(socket = socket.id(), max, "session not kept for recovery: socketio.connectionStateRecovery.maxSessions reached");
+            return false;
+        }
+        socket.set_parked(true);
+        let deadline = Instant::now() + within;
+        {
+            let mut queue = self.queue.lock();
+            // Deadlines arrive in order but for sessions handed over with less time left:
+            // those go in their place.
+            let at = queue.partition_point(|(d, _, _)| *d <= deadline);
+            queue.insert(at, (deadline, Arc::downgrade(socket), reason));
+        }
+        self.start_sweeper();
+        true
+    }
+
+    /// Takes a parked socket out of the parked state; true for the one caller that now
+    /// owns it (to recover, hand over or end it).
+    pub fn claim(&self, socket: &Socket) -> bool {
+        if socket.unpark() {
+            self.parked.fetch_sub(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let idle = self.recovery.max_disconnection();
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                let next = this.sweep(Instant::now());
+                this.recovery.prune();
+                drop(this);
+                let wait = next.map_or(idle, |n| n.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+            }
+        });
+    }
+
+    /// Ends the parked sockets whose time is up; returns the next deadline.
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        loop {
+            let due = {
+                let mut queue = self.queue.lock();
+                match queue.front() {
+                    Some((deadline, _, _)) if *deadline <= now => queue.pop_front(),
+                    Some((deadline, _, _)) => return Some(*deadline),
+                    None => return None,
+                }
+            };
+            if let Some((_, socket, reason)) = due {
+                if let Some(socket) = socket.upgrade() {
+                    if self.claim(&socket) {
+                        self.recovery.stats.expired.fetch_add(1, Ordering::Relaxed);
+                        self.end(&socket, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a claimed socket: out of its rooms, the application told.
+    pub fn end(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        if let Some(pid) = socket.pid() {
+            self.forget(&pid, socket);
+        }
+        socket.end_unparked(reason);
+    }
+}

@@ -1,0 +1,341 @@
+// Connection state recovery (docs/recovery.md) with the stock socket.io-client: a client whose
+// TCP connection is cut (reset by a test proxy) mid-stream comes back with the same socket id,
+// rooms and data, `socket.recovered` true, and every message sent meanwhile exactly once, in
+// order; on the same node and on another one. Past the window, or past the bounds, it gets a
+// fresh session instead. A rolling restart of a 3-node hub under traffic loses nothing.
+
+import { it, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import {
+  startServer,
+  startCluster,
+  startHubWithApi,
+  apiCall as api,
+  call,
+  ClientPool,
+  connected,
+  eventually,
+  sleep,
+  withTimeout,
+} from "./harness.mjs";
+
+const pool = new ClientPool();
+let running = [];
+
+afterEach(async () => {
+  pool.closeAll();
+  await Promise.all(running.map((p) => p.stop()));
+  running = [];
+});
+
+const TOKEN = "recovery-test-token-0123456789abcdef";
+const ROOM = "room:stream";
+
+/**
+ * A TCP proxy that sends each new connection to the backend `pick()` names (round-robin by
+ * default) and can reset every connection it carries, as a network failure would.
+ */
+class CutProxy {
+  constructor(backends) {
+    this.backends = backends;
+    this.next = 0;
+    this.pairs = new Set();
+    this.refusing = false;
+    this.pick = () => this.next++ % this.backends.length;
+  }
+  async start(ip) {
+    this.server = net.createServer((c) => {
+      if (this.refusing) return c.resetAndDestroy();
+      c.pause();
+      c.on("error", () => c.destroy());
+      // A backend that refuses (a node restarting) is skipped for the next one.
+      const attempt = (left) => {
+        const b = this.backends[this.pick()];
+        const u = net.connect(b.port, b.host);
+        u.once("error", () => (left > 1 && !c.destroyed ? attempt(left - 1) : c.destroy()));
+        u.once("connect", () => {
+          const pair = { c, u };
+          this.pairs.add(pair);
+          const end = () => {
+            this.pairs.delete(pair);
+            c.destroy();
+            u.destroy();
+          };
+          for (const s of [c, u]) {
+            s.on("error", end);
+            s.on("close", end);
+          }
+          c.pipe(u);
+          u.pipe(c);
+          c.resume();
+        });
+      };
+      attempt(this.backends.length);
+    });
+    await new Promise((r) => this.server.listen(0, ip, r));
+    this.url = `http://${ip}:${this.server.address().port}`;
+    return this;
+  }
+  /** Resets every connection (both sides see an RST). */
+  cutAll() {
+    for (const { c, u } of this.pairs) {
+      c.resetAndDestroy();
+      u.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+  stop() {
+    this.cutAll();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+const recovery = (extra = {}) => ({ enabled: true, maxDisconnectionDuration: 10_000, ...extra });
+const namespaces = [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }];
+
+/** A stock client through `proxy`, reconnecting fast, that records the `seq` numbers it gets. */
+async function subscriber(proxy, { join = true } = {}) {
+  const s = pool.io(proxy.url, {
+    transports: ["websocket"],
+    reconnection: true,
+    reconnectionDelay: 50,
+    reconnectionDelayMax: 200,
+  });
+  s.seq = [];
+  s.connects = 0;
+  s.on("seq", (n, offset) => {
+    assert.equal(typeof offset, "string", "recovery tags events with an offset");
+    s.seq.push(n);
+  });
+  s.on("connect", () => s.connects++);
+  s.log = [];
+  s.on("disconnect", (why) => s.log.push(`disconnect: ${why}`));
+  s.on("connect_error", (e) => s.log.push(`connect_error: ${e.message}`));
+  s.io.on("reconnect_attempt", (n) => s.log.push(`attempt ${n}`));
+  await connected(s);
+  if (join) assert.deepEqual(await call(s, "roomcast:join", ROOM), { ok: true });
+  return s;
+}
+
+const emitSeq = (node, n, extra = {}) =>
+  api(node, "POST", "/v1/namespaces/%2F/emit", { event: "seq", args: [n], rooms: [ROOM], ...extra });
+
+const range = (a, b) => [...Array(b - a).keys()].map((i) => a + i);
+
+/**
+ * Every message of `expected` exactly once, and the messages of each origin node in the order
+ * it sent them (the order guarantee of a hub: per sender; `origin(n)` is message n's node).
+ */
+function assertExactlyOnce(got, expected, origin, what) {
+  assert.deepEqual([...got].sort((a, b) => a - b), expected, `${what}: every message exactly once`);
+  const byOrigin = new Map();
+  for (const n of got) {
+    const o = origin(n);
+    const last = byOrigin.get(o) ?? -1;
+    assert.ok(n > last, `${what}: ${n} after ${last} from the same node`);
+    byOrigin.set(o, n);
+  }
+}
+
+async function singleNode(config = {}) {
+  const hub = await startHubWithApi(
+    { socketio: { namespaces, connectionStateRecovery: recovery(config) } },
+    TOKEN,
+  );
+  running.push(hub);
+  const [host, port] = hub.url.replace("http://", "").split(":");
+  const proxy = await new CutProxy([{ host, port: Number(port) }]).start("127.0.0.60");
+  running.push(proxy);
+  return { hub, proxy };
+}
+
+it("a client cut off mid-stream recovers on the same node: same id, rooms and data, every message once", async () => {
+  const { hub, proxy } = await singleNode();
+  const s = await subscriber(proxy);
+  const id = s.id;
+  for (const n of range(0, 10)) await emitSeq(hub, n);
+  await eventually(() => s.seq.length === 10, 5000, "first part");
+  proxy.cutAll();
+  for (const n of range(10, 30)) await emitSeq(hub, n);
+  await eventually(() => s.connects === 2, 5000, "reconnected");
+  assert.equal(s.recovered, true, "socket.recovered");
+  assert.equal(s.id, id, "same socket id");
+  for (const n of range(30, 40)) await emitSeq(hub, n);
+  await eventually(() => s.seq.length >= 40, 5000, "the rest");
+  await sleep(100);
+  assert.deepEqual(s.seq, range(0, 40), "every message exactly once, in order");
+  // Still in its room and reachable by id.
+  const sockets = await api(hub, "GET", `/v1/namespaces/%2F/sockets?rooms=${encodeURIComponent(ROOM)}`);
+  assert.deepEqual(sockets.sockets.map((x) => x.id), [id]);
+});
+
+it("a client that had received nothing recovers from the session's start", async () => {
+  const { hub, proxy } = await singleNode();
+  const s = await subscriber(proxy);
+  proxy.cutAll();
+  for (const n of range(0, 5)) await emitSeq(hub, n);
+  await eventually(() => s.connects === 2, 5000, "reconnected");
+  assert.equal(s.recovered, true);
+  await eventually(() => s.seq.length >= 5, 5000, "missed messages");
+  assert.deepEqual(s.seq, range(0, 5));
+});
+
+it("past maxDisconnectionDuration, or past the per-session bounds, the client gets a fresh session", async () => {
+  const { hub, proxy } = await singleNode({ maxDisconnectionDuration: 800, maxPacketsPerSession: 5 });
+  const late = await subscriber(proxy);
+  const lateId = late.id;
+  proxy.refusing = true;
+  proxy.cutAll();
+  await sleep(1500);
+  proxy.refusing = false;
+  await eventually(() => late.connects === 2, 5000, "reconnected");
+  assert.equal(late.recovered, false, "too late: not recovered");
+  assert.notEqual(late.id, lateId, "a new socket id");
+
+  const busy = await subscriber(proxy);
+  const busyId = busy.id;
+  proxy.refusing = true;
+  proxy.cutAll();
+  for (const n of range(0, 8)) await emitSeq(hub, n);
+  proxy.refusing = false;
+  await eventually(() => busy.connects === 2, 5000, "reconnected");
+  assert.equal(busy.recovered, false, "missed more than maxPacketsPerSession: not recovered");
+  assert.notEqual(busy.id, busyId);
+  // Both ended sessions are gone (out of the room), only the fresh ones remain.
+  const stats = await api(hub, "GET", "/v1/stats");
+  const root = stats.namespaces.find((n) => n.name === "/");
+  assert.deepEqual([root.sockets, root.parked], [2, 0], JSON.stringify(stats));
+});
+
+const CLUSTER_TOKEN = "recovery-cluster-token-0123456789ab";
+const clusterConfig = (extra = {}) => ({
+  socketio: { namespaces, connectionStateRecovery: recovery() },
+  shutdown: { drainDelay: 200, gracePeriod: 5000 },
+  ...extra,
+});
+
+it("a client cut off on one node recovers on another: the session, its rooms and emits to its id move", async () => {
+  const { nodes } = await startCluster({
+    ips: ["127.0.0.61", "127.0.0.62"],
+    token: CLUSTER_TOKEN,
+    config: clusterConfig(),
+  });
+  running.push(...nodes);
+  const backends = nodes.map((n) => {
+    const [host, port] = n.url.replace("http://", "").split(":");
+    return { host, port: Number(port) };
+  });
+  const proxy = await new CutProxy(backends).start("127.0.0.63");
+  running.push(proxy);
+  proxy.pick = () => 0;
+  const s = await subscriber(proxy);
+  const id = s.id;
+  // Origins on both nodes, alternating.
+  for (const n of range(0, 10)) await emitSeq(nodes[n % 2], n);
+  await eventually(() => s.seq.length === 10, 5000, "first part");
+  proxy.pick = () => 1;
+  proxy.cutAll();
+  for (const n of range(10, 30)) await emitSeq(nodes[n % 2], n);
+  await eventually(() => s.connects === 2, 5000, "reconnected");
+  assert.equal(s.recovered, true, "recovered on the other node");
+  assert.equal(s.id, id);
+  for (const n of range(30, 40)) await emitSeq(nodes[n % 2], n);
+  await eventually(() => s.seq.length >= 40, 5000, "the rest");
+  await sleep(100);
+  assertExactlyOnce(s.seq, range(0, 40), (n) => n % 2, "moved client");
+  // It lives on hub-1 now, under an id that names hub-0: an emit to it from either node,
+  // and a lookup, find it there.
+  s.dm = [];
+  s.on("dm", (x) => s.dm.push(x));
+  await api(nodes[0], "POST", "/v1/namespaces/%2F/emit", { event: "dm", args: [0], socketIds: [id] });
+  await api(nodes[1], "POST", "/v1/namespaces/%2F/emit", { event: "dm", args: [1], socketIds: [id] });
+  await eventually(() => s.dm.length === 2, 5000, "emits to the moved socket's id");
+  const found = await api(nodes[0], "GET", `/v1/namespaces/%2F/sockets?rooms=${encodeURIComponent(ROOM)}`);
+  assert.deepEqual(found.sockets.map((x) => x.id), [id]);
+  for (const node of nodes) {
+    const stats = await api(node, "GET", "/v1/stats");
+    assert.equal(stats.namespaces.find((n) => n.name === "/").parked, 0, "nothing left parked");
+  }
+});
+
+it("a rolling restart of a 3-node hub under traffic loses nothing for any client", async () => {
+  const ips = ["127.0.0.65", "127.0.0.66", "127.0.0.67"];
+  const { nodes, startNode, linked } = await startCluster({ ips, token: CLUSTER_TOKEN, config: clusterConfig() });
+  running.push(...nodes);
+  const backendOf = (n) => {
+    const [host, port] = n.url.replace("http://", "").split(":");
+    return { host, port: Number(port) };
+  };
+  const proxy = await new CutProxy(nodes.map(backendOf)).start("127.0.0.64");
+  running.push(proxy);
+  const subs = [];
+  for (let i = 0; i < 30; i++) subs.push(await subscriber(proxy));
+  // Clients of a second room that gets nothing before the roll starts.
+  const quiet = [];
+  for (let i = 0; i < 6; i++) {
+    const q = pool.io(proxy.url, { transports: ["websocket"], reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 200 });
+    q.got = [];
+    q.on("quiet", (n) => q.got.push(n));
+    await connected(q);
+    assert.deepEqual(await call(q, "roomcast:join", "room:quiet"), { ok: true });
+    quiet.push(q);
+  }
+  const ids = subs.map((s) => s.id);
+  const live = [true, true, true];
+  let sent = 0;
+  const origins = [];
+  let quietSent = 0;
+  let quietOn = false;
+  let stop = false;
+  // 20 messages a second, each through the management API of the next live node.
+  const publisher = (async () => {
+    for (let k = 0; !stop; k++) {
+      const targets = nodes.map((n, i) => [n, i]).filter(([, i]) => live[i]);
+      const [node] = targets[k % targets.length];
+      try {
+        origins[sent] = nodes.indexOf(node);
+        await emitSeq(node, sent);
+        sent++;
+        if (quietOn) {
+          await api(node, "POST", "/v1/namespaces/%2F/emit", { event: "quiet", args: [quietSent], rooms: ["room:quiet"] });
+          quietSent++;
+        }
+      } catch {
+        // That node is going away: the same message goes to the next one.
+      }
+      await sleep(50);
+    }
+  })();
+  await sleep(500);
+  for (const i of [2, 1, 0]) {
+    live[i] = false;
+    nodes[i].proc.kill("SIGTERM");
+    quietOn = true;
+    assert.deepEqual(await withTimeout(nodes[i].exit, 10_000, `hub-${i} exit`), { code: 0, signal: null });
+    nodes[i] = await startNode(i);
+    running.push(nodes[i]);
+    // The restarted node listens on a new port: the load balancer follows it.
+    proxy.backends[i] = backendOf(nodes[i]);
+    for (const node of nodes) {
+      await eventually(async () => (await linked(node)) === 3, 10_000, "all linked again");
+    }
+    live[i] = true;
+    await sleep(700);
+  }
+  await sleep(500);
+  stop = true;
+  await publisher;
+  await eventually(() => subs.every((s) => s.seq.length >= sent), 10_000, "every message everywhere").catch(() => {});
+  await eventually(() => quiet.every((q) => q.got.length >= quietSent), 5000, "every quiet message").catch(() => {});
+  await sleep(200);
+  const all = range(0, sent);
+  for (const [i, s] of subs.entries()) {
+    assert.equal(s.id, ids[i], `subscriber ${i} kept its socket id (${s.connects} connects; ${s.log.join(", ")})`);
+    assertExactlyOnce(s.seq, all, (n) => origins[n], `subscriber ${i} (${s.connects} connects)`);
+  }
+  for (const [i, q] of quiet.entries()) {
+    assert.deepEqual(q.got, range(0, quietSent), `quiet client ${i}`);
+  }
+  assert.ok(sent > 60, `traffic through the roll (${sent})`);
+});
