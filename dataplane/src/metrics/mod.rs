@@ -17,6 +17,7 @@ use crate::app::upstream::UpstreamStats;
 use crate::cluster::discovery::DiscoveryStats;
 use crate::cluster::Mesh;
 use crate::engine::Engine;
+use crate::socketio::recovery::RecoveryStats;
 use crate::socketio::Hub;
 
 /// Everything `/metrics` reports.
@@ -36,6 +37,86 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
         let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+impl MetricsSource {
+    /// Connection state recovery (zero when it is off, so the set of metrics never changes).
+    fn render_recovery(&self, out: &mut String) {
+        let recovery = self.hub.recovery();
+        let load = |f: fn(&RecoveryStats) -> &AtomicU64| {
+            recovery.map_or(0, |r| f(&r.stats).load(Ordering::Relaxed))
+        };
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            out,
+            "roomcast_recovery_parked_sessions",
+            "gauge",
+            "Disconnected sessions kept for connection state recovery on this node.",
+            &one(self.hub.parked_count() as u64),
+        );
+        metric(
+            out,
+            "roomcast_recovery_buffer_bytes",
+            "gauge",
+            "Bytes of recent packets kept for replay (socketio.connectionStateRecovery.maxBufferBytes).",
+            &one(recovery.map_or(0, |r| r.log().bytes() as u64)),
+        );
+        metric(
+            out,
+            "roomcast_recovery_recovered_total",
+            "counter",
+            "Sessions recovered here, by where they were held (local: this node; remote: taken over from another).",
+            &[
+                ("{where=\"local\"}".to_string(), load(|s| &s.recovered_local)),
+                ("{where=\"remote\"}".to_string(), load(|s| &s.recovered_remote)),
+            ],
+        );
+        let failed: Vec<(String, u64)> = recovery
+            .map(|r| {
+                r.stats
+                    .failed
+                    .lock()
+                    .iter()
+                    .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        metric(
+            out,
+            "roomcast_recovery_failed_total",
+            "counter",
+            "Recovery attempts that gave the client a new session instead, by reason.",
+            &failed,
+        );
+        metric(
+            out,
+            "roomcast_recovery_replayed_packets_total",
+            "counter",
+            "Packets sent again to recovered sessions.",
+            &one(load(|s| &s.replayed_packets)),
+        );
+        metric(
+            out,
+            "roomcast_recovery_handed_over_total",
+            "counter",
+            "Sessions this node handed to another node (taken over by a reconnecting client's node).",
+            &one(load(|s| &s.handed_over)),
+        );
+        metric(
+            out,
+            "roomcast_recovery_adopted_total",
+            "counter",
+            "Sessions taken over from a draining node.",
+            &one(load(|s| &s.adopted)),
+        );
+        metric(
+            out,
+            "roomcast_recovery_expired_total",
+            "counter",
+            "Disconnected sessions not recovered within maxDisconnectionDuration.",
+            &one(load(|s| &s.expired)),
+        );
     }
 }
 
@@ -155,6 +236,7 @@ impl MetricsSource {
             "Rooms by namespace.",
             &rooms,
         );
+        self.render_recovery(&mut out);
         if let Some(u) = &self.upstream {
             metric(
                 &mut out,

@@ -309,23 +309,34 @@ impl Connection {
             data: Value::Null,
             id: None,
         };
-        let (old, remote) = match parking.lookup(&claim.pid) {
-            Some(old) => {
-                if old.nsp() != nsp.as_str() {
-                    return Err(Unrecoverable::UnknownSession);
+        // Where the session is can change while this runs (a draining holder hands it to
+        // a peer, possibly this node): each attempt looks again.
+        let mut last = Unrecoverable::UnknownSession;
+        let mut found = None;
+        for _ in 0..3 {
+            let attempt = match parking.lookup(&claim.pid) {
+                Some(old) => self
+                    .take_local(&parking, old, nsp, &claim.pid)
+                    .await
+                    .map(|s| (s, false)),
+                None => self
+                    .take_over(&parking, &ns, claim, joining())
+                    .await
+                    .map(|s| (s, true)),
+            };
+            match attempt {
+                Ok(taken) => {
+                    found = Some(taken);
+                    break;
                 }
-                if old.connected() {
-                    // Cut off without this node noticing yet: its client is the one here.
-                    old.close_transport();
+                Err(why @ (Unrecoverable::Busy | Unrecoverable::UnknownSession)) => {
+                    last = why;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                parking.settled(&claim.pid).await;
-                if !parking.claim(&old) {
-                    return Err(Unrecoverable::Busy);
-                }
-                (old, false)
+                Err(why) => return Err(why),
             }
-            None => (self.take_over(&parking, &ns, claim, joining()).await?, true),
-        };
+        }
+        let (old, remote) = found.ok_or(last)?;
         let (socket, missed) = ns.recover(&old, joining(), claim.offset.as_deref())?;
         {
             let mut state = self.state.lock();
@@ -368,43 +379,52 @@ impl Connection {
             .handover()
             .cloned()
             .ok_or(Unrecoverable::UnknownSession)?;
-        // A draining holder may hand the session to a peer while this node asks: then it is
-        // looked for again, where it went.
-        let mut last = Unrecoverable::UnknownSession;
-        for _ in 0..3 {
-            let (holder, state) = handover.find(&claim.pid).await?;
-            if state.nsp != ns.name() || state.pid != *claim.pid {
-                return Err(Unrecoverable::UnknownSession);
+        let (holder, state) = handover.find(&claim.pid).await?;
+        if state.nsp != ns.name() || state.pid != *claim.pid {
+            return Err(Unrecoverable::UnknownSession);
+        }
+        let ghost = ns
+            .add_parked(joining, &state, parking.recovery.max_disconnection())
+            .ok_or(Unrecoverable::Busy)?;
+        handover.propagated().await;
+        if !parking.claim(&ghost) {
+            return Err(Unrecoverable::Busy);
+        }
+        match handover
+            .take(&holder, &claim.pid, claim.offset.as_deref())
+            .await
+        {
+            Ok(tail) => {
+                ns.set_tail(&ghost, tail);
+                Ok(ghost)
             }
-            let ghost = ns
-                .add_parked(
-                    joining.clone(),
-                    &state,
-                    parking.recovery.max_disconnection(),
-                )
-                .ok_or(Unrecoverable::Busy)?;
-            handover.propagated().await;
-            if !parking.claim(&ghost) {
-                return Err(Unrecoverable::Busy);
-            }
-            match handover
-                .take(&holder, &claim.pid, claim.offset.as_deref())
-                .await
-            {
-                Ok(tail) => {
-                    ns.set_tail(&ghost, tail);
-                    return Ok(ghost);
-                }
-                Err(why) => {
-                    ns.drop_parked(&ghost);
-                    if !matches!(why, Unrecoverable::Busy | Unrecoverable::UnknownSession) {
-                        return Err(why);
-                    }
-                    last = why;
-                }
+            Err(why) => {
+                ns.drop_parked(&ghost);
+                Err(why)
             }
         }
-        Err(last)
+    }
+
+    /// Claims session `pid` held by this node (disconnecting it first if its transport
+    /// still looks alive here: its client is the one reconnecting).
+    async fn take_local(
+        &self,
+        parking: &Arc<super::parking::Parking>,
+        old: Arc<Socket>,
+        nsp: &str,
+        pid: &str,
+    ) -> Result<Arc<Socket>, Unrecoverable> {
+        if old.nsp() != nsp {
+            return Err(Unrecoverable::UnknownSession);
+        }
+        if old.connected() {
+            old.close_transport();
+        }
+        parking.settled(pid).await;
+        if !parking.claim(&old) {
+            return Err(Unrecoverable::Busy);
+        }
+        Ok(old)
     }
 
     fn recovery_failed(&self, nsp: &str, why: Unrecoverable) {

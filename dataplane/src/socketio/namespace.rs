@@ -123,6 +123,7 @@ impl Namespace {
                 pid: pid.clone(),
                 start,
                 tail: Tail::default(),
+                received_before: None,
             });
             parking.register(&pid, &socket);
         }
@@ -156,6 +157,7 @@ impl Namespace {
                 pid: pid.clone(),
                 start: parking.recovery.log().head(),
                 tail: Tail::default(),
+                received_before: None,
             });
             self.announce_foreign_id(&socket, true);
         }
@@ -243,6 +245,7 @@ impl Namespace {
                             anchor: offset.map(Arc::from),
                             entries: replay.clone(),
                         },
+                        received_before: None,
                     });
                     replay
                 }
@@ -276,6 +279,9 @@ impl Namespace {
             session.send(&r.frames, false);
         }
         drop(state);
+        if !replay.is_empty() {
+            forget_tail_once_received(&socket, parking.recovery.ping_window());
+        }
         Ok((socket, replay.len()))
     }
 
@@ -673,11 +679,23 @@ impl Home for Namespace {
         let Some(parking) = &self.parking else {
             return false;
         };
-        if socket.pid().is_none()
-            || !parking.park(socket, reason, parking.recovery.max_disconnection())
-        {
+        let Some(mut rec) = socket.recovery_state() else {
+            return false;
+        };
+        if !parking.park(socket, reason, parking.recovery.max_disconnection()) {
             return false;
         }
+        // What was delivered well before the connection was lost reached the client: a
+        // server-side close flushes first; a lost connection is noticed within the ping
+        // window.
+        let margin = match reason {
+            DisconnectReason::Transport(crate::engine::CloseReason::ServerShutdown) => {
+                SERVER_CLOSE_MARGIN
+            }
+            _ => parking.recovery.ping_window(),
+        };
+        rec.received_before = std::time::Instant::now().checked_sub(margin);
+        socket.set_recovery(rec);
         self.parked.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -720,6 +738,33 @@ pub(super) fn event_frames(
     let text =
         packet::encode_event_tagged(nsp, event, &payload.args, payload.attachments.len(), offset);
     packet_frames(text, payload)
+}
+
+/// How long before a server-side close (a drain) its client may not have had the packets
+/// delivered yet.
+const SERVER_CLOSE_MARGIN: Duration = Duration::from_secs(2);
+
+/// A recovered socket keeps what it was sent again (its tail) in case it is cut off before
+/// getting it all. Once a ping window has passed with the socket still connected, a pong
+/// answered a ping sent after the tail, so the client has it: only its last offset is kept.
+fn forget_tail_once_received(socket: &Arc<Socket>, window: Duration) {
+    let weak = Arc::downgrade(socket);
+    tokio::spawn(async move {
+        tokio::time::sleep(window).await;
+        let Some(socket) = weak.upgrade() else { return };
+        if !socket.connected() {
+            return;
+        }
+        if let Some(mut rec) = socket.recovery_state() {
+            if let Some(last) = rec.tail.entries.last() {
+                rec.tail = Tail {
+                    anchor: Some(last.offset.clone()),
+                    entries: Vec::new(),
+                };
+                socket.set_recovery(rec);
+            }
+        }
+    });
 }
 
 fn close_slow_consumers(sessions: Vec<Arc<Session>>) {

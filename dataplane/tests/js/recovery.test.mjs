@@ -108,8 +108,11 @@ async function subscriber(proxy, { join = true } = {}) {
     assert.equal(typeof offset, "string", "recovery tags events with an offset");
     s.seq.push(n);
   });
-  s.on("connect", () => s.connects++);
   s.log = [];
+  s.on("connect", () => {
+    s.connects++;
+    s.log.push(`connect ${s.recovered ? "recovered" : "fresh"} after ${s.seq.at(-1)}`);
+  });
   s.on("disconnect", (why) => s.log.push(`disconnect: ${why}`));
   s.on("connect_error", (e) => s.log.push(`connect_error: ${e.message}`));
   s.io.on("reconnect_attempt", (n) => s.log.push(`attempt ${n}`));
@@ -127,8 +130,14 @@ const range = (a, b) => [...Array(b - a).keys()].map((i) => a + i);
  * Every message of `expected` exactly once, and the messages of each origin node in the order
  * it sent them (the order guarantee of a hub: per sender; `origin(n)` is message n's node).
  */
-function assertExactlyOnce(got, expected, origin, what) {
-  assert.deepEqual([...got].sort((a, b) => a - b), expected, `${what}: every message exactly once`);
+function assertExactlyOnce(got, expected, origin, what, maybe = new Set()) {
+  const missing = expected.filter((n) => !got.includes(n) && !maybe.has(n));
+  const twice = got.filter((n, i) => got.indexOf(n) !== i);
+  assert.deepEqual(
+    [...got].sort((a, b) => a - b),
+    expected.filter((n) => !maybe.has(n) || got.includes(n)),
+    `${what}: every message exactly once (missing ${missing.map((n) => `${n}@${origin(n)}`)}; twice ${twice})`,
+  );
   const byOrigin = new Map();
   for (const n of got) {
     const o = origin(n);
@@ -145,7 +154,7 @@ async function singleNode(config = {}) {
   );
   running.push(hub);
   const [host, port] = hub.url.replace("http://", "").split(":");
-  const proxy = await new CutProxy([{ host, port: Number(port) }]).start("127.0.0.60");
+  const proxy = await new CutProxy([{ host, port: Number(port) }]).start("127.0.0.70");
   running.push(proxy);
   return { hub, proxy };
 }
@@ -192,6 +201,7 @@ it("past maxDisconnectionDuration, or past the per-session bounds, the client ge
   await eventually(() => late.connects === 2, 5000, "reconnected");
   assert.equal(late.recovered, false, "too late: not recovered");
   assert.notEqual(late.id, lateId, "a new socket id");
+  late.disconnect();
 
   const busy = await subscriber(proxy);
   const busyId = busy.id;
@@ -202,10 +212,10 @@ it("past maxDisconnectionDuration, or past the per-session bounds, the client ge
   await eventually(() => busy.connects === 2, 5000, "reconnected");
   assert.equal(busy.recovered, false, "missed more than maxPacketsPerSession: not recovered");
   assert.notEqual(busy.id, busyId);
-  // Both ended sessions are gone (out of the room), only the fresh ones remain.
+  // The ended sessions are gone, only the fresh one remains.
   const stats = await api(hub, "GET", "/v1/stats");
   const root = stats.namespaces.find((n) => n.name === "/");
-  assert.deepEqual([root.sockets, root.parked], [2, 0], JSON.stringify(stats));
+  assert.deepEqual([root.sockets, root.parked], [1, 0], JSON.stringify(stats));
 });
 
 const CLUSTER_TOKEN = "recovery-cluster-token-0123456789ab";
@@ -217,7 +227,7 @@ const clusterConfig = (extra = {}) => ({
 
 it("a client cut off on one node recovers on another: the session, its rooms and emits to its id move", async () => {
   const { nodes } = await startCluster({
-    ips: ["127.0.0.61", "127.0.0.62"],
+    ips: ["127.0.0.71", "127.0.0.72"],
     token: CLUSTER_TOKEN,
     config: clusterConfig(),
   });
@@ -226,7 +236,7 @@ it("a client cut off on one node recovers on another: the session, its rooms and
     const [host, port] = n.url.replace("http://", "").split(":");
     return { host, port: Number(port) };
   });
-  const proxy = await new CutProxy(backends).start("127.0.0.63");
+  const proxy = await new CutProxy(backends).start("127.0.0.73");
   running.push(proxy);
   proxy.pick = () => 0;
   const s = await subscriber(proxy);
@@ -260,14 +270,14 @@ it("a client cut off on one node recovers on another: the session, its rooms and
 });
 
 it("a rolling restart of a 3-node hub under traffic loses nothing for any client", async () => {
-  const ips = ["127.0.0.65", "127.0.0.66", "127.0.0.67"];
+  const ips = ["127.0.0.75", "127.0.0.76", "127.0.0.77"];
   const { nodes, startNode, linked } = await startCluster({ ips, token: CLUSTER_TOKEN, config: clusterConfig() });
   running.push(...nodes);
   const backendOf = (n) => {
     const [host, port] = n.url.replace("http://", "").split(":");
     return { host, port: Number(port) };
   };
-  const proxy = await new CutProxy(nodes.map(backendOf)).start("127.0.0.64");
+  const proxy = await new CutProxy(nodes.map(backendOf)).start("127.0.0.74");
   running.push(proxy);
   const subs = [];
   for (let i = 0; i < 30; i++) subs.push(await subscriber(proxy));
@@ -285,6 +295,10 @@ it("a rolling restart of a 3-node hub under traffic loses nothing for any client
   const live = [true, true, true];
   let sent = 0;
   const origins = [];
+  // Messages whose emit call failed (a node going away mid-call): delivered or not, at most once.
+  const uncertain = new Set();
+  const quietUncertain = new Set();
+  const quietOrigins = [];
   let quietSent = 0;
   let quietOn = false;
   let stop = false;
@@ -293,16 +307,14 @@ it("a rolling restart of a 3-node hub under traffic loses nothing for any client
     for (let k = 0; !stop; k++) {
       const targets = nodes.map((n, i) => [n, i]).filter(([, i]) => live[i]);
       const [node] = targets[k % targets.length];
-      try {
-        origins[sent] = nodes.indexOf(node);
-        await emitSeq(node, sent);
-        sent++;
-        if (quietOn) {
-          await api(node, "POST", "/v1/namespaces/%2F/emit", { event: "quiet", args: [quietSent], rooms: ["room:quiet"] });
-          quietSent++;
-        }
-      } catch {
-        // That node is going away: the same message goes to the next one.
+      origins[sent] = nodes.indexOf(node);
+      await emitSeq(node, sent).catch(() => uncertain.add(sent));
+      sent++;
+      if (quietOn) {
+        quietOrigins[quietSent] = nodes.indexOf(node);
+        await api(node, "POST", "/v1/namespaces/%2F/emit", { event: "quiet", args: [quietSent], rooms: ["room:quiet"] })
+          .catch(() => quietUncertain.add(quietSent));
+        quietSent++;
       }
       await sleep(50);
     }
@@ -315,11 +327,11 @@ it("a rolling restart of a 3-node hub under traffic loses nothing for any client
     assert.deepEqual(await withTimeout(nodes[i].exit, 10_000, `hub-${i} exit`), { code: 0, signal: null });
     nodes[i] = await startNode(i);
     running.push(nodes[i]);
-    // The restarted node listens on a new port: the load balancer follows it.
-    proxy.backends[i] = backendOf(nodes[i]);
     for (const node of nodes) {
       await eventually(async () => (await linked(node)) === 3, 10_000, "all linked again");
     }
+    // Ready (linked to every peer): the load balancer sends it clients, on its new port.
+    proxy.backends[i] = backendOf(nodes[i]);
     live[i] = true;
     await sleep(700);
   }
@@ -332,10 +344,10 @@ it("a rolling restart of a 3-node hub under traffic loses nothing for any client
   const all = range(0, sent);
   for (const [i, s] of subs.entries()) {
     assert.equal(s.id, ids[i], `subscriber ${i} kept its socket id (${s.connects} connects; ${s.log.join(", ")})`);
-    assertExactlyOnce(s.seq, all, (n) => origins[n], `subscriber ${i} (${s.connects} connects)`);
+    assertExactlyOnce(s.seq, all, (n) => origins[n], `subscriber ${i} ${s.id} (${s.connects} connects; ${s.log.join(", ")})`, uncertain);
   }
   for (const [i, q] of quiet.entries()) {
-    assert.deepEqual(q.got, range(0, quietSent), `quiet client ${i}`);
+    assertExactlyOnce(q.got, range(0, quietSent), (n) => quietOrigins[n], `quiet client ${i}`, quietUncertain);
   }
-  assert.ok(sent > 60, `traffic through the roll (${sent})`);
+  assert.ok(sent > 60 && uncertain.size < 5, `traffic through the roll (${sent} sent, ${uncertain.size} uncertain)`);
 });

@@ -218,6 +218,43 @@ impl Log {
     }
 }
 
+impl Log {
+    /// [`Log::matching`] without bounds, split at `cut`: the offset of the last packet
+    /// logged before it (what a client that was live here until then surely got), and the
+    /// packets from then on.
+    pub fn matching_since(
+        &self,
+        from: u64,
+        nsp: &str,
+        id: &str,
+        rooms: &[Arc<str>],
+        skip: &HashSet<&str>,
+        cut: Instant,
+    ) -> Result<(Option<Arc<str>>, Vec<Replayed>), Unrecoverable> {
+        if from < self.dropped_below {
+            return Err(Unrecoverable::Truncated);
+        }
+        let first = self.entries.front().map_or(self.next, |e| e.seq);
+        let skip_n = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
+        let mut last_before = None;
+        let mut after = Vec::new();
+        for e in self.entries.iter().skip(skip_n) {
+            if &*e.nsp != nsp || skip.contains(&*e.offset) || !e.selector.picks(id, rooms) {
+                continue;
+            }
+            if e.at < cut {
+                last_before = Some(e.offset.clone());
+            } else {
+                after.push(Replayed {
+                    offset: e.offset.clone(),
+                    frames: e.frames.clone(),
+                });
+            }
+        }
+        Ok((last_before, after))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

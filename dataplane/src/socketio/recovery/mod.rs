@@ -83,6 +83,7 @@ pub struct Recovery {
     member: OnceLock<String>,
     handover: OnceLock<std::sync::Arc<dyn Handover>>,
     pub stats: RecoveryStats,
+    ping_window: Duration,
 }
 
 impl Recovery {
@@ -98,7 +99,13 @@ impl Recovery {
             member: OnceLock::new(),
             handover: OnceLock::new(),
             stats: RecoveryStats::default(),
+            ping_window,
         }
+    }
+
+    /// How long a lost connection can go unnoticed (ping interval + ping timeout).
+    pub fn ping_window(&self) -> Duration {
+        self.ping_window
     }
 
     pub fn bounds(&self) -> SessionBounds {

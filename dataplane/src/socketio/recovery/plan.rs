@@ -31,6 +31,9 @@ pub struct SessionRecovery {
     /// The log sequence from which this node's entries concern the session.
     pub start: u64,
     pub tail: Tail,
+    /// For a socket that was live here and is parked: its client surely got what was
+    /// delivered before this instant (what a hand-over can leave out).
+    pub received_before: Option<std::time::Instant>,
 }
 
 /// Who the session is: what decides which logged packets it was sent.
@@ -91,43 +94,57 @@ pub fn plan(
 }
 
 /// What to hand over with a session whose client's offset is not known (a draining node
-/// handing it to a peer): everything since the session started, or, past the bounds, its
-/// most recent part, anchored at the last packet left out.
+/// handing it to a peer). For a socket that was live here, what its client surely got is
+/// left out: the tail starts after the last packet delivered before `received_before`.
+/// Otherwise everything since the session started; past the bounds, its most recent part,
+/// anchored at the last packet left out.
 pub fn handover_tail(
     state: &SessionRecovery,
     log: &Log,
     member: &Member<'_>,
     bounds: SessionBounds,
 ) -> Result<Tail, Unrecoverable> {
-    let unbounded = SessionBounds {
-        max_packets: usize::MAX,
-        max_bytes: usize::MAX,
-    };
     let skip = tail_offsets(&state.tail);
-    let local = log.matching(
-        state.start,
-        member.nsp,
-        member.id,
-        member.rooms,
-        &skip,
-        unbounded,
-    )?;
-    let mut all: Vec<Replayed> = state.tail.entries.clone();
-    all.extend(local);
-    let mut anchor = state.tail.anchor.clone();
+    let cut = state
+        .received_before
+        .unwrap_or_else(std::time::Instant::now);
+    let (last_before, local) =
+        log.matching_since(state.start, member.nsp, member.id, member.rooms, &skip, cut)?;
+    let (mut anchor, mut all) = match (state.received_before, last_before) {
+        // The client got a packet of this node's log: it had everything up to it.
+        (Some(_), Some(last)) => (Some(last), local),
+        _ => {
+            // Without a point the client surely reached, every packet since the start.
+            let mut all = state.tail.entries.clone();
+            all.extend(log.matching(
+                state.start,
+                member.nsp,
+                member.id,
+                member.rooms,
+                &skip,
+                UNBOUNDED,
+            )?);
+            (state.tail.anchor.clone(), all)
+        }
+    };
     let mut bytes: usize = all.iter().map(Replayed::bytes).sum();
-    let mut cut = 0;
-    while all.len() - cut > bounds.max_packets || bytes > bounds.max_bytes {
-        bytes -= all[cut].bytes();
-        anchor = Some(all[cut].offset.clone());
-        cut += 1;
+    let mut cut_n = 0;
+    while all.len() - cut_n > bounds.max_packets || bytes > bounds.max_bytes {
+        bytes -= all[cut_n].bytes();
+        anchor = Some(all[cut_n].offset.clone());
+        cut_n += 1;
     }
-    all.drain(..cut);
+    all.drain(..cut_n);
     Ok(Tail {
         anchor,
         entries: all,
     })
 }
+
+const UNBOUNDED: SessionBounds = SessionBounds {
+    max_packets: usize::MAX,
+    max_bytes: usize::MAX,
+};
 
 fn tail_offsets(tail: &Tail) -> HashSet<&str> {
     tail.entries
@@ -193,6 +210,7 @@ mod tests {
                 anchor: anchor.map(Arc::from),
                 entries: tail.iter().map(|o| replayed(o)).collect(),
             },
+            received_before: None,
         }
     }
 
@@ -266,6 +284,7 @@ mod tests {
             pid: Arc::from("p"),
             start: 0,
             tail: recent,
+            received_before: None,
         };
         let empty = log_with(&[]);
         assert_eq!(
@@ -273,5 +292,33 @@ mod tests {
             ["c", "d"]
         );
         assert!(plan(&next, Some("a"), &empty, &ME, WIDE).is_err());
+    }
+
+    #[test]
+    fn a_socket_live_here_hands_over_only_what_its_client_may_have_missed() {
+        let mut log = log_with(&["a", "b"]);
+        let parked_at = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        for o in ["c", "d"] {
+            let r = replayed(o);
+            log.append(
+                Instant::now(),
+                r.offset,
+                Arc::from("/"),
+                &Selector::all(),
+                &r.frames,
+            );
+        }
+        let mut s = state(0, None, &[]);
+        s.received_before = Some(parked_at);
+        let tail = handover_tail(&s, &log, &ME, WIDE).unwrap();
+        assert_eq!(tail.anchor.as_deref(), Some("b"));
+        assert_eq!(names(&tail.entries), ["c", "d"]);
+        // Nothing delivered here before the cut: the whole history goes.
+        let mut fresh = state(2, None, &["x"]);
+        fresh.received_before = Some(parked_at);
+        let tail = handover_tail(&fresh, &log, &ME, WIDE).unwrap();
+        assert_eq!(tail.anchor, None);
+        assert_eq!(names(&tail.entries), ["x", "c", "d"]);
     }
 }
