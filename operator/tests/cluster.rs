@@ -386,6 +386,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
             management_token: Some(token.clone()),
             peer_ca: peer_ca(&client, ns, "chat").await,
             csr_cluster_role: "roomcast-operator-hub-csr".into(),
+            references_hash: None,
         },
     )
     .unwrap();

@@ -445,7 +445,12 @@ mod tests {
         );
         let t: NodeTaint = "dedicated:NoExecute".parse().unwrap();
         assert_eq!((t.key.as_str(), t.value), ("dedicated", None));
-        for bad in ["dedicated", "dedicated=x:Sometimes", ":NoSchedule", "=x:NoSchedule"] {
+        for bad in [
+            "dedicated",
+            "dedicated=x:Sometimes",
+            ":NoSchedule",
+            "=x:NoSchedule",
+        ] {
             assert!(bad.parse::<NodeTaint>().is_err(), "{bad}");
         }
     }
