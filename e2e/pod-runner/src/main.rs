@@ -423,6 +423,17 @@ async fn register_node(ctx: &Ctx) -> anyhow::Result<()> {
         )
         .await
         .context("cannot set the node status")?;
+    // The API server's admission taints a new Node `node.kubernetes.io/not-ready`; the node
+    // lifecycle controller (not run here) lifts it once the Node is Ready. Do its part: keep
+    // only the taints asked for.
+    nodes
+        .patch(
+            &ctx.node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"taints": taints}})),
+        )
+        .await
+        .context("cannot set the node taints")?;
     Ok(())
 }
 
