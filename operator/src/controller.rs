@@ -603,32 +603,31 @@ pub fn events_for(old: Option<&SocketIOHubStatus>, new: &SocketIOHubStatus) -> V
             secondary: None,
         });
     }
-    let old_refs = old.and_then(|o| o.references_hash.as_ref());
-    if let (Some(before), Some(after)) = (old_refs, new.references_hash.as_ref()) {
-        if before != after {
-            events.push(Event {
-                type_: EventType::Normal,
-                reason: "ReferencesChanged".to_string(),
-                note: Some(format!(
-                    "referenced Secret data {before} -> {after}; rolling the pods"
-                )),
-                action: "Reconcile".to_string(),
-                secondary: None,
-            });
-        }
-    }
-    let old_hash = old.and_then(|o| o.config_hash.as_ref());
-    if let (Some(before), Some(after)) = (old_hash, new.config_hash.as_ref()) {
-        if before != after {
-            events.push(Event {
-                type_: EventType::Normal,
-                reason: "ConfigChanged".to_string(),
-                note: Some(format!(
-                    "configuration {before} -> {after}; rolling the pods"
-                )),
-                action: "Reconcile".to_string(),
-                secondary: None,
-            });
+    let hashes = [
+        (
+            "ReferencesChanged",
+            "referenced Secret data",
+            old.and_then(|o| o.references_hash.as_ref()),
+            new.references_hash.as_ref(),
+        ),
+        (
+            "ConfigChanged",
+            "configuration",
+            old.and_then(|o| o.config_hash.as_ref()),
+            new.config_hash.as_ref(),
+        ),
+    ];
+    for (reason, what, before, after) in hashes {
+        if let (Some(before), Some(after)) = (before, after) {
+            if before != after {
+                events.push(Event {
+                    type_: EventType::Normal,
+                    reason: reason.to_string(),
+                    note: Some(format!("{what} {before} -> {after}; rolling the pods")),
+                    action: "Reconcile".to_string(),
+                    secondary: None,
+                });
+            }
         }
     }
     events

@@ -1680,6 +1680,29 @@ async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits for the hub's condition `ty` to have `status` and `reason`; returns its message.
+async fn condition_message(
+    hubs: &Api<SocketIOHub>,
+    hub: &str,
+    ty: &str,
+    status: &str,
+    reason: &str,
+) -> String {
+    eventually(&format!("{hub}: {ty}={status} {reason}"), || async {
+        let h = hubs.get(hub).await.ok()?;
+        let c = condition_full(&h, ty)?;
+        (c.0 == status && c.1 == reason).then_some(c.2)
+    })
+    .await
+}
+
+/// The references hash on the pod template of the hub's StatefulSet.
+async fn template_references_hash(client: &Client, ns: &str, hub: &str) -> Option<String> {
+    let sts = get::<StatefulSet>(client, ns, hub).await?;
+    let annotations = sts.spec?.template.metadata?.annotations?;
+    annotations.get("roomcast.dev/references-hash").cloned()
+}
+
 fn pod_annotation(pod: &Pod, key: &str) -> Option<String> {
     pod.metadata.annotations.as_ref()?.get(key).cloned()
 }
@@ -1742,12 +1765,7 @@ async fn failures_show_in_status_and_events() {
     }
 
     // Missing Secret: Degraded/MissingReference naming field and Secret; nothing applied.
-    let (_, _, message) = eventually("refs: Degraded MissingReference", || async {
-        let h = hubs.get("refs").await.ok()?;
-        let d = condition_full(&h, "Degraded")?;
-        (d.0 == "True" && d.1 == "MissingReference").then_some(d)
-    })
-    .await;
+    let message = condition_message(&hubs, "refs", "Degraded", "True", "MissingReference").await;
     assert!(
         message.contains("spec.auth.secretRef") && message.contains("\"jwt\""),
         "{message}"
@@ -1761,12 +1779,7 @@ async fn failures_show_in_status_and_events() {
         .create(&PostParams::default(), &secret("wrong", "x"))
         .await
         .unwrap();
-    let (_, _, message) = eventually("refs: Degraded InvalidReference", || async {
-        let h = hubs.get("refs").await.ok()?;
-        let d = condition_full(&h, "Degraded")?;
-        (d.0 == "True" && d.1 == "InvalidReference").then_some(d)
-    })
-    .await;
+    let message = condition_message(&hubs, "refs", "Degraded", "True", "InvalidReference").await;
     assert!(message.contains("has no key \"key\""), "{message}");
     assert!(
         get::<StatefulSet>(&client, ns, "refs").await.is_none(),
@@ -1781,10 +1794,8 @@ async fn failures_show_in_status_and_events() {
         )
         .await
         .unwrap();
-    let first = eventually("refs: StatefulSet with a references hash", || async {
-        let sts = get::<StatefulSet>(&client, ns, "refs").await?;
-        let ann = sts.spec?.template.metadata?.annotations?;
-        ann.get("roomcast.dev/references-hash").cloned()
+    let first = eventually("refs: StatefulSet with a references hash", || {
+        template_references_hash(&client, ns, "refs")
     })
     .await;
     let first_pod = eventually("refs-0 ready (marked) with the first hash", || async {
@@ -1858,11 +1869,9 @@ async fn failures_show_in_status_and_events() {
         .await
         .unwrap();
     let second = eventually("refs: a new references hash in the template", || async {
-        let sts = get::<StatefulSet>(&client, ns, "refs").await?;
-        let ann = sts.spec?.template.metadata?.annotations?;
-        ann.get("roomcast.dev/references-hash")
-            .filter(|h| **h != first)
-            .cloned()
+        template_references_hash(&client, ns, "refs")
+            .await
+            .filter(|h| *h != first)
     })
     .await;
     eventually("refs-0 replaced by a pod with the new hash", || async {
