@@ -330,3 +330,42 @@ fn main() -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn health_check_flags_have_documented_defaults_and_refuse_zero() {
+        let d = parse_run(&[]).unwrap();
+        assert_eq!(d.health.pod_recheck, Duration::from_secs(10));
+        assert_eq!(d.health.max_pods, 500);
+        assert_eq!(d.health.secret_poll, Duration::from_secs(15));
+        let r = parse_run(&args(&[
+            "--pod-recheck-seconds=2",
+            "--pod-health-max-pods",
+            "7",
+            "--secret-poll-seconds=3",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                r.health.pod_recheck,
+                r.health.max_pods,
+                r.health.secret_poll
+            ),
+            (Duration::from_secs(2), 7, Duration::from_secs(3))
+        );
+        for zero in [
+            "--pod-recheck-seconds=0",
+            "--pod-health-max-pods=0",
+            "--secret-poll-seconds=0",
+        ] {
+            assert!(parse_run(&args(&[zero])).is_err(), "{zero}");
+        }
+    }
+}

@@ -142,3 +142,44 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_version_an_appearance_or_a_removal_is_a_change() {
+        let seen = Versions::from([
+            ("jwt".to_string(), Some("5".to_string())),
+            ("gone".to_string(), None),
+        ]);
+        let at = |jwt: Option<&str>, gone: Option<&str>| {
+            BTreeMap::from([
+                (
+                    ("apps".to_string(), "jwt".to_string()),
+                    jwt.map(str::to_string),
+                ),
+                (
+                    ("apps".to_string(), "gone".to_string()),
+                    gone.map(str::to_string),
+                ),
+            ])
+        };
+        assert!(!changed(&seen, &at(Some("5"), None), "apps"));
+        assert!(changed(&seen, &at(Some("6"), None), "apps"), "edited");
+        assert!(changed(&seen, &at(None, None), "apps"), "deleted");
+        assert!(changed(&seen, &at(Some("5"), Some("1")), "apps"), "created");
+        // Another namespace's Secrets of the same name, or unfetched ones, are no change.
+        assert!(!changed(&seen, &at(Some("6"), Some("1")), "other"));
+        assert!(!changed(&seen, &BTreeMap::new(), "apps"));
+    }
+
+    #[test]
+    fn a_hub_without_references_is_forgotten() {
+        let s = Seen::default();
+        s.record("apps", "chat", Versions::from([("jwt".to_string(), None)]));
+        assert_eq!(s.snapshot().len(), 1);
+        s.record("apps", "chat", Versions::new());
+        assert!(s.snapshot().is_empty());
+    }
+}
