@@ -1,4 +1,5 @@
-//! The reconcile loop: read → validate → build → server-side apply → status.
+//! The reconcile loop: read → validate → check referenced Secrets → build → server-side apply
+//! → read the pods' health → status.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
