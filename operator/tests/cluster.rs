@@ -386,6 +386,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
             management_token: Some(token.clone()),
             peer_ca: peer_ca(&client, ns, "chat").await,
             csr_cluster_role: "roomcast-operator-hub-csr".into(),
+            references_hash: None,
         },
     )
     .unwrap();
@@ -1648,4 +1649,248 @@ async fn connected_clients_column_from_the_pods_metrics() {
     })
     .await;
     hubs.delete("cc", &DeleteParams::default()).await.unwrap();
+}
+
+/// Taint of the pod runner's Node in this tier (e2e/operator-tests.sh): only hubs that
+/// tolerate it are placed there (and really run); every other pod stays unscheduled.
+const RUNNER_TAINT: &str = "roomcast.dev/pod-runner";
+
+/// `(status, reason, message)` of the hub's condition `ty`.
+fn condition_full(hub: &SocketIOHub, ty: &str) -> Option<(String, String, String)> {
+    let c = hub
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ty)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Reasons of the operator's Events on hub `name`.
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = events.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reporting_controller.as_deref() == Some("roomcast-operator"))
+        .filter_map(|e| e.reason.clone())
+        .collect()
+}
+
+/// Waits for the hub's condition `ty` to have `status` and `reason`; returns its message.
+async fn condition_message(
+    hubs: &Api<SocketIOHub>,
+    hub: &str,
+    ty: &str,
+    status: &str,
+    reason: &str,
+) -> String {
+    eventually(&format!("{hub}: {ty}={status} {reason}"), || async {
+        let h = hubs.get(hub).await.ok()?;
+        let c = condition_full(&h, ty)?;
+        (c.0 == status && c.1 == reason).then_some(c.2)
+    })
+    .await
+}
+
+/// The references hash on the pod template of the hub's StatefulSet.
+async fn template_references_hash(client: &Client, ns: &str, hub: &str) -> Option<String> {
+    let sts = get::<StatefulSet>(client, ns, hub).await?;
+    let annotations = sts.spec?.template.metadata?.annotations?;
+    annotations.get("roomcast.dev/references-hash").cloned()
+}
+
+fn pod_annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn failures_show_in_status_and_events() {
+    let client = admin().await;
+    let ns = "e2e-failures";
+    namespace(&client, ns).await;
+    let _op = Operator::start_as(
+        &env("ROOMCAST_E2E_OPERATOR_KUBECONFIG"),
+        &env("ROOMCAST_E2E_RELEASE_NAMESPACE"),
+        &["--pod-recheck-seconds", "1", "--secret-poll-seconds", "1"],
+        "failures-op",
+        "failures-lease",
+        Some(ns),
+    );
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let on_runner = json!({
+        "nodeSelector": {"roomcast.dev/pod-runner": "true"},
+        "tolerations": [{"key": RUNNER_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+    });
+    // All hubs at once, so that their waits overlap.
+    for (name, spec) in [
+        // An image the runner (the kubelet stand-in) has no binary for.
+        (
+            "pull",
+            json!({"replicas": 1, "image": "roomcast/no-such-image:1", "placement": on_runner}),
+        ),
+        // An image whose binary exits 1 at once (/bin/false).
+        (
+            "crash",
+            json!({"replicas": 1, "image": "roomcast/crasher:1", "placement": on_runner}),
+        ),
+        // A nodeSelector no node has: kube-scheduler leaves the pod Pending.
+        (
+            "nowhere",
+            json!({"replicas": 1, "placement": {
+                "nodeSelector": {"roomcast.dev/no-such-node": "true"},
+                "tolerations": [{"key": RUNNER_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            }}),
+        ),
+        // A JWT key in a Secret that does not exist yet.
+        (
+            "refs",
+            json!({"replicas": 1, "auth": {"secretRef": {"name": "jwt", "key": "key"}}}),
+        ),
+    ] {
+        hubs.create(
+            &PostParams::default(),
+            &hub_from(
+                json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+                "metadata": {"name": name}, "spec": spec}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Missing Secret: Degraded/MissingReference naming field and Secret; nothing applied.
+    let message = condition_message(&hubs, "refs", "Degraded", "True", "MissingReference").await;
+    assert!(
+        message.contains("spec.auth.secretRef") && message.contains("\"jwt\""),
+        "{message}"
+    );
+    // A wrong key is InvalidReference; still nothing applied.
+    let secret = |key: &str, value: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": "jwt"}, "stringData": {key: value}}))
+            .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret("wrong", "x"))
+        .await
+        .unwrap();
+    let message = condition_message(&hubs, "refs", "Degraded", "True", "InvalidReference").await;
+    assert!(message.contains("has no key \"key\""), "{message}");
+    assert!(
+        get::<StatefulSet>(&client, ns, "refs").await.is_none(),
+        "no StatefulSet rolled out while the reference is broken"
+    );
+    // Fixed: applied, with the hash of the referenced data in the pod template.
+    secrets
+        .patch(
+            "jwt",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"key": "first-key"}})),
+        )
+        .await
+        .unwrap();
+    let first = eventually("refs: StatefulSet with a references hash", || {
+        template_references_hash(&client, ns, "refs")
+    })
+    .await;
+    let first_pod = eventually("refs-0 ready (marked) with the first hash", || async {
+        mark_pods_ready(&client, ns, "refs").await;
+        let pod = get::<Pod>(&client, ns, "refs-0").await?;
+        (pod_annotation(&pod, "roomcast.dev/references-hash").as_ref() == Some(&first))
+            .then_some(pod)
+    })
+    .await;
+    let h = eventually("refs: not Degraded, references hash in status", || async {
+        let h = hubs.get("refs").await.ok()?;
+        (condition(&h, "Degraded")?.0 == "False").then_some(h)
+    })
+    .await;
+    assert_eq!(
+        h.status.unwrap().references_hash.as_deref(),
+        Some(first.as_str())
+    );
+
+    // Runner-scheduled failures: the runner reports them on the pods, the operator on the hub.
+    for (hub, reason, words) in [
+        ("pull", "ImagePullBackOff", "roomcast/no-such-image:1"),
+        ("crash", "CrashLoopBackOff", "restarted"),
+        (
+            "nowhere",
+            "Unschedulable",
+            "didn't match Pod's node affinity/selector",
+        ),
+    ] {
+        let (_, _, message) = eventually(&format!("{hub}: PodsHealthy=False {reason}"), || async {
+            let h = hubs.get(hub).await.ok()?;
+            let p = condition_full(&h, "PodsHealthy")?;
+            let r = condition(&h, "Ready")?;
+            (p.0 == "False" && p.1 == reason && r == ("False".into(), reason.into())).then_some(p)
+        })
+        .await;
+        assert!(
+            message.contains(&format!("{hub}-0")) && message.contains(words),
+            "{hub}: {message}"
+        );
+        eventually(&format!("{hub}: Warning Event {reason}"), || async {
+            event_reasons(&client, ns, hub)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await;
+    }
+    let crash_pod = get::<Pod>(&client, ns, "crash-0").await.unwrap();
+    let cs = &crash_pod.status.unwrap().container_statuses.unwrap()[0];
+    assert!(
+        cs.restart_count >= 1,
+        "the runner restarts the crashing process: {cs:?}"
+    );
+    assert_eq!(
+        cs.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code),
+        Some(1)
+    );
+
+    // An edit of the referenced Secret rolls the pods with a new hash.
+    secrets
+        .patch(
+            "jwt",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"key": "second-key"}})),
+        )
+        .await
+        .unwrap();
+    let second = eventually("refs: a new references hash in the template", || async {
+        template_references_hash(&client, ns, "refs")
+            .await
+            .filter(|h| *h != first)
+    })
+    .await;
+    eventually("refs-0 replaced by a pod with the new hash", || async {
+        mark_pods_ready(&client, ns, "refs").await;
+        let pod = get::<Pod>(&client, ns, "refs-0").await?;
+        (pod.metadata.uid != first_pod.metadata.uid
+            && pod_annotation(&pod, "roomcast.dev/references-hash").as_ref() == Some(&second))
+        .then_some(())
+    })
+    .await;
+    eventually("refs: ReferencesChanged Event", || async {
+        event_reasons(&client, ns, "refs")
+            .await
+            .iter()
+            .any(|r| r == "ReferencesChanged")
+            .then_some(())
+    })
+    .await;
+    for name in ["pull", "crash", "nowhere", "refs"] {
+        hubs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 }

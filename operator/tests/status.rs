@@ -252,3 +252,130 @@ fn events_follow_transitions_only() {
     assert_eq!(e3.len(), 1);
     assert_eq!(e3[0].reason, "ConfigChanged");
 }
+
+#[test]
+fn failing_pods_explain_ready_and_warn() {
+    use kube::runtime::events::EventType;
+    use roomcast_operator::controller::events_for;
+    use roomcast_operator::pod_health::PodHealth;
+    use roomcast_operator::status::PODS_HEALTHY;
+    let mut h = hub(2);
+    let rolling = sts(1, 1, 2, 1, 2);
+    let healthy = Observed {
+        statefulset: Some(&rolling),
+        pods: Some(PodHealth {
+            healthy: true,
+            reason: "AsExpected",
+            message: "no pod failing (2 pods)".into(),
+        }),
+        ..Observed::default()
+    };
+    let s1 = compute(&h, &healthy, &t(0));
+    assert_eq!(cond(&s1, PODS_HEALTHY).0, "True");
+    assert_eq!(cond(&s1, READY).1, "ReplicasNotReady");
+    h.status = Some(s1.clone());
+    let failing = Observed {
+        pods: Some(PodHealth {
+            healthy: false,
+            reason: "ImagePullBackOff",
+            message: "1 of 2 pods: chat-1: container hub: Back-off pulling image".into(),
+        }),
+        ..healthy.clone()
+    };
+    let s2 = compute(&h, &failing, &t(5));
+    assert_eq!(
+        cond(&s2, PODS_HEALTHY),
+        ("False".into(), "ImagePullBackOff".into(), t(5))
+    );
+    let ready = find(&s2, READY).unwrap();
+    assert_eq!(ready.reason, "ImagePullBackOff", "kubectl get shows why");
+    assert!(
+        ready
+            .message
+            .starts_with("1/2 pods ready; 1 of 2 pods: chat-1"),
+        "{}",
+        ready.message
+    );
+    let events = events_for(Some(&s1), &s2);
+    let pods_event = events
+        .iter()
+        .find(|e| {
+            e.note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("PodsHealthy=False"))
+        })
+        .unwrap();
+    assert_eq!(
+        (pods_event.reason.as_str(), pods_event.type_),
+        ("ImagePullBackOff", EventType::Warning)
+    );
+    // All ready: Ready wins whatever an old pod says.
+    let done = sts(1, 1, 2, 2, 2);
+    let s3 = compute(
+        &h,
+        &Observed {
+            statefulset: Some(&done),
+            ..failing.clone()
+        },
+        &t(9),
+    );
+    assert_eq!(cond(&s3, READY).1, "AllReplicasReady");
+}
+
+#[test]
+fn reference_problems_are_degraded_and_reference_changes_announced() {
+    use roomcast_operator::controller::events_for;
+    use roomcast_operator::status::{INVALID_REFERENCE, MISSING_REFERENCE};
+    let mut h = hub(1);
+    for (problem, reason) in [
+        (
+            Problem::MissingReference("spec.auth.secretRef: Secret \"jwt\" not found".into()),
+            MISSING_REFERENCE,
+        ),
+        (
+            Problem::InvalidReference(
+                "spec.auth.secretRef: Secret \"jwt\" has no key \"k\"".into(),
+            ),
+            INVALID_REFERENCE,
+        ),
+    ] {
+        let s = compute(
+            &h,
+            &Observed {
+                problem: Some(problem),
+                ..Observed::default()
+            },
+            &t(0),
+        );
+        let d = find(&s, DEGRADED).unwrap();
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", reason));
+        assert!(d.message.contains("\"jwt\""));
+    }
+    let s1 = compute(
+        &h,
+        &Observed {
+            references_hash: Some("aaa".into()),
+            ..Observed::default()
+        },
+        &t(0),
+    );
+    h.status = Some(s1.clone());
+    // Kept when nothing was applied.
+    assert_eq!(
+        compute(&h, &Observed::default(), &t(1))
+            .references_hash
+            .as_deref(),
+        Some("aaa")
+    );
+    let s2 = compute(
+        &h,
+        &Observed {
+            references_hash: Some("bbb".into()),
+            ..Observed::default()
+        },
+        &t(2),
+    );
+    let e = events_for(Some(&s1), &s2);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].reason, "ReferencesChanged");
+}

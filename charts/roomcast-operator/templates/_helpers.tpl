@@ -54,7 +54,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["configmaps", "services", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # Never list or watch: only the Secrets it generates (management token, peer CA) and the
-# ones a hub references, each by name.
+# ones a hub references, each by name (a referenced Secret's change is noticed by polling it).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
@@ -78,7 +78,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["events"]
   verbs: ["create", "patch"]
 # The signer reads the pod a CSR names to check the requester; the CA rotation lists the
-# hub's pods; the connected-clients column reads the pods' IPs. Never patched or deleted.
+# hub's pods; the connected-clients column reads the pods' IPs; the PodsHealthy condition
+# reads the hub's pods' statuses. Never patched, deleted or watched.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]

@@ -1,11 +1,12 @@
 //! `roomcast-pod-runner`: a test-only kubelet stand-in for the local e2e control plane.
 //!
-//! It registers a Node, binds unscheduled pods to it (there is no kube-scheduler), and runs each
-//! pod bound to it as a local process on its own pod address (loopback, or any block when the
+//! It registers a Node (kube-scheduler, part of the test control plane, binds pods to it) and
+//! runs each pod bound to it as a local process on its own pod address (loopback, or any block when the
 //! runner has a network namespace of its own), with the pod's
 //! environment and its ConfigMap/Secret volumes written as files. It reports the pod's IP,
 //! phase, container status and readiness (from the readiness probe), restarts crashed processes
-//! with backoff, and on deletion stops the process (SIGTERM, SIGKILL after the grace period)
+//! with backoff (CrashLoopBackOff), reports images it has no binary for as a failed pull
+//! (ErrImagePull / ImagePullBackOff), and on deletion stops the process (SIGTERM, SIGKILL after the grace period)
 //! and removes the pod. No isolation, no images, no Service networking: see
 //! e2e/README.md.
 
@@ -28,9 +29,9 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use plan::{ImageMapping, IpPool, IpRange};
+use plan::{ImageMapping, IpPool, IpRange, NodeTaint};
 use pod::Stop;
 
 #[derive(Debug, Parser)]
@@ -57,24 +58,23 @@ struct Args {
     #[arg(long)]
     advertise_range: Option<IpRange>,
     /// REPOSITORY=BINARY: containers of that image repository (any registry, tag or digest)
-    /// run BINARY. Repeatable. Pods with any other image are marked Failed.
+    /// run BINARY. Repeatable. Pods with any other image stay Pending in ImagePullBackOff.
     #[arg(long = "image", required = true)]
     images: Vec<ImageMapping>,
     /// Directory for per-pod files (volumes, kubeconfig) and logs (STATE_DIR/logs/NS_POD.log).
     #[arg(long)]
     state_dir: PathBuf,
-    /// Bind pending pods of this scheduler name to this node (the runner is the scheduler).
-    #[arg(long, default_value = "default-scheduler")]
-    scheduler_name: String,
-    /// Do not bind pods (when a real kube-scheduler runs).
-    #[arg(long)]
-    no_bind: bool,
+    /// KEY[=VALUE]:EFFECT: a taint of the Node, so that kube-scheduler places only pods that
+    /// tolerate it here (a test that shares the cluster with pods nobody runs). Repeatable.
+    #[arg(long = "node-taint")]
+    taints: Vec<NodeTaint>,
 }
 
 /// What every pod task shares.
 pub struct Ctx {
     client: Client,
     node: String,
+    taints: Vec<NodeTaint>,
     state_dir: PathBuf,
     images: Vec<ImageMapping>,
     api_url: String,
@@ -184,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         node: args.node_name.clone(),
+        taints: args.taints.clone(),
         state_dir,
         images: args.images.clone(),
         api_url,
@@ -241,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
         }
         for pod in reader.state() {
-            sync(&ctx, &args, &pod).await;
+            sync(&ctx, &pod).await;
         }
     }
 
@@ -279,7 +280,7 @@ fn only_loopback_network() -> bool {
 }
 
 /// Brings one pod closer to what it should be on this node.
-async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
+async fn sync(ctx: &Arc<Ctx>, pod: &Pod) {
     let (Some(ns), Some(name), Some(uid)) = (
         pod.metadata.namespace.as_deref(),
         pod.metadata.name.as_deref(),
@@ -294,20 +295,8 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
-    let Some(node) = spec.node_name.as_deref() else {
-        let scheduler = spec
-            .scheduler_name
-            .as_deref()
-            .unwrap_or("default-scheduler");
-        if !args.no_bind && !deleting && scheduler == args.scheduler_name {
-            match runnable(ctx, pod) {
-                Ok(()) => bind(ctx, &api, name, uid).await,
-                Err(why) => unschedulable(&api, pod, name, &why).await,
-            }
-        }
-        return;
-    };
-    if node != ctx.node {
+    // Only pods kube-scheduler (or a test, through spec.nodeName) bound to this node.
+    if spec.node_name.as_deref() != Some(ctx.node.as_str()) {
         return;
     }
     if deleting {
@@ -379,71 +368,6 @@ async fn sync(ctx: &Arc<Ctx>, args: &Args, pod: &Pod) {
     tokio::spawn(pod::run(ctx.clone(), pod.clone(), addrs, rx));
 }
 
-/// Whether this runner can run the pod (so that it binds it): one container of a known image.
-fn runnable(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
-    let spec = pod.spec.as_ref().ok_or("no spec")?;
-    if spec.containers.len() != 1 {
-        return Err("the pod runner runs single-container pods only".into());
-    }
-    let image = spec.containers[0].image.as_deref().unwrap_or_default();
-    plan::binary_for(&ctx.images, image)
-        .map(|_| ())
-        .ok_or_else(|| format!("no pod runner binary for image {image:?}"))
-}
-
-/// What kube-scheduler reports for a pod it cannot place, once.
-async fn unschedulable(api: &Api<Pod>, pod: &Pod, name: &str, why: &str) {
-    let message = format!("0/1 nodes are available: {why}");
-    let already = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter().any(|c| {
-                c.type_ == "PodScheduled" && c.message.as_deref() == Some(message.as_str())
-            })
-        });
-    if already {
-        return;
-    }
-    info!(pod = name, reason = why, "pod left unscheduled");
-    let patch = json!({"status": {"conditions": [{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": message, "lastTransitionTime": now(),
-    }]}});
-    if let Err(e) = api
-        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-    {
-        warn!(pod = name, error = %e, "cannot mark pod unschedulable");
-    }
-}
-
-/// The scheduler's part: bind a pending pod to this node.
-async fn bind(ctx: &Ctx, api: &Api<Pod>, name: &str, uid: &str) {
-    let binding = json!({
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": name, "uid": uid},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": ctx.node},
-    });
-    match api
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-    {
-        Ok(_) => info!(pod = name, node = %ctx.node, "pod bound"),
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-            debug!(pod = name, reason = %s.message, "binding skipped")
-        }
-        Err(e) => warn!(pod = name, error = %e, "cannot bind pod"),
-    }
-}
-
 fn node_status() -> serde_json::Value {
     let t = now();
     let resources =
@@ -469,6 +393,11 @@ fn node_status() -> serde_json::Value {
 /// Creates (or takes over) the Node object and marks it Ready.
 async fn register_node(ctx: &Ctx) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let taints: Vec<_> = ctx
+        .taints
+        .iter()
+        .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect}))
+        .collect();
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -478,6 +407,7 @@ async fn register_node(ctx: &Ctx) -> anyhow::Result<()> {
             "kubernetes.io/arch": "amd64",
             "roomcast.dev/pod-runner": "true",
         }},
+        "spec": {"taints": taints},
     }))
     .context("node object")?;
     match nodes.create(&PostParams::default(), &node).await {
@@ -493,6 +423,17 @@ async fn register_node(ctx: &Ctx) -> anyhow::Result<()> {
         )
         .await
         .context("cannot set the node status")?;
+    // The API server's admission taints a new Node `node.kubernetes.io/not-ready`; the node
+    // lifecycle controller (not run here) lifts it once the Node is Ready. Do its part: keep
+    // only the taints asked for.
+    nodes
+        .patch(
+            &ctx.node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"taints": taints}})),
+        )
+        .await
+        .context("cannot set the node taints")?;
     Ok(())
 }
 

@@ -29,6 +29,40 @@ impl std::str::FromStr for ImageMapping {
     }
 }
 
+/// `KEY[=VALUE]:EFFECT`: a taint of the runner's Node (as `kubectl taint` writes them), so
+/// that kube-scheduler places only the pods that tolerate it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTaint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+impl std::str::FromStr for NodeTaint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("expected KEY[=VALUE]:EFFECT, got {s:?}");
+        let (kv, effect) = s.rsplit_once(':').ok_or_else(bad)?;
+        if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+            return Err(format!(
+                "taint effect must be NoSchedule, PreferNoSchedule or NoExecute, got {effect:?}"
+            ));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv, None),
+        };
+        if key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            key: key.to_string(),
+            value,
+            effect: effect.to_string(),
+        })
+    }
+}
+
 /// The repository part of an image reference: without tag or digest.
 pub fn image_repository(image: &str) -> &str {
     let no_digest = image.split_once('@').map_or(image, |(r, _)| r);
@@ -396,6 +430,29 @@ mod tests {
             expand("$(A)-$(B)-$$(A)-$A-$(A", &vars),
             "x-$(B)-$(A)-$A-$(A"
         );
+    }
+
+    #[test]
+    fn taints_parse_like_kubectl_taint() {
+        let t: NodeTaint = "roomcast.dev/runner=only:NoSchedule".parse().unwrap();
+        assert_eq!(
+            t,
+            NodeTaint {
+                key: "roomcast.dev/runner".into(),
+                value: Some("only".into()),
+                effect: "NoSchedule".into()
+            }
+        );
+        let t: NodeTaint = "dedicated:NoExecute".parse().unwrap();
+        assert_eq!((t.key.as_str(), t.value), ("dedicated", None));
+        for bad in [
+            "dedicated",
+            "dedicated=x:Sometimes",
+            ":NoSchedule",
+            "=x:NoSchedule",
+        ] {
+            assert!(bad.parse::<NodeTaint>().is_err(), "{bad}");
+        }
     }
 
     #[test]

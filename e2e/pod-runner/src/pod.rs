@@ -241,6 +241,7 @@ async fn supervise(
     stop: &mut watch::Receiver<Option<Stop>>,
 ) -> Option<Stop> {
     let ip = addrs.listen;
+    let mut pulls = 0u32;
     let prepared = loop {
         match prepare(ctx, pod, addrs).await {
             Ok(p) => break p,
@@ -258,6 +259,29 @@ async fn supervise(
                     if let Some(s) = stopped_within(stop, Duration::from_secs(3600)).await {
                         return Some(s);
                     }
+                }
+            }
+            Err(PrepareError::ImagePull(message)) => {
+                // As a kubelet whose pull fails: ErrImagePull, then ImagePullBackOff until the
+                // next attempt, with a growing back-off; the pod stays Pending.
+                info!(pod = %r.name, %message, "no binary for the image: ErrImagePull");
+                r.state = State::Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: message.clone(),
+                };
+                r.report().await;
+                if let Some(s) = stopped_within(stop, Duration::from_secs(1)).await {
+                    return Some(s);
+                }
+                let backoff = restart_backoff(pulls);
+                pulls = pulls.saturating_add(1);
+                r.state = State::Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: format!("Back-off pulling image {:?}: {message}", r.image),
+                };
+                r.report().await;
+                if let Some(s) = stopped_within(stop, backoff).await {
+                    return Some(s);
                 }
             }
             Err(PrepareError::Retry(message)) => {

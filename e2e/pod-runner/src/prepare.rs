@@ -20,15 +20,19 @@ use crate::Ctx;
 /// Why a pod cannot be started.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    /// It never will (unknown image, unsupported field): the pod is marked Failed.
+    /// It never will (unsupported field): the pod is marked Failed.
     #[error("{0}")]
     Fatal(String),
+    /// No binary for the image: what a kubelet reports when a pull fails (ErrImagePull, then
+    /// ImagePullBackOff), retried with backoff.
+    #[error("{0}")]
+    ImagePull(String),
     /// Not yet (a ConfigMap or Secret is missing, the API is unreachable): retried.
     #[error("{0}")]
     Retry(String),
 }
 
-use PrepareError::{Fatal, Retry};
+use PrepareError::{Fatal, ImagePull, Retry};
 
 /// Everything needed to (re)start the pod's process.
 #[derive(Debug, Clone)]
@@ -69,7 +73,7 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, addrs: Addrs) -> Result<Prepared, Pre
     let image = container.image.clone().unwrap_or_default();
     let binary = binary_for(&ctx.images, &image)
         .ok_or_else(|| {
-            Fatal(format!(
+            ImagePull(format!(
                 "image {image:?} is not known to the pod runner (it runs: {})",
                 ctx.images
                     .iter()

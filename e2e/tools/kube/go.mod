@@ -1,6 +1,7 @@
-// Tools module: builds kube-apiserver and kube-controller-manager from the k8s.io/kubernetes
-// Go module. k8s.io/kubernetes replaces its staging modules with ./staging paths, which a
-// dependent module cannot use; we replace each with its published v0.36.x version instead.
+// Tools module: builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
+// from the k8s.io/kubernetes Go module. k8s.io/kubernetes replaces its staging modules with
+// ./staging paths, which a dependent module cannot use; we replace each with its published
+// v0.36.x version instead.
 // The replace list is derived from k8s.io/kubernetes@v1.36.3 go.mod (see e2e/build-control-plane.sh).
 module roomcast.dev/e2e/tools/kube
 

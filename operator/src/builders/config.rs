@@ -378,12 +378,23 @@ pub(super) fn config_map(hub: &SocketIOHub) -> Result<ConfigMap> {
 
 /// Hash of a ConfigMap's data (keys in order), hex SHA-256, first 16 bytes.
 pub(super) fn config_map_hash(cm: &ConfigMap) -> String {
+    hash_entries(
+        cm.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    )
+}
+
+/// Hash of (name, value) entries in the given order, each length-prefixed so that no two
+/// different lists of entries hash alike: 32 hex digits (128 bits of SHA-256).
+pub fn hash_entries<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> String {
     let mut h = Sha256::new();
-    for (k, v) in cm.data.iter().flatten() {
+    for (k, v) in entries {
         h.update((k.len() as u64).to_le_bytes());
-        h.update(k.as_bytes());
+        h.update(k);
         h.update((v.len() as u64).to_le_bytes());
-        h.update(v.as_bytes());
+        h.update(v);
     }
     hex(&h.finalize()[..16])
 }

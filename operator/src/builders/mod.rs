@@ -24,8 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 pub use config::{
-    config_hash, render_config, secret_files, SecretFile, CONFIG_FILE, CONFIG_MOUNT_PATH,
-    MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
+    config_hash, hash_entries, render_config, secret_files, SecretFile, CONFIG_FILE,
+    CONFIG_MOUNT_PATH, MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
 };
 pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
@@ -50,6 +50,9 @@ pub const APP_NAME: &str = "roomcast-hub";
 pub const MANAGER: &str = "roomcast-operator";
 /// Pod-template annotation carrying the hash of the rendered config; a change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "roomcast.dev/config-hash";
+/// Pod-template annotation carrying the hash of the referenced Secret data
+/// (crate::secret_refs); a change rolls the pods.
+pub const REFERENCES_HASH_ANNOTATION: &str = "roomcast.dev/references-hash";
 /// Label naming the hub an object belongs to.
 pub const HUB_LABEL: &str = "roomcast.dev/hub";
 
@@ -66,6 +69,9 @@ pub struct BuildOptions {
     pub peer_ca: CaMaterial,
     /// The chart's ClusterRole letting hub ServiceAccounts create and read CSRs.
     pub csr_cluster_role: String,
+    /// Hash of the Secret data the hub references (crate::secret_refs), read by the caller;
+    /// `None` when it references none.
+    pub references_hash: Option<String>,
 }
 
 /// Everything a hub consists of.
@@ -111,7 +117,12 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
         peer_service: peer_service(hub)?,
         client_service: client_service(hub)?,
         management_service: management_service(hub)?,
-        statefulset: statefulset(hub, &opts.default_image, &hash)?,
+        statefulset: statefulset(
+            hub,
+            &opts.default_image,
+            &hash,
+            opts.references_hash.as_deref(),
+        )?,
         pdb: pod_disruption_budget(hub)?,
         network_policy: network_policy(hub)?,
         peer_ca_secret: peer_ca_secret(hub, &opts.peer_ca)?,

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::config::{secret_files, MANAGEMENT_PORT, SECRETS_MOUNT_PATH};
 use super::{
     labels, names, object_meta, selector_labels, CONFIG_FILE, CONFIG_HASH_ANNOTATION,
-    CONFIG_MOUNT_PATH, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE,
+    CONFIG_MOUNT_PATH, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE, REFERENCES_HASH_ANNOTATION,
 };
 use crate::crd::{Placement, SocketIOHub};
 use crate::Result;
@@ -88,18 +88,22 @@ fn topology_spread(
     )
 }
 
-/// The hub's StatefulSet. `config_hash` goes into the pod template so that a configuration
-/// change rolls the pods.
+/// The hub's StatefulSet. `config_hash` and `references_hash` (of the referenced Secret data)
+/// go into the pod template so that a change of either rolls the pods.
 pub fn statefulset(
     hub: &SocketIOHub,
     default_image: &str,
     config_hash: &str,
+    references_hash: Option<&str>,
 ) -> Result<StatefulSet> {
     let spec = &hub.spec;
     let name = hub.metadata.name.clone().unwrap_or_default();
 
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    if let Some(h) = references_hash {
+        pod_annotations.insert(REFERENCES_HASH_ANNOTATION.to_string(), h.to_string());
+    }
 
     let env = vec![
         field_env("ROOMCAST_NODE_ID", "metadata.name"),
