@@ -116,6 +116,14 @@ pub struct SocketIOHubSpec {
     #[schemars(range(min = 100, max = 600000))]
     pub ack_timeout: Option<i64>,
 
+    /// Connection state recovery (socket.io's `connectionStateRecovery`): a client cut off
+    /// for less than `maxDisconnectionDuration` gets its session back, with what it missed,
+    /// on whichever pod it reconnects to, and a pod that drains hands its sessions to the
+    /// others. On when this is set (with `enabled` unset or true). It changes what clients
+    /// see: events carry an offset as their last argument. See docs/recovery.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_state_recovery: Option<RecoverySpec>,
+
     /// Per-pod resource limits enforced by the data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
@@ -395,6 +403,8 @@ pub enum UpstreamEvent {
     Connect,
     Event,
     Disconnect,
+    /// A socket came back through connection state recovery.
+    Reconnect,
 }
 
 /// Client room policies. Patterns use `*` for any run of characters and `{claim}` for a claim
@@ -423,6 +433,39 @@ pub struct SecretKeyRef {
     pub name: String,
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
+}
+
+/// Connection state recovery; unset fields take the data plane's defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// Default true (setting the block turns recovery on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How long a disconnected session can be recovered, in milliseconds (default 120000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 3600000))]
+    pub max_disconnection_duration: Option<i64>,
+    /// Recovered sockets skip the `connect` webhook (default true). JWTs are always checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_middlewares: Option<bool>,
+    /// A session that missed more packets gets a new session instead (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_packets_per_session: Option<i64>,
+    /// A session that missed more bytes gets a new session instead (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes_per_session: Option<i64>,
+    /// Bytes of recent packets a pod keeps for replay (default 64 MiB; count it in the
+    /// pod's memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_buffer_bytes: Option<i64>,
+    /// Disconnected sessions a pod keeps (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_sessions: Option<i64>,
 }
 
 /// Data-plane limits; unset fields take the data plane's defaults.

@@ -188,6 +188,39 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = spec.ack_timeout {
         c.socketio.ack_timeout = to_u64(v, "ackTimeout")?;
     }
+    if let Some(r) = &spec.connection_state_recovery {
+        let c = &mut c.socketio.connection_state_recovery;
+        c.enabled = r.enabled.unwrap_or(true);
+        if let Some(v) = r.max_disconnection_duration {
+            c.max_disconnection_duration =
+                to_u64(v, "connectionStateRecovery.maxDisconnectionDuration")?;
+        }
+        if let Some(v) = r.skip_middlewares {
+            c.skip_middlewares = v;
+        }
+        for (value, field, at) in [
+            (
+                r.max_packets_per_session,
+                "maxPacketsPerSession",
+                &mut c.max_packets_per_session,
+            ),
+            (
+                r.max_bytes_per_session,
+                "maxBytesPerSession",
+                &mut c.max_bytes_per_session,
+            ),
+            (
+                r.max_buffer_bytes,
+                "maxBufferBytes",
+                &mut c.max_buffer_bytes,
+            ),
+            (r.max_sessions, "maxSessions", &mut c.max_sessions),
+        ] {
+            if let Some(v) = value {
+                *at = to_usize(v, &format!("connectionStateRecovery.{field}"))?;
+            }
+        }
+    }
 
     if let Some(a) = &spec.auth {
         c.auth.mode = AuthMode::Jwt;
@@ -327,6 +360,7 @@ fn upstream(u: &UpstreamSpec, secret_file: Option<PathBuf>, i: usize) -> Result<
                 UpstreamEvent::Connect => "connect",
                 UpstreamEvent::Event => "event",
                 UpstreamEvent::Disconnect => "disconnect",
+                UpstreamEvent::Reconnect => "reconnect",
             })
             .map(str::to_string)
             .collect();
