@@ -7,10 +7,15 @@
 import { it, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import http from "node:http";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import {
   startServer,
   startCluster,
   startHubWithApi,
+  writeConfig,
   apiCall as api,
   call,
   ClientPool,
@@ -350,4 +355,101 @@ it("a rolling restart of a 3-node hub under traffic loses nothing for any client
     assertExactlyOnce(q.got, range(0, quietSent), (n) => quietOrigins[n], `quiet client ${i}`, quietUncertain);
   }
   assert.ok(sent > 60 && uncertain.size < 5, `traffic through the roll (${sent} sent, ${uncertain.size} uncertain)`);
+});
+
+const JWT_SECRET = "recovery-jwt-secret-0123456789abcdef";
+const b64url = (x) => Buffer.from(JSON.stringify(x)).toString("base64url");
+function hs256(claims) {
+  const input = `${b64url({ alg: "HS256", typ: "JWT" })}.${b64url(claims)}`;
+  return `${input}.${crypto.createHmac("sha256", JWT_SECRET).update(input).digest("base64url")}`;
+}
+const token = (exp = 600) => hs256({ sub: "alice", exp: Math.floor(Date.now() / 1000) + exp });
+
+/** An application receiving the hub's webhooks; records their types and bodies. */
+async function startApp() {
+  const app = { events: [] };
+  app.server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : null;
+      app.events.push({ type: req.headers["ce-type"].replace("dev.roomcast.socket.", ""), body });
+      res.writeHead(req.headers["ce-type"].endsWith(".connect") ? 200 : 204, { "content-type": "application/json" });
+      res.end(req.headers["ce-type"].endsWith(".connect") ? JSON.stringify({ accept: true, rooms: [ROOM], data: { plan: "pro" } }) : "");
+    });
+  });
+  await new Promise((r) => app.server.listen(0, "127.0.0.1", r));
+  app.url = `http://127.0.0.1:${app.server.address().port}/hook`;
+  app.types = () => app.events.map((e) => e.type);
+  return app;
+}
+
+it("a recovered socket still needs a valid token; the app gets reconnect, not connect, and disconnect only when it expires", async () => {
+  const app = await startApp();
+  running.push({ stop: () => new Promise((r) => app.server.close(r)) });
+  const dir = path.dirname(writeConfig({}, "roomcast-recovery-jwt-"));
+  const secretFile = path.join(dir, "hs256.secret");
+  fs.writeFileSync(secretFile, `${JWT_SECRET}\n`);
+  const hub = await startHubWithApi(
+    {
+      socketio: {
+        namespaces: [{ name: "/", upstream: { url: app.url, events: ["connect", "disconnect", "reconnect"] } }],
+        connectionStateRecovery: recovery({ maxDisconnectionDuration: 1500 }),
+      },
+      auth: { mode: "jwt", jwt: { algorithms: ["HS256"], hs256SecretFile: secretFile } },
+    },
+    TOKEN,
+  );
+  running.push(hub);
+  const [host, port] = hub.url.replace("http://", "").split(":");
+  const proxy = await new CutProxy([{ host, port: Number(port) }]).start("127.0.0.78");
+  running.push(proxy);
+  let current = token();
+  const s = pool.io(proxy.url, {
+    transports: ["websocket"],
+    reconnection: true,
+    reconnectionDelay: 50,
+    reconnectionDelayMax: 200,
+    auth: (cb) => cb({ token: current }),
+  });
+  s.seq = [];
+  s.on("seq", (n) => s.seq.push(n));
+  const errors = [];
+  s.on("connect_error", (e) => errors.push(e.message));
+  await connected(s);
+  const id = s.id;
+  await eventually(() => app.types().includes("connect"), 3000, "connect webhook");
+  // Recovered with a valid token: no connect webhook, a reconnect one, no disconnect.
+  proxy.cutAll();
+  await emitSeq(hub, 1);
+  await eventually(() => s.connected && s.recovered, 5000, "recovered");
+  assert.equal(s.id, id);
+  await eventually(() => app.types().includes("reconnect"), 3000, "reconnect webhook");
+  const reconnect = app.events.find((e) => e.type === "reconnect").body;
+  assert.equal(reconnect.socketId, id);
+  assert.equal(reconnect.missedPackets, 1);
+  assert.deepEqual(reconnect.data, { plan: "pro" }, "socket data survives");
+  assert.deepEqual(app.types(), ["connect", "reconnect"], "no new connect, no disconnect");
+  await eventually(() => s.seq.length === 1, 3000, "the missed message");
+  // With an expired token the recovery is refused like any connect; a valid one recovers.
+  current = token(-120);
+  proxy.cutAll();
+  await emitSeq(hub, 2);
+  await eventually(() => errors.length > 0, 5000, "connect_error with an expired token");
+  assert.equal(s.connected, false);
+  current = token();
+  s.connect();
+  await eventually(() => s.connected, 5000, "reconnected with a valid token");
+  assert.equal(s.recovered, true, "the refused attempt did not end the session");
+  assert.equal(s.id, id);
+  await eventually(() => s.seq.length === 2, 3000, "the message sent while refused");
+  assert.deepEqual(s.seq, [1, 2]);
+  // Not back in time: the app hears of the disconnection, with its reason, once.
+  proxy.refusing = true;
+  proxy.cutAll();
+  await eventually(() => app.types().includes("disconnect"), 5000, "disconnect webhook after the window");
+  const gone = app.events.find((e) => e.type === "disconnect").body;
+  assert.equal(gone.socketId, id);
+  assert.match(gone.reason, /transport (close|error)/);
+  assert.deepEqual(app.types(), ["connect", "reconnect", "reconnect", "disconnect"]);
 });
