@@ -32,6 +32,7 @@ const LABELS = {
   "binary-blob": "binary `Blob`",
   jwt: "JWT in `auth` (claims, refusals)",
   reconnect: "reconnect after its node is killed (3 nodes, round-robin proxy)",
+  "recovery-fallback": "connection state recovery on: events' extra offset argument, a fresh session after a cut",
 };
 const TRANSPORTS = ["websocket", "polling", "upgrade"];
 

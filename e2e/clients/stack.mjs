@@ -18,6 +18,12 @@
 //   POST /kill {socketId}              SIGKILL the member owning that socket: {killed}; returns once the
 //                                      survivors took it out of routing
 //   POST /restore                      restart killed members (same addresses), wait until all are linked
+//   POST /recovery/mgmt {method, path, body?}   a management API call on the recovery hub
+//   POST /recovery/cut                 resets every connection through the recovery hub's proxy
+//
+// Beside the cluster: a single-node hub with connection state recovery on (127.0.0.85), behind a
+// proxy that can cut connections (127.0.0.84; `recovery` in /info), for clients that do not
+// implement recovery to show they fall back to a fresh session.
 
 import http from "node:http";
 import net from "node:net";
@@ -174,6 +180,54 @@ const proxy = await startServer({
 });
 
 // ---------------------------------------------------------------------------
+// The recovery hub
+
+const RECOVERY_IP = ipAt(5);
+const recoveryHub = await startServer({
+  bin: "main",
+  listen: `${RECOVERY_IP}:0`,
+  args: [
+    "--config",
+    writeConfig(
+      {
+        engine: { pingInterval: 5000, pingTimeout: 5000 },
+        socketio: {
+          namespaces: [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }],
+          connectionStateRecovery: { enabled: true, maxDisconnectionDuration: 10000 },
+        },
+        auth: { mode: "jwt", jwt: { algorithms: ["HS256"], hs256Secret: JWT_SECRET, issuer: ISSUER, audience: [AUDIENCE] } },
+        management: { listen: `${RECOVERY_IP}:0`, token: MGMT_TOKEN },
+      },
+      "roomcast-clients-recovery-",
+    ),
+  ],
+  env: { RUST_LOG: process.env.RUST_LOG ?? "warn" },
+});
+await eventually(() => /management listening on http:\/\/\S+/.test(recoveryHub.stdout()), 5000, "recovery hub management line");
+const recoveryNode = { api: /management listening on (http:\/\/\S+)/.exec(recoveryHub.stdout())[1] };
+/** Connections through the cutting proxy, to reset on /recovery/cut. */
+const cuttable = new Set();
+const cutProxy = net.createServer((c) => {
+  const [host, port] = recoveryHub.url.replace("http://", "").split(":");
+  const u = net.connect(Number(port), host);
+  const pair = { c, u };
+  cuttable.add(pair);
+  const end = () => {
+    cuttable.delete(pair);
+    c.destroy();
+    u.destroy();
+  };
+  for (const s of [c, u]) {
+    s.on("error", end);
+    s.on("close", end);
+  }
+  c.pipe(u);
+  u.pipe(c);
+});
+await new Promise((r) => cutProxy.listen(0, ipAt(4), r));
+const recoveryUrl = `http://${ipAt(4)}:${cutProxy.address().port}`;
+
+// ---------------------------------------------------------------------------
 // Control API
 
 async function readJson(req) {
@@ -189,7 +243,18 @@ const routes = {
     namespaces: NAMESPACES,
     issuer: ISSUER,
     audience: AUDIENCE,
+    recovery: recoveryUrl,
   }),
+  "POST /recovery/mgmt": async ({ method = "GET", path, body }) => mgmt(recoveryNode, method, path, body),
+  "POST /recovery/cut": async () => {
+    const n = cuttable.size;
+    for (const { c, u } of cuttable) {
+      c.resetAndDestroy();
+      u.resetAndDestroy();
+    }
+    cuttable.clear();
+    return { cut: n };
+  },
   "POST /token": async ({ secret, expiresIn = 600, ...claims }) => {
     const now = Math.floor(Date.now() / 1000);
     const payload = { iss: ISSUER, aud: AUDIENCE, iat: now, exp: now + expiresIn, ...claims };
@@ -263,10 +328,16 @@ async function shutdown() {
   }
   try {
     proxy.assertHealthy("(rr-proxy)");
+    recoveryHub.assertHealthy("(recovery hub)");
   } catch (e) {
     problems.push(e.message);
   }
-  await Promise.all([...alive().map((n) => n.server.stop()), proxy.stop()]);
+  cutProxy.close();
+  for (const { c, u } of cuttable) {
+    c.destroy();
+    u.destroy();
+  }
+  await Promise.all([...alive().map((n) => n.server.stop()), proxy.stop(), recoveryHub.stop()]);
   // The members' stderr (RUST_LOG, default warn), for run.sh to show when a suite failed.
   const logs = nodes.map((n) => `=== ${n.id} (${n.server?.url})\n${n.server?.stderr() ?? ""}`);
   fs.writeFileSync(`${READY_FILE}.members.log`, `${logs.join("\n")}\n=== rr-proxy\n${proxy.stderr()}\n`);

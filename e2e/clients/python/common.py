@@ -54,6 +54,17 @@ def proxy_url():
     return control("GET", "/info")["proxy"]
 
 
+def recovery_url():
+    """The single-node hub with connection state recovery on, behind a proxy that can cut."""
+    return control("GET", "/info")["recovery"]
+
+
+def recovery_mgmt(method, path, body=None):
+    res = control("POST", "/recovery/mgmt", {"method": method, "path": path, "body": body})
+    assert res["status"] == 200, f"{method} {path}: {res}"
+    return res["body"]
+
+
 def token(**claims):
     return control("POST", "/token", claims)["token"]
 

@@ -9,7 +9,7 @@ import pytest
 import socketio
 
 from common import (assert_ok, assert_recipients, b64, mgmt, owner_of, pattern, proxy_url, rand, record_client, control,
-                    token)
+                    recovery_mgmt, recovery_url, token)
 
 PROXY = None
 
@@ -343,3 +343,46 @@ def test_reconnect_after_node_killed():
         finally:
             await acontrol("POST", "/restore")
     run(body)
+
+
+@pytest.mark.feature("recovery-fallback")
+def test_recovery_on_falls_back_to_a_fresh_session():
+    """As the sync suite's test: no recovery in python-socketio, so a fresh session after a cut,
+    and the offset as an extra last argument of events."""
+    async def main():
+        room = f"room:py-{rand()}"
+        sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5,
+                                   randomization_factor=0)
+        got, joins, sids = [], [], []
+
+        @sio.on("seq")
+        async def on_seq(*args):
+            got.append(list(args))
+
+        async def rejoin():
+            joins.append(await sio.call("roomcast:join", room, timeout=5))
+
+        @sio.on("connect")
+        async def on_connect():
+            sids.append(sio.get_sid())
+            sio.start_background_task(rejoin)
+
+        url = await asyncio.to_thread(recovery_url)
+        await sio.connect(url, auth={"token": await atoken(sub=f"py-{rand()}")}, transports=["websocket"],
+                          wait_timeout=10)
+        try:
+            await eventually(lambda: joins == [{"ok": True}], 5, "first join")
+            await asyncio.to_thread(recovery_mgmt, "POST", "/v1/namespaces/%2F/emit",
+                                    {"event": "seq", "args": [1], "rooms": [room]})
+            await eventually(lambda: len(got) == 1, 5, "the first event")
+            assert got[0][0] == 1 and isinstance(got[0][1], str) and len(got[0]) == 2, got[0]
+            assert (await acontrol("POST", "/recovery/cut"))["cut"] >= 1
+            await eventually(lambda: len(sids) == 2 and len(joins) == 2, 15, "a fresh session")
+            assert sids[1] != sids[0]
+            await asyncio.to_thread(recovery_mgmt, "POST", "/v1/namespaces/%2F/emit",
+                                    {"event": "seq", "args": [2], "rooms": [room]})
+            await eventually(lambda: len(got) == 2, 5, "an event after the reconnect")
+            assert got[1][0] == 2
+        finally:
+            await sio.disconnect()
+    asyncio.run(main())

@@ -8,7 +8,7 @@ import pytest
 import socketio
 
 from common import (assert_ok, assert_recipients, b64, eventually, mgmt, owner_of, pattern, proxy_url, rand, record_client,
-                    settle_counts, control, token)
+                    recovery_mgmt, recovery_url, settle_counts, control, token)
 
 PROXY = None
 
@@ -290,3 +290,43 @@ def test_reconnect_after_node_killed(peers):
     finally:
         control("POST", "/restore")
         time.sleep(0.2)
+
+
+@pytest.mark.feature("recovery-fallback")
+def test_recovery_on_falls_back_to_a_fresh_session():
+    """python-socketio does not implement connection state recovery: against a hub with it on,
+    events carry the offset as an extra last argument, and after a cut the client reconnects
+    to a fresh session (new socket id, rooms joined again by the app), never to an error."""
+    room = f"room:py-{rand()}"
+    sio = socketio.Client(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5,
+                          randomization_factor=0)
+    got, joins, sids = [], [], []
+
+    @sio.on("seq")
+    def on_seq(*args):
+        got.append(list(args))
+
+    def rejoin():
+        sio.emit("roomcast:join", room, callback=lambda r: joins.append(r))
+
+    @sio.on("connect")
+    def on_connect():
+        sids.append(sio.get_sid())
+        sio.start_background_task(rejoin)
+
+    sio.connect(recovery_url(), auth={"token": token(sub=f"py-{rand()}")}, transports=["websocket"],
+                wait_timeout=10)
+    try:
+        eventually(lambda: joins == [{"ok": True}], 5, "first join")
+        recovery_mgmt("POST", "/v1/namespaces/%2F/emit", {"event": "seq", "args": [1], "rooms": [room]})
+        eventually(lambda: len(got) == 1, 5, "the first event")
+        assert got[0][0] == 1 and isinstance(got[0][1], str) and len(got[0]) == 2, \
+            f"the event and its offset: {got[0]}"
+        assert control("POST", "/recovery/cut")["cut"] >= 1
+        eventually(lambda: len(sids) == 2 and len(joins) == 2, 15, "reconnected to a fresh session")
+        assert sids[1] != sids[0], "a new socket id: the client did not ask for recovery"
+        recovery_mgmt("POST", "/v1/namespaces/%2F/emit", {"event": "seq", "args": [2], "rooms": [room]})
+        eventually(lambda: len(got) == 2, 5, "an event after the reconnect")
+        assert got[1][0] == 2
+    finally:
+        sio.disconnect()
