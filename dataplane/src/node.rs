@@ -176,8 +176,14 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     // Every client session is closed (parked, with recovery on): hand them to live peers,
     // where their clients will find them, before leaving the cluster.
     if let (Some(cluster), Some(hub)) = (&cluster, &hub) {
-        if hub.recovery().is_some() {
+        if let Some(recovery) = hub.recovery() {
             crate::cluster::handover::hand_over_all(hub, cluster.mesh()).await;
+            // Sessions that reconnecting clients' nodes are taking from this one right now:
+            // their answers must leave before the links close.
+            recovery
+                .hand_overs_done(cluster.mesh().request_timeout() * 2)
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     let _ = api_stop.send(());

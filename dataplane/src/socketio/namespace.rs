@@ -278,6 +278,22 @@ impl Namespace {
         for r in &replay {
             session.send(&r.frames, false);
         }
+        if !replay.is_empty() {
+            if let Some(fanout) = self.fanout.get() {
+                // Packets of the replay that came from another node may still be on their way
+                // here from their senders; every one has arrived once every node has answered
+                // a barrier started now.
+                socket.start_deduping(replay.iter().map(|r| r.offset.clone()).collect());
+                let barrier = fanout.rooms_propagated();
+                let weak = Arc::downgrade(&socket);
+                tokio::spawn(async move {
+                    barrier.await;
+                    if let Some(socket) = weak.upgrade() {
+                        socket.stop_deduping();
+                    }
+                });
+            }
+        }
         drop(state);
         if !replay.is_empty() {
             forget_tail_once_received(&socket, parking.recovery.ping_window());
@@ -469,7 +485,7 @@ impl Namespace {
         let state = self.state.read();
         state.for_each(selector, |socket| {
             picked = true;
-            if !socket.connected() {
+            if !socket.connected() || socket.already_replayed(offset) {
                 return;
             }
             match socket.session.push(frames, volatile, self.limits.outbox) {

@@ -162,6 +162,11 @@ pub struct Socket {
     parked: AtomicBool,
     /// Recovery state (pid, where its packets start in the log); `None` with recovery off.
     recovery: Mutex<Option<Box<SessionRecovery>>>,
+    /// Just recovered with packets from another node: those may still arrive here live (sent
+    /// before their sender knew of this node), and are skipped until a barrier shows they
+    /// all arrived. Checked on every delivery, so a flag in front of the set.
+    deduping: AtomicBool,
+    replayed: Mutex<Option<Box<std::collections::HashSet<Arc<str>>>>>,
     /// One slot of per-socket state for the application layer (e.g. its event queue).
     extension: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
@@ -202,6 +207,8 @@ impl Socket {
             connected: AtomicBool::new(true),
             parked: AtomicBool::new(false),
             recovery: Mutex::new(None),
+            deduping: AtomicBool::new(false),
+            replayed: Mutex::new(None),
             extension: OnceLock::new(),
         })
     }
@@ -263,6 +270,28 @@ impl Socket {
 
     pub(super) fn set_recovery(&self, state: SessionRecovery) {
         *self.recovery.lock() = Some(Box::new(state));
+    }
+
+    /// Skips live packets with these offsets until [`Socket::stop_deduping`].
+    pub(super) fn start_deduping(&self, offsets: std::collections::HashSet<Arc<str>>) {
+        *self.replayed.lock() = Some(Box::new(offsets));
+        self.deduping.store(true, Ordering::Release);
+    }
+
+    pub(super) fn stop_deduping(&self) {
+        self.deduping.store(false, Ordering::Release);
+        *self.replayed.lock() = None;
+    }
+
+    /// Whether a live packet with `offset` was already sent to this socket by its recovery.
+    pub(super) fn already_replayed(&self, offset: Option<&str>) -> bool {
+        if !self.deduping.load(Ordering::Acquire) {
+            return false;
+        }
+        match (offset, self.replayed.lock().as_deref()) {
+            (Some(offset), Some(set)) => set.contains(offset),
+            _ => false,
+        }
     }
 
     pub(super) fn is_parked(&self) -> bool {

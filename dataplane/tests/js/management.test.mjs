@@ -437,8 +437,8 @@ describe("management API", () => {
     assert.equal(stats.nodes, 1);
     assert.equal(stats.connections, 2);
     const byName = Object.fromEntries(stats.namespaces.map((n) => [n.name, n]));
-    assert.deepEqual(byName["/"], { name: "/", sockets: 1, rooms: 0 });
-    assert.deepEqual(byName["/chat"], { name: "/chat", sockets: 2, rooms: 2 });
+    assert.deepEqual(byName["/"], { name: "/", sockets: 1, rooms: 0, parked: 0 });
+    assert.deepEqual(byName["/chat"], { name: "/chat", sockets: 2, rooms: 2, parked: 0 });
     assert.ok(b.connected);
   });
 

@@ -17,6 +17,7 @@ import {
   startHubWithApi,
   writeConfig,
   apiCall as api,
+  metricsUrl,
   call,
   ClientPool,
   connected,
@@ -154,7 +155,7 @@ function assertExactlyOnce(got, expected, origin, what, maybe = new Set()) {
 
 async function singleNode(config = {}) {
   const hub = await startHubWithApi(
-    { socketio: { namespaces, connectionStateRecovery: recovery(config) } },
+    { socketio: { namespaces, connectionStateRecovery: recovery(config) }, metrics: { listen: "127.0.0.1:0" } },
     TOKEN,
   );
   running.push(hub);
@@ -221,6 +222,32 @@ it("past maxDisconnectionDuration, or past the per-session bounds, the client ge
   const stats = await api(hub, "GET", "/v1/stats");
   const root = stats.namespaces.find((n) => n.name === "/");
   assert.deepEqual([root.sockets, root.parked], [1, 0], JSON.stringify(stats));
+});
+
+it("the node's buffer and session bounds cost clients their recovery, never memory", async () => {
+  // A buffer of about 16 KiB and room for one parked session.
+  const { hub, proxy } = await singleNode({ maxBufferBytes: 16_384, maxBytesPerSession: 16_384, maxSessions: 1 });
+  const a = await subscriber(proxy);
+  const b = await subscriber(proxy);
+  const ids = [a.id, b.id];
+  proxy.refusing = true;
+  proxy.cutAll();
+  // One of the two is parked, the other ended at once (maxSessions).
+  await eventually(async () => {
+    const root = (await api(hub, "GET", "/v1/stats")).namespaces.find((n) => n.name === "/");
+    return root.parked === 1 && root.sockets === 0;
+  }, 5000, "one parked session");
+  // 64 KiB of messages while they are away: more than the buffer keeps.
+  const big = "x".repeat(2048);
+  for (let n = 0; n < 32; n++) await emitSeq(hub, n, { args: [n, big] });
+  proxy.refusing = false;
+  await eventually(() => a.connects === 2 && b.connects === 2, 5000, "both reconnected");
+  assert.deepEqual([a.recovered, b.recovered], [false, false], "neither recovered: fresh sessions");
+  assert.ok(!ids.includes(a.id) && !ids.includes(b.id));
+  const text = await (await fetch(`${await metricsUrl(hub)}/metrics`)).text();
+  const bytes = Number(/^roomcast_recovery_buffer_bytes (\d+)$/m.exec(text)[1]);
+  assert.ok(bytes <= 16_384, `the buffer stays within maxBufferBytes (${bytes})`);
+  assert.match(text, /^roomcast_recovery_failed_total\{reason="(truncated|unknown_session)"\} [1-9]/m);
 });
 
 const CLUSTER_TOKEN = "recovery-cluster-token-0123456789ab";

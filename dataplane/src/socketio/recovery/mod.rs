@@ -66,6 +66,8 @@ pub struct RecoveryStats {
     pub expired: AtomicU64,
     pub failed: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub replayed_packets: AtomicU64,
+    /// Hand-overs to other nodes being answered now (a draining node waits for them).
+    pub handing_over: std::sync::atomic::AtomicUsize,
 }
 
 impl RecoveryStats {
@@ -84,6 +86,7 @@ pub struct Recovery {
     handover: OnceLock<std::sync::Arc<dyn Handover>>,
     pub stats: RecoveryStats,
     ping_window: Duration,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Recovery {
@@ -100,7 +103,26 @@ impl Recovery {
             handover: OnceLock::new(),
             stats: RecoveryStats::default(),
             ping_window,
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts answering a hand-over; false once the node is closing (see
+    /// [`Recovery::hand_overs_done`]). Every `true` is followed by [`Recovery::end_hand_over`].
+    pub fn begin_hand_over(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.stats.handing_over.fetch_add(1, SeqCst);
+        if self.closing.load(SeqCst) {
+            self.stats.handing_over.fetch_sub(1, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub fn end_hand_over(&self) {
+        self.stats
+            .handing_over
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How long a lost connection can go unnoticed (ping interval + ping timeout).
@@ -146,6 +168,24 @@ impl Recovery {
     /// The log, locked. Callers that also hold a namespace lock take it first.
     pub fn log(&self) -> parking_lot::MutexGuard<'_, Log> {
         self.log.lock()
+    }
+
+    /// Waits (at most `limit`) until no hand-over to another node is being answered: a
+    /// draining node must not exit with a session it took out of its rooms but has not sent.
+    /// New hand-overs are refused from now on (their sessions would leave with the process).
+    pub async fn hand_overs_done(&self, limit: Duration) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self
+            .stats
+            .handing_over
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Drops what is past the retention (also done on every append).
