@@ -143,6 +143,10 @@ pub(super) struct Joining {
     pub id: Option<Arc<str>>,
 }
 
+/// Offsets a recovery sent again (boxed behind an `Option`: most sockets never have any, and
+/// every socket would pay for an inline set).
+struct ReplayedOffsets(std::collections::HashSet<Arc<str>>);
+
 pub struct Socket {
     id: Arc<str>,
     nsp: Arc<str>,
@@ -166,7 +170,7 @@ pub struct Socket {
     /// before their sender knew of this node), and are skipped until a barrier shows they
     /// all arrived. Checked on every delivery, so a flag in front of the set.
     deduping: AtomicBool,
-    replayed: Mutex<Option<Box<std::collections::HashSet<Arc<str>>>>>,
+    replayed: Mutex<Option<Box<ReplayedOffsets>>>,
     /// One slot of per-socket state for the application layer (e.g. its event queue).
     extension: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
@@ -274,7 +278,7 @@ impl Socket {
 
     /// Skips live packets with these offsets until [`Socket::stop_deduping`].
     pub(super) fn start_deduping(&self, offsets: std::collections::HashSet<Arc<str>>) {
-        *self.replayed.lock() = Some(Box::new(offsets));
+        *self.replayed.lock() = Some(Box::new(ReplayedOffsets(offsets)));
         self.deduping.store(true, Ordering::Release);
     }
 
@@ -289,7 +293,7 @@ impl Socket {
             return false;
         }
         match (offset, self.replayed.lock().as_deref()) {
-            (Some(offset), Some(set)) => set.contains(offset),
+            (Some(offset), Some(set)) => set.0.contains(offset),
             _ => false,
         }
     }
