@@ -101,9 +101,9 @@ const recovery = (extra = {}) => ({ enabled: true, maxDisconnectionDuration: 10_
 const namespaces = [{ name: "/", relay: true, policies: { join: ["room:*"], emitToJoined: true } }];
 
 /** A stock client through `proxy`, reconnecting fast, that records the `seq` numbers it gets. */
-async function subscriber(proxy, { join = true } = {}) {
+async function subscriber(proxy, { join = true, transports = ["websocket"] } = {}) {
   const s = pool.io(proxy.url, {
-    transports: ["websocket"],
+    transports,
     reconnection: true,
     reconnectionDelay: 50,
     reconnectionDelayMax: 200,
@@ -183,6 +183,23 @@ it("a client cut off mid-stream recovers on the same node: same id, rooms and da
   // Still in its room and reachable by id.
   const sockets = await api(hub, "GET", `/v1/namespaces/%2F/sockets?rooms=${encodeURIComponent(ROOM)}`);
   assert.deepEqual(sockets.sockets.map((x) => x.id), [id]);
+});
+
+it("a polling client cut off mid-stream recovers too", async () => {
+  const { hub, proxy } = await singleNode();
+  const s = await subscriber(proxy, { transports: ["polling"] });
+  const id = s.id;
+  for (const n of range(0, 5)) await emitSeq(hub, n);
+  await eventually(() => s.seq.length === 5, 5000, "first part");
+  proxy.cutAll();
+  for (const n of range(5, 15)) await emitSeq(hub, n);
+  await eventually(() => s.connects === 2, 10_000, "reconnected");
+  assert.equal(s.recovered, true);
+  assert.equal(s.id, id);
+  for (const n of range(15, 20)) await emitSeq(hub, n);
+  await eventually(() => s.seq.length >= 20, 5000, "the rest");
+  await sleep(100);
+  assert.deepEqual(s.seq, range(0, 20));
 });
 
 it("a client that had received nothing recovers from the session's start", async () => {
