@@ -51,6 +51,11 @@ impl Drain {
 /// their close packet (a polling client's next GET), when sessions remain.
 const FLUSH_MOMENT: Duration = Duration::from_millis(200);
 
+/// How long a drain waits, once every session is closed, for polling clients to collect their
+/// close packet (a live one polls again within milliseconds; a gone one would hold the drain
+/// for the ping timeout).
+const LINGER_MOMENT: Duration = Duration::from_secs(1);
+
 impl Server {
     /// A Socket.IO server whose application logic is `handler`.
     pub fn new(config: Config, handler: Arc<dyn Handler>) -> Self {
@@ -117,7 +122,13 @@ impl Server {
         );
         engine.close_for_shutdown();
         let gone = async {
-            while engine.session_count() > 0 {
+            while engine.open_session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Closed polling sessions wait for their client's next poll to collect the close
+            // packet; a live client polls again at once, a gone one never does.
+            let lingering = Instant::now() + LINGER_MOMENT;
+            while engine.session_count() > 0 && Instant::now() < lingering {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -129,7 +140,7 @@ impl Server {
             }
         })
         .await;
-        let left = engine.session_count();
+        let left = engine.open_session_count();
         if left > 0 {
             tracing::warn!(
                 sessions = left,

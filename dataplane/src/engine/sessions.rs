@@ -153,6 +153,17 @@ impl Engine {
         self.sessions.read().len()
     }
 
+    /// Sessions not closed yet: those a drain waits for. A closed polling session may linger
+    /// (up to the ping timeout) until its client's next poll collects the close packet; a
+    /// client that is gone never collects it.
+    pub fn open_session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .values()
+            .filter(|s| !s.is_closed())
+            .count()
+    }
+
     pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
         self.sessions.read().get(sid).cloned()
     }

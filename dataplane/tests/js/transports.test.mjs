@@ -250,11 +250,12 @@ describe("shutdown", () => {
     }
   });
 
-  it("drains: new handshakes get 503 once sessions are closing; a stuck session ends at gracePeriod", { timeout: 30_000 }, async () => {
-    const config = writeConfig({ shutdown: { drainDelay: 0, gracePeriod: 1500 } });
+  it("drains: new handshakes get 503 once sessions are closing; a polling client that is gone does not hold the drain", { timeout: 30_000 }, async () => {
+    const config = writeConfig({ shutdown: { drainDelay: 0, gracePeriod: 8000 } });
     const srv = await startServer({ bin: "main", args: ["--config", config] });
     try {
-      // A polling session whose client never polls again cannot collect its close packet.
+      // A polling session whose client never polls again cannot collect its close packet: the
+      // drain gives it a moment (1 s), not the ping timeout nor the grace period.
       const { sid } = await pollingHandshake(srv);
       assert.ok(sid);
       const t0 = Date.now();
@@ -262,11 +263,11 @@ describe("shutdown", () => {
       await sleep(300);
       const res = await http(eioUrl(srv, { EIO: 4, transport: "polling" }));
       assertEioError(res, 503, 4, "Server shutting down", "handshake while draining");
-      const exit = await withTimeout(srv.exit, 8000, "exit at the grace period");
+      const exit = await withTimeout(srv.exit, 8000, "exit after the drain");
       const took = Date.now() - t0;
       assert.deepEqual(exit, { code: 0, signal: null });
-      assert.ok(took >= 1300, `waited for the stuck session (${took} ms)`);
-      assert.ok(took < 5000, `but not past the grace period (${took} ms)`);
+      assert.ok(took >= 900, `waited a moment for the close packet to be collected (${took} ms)`);
+      assert.ok(took < 3000, `but not for the ping timeout or the grace period (${took} ms)`);
     } finally {
       await srv.stop();
     }
