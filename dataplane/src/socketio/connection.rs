@@ -417,9 +417,13 @@ impl Connection {
         if old.nsp() != nsp {
             return Err(Unrecoverable::UnknownSession);
         }
-        if old.connected() {
+        let old = if old.connected() {
             old.close_transport();
-        }
+            // Closing parked it: a parked socket took its place.
+            parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?
+        } else {
+            old
+        };
         parking.settled(pid).await;
         if !parking.claim(&old) {
             return Err(Unrecoverable::Busy);

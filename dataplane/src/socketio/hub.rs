@@ -106,9 +106,11 @@ impl Hub {
     /// it. A live one is disconnected first (its client is reconnecting elsewhere).
     pub async fn describe_session(&self, pid: &str) -> Option<SessionState> {
         let parking = self.inner.parking.as_ref()?;
-        let socket = parking.lookup(pid)?;
+        let mut socket = parking.lookup(pid)?;
         if socket.connected() {
             socket.close_transport();
+            // Closing parked it: a parked socket took its place.
+            socket = parking.lookup(pid)?;
         }
         if !parking.settled(pid).await {
             return None;
@@ -180,9 +182,9 @@ impl Hub {
             let pid: Arc<str> = Arc::from(state.pid.as_str());
             parking.set_pending(&pid, true);
             let joining = super::socket::Joining {
-                session: crate::engine::Session::placeholder(),
-                conn: std::sync::Weak::<super::connection::Connection>::new(),
-                handshake: Arc::new(crate::engine::HandshakeInfo::unknown()),
+                session: parking.placeholder(),
+                conn: super::socket::no_transport(),
+                handshake: parking.unknown_handshake(),
                 auth: serde_json::Value::Null,
                 claims: None,
                 data: state.data.clone(),

@@ -698,9 +698,6 @@ impl Home for Namespace {
         let Some(mut rec) = socket.recovery_state() else {
             return false;
         };
-        if !parking.park(socket, reason, parking.recovery.max_disconnection()) {
-            return false;
-        }
         // What was delivered well before the connection was lost reached the client: a
         // server-side close flushes first; a lost connection is noticed within the ping
         // window.
@@ -711,7 +708,39 @@ impl Home for Namespace {
             _ => parking.recovery.ping_window(),
         };
         rec.received_before = std::time::Instant::now().checked_sub(margin);
-        socket.set_recovery(rec);
+        let pid = rec.pid.clone();
+        // The parked socket takes the place of the closed one with only what recovery and
+        // the application's disconnect need: the closed engine session, its outbox and the
+        // handshake go with the old one.
+        let rooms = socket.rooms.lock().clone();
+        let parked = Socket::new(
+            self.name.clone(),
+            socket.home.clone(),
+            Joining {
+                session: parking.placeholder(),
+                conn: super::socket::no_transport(),
+                handshake: parking.unknown_handshake(),
+                auth: serde_json::Value::Null,
+                claims: socket.claims().cloned(),
+                data: socket.data(),
+                id: Some(socket.id_arc().clone()),
+            },
+        );
+        parked.set_connected(false);
+        parked.set_recovery(rec);
+        *parked.rooms.lock() = rooms.clone();
+        if !parking.park(&parked, reason, parking.recovery.max_disconnection()) {
+            return false;
+        }
+        {
+            let mut state = self.state.write();
+            if !state.replace(socket.id_arc(), parked.clone(), &rooms) {
+                drop(state);
+                parking.claim(&parked);
+                return false;
+            }
+        }
+        parking.register(&pid, &parked);
         self.parked.fetch_add(1, Ordering::Relaxed);
         true
     }

@@ -26,6 +26,10 @@ pub(crate) struct Parking {
     sweeper_started: AtomicBool,
     /// Sessions taken over from a draining node whose tail has not come yet.
     pending: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// What every parked socket points to instead of its closed engine session and its
+    /// handshake: a parked socket keeps only what recovery needs.
+    placeholder: Arc<crate::engine::Session>,
+    unknown_handshake: Arc<crate::engine::HandshakeInfo>,
 }
 
 impl Parking {
@@ -37,7 +41,19 @@ impl Parking {
             parked: AtomicUsize::new(0),
             sweeper_started: AtomicBool::new(false),
             pending: Mutex::default(),
+            placeholder: crate::engine::Session::placeholder(),
+            unknown_handshake: Arc::new(crate::engine::HandshakeInfo::unknown()),
         })
+    }
+
+    /// A closed engine session no client holds, shared by every parked socket.
+    pub fn placeholder(&self) -> Arc<crate::engine::Session> {
+        self.placeholder.clone()
+    }
+
+    /// The handshake of a parked socket (shared; the client's own comes with recovery).
+    pub fn unknown_handshake(&self) -> Arc<crate::engine::HandshakeInfo> {
+        self.unknown_handshake.clone()
     }
 
     /// Makes `socket` findable by its pid.

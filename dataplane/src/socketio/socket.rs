@@ -90,6 +90,19 @@ pub(super) trait Transport: Send + Sync {
     fn disconnect_all_and_close(&self);
 }
 
+/// The transport of a socket that has none (parked, or taken over from another node).
+struct NoTransport;
+
+impl Transport for NoTransport {
+    fn forget(&self, _socket: &Arc<Socket>) {}
+    fn disconnect_all_and_close(&self) {}
+}
+
+/// A connection link that leads nowhere.
+pub(super) fn no_transport() -> Weak<dyn Transport> {
+    Weak::<NoTransport>::new()
+}
+
 /// Errors of operations on a socket.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SocketError {
