@@ -23,12 +23,15 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
-#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster")
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery";
+#                        "recovery" alone rewrites only its section of an existing report)
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
 #   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
 #                           scenarios that report the cost of peer TLS (default: run them)
+#   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
+#   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
 #
 # Everything listens and connects on 127.0.0.0/8 only; every process started here is stopped
 # here (by PID), and the generators also stop by themselves after their hold time.
@@ -43,7 +46,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +58,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -951,6 +954,99 @@ report_cluster() {
   echo "Several servers share one core here, so this measures the whole path under contention, not one node alone."
   echo
 }
+report_recovery() {
+  echo "<!-- recovery:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=recovery) -->"
+  echo "## Connection state recovery: memory per parked session, and a drained node's $(printf "%'d" "$RECOVERY_N") clients"
+  echo
+  if [[ -f "$RECOVERY_MEM_TSV" ]]; then
+    awk -F'\t' "$RATIO_AWK"'
+      NR > 1 { c[$1] = $10; p[$1] = $11; m[$1] = $12; n[$1] = $3; pk[$1] = $4; seen[$1] = 1 }
+      END {
+        if (!("roomcast" in seen)) exit
+        printf "- **Memory per parked (disconnected, recoverable) session: Roomcast %.2f KiB** (RSS added by %d parked sessions beside as many connected ones), against %.2f KiB per connected session (joined to a room, recovery on)", m["roomcast"], n["roomcast"], c["roomcast"]
+        if ("node" in seen) printf "; Node socket.io (in-memory adapter) %.2f KiB per parked session (%s), %.2f KiB per connected one", m["node"], ratio(m["node"], m["roomcast"]), c["node"]
+        printf ".\n"
+        printf "- RSS after the clients were cut, before any new connection: Roomcast %.2f KiB per parked session over the empty server", p["roomcast"]
+        if ("node" in seen) printf "; Node %.2f KiB", p["node"]
+        printf " (an upper bound: the memory of the closed connections stays with the allocator, and is what the next connections reuse).\n"
+      }' "$RECOVERY_MEM_TSV"
+  fi
+  if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
+    awk -F'\t' 'NR == 2 {
+        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms. Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, $6, $7, $8
+        printf "- **Messages: %d of %d recovered clients got every message of their room exactly once**", $17, $16 - $22
+        if ($18 > 0) printf "; %d lost %d messages", $18, $19; else printf "; none lost"
+        if ($20 > 0) printf "; %d got %d twice (or out of order)", $20, $21; else printf ", none twice"
+        printf " (%d deliveries expected, %d received; %s/s to each of %d rooms, from node 1, before, during and after the drain).\n", $24, $25, $4, $3
+      }' "$RECOVERY_DRAIN_TSV"
+  fi
+  echo "- No Node or socketioxide counterpart for the drain: socket.io's connection state recovery works with its in-memory adapter (one process) and a few other adapters, not with the Redis adapter of the cluster scenario above; socketioxide has no connection state recovery."
+  echo
+  if [[ -f "$RECOVERY_MEM_TSV" ]]; then
+    echo "| server | version | clients | parked (after the second batch) | RSS before → connected → parked → parked + N connected | per connected session | per parked session (RSS parked − before) | **per parked session (marginal)** |"
+    echo "|---|---|---|---|---|---|---|---|"
+    awk -F'\t' 'NR > 1 { printf "| %s | %s | %d | %d (%d) | %.1f → %.1f → %.1f → %.1f MiB | %.2f KiB | %.2f KiB | **%.2f KiB** |\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $8 / 1024, $9 / 1024, $10, $11, $12 }' "$RECOVERY_MEM_TSV"
+    echo
+  fi
+  if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
+    echo "| clients on node 0 | disconnected | recovered / fresh / gave up | SIGTERM → first / last disconnect | SIGTERM → all recovered | per-client p50 / p90 / p99 / max | exactly once | lost (clients) | twice (clients) | recovered on the node holding the session / fetched from another node | handed over by node 0 (of those still parked there) / adopted | failures (reason=count) | packets replayed | peer links |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -F'\t' 'NR > 1 { printf "| %d | %d | %d / %d / %d | %.0f / %.0f ms | **%.0f ms** | %.0f / %.0f / %.0f / %.0f ms | %d of %d | %d (%d) | %d (%d) | %d / %d | %s / %d | %s | %d | %s |\n", $2, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $16 - $22, $19, $18, $21, $20, $26, $27, $31, $28, $29, $30, $32 }' "$RECOVERY_DRAIN_TSV"
+    echo
+  fi
+  echo "How it is measured. Memory: one \`roomcast-dataplane\` with \`socketio.connectionStateRecovery\` on"
+  echo "(\`maxDisconnectionDuration\` ${RECOVERY_WINDOW_MS} ms, so nothing expires meanwhile), pinned to CPU $SERVER_CPU; ${RECOVERY_N} \`roomcast-bench recovery\`"
+  echo "clients (raw Engine.IO v4 / Socket.IO v5, $(( (RECOVERY_N + PER_PROC - 1) / PER_PROC )) process(es) on CPU $GEN_CPU, 4 source addresses) each join one of ${RECOVERY_ROOMS} rooms; then the"
+  echo "generators are killed (SIGKILL: the kernel closes their sockets without a Socket.IO disconnect, so the server parks"
+  echo "every session), and once \`roomcast_recovery_parked_sessions\` (metrics port) shows them all, ${RECOVERY_N} fresh clients connect"
+  echo "beside them. RSS (\`VmRSS\`) is read before, ${SETTLE} s after each step and once the server is idle. The marginal"
+  echo "figure, (RSS with N parked + N connected − RSS with N connected) / N, is what the parked sessions add once the"
+  echo "allocator has reused what their closed connections freed; \"RSS parked − before\" still counts that freed memory."
+  echo "Node: \`bench/node/server.mjs\` with \`connectionStateRecovery\` (\`BENCH_RECOVERY_MS\`), the in-memory adapter, counted the same way."
+  echo
+  echo "Drain: three \`roomcast-dataplane\` nodes on 127.0.1.1-3 (static members, peer links with $(tail -1 "$RECOVERY_DRAIN_TSV" 2>/dev/null | cut -f32), all on CPU $SERVER_CPU),"
+  echo "recovery on. ${RECOVERY_N} \`roomcast-bench recovery\` clients connect to node 0 and join one of ${RECOVERY_ROOMS} rooms; \`roomcast-bench"
+  echo "recovery-publish\` (on node 1) sends ${RECOVERY_RATE} numbered message(s) per second to each room, from ${RECOVERY_WARM} s before the SIGTERM until"
+  echo "${RECOVERY_AFTER} s after every client is back. The clients speak what the stock \`socket.io-client\` does for recovery: they keep the"
+  echo "last string argument of every event as their offset, and when the server closes the connection they reconnect"
+  echo "at once (at most 64 handshakes in flight per generator process; the stock client waits 0.5-1.5 s first), to node 1 or 2 in turn,"
+  echo "with the CONNECT auth \`{pid, offset}\`; a CONNECT answer with the same \`pid\` is \`socket.recovered\`. Node 0 closes"
+  echo "every session on SIGTERM (\`shutdown.drainDelay\` 0) and hands what is still parked to the live nodes; a client that"
+  echo "reaches a node first takes its session from wherever it is (\"fetched from another node\"). Times are \`CLOCK_MONOTONIC\`,"
+  echo "read by the generators and by \`roomcast-bench clock\` just before the SIGTERM. Each client counts the sequence numbers of"
+  echo "its room: lost = numbers skipped or never received by the end, twice = numbers at or below one already received."
+  echo "Recovery counters are summed from the metrics ports of nodes 1 and 2."
+  echo
+  echo "Reproduce this section alone (rewrites only it in \`docs/benchmarks.md\`):"
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=recovery BENCH_SERVERS=\"roomcast node\" BENCH_SETTLE_SECS=$SETTLE BENCH_RECOVERY_N=$RECOVERY_N BENCH_RECOVERY_ROOMS=$RECOVERY_ROOMS BENCH_RECOVERY_RATE=$RECOVERY_RATE bash bench/run.sh"
+  echo '```'
+  echo "<!-- recovery:end -->"
+  echo
+}
+# The recovery section of the last run that measured it, when this run did not.
+carried_recovery() {
+  [[ -f "$OUT" ]] && sed -n '/^<!-- recovery:begin/,/^<!-- recovery:end -->/p' "$OUT" && echo
+}
+
+# A run of the recovery scenario alone rewrites only its section of an existing report.
+ONLY_RECOVERY=1
+for scenario in $SCENARIOS; do [[ $scenario == recovery ]] || ONLY_RECOVERY=0; done
+if (( ONLY_RECOVERY )) && [[ -f "$OUT" ]]; then
+  report_recovery >"$RESULTS/recovery.md"
+  if grep -q '^<!-- recovery:begin' "$OUT"; then
+    awk -v f="$RESULTS/recovery.md" '/^<!-- recovery:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
+      skip && /^<!-- recovery:end -->/ { skip = 0; getline; if ($0 != "") print; next } !skip' "$OUT" >"$OUT.tmp"
+  else
+    awk -v f="$RESULTS/recovery.md" '!done && (/^## Plots/ || /^## Reproduce/) { while ((getline l < f) > 0) print l; done = 1 } { print }' "$OUT" >"$OUT.tmp"
+  fi
+  mv "$OUT.tmp" "$OUT"
+  log "wrote the recovery section of $OUT"
+  cat "$RECOVERY_MEM_TSV" "$RECOVERY_DRAIN_TSV" >&2 2>/dev/null || true
+  exit 0
+fi
+
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
 PLOT_DIR="$(dirname "$OUT")/benchmarks"
 PLOT_REL="benchmarks"
@@ -992,6 +1088,7 @@ make_plots
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   [[ -f "$PEER_TSV" ]] && report_peer
   [[ -f "$CLUSTER_TSV" ]] && report_cluster
+  if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_recovery; fi
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo
@@ -1022,5 +1119,5 @@ make_plots
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV" "$CLUSTER_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV" "$CLUSTER_TSV" "$RECOVERY_MEM_TSV" "$RECOVERY_DRAIN_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
 exit 0

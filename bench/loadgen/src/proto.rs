@@ -117,8 +117,8 @@ async fn connect_inner(
     ws.send(Message::Text(
         format!("40{ns_prefix}{}", auth.unwrap_or_default()).into(),
     ))
-        .await
-        .context("send connect")?;
+    .await
+    .context("send connect")?;
 
     let mut pings = 0;
     let answer = loop {

@@ -540,13 +540,9 @@ pub async fn run_publishers(a: PublishRoomsArgs) -> anyhow::Result<()> {
         let mut conn = proto::connect(&opts.target, ip, opts.handshake_timeout)
             .await
             .with_context(|| format!("publisher of room {room}"))?;
-        conn.emit_acked_with_retry(
-            &join_frame(&a.room_prefix, room),
-            5,
-            Duration::from_secs(2),
-        )
-        .await
-        .with_context(|| format!("publisher join of room {room}"))?;
+        conn.emit_acked_with_retry(&join_frame(&a.room_prefix, room), 5, Duration::from_secs(2))
+            .await
+            .with_context(|| format!("publisher join of room {room}"))?;
         conns.push(conn);
     }
     println!("READY {}", json!({ "connected": conns.len() }));
@@ -645,10 +641,7 @@ mod tests {
         for seq in [0, 1, 1, 4, 5, 2] {
             t.message(seq);
         }
-        assert_eq!(
-            (t.received, t.twice, t.skipped, t.next_seq),
-            (6, 2, 2, 6)
-        );
+        assert_eq!((t.received, t.twice, t.skipped, t.next_seq), (6, 2, 2, 6));
     }
 
     #[test]
