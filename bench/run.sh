@@ -703,7 +703,7 @@ scenario_recovery_drain() {
   m_failed=$(metric_labels roomcast_recovery_failed_total "${metrics[1]}" "${metrics[2]}")
   stop_generators
   m_parked=$(metric_sum roomcast_recovery_parked_sessions "${metrics[1]}" "${metrics[2]}")
-  local handed; handed=$(sed 's/\x1b\[[0-9;]*m//g' "$RESULTS/recdrain.hub-0.err" | awk '/parked sessions handed over/ { for (i = 1; i <= NF; i++) if ($i ~ /^(sessions|handed_over)=/) { split($i, kv, "="); v[kv[1]] = kv[2] } } END { printf "%d/%d", v["handed_over"], v["sessions"] }')
+  local handed; handed=$(sed 's/\x1b\[[0-9;]*m//g' "$RESULTS/recdrain.hub-0.err" | awk '/parked sessions handed over/ { for (i = 1; i <= NF; i++) if ($i ~ /^(sessions|handed_over)=/) { split($i, kv, "="); v[kv[1]] = kv[2] } } END { printf "%d of %d", v["handed_over"], v["sessions"] }')
   for i in 1 2; do stop_pid "${nodes[$i]}"; done
   local merged; merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
   echo "$merged" >"$RESULTS/recdrain.recovery-time.json"
@@ -956,7 +956,7 @@ report_cluster() {
 }
 report_recovery() {
   echo "<!-- recovery:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=recovery) -->"
-  echo "## Connection state recovery: memory per parked session, and a drained node's $(printf "%'d" "$RECOVERY_N") clients"
+  echo "## Connection state recovery: memory per parked session, and a drained node's $RECOVERY_N clients"
   echo
   if [[ -f "$RECOVERY_MEM_TSV" ]]; then
     awk -F'\t' "$RATIO_AWK"'
@@ -966,14 +966,14 @@ report_recovery() {
         printf "- **Memory per parked (disconnected, recoverable) session: Roomcast %.2f KiB** (RSS added by %d parked sessions beside as many connected ones), against %.2f KiB per connected session (joined to a room, recovery on)", m["roomcast"], n["roomcast"], c["roomcast"]
         if ("node" in seen) printf "; Node socket.io (in-memory adapter) %.2f KiB per parked session (%s), %.2f KiB per connected one", m["node"], ratio(m["node"], m["roomcast"]), c["node"]
         printf ".\n"
-        printf "- RSS after the clients were cut, before any new connection: Roomcast %.2f KiB per parked session over the empty server", p["roomcast"]
-        if ("node" in seen) printf "; Node %.2f KiB", p["node"]
-        printf " (an upper bound: the memory of the closed connections stays with the allocator, and is what the next connections reuse).\n"
+        printf "- RSS once the clients were cut, before any new connection: Roomcast %.2f KiB per parked session over the empty server (an upper bound: what the closed connections freed stays with the allocator, for the next connections)", p["roomcast"]
+        if ("node" in seen) printf "; Node %.2f KiB (its garbage collector gave most of the connections'"'"' memory back)", p["node"]
+        printf ". Where a parked Roomcast session'"'"'s memory goes: [bench/PROFILE.md](../bench/PROFILE.md#parked-sessions-connection-state-recovery).\n"
       }' "$RECOVERY_MEM_TSV"
   fi
   if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
     awk -F'\t' 'NR == 2 {
-        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms. Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, $6, $7, $8
+        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.0f recoveries per second from the first disconnect to the last recovery). Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, ($11 > $9 ? $6 * 1000 / ($11 - $9) : 0), $6, $7, $8
         printf "- **Messages: %d of %d recovered clients got every message of their room exactly once**", $17, $16 - $22
         if ($18 > 0) printf "; %d lost %d messages", $18, $19; else printf "; none lost"
         if ($20 > 0) printf "; %d got %d twice (or out of order)", $20, $21; else printf ", none twice"
