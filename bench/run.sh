@@ -681,6 +681,8 @@ scenario_recovery_drain() {
   grep -q READY "$pub_out" || { echo "recovery publisher did not start:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
   log "recovery-drain: $connected connected; publishing $RECOVERY_RATE/s to each room for ${RECOVERY_WARM}s, then SIGTERM to hub-0"
   sleep "$RECOVERY_WARM"
+  local c0 g0 w0 c1 g1 w1
+  c0=$(( $(cpu_ticks "${nodes[1]}") + $(cpu_ticks "${nodes[2]}") )); g0=$(gen_ticks); w0=$(date +%s.%N)
   local t_term; t_term=$("$BIN/roomcast-bench" clock)
   kill -TERM "${nodes[0]}"
   local deadline=$(( $(date +%s) + 180 )) n
@@ -690,6 +692,7 @@ scenario_recovery_drain() {
     (( $(date +%s) < deadline )) || { log "recovery-drain: not every client came back within 180 s"; break; }
     sleep 0.2
   done
+  c1=$(( $(cpu_ticks "${nodes[1]}") + $(cpu_ticks "${nodes[2]}") )); g1=$(gen_ticks); w1=$(date +%s.%N)
   wait "${nodes[0]}" 2>/dev/null || true
   log "recovery-drain: clients back; ${RECOVERY_AFTER}s more traffic"
   sleep "$RECOVERY_AFTER"
@@ -727,15 +730,16 @@ scenario_recovery_drain() {
       -v lastd="$(cat "${done_lines[@]}" | awk '/^DONE / { match($0, /"last_disconnect_ns":[0-9]+/); v = substr($0, RSTART + 21, RLENGTH - 21) + 0; if (v > m) m = v } END { printf "%.0f", m }')" \
       -v lastr="$(cat "${done_lines[@]}" | awk '/^DONE / { match($0, /"last_recovered_ns":[0-9]+/); v = substr($0, RSTART + 20, RLENGTH - 20) + 0; if (v > m) m = v } END { printf "%.0f", m }')" \
       -v j="$merged" -v pc="$per_client" -v ml="$m_local" -v mr="$m_remote" -v ma="$m_adopted" -v mf="$m_failed" -v mp="$m_replayed" \
-      -v handed="$handed" -v left="$m_parked" -v tls="$([[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && echo "mutual TLS" || echo plaintext)" \
+      -v handed="$handed" -v left="$m_parked" -v c0="$c0" -v c1="$c1" -v g0="$g0" -v g1="$g1" -v w0="$w0" -v w1="$w1" -v tck="$CLK_TCK" -v tls="$([[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && echo "mutual TLS" || echo plaintext)" \
       'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
       BEGIN {
         split(pc, c, "\t")
-        printf "%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\n",
+        printf "%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%.2f\t%.2f\t%.0f\n",
           n, conn, rooms, rate, down, rec, fresh, failed,
           (first - t0) / 1e6, (lastd - t0) / 1e6, (lastr - t0) / 1e6,
           f("p50_us") / 1000, f("p90_us") / 1000, f("p99_us") / 1000, f("max_us") / 1000,
-          c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], ml, mr, ma, mf, mp, handed, tls
+          c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], ml, mr, ma, mf, mp, handed, tls,
+          (c1 - c0) / tck, w1 - w0, (w1 > w0 ? 100 * (g1 - g0) / tck / (w1 - w0) : 0)
       }' >>"$RECOVERY_DRAIN_TSV"
   log "recovery-drain: $(tail -1 "$RECOVERY_DRAIN_TSV" | tr '\t' ' ')"
 }
@@ -745,7 +749,7 @@ scenario_recovery() {
   if [[ " $SERVERS " == *" node "* ]]; then
     scenario_recovery_memory node 127.0.1.4 3402 "127.0.1.21,127.0.1.22,127.0.1.23,127.0.1.24" "127.0.1.25,127.0.1.26,127.0.1.27,127.0.1.28"
   fi
-  printf 'clients\tconnected\trooms\trate\tdisconnected\trecovered\tfresh\treconnect_failed\tms_to_first_disconnect\tms_to_last_disconnect\tms_to_all_recovered\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tclients_counted\tclients_exactly_once\tclients_lost\tmessages_lost\tclients_twice\tmessages_twice\tclients_fresh\tmessages_lost_fresh\tdeliveries_expected\tdeliveries_received\trecovered_local\trecovered_remote\tadopted\tfailed_reasons\treplayed\thanded_over_of_parked\tpeer_links\n' >"$RECOVERY_DRAIN_TSV"
+  printf 'clients\tconnected\trooms\trate\tdisconnected\trecovered\tfresh\treconnect_failed\tms_to_first_disconnect\tms_to_last_disconnect\tms_to_all_recovered\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tclients_counted\tclients_exactly_once\tclients_lost\tmessages_lost\tclients_twice\tmessages_twice\tclients_fresh\tmessages_lost_fresh\tdeliveries_expected\tdeliveries_received\trecovered_local\trecovered_remote\tadopted\tfailed_reasons\treplayed\thanded_over_of_parked\tpeer_links\tsurvivors_cpu_s\twindow_s\tgenerator_cpu_pct\n' >"$RECOVERY_DRAIN_TSV"
   scenario_recovery_drain
 }
 
@@ -973,7 +977,7 @@ report_recovery() {
   fi
   if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
     awk -F'\t' 'NR == 2 {
-        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.0f recoveries per second from the first disconnect to the last recovery). Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, ($11 > $9 ? $6 * 1000 / ($11 - $9) : 0), $6, $7, $8
+        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.0f recoveries per second from the first disconnect to the last recovery; nodes 1 and 2 used %.2f CPU-seconds from the SIGTERM until every client was back, %.0f µs per recovered session, on the one core all three nodes share; the generators %.0f %% of theirs). Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, ($11 > $9 ? $6 * 1000 / ($11 - $9) : 0), $33, ($6 > 0 ? $33 * 1e6 / $6 : 0), $35, $6, $7, $8
         printf "- **Messages: %d of %d recovered clients got every message of their room exactly once**", $17, $16 - $22
         if ($18 > 0) printf "; %d lost %d messages", $18, $19; else printf "; none lost"
         if ($20 > 0) printf "; %d got %d twice (or out of order)", $20, $21; else printf ", none twice"
