@@ -2,6 +2,9 @@
 # Heap profile of roomcast-dataplane holding N idle WebSocket connections, with heaptrack.
 #
 #   bash bench/profile-heap.sh [N]        # default N = 4000
+#   BENCH_PROFILE_PARKED=1 bash bench/profile-heap.sh [N]
+#       # N parked sessions instead: connection state recovery on, N clients (each joined to one
+#       # of 100 rooms) killed with SIGKILL, the hub killed once it has parked them all
 #
 # Starts the hub under heaptrack (pinned to CPU 0), opens N idle connections with
 # `roomcast-bench idle` (CPU 1), then kills the hub with SIGKILL while the connections are still
@@ -25,11 +28,21 @@ ulimit -n "$(ulimit -Hn)"
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   nice -n 10 cargo build --release -p roomcast-dataplane -p roomcast-bench >&2
 fi
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 # A private copy, so a concurrent rebuild cannot swap the binary under heaptrack.
 cp "$BIN/roomcast-dataplane" "$OUTDIR/roomcast-dataplane"
 
-taskset -c 0 heaptrack -o "$OUTDIR/heaptrack" "$OUTDIR/roomcast-dataplane" --listen "127.0.0.1:$PORT" \
+PARKED=${BENCH_PROFILE_PARKED:-0}
+HUB_ARGS=(--listen "127.0.0.1:$PORT")
+if [[ $PARKED == 1 ]]; then
+  cat >"$OUTDIR/config.json" <<JSON
+{"socketio": {"namespaces": [{"name": "*", "relay": true, "policies": {"join": ["*"], "emitToJoined": true}}],
+  "connectionStateRecovery": {"enabled": true, "maxDisconnectionDuration": 600000}},
+ "metrics": {"listen": "127.0.0.1:$(( PORT + 1 ))"}}
+JSON
+  HUB_ARGS+=(--config "$OUTDIR/config.json")
+fi
+taskset -c 0 heaptrack -o "$OUTDIR/heaptrack" "$OUTDIR/roomcast-dataplane" "${HUB_ARGS[@]}" \
   >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
 HT=$!
 GEN=""
@@ -39,12 +52,25 @@ for _ in $(seq 1 300); do grep -q "listening on" "$OUTDIR/server.out" && break; 
 grep -q "listening on" "$OUTDIR/server.out" || { echo "hub did not start" >&2; cat "$OUTDIR/server.err" >&2; exit 1; }
 HUB=$(pgrep -f "^$OUTDIR/roomcast-dataplane --listen 127.0.0.1:$PORT" | head -1)
 
-taskset -c 1 "$BIN/roomcast-bench" idle --url "ws://127.0.0.1:$PORT" --connections "$N" \
+MODE=(idle)
+[[ $PARKED == 1 ]] && MODE=(recovery --rooms 100 --reconnect-attempts 1)
+taskset -c 1 "$BIN/roomcast-bench" "${MODE[@]}" --url "ws://127.0.0.1:$PORT" --connections "$N" \
   --source-ips 127.0.0.241,127.0.0.242 --hold-secs 120 --report-secs 0 >"$OUTDIR/gen.out" 2>"$OUTDIR/gen.err" &
 GEN=$!
 for _ in $(seq 1 1200); do grep -q '^READY ' "$OUTDIR/gen.out" && break; sleep 0.1; done
 grep '^READY ' "$OUTDIR/gen.out" >&2 || { echo "generator did not finish connecting" >&2; exit 1; }
 sleep 3
+if [[ $PARKED == 1 ]]; then
+  kill -9 "$GEN"; wait "$GEN" 2>/dev/null || true; GEN=""
+  parked=0
+  for _ in $(seq 1 120); do
+    parked=$(curl -s "http://127.0.0.1:$(( PORT + 1 ))/metrics" | awk '$1 == "roomcast_recovery_parked_sessions" { print $2 }')
+    (( ${parked:-0} >= N )) && break
+    sleep 0.5
+  done
+  echo "parked sessions: $parked" >&2
+  sleep 2
+fi
 echo "hub RSS with $N connections: $(awk '$1 == "VmRSS:" { print $2, $3 }' "/proc/$HUB/status") (under heaptrack)" >&2
 kill -9 "$HUB"
 wait "$HT" 2>/dev/null || true

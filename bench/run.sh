@@ -23,12 +23,15 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
-#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster")
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery";
+#                        "recovery" alone rewrites only its section of an existing report)
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
 #   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
 #                           scenarios that report the cost of peer TLS (default: run them)
+#   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
+#   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
 #
 # Everything listens and connects on 127.0.0.0/8 only; every process started here is stopped
 # here (by PID), and the generators also stop by themselves after their hold time.
@@ -43,7 +46,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +58,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -63,6 +66,10 @@ else
 fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
 PEER_SECS=${BENCH_PEER_SECS:-$(( QUICK == 1 ? 3 : 10 ))}
+RECOVERY_N=${BENCH_RECOVERY_N:-$(( QUICK == 1 ? 1000 : 10000 ))}; RECOVERY_ROOMS=${BENCH_RECOVERY_ROOMS:-100}
+RECOVERY_RATE=${BENCH_RECOVERY_RATE:-1}; RECOVERY_WARM=${BENCH_RECOVERY_WARM_SECS:-5}; RECOVERY_AFTER=${BENCH_RECOVERY_AFTER_SECS:-5}
+# Long enough that no parked session expires while it is measured.
+RECOVERY_WINDOW_MS=${BENCH_RECOVERY_WINDOW_MS:-600000}
 CLUSTER_SUBS=${BENCH_CLUSTER_SUBS:-$(( QUICK == 1 ? 100 : 250 ))}; CLUSTER_RATE=${BENCH_CLUSTER_RATE:-100}
 # 100 events/s to 500 subscribers is 50,000 deliveries/s: about half of what Roomcast's three
 # nodes sustain on the one shared core (about 130,000 per CPU-second), the "half load" of the
@@ -558,6 +565,194 @@ scenario_cluster() {
   done
 }
 
+# ---- scenario: connection state recovery ------------------------------------------------------
+# (1) Memory per parked session: one node with recovery on; RECOVERY_N clients
+#     (`roomcast-bench recovery`, each joined to one of RECOVERY_ROOMS rooms) connect; their
+#     generators are killed (SIGKILL: the kernel closes the sockets, no Socket.IO disconnect,
+#     so the server parks every session); once all are parked (roomcast_recovery_parked_sessions
+#     on the metrics port; `sessions N` from bench/node/server.mjs), RECOVERY_N fresh clients
+#     connect beside them. RSS before, connected, parked, parked + connected again.
+#     The same with Node socket.io (in-memory adapter) when "node" is among the servers.
+# (2) Drain: a 3-node Roomcast hub (127.0.1.1-3, peer TLS unless BENCH_PEER_PLAINTEXT), recovery
+#     on; RECOVERY_N clients on node 0, publishers on node 1 sending RECOVERY_RATE numbered
+#     messages per second to each room; SIGTERM to node 0; the clients reconnect with their
+#     {pid, offset}, round robin over nodes 1 and 2. Time from SIGTERM until every client is
+#     recovered, per-client recovery time, messages lost or delivered twice per client.
+RECOVERY_MEM_TSV="$RESULTS/recovery-memory.tsv"
+RECOVERY_DRAIN_TSV="$RESULTS/recovery-drain.tsv"
+recovery_config() { # FILE METRICS_ADDR
+  cat >"$1" <<JSON
+{"socketio": {"namespaces": [{"name": "*", "relay": true, "policies": {"join": ["*"], "emitToJoined": true}}],
+  "connectionStateRecovery": {"enabled": true, "maxDisconnectionDuration": $RECOVERY_WINDOW_MS}},
+ "metrics": {"listen": "$2"}}
+JSON
+}
+# metric_sum NAME ADDR... : the sum of every sample of NAME (all labels) on the metrics ports
+metric_sum() {
+  local name=$1 addr t=0 v; shift
+  for addr in "$@"; do
+    v=$(curl -s --max-time 5 "http://$addr/metrics" | awk -v n="$name" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }')
+    t=$(( t + ${v:-0} ))
+  done
+  echo "$t"
+}
+# metric_labels NAME ADDR... : "label=value ..." summed over the nodes (e.g. failed reasons)
+metric_labels() {
+  local name=$1; shift
+  local addr
+  for addr in "$@"; do curl -s --max-time 5 "http://$addr/metrics"; done |
+    awk -v n="$name" 'index($1, n "{") == 1 { l = $1; sub(/^[^{]*\{[a-z]*="/, "", l); sub(/"\}$/, "", l); s[l] += $2 }
+      END { o = ""; for (k in s) o = o (o == "" ? "" : " ") k "=" s[k]; print (o == "" ? "none" : o) }'
+}
+scenario_recovery_memory() {
+  local name=$1 ip=$2 port=$3 ips1=$4 ips2=$5 pid rss0 rss1 rss2 rss3 parked=0 parked3 i connected hold=$(( 600 ))
+  local out="$RESULTS/recmem.$name.server.out" err="$RESULTS/recmem.$name.server.err"
+  port_free "$port" || { echo "port $port is busy" >&2; exit 1; }
+  if [[ $name == roomcast ]]; then
+    recovery_config "$RESULTS/recmem.roomcast.json" "$ip:9401"
+    taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --config "$RESULTS/recmem.roomcast.json" --listen "$ip:$port" >"$out" 2>"$err" &
+  else
+    BENCH_RECOVERY_MS=$RECOVERY_WINDOW_MS taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" "$ip" >"$out" 2>"$err" &
+  fi
+  pid=$!; PIDS+=("$pid")
+  for i in $(seq 1 300); do grep -q "listening on" "$out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "listening on" "$out" || { echo "recovery/$name did not start:" >&2; tail -5 "$err" >&2; exit 1; }
+  parked_now() {
+    if [[ $name == roomcast ]]; then metric_sum roomcast_recovery_parked_sessions "$ip:9401"; return; fi
+    local before; before=$(grep -c '^sessions ' "$out" || true)
+    kill -USR2 "$pid"
+    for _ in $(seq 50); do (( $(grep -c '^sessions ' "$out" || true) > before )) && break; sleep 0.1; done
+    grep '^sessions ' "$out" | tail -1 | awk '{ print $2 }'
+  }
+  sleep 2
+  rss0=$(rss_kib "$pid")
+  log "recovery-memory/$name: $RECOVERY_N clients in $RECOVERY_ROOMS rooms (sources $ips1)"
+  GEN_HOST=$ip start_generators recovery "$name" recmem "$port" "$RECOVERY_N" "$ips1" "$hold" --rooms "$RECOVERY_ROOMS" --reconnect-attempts 1
+  connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+  sleep "$SETTLE"; wait_quiet "$pid" 30
+  rss1=$(rss_kib "$pid")
+  log "recovery-memory/$name: $connected connected, RSS $rss0 -> $rss1 KiB; killing the clients (SIGKILL)"
+  local gp; for gp in "${GEN_PIDS[@]}"; do kill -KILL "$gp" 2>/dev/null || true; done
+  for gp in "${GEN_PIDS[@]}"; do wait "$gp" 2>/dev/null || true; done
+  for i in $(seq 1 120); do
+    parked=$(parked_now); (( ${parked:-0} >= connected )) && break; sleep 0.5
+  done
+  sleep "$SETTLE"; wait_quiet "$pid" 30
+  rss2=$(rss_kib "$pid"); parked=$(parked_now)
+  log "recovery-memory/$name: $parked parked, RSS $rss2 KiB; $RECOVERY_N fresh clients beside them (sources $ips2)"
+  GEN_HOST=$ip start_generators recovery "$name" recmem2 "$port" "$RECOVERY_N" "$ips2" "$hold" --rooms "$RECOVERY_ROOMS" --reconnect-attempts 1
+  sleep "$SETTLE"; wait_quiet "$pid" 30
+  rss3=$(rss_kib "$pid"); parked3=$(parked_now)
+  stop_generators
+  stop_pid "$pid"
+  awk -v name="$name" -v ver="$(server_version "$name")" -v n="$connected" -v p="$parked" -v p3="$parked3" -v r0="$rss0" -v r1="$rss1" -v r2="$rss2" -v r3="$rss3" 'BEGIN {
+      printf "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\n", name, ver, n, p, p3, r0, r1, r2, r3,
+        (n > 0 ? (r1 - r0) / n : 0), (n > 0 ? (r2 - r0) / n : 0), (n > 0 ? (r3 - r1) / n : 0)
+    }' >>"$RECOVERY_MEM_TSV"
+  log "recovery-memory/$name: $(tail -1 "$RECOVERY_MEM_TSV" | cut -f3- | tr '\t' ' ') (n parked parked_end rss0 rss1 rss2 rss3 KiB/conn KiB/parked KiB/parked-marginal)"
+}
+scenario_recovery_drain() {
+  local i ip members="" peer=17300 port=3400 metrics=() nodes=() hosts=()
+  for i in 0 1 2; do members+="hub-$i=127.0.1.$(( i + 1 )):$peer,"; done
+  for i in 0 1 2; do
+    ip="127.0.1.$(( i + 1 ))"; hosts+=("$ip"); metrics+=("$ip:9400")
+    recovery_config "$RESULTS/recdrain.hub-$i.json" "$ip:9400"
+    peer_security "hub-$i"
+    taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --config "$RESULTS/recdrain.hub-$i.json" --node-id "hub-$i" \
+      --listen "$ip:$port" --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" \
+      >"$RESULTS/recdrain.hub-$i.out" 2>"$RESULTS/recdrain.hub-$i.err" &
+    nodes+=("$!"); PIDS+=("$!")
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 100); do grep -q "listening on" "$RESULTS/recdrain.hub-$i.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening on" "$RESULTS/recdrain.hub-$i.out" || { echo "recovery/hub-$i did not start:" >&2; tail -5 "$RESULTS/recdrain.hub-$i.err" >&2; exit 1; }
+  done
+  sleep 2
+  log "recovery-drain: $RECOVERY_N clients on hub-0 in $RECOVERY_ROOMS rooms; reconnect round robin to hub-1, hub-2"
+  GEN_HOST=${hosts[0]} start_generators recovery roomcast recdrain "$port" "$RECOVERY_N" "127.0.1.31,127.0.1.32,127.0.1.33,127.0.1.34" 900 \
+    --rooms "$RECOVERY_ROOMS" --reconnect-urls "ws://${hosts[1]}:$port,ws://${hosts[2]}:$port"
+  local connected; connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+  local pub_out="$RESULTS/recdrain.publisher.out" sent_file="$RESULTS/recdrain.sent"
+  taskset -c "$GEN_CPU" "$BIN/roomcast-bench" recovery-publish --url "ws://${hosts[1]}:$port" --source-ips 127.0.1.40 \
+    --rooms "$RECOVERY_ROOMS" --rate "$RECOVERY_RATE" --duration-secs 900 --sent-out "$sent_file" \
+    >"$pub_out" 2>"${pub_out%.out}.err" &
+  local pub=$!; PIDS+=("$pub")
+  for _ in $(seq 100); do grep -q READY "$pub_out" 2>/dev/null && break; sleep 0.1; done
+  grep -q READY "$pub_out" || { echo "recovery publisher did not start:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+  log "recovery-drain: $connected connected; publishing $RECOVERY_RATE/s to each room for ${RECOVERY_WARM}s, then SIGTERM to hub-0"
+  sleep "$RECOVERY_WARM"
+  local c0 g0 w0 c1 g1 w1
+  c0=$(( $(cpu_ticks "${nodes[1]}") + $(cpu_ticks "${nodes[2]}") )); g0=$(gen_ticks); w0=$(date +%s.%N)
+  local t_term; t_term=$("$BIN/roomcast-bench" clock)
+  kill -TERM "${nodes[0]}"
+  local deadline=$(( $(date +%s) + 180 )) n
+  while :; do
+    n=$(cat "${GEN_OUTS[@]}" | grep -c '^RECOVERED ' || true)
+    (( n == ${#GEN_OUTS[@]} )) && break
+    (( $(date +%s) < deadline )) || { log "recovery-drain: not every client came back within 180 s"; break; }
+    sleep 0.2
+  done
+  c1=$(( $(cpu_ticks "${nodes[1]}") + $(cpu_ticks "${nodes[2]}") )); g1=$(gen_ticks); w1=$(date +%s.%N)
+  wait "${nodes[0]}" 2>/dev/null || true
+  log "recovery-drain: clients back; ${RECOVERY_AFTER}s more traffic"
+  sleep "$RECOVERY_AFTER"
+  kill -TERM "$pub" 2>/dev/null || true; wait "$pub" 2>/dev/null || true
+  sleep 2
+  local m_local m_remote m_adopted m_failed m_replayed m_parked
+  m_local=$(curl -s "http://${metrics[1]}/metrics" "http://${metrics[2]}/metrics" | awk '$1 == "roomcast_recovery_recovered_total{where=\"local\"}" { s += $2 } END { printf "%d", s }')
+  m_remote=$(curl -s "http://${metrics[1]}/metrics" "http://${metrics[2]}/metrics" | awk '$1 == "roomcast_recovery_recovered_total{where=\"remote\"}" { s += $2 } END { printf "%d", s }')
+  m_adopted=$(metric_sum roomcast_recovery_adopted_total "${metrics[1]}" "${metrics[2]}")
+  m_replayed=$(metric_sum roomcast_recovery_replayed_packets_total "${metrics[1]}" "${metrics[2]}")
+  m_failed=$(metric_labels roomcast_recovery_failed_total "${metrics[1]}" "${metrics[2]}")
+  stop_generators
+  m_parked=$(metric_sum roomcast_recovery_parked_sessions "${metrics[1]}" "${metrics[2]}")
+  local handed; handed=$(sed 's/\x1b\[[0-9;]*m//g' "$RESULTS/recdrain.hub-0.err" | awk '/parked sessions handed over/ { for (i = 1; i <= NF; i++) if ($i ~ /^(sessions|handed_over)=/) { split($i, kv, "="); v[kv[1]] = kv[2] } } END { printf "%d of %d", v["handed_over"], v["sessions"] }')
+  for i in 1 2; do stop_pid "${nodes[$i]}"; done
+  local merged; merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+  echo "$merged" >"$RESULTS/recdrain.recovery-time.json"
+  # Per client: lost = skipped + what it never got at the end; exactly once = all of its room's
+  # messages, none twice.
+  local per_client; per_client=$(grep -h '^CLIENT ' "${GEN_OUTS[@]}" | awk -v sf="$sent_file" 'BEGIN { while ((getline l < sf) > 0) { split(l, a, " "); sent[a[1]] = a[2] } }
+    { room = $3; recv = $4; twice = $5; skipped = $6; next_seq = $7; fresh = $10; failed = $11
+      want = sent[room]; lost = skipped + (want > next_seq ? want - next_seq : 0)
+      n++; expected += want; got += recv
+      if (fresh > 0 || failed > 0) { nf++; lost_f += lost; next }
+      if (lost == 0 && twice == 0 && recv == want) exact++
+      if (lost > 0) { cl++; tl += lost }
+      if (twice > 0) { cd++; td += twice }
+    }
+    END { printf "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", n, exact, cl, tl, cd, td, nf, lost_f, expected, got }')
+  local done_lines=("${GEN_OUTS[@]}")
+  awk -F'\t' -v n="$RECOVERY_N" -v conn="$connected" -v rooms="$RECOVERY_ROOMS" -v rate="$RECOVERY_RATE" -v t0="$t_term" \
+      -v rec="$(sum_field DONE recovered "${done_lines[@]}")" -v fresh="$(sum_field DONE fresh "${done_lines[@]}")" \
+      -v failed="$(sum_field DONE reconnect_failed "${done_lines[@]}")" -v down="$(sum_field DONE disconnected "${done_lines[@]}")" \
+      -v first="$(cat "${done_lines[@]}" | awk '/^DONE / { match($0, /"first_disconnect_ns":[0-9]+/); v = substr($0, RSTART + 22, RLENGTH - 22) + 0; if (v > 0 && (m == 0 || v < m)) m = v } END { printf "%.0f", m }')" \
+      -v lastd="$(cat "${done_lines[@]}" | awk '/^DONE / { match($0, /"last_disconnect_ns":[0-9]+/); v = substr($0, RSTART + 21, RLENGTH - 21) + 0; if (v > m) m = v } END { printf "%.0f", m }')" \
+      -v lastr="$(cat "${done_lines[@]}" | awk '/^DONE / { match($0, /"last_recovered_ns":[0-9]+/); v = substr($0, RSTART + 20, RLENGTH - 20) + 0; if (v > m) m = v } END { printf "%.0f", m }')" \
+      -v j="$merged" -v pc="$per_client" -v ml="$m_local" -v mr="$m_remote" -v ma="$m_adopted" -v mf="$m_failed" -v mp="$m_replayed" \
+      -v handed="$handed" -v left="$m_parked" -v c0="$c0" -v c1="$c1" -v g0="$g0" -v g1="$g1" -v w0="$w0" -v w1="$w1" -v tck="$CLK_TCK" -v tls="$([[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && echo "mutual TLS" || echo plaintext)" \
+      'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        split(pc, c, "\t")
+        printf "%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%.2f\t%.2f\t%.0f\n",
+          n, conn, rooms, rate, down, rec, fresh, failed,
+          (first - t0) / 1e6, (lastd - t0) / 1e6, (lastr - t0) / 1e6,
+          f("p50_us") / 1000, f("p90_us") / 1000, f("p99_us") / 1000, f("max_us") / 1000,
+          c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], ml, mr, ma, mf, mp, handed, tls,
+          (c1 - c0) / tck, w1 - w0, (w1 > w0 ? 100 * (g1 - g0) / tck / (w1 - w0) : 0)
+      }' >>"$RECOVERY_DRAIN_TSV"
+  log "recovery-drain: $(tail -1 "$RECOVERY_DRAIN_TSV" | tr '\t' ' ')"
+}
+scenario_recovery() {
+  printf 'server\tversion\tclients\tparked\tparked_end\trss0_kib\trss_connected_kib\trss_parked_kib\trss_parked_and_connected_kib\tkib_per_conn\tkib_per_parked\tkib_per_parked_marginal\n' >"$RECOVERY_MEM_TSV"
+  scenario_recovery_memory roomcast 127.0.1.1 3401 "127.0.1.11,127.0.1.12,127.0.1.13,127.0.1.14" "127.0.1.15,127.0.1.16,127.0.1.17,127.0.1.18"
+  if [[ " $SERVERS " == *" node "* ]]; then
+    scenario_recovery_memory node 127.0.1.4 3402 "127.0.1.21,127.0.1.22,127.0.1.23,127.0.1.24" "127.0.1.25,127.0.1.26,127.0.1.27,127.0.1.28"
+  fi
+  printf 'clients\tconnected\trooms\trate\tdisconnected\trecovered\tfresh\treconnect_failed\tms_to_first_disconnect\tms_to_last_disconnect\tms_to_all_recovered\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tclients_counted\tclients_exactly_once\tclients_lost\tmessages_lost\tclients_twice\tmessages_twice\tclients_fresh\tmessages_lost_fresh\tdeliveries_expected\tdeliveries_received\trecovered_local\trecovered_remote\tadopted\tfailed_reasons\treplayed\thanded_over_of_parked\tpeer_links\tsurvivors_cpu_s\twindow_s\tgenerator_cpu_pct\n' >"$RECOVERY_DRAIN_TSV"
+  scenario_recovery_drain
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
@@ -566,6 +761,7 @@ for scenario in $SCENARIOS; do
     dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
     peer) scenario_peer ;;
     cluster) scenario_cluster ;;
+    recovery) scenario_recovery ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -762,6 +958,99 @@ report_cluster() {
   echo "Several servers share one core here, so this measures the whole path under contention, not one node alone."
   echo
 }
+report_recovery() {
+  echo "<!-- recovery:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=recovery) -->"
+  echo "## Connection state recovery: memory per parked session, and a drained node's $RECOVERY_N clients"
+  echo
+  if [[ -f "$RECOVERY_MEM_TSV" ]]; then
+    awk -F'\t' "$RATIO_AWK"'
+      NR > 1 { c[$1] = $10; p[$1] = $11; m[$1] = $12; n[$1] = $3; pk[$1] = $4; seen[$1] = 1 }
+      END {
+        if (!("roomcast" in seen)) exit
+        printf "- **Memory per parked (disconnected, recoverable) session: Roomcast %.2f KiB** (RSS added by %d parked sessions beside as many connected ones), against %.2f KiB per connected session (joined to a room, recovery on)", m["roomcast"], n["roomcast"], c["roomcast"]
+        if ("node" in seen) printf "; Node socket.io (in-memory adapter) %.2f KiB per parked session (%s), %.2f KiB per connected one", m["node"], ratio(m["node"], m["roomcast"]), c["node"]
+        printf ".\n"
+        printf "- RSS once the clients were cut, before any new connection: Roomcast %.2f KiB per parked session over the empty server (an upper bound: what the closed connections freed stays with the allocator, for the next connections)", p["roomcast"]
+        if ("node" in seen) printf "; Node %.2f KiB (its garbage collector gave most of the connections'"'"' memory back)", p["node"]
+        printf ". Where a parked Roomcast session'"'"'s memory goes: [bench/PROFILE.md](../bench/PROFILE.md#parked-sessions-connection-state-recovery).\n"
+      }' "$RECOVERY_MEM_TSV"
+  fi
+  if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
+    awk -F'\t' 'NR == 2 {
+        printf "- **Drain: %d clients of node 0 (of 3), SIGTERM, all %d back and recovered %.0f ms after the signal** (the last one disconnected at %.0f ms); per client, disconnect to recovered CONNECT answer: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.0f recoveries per second from the first disconnect to the last recovery; nodes 1 and 2 used %.2f CPU-seconds from the SIGTERM until every client was back, %.0f µs per recovered session, on the one core all three nodes share; the generators %.0f %% of theirs). Recovered %d, fresh sessions %d, gave up %d.\n", $2, $6, $11, $10, $12, $14, $15, ($11 > $9 ? $6 * 1000 / ($11 - $9) : 0), $33, ($6 > 0 ? $33 * 1e6 / $6 : 0), $35, $6, $7, $8
+        printf "- **Messages: %d of %d recovered clients got every message of their room exactly once**", $17, $16 - $22
+        if ($18 > 0) printf "; %d lost %d messages", $18, $19; else printf "; none lost"
+        if ($20 > 0) printf "; %d got %d twice (or out of order)", $20, $21; else printf ", none twice"
+        printf " (%d deliveries expected, %d received; %s/s to each of %d rooms, from node 1, before, during and after the drain).\n", $24, $25, $4, $3
+      }' "$RECOVERY_DRAIN_TSV"
+  fi
+  echo "- No Node or socketioxide counterpart for the drain: socket.io's connection state recovery works with its in-memory adapter (one process) and a few other adapters, not with the Redis adapter of the cluster scenario above; socketioxide has no connection state recovery."
+  echo
+  if [[ -f "$RECOVERY_MEM_TSV" ]]; then
+    echo "| server | version | clients | parked (after the second batch) | RSS before → connected → parked → parked + N connected | per connected session | per parked session (RSS parked − before) | **per parked session (marginal)** |"
+    echo "|---|---|---|---|---|---|---|---|"
+    awk -F'\t' 'NR > 1 { printf "| %s | %s | %d | %d (%d) | %.1f → %.1f → %.1f → %.1f MiB | %.2f KiB | %.2f KiB | **%.2f KiB** |\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $8 / 1024, $9 / 1024, $10, $11, $12 }' "$RECOVERY_MEM_TSV"
+    echo
+  fi
+  if [[ -f "$RECOVERY_DRAIN_TSV" ]]; then
+    echo "| clients on node 0 | disconnected | recovered / fresh / gave up | SIGTERM → first / last disconnect | SIGTERM → all recovered | per-client p50 / p90 / p99 / max | exactly once | lost (clients) | twice (clients) | recovered on the node holding the session / fetched from another node | handed over by node 0 (of those still parked there) / adopted | failures (reason=count) | packets replayed | peer links |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -F'\t' 'NR > 1 { printf "| %d | %d | %d / %d / %d | %.0f / %.0f ms | **%.0f ms** | %.0f / %.0f / %.0f / %.0f ms | %d of %d | %d (%d) | %d (%d) | %d / %d | %s / %d | %s | %d | %s |\n", $2, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $16 - $22, $19, $18, $21, $20, $26, $27, $31, $28, $29, $30, $32 }' "$RECOVERY_DRAIN_TSV"
+    echo
+  fi
+  echo "How it is measured. Memory: one \`roomcast-dataplane\` with \`socketio.connectionStateRecovery\` on"
+  echo "(\`maxDisconnectionDuration\` ${RECOVERY_WINDOW_MS} ms, so nothing expires meanwhile), pinned to CPU $SERVER_CPU; ${RECOVERY_N} \`roomcast-bench recovery\`"
+  echo "clients (raw Engine.IO v4 / Socket.IO v5, $(( (RECOVERY_N + PER_PROC - 1) / PER_PROC )) process(es) on CPU $GEN_CPU, 4 source addresses) each join one of ${RECOVERY_ROOMS} rooms; then the"
+  echo "generators are killed (SIGKILL: the kernel closes their sockets without a Socket.IO disconnect, so the server parks"
+  echo "every session), and once \`roomcast_recovery_parked_sessions\` (metrics port) shows them all, ${RECOVERY_N} fresh clients connect"
+  echo "beside them. RSS (\`VmRSS\`) is read before, ${SETTLE} s after each step and once the server is idle. The marginal"
+  echo "figure, (RSS with N parked + N connected − RSS with N connected) / N, is what the parked sessions add once the"
+  echo "allocator has reused what their closed connections freed; \"RSS parked − before\" still counts that freed memory."
+  echo "Node: \`bench/node/server.mjs\` with \`connectionStateRecovery\` (\`BENCH_RECOVERY_MS\`), the in-memory adapter, counted the same way."
+  echo
+  echo "Drain: three \`roomcast-dataplane\` nodes on 127.0.1.1-3 (static members, peer links with $(tail -1 "$RECOVERY_DRAIN_TSV" 2>/dev/null | cut -f32), all on CPU $SERVER_CPU),"
+  echo "recovery on. ${RECOVERY_N} \`roomcast-bench recovery\` clients connect to node 0 and join one of ${RECOVERY_ROOMS} rooms; \`roomcast-bench"
+  echo "recovery-publish\` (on node 1) sends ${RECOVERY_RATE} numbered message(s) per second to each room, from ${RECOVERY_WARM} s before the SIGTERM until"
+  echo "${RECOVERY_AFTER} s after every client is back. The clients speak what the stock \`socket.io-client\` does for recovery: they keep the"
+  echo "last string argument of every event as their offset, and when the server closes the connection they reconnect"
+  echo "at once (at most 64 handshakes in flight per generator process; the stock client waits 0.5-1.5 s first), to node 1 or 2 in turn,"
+  echo "with the CONNECT auth \`{pid, offset}\`; a CONNECT answer with the same \`pid\` is \`socket.recovered\`. Node 0 closes"
+  echo "every session on SIGTERM (\`shutdown.drainDelay\` 0) and hands what is still parked to the live nodes; a client that"
+  echo "reaches a node first takes its session from wherever it is (\"fetched from another node\"). Times are \`CLOCK_MONOTONIC\`,"
+  echo "read by the generators and by \`roomcast-bench clock\` just before the SIGTERM. Each client counts the sequence numbers of"
+  echo "its room: lost = numbers skipped or never received by the end, twice = numbers at or below one already received."
+  echo "Recovery counters are summed from the metrics ports of nodes 1 and 2."
+  echo
+  echo "Reproduce this section alone (rewrites only it in \`docs/benchmarks.md\`):"
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=recovery BENCH_SERVERS=\"roomcast node\" BENCH_SETTLE_SECS=$SETTLE BENCH_RECOVERY_N=$RECOVERY_N BENCH_RECOVERY_ROOMS=$RECOVERY_ROOMS BENCH_RECOVERY_RATE=$RECOVERY_RATE bash bench/run.sh"
+  echo '```'
+  echo "<!-- recovery:end -->"
+  echo
+}
+# The recovery section of the last run that measured it, when this run did not.
+carried_recovery() {
+  [[ -f "$OUT" ]] && sed -n '/^<!-- recovery:begin/,/^<!-- recovery:end -->/p' "$OUT" && echo
+}
+
+# A run of the recovery scenario alone rewrites only its section of an existing report.
+ONLY_RECOVERY=1
+for scenario in $SCENARIOS; do [[ $scenario == recovery ]] || ONLY_RECOVERY=0; done
+if (( ONLY_RECOVERY )) && [[ -f "$OUT" ]]; then
+  report_recovery >"$RESULTS/recovery.md"
+  if grep -q '^<!-- recovery:begin' "$OUT"; then
+    awk -v f="$RESULTS/recovery.md" '/^<!-- recovery:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
+      skip && /^<!-- recovery:end -->/ { skip = 0; getline; if ($0 != "") print; next } !skip' "$OUT" >"$OUT.tmp"
+  else
+    awk -v f="$RESULTS/recovery.md" '!done && (/^## Plots/ || /^## Reproduce/) { while ((getline l < f) > 0) print l; done = 1 } { print }' "$OUT" >"$OUT.tmp"
+  fi
+  mv "$OUT.tmp" "$OUT"
+  log "wrote the recovery section of $OUT"
+  cat "$RECOVERY_MEM_TSV" "$RECOVERY_DRAIN_TSV" >&2 2>/dev/null || true
+  exit 0
+fi
+
 # ---- plots (gnuplot, when available) ---------------------------------------------------------
 PLOT_DIR="$(dirname "$OUT")/benchmarks"
 PLOT_REL="benchmarks"
@@ -803,6 +1092,7 @@ make_plots
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   [[ -f "$PEER_TSV" ]] && report_peer
   [[ -f "$CLUSTER_TSV" ]] && report_cluster
+  if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_recovery; fi
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo
@@ -833,5 +1123,5 @@ make_plots
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"
-for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV" "$CLUSTER_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
+for f in "$IDLE_TSV" "$CONNECT_TSV" "$FANOUT_TSV" "$PEER_TSV" "$CLUSTER_TSV" "$RECOVERY_MEM_TSV" "$RECOVERY_DRAIN_TSV"; do [[ -f "$f" ]] && cat "$f" >&2; done
 exit 0

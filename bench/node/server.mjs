@@ -11,6 +11,9 @@
 // the multi-node setup socket.io users run, compared with a Roomcast cluster.
 // With BENCH_WS_ENGINE=eiows the WebSocket engine is eiows (native, optional: bench/run.sh
 // installs it when it builds) instead of ws.
+// With BENCH_RECOVERY_MS, connection state recovery is on (in-memory adapter only, as socket.io
+// supports it) with that maxDisconnectionDuration; SIGUSR2 prints "sessions N" (the sessions
+// kept for recovery) on stdout.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -27,7 +30,11 @@ const io = new Server(httpServer, {
   serveClient: false,
   pingInterval,
   ...(wsEngine ? { wsEngine } : {}),
+  ...(process.env.BENCH_RECOVERY_MS
+    ? { connectionStateRecovery: { maxDisconnectionDuration: Number(process.env.BENCH_RECOVERY_MS) } }
+    : {}),
 });
+process.on("SIGUSR2", () => console.log(`sessions ${io.of("/").adapter.sessions?.size ?? 0}`));
 
 if (process.env.BENCH_REDIS_URL) {
   const { createClient } = await import("redis");

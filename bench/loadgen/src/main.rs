@@ -15,6 +15,9 @@
 //! - `merge`: merges the histograms of several `subscribe` outputs.
 //! - `peer-send` / `peer-recv`: two processes joined by one Roomcast peer link (the real
 //!   mesh), for the cost and latency of forwarding between nodes (see `peer.rs`).
+//! - `recovery` / `recovery-publish`: clients that resume their sessions as socket.io-client
+//!   does (connection state recovery) and numbered publishers, for loss and recovery time
+//!   across a node's drain (see `recovery.rs`); `clock` prints `CLOCK_MONOTONIC` in ns.
 //!
 //! Machine-readable output goes to stdout: one `READY {json}` line when the connect phase is
 //! over, one `DONE {json}` line at the end. Progress goes to stderr. Only loopback addresses are
@@ -25,6 +28,7 @@ mod latency;
 mod peer;
 mod pool;
 mod proto;
+mod recovery;
 mod target;
 
 use std::path::PathBuf;
@@ -68,6 +72,12 @@ enum Mode {
     PeerSend(peer::PeerSendArgs),
     /// One side of a bare peer stream: receive, count and time broadcasts.
     PeerRecv(peer::PeerRecvArgs),
+    /// Clients that resume their sessions (connection state recovery) after a disconnection.
+    Recovery(recovery::RecoveryArgs),
+    /// Numbered messages to many rooms, one connection per room.
+    RecoveryPublish(recovery::PublishRoomsArgs),
+    /// Prints CLOCK_MONOTONIC in nanoseconds (the clock of every timestamp here).
+    Clock,
 }
 
 #[derive(Args, Clone)]
@@ -174,6 +184,12 @@ fn main() -> anyhow::Result<()> {
             Mode::Merge(a) => run_merge(a),
             Mode::PeerSend(a) => peer::send(a).await,
             Mode::PeerRecv(a) => peer::recv(a).await,
+            Mode::Recovery(a) => recovery::run_clients(a).await,
+            Mode::RecoveryPublish(a) => recovery::run_publishers(a).await,
+            Mode::Clock => {
+                println!("{}", clock::monotonic_ns());
+                Ok(())
+            }
         }
     })
 }

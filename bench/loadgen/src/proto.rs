@@ -30,6 +30,17 @@ pub struct Conn {
     pub ns_prefix: String,
     /// Pings answered during the handshake.
     pub pings: u64,
+    /// The server's CONNECT answer.
+    pub answer: ConnectAnswer,
+}
+
+/// The Socket.IO CONNECT answer `{sid, pid?}`: `pid` (the private session id) is there when
+/// the server has connection state recovery on.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConnectAnswer {
+    pub sid: String,
+    #[serde(default)]
+    pub pid: Option<String>,
 }
 
 /// A text frame as the benchmarks see it.
@@ -50,12 +61,27 @@ pub enum Frame {
 
 /// Opens a TCP connection from `local_ip` and performs the full Engine.IO + Socket.IO handshake.
 pub async fn connect(target: &Target, local_ip: IpAddr, timeout: Duration) -> anyhow::Result<Conn> {
-    tokio::time::timeout(timeout, connect_inner(target, local_ip))
+    connect_with_auth(target, local_ip, timeout, None).await
+}
+
+/// [`connect`] with an `auth` object (JSON) in the Socket.IO CONNECT packet, as a client
+/// resuming its session sends `{"pid":..,"offset":..}`.
+pub async fn connect_with_auth(
+    target: &Target,
+    local_ip: IpAddr,
+    timeout: Duration,
+    auth: Option<&str>,
+) -> anyhow::Result<Conn> {
+    tokio::time::timeout(timeout, connect_inner(target, local_ip, auth))
         .await
         .context("handshake timed out")?
 }
 
-async fn connect_inner(target: &Target, local_ip: IpAddr) -> anyhow::Result<Conn> {
+async fn connect_inner(
+    target: &Target,
+    local_ip: IpAddr,
+    auth: Option<&str>,
+) -> anyhow::Result<Conn> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -88,12 +114,14 @@ async fn connect_inner(target: &Target, local_ip: IpAddr) -> anyhow::Result<Conn
     } else {
         format!("{},", target.namespace)
     };
-    ws.send(Message::Text(format!("40{ns_prefix}").into()))
-        .await
-        .context("send connect")?;
+    ws.send(Message::Text(
+        format!("40{ns_prefix}{}", auth.unwrap_or_default()).into(),
+    ))
+    .await
+    .context("send connect")?;
 
     let mut pings = 0;
-    loop {
+    let answer = loop {
         let text = next_text(&mut ws).await?;
         if text == "2" {
             ws.send(Message::Text("3".into())).await.context("pong")?;
@@ -106,18 +134,19 @@ async fn connect_inner(target: &Target, local_ip: IpAddr) -> anyhow::Result<Conn
             if c.sid.is_empty() {
                 bail!("empty socket id in connect answer");
             }
-            break;
+            break c;
         }
         if text.starts_with("44") {
             bail!("connect error: {text}");
         }
         // Events sent before our connect answer are not expected; ignore anything else.
-    }
+    };
     Ok(Conn {
         ws,
         ping_interval: Duration::from_millis(open.ping_interval),
         ns_prefix,
         pings,
+        answer,
     })
 }
 
@@ -126,11 +155,6 @@ async fn connect_inner(target: &Target, local_ip: IpAddr) -> anyhow::Result<Conn
 struct OpenPacket {
     sid: String,
     ping_interval: u64,
-}
-
-#[derive(serde::Deserialize)]
-struct ConnectAnswer {
-    sid: String,
 }
 
 async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
