@@ -30,7 +30,9 @@
 #   - force-delete pod chat-2: its process is killed at once, the pod comes back;
 #   - the scenarios of e2e/scenarios/run.mjs, shared with kind: chat in rooms across pods,
 #     the mesh on mutual TLS with CSR-issued per-pod certificates, a CA rotation under traffic,
-#     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion; the
+#     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion, then
+#     connection state recovery turned on (back at 3 pods) and a rolling restart under 20
+#     messages/s where every client keeps its session and gets every message exactly once; the
 #     processes of removed pods are gone;
 #   - delete the hub (run.mjs delete-hub): everything is garbage-collected and no pod process is
 #     left.
@@ -396,8 +398,8 @@ log "operator failover took $((SECONDS - t_fo))s"
 # --- 3. the shared scenarios (e2e/scenarios/run.mjs) --------------------------------------------
 t_sc=$SECONDS
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
-  node e2e/scenarios/run.mjs chat tls rotate-ca scale roll delete-pod || fail "the scenarios failed"
-wait_until 30 "only the 2 processes of the remaining pods run" process_count 2
+  node e2e/scenarios/run.mjs chat tls rotate-ca scale roll delete-pod recover || fail "the scenarios failed"
+wait_until 30 "only the 3 processes of the remaining pods run" process_count 3
 log "scenarios took $((SECONDS - t_sc))s"
 
 # --- the operator: helm upgrade to another image tag --------------------------------------------
