@@ -188,7 +188,7 @@ leader_is_op_pod() { # the Lease is held by one of the operator's live pods (POD
 # The operator's probes and metrics on its port 8080, on every pod: /healthz, /readyz, and
 # roomcast_operator_leader 1 on the Lease holder, 0 on the standby.
 check_op_endpoints() {
-  local holder name ip want
+  local holder name ip want metrics
   holder="$(lease_holder)"
   while read -r name _ _ ip; do
     for path in healthz readyz; do
@@ -196,7 +196,9 @@ check_op_endpoints() {
     done
     want=0
     [[ "$name" == "$holder" ]] && want=1
-    curl -fsS --max-time 5 "http://$ip:8080/metrics" | grep -qx "roomcast_operator_leader $want" ||
+    # Read whole, then matched: `curl | grep -q` fails (curl exit 23) when grep stops reading first.
+    metrics="$(curl -fsS --max-time 5 "http://$ip:8080/metrics")" || fail "operator pod $name: /metrics on $ip:8080 failed"
+    grep -qx "roomcast_operator_leader $want" <<<"$metrics" ||
       fail "operator pod $name ($ip:8080): /metrics has no roomcast_operator_leader $want (holder: $holder)"
   done < <(op_table)
   log "ok: the operator pods' /healthz, /readyz and /metrics on :8080 (leader gauge 1 on $holder only)"
@@ -292,7 +294,8 @@ process_count 3 || fail "expected 3 hub pod processes, found: $(pod_processes de
 # Metrics are on the metrics port (9090, where the probes that made the pods Ready go); the
 # client port serves no /metrics.
 for ip in $ips; do
-  curl -fsS --max-time 5 "http://$ip:9090/metrics" | grep -q '^roomcast_connections ' ||
+  metrics="$(curl -fsS --max-time 5 "http://$ip:9090/metrics")" || fail "/metrics on $ip:9090 failed"
+  grep -q '^roomcast_connections ' <<<"$metrics" ||
     fail "no roomcast_connections in /metrics on $ip:9090"
   code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$ip:3000/metrics")"
   [[ "$code" == 404 ]] || fail "/metrics on the client port $ip:3000 answered $code, not 404"
