@@ -665,19 +665,20 @@ async function recover() {
   let pods = await hubPods();
   const publisher = new Publisher(token, () => pods);
   publisher.start("seq", "recover");
-  const metrics = new Map(); // pod uid -> {name, last /metrics sample}
+  const metrics = new Map(); // pod uid -> its last roomcast_recovery_* sample
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
       await Promise.all(
         pods.filter((p) => p.ip && p.metricsPort).map(async (p) => {
           const m = await recoveryMetrics(p);
-          if (m) metrics.set(p.uid, { name: p.name, m });
+          if (m) metrics.set(p.uid, m);
         }),
       );
       await sleep(500);
     }
   })();
+  const tTraffic = Date.now();
   await sleep(1500);
   check(quiet.every((q) => q.events === 0), "recover: a quiet client received something before the roll");
 
@@ -697,6 +698,7 @@ async function recover() {
   await waitFor("recover: every client connected again", T(30), () => all.every((c) => c.socket.connected));
   await sleep(2000);
   await publisher.stop();
+  const trafficSeconds = (Date.now() - tTraffic) / 1000;
   const seq = publisher.of("seq");
   const quietSent = publisher.of("quiet");
   const done = (c, sent) => {
@@ -711,7 +713,7 @@ async function recover() {
   await sampler;
   await Promise.all(pods.map(async (p) => {
     const m = await recoveryMetrics(p);
-    if (m) metrics.set(p.uid, { name: p.name, m });
+    if (m) metrics.set(p.uid, m);
   }));
 
   // 4. Every client: one socket id, every reconnection a recovery, every message once, in order.
@@ -732,7 +734,7 @@ async function recover() {
     problems.push(`no quiet client was cut off before receiving anything: ${quiet.map((q) => JSON.stringify(q.firstCut)).join(" ")}`);
   }
   const totals = {};
-  for (const { m } of metrics.values()) for (const [key, v] of Object.entries(m)) totals[key] = (totals[key] ?? 0) + v;
+  for (const m of metrics.values()) for (const [key, v] of Object.entries(m)) totals[key] = (totals[key] ?? 0) + v;
   const metric = (name) => Object.entries(totals).filter(([key]) => key === name || key.startsWith(`${name}{`))
     .map(([key, v]) => `${key.replace("roomcast_recovery_", "")}=${v}`).join(" ");
   log(
@@ -747,8 +749,9 @@ async function recover() {
   check(acked(quietSent) >= 20, `recover: only ${acked(quietSent)} quiet messages acknowledged`);
   const reconnects = all.reduce((sum, c) => sum + c.reconnects, 0);
   log(
-    `recover: roll of ${n} pods in ${rollSeconds}s (at least ${minReady} Ready throughout) under 20 messages/s: ` +
-      `${all.length} clients (${quiet.length} of a room quiet until the first pod closed, ${noOffset.length} of them cut ` +
+    `recover: roll of ${n} pods in ${rollSeconds}s (at least ${minReady} Ready throughout) under ` +
+      `${(seq.length / trafficSeconds).toFixed(0)} messages/s: ${all.length} clients (${quiet.length} in a room quiet until ` +
+      `the first of them was cut off, ${noOffset.length} of them cut ` +
       `with a pid and no offset), ${reconnects} reconnects, all ${reconnects} recovered with the same socket id; ` +
       `${acked(seq)} + ${acked(quietSent)} messages acknowledged (${seq.length - acked(seq) + quietSent.length - acked(quietSent)} ` +
       `emits failed: delivered at most once), each delivered exactly once, in order per origin pod`,
