@@ -481,6 +481,7 @@ class Recovering {
     Object.assign(this, { name, room, event, websocketOnly });
     this.connects = []; // {id, recovered, pid, at}
     this.got = [];
+    this.arrivals = new Map(); // n -> [{at, offset}], for the evidence of a duplicate
     this.events = 0; // any event, of any name
     this.untagged = 0; // EVENTs whose last argument was no offset
     this.firstCut = null; // {events, pid, offset} when the first connection dropped
@@ -498,19 +499,21 @@ class Recovering {
     s.on(event, (n, offset) => {
       if (typeof offset !== "string") this.untagged++;
       this.got.push(n);
+      if (!this.arrivals.has(n)) this.arrivals.set(n, []);
+      this.arrivals.get(n).push({ at: Date.now(), offset });
     });
     s.on("connect", () => {
       this.connects.push({ id: s.id, recovered: s.recovered, pid: s._pid, at: Date.now() });
-      this.log.push(`${s.recovered ? "recovered" : "fresh"} ${s.id} on ${podOf(s.id)} after ${this.got.at(-1) ?? "nothing"}`);
+      this.log.push(`${stamp()} ${s.recovered ? "recovered" : "fresh"} ${s.id} after ${this.got.at(-1) ?? "nothing"} (offset ${s._lastOffset})`);
       // Rooms come back with a recovered session; a fresh one (a failure, reported at the end)
       // joins again so that the rest of the run still means something.
       if (!s.recovered) this.#join(s.id);
     });
     s.on("disconnect", (reason) => {
-      this.log.push(`disconnect (${reason})`);
+      this.log.push(`${stamp()} disconnect (${reason})`);
       this.firstCut ??= { events: this.events, pid: s._pid, offset: s._lastOffset };
     });
-    s.on("connect_error", (e) => this.log.push(`connect_error: ${e.message}`));
+    s.on("connect_error", (e) => this.log.push(`${stamp()} connect_error: ${e.message}`));
   }
   async #join(id) {
     while (this.socket.id === id && this.socket.connected) {
@@ -548,7 +551,7 @@ class Publisher {
   }
   async #emit(pod, event, room) {
     const list = this.sent.get(event) ?? this.sent.set(event, []).get(event);
-    const rec = { n: list.length, origin: pod.uid, pod: pod.name, ok: false };
+    const rec = { n: list.length, origin: pod.uid, pod: pod.name, ok: false, at: Date.now() };
     list.push(rec);
     try {
       const res = await fetch(`http://${pod.ip}:${pod.managementPort}/v1/namespaces/%2F/emit`, {
@@ -558,6 +561,7 @@ class Publisher {
         signal: AbortSignal.timeout(5000),
       });
       rec.ok = res.ok;
+      rec.ackAt = Date.now();
       if (!res.ok) rec.error = `HTTP ${res.status}`;
     } catch (err) {
       rec.error = err.message;
@@ -609,6 +613,15 @@ function deliveryProblem(got, sent) {
     `missing ${missing.length} (${fmt(missing)}), twice ${twice.length} (${twice.slice(0, 10).join(" ")}), ` +
     `unknown ${unknown.length}, out of order ${disorder.length} (${disorder.slice(0, 5).join("; ")})`
   );
+}
+
+const stamp = (t = Date.now()) => new Date(t).toISOString().slice(11, 23);
+
+/** When message N of SENT was sent, to which pod, and when (and with which offset) C got it. */
+function arrivalsOf(c, sent, n) {
+  const r = sent[n];
+  const got = (c.arrivals.get(n) ?? []).map((a) => `${stamp(a.at)} (offset ${a.offset})`).join(" and ");
+  return `${n}: sent to ${r?.pod} ${r?.origin} at ${stamp(r?.at)}, acknowledged ${r?.ackAt ? stamp(r.ackAt) : "never"}; received ${got || "never"}`;
 }
 
 /** The roomcast_recovery_* samples of a pod's /metrics ("name{labels}" -> value), or null. */
@@ -690,8 +703,13 @@ async function recover() {
   const hs = await handshake();
   const interval = hs.pingInterval === 20000 ? 15000 : 20000;
   const tRoll = Date.now();
+  const terminating = new Set();
   const { n, minReady } = await rollPods("recover", { spec: { engine: { pingInterval: interval } } }, (now) => {
     pods = now;
+    for (const p of now.filter((x) => x.deleting && !terminating.has(x.uid))) {
+      terminating.add(p.uid);
+      log(`recover: ${stamp()} ${p.name} (${p.uid}) terminating`);
+    }
   });
   const rollSeconds = ((Date.now() - tRoll) / 1000).toFixed(0);
   pods = await hubPods();
@@ -722,12 +740,17 @@ async function recover() {
     const sent = c.event === "seq" ? seq : quietSent;
     const ids = new Set(c.connects.map((x) => x.id));
     const fresh = c.connects.slice(1).filter((x) => !x.recovered).length;
-    const where = `${c.name} (${c.connects[0].id}; ${c.log.join(", ")})`;
+    const where = `${c.name} (${c.connects[0].id}, an id of ${podOf(c.connects[0].id)}; ${c.log.join(", ")})`;
     if (ids.size !== 1 || fresh) problems.push(`${where}: ${ids.size} socket ids, ${fresh} reconnections not recovered`);
     if (c.reconnects < 1) problems.push(`${where}: never reconnected although every pod was replaced`);
     if (c.untagged) problems.push(`${where}: ${c.untagged} events without an offset`);
     const p = deliveryProblem(c.got, sent);
-    if (p) problems.push(`${where}: ${p}`);
+    if (p) {
+      const odd = [...c.arrivals].filter(([, a]) => a.length > 1).map(([n]) => n);
+      const gone = sent.filter((r) => r.ok && !c.arrivals.has(r.n)).map((r) => r.n);
+      const detail = [...odd, ...gone].slice(0, 5).map((x) => arrivalsOf(c, sent, x));
+      problems.push(`${where}: ${p}\n    ${detail.join("\n    ")}`);
+    }
   }
   const noOffset = quiet.filter((q) => q.firstCut && q.firstCut.events === 0 && q.firstCut.offset === undefined);
   if (!noOffset.length) {
