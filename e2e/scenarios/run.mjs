@@ -621,7 +621,7 @@ const stamp = (t = Date.now()) => new Date(t).toISOString().slice(11, 23);
 function arrivalsOf(c, sent, n) {
   const r = sent[n];
   const got = (c.arrivals.get(n) ?? []).map((a) => `${stamp(a.at)} (offset ${a.offset})`).join(" and ");
-  return `${n}: sent to ${r?.pod} ${r?.origin} at ${stamp(r?.at)}, acknowledged ${r?.ackAt ? stamp(r.ackAt) : "never"}; received ${got || "never"}`;
+  return `${n}: sent to ${r?.pod} ${r?.origin} at ${stamp(r?.at)}, acknowledged ${r?.ok ? stamp(r.ackAt) : `never (${r?.error})`}; received ${got || "never"}`;
 }
 
 /** The roomcast_recovery_* samples of a pod's /metrics ("name{labels}" -> value), or null. */
