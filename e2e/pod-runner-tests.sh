@@ -30,12 +30,15 @@
 #   - force-delete pod chat-2: its process is killed at once, the pod comes back;
 #   - the scenarios of e2e/scenarios/run.mjs, shared with kind: chat in rooms across pods,
 #     the mesh on mutual TLS with CSR-issued per-pod certificates, a CA rotation under traffic,
-#     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion; the
+#     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion, then
+#     connection state recovery turned on (back at 3 pods) and a rolling restart under 20
+#     messages/s where every client keeps its session and gets every message exactly once; the
 #     processes of removed pods are gone;
 #   - delete the hub (run.mjs delete-hub): everything is garbage-collected and no pod process is
 #     left.
 # Fails loudly (runner, operator, app, pod and control-plane logs) on the first failure.
-# KEEP_STATE=1 keeps the state dir; E2E_TIME_SCALE=N multiplies the scenarios' timeouts.
+# KEEP_STATE=1 keeps the state dir; E2E_TIME_SCALE=N multiplies the scenarios' timeouts;
+# E2E_SCENARIOS="PHASE..." runs only those phases of run.mjs (the hub is at 3 pods before them).
 set -euo pipefail
 tier=pod-runner-tests
 # shellcheck source=e2e/lib.sh
@@ -185,7 +188,7 @@ leader_is_op_pod() { # the Lease is held by one of the operator's live pods (POD
 # The operator's probes and metrics on its port 8080, on every pod: /healthz, /readyz, and
 # roomcast_operator_leader 1 on the Lease holder, 0 on the standby.
 check_op_endpoints() {
-  local holder name ip want
+  local holder name ip want metrics
   holder="$(lease_holder)"
   while read -r name _ _ ip; do
     for path in healthz readyz; do
@@ -193,7 +196,9 @@ check_op_endpoints() {
     done
     want=0
     [[ "$name" == "$holder" ]] && want=1
-    curl -fsS --max-time 5 "http://$ip:8080/metrics" | grep -qx "roomcast_operator_leader $want" ||
+    # Read whole, then matched: `curl | grep -q` fails (curl exit 23) when grep stops reading first.
+    metrics="$(curl -fsS --max-time 5 "http://$ip:8080/metrics")" || fail "operator pod $name: /metrics on $ip:8080 failed"
+    grep -qx "roomcast_operator_leader $want" <<<"$metrics" ||
       fail "operator pod $name ($ip:8080): /metrics has no roomcast_operator_leader $want (holder: $holder)"
   done < <(op_table)
   log "ok: the operator pods' /healthz, /readyz and /metrics on :8080 (leader gauge 1 on $holder only)"
@@ -289,7 +294,8 @@ process_count 3 || fail "expected 3 hub pod processes, found: $(pod_processes de
 # Metrics are on the metrics port (9090, where the probes that made the pods Ready go); the
 # client port serves no /metrics.
 for ip in $ips; do
-  curl -fsS --max-time 5 "http://$ip:9090/metrics" | grep -q '^roomcast_connections ' ||
+  metrics="$(curl -fsS --max-time 5 "http://$ip:9090/metrics")" || fail "/metrics on $ip:9090 failed"
+  grep -q '^roomcast_connections ' <<<"$metrics" ||
     fail "no roomcast_connections in /metrics on $ip:9090"
   code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$ip:3000/metrics")"
   [[ "$code" == 404 ]] || fail "/metrics on the client port $ip:3000 answered $code, not 404"
@@ -395,9 +401,12 @@ log "operator failover took $((SECONDS - t_fo))s"
 
 # --- 3. the shared scenarios (e2e/scenarios/run.mjs) --------------------------------------------
 t_sc=$SECONDS
+scenarios="${E2E_SCENARIOS:-chat tls rotate-ca scale roll delete-pod recover}"
+# shellcheck disable=SC2086 # a list of phase names
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
-  node e2e/scenarios/run.mjs chat tls rotate-ca scale roll delete-pod || fail "the scenarios failed"
-wait_until 30 "only the 2 processes of the remaining pods run" process_count 2
+  node e2e/scenarios/run.mjs $scenarios || fail "the scenarios failed"
+left="$("$kubectl" get statefulset "$hub" -o jsonpath='{.spec.replicas}')" # 3 after recover
+wait_until 30 "only the $left processes of the remaining pods run" process_count "$left"
 log "scenarios took $((SECONDS - t_sc))s"
 
 # --- the operator: helm upgrade to another image tag --------------------------------------------
