@@ -263,7 +263,10 @@ async fn route(
                 "reason": "NotFound", "message": format!("metrics stand-in: no {path}")}),
         );
     };
-    let selector = query_param(req.uri().query().unwrap_or_default(), "labelSelector");
+    let selector = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     let user = req
         .headers()
         .get("x-remote-user")
@@ -301,35 +304,4 @@ async fn route(
         StatusCode::OK,
         json!({"kind": "MetricValueList", "apiVersion": format!("{GROUP}/{VERSION}"), "metadata": {}, "items": items}),
     )
-}
-
-/// The decoded value of `name` in a query string (`%XX` and `+`), or "".
-fn query_param(query: &str, name: &str) -> String {
-    let Some(raw) = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    else {
-        return String::new();
-    };
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
