@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A throwaway Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC on, generated
-# CA, serving certificate, service-account keys and static tokens), kube-controller-manager
-# (StatefulSet, garbage collector, EndpointSlice... controllers; root-ca-cert-publisher writes
-# the kube-root-ca.crt ConfigMap that pods' service-account volumes project) and kube-scheduler
+# CA, serving certificate, service-account keys and static tokens; the aggregation layer on,
+# with a front-proxy CA and client certificate, so a test can register an APIService such as
+# operator/tests/metrics_standin.rs), kube-controller-manager (StatefulSet, garbage collector,
+# EndpointSlice... controllers; root-ca-cert-publisher writes the kube-root-ca.crt ConfigMap
+# that pods' service-account volumes project; the HorizontalPodAutoscaler controller, syncing
+# every ROOMCAST_E2E_HPA_SYNC, default 1s, against 15s in a real cluster) and kube-scheduler
 # (the real one: it binds pods to the Nodes that fit them, and marks the others
 # PodScheduled=False/Unschedulable). No kubelet: with no Node registered every pod stays Pending
 # (unschedulable) unless a test patches its status; the pod runner (e2e/pod-runner) registers
@@ -91,6 +94,17 @@ start() {
   openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
     -days 2 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  # The aggregation layer (APIServices, e.g. the custom metrics API the HPA controller reads):
+  # kube-apiserver proxies to an extension server with this client certificate, and the
+  # extension server trusts the front-proxy CA for it (the extension-apiserver-authentication
+  # ConfigMap publishes that CA). EC keys: cheaper to generate than RSA.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=roomcast-e2e-front-proxy-ca" \
+    -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=front-proxy-client" \
+    -keyout "$pki/front-proxy-client.key" -out "$pki/front-proxy-client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$pki/front-proxy-client.ext"
+  openssl x509 -req -in "$pki/front-proxy-client.csr" -CA "$pki/front-proxy-ca.crt" -CAkey "$pki/front-proxy-ca.key" \
+    -CAcreateserial -days 2 -extfile "$pki/front-proxy-client.ext" -out "$pki/front-proxy-client.crt" 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   local admin_token kcm_token sched_token
   admin_token="$(openssl rand -hex 24)"
@@ -135,6 +149,10 @@ EOF
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.96.0.0/24 --endpoint-reconciler-type none \
     --cert-dir "$state/pki/apiserver-generated" --profiling=false \
+    --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
     >"$state/logs/kube-apiserver.log" 2>&1 &
   echo $! >"$state/kube-apiserver.pid"
   wait_for "https://127.0.0.1:$api_port/readyz" "$admin_token" 120 kube-apiserver
@@ -146,7 +164,8 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$(free_port)" \
     --leader-elect=false --use-service-account-credentials=false \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --controllers 'statefulset,garbagecollector,endpointslice,replicaset,deployment,namespace,disruption,serviceaccount,root-ca-cert-publisher' \
+    --controllers 'statefulset,garbagecollector,endpointslice,replicaset,deployment,namespace,disruption,serviceaccount,root-ca-cert-publisher,horizontalpodautoscaling' \
+    --horizontal-pod-autoscaler-sync-period "${ROOMCAST_E2E_HPA_SYNC:-1s}" \
     --concurrent-gc-syncs 4 --profiling=false \
     >"$state/logs/kube-controller-manager.log" 2>&1 &
   echo $! >"$state/kube-controller-manager.pid"

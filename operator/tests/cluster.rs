@@ -34,6 +34,9 @@ use roomcast_operator::crd::SocketIOHub;
 use roomcast_operator::peer_ca::CaMaterial;
 use serde_json::json;
 
+mod metrics_standin;
+use metrics_standin::MetricsStandin;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn env(name: &str) -> String {
@@ -49,7 +52,16 @@ async fn admin() -> Client {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `TIMEOUT`.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(TIMEOUT, what, f).await
+}
+
+/// [`eventually`] with another timeout.
+async fn eventually_within<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -60,8 +72,8 @@ where
             return v;
         }
         assert!(
-            start.elapsed() < TIMEOUT,
-            "timed out after {TIMEOUT:?} waiting for: {what}"
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1893,4 +1905,144 @@ async fn failures_show_in_status_and_events() {
     for name in ["pull", "crash", "nowhere", "refs"] {
         hubs.delete(name, &DeleteParams::default()).await.unwrap();
     }
+}
+
+/// The hub's `spec.replicas`, `status.replicas` and its StatefulSet's `spec.replicas`.
+async fn hub_and_sts_replicas(client: &Client, ns: &str, hub: &str) -> Option<(i32, i32, i32)> {
+    let h: SocketIOHub = get(client, ns, hub).await?;
+    let s: StatefulSet = get(client, ns, hub).await?;
+    Some((h.spec.replicas, h.status?.replicas, s.spec?.replicas?))
+}
+
+/// The real HorizontalPodAutoscaler controller of kube-controller-manager scales a hub through
+/// its scale subresource on `roomcast_connections` per pod, read from the custom metrics API
+/// (served by the stand-in for prometheus-adapter, tests/metrics_standin), up and back down.
+/// Named to run after `hub_lifecycle_...` (tests run in name order, one at a time): by then
+/// kube-controller-manager has refreshed its discovery since the chart installed the CRD (see
+/// below), which saves the tier up to 30 s.
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn hub_scaled_by_the_hpa_controller_on_connections_per_pod() {
+    let client = admin().await;
+    let ns = "e2e-hpa";
+    namespace(&client, ns).await;
+    let standin = std::sync::Arc::new(MetricsStandin::start(&client, ns).await);
+    standin.register(&client).await;
+    // Panics in the scenario still unregister the APIService: an unavailable one would fail
+    // discovery for the tests that follow.
+    let scenario = tokio::spawn(hpa_scenario(client.clone(), standin.clone(), ns));
+    let outcome = scenario.await;
+    standin.unregister(&client).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn hpa_scenario(client: Client, standin: std::sync::Arc<MetricsStandin>, ns: &'static str) {
+    let _op = Operator::start("hpa-op", "hpa-lease", Some(ns));
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "auto"}, "spec": {"replicas": 1}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // The hub's pods never run here (no kubelet): the HPA controller counts only Running pods
+    // for a Pods metric (Pending ones are left out of the average), so the test marks them
+    // Running and Ready as they appear, as a kubelet would.
+    let selector = eventually("one ready pod and status.selector", || async {
+        mark_pods_ready(&client, ns, "auto").await;
+        let st = hubs.get("auto").await.ok()?.status?;
+        (st.ready_replicas == 1).then_some(st.selector?)
+    })
+    .await;
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(client.clone(), ns);
+    let hpa = serde_json::from_value(json!({
+        "metadata": {"name": "auto"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub", "name": "auto"},
+            "minReplicas": 1, "maxReplicas": 3,
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": metrics_standin::METRIC},
+                "target": {"type": "AverageValue", "averageValue": "100"}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}
+        }
+    }))
+    .unwrap();
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+
+    // 250 connections on the one pod, 100 wanted per pod: ceil(250 / 100) = 3 pods.
+    // kube-controller-manager maps kinds to resources from a discovery cache it refreshes every
+    // 30 s: if it last did before the chart installed the CRD, the HPA waits for that
+    // ("no matches for kind SocketIOHub") first; later in the tier it knows the kind at once.
+    standin.set(ns, 250);
+    eventually_within(
+        TIMEOUT + Duration::from_secs(30),
+        "HPA scales the hub to 3 (hub, status, StatefulSet)",
+        || async {
+            mark_pods_ready(&client, ns, "auto").await;
+            (hub_and_sts_replicas(&client, ns, "auto").await? == (3, 3, 3)).then_some(())
+        },
+    )
+    .await;
+    // The HPA controller asked through the aggregation layer, as itself, for the hub's pods.
+    let queries = standin.queries();
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.split(',').map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.user == "system:kube-controller-manager"
+                && q.namespace == ns
+                && sorted(&q.selector) == sorted(&selector)),
+        "no metrics query of the HPA controller for {selector}: {queries:?}"
+    );
+    let ready = eventually("3 ready pods, the HPA reads 250 per pod", || async {
+        let n = mark_pods_ready(&client, ns, "auto").await;
+        let h = hpas.get("auto").await.ok()?;
+        let st = h.status?;
+        let current = st
+            .current_metrics?
+            .first()?
+            .pods
+            .as_ref()?
+            .current
+            .average_value
+            .clone()?;
+        (n == 3 && current.0 == "250" && st.current_replicas == Some(3)).then_some(n)
+    })
+    .await;
+    assert_eq!(ready, 3);
+
+    // 20 per pod: ceil(3 x 20 / 100) = 1; no stabilization window, so at once.
+    standin.set(ns, 20);
+    eventually(
+        "HPA scales the hub down to 1 (hub, status, StatefulSet)",
+        || async {
+            mark_pods_ready(&client, ns, "auto").await;
+            (hub_and_sts_replicas(&client, ns, "auto").await? == (1, 1, 1)).then_some(())
+        },
+    )
+    .await;
+    let scaling_active = hpas
+        .get("auto")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "ScalingActive"))
+        .map(|c| (c.status, c.reason));
+    assert_eq!(
+        scaling_active,
+        Some(("True".into(), Some("ValidMetricFound".into())))
+    );
+    hpas.delete("auto", &DeleteParams::default()).await.unwrap();
+    hubs.delete("auto", &DeleteParams::default()).await.unwrap();
 }
