@@ -57,7 +57,9 @@ if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
   source scripts/lib.sh
   npm_ci_locked dataplane/tests/js examples/chat-app
   if [[ " $scenarios " == *" monitoring "* ]]; then
-    ensure_command prometheus prometheus || { log "the monitoring phase needs a real Prometheus: this tier cannot run"; exit 1; }
+    # ROOMCAST_PROMETHEUS names another server binary (run.mjs runs it).
+    ensure_command "${ROOMCAST_PROMETHEUS:-prometheus}" prometheus ||
+      { log "the monitoring phase needs a real Prometheus: this tier cannot run"; exit 1; }
   fi
   t1=$SECONDS
   run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
