@@ -29,7 +29,10 @@
 #   - delete pod chat-1: its process is gone, the StatefulSet recreates it, it is Ready again;
 #   - force-delete pod chat-2: its process is killed at once, the pod comes back;
 #   - the scenarios of e2e/scenarios/run.mjs, shared with kind: chat in rooms across pods,
-#     the mesh on mutual TLS with CSR-issued per-pod certificates, a CA rotation under traffic,
+#     the chart's monitoring (a real Prometheus, Debian's `prometheus` package, discovers the
+#     hub pods through the API server as the chart's PodMonitor would and scrapes them under
+#     traffic: every dashboard query returns data, every rule of the chart's rule file is
+#     healthy), the mesh on mutual TLS with CSR-issued per-pod certificates, a CA rotation under traffic,
 #     scale 3 -> 5 -> 2 under traffic, a config change rolling the pods, a pod deletion, then
 #     connection state recovery turned on (back at 3 pods) and a rolling restart under 20
 #     messages/s where every client keeps its session and gets every message exactly once; the
@@ -45,6 +48,7 @@ tier=pod-runner-tests
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pod_range=10.244.0.0/24
+scenarios="${E2E_SCENARIOS:-chat monitoring tls rotate-ca scale roll delete-pod recover}"
 if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
   control_plane_binaries
   # socket.io-client from the data plane's JS tests' lockfile, and the example app's packages.
@@ -52,6 +56,11 @@ if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
   # shellcheck source=scripts/lib.sh
   source scripts/lib.sh
   npm_ci_locked dataplane/tests/js examples/chat-app
+  if [[ " $scenarios " == *" monitoring "* ]]; then
+    # ROOMCAST_PROMETHEUS names another server binary (run.mjs runs it).
+    ensure_command "${ROOMCAST_PROMETHEUS:-prometheus}" prometheus ||
+      { log "the monitoring phase needs a real Prometheus: this tier cannot run"; exit 1; }
+  fi
   t1=$SECONDS
   run_cargo build --locked -p roomcast-operator -p roomcast-dataplane -p roomcast-pod-runner --bins
   log "binaries built in $((SECONDS - t1))s"
@@ -401,10 +410,15 @@ log "operator failover took $((SECONDS - t_fo))s"
 
 # --- 3. the shared scenarios (e2e/scenarios/run.mjs) --------------------------------------------
 t_sc=$SECONDS
-scenarios="${E2E_SCENARIOS:-chat tls rotate-ca scale roll delete-pod recover}"
+# The chart's PodMonitor for the monitoring phase, rendered as an install with the Prometheus
+# Operator's CRDs would render it; kubectl's --local mode turns it into JSON without asking the
+# API server (which serves no PodMonitor kind).
+"$helm" template roomcast-operator charts/roomcast-operator -n "$release_ns" --set monitoring.podMonitor.enabled=true \
+  --api-versions monitoring.coreos.com/v1/PodMonitor --show-only templates/podmonitor.yaml |
+  "$kubectl" annotate --local -f - -o json roomcast.dev/rendered-for=e2e >"$state/podmonitor.json"
 # shellcheck disable=SC2086 # a list of phase names
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
-  node e2e/scenarios/run.mjs $scenarios || fail "the scenarios failed"
+  PODMONITOR="$state/podmonitor.json" node e2e/scenarios/run.mjs $scenarios || fail "the scenarios failed"
 left="$("$kubectl" get statefulset "$hub" -o jsonpath='{.spec.replicas}')" # 3 after recover
 wait_until 30 "only the $left processes of the remaining pods run" process_count "$left"
 log "scenarios took $((SECONDS - t_sc))s"

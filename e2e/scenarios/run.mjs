@@ -39,11 +39,27 @@
 //               and gets every acknowledged message exactly once, in order per origin pod; at
 //               least one quiet client is cut off with a pid and no offset. Logs the pods'
 //               roomcast_recovery_* counters (last sample of each pod, on its metrics port).
+//   monitoring  (local tier only: needs PODMONITOR, the chart's rendered PodMonitor as JSON) a
+//               real Prometheus scrapes the hub's pods as the chart's PodMonitor would make it:
+//               every pod of the cluster (listed through kubectl, described as Kubernetes pod
+//               discovery would; pod-monitor.mjs) goes through the PodMonitor's selection and
+//               relabeling, in Prometheus. Every second, with the chart's rule file loaded, under
+//               the stream of the later phases (started here; its messages go through the app's
+//               webhooks).
+//               Every query of the chart's dashboard returns data, with sane values (every pod
+//               holds clients and 2 peer links up, the webhooks are called); every rule is
+//               healthy. ROOMCAST_PROMETHEUS names the server binary (default: on PATH).
 //   delete-hub  the SocketIOHub is deleted: every object it owned is garbage-collected.
 // Throughout: no client ever gets a message twice, and every session that is up at a
 // checkpoint got every message acknowledged since it joined.
 import { X509Certificate } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { io, kubectl, kubectlJson, log, podOf, sleep, waitFor } from "./lib.mjs";
+import { podMonitorScrapeConfig, podTargets } from "./pod-monitor.mjs";
+import { RULE_FILE, evaluateDashboard, loadedRules, startPrometheus } from "../../dataplane/tests/js/prometheus.mjs";
 
 const cfg = {
   url: process.env.HUB_URL ?? "http://127.0.0.1:3000",
@@ -866,6 +882,82 @@ async function rotateCa() {
   );
 }
 
+/** A free port on 127.0.0.1 (for Prometheus' web listener). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function monitoring() {
+  const pmFile = process.env.PODMONITOR;
+  check(pmFile, "monitoring: needs PODMONITOR (the chart's rendered PodMonitor as JSON)");
+  if (!world.traffic) await startStream();
+  const pods = await waitFor("monitoring: 3 hub pods Ready", T(120), () => exactlyReady(podNames(3)));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-e2e-prometheus-"));
+  // Every pod of the cluster (the operator's too): the PodMonitor's selection keeps the hub's.
+  const sdFile = path.join(dir, "pods.json");
+  fs.writeFileSync(sdFile, JSON.stringify(podTargets((await kubectlJson(cfg.kubectl, ["get", "pods", "-A"])).items)));
+  // Scraped every second (the chart's PodMonitor says 30 s): rate() over the dashboard's 5 s
+  // window needs two samples in it.
+  const scrape = podMonitorScrapeConfig(JSON.parse(fs.readFileSync(pmFile, "utf8")), { sdFile, interval: "1s" });
+  const config = { global: { evaluation_interval: "1s" }, rule_files: [RULE_FILE], scrape_configs: [scrape] };
+  const prom = await startPrometheus({ dir, addr: `127.0.0.1:${await freePort()}`, config });
+  try {
+    // Exactly the hub's pods, on their IPs' metrics ports, with the labels the dashboard and
+    // the alerts use.
+    const want = pods
+      .map((p) => `${p.name} ${cfg.ns} ${cfg.hub} http://${p.ip}:${p.metricsPort}/metrics up`)
+      .sort()
+      .join("\n");
+    const targets = () =>
+      prom.api("/api/v1/targets", { state: "active" }).then(({ activeTargets }) =>
+        activeTargets
+          .map((t) => `${t.labels.pod} ${t.labels.namespace} ${t.labels.hub} ${t.scrapeUrl} ${t.health}`)
+          .sort()
+          .join("\n"),
+      );
+    await waitFor("monitoring: Prometheus selected the 3 hub pods through the PodMonitor and scrapes them", T(30), async () =>
+      (await targets()) === want ? true : Promise.reject(new Error(`targets:\n${await targets()}\nwant:\n${want}`)),
+    );
+    const series = (results, title, i = 0) => results.filter((r) => r.panel === title)[i].result;
+    const results = await waitFor("monitoring: every dashboard query returns data, with traffic in it", T(30), async () => {
+      const res = await evaluateDashboard(prom);
+      // rate() windows filled with traffic: webhook requests are counted.
+      const webhooks = series(res, "Webhook requests and errors").reduce((n, r) => n + Number(r.value[1]), 0);
+      return webhooks > 0 ? res : Promise.reject(new Error("no webhook requests in the rate window yet"));
+    });
+    const connections = series(results, "Connections per pod");
+    check(
+      connections.map((r) => r.metric.pod).sort().join() === podNames(3).join() && connections.every((r) => Number(r.value[1]) >= 1),
+      `monitoring: connections per pod ${JSON.stringify(connections)}`,
+    );
+    const linksUp = series(results, "Peer links up / down");
+    const linksDown = series(results, "Peer links up / down", 1);
+    check(
+      linksUp.every((r) => r.value[1] === "2") && linksDown.every((r) => r.value[1] === "0"),
+      `monitoring: peer links up ${JSON.stringify(linksUp)}, down ${JSON.stringify(linksDown)}`,
+    );
+    // The dashboard's variables resolve (its label_values(...) queries).
+    const hubs = await prom.api(`/api/v1/label/hub/values`, { "match[]": "roomcast_connections" });
+    const namespaces = await prom.api(`/api/v1/label/namespace/values`, { "match[]": "roomcast_connections" });
+    check(JSON.stringify([hubs, namespaces]) === JSON.stringify([[cfg.hub], [cfg.ns]]), `monitoring: variables ${hubs} / ${namespaces}`);
+    const rules = await waitFor("monitoring: the chart's rule file loaded, every rule healthy", T(10), () => loadedRules(prom));
+    const alerts = (await prom.api("/api/v1/alerts")).alerts.map((a) => `${a.labels.alertname}/${a.labels.pod}:${a.state}`);
+    log(
+      `monitoring: ${results.length} queries of the dashboard, all with data (${connections.map((r) => `${r.metric.pod} ${r.value[1]}`).join(", ")} connections); ` +
+        `${rules.length} rules healthy; alerts: ${alerts.join(", ") || "none"}`,
+    );
+  } finally {
+    await prom.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function deleteHub() {
   await k("delete", "socketiohub", cfg.hub, "--wait=true", `--timeout=${T(120)}s`);
   const kinds = "statefulsets,services,configmaps,secrets,pods,poddisruptionbudgets,networkpolicies,serviceaccounts,roles,rolebindings";
@@ -875,7 +967,7 @@ async function deleteHub() {
   });
 }
 
-const phases = { chat, tls, "rotate-ca": rotateCa, scale, roll, "delete-pod": deletePod, recover, "delete-hub": deleteHub };
+const phases = { chat, monitoring, tls, "rotate-ca": rotateCa, scale, roll, "delete-pod": deletePod, recover, "delete-hub": deleteHub };
 
 async function main() {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : ["chat", "scale", "roll", "delete-pod"];

@@ -11,46 +11,30 @@
 
 import { it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startClusterNode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep } from "./harness.mjs";
+import { RULE_FILE, VARIABLES, evaluateDashboard, loadedRules, panels, startPrometheus, substitute } from "./prometheus.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const FILES = path.join(REPO, "charts/roomcast-operator/files");
 const EXPORTED = path.join(REPO, "dataplane/src/metrics/exported.txt");
 const IPS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"];
 const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
 // Prometheus listens on an address of its own, on a port below the ephemeral range.
 const PROM_ADDR = `127.0.0.64:${20000 + Math.floor(Math.random() * 12000)}`;
-const PROM = `http://${PROM_ADDR}`;
 const TOKEN = "monitoring-test-token";
 const MAX_CONNECTIONS = 500;
 const TRAFFIC_MS = Number(process.env.ROOMCAST_MONITORING_TRAFFIC_MS ?? 20_000);
-/** What Grafana substitutes for the dashboard's variables here: every namespace and hub, and a
- * rate window of a few 1 s scrapes. */
-const VARIABLES = { $namespace: ".*", $hub: ".*", $__rate_interval: "5s" };
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-monitoring-"));
 const pool = new ClientPool();
 const nodes = [];
 let app;
 let prometheus;
-let promLog = "";
 let traffic = { start: 0, end: 0 };
-
-function prometheusBinary() {
-  const bin = process.env.ROOMCAST_PROMETHEUS ?? "prometheus";
-  try {
-    execFileSync(bin, ["--version"], { stdio: "ignore" });
-  } catch {
-    throw new Error(`${bin} not found: apt-get install prometheus (run.sh installs it when it runs as root)`);
-  }
-  return bin;
-}
 
 /** The application behind /app's webhook: answers after 5-25 ms, fails one request in ten. */
 function startApp() {
@@ -95,22 +79,9 @@ function startNode(i) {
   });
 }
 
-async function promApi(route, params = {}) {
-  const res = await fetch(`${PROM}${route}?${new URLSearchParams(params)}`, { signal: AbortSignal.timeout(5000) });
-  const body = await res.json();
-  assert.equal(body.status, "success", `${route} ${JSON.stringify(params)}: ${JSON.stringify(body)}`);
-  return body.data;
-}
-
-function substitute(expr) {
-  return Object.entries(VARIABLES).reduce((e, [k, v]) => e.split(k).join(v), expr);
-}
-
-const dashboard = JSON.parse(fs.readFileSync(path.join(FILES, "dashboard-roomcast-hubs.json"), "utf8"));
-const panels = dashboard.panels.filter((p) => p.type !== "row");
+const promApi = (route, params) => prometheus.api(route, params);
 
 before(async () => {
-  const bin = prometheusBinary();
   app = await startApp();
   nodes.push(...(await Promise.all(IPS.map((_, i) => startNode(i)))));
   for (const node of nodes) {
@@ -125,34 +96,15 @@ before(async () => {
   );
   const config = {
     global: { scrape_interval: "1s", evaluation_interval: "1s" },
-    rule_files: [path.join(FILES, "prometheus-rules.yaml")],
+    rule_files: [RULE_FILE],
     scrape_configs: [{ job_name: "roomcast-hubs", static_configs: targets }],
   };
-  fs.writeFileSync(path.join(dir, "prometheus.yml"), JSON.stringify(config, null, 2));
-  prometheus = spawn(
-    bin,
-    [
-      `--config.file=${path.join(dir, "prometheus.yml")}`,
-      `--storage.tsdb.path=${path.join(dir, "tsdb")}`,
-      `--web.listen-address=${PROM_ADDR}`,
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  prometheus.stderr.setEncoding("utf8");
-  prometheus.stderr.on("data", (c) => (promLog = (promLog + c).slice(-8000)));
-  await eventually(
-    async () => (await fetch(`${PROM}/-/ready`).catch(() => ({ ok: false }))).ok,
-    20_000,
-    "prometheus ready",
-    200,
-  ).catch((e) => {
-    throw new Error(`${e.message}\n${promLog}`);
-  });
+  prometheus = await startPrometheus({ dir, addr: PROM_ADDR, config });
 });
 
 after(async () => {
   pool.closeAll();
-  prometheus?.kill("SIGTERM");
+  await prometheus?.stop();
   await Promise.all(nodes.map((n) => n.stop()));
   app?.server.close();
   fs.rmSync(dir, { recursive: true, force: true });
@@ -210,15 +162,7 @@ it("every dashboard query has data in a real Prometheus scraping the 3 nodes und
   // The dashboard's variables resolve (label_values(...) queries).
   assert.deepEqual(await promApi("/api/v1/label/hub/values", { "match[]": "roomcast_connections" }), ["chat"]);
 
-  const results = [];
-  for (const panel of panels) {
-    for (const target of panel.targets) {
-      const query = substitute(target.expr);
-      const data = await promApi("/api/v1/query", { query });
-      assert.ok(data.result.length > 0, `panel "${panel.title}": ${query} returned nothing`);
-      results.push({ panel: panel.title, query, series: data.result.length });
-    }
-  }
+  const results = await evaluateDashboard(prometheus);
   assert.ok(results.length >= panels.length);
   // Sanity of values, not only presence: every node holds clients, all links are up.
   const conns = await promApi("/api/v1/query", { query: substitute(panels[0].targets[0].expr) });
@@ -230,9 +174,7 @@ it("every dashboard query has data in a real Prometheus scraping the 3 nodes und
   // The rule file loads into the real server and every rule evaluates. The app fails one
   // webhook request in ten, over the 5% threshold: that alert is pending on every pod (its
   // `for` is 5 minutes); nothing else is.
-  const rules = (await promApi("/api/v1/rules")).groups.flatMap((g) => g.rules);
-  assert.equal(rules.length, 6);
-  for (const r of rules) assert.equal(r.health, "ok", `${r.name}: ${r.lastError}`);
+  assert.equal((await loadedRules(prometheus)).length, 6);
   const alerts = (await promApi("/api/v1/alerts")).alerts;
   assert.deepEqual(
     alerts.map((a) => [a.labels.alertname, a.labels.pod, a.state]).toSorted(),
