@@ -54,6 +54,43 @@ fn refuse(responder: Option<AckResponder>, reason: &str, message: &str) {
 }
 
 impl HubApp {
+    /// Sends a socket's `disconnect` or `reconnect` CloudEvent (when the upstream wants
+    /// `wants`): who the socket is, where it is, and one field of the event's own. Counted in
+    /// the queue budget, never refused: the app must hear of it.
+    fn lifecycle_event(
+        &self,
+        socket: &Arc<Socket>,
+        wants: &str,
+        kind: &'static str,
+        (key, value): (&str, Value),
+    ) {
+        let Some(webhook) = self.runtime(socket.nsp()).and_then(|rt| rt.webhook.clone()) else {
+            return;
+        };
+        if !webhook.wants(wants) {
+            return;
+        }
+        let Some(queue) = socket.extension::<SocketQueue>() else {
+            return;
+        };
+        let mut body = json!({
+            "socketId": socket.id(),
+            "namespace": socket.nsp(),
+            "rooms": socket.rooms(),
+            "claims": socket.claims(),
+            "data": socket.data(),
+        });
+        body[key] = value;
+        let ce = self.cloud_event(kind, socket.id(), socket.nsp(), None, body);
+        let reserved = self.queue_budget.reserve(json_len(&ce.body), true);
+        queue.push(
+            async move {
+                let _reserved = reserved;
+                let _ = webhook.send_with_retries(&ce).await;
+            },
+            true,
+        );
+    }
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let stats = Arc::new(UpstreamStats::default());
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -384,73 +421,20 @@ impl Handler for HubApp {
     }
 
     fn disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
-        let Some(webhook) = self.runtime(socket.nsp()).and_then(|rt| rt.webhook.clone()) else {
-            return;
-        };
-        if !webhook.wants("disconnect") {
-            return;
-        }
-        let Some(queue) = socket.extension::<SocketQueue>() else {
-            return;
-        };
-        let body = json!({
-            "socketId": socket.id(),
-            "namespace": socket.nsp(),
-            "reason": reason.as_str(),
-            "rooms": socket.rooms(),
-            "claims": socket.claims(),
-            "data": socket.data(),
-        });
-        let ce = self.cloud_event(
+        self.lifecycle_event(
+            socket,
+            "disconnect",
             cloudevent::TYPE_DISCONNECT,
-            socket.id(),
-            socket.nsp(),
-            None,
-            body,
-        );
-        // Counted, never refused: a disconnect must reach the app.
-        let reserved = self.queue_budget.reserve(json_len(&ce.body), true);
-        queue.push(
-            async move {
-                let _reserved = reserved;
-                let _ = webhook.send_with_retries(&ce).await;
-            },
-            true,
+            ("reason", json!(reason.as_str())),
         );
     }
 
     fn recovered(&self, socket: &Arc<Socket>, missed: usize) {
-        let Some(webhook) = self.runtime(socket.nsp()).and_then(|rt| rt.webhook.clone()) else {
-            return;
-        };
-        if !webhook.wants("reconnect") {
-            return;
-        }
-        let Some(queue) = socket.extension::<SocketQueue>() else {
-            return;
-        };
-        let body = json!({
-            "socketId": socket.id(),
-            "namespace": socket.nsp(),
-            "rooms": socket.rooms(),
-            "claims": socket.claims(),
-            "data": socket.data(),
-            "missedPackets": missed,
-        });
-        let ce = self.cloud_event(
+        self.lifecycle_event(
+            socket,
+            "reconnect",
             cloudevent::TYPE_RECONNECT,
-            socket.id(),
-            socket.nsp(),
-            None,
-            body,
-        );
-        let reserved = self.queue_budget.reserve(json_len(&ce.body), true);
-        queue.push(
-            async move {
-                let _reserved = reserved;
-                let _ = webhook.send_with_retries(&ce).await;
-            },
-            true,
+            ("missedPackets", json!(missed)),
         );
     }
 }

@@ -194,31 +194,18 @@ impl Log {
         skip: &HashSet<&str>,
         bounds: SessionBounds,
     ) -> Result<Vec<Replayed>, Unrecoverable> {
-        if from < self.dropped_below {
-            return Err(Unrecoverable::Truncated);
-        }
-        let first = self.entries.front().map_or(self.next, |e| e.seq);
-        let skip_n = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for e in self.entries.iter().skip(skip_n) {
-            if &*e.nsp != nsp || skip.contains(&*e.offset) || !e.selector.picks(id, rooms) {
-                continue;
-            }
+        for e in self.picked(from, nsp, id, rooms, skip)? {
             bytes += e.bytes;
             if out.len() >= bounds.max_packets || bytes > bounds.max_bytes {
                 return Err(Unrecoverable::TooMuchMissed);
             }
-            out.push(Replayed {
-                offset: e.offset.clone(),
-                frames: e.frames.clone(),
-            });
+            out.push(e.replayed());
         }
         Ok(out)
     }
-}
 
-impl Log {
     /// [`Log::matching`] without bounds, split at `cut`: the offset of the last packet
     /// logged before it (what a client that was live here until then surely got), and the
     /// packets from then on.
@@ -231,27 +218,45 @@ impl Log {
         skip: &HashSet<&str>,
         cut: Instant,
     ) -> Result<(Option<Arc<str>>, Vec<Replayed>), Unrecoverable> {
+        let mut last_before = None;
+        let mut after = Vec::new();
+        for e in self.picked(from, nsp, id, rooms, skip)? {
+            if e.at < cut {
+                last_before = Some(e.offset.clone());
+            } else {
+                after.push(e.replayed());
+            }
+        }
+        Ok((last_before, after))
+    }
+
+    /// The entries from sequence `from` on that a socket `id` with `rooms` in `nsp` was sent,
+    /// but those in `skip`; fails when some of them were dropped.
+    fn picked<'a>(
+        &'a self,
+        from: u64,
+        nsp: &'a str,
+        id: &'a str,
+        rooms: &'a [Arc<str>],
+        skip: &'a HashSet<&str>,
+    ) -> Result<impl Iterator<Item = &'a Entry> + 'a, Unrecoverable> {
         if from < self.dropped_below {
             return Err(Unrecoverable::Truncated);
         }
         let first = self.entries.front().map_or(self.next, |e| e.seq);
         let skip_n = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
-        let mut last_before = None;
-        let mut after = Vec::new();
-        for e in self.entries.iter().skip(skip_n) {
-            if &*e.nsp != nsp || skip.contains(&*e.offset) || !e.selector.picks(id, rooms) {
-                continue;
-            }
-            if e.at < cut {
-                last_before = Some(e.offset.clone());
-            } else {
-                after.push(Replayed {
-                    offset: e.offset.clone(),
-                    frames: e.frames.clone(),
-                });
-            }
+        Ok(self.entries.iter().skip(skip_n).filter(move |e| {
+            &*e.nsp == nsp && !skip.contains(&*e.offset) && e.selector.picks(id, rooms)
+        }))
+    }
+}
+
+impl Entry {
+    fn replayed(&self) -> Replayed {
+        Replayed {
+            offset: self.offset.clone(),
+            frames: self.frames.clone(),
         }
-        Ok((last_before, after))
     }
 }
 
