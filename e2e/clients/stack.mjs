@@ -29,7 +29,7 @@ import http from "node:http";
 import net from "node:net";
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { startServer, writeConfig, eventually, memberTls } from "../../dataplane/tests/js/harness.mjs";
+import { startServer, writeConfig, eventually, memberTls, CutProxy } from "../../dataplane/tests/js/harness.mjs";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -205,27 +205,9 @@ const recoveryHub = await startServer({
 });
 await eventually(() => /management listening on http:\/\/\S+/.test(recoveryHub.stdout()), 5000, "recovery hub management line");
 const recoveryNode = { api: /management listening on (http:\/\/\S+)/.exec(recoveryHub.stdout())[1] };
-/** Connections through the cutting proxy, to reset on /recovery/cut. */
-const cuttable = new Set();
-const cutProxy = net.createServer((c) => {
-  const [host, port] = recoveryHub.url.replace("http://", "").split(":");
-  const u = net.connect(Number(port), host);
-  const pair = { c, u };
-  cuttable.add(pair);
-  const end = () => {
-    cuttable.delete(pair);
-    c.destroy();
-    u.destroy();
-  };
-  for (const s of [c, u]) {
-    s.on("error", end);
-    s.on("close", end);
-  }
-  c.pipe(u);
-  u.pipe(c);
-});
-await new Promise((r) => cutProxy.listen(0, ipAt(4), r));
-const recoveryUrl = `http://${ipAt(4)}:${cutProxy.address().port}`;
+const [recoveryHost, recoveryPort] = recoveryHub.url.replace("http://", "").split(":");
+const cutProxy = await new CutProxy([{ host: recoveryHost, port: Number(recoveryPort) }]).start(ipAt(4));
+const recoveryUrl = cutProxy.url;
 
 // ---------------------------------------------------------------------------
 // Control API
@@ -247,13 +229,9 @@ const routes = {
   }),
   "POST /recovery/mgmt": async ({ method = "GET", path, body }) => mgmt(recoveryNode, method, path, body),
   "POST /recovery/cut": async () => {
-    const n = cuttable.size;
-    for (const { c, u } of cuttable) {
-      c.resetAndDestroy();
-      u.resetAndDestroy();
-    }
-    cuttable.clear();
-    return { cut: n };
+    const cut = cutProxy.pairs.size;
+    cutProxy.cutAll();
+    return { cut };
   },
   "POST /token": async ({ secret, expiresIn = 600, ...claims }) => {
     const now = Math.floor(Date.now() / 1000);
@@ -332,12 +310,12 @@ async function shutdown() {
   } catch (e) {
     problems.push(e.message);
   }
-  cutProxy.close();
-  for (const { c, u } of cuttable) {
-    c.destroy();
-    u.destroy();
-  }
-  await Promise.all([...alive().map((n) => n.server.stop()), proxy.stop(), recoveryHub.stop()]);
+  await Promise.all([
+    cutProxy.stop(),
+    ...alive().map((n) => n.server.stop()),
+    proxy.stop(),
+    recoveryHub.stop(),
+  ]);
   // The members' stderr (RUST_LOG, default warn), for run.sh to show when a suite failed.
   const logs = nodes.map((n) => `=== ${n.id} (${n.server?.url})\n${n.server?.stderr() ?? ""}`);
   fs.writeFileSync(`${READY_FILE}.members.log`, `${logs.join("\n")}\n=== rr-proxy\n${proxy.stderr()}\n`);

@@ -207,6 +207,32 @@ fn pool_opts(c: &ConnArgs, connections: usize) -> anyhow::Result<PoolOpts> {
 }
 
 /// Resolves when SIGTERM or SIGINT arrives (never, if the handlers cannot be installed).
+/// Opens every connection of `opts`, each running `task`, unless the process is terminated
+/// first; logs what failed.
+async fn connect_all<F, Fut>(
+    what: &str,
+    opts: &PoolOpts,
+    counters: &Arc<Counters>,
+    task: F,
+) -> anyhow::Result<pool::ConnectOutcome>
+where
+    F: Fn(usize, proto::Conn, pool::Ready) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    eprintln!(
+        "{what}connecting {} to {} from {:?}",
+        opts.connections, opts.target.ws_url, opts.source_ips
+    );
+    let outcome = tokio::select! {
+        o = pool::open_many(opts, counters.clone(), task) => o,
+        _ = terminated() => bail!("terminated during connect phase"),
+    };
+    for (err, n) in &outcome.errors {
+        eprintln!("connect error x{n}: {err}");
+    }
+    Ok(outcome)
+}
+
 async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -273,17 +299,7 @@ async fn run_clients(a: IdleArgs, record_latency: bool) -> anyhow::Result<()> {
         }
     };
 
-    eprintln!(
-        "connecting {} to {} from {:?}",
-        a.connections, opts.target.ws_url, opts.source_ips
-    );
-    let outcome = tokio::select! {
-        o = pool::open_many(&opts, counters.clone(), task) => o,
-        _ = terminated() => bail!("terminated during connect phase"),
-    };
-    for (err, n) in &outcome.errors {
-        eprintln!("connect error x{n}: {err}");
-    }
+    let outcome = connect_all("", &opts, &counters, task).await?;
     let secs = outcome.elapsed.as_secs_f64();
     let ready = json!({
         "connected": outcome.connected,

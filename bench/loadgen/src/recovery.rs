@@ -259,17 +259,7 @@ pub async fn run_clients(a: RecoveryArgs) -> anyhow::Result<()> {
         }
     };
 
-    eprintln!(
-        "recovery: connecting {} to {} from {:?}",
-        a.connections, opts.target.ws_url, opts.source_ips
-    );
-    let outcome = tokio::select! {
-        o = pool::open_many(&opts, counters.clone(), task) => o,
-        _ = terminated() => bail!("terminated during connect phase"),
-    };
-    for (err, n) in &outcome.errors {
-        eprintln!("connect error x{n}: {err}");
-    }
+    let outcome = crate::connect_all("recovery: ", &opts, &counters, task).await?;
     println!(
         "READY {}",
         json!({

@@ -300,9 +300,9 @@ impl Connection {
             .upgrade()
             .ok_or(Unrecoverable::UnknownSession)?;
         let conn: Weak<dyn Transport> = Arc::downgrade(self) as Weak<Connection>;
-        let joining = || Joining {
-            session: session.clone(),
-            conn: conn.clone(),
+        let joining = Joining {
+            session,
+            conn,
             handshake: self.handshake.clone(),
             auth: request.auth.clone(),
             claims: request.claims.clone(),
@@ -315,12 +315,12 @@ impl Connection {
         let mut found = None;
         for _ in 0..3 {
             let attempt = match parking.lookup(&claim.pid) {
-                Some(old) => self
-                    .take_local(&parking, old, nsp, &claim.pid)
+                Some(_) => self
+                    .take_local(&parking, nsp, &claim.pid)
                     .await
                     .map(|s| (s, false)),
                 None => self
-                    .take_over(&parking, &ns, claim, joining())
+                    .take_over(&parking, &ns, claim)
                     .await
                     .map(|s| (s, true)),
             };
@@ -337,7 +337,7 @@ impl Connection {
             }
         }
         let (old, remote) = found.ok_or(last)?;
-        let (socket, missed) = ns.recover(&old, joining(), claim.offset.as_deref())?;
+        let (socket, missed) = ns.recover(&old, joining, claim.offset.as_deref())?;
         {
             let mut state = self.state.lock();
             state.connecting.retain(|n| n != nsp);
@@ -372,7 +372,6 @@ impl Connection {
         parking: &Arc<super::parking::Parking>,
         ns: &Arc<super::namespace::Namespace>,
         claim: &Claim,
-        joining: Joining,
     ) -> Result<Arc<Socket>, Unrecoverable> {
         let handover = parking
             .recovery
@@ -384,7 +383,7 @@ impl Connection {
             return Err(Unrecoverable::UnknownSession);
         }
         let ghost = ns
-            .add_parked(joining, &state, parking.recovery.max_disconnection())
+            .add_parked(&state, parking.recovery.max_disconnection())
             .ok_or(Unrecoverable::Busy)?;
         handover.propagated().await;
         if !parking.claim(&ghost) {
@@ -410,21 +409,16 @@ impl Connection {
     async fn take_local(
         &self,
         parking: &Arc<super::parking::Parking>,
-        old: Arc<Socket>,
         nsp: &str,
         pid: &str,
     ) -> Result<Arc<Socket>, Unrecoverable> {
+        let old = parking
+            .parked_session(pid)
+            .await
+            .ok_or(Unrecoverable::UnknownSession)?;
         if old.nsp() != nsp {
             return Err(Unrecoverable::UnknownSession);
         }
-        let old = if old.connected() {
-            old.close_transport();
-            // Closing parked it: a parked socket took its place.
-            parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?
-        } else {
-            old
-        };
-        parking.settled(pid).await;
         if !parking.claim(&old) {
             return Err(Unrecoverable::Busy);
         }

@@ -106,15 +106,7 @@ impl Hub {
     /// it. A live one is disconnected first (its client is reconnecting elsewhere).
     pub async fn describe_session(&self, pid: &str) -> Option<SessionState> {
         let parking = self.inner.parking.as_ref()?;
-        let mut socket = parking.lookup(pid)?;
-        if socket.connected() {
-            socket.close_transport();
-            // Closing parked it: a parked socket took its place.
-            socket = parking.lookup(pid)?;
-        }
-        if !parking.settled(pid).await {
-            return None;
-        }
+        let socket = parking.parked_session(pid).await?;
         let ns = socket.namespace()?;
         if !socket.is_parked() {
             return None;
@@ -135,13 +127,13 @@ impl Hub {
             .parking
             .as_ref()
             .ok_or(Unrecoverable::UnknownSession)?;
-        self.rooms_propagated().await;
-        let socket = parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?;
-        let ns = socket.namespace().ok_or(Unrecoverable::UnknownSession)?;
-        if !parking.claim(&socket) {
+        // A draining node waits for the hand-overs it began (and refuses new ones).
+        if !parking.recovery.begin_hand_over() {
             return Err(Unrecoverable::Busy);
         }
-        let tail = ns.hand_over(&socket, offset, false);
+        self.rooms_propagated().await;
+        let tail = Self::hand_over(parking, pid, offset, false);
+        parking.recovery.end_hand_over();
         if tail.is_ok() {
             parking
                 .recovery
@@ -150,6 +142,21 @@ impl Hub {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         tail
+    }
+
+    /// Claims the parked session `pid` and hands it over (see `Namespace::hand_over`).
+    fn hand_over(
+        parking: &super::parking::Parking,
+        pid: &str,
+        offset: Option<&str>,
+        whole: bool,
+    ) -> Result<Tail, Unrecoverable> {
+        let socket = parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?;
+        let ns = socket.namespace().ok_or(Unrecoverable::UnknownSession)?;
+        if !parking.claim(&socket) {
+            return Err(Unrecoverable::Busy);
+        }
+        ns.hand_over(&socket, offset, whole)
     }
 
     /// A draining node's parked sessions, to hand over.
@@ -181,16 +188,7 @@ impl Hub {
             };
             let pid: Arc<str> = Arc::from(state.pid.as_str());
             parking.set_pending(&pid, true);
-            let joining = super::socket::Joining {
-                session: parking.placeholder(),
-                conn: super::socket::no_transport(),
-                handshake: parking.unknown_handshake(),
-                auth: serde_json::Value::Null,
-                claims: None,
-                data: state.data.clone(),
-                id: Some(Arc::from(state.id.as_str())),
-            };
-            match ns.add_parked(joining, state, remaining) {
+            match ns.add_parked(state, remaining) {
                 Some(_) => adopted.push(state.pid.clone()),
                 None => parking.set_pending(&pid, false),
             }
@@ -212,12 +210,7 @@ impl Hub {
             .parking
             .as_ref()
             .ok_or(Unrecoverable::UnknownSession)?;
-        let socket = parking.lookup(pid).ok_or(Unrecoverable::UnknownSession)?;
-        let ns = socket.namespace().ok_or(Unrecoverable::UnknownSession)?;
-        if !parking.claim(&socket) {
-            return Err(Unrecoverable::Busy);
-        }
-        ns.hand_over(&socket, None, true)
+        Self::hand_over(parking, pid, None, true)
     }
 
     /// The adopting side: the tail of an adopted session arrived (or `None`: the draining

@@ -8,6 +8,7 @@
 //! Socket.IO side of one engine session) and [`hub`] (the server handle).
 
 mod connection;
+mod deadlines;
 mod expiry;
 pub mod handler;
 pub mod hub;

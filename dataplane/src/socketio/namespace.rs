@@ -124,6 +124,7 @@ impl Namespace {
                 start,
                 tail: Tail::default(),
                 received_before: None,
+                parked_for: None,
             });
             parking.register(&pid, &socket);
         }
@@ -136,13 +137,12 @@ impl Namespace {
     /// recovery is off.
     pub(super) fn add_parked(
         self: &Arc<Self>,
-        mut joining: Joining,
         state: &SessionState,
         remaining: Duration,
     ) -> Option<Arc<Socket>> {
         let parking = self.parking.as_ref()?;
-        joining.id = Some(Arc::from(state.id.as_str()));
-        joining.data = state.data.clone();
+        let joining =
+            parking.parked_joining(Arc::from(state.id.as_str()), None, state.data.clone());
         let home: Arc<dyn Home> = self.clone();
         let socket = Socket::new(self.name.clone(), home, joining);
         socket.set_connected(false);
@@ -158,14 +158,11 @@ impl Namespace {
                 start: parking.recovery.log().head(),
                 tail: Tail::default(),
                 received_before: None,
+                parked_for: None,
             });
             self.announce_foreign_id(&socket, true);
         }
-        if !parking.park(
-            &socket,
-            DisconnectReason::Transport(crate::engine::CloseReason::TransportClose),
-            remaining,
-        ) {
+        if !parking.park(&socket, remaining) {
             self.remove_quietly(&socket);
             return None;
         }
@@ -246,6 +243,7 @@ impl Namespace {
                             entries: replay.clone(),
                         },
                         received_before: None,
+                        parked_for: None,
                     });
                     replay
                 }
@@ -360,10 +358,7 @@ impl Namespace {
     /// Gives the parked `socket` (taken over from a draining node) what that node handed
     /// over with it.
     pub(super) fn set_tail(&self, socket: &Socket, tail: Tail) {
-        if let Some(mut rec) = socket.recovery_state() {
-            rec.tail = tail;
-            socket.set_recovery(rec);
-        }
+        socket.update_recovery(|rec| rec.tail = tail);
     }
 
     /// The state another node needs to take the parked `socket` over.
@@ -708,6 +703,9 @@ impl Home for Namespace {
             _ => parking.recovery.ping_window(),
         };
         rec.received_before = std::time::Instant::now().checked_sub(margin);
+        if let DisconnectReason::Transport(why) = reason {
+            rec.parked_for = Some(why);
+        }
         let pid = rec.pid.clone();
         // The parked socket takes the place of the closed one with only what recovery and
         // the application's disconnect need: the closed engine session, its outbox and the
@@ -716,20 +714,16 @@ impl Home for Namespace {
         let parked = Socket::new(
             self.name.clone(),
             socket.home.clone(),
-            Joining {
-                session: parking.placeholder(),
-                conn: super::socket::no_transport(),
-                handshake: parking.unknown_handshake(),
-                auth: serde_json::Value::Null,
-                claims: socket.claims().cloned(),
-                data: socket.data(),
-                id: Some(socket.id_arc().clone()),
-            },
+            parking.parked_joining(
+                socket.id_arc().clone(),
+                socket.claims().cloned(),
+                socket.data(),
+            ),
         );
         parked.set_connected(false);
         parked.set_recovery(rec);
         *parked.rooms.lock() = rooms.clone();
-        if !parking.park(&parked, reason, parking.recovery.max_disconnection()) {
+        if !parking.park(&parked, parking.recovery.max_disconnection()) {
             return false;
         }
         {
@@ -800,15 +794,14 @@ fn forget_tail_once_received(socket: &Arc<Socket>, window: Duration) {
         if !socket.connected() {
             return;
         }
-        if let Some(mut rec) = socket.recovery_state() {
+        socket.update_recovery(|rec| {
             if let Some(last) = rec.tail.entries.last() {
                 rec.tail = Tail {
                     anchor: Some(last.offset.clone()),
                     entries: Vec::new(),
                 };
-                socket.set_recovery(rec);
             }
-        }
+        });
     });
 }
 

@@ -3,25 +3,24 @@
 //! in its namespace (in its rooms, its packets logged) until it is recovered, handed to
 //! another node, or `maxDisconnectionDuration` passes.
 //!
-//! Every parked socket gets the same timeout, so deadlines arrive in order and one queue
-//! swept by one task serves them all (as `connection::ConnectDeadlines`).
+//! Their deadlines sit in one [`Deadlines`] queue swept by one task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
+use super::deadlines::Deadlines;
 use super::recovery::Recovery;
-use super::socket::{DisconnectReason, Socket};
-
-type Deadline = (Instant, Weak<Socket>, DisconnectReason);
+use super::socket::{DisconnectReason, Joining, Socket};
 
 pub(crate) struct Parking {
     pub recovery: Arc<Recovery>,
     by_pid: Mutex<HashMap<Arc<str>, Weak<Socket>>>,
-    queue: Mutex<VecDeque<Deadline>>,
+    queue: Mutex<Deadlines<Socket>>,
     parked: AtomicUsize,
     sweeper_started: AtomicBool,
     /// Sessions taken over from a draining node whose tail has not come yet.
@@ -37,7 +36,7 @@ impl Parking {
         Arc::new(Self {
             recovery,
             by_pid: Mutex::new(HashMap::new()),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::default(),
             parked: AtomicUsize::new(0),
             sweeper_started: AtomicBool::new(false),
             pending: Mutex::default(),
@@ -46,14 +45,36 @@ impl Parking {
         })
     }
 
-    /// A closed engine session no client holds, shared by every parked socket.
-    pub fn placeholder(&self) -> Arc<crate::engine::Session> {
-        self.placeholder.clone()
+    /// What a parked socket is made of: its id, claims and data, and for the rest (engine
+    /// session, connection, handshake) shared stand-ins. A parked socket keeps only what
+    /// recovery and the application's `disconnect` need.
+    pub(super) fn parked_joining(
+        &self,
+        id: Arc<str>,
+        claims: Option<serde_json::Value>,
+        data: serde_json::Value,
+    ) -> Joining {
+        Joining {
+            session: self.placeholder.clone(),
+            conn: super::socket::no_transport(),
+            handshake: self.unknown_handshake.clone(),
+            auth: serde_json::Value::Null,
+            claims,
+            data,
+            id: Some(id),
+        }
     }
 
-    /// The handshake of a parked socket (shared; the client's own comes with recovery).
-    pub fn unknown_handshake(&self) -> Arc<crate::engine::HandshakeInfo> {
-        self.unknown_handshake.clone()
+    /// The parked socket of session `pid`, once it is not waiting for its tail (a session
+    /// taken over from a draining node). A live one is disconnected first (its client is the
+    /// one reconnecting, elsewhere): that parks it.
+    pub async fn parked_session(&self, pid: &str) -> Option<Arc<Socket>> {
+        let mut socket = self.lookup(pid)?;
+        if socket.connected() {
+            socket.close_transport();
+            socket = self.lookup(pid)?;
+        }
+        self.settled(pid).await.then_some(socket)
     }
 
     /// Makes `socket` findable by its pid.
@@ -115,12 +136,7 @@ impl Parking {
 
     /// Parks `socket` for `within` (the full window for a socket disconnected here);
     /// false when `recovery.maxSessions` are parked already.
-    pub fn park(
-        self: &Arc<Self>,
-        socket: &Arc<Socket>,
-        reason: DisconnectReason,
-        within: Duration,
-    ) -> bool {
+    pub fn park(self: &Arc<Self>, socket: &Arc<Socket>, within: Duration) -> bool {
         let max = self.recovery.config.max_sessions;
         if self
             .parked
@@ -133,14 +149,9 @@ impl Parking {
             return false;
         }
         socket.set_parked(true);
-        let deadline = Instant::now() + within;
-        {
-            let mut queue = self.queue.lock();
-            // Deadlines arrive in order but for sessions handed over with less time left:
-            // those go in their place.
-            let at = queue.partition_point(|(d, _, _)| *d <= deadline);
-            queue.insert(at, (deadline, Arc::downgrade(socket), reason));
-        }
+        self.queue
+            .lock()
+            .push(Instant::now() + within, socket, Socket::is_parked);
         self.start_sweeper();
         true
     }
@@ -176,24 +187,14 @@ impl Parking {
 
     /// Ends the parked sockets whose time is up; returns the next deadline.
     fn sweep(&self, now: Instant) -> Option<Instant> {
-        loop {
-            let due = {
-                let mut queue = self.queue.lock();
-                match queue.front() {
-                    Some((deadline, _, _)) if *deadline <= now => queue.pop_front(),
-                    Some((deadline, _, _)) => return Some(*deadline),
-                    None => return None,
-                }
-            };
-            if let Some((_, socket, reason)) = due {
-                if let Some(socket) = socket.upgrade() {
-                    if self.claim(&socket) {
-                        self.recovery.stats.expired.fetch_add(1, Ordering::Relaxed);
-                        self.end(&socket, reason);
-                    }
-                }
+        let (due, next) = self.queue.lock().due(now);
+        for socket in due {
+            if self.claim(&socket) {
+                self.recovery.stats.expired.fetch_add(1, Ordering::Relaxed);
+                self.end(&socket, DisconnectReason::Transport(socket.parked_for()));
             }
         }
+        next
     }
 
     /// Ends a claimed socket: out of its rooms, the application told.

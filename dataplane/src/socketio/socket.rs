@@ -143,7 +143,6 @@ pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
 
 /// What a socket is made of when it joins a namespace: its engine session, its connection,
 /// and what the client and the application said at CONNECT.
-#[derive(Clone)]
 pub(super) struct Joining {
     pub session: Arc<Session>,
     pub conn: Weak<dyn Transport>,
@@ -285,6 +284,13 @@ impl Socket {
         self.recovery.lock().as_deref().cloned()
     }
 
+    /// Changes the recovery state in place (a no-op with recovery off).
+    pub(super) fn update_recovery(&self, f: impl FnOnce(&mut SessionRecovery)) {
+        if let Some(rec) = self.recovery.lock().as_deref_mut() {
+            f(rec);
+        }
+    }
+
     pub(super) fn set_recovery(&self, state: SessionRecovery) {
         *self.recovery.lock() = Some(Box::new(state));
     }
@@ -309,6 +315,15 @@ impl Socket {
             (Some(offset), Some(set)) => set.0.contains(offset),
             _ => false,
         }
+    }
+
+    /// Why a parked socket's connection ended.
+    pub(super) fn parked_for(&self) -> CloseReason {
+        self.recovery
+            .lock()
+            .as_ref()
+            .and_then(|r| r.parked_for)
+            .unwrap_or(CloseReason::TransportClose)
     }
 
     pub(super) fn is_parked(&self) -> bool {

@@ -7,6 +7,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { after, afterEach } from "node:test";
 import { access, constants } from "node:fs/promises";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
@@ -852,4 +853,63 @@ export async function rawSioWs(server, nsp = "/", { auth, autoPong = true } = {}
   const welcome = await ws.next(5000, "welcome event");
   assert.ok(welcome.startsWith(`42${prefix}["welcome"`), `expected welcome event, got ${welcome}`);
   return { ws, open, sid };
+}
+
+/**
+ * A TCP proxy that sends each new connection to the backend `pick()` names (round-robin by
+ * default) and can reset every connection it carries, as a network failure would.
+ */
+export class CutProxy {
+  constructor(backends) {
+    this.backends = backends;
+    this.next = 0;
+    this.pairs = new Set();
+    this.refusing = false;
+    this.pick = () => this.next++ % this.backends.length;
+  }
+  async start(ip) {
+    this.server = net.createServer((c) => {
+      if (this.refusing) return c.resetAndDestroy();
+      c.pause();
+      c.on("error", () => c.destroy());
+      // A backend that refuses (a node restarting) is skipped for the next one.
+      const attempt = (left) => {
+        const b = this.backends[this.pick()];
+        const u = net.connect(b.port, b.host);
+        u.once("error", () => (left > 1 && !c.destroyed ? attempt(left - 1) : c.destroy()));
+        u.once("connect", () => {
+          const pair = { c, u };
+          this.pairs.add(pair);
+          const end = () => {
+            this.pairs.delete(pair);
+            c.destroy();
+            u.destroy();
+          };
+          for (const s of [c, u]) {
+            s.on("error", end);
+            s.on("close", end);
+          }
+          c.pipe(u);
+          u.pipe(c);
+          c.resume();
+        });
+      };
+      attempt(this.backends.length);
+    });
+    await new Promise((r) => this.server.listen(0, ip, r));
+    this.url = `http://${ip}:${this.server.address().port}`;
+    return this;
+  }
+  /** Resets every connection (both sides see an RST). */
+  cutAll() {
+    for (const { c, u } of this.pairs) {
+      c.resetAndDestroy();
+      u.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+  stop() {
+    this.cutAll();
+    return new Promise((r) => this.server.close(() => r()));
+  }
 }

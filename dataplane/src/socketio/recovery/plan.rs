@@ -34,6 +34,8 @@ pub struct SessionRecovery {
     /// For a socket that was live here and is parked: its client surely got what was
     /// delivered before this instant (what a hand-over can leave out).
     pub received_before: Option<std::time::Instant>,
+    /// Why a parked socket's connection ended (what the app hears if it is not recovered).
+    pub parked_for: Option<crate::engine::CloseReason>,
 }
 
 /// Who the session is: what decides which logged packets it was sent.
@@ -179,6 +181,12 @@ mod tests {
             max_bytes: 1 << 20,
             retention: Duration::from_secs(60),
         });
+        append(&mut log, offsets);
+        log
+    }
+
+    /// Logs a namespace-wide packet per offset, now.
+    fn append(log: &mut Log, offsets: &[&str]) {
         for o in offsets {
             let r = replayed(o);
             log.append(
@@ -189,7 +197,6 @@ mod tests {
                 &r.frames,
             );
         }
-        log
     }
 
     fn names(r: &[Replayed]) -> Vec<&str> {
@@ -211,6 +218,7 @@ mod tests {
                 entries: tail.iter().map(|o| replayed(o)).collect(),
             },
             received_before: None,
+            parked_for: None,
         }
     }
 
@@ -285,6 +293,7 @@ mod tests {
             start: 0,
             tail: recent,
             received_before: None,
+            parked_for: None,
         };
         let empty = log_with(&[]);
         assert_eq!(
@@ -299,16 +308,7 @@ mod tests {
         let mut log = log_with(&["a", "b"]);
         let parked_at = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        for o in ["c", "d"] {
-            let r = replayed(o);
-            log.append(
-                Instant::now(),
-                r.offset,
-                Arc::from("/"),
-                &Selector::all(),
-                &r.frames,
-            );
-        }
+        append(&mut log, &["c", "d"]);
         let mut s = state(0, None, &[]);
         s.received_before = Some(parked_at);
         let tail = handover_tail(&s, &log, &ME, WIDE).unwrap();
