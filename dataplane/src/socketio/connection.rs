@@ -593,14 +593,52 @@ impl Claim {
             .as_ref()
             .and_then(Value::as_str)
             .filter(|p| ids::is_pid(p))?;
+        // No offset (or null: the client had received nothing) replays from the session's
+        // start; an offset that is not one of ours voids the claim rather than count as none.
+        let offset = match offset {
+            None | Some(Value::Null) => None,
+            Some(Value::String(o)) if ids::is_offset(&o) => Some(o),
+            Some(_) => return None,
+        };
         Some(Self {
             pid: Arc::from(pid),
-            offset: offset
-                .as_ref()
-                .and_then(Value::as_str)
-                .filter(|o| ids::is_offset(o))
-                .map(str::to_string),
+            offset,
         })
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_are_taken_out_of_auth_and_bad_ones_void() {
+        let pid = ids::new_pid("hub-0");
+        let mut auth = json!({"token": "t", "pid": &*pid, "offset": "abc-1"});
+        let claim = Claim::take(&mut auth).unwrap();
+        assert_eq!(
+            (&*claim.pid, claim.offset.as_deref()),
+            (&*pid, Some("abc-1"))
+        );
+        assert_eq!(
+            auth,
+            json!({"token": "t"}),
+            "pid and offset never reach the app"
+        );
+        let mut no_offset = json!({"pid": &*pid, "offset": null});
+        assert_eq!(Claim::take(&mut no_offset).unwrap().offset, None);
+        for bad in [
+            json!({"pid": &*pid, "offset": "x\"]}"}),
+            json!({"pid": &*pid, "offset": 7}),
+            json!({"pid": "short"}),
+            json!({"pid": 42}),
+            json!({"offset": "abc-1"}),
+        ] {
+            let mut auth = bad.clone();
+            assert!(Claim::take(&mut auth).is_none(), "{bad}");
+            assert!(auth.get("pid").is_none() && auth.get("offset").is_none());
+        }
     }
 }
 

@@ -143,6 +143,41 @@ it("a polling client cut off mid-stream recovers too", async () => {
   assert.deepEqual(s.seq, range(0, 20));
 });
 
+it("forged or malformed recovery claims get fresh sessions and disturb no one", async () => {
+  const { hub, proxy } = await singleNode();
+  const victim = await subscriber(proxy);
+  const bystander = await subscriber(proxy);
+  const pid = victim._pid; // where socket.io-client keeps it
+  assert.equal(typeof pid, "string", "the victim got a pid");
+  const claims = [
+    { pid: 42 },
+    { pid: "x".repeat(100_000).slice(0, 4000), offset: "y".repeat(3000) },
+    { pid: "not a pid", offset: null },
+    { pid: victim.id }, // a socket id is public; it is not a pid
+    { pid: `${"A".repeat(22)}.hub-0`, offset: "q-1" }, // well formed, made up
+    { pid: pid.slice(0, -1) + (pid.endsWith("A") ? "B" : "A") }, // one character off
+    { pid, offset: 'x"]}' }, // the victim's pid, a malformed offset: refused before any lookup
+  ];
+  let n = 0;
+  for (const auth of claims) {
+    const s = pool.io(hub.url, { transports: ["websocket"], auth });
+    await connected(s);
+    assert.equal(s.recovered, false, `claim ${JSON.stringify(auth).slice(0, 60)}: a fresh session`);
+    assert.notEqual(s.id, victim.id);
+    await emitSeq(hub, n++);
+    s.disconnect();
+  }
+  // The pid and offset never reach fetchSockets (they are taken out of auth).
+  const listed = await api(hub, "GET", "/v1/namespaces/%2F/sockets");
+  assert.ok(!JSON.stringify(listed).includes(pid), "the victim's pid is not shown");
+  await eventually(() => victim.seq.length === n && bystander.seq.length === n, 5000, "the stream");
+  assert.deepEqual([victim.connects, bystander.connects], [1, 1], "neither was disconnected");
+  assert.deepEqual(victim.seq, range(0, n));
+  assert.deepEqual(bystander.seq, range(0, n));
+  const stats = (await api(hub, "GET", "/v1/stats")).namespaces.find((x) => x.name === "/");
+  assert.equal(stats.parked, 0, "no claim parked or ended anyone");
+});
+
 it("a client that had received nothing recovers from the session's start", async () => {
   const { hub, proxy } = await singleNode();
   const s = await subscriber(proxy);
