@@ -26,12 +26,26 @@ pub struct Ring {
 
 fn score(member: &str, namespace: &str, room: &str) -> u64 {
     // Lengths are prefixed so ("a", "bc") and ("ab", "c") never collide by concatenation.
-    let mut key = Vec::with_capacity(24 + member.len() + namespace.len() + room.len());
+    // Short keys (nearly all) are built on the stack: an owner is N scores.
+    let len = 24 + member.len() + namespace.len() + room.len();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let key: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
     for part in [member, namespace, room] {
-        key.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        key.extend_from_slice(part.as_bytes());
+        for bytes in [&(part.len() as u64).to_le_bytes()[..], part.as_bytes()] {
+            if let Some(dst) = key.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+            at += bytes.len();
+        }
     }
-    xxh3_64_with_seed(&key, SEED)
+    xxh3_64_with_seed(key, SEED)
 }
 
 impl Ring {
@@ -60,6 +74,17 @@ impl Ring {
         self.members
             .binary_search_by(|m| m.as_str().cmp(member))
             .is_ok()
+    }
+
+    /// A stable id of the member set: two nodes hold the same ring exactly when their ids
+    /// match (up to a 64-bit hash collision), whatever order they learned the members in.
+    pub fn id(&self) -> u64 {
+        let mut key = Vec::with_capacity(self.members.iter().map(|m| m.len() + 8).sum());
+        for m in self.members.iter() {
+            key.extend_from_slice(&(m.len() as u64).to_le_bytes());
+            key.extend_from_slice(m.as_bytes());
+        }
+        xxh3_64_with_seed(&key, SEED ^ 1)
     }
 
     /// The owner of a room; `None` only for an empty ring. Ties (astronomically rare) go
@@ -178,7 +203,24 @@ mod tests {
         // Pinned values: a change of hash would silently split a mixed-version cluster.
         assert_eq!(score("hub-0", "/", "lobby"), score("hub-0", "/", "lobby"));
         assert_ne!(score("a", "bc", ""), score("ab", "c", ""));
+        // The stack and heap paths hash the same bytes.
+        let long = "x".repeat(300);
+        let mut key = Vec::new();
+        for part in ["hub-0", "/", long.as_str()] {
+            key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            key.extend_from_slice(part.as_bytes());
+        }
+        assert_eq!(score("hub-0", "/", &long), xxh3_64_with_seed(&key, SEED));
+        let mut key = Vec::new();
+        for part in ["hub-0", "/", "lobby"] {
+            key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            key.extend_from_slice(part.as_bytes());
+        }
+        assert_eq!(score("hub-0", "/", "lobby"), xxh3_64_with_seed(&key, SEED));
         assert_eq!(Ring::default().owner("/", "x"), None);
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), Ring::new(["a", "b"]).id());
+        assert_ne!(Ring::new(["ab", "c"]).id(), Ring::new(["a", "bc"]).id());
     }
 
     proptest! {
