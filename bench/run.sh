@@ -23,8 +23,8 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
-#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery";
-#                        "recovery" alone rewrites only its section of an existing report)
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery ring";
+#                        "recovery" and "ring", alone or together, rewrite only their sections of an existing report)
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
@@ -32,6 +32,8 @@
 #                           scenarios that report the cost of peer TLS (default: run them)
 #   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
 #   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
+#   BENCH_RING_NODES     nodes of the room ownership simulation (64; --quick: 16), BENCH_RING_ROOMS rooms
+#                        (2000000; --quick: 200000), BENCH_RING_SECONDS simulated seconds of churn (15; --quick: 6)
 #
 # Everything listens and connects on 127.0.0.0/8 only; every process started here is stopped
 # here (by PID), and the generators also stop by themselves after their hold time.
@@ -58,7 +60,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery ring"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -67,6 +69,8 @@ fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
 PEER_SECS=${BENCH_PEER_SECS:-$(( QUICK == 1 ? 3 : 10 ))}
 RECOVERY_N=${BENCH_RECOVERY_N:-$(( QUICK == 1 ? 1000 : 10000 ))}; RECOVERY_ROOMS=${BENCH_RECOVERY_ROOMS:-100}
+RING_NODES=${BENCH_RING_NODES:-$(( QUICK == 1 ? 16 : 64 ))}; RING_ROOMS=${BENCH_RING_ROOMS:-$(( QUICK == 1 ? 200000 : 2000000 ))}
+RING_SECONDS=${BENCH_RING_SECONDS:-$(( QUICK == 1 ? 6 : 15 ))}
 RECOVERY_RATE=${BENCH_RECOVERY_RATE:-1}; RECOVERY_WARM=${BENCH_RECOVERY_WARM_SECS:-5}; RECOVERY_AFTER=${BENCH_RECOVERY_AFTER_SECS:-5}
 # Long enough that no parked session expires while it is measured.
 RECOVERY_WINDOW_MS=${BENCH_RECOVERY_WINDOW_MS:-600000}
@@ -111,17 +115,26 @@ fi
 (( PER_PROC + 100 <= NOFILE )) || PER_PROC=$(( NOFILE - 100 ))
 
 # ---- build ------------------------------------------------------------------------------------
+# The ring scenario is a simulation: it needs none of the servers.
+SIM_ONLY=1
+for scenario in $SCENARIOS; do [[ $scenario == ring ]] || SIM_ONLY=0; done
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   log "building release binaries"
-  nice -n 10 cargo build --release --locked -p roomcast-dataplane -p roomcast-bench -p roomcast-bench-socketioxide >&2
+  if (( SIM_ONLY )); then
+    nice -n 10 cargo build --release --locked -p roomcast-bench >&2
+  else
+    nice -n 10 cargo build --release --locked -p roomcast-dataplane -p roomcast-bench -p roomcast-bench-socketioxide >&2
+  fi
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release"
-for b in roomcast-dataplane roomcast-bench bench-socketioxide-server; do
+NEEDED="roomcast-ringsim"
+(( SIM_ONLY )) || NEEDED="roomcast-dataplane roomcast-bench bench-socketioxide-server roomcast-ringsim"
+for b in $NEEDED; do
   [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b" >&2; exit 1; }
 done
-if [[ " $SERVERS " == *" node "* ]]; then
+if (( ! SIM_ONLY )) && [[ " $SERVERS " == *" node "* ]]; then
   log "installing Node peer (npm ci)"
   (cd bench/node && npm ci --no-audit --no-fund --loglevel=error >&2)
   # socket.io's optional native WebSocket engine. It builds from source at install time and is
@@ -413,7 +426,7 @@ PEER_TSV="$RESULTS/peer.tsv"
 # Peer TLS (the default): one CA and certificates for the members of both scenarios.
 PEER_CERTS="$RESULTS/peer-certs"
 PEER_TLS=()
-if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]]; then
+if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && (( ! SIM_ONLY )); then
   "$BIN/roomcast-dataplane" certs cluster --out "$PEER_CERTS" --members a,b,hub-0,hub-1,hub-2 --force >/dev/null
   PEER_TLS=(--tls-dir "$PEER_CERTS")
 fi
@@ -753,6 +766,25 @@ scenario_recovery() {
   scenario_recovery_drain
 }
 
+# ---- scenario: room ownership at scale (simulated) ---------------------------------------------
+# The data plane's ownership state machines for RING_NODES nodes in one process
+# (bench/loadgen/src/bin/ringsim.rs): RING_ROOMS rooms with members on 1-3 nodes each, churn of
+# 1,000 joins+leaves per second, 20,000 broadcasts per second from uniformly chosen nodes to
+# Zipf-distributed rooms, a node added at 1/3 and one removed at 2/3 of RING_SECONDS. Twice:
+# cold rooms sent everywhere while looked up, and cold rooms looked up first (held).
+RING_TSV="$RESULTS/ring.tsv"
+RING_LOOKUP_TSV="$RESULTS/ring-lookup.tsv"
+scenario_ring() {
+  local cold tsv
+  for cold in everywhere lookup; do
+    tsv=$RING_TSV; [[ $cold == lookup ]] && tsv=$RING_LOOKUP_TSV
+    log "ring: $RING_NODES nodes, $RING_ROOMS rooms, $RING_SECONDS simulated seconds, cold rooms: $cold"
+    "$BIN/roomcast-ringsim" --nodes "$RING_NODES" --rooms "$RING_ROOMS" --seconds "$RING_SECONDS" \
+      --cold "$cold" --tsv "$tsv" >"$RESULTS/ring-$cold.out"
+    log "ring: $(tr '\n' ' ' <"$tsv")"
+  done
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
@@ -762,6 +794,7 @@ for scenario in $SCENARIOS; do
     peer) scenario_peer ;;
     cluster) scenario_cluster ;;
     recovery) scenario_recovery ;;
+    ring) scenario_ring ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -1029,25 +1062,75 @@ report_recovery() {
   echo "<!-- recovery:end -->"
   echo
 }
-# The recovery section of the last run that measured it, when this run did not.
-carried_recovery() {
-  [[ -f "$OUT" ]] && sed -n '/^<!-- recovery:begin/,/^<!-- recovery:end -->/p' "$OUT" && echo
+report_ring() {
+  [[ -f "$RING_TSV" ]] || return 0
+  echo "<!-- ring:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=ring) -->"
+  echo "## Room ownership at $RING_NODES nodes (simulated): directory memory, messages per transition, lookups"
+  echo
+  awk -F'\t' '{ v[$1] = $2 }
+    END {
+      rep = v["replicated_view_bytes_per_node"]; own = v["directory_bytes_per_node_max"] + v["cache_bytes_per_node_max"]
+      printf "- **Room state per node: %.1f MiB with ownership** (largest directory %.1f MiB + largest sender cache %.1f MiB) **against %.1f MiB for the replicated view** one node holds today (%.3f of it; target at most 1/8): %d rooms, %d (room, node) memberships over %d nodes.\n", own / 1048576, v["directory_bytes_per_node_max"] / 1048576, v["cache_bytes_per_node_max"] / 1048576, rep / 1048576, v["ownership_over_replicated"], v["rooms"], v["memberships"], v["nodes"]
+      printf "- **Room messages per transition: %.2f in the steady state, %.2f over the whole run** including the two member changes (transition to the owner, pushes to the senders caching the room, the join barrier: flush and pings; right after a ring change a join flushes every node), against %d for the replicated view (an announcement, a barrier ping and its answer per peer); %d transitions from %d joins and %d leaves; mean join acknowledgement %.0f µs of simulated time.\n", v["steady_room_messages_per_transition"], v["room_messages_per_transition"], v["replicated_messages_per_transition"], v["transitions"], v["churn_joins"], v["churn_leaves"], v["join_ack_latency_us_mean"]
+      printf "- **Broadcasts: %d lost of %d** (a lost one misses a node whose join was acknowledged); **%d extra hops** (always sender to member node); sender cache hit rate %.1f %% (%d cached rooms per node on average, %d lookups). Cold rooms sent everywhere while looked up: %.2f copies per broadcast, %.2f of them to nodes with members.\n", v["lost_broadcasts"], v["broadcasts"], v["extra_hops"], 100 * v["cache_hit_rate"], v["cache_entries_per_node_mean"], v["lookups"], v["copies_per_broadcast"], v["useful_copies_per_broadcast"]
+      printf "- **Member changes** (one node added, one removed): %d messages (ring changes, lists, owners'"'"' synced sets to their subscribers) carrying %d rooms in lists, since every node resends its full lists when it and a peer agree on a new ring (moving only the rooms whose owner changed is the planned refinement).\n", v["member_change_sync_messages"], v["member_change_listed_rooms"]
+    }' "$RING_TSV"
+  if [[ -f "$RING_LOOKUP_TSV" ]]; then
+    awk -F'\t' '{ v[$1] = $2 } END {
+      printf "- **Cold rooms looked up first** (the broadcast, and its sender'"'"'s later ones, wait for the owner'"'"'s answer; the simulation keeps order per node, the strictest reading of per-sender order, so warm broadcasts queue behind cold ones too): %.2f copies per broadcast (%.2f useful), %d of %d broadcasts held for %.0f µs on average (about one round trip), %d lost.\n", v["copies_per_broadcast"], v["useful_copies_per_broadcast"], v["held_broadcasts"], v["broadcasts"], v["hold_us_mean"], v["lost_broadcasts"]
+    }' "$RING_LOOKUP_TSV"
+  fi
+  echo
+  echo "| cold rooms | nodes | rooms | memberships | replicated view per node | directory per node (mean / max) | sender cache per node (mean / max) | messages per transition, steady (ownership / replicated) | lost broadcasts | cache hit rate | copies per broadcast (useful) | held (mean wait) | simulation RSS |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for f in "$RING_TSV" "$RING_LOOKUP_TSV"; do [[ -f $f ]] || continue
+  awk -F'\t' '{ v[$1] = $2 } END { printf "| %s | %d | %d | %d | %.1f MiB | %.2f / %.2f MiB | %.2f / %.2f MiB | %.2f / %d | %d of %d | %.1f %% | %.2f (%.2f) | %d (%.0f µs) | %.1f GiB |\n", v["cold_path"], v["nodes"], v["rooms"], v["memberships"], v["replicated_view_bytes_per_node"] / 1048576, v["directory_bytes_per_node_mean"] / 1048576, v["directory_bytes_per_node_max"] / 1048576, v["cache_bytes_per_node_mean"] / 1048576, v["cache_bytes_per_node_max"] / 1048576, v["steady_room_messages_per_transition"], v["replicated_messages_per_transition"], v["lost_broadcasts"], v["broadcasts"], 100 * v["cache_hit_rate"], v["copies_per_broadcast"], v["useful_copies_per_broadcast"], v["held_broadcasts"], v["hold_us_mean"], v["process_max_rss_kib"] / 1048576 }' "$f"
+  done
+  echo
+  echo "How it is measured: \`roomcast-ringsim\` (bench/loadgen/src/bin/ringsim.rs) runs the data plane's own ownership state"
+  echo "machines (\`cluster::ownership\`: the owner's directory, the sender's cache, ring agreement) for every node in one"
+  echo "process, joined by in-memory links that keep order and take 100-200 µs (\`ownership::sim\`); it checks every broadcast"
+  echo "against the nodes whose joins were acknowledged. The replicated view cannot be run at $RING_NODES nodes in one process"
+  echo "here; one node's \`cluster::interest::Interest\` holding every other node's rooms is built and measured instead"
+  echo "(live heap bytes, counted by the simulation's allocator), and that is what each of the $RING_NODES nodes would hold."
+  echo "Directory and cache sizes are the structures' own counts of their heap (table slots and entries); one directory"
+  echo "built alone and measured by the allocator came to $(awk -F'\t' '$1 == "directory_bytes_hub0_measured" { m = $2 } $1 == "directory_bytes_hub0_estimated" { e = $2 } END { printf "%.2f MiB (estimate %.2f MiB)", m / 1048576, e / 1048576 }' "$RING_TSV")."
+  echo "Messages per transition for the replicated view are what \`cluster/rooms.rs\` sends: one announcement, a barrier"
+  echo "ping and its answer per peer. The data path still runs the replicated view; see docs/architecture.md, Room ownership."
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=ring BENCH_RING_NODES=$RING_NODES BENCH_RING_ROOMS=$RING_ROOMS BENCH_RING_SECONDS=$RING_SECONDS bash bench/run.sh"
+  echo '```'
+  echo "<!-- ring:end -->"
+  echo
 }
 
-# A run of the recovery scenario alone rewrites only its section of an existing report.
-ONLY_RECOVERY=1
-for scenario in $SCENARIOS; do [[ $scenario == recovery ]] || ONLY_RECOVERY=0; done
-if (( ONLY_RECOVERY )) && [[ -f "$OUT" ]]; then
-  report_recovery >"$RESULTS/recovery.md"
-  if grep -q '^<!-- recovery:begin' "$OUT"; then
-    awk -v f="$RESULTS/recovery.md" '/^<!-- recovery:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
-      skip && /^<!-- recovery:end -->/ { skip = 0; getline; if ($0 != "") print; next } !skip' "$OUT" >"$OUT.tmp"
+# A section (recovery, ring) of the last run that measured it, when this run did not.
+carried_section() {
+  [[ -f "$OUT" ]] && sed -n "/^<!-- $1:begin/,/^<!-- $1:end -->/p" "$OUT" && echo
+}
+
+# Replaces section NAME of the report with FILE (or adds it before the plots).
+splice_section() {
+  local name=$1 file=$2
+  if grep -q "^<!-- $name:begin" "$OUT"; then
+    awk -v f="$file" -v b="^<!-- $name:begin" -v e="^<!-- $name:end -->" '$0 ~ b { while ((getline l < f) > 0) print l; skip = 1; next }
+      skip && $0 ~ e { skip = 0; getline; if ($0 != "") print; next } !skip' "$OUT" >"$OUT.tmp"
   else
-    awk -v f="$RESULTS/recovery.md" '!done && (/^## Plots/ || /^## Reproduce/) { while ((getline l < f) > 0) print l; done = 1 } { print }' "$OUT" >"$OUT.tmp"
+    awk -v f="$file" '!done && (/^## Plots/ || /^## Reproduce/) { while ((getline l < f) > 0) print l; done = 1 } { print }' "$OUT" >"$OUT.tmp"
   fi
   mv "$OUT.tmp" "$OUT"
-  log "wrote the recovery section of $OUT"
-  cat "$RECOVERY_MEM_TSV" "$RECOVERY_DRAIN_TSV" >&2 2>/dev/null || true
+  log "wrote the $name section of $OUT"
+}
+
+# A run of the recovery and/or ring scenarios alone rewrites only their sections of an existing report.
+ONLY_SECTIONS=1
+for scenario in $SCENARIOS; do [[ $scenario == recovery || $scenario == ring ]] || ONLY_SECTIONS=0; done
+if (( ONLY_SECTIONS )) && [[ -f "$OUT" ]]; then
+  for scenario in $SCENARIOS; do
+    "report_$scenario" >"$RESULTS/$scenario.md"
+    splice_section "$scenario" "$RESULTS/$scenario.md"
+  done
   exit 0
 fi
 
@@ -1092,7 +1175,8 @@ make_plots
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   [[ -f "$PEER_TSV" ]] && report_peer
   [[ -f "$CLUSTER_TSV" ]] && report_cluster
-  if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_recovery; fi
+  if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_section recovery; fi
+  if [[ -f "$RING_TSV" ]]; then report_ring; else carried_section ring; fi
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo

@@ -84,6 +84,11 @@ struct Args {
     learn_us: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Cold rooms: `everywhere` (a broadcast goes to every node while its lookup is in
+    /// flight) or `lookup` (it waits for the answer, and the sender's later broadcasts
+    /// behind it, to keep their order).
+    #[arg(long, default_value = "everywhere")]
+    cold: String,
     /// Write the report's numbers as `key<TAB>value` lines here.
     #[arg(long)]
     tsv: Option<std::path::PathBuf>,
@@ -201,6 +206,12 @@ fn main() -> Result<()> {
 
     // The simulated hub.
     let mut sim = Sim::new(&members, args.cache, args.latency_us, args.seed);
+    sim.cold_everywhere = match args.cold.as_str() {
+        "everywhere" => true,
+        "lookup" => false,
+        other => anyhow::bail!("--cold is everywhere or lookup, not {other}"),
+    };
+    put("cold_path", args.cold.clone());
     for (n, node) in members.iter().enumerate() {
         let rooms: Vec<RoomKey> = holders
             .iter()
@@ -241,6 +252,7 @@ fn main() -> Result<()> {
     let mut churn_acc = 0.0;
     let mut bcast_acc = 0.0;
     let mut sync_before_add = 0;
+    let mut steady: Option<(u64, u64)> = None;
     let mut listed_before_add = 0;
     let mut t = t0;
     // Memberships the churn made, to leave them again.
@@ -249,6 +261,11 @@ fn main() -> Result<()> {
         t += step_us;
         if !added && t >= add_at {
             added = true;
+            // Before the first member change: the steady state.
+            steady = Some((
+                sim.stats.transitions - base.transitions,
+                sim.stats.room_messages - base.room_messages,
+            ));
             sync_before_add = sim.stats.sync_messages;
             listed_before_add = sim.stats.listed_rooms;
             let new = format!("hub-{}", args.nodes);
@@ -324,6 +341,12 @@ fn main() -> Result<()> {
         "room_messages_per_transition",
         format!("{:.2}", room_messages as f64 / transitions.max(1) as f64),
     );
+    if let Some((t, m)) = steady {
+        put(
+            "steady_room_messages_per_transition",
+            format!("{:.2}", m as f64 / t.max(1) as f64),
+        );
+    }
     put(
         "replicated_messages_per_transition",
         format!("{}", 3 * (args.nodes - 1)),
@@ -341,6 +364,14 @@ fn main() -> Result<()> {
         (s.listed_rooms - listed_before_add).to_string(),
     );
     put("broadcasts", broadcasts.to_string());
+    put("held_broadcasts", (s.held - base.held).to_string());
+    put(
+        "hold_us_mean",
+        format!(
+            "{:.0}",
+            (s.hold_us - base.hold_us) as f64 / (s.held - base.held).max(1) as f64
+        ),
+    );
     put("lost_broadcasts", s.lost.to_string());
     put(
         "cache_hit_rate",
@@ -395,6 +426,17 @@ fn main() -> Result<()> {
         "wall_seconds",
         format!("{:.1}", started.elapsed().as_secs_f64()),
     );
+    // The process's peak RSS (Linux), for the report.
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
+            })
+        })
+        .unwrap_or_default();
+    put("process_max_rss_kib", hwm);
     if let Some(path) = args.tsv {
         let text: String = out.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
         std::fs::write(path, text)?;

@@ -148,6 +148,45 @@ impl RoomCache {
         t
     }
 
+    /// Whether a room of `rooms` is cold with its lookup in flight. A sender that does not
+    /// send cold broadcasts everywhere holds such a broadcast (and, to keep its order, every
+    /// later one) until the answers are in: see [`RoomCache::prepare`].
+    pub fn waiting(&self, dir: &Directory, rooms: &[RoomKey]) -> bool {
+        rooms.iter().any(|key| {
+            owner_of(&key.room).is_none()
+                && dir.targets(key).is_none()
+                && !self.entries.contains_key(key)
+                && self.pending.contains_key(key)
+        })
+    }
+
+    /// For a sender that looks cold rooms up before sending: the lookups to send for the cold
+    /// rooms of `rooms` that have none in flight (registered as pending). Counts nothing;
+    /// [`RoomCache::targets`] counts the broadcast when it is sent.
+    pub fn prepare(
+        &mut self,
+        dir: &Directory,
+        ring: &Ring,
+        rooms: &[RoomKey],
+    ) -> Vec<(RoomKey, NodeId)> {
+        let mut lookups = Vec::new();
+        for key in rooms {
+            let cold = owner_of(&key.room).is_none()
+                && dir.targets(key).is_none()
+                && !self.entries.contains_key(key);
+            if !cold || self.pending.contains_key(key) {
+                continue;
+            }
+            if let Some(owner) = ring.owner(&key.nsp, &key.room) {
+                let owner = self.ids.get(owner);
+                self.pending.insert(key.clone(), owner.clone());
+                self.stats.lookups += 1;
+                lookups.push((key.clone(), owner));
+            }
+        }
+        lookups
+    }
+
     /// `owner` answered the lookup of `key`. Returns rooms to unsubscribe from at `owner`
     /// (the answer came too late: the ring moved the room meanwhile) and rooms evicted to
     /// make place, each with its owner.

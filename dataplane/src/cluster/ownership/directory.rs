@@ -397,8 +397,14 @@ impl Directory {
 
     /// Heap bytes of the directory: the table's slots (at capacity) plus what entries hold.
     pub fn heap_bytes(&self) -> usize {
+        // The table allocates a power of two of buckets for 7/8 of them in use, each with a
+        // control byte.
         let slot = std::mem::size_of::<(RoomKey, Entry)>() + 1;
-        self.rooms.capacity() * slot
+        let buckets = match self.rooms.capacity() {
+            0 => 0,
+            cap => (cap * 8 / 7).next_power_of_two(),
+        };
+        buckets * slot
             + self
                 .rooms
                 .iter()

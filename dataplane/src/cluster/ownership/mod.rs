@@ -16,19 +16,23 @@
 //!   there**, and pushes each change to the subscribers.
 //! - **Sender** ([`cache`]): a bounded cache of the answers of other owners, kept current
 //!   by their pushes. A broadcast to a room goes straight to the member nodes of the cached
-//!   answer (plus the owner's unsynced peers) on the ordered sender->node links: no relay.
+//!   answer (plus every linked peer not synced at the owner) on the ordered sender->node
+//!   links: no relay.
 //!   A room with no answer yet is *cold*: its broadcast goes to every peer (never too few),
-//!   and a lookup is sent so the next one is exact.
+//!   and a lookup is sent so the next one is exact; or, the other cold path, the broadcast
+//!   waits for the answer (and the sender's later broadcasts behind it, in order).
 //!
 //! Why this never misses a member (the argument the tests check):
 //! - a join is acknowledged only after the owner has pushed it to its subscribers and
 //!   they confirmed (the owner's flush), so a sender that caches the room has the member;
 //!   a sender that does not sends to everyone;
-//! - whatever a node sends to an owner that it does not hold as current (ring changes in
-//!   flight, a link that broke, a list not finished), that node counts as unsynced at the
-//!   owner, and every answer from that owner includes it;
+//! - a node whose memberships the owner may not fully know (ring changes in flight, a link
+//!   that broke, a list not finished, a node the owner never heard of) is not in the owner's
+//!   synced set, and senders send it every broadcast to that owner's rooms;
 //! - a node that changed its ring has every peer learn it (and drop it from their synced
-//!   set) before any join under the new ring is acknowledged.
+//!   set) before any join under the new ring is acknowledged;
+//! - when the owner cannot confirm a join, the member node hints every peer itself;
+//! - an unsubscribe never cancels a lookup's subscription.
 
 pub mod agreement;
 pub mod cache;

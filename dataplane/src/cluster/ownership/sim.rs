@@ -8,7 +8,7 @@
 //! the simulation leaves out is the sockets: a node's "members" are counts per room.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,7 +82,9 @@ impl Msg {
             | Msg::RingChanged { .. }
             | Msg::ListStart
             | Msg::ListRooms { .. }
-            | Msg::ListDone { .. } => Kind::Sync,
+            | Msg::ListDone { .. }
+            | Msg::Notice(Notice::Synced { .. })
+            | Msg::Notice(Notice::Invalidate { .. }) => Kind::Sync,
             _ => Kind::Room,
         }
     }
@@ -102,9 +104,11 @@ pub struct SimStats {
     pub leaves: u64,
     /// Transitions (first member joined, last left) at member nodes.
     pub transitions: u64,
-    /// Messages about room state while churning: transitions, pushes, flushes, pings.
+    /// Messages a transition causes: the transition, pushes of it to subscribers, the join
+    /// barrier's flushes and pings, hints.
     pub room_messages: u64,
-    /// Messages of full lists and ring agreement (hellos, ring changes, lists).
+    /// Messages of links and member set changes: hellos, ring changes, lists, owners'
+    /// synced sets and invalidations.
     pub sync_messages: u64,
     /// Rooms carried by list messages.
     pub listed_rooms: u64,
@@ -117,6 +121,10 @@ pub struct SimStats {
     pub lost: u64,
     /// Broadcasts sent everywhere because a room was cold.
     pub cold: u64,
+    /// Broadcasts held for a lookup (when cold rooms are looked up first), and the time they
+    /// were held, summed (virtual µs).
+    pub held: u64,
+    pub hold_us: u64,
     /// Join acknowledgements and their latency (virtual µs), summed.
     pub acked: u64,
     pub ack_latency_us: u64,
@@ -159,6 +167,8 @@ struct SimNode {
     lists_ring: Option<u64>,
     /// Owner flush rounds in order; the first ones complete first.
     rounds: BTreeMap<u64, Round>,
+    /// Broadcasts held for lookups, in order: (room, when made, acknowledged members then).
+    held: VecDeque<(RoomKey, u64, BTreeSet<NodeId>)>,
     /// Join barriers waiting for flushes, by flush id.
     joins: BTreeMap<u64, JoinWait>,
 }
@@ -239,6 +249,9 @@ pub struct Sim {
     seed: u64,
     /// The first lost broadcasts, described.
     pub losses: Vec<String>,
+    /// Cold rooms: a broadcast goes to every peer while its lookup is in flight (true, the
+    /// default), or waits for the answer (false).
+    pub cold_everywhere: bool,
     /// Debugging: every event about this room (and every ring and link change) is logged.
     pub trace: Option<RoomKey>,
     pub log: Vec<String>,
@@ -263,6 +276,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             seed,
             losses: Vec::new(),
+            cold_everywhere: true,
             trace: None,
             log: Vec::new(),
         };
@@ -285,6 +299,7 @@ impl Sim {
             lists_ring: None,
             rounds: BTreeMap::new(),
             joins: BTreeMap::new(),
+            held: VecDeque::new(),
         };
         self.nodes.insert(id.into(), node);
     }
@@ -444,6 +459,7 @@ impl Sim {
             for id in failed {
                 self.fallback(&x, id);
             }
+            self.release(&x);
         }
     }
 
@@ -467,6 +483,7 @@ impl Sim {
         self.notices(&id, notices);
         self.unsubscribe(&id, moved);
         self.say(&id, said);
+        self.release(&id);
         // Rooms this node owns now go into its own directory.
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
@@ -746,6 +763,66 @@ impl Sim {
             return;
         };
         self.stats.broadcasts += 1;
+        let truth = self.truth.get(key).cloned().unwrap_or_default();
+        if !self.cold_everywhere {
+            // Look cold rooms up first; hold the broadcast, and every later one of this node
+            // (its order), until the answer is in.
+            let ring = n.agree.ring().clone();
+            let rooms = std::slice::from_ref(key);
+            let mut lookups = Vec::new();
+            for (k, owner) in n.cache.prepare(&n.dir, &ring, rooms) {
+                if n.linked.contains(&owner) {
+                    lookups.push((k, owner));
+                } else {
+                    n.cache.lookup_failed(&k);
+                }
+            }
+            let hold = !n.held.is_empty() || n.cache.waiting(&n.dir, rooms);
+            if hold {
+                n.held.push_back((key.clone(), self.now, truth));
+                self.stats.held += 1;
+            }
+            for (k, owner) in lookups {
+                self.send(&id, &owner, Msg::Lookup { key: k });
+            }
+            if hold {
+                return;
+            }
+            let truth = self.truth.get(key).cloned().unwrap_or_default();
+            return self.send_broadcast(&id, key, truth);
+        }
+        self.send_broadcast(&id, key, truth);
+    }
+
+    /// Sends the held broadcasts of `id` whose lookups are answered, in order.
+    fn release(&mut self, id: &NodeId) {
+        loop {
+            let Some(n) = self.nodes.get_mut(id) else {
+                return;
+            };
+            let Some((key, _, _)) = n.held.front() else {
+                return;
+            };
+            if n.cache.waiting(&n.dir, std::slice::from_ref(key)) {
+                return;
+            }
+            let Some((key, at, truth)) = n.held.pop_front() else {
+                return;
+            };
+            self.stats.hold_us += self.now - at;
+            self.send_broadcast(id, &key, truth);
+        }
+    }
+
+    /// Sends a broadcast of `id` to `key` now, and checks it reaches every node of `truth`
+    /// (the acknowledged members when it was made) that still has members.
+    fn send_broadcast(&mut self, id: &NodeId, key: &RoomKey, truth: BTreeSet<NodeId>) {
+        let id = id.clone();
+        let now_truth = self.truth.get(key).cloned().unwrap_or_default();
+        let truth: BTreeSet<NodeId> = truth.intersection(&now_truth).cloned().collect();
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
         let ring = n.agree.ring().clone();
         let t = n.cache.targets(&n.dir, &ring, std::slice::from_ref(key));
         let reach: BTreeSet<NodeId> = if t.all {
@@ -758,7 +835,6 @@ impl Sim {
                 .cloned()
                 .collect()
         };
-        let truth = self.truth.get(key).cloned().unwrap_or_default();
         let missed = truth
             .iter()
             .any(|m| *m != id && n.linked.contains(m) && !reach.contains(m));
@@ -970,6 +1046,7 @@ impl Sim {
             self.send(&to, &from, reply);
         }
         self.unsubscribe(&to, drop);
+        self.release(&to);
     }
 
     /// Per node: (directory heap bytes, cache heap bytes, cache entries).
@@ -1090,7 +1167,7 @@ mod tests {
     /// One random history: joins, leaves and broadcasts at random nodes and times, link cuts
     /// and relinks, a member added and one removed with the others learning at random times.
     fn history(seed: u64, n: usize, rooms: usize, ops: usize, cache: usize) -> Sim {
-        history_traced(seed, n, rooms, ops, cache, None)
+        history_traced(seed, n, rooms, ops, cache, None, true)
     }
 
     fn history_traced(
@@ -1100,10 +1177,12 @@ mod tests {
         ops: usize,
         cache: usize,
         trace: Option<RoomKey>,
+        cold_everywhere: bool,
     ) -> Sim {
         let mut members = names(n);
         let mut sim = cluster(n, cache, seed);
         sim.trace = trace;
+        sim.cold_everywhere = cold_everywhere;
         let keys: Vec<RoomKey> = (0..rooms)
             .map(|i| RoomKey::new("/", &format!("r{i}")))
             .collect();
@@ -1191,6 +1270,10 @@ mod tests {
             let sim = history(seed, n, 12, 600, 8);
             prop_assert_eq!(sim.stats.lost, 0, "{:?} {:?}", sim.stats, sim.losses);
             prop_assert!(sim.stats.broadcasts > 100);
+            // Cold rooms looked up first: broadcasts wait for the answer instead.
+            let sim = history_traced(seed, n, 12, 600, 8, None, false);
+            prop_assert_eq!(sim.stats.lost, 0, "{:?} {:?}", sim.stats, sim.losses);
+            prop_assert!(sim.stats.held > 0);
         }
     }
 
@@ -1256,7 +1339,16 @@ mod tests {
         let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
         let n: usize = std::env::var("N").unwrap().parse().unwrap();
         let room = std::env::var("ROOM").unwrap();
-        let sim = history_traced(seed, n, 12, 600, 8, Some(RoomKey::new("/", &room)));
+        let everywhere = std::env::var("HOLD").is_err();
+        let sim = history_traced(
+            seed,
+            n,
+            12,
+            600,
+            8,
+            Some(RoomKey::new("/", &room)),
+            everywhere,
+        );
         for l in &sim.log {
             println!("{l}");
         }
@@ -1275,6 +1367,10 @@ mod tests {
                 let sim = history(seed, n, 12, 600, 8);
                 if sim.stats.lost > 0 {
                     panic!("seed {seed} n {n}: {:?}", sim.losses);
+                }
+                let sim = history_traced(seed, n, 12, 600, 8, None, false);
+                if sim.stats.lost > 0 {
+                    panic!("holding: seed {seed} n {n}: {:?}", sim.losses);
                 }
             }
         }
