@@ -292,10 +292,7 @@ fn main() -> Result<()> {
         while learn.first().is_some_and(|l| l.0 <= t) {
             let (at, node, set) = learn.remove(0);
             sim.run_until(at);
-            sim.set_ring(&node, &set);
-            for other in &set {
-                sim.link(&node, other);
-            }
+            sim.learn(&node, &set);
         }
         sim.run_until(t);
         let live_nodes = sim.members();
