@@ -11,6 +11,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -94,8 +95,13 @@ struct Args {
     tsv: Option<std::path::PathBuf>,
 }
 
+/// Room `i` of namespace `/`, whose name is shared by every key, as the hub shares it.
 fn room(i: usize) -> RoomKey {
-    RoomKey::new("/", &format!("user:{i}"))
+    static NSP: OnceLock<Arc<str>> = OnceLock::new();
+    RoomKey {
+        nsp: NSP.get_or_init(|| Arc::from("/")).clone(),
+        room: format!("user:{i}").into(),
+    }
 }
 
 /// Samples ranks 0..n with P(k) proportional to 1/(k+1)^s.

@@ -11,6 +11,10 @@
 //!   else, and until a flush of every peer issued after it has completed, each join barrier
 //!   flushes every peer, so that no peer still holds this node as synced when a join under
 //!   the new ring is acknowledged.
+//! - When the owner cannot confirm a join (unreachable, or its link broke before it answered
+//!   the flush), the node hints every peer itself ([`RoomCache::hint`]) and flushes them all.
+//!
+//! [`RoomCache::hint`]: super::cache::RoomCache::hint
 
 use std::collections::BTreeMap;
 
