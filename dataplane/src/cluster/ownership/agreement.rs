@@ -179,10 +179,7 @@ impl Agreement {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ring(n: usize) -> Ring {
-        Ring::new((0..n).map(|i| format!("hub-{i}")))
-    }
+    use crate::cluster::ownership::testing::ring;
 
     #[test]
     fn lists_once_per_agreement_and_link() {

@@ -133,14 +133,7 @@ impl RoomCache {
             }
             self.stats.misses += 1;
             t.all = true;
-            if let Some(owner) = ring.owner(&key.nsp, &key.room) {
-                if !self.pending.contains_key(key) {
-                    let owner = self.ids.get(owner);
-                    self.pending.insert(key.clone(), owner.clone());
-                    self.stats.lookups += 1;
-                    t.lookups.push((key.clone(), owner));
-                }
-            }
+            t.lookups.extend(self.start_lookup(ring, key));
         }
         if t.all {
             t.nodes.clear();
@@ -152,12 +145,26 @@ impl RoomCache {
     /// send cold broadcasts everywhere holds such a broadcast (and, to keep its order, every
     /// later one) until the answers are in: see [`RoomCache::prepare`].
     pub fn waiting(&self, dir: &Directory, rooms: &[RoomKey]) -> bool {
-        rooms.iter().any(|key| {
-            owner_of(&key.room).is_none()
-                && dir.targets(key).is_none()
-                && !self.entries.contains_key(key)
-                && self.pending.contains_key(key)
-        })
+        rooms
+            .iter()
+            .any(|key| self.is_cold(dir, key) && self.pending.contains_key(key))
+    }
+
+    /// Neither a socket's room, nor owned here, nor cached.
+    fn is_cold(&self, dir: &Directory, key: &RoomKey) -> bool {
+        owner_of(&key.room).is_none() && !dir.owns(key) && !self.entries.contains_key(key)
+    }
+
+    /// Registers a lookup of `key` at its owner, unless one is in flight (or the ring is
+    /// empty); returns it, to send.
+    fn start_lookup(&mut self, ring: &Ring, key: &RoomKey) -> Option<(RoomKey, NodeId)> {
+        if self.pending.contains_key(key) {
+            return None;
+        }
+        let owner = self.ids.get(ring.owner(&key.nsp, &key.room)?);
+        self.pending.insert(key.clone(), owner.clone());
+        self.stats.lookups += 1;
+        Some((key.clone(), owner))
     }
 
     /// For a sender that looks cold rooms up before sending: the lookups to send for the cold
@@ -171,17 +178,8 @@ impl RoomCache {
     ) -> Vec<(RoomKey, NodeId)> {
         let mut lookups = Vec::new();
         for key in rooms {
-            let cold = owner_of(&key.room).is_none()
-                && dir.targets(key).is_none()
-                && !self.entries.contains_key(key);
-            if !cold || self.pending.contains_key(key) {
-                continue;
-            }
-            if let Some(owner) = ring.owner(&key.nsp, &key.room) {
-                let owner = self.ids.get(owner);
-                self.pending.insert(key.clone(), owner.clone());
-                self.stats.lookups += 1;
-                lookups.push((key.clone(), owner));
+            if self.is_cold(dir, key) {
+                lookups.extend(self.start_lookup(ring, key));
             }
         }
         lookups
@@ -272,26 +270,15 @@ impl RoomCache {
             return self.pending.get(key).is_some_and(|o| **o == *owner);
         };
         self.stats.updates += 1;
-        if present {
-            let id = self.ids.get(node);
-            c.members.insert(&id);
-        } else {
-            c.members.remove(node);
-        }
+        set_member(&mut self.ids, c, node, present);
         true
     }
 
     /// `node` says itself that it has (or no longer has) members in `key`: its owner could
     /// not confirm it. Applied to the cached answer, whoever its owner.
     pub fn hint(&mut self, node: &str, key: &RoomKey, present: bool) {
-        let Some(c) = self.entries.get_mut(key) else {
-            return;
-        };
-        if present {
-            let id = self.ids.get(node);
-            c.members.insert(&id);
-        } else {
-            c.members.remove(node);
+        if let Some(c) = self.entries.get_mut(key) {
+            set_member(&mut self.ids, c, node, present);
         }
     }
 
@@ -357,6 +344,15 @@ impl RoomCache {
     }
 }
 
+/// Adds `node` to (or removes it from) the members of a cached answer.
+fn set_member(ids: &mut Interner, c: &mut Cached, node: &str, present: bool) {
+    if present {
+        c.members.insert(&ids.get(node));
+    } else {
+        c.members.remove(node);
+    }
+}
+
 /// Adds the peers of `linked` that are not in `synced` (sorted).
 fn add_unsynced(nodes: &mut BTreeSet<NodeId>, linked: &BTreeSet<NodeId>, synced: &[NodeId]) {
     for peer in linked {
@@ -369,16 +365,10 @@ fn add_unsynced(nodes: &mut BTreeSet<NodeId>, linked: &BTreeSet<NodeId>, synced:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ring(n: usize) -> Ring {
-        Ring::new((0..n).map(|i| format!("hub-{i}")))
-    }
+    use crate::cluster::ownership::testing::{owns, ring, room_where};
 
     fn room_of(ring: &Ring, owner: &str, prefix: &str) -> RoomKey {
-        (0..)
-            .map(|i| RoomKey::new("/", &format!("{prefix}{i}")))
-            .find(|k| ring.owner(&k.nsp, &k.room) == Some(owner))
-            .unwrap()
+        room_where("/", prefix, |k| owns(ring, k, owner))
     }
 
     fn known(members: &[&str], synced: &[&str]) -> Answer {
@@ -481,13 +471,7 @@ mod tests {
         let r4 = ring(4);
         let dir = Directory::new("hub-0", r4.clone());
         let mut c = RoomCache::new("hub-0", 10);
-        let moved = (0..)
-            .map(|i| RoomKey::new("/", &format!("m{i}")))
-            .find(|k| {
-                r3.owner(&k.nsp, &k.room) == Some("hub-1")
-                    && r4.owner(&k.nsp, &k.room) == Some("hub-3")
-            })
-            .unwrap();
+        let moved = room_where("/", "m", |k| owns(&r3, k, "hub-1") && owns(&r4, k, "hub-3"));
         // An answer from the old owner, arriving after the ring moved the room.
         assert_eq!(
             c.answered(&r4, "hub-1", moved.clone(), known(&[], &[])),

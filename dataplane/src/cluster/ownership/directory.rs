@@ -102,7 +102,8 @@ impl Directory {
         self.ring_id
     }
 
-    fn owns(&self, key: &RoomKey) -> bool {
+    /// Whether this node owns `key` under its ring.
+    pub fn owns(&self, key: &RoomKey) -> bool {
         self.ring.owner(&key.nsp, &key.room) == Some(&*self.me)
     }
 
@@ -416,17 +417,11 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ring(n: usize) -> Ring {
-        Ring::new((0..n).map(|i| format!("hub-{i}")))
-    }
+    use crate::cluster::ownership::testing::{owns, ring, room_where};
 
     /// A room `me` owns in `ring`.
     fn owned_by(ring: &Ring, me: &str) -> RoomKey {
-        (0..)
-            .map(|i| RoomKey::new("/", &format!("room-{i}")))
-            .find(|k| ring.owner(&k.nsp, &k.room) == Some(me))
-            .unwrap()
+        room_where("/", "room-", |k| owns(ring, k, me))
     }
 
     fn synced_dir(n: usize) -> Directory {
@@ -529,10 +524,7 @@ mod tests {
         let mut d = synced_dir(3);
         let r = ring(3);
         let a = owned_by(&r, "hub-0");
-        let b = (0..)
-            .map(|i| RoomKey::new("/chat", &format!("r{i}")))
-            .find(|k| r.owner(&k.nsp, &k.room) == Some("hub-0"))
-            .unwrap();
+        let b = room_where("/chat", "r", |k| owns(&r, k, "hub-0"));
         d.transition("hub-1", &a, true);
         d.lookup("hub-2", &a);
         d.lookup("hub-2", &b);
@@ -569,13 +561,7 @@ mod tests {
         let r3 = ring(3);
         let r4 = ring(4);
         // A room hub-0 owns with 3 members and hub-3 owns with 4.
-        let moved = (0..)
-            .map(|i| RoomKey::new("/", &format!("m{i}")))
-            .find(|k| {
-                r3.owner(&k.nsp, &k.room) == Some("hub-0")
-                    && r4.owner(&k.nsp, &k.room) == Some("hub-3")
-            })
-            .unwrap();
+        let moved = room_where("/", "m", |k| owns(&r3, k, "hub-0") && owns(&r4, k, "hub-3"));
         let kept = owned_by(&r4, "hub-0");
         d.transition("hub-1", &moved, true);
         d.lookup("hub-2", &moved);

@@ -158,6 +158,31 @@ impl Interner {
     }
 }
 
+/// Helpers of this module's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::RoomKey;
+    use crate::cluster::ring::Ring;
+
+    /// The ring of `hub-0` .. `hub-{n-1}`.
+    pub fn ring(n: usize) -> Ring {
+        Ring::new((0..n).map(|i| format!("hub-{i}")))
+    }
+
+    /// The first room `{prefix}{i}` of namespace `nsp` for which `pick` holds.
+    pub fn room_where(nsp: &str, prefix: &str, pick: impl Fn(&RoomKey) -> bool) -> RoomKey {
+        (0..)
+            .map(|i| RoomKey::new(nsp, &format!("{prefix}{i}")))
+            .find(|k| pick(k))
+            .expect("an endless search")
+    }
+
+    /// Whether `ring` gives `key` to `owner`.
+    pub fn owns(ring: &Ring, key: &RoomKey, owner: &str) -> bool {
+        ring.owner(&key.nsp, &key.room) == Some(owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,9 +420,7 @@ impl Sim {
 
     /// Cuts the link between `a` and `b`: what is in flight is lost.
     pub fn cut(&mut self, a: &str, b: &str) {
-        if self.trace.is_some() {
-            self.log.push(format!("{} cut {a} {b}", self.now));
-        }
+        self.trace_event(None, || format!("cut {a} {b}"));
         let (a, b): (NodeId, NodeId) = (a.into(), b.into());
         for (x, y) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
             if let Some(link) = self.links.get_mut(&(x.clone(), y.clone())) {
@@ -465,10 +463,7 @@ impl Sim {
 
     /// Tells `node` the member set is now `members` (as discovery would).
     pub fn set_ring(&mut self, node: &str, members: &[String]) {
-        if self.trace.is_some() {
-            self.log
-                .push(format!("{} {node} learns {members:?}", self.now));
-        }
+        self.trace_event(None, || format!("{node} learns {members:?}"));
         let ring = Ring::new(members.iter().cloned());
         let id: NodeId = node.into();
         let Some(n) = self.nodes.get_mut(&id) else {
@@ -592,9 +587,7 @@ impl Sim {
     /// A local socket of `node` joins `key`; the join is acknowledged (and counted in the
     /// truth) once its barrier completes.
     pub fn join(&mut self, node: &str, key: &RoomKey) {
-        if self.trace.as_ref() == Some(key) {
-            self.log.push(format!("{} {node} joins", self.now));
-        }
+        self.trace_event(Some(key), || format!("{node} joins"));
         let id: NodeId = node.into();
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
@@ -705,14 +698,13 @@ impl Sim {
         let Some(j) = n.joins.remove(&flush_id) else {
             return;
         };
-        if self.trace.as_ref() == Some(&j.key) {
-            self.log.push(format!("{} {node} join acked", self.now));
-        }
         if let Some(token) = j.token {
             n.agree.flushed_all(token);
         }
         let current = n.transitions.get(&j.key).copied().unwrap_or(0) == j.transitions;
-        if current && n.local.get(&j.key).copied().unwrap_or(0) > 0 {
+        let member = current && n.local.get(&j.key).copied().unwrap_or(0) > 0;
+        self.trace_event(Some(&j.key), || format!("{node} join acked"));
+        if member {
             self.truth.entry(j.key).or_default().insert(node.clone());
         }
         self.stats.acked += 1;
@@ -721,9 +713,7 @@ impl Sim {
 
     /// The last local socket of `node` in `key` leaves (or one of several does).
     pub fn leave(&mut self, node: &str, key: &RoomKey) {
-        if self.trace.as_ref() == Some(key) {
-            self.log.push(format!("{} {node} leaves", self.now));
-        }
+        self.trace_event(Some(key), || format!("{node} leaves"));
         let id: NodeId = node.into();
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
@@ -967,6 +957,17 @@ impl Sim {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Logs `line()` when tracing `key` (any room when `key` is `None`).
+    fn trace_event(&mut self, key: Option<&RoomKey>, line: impl FnOnce() -> String) {
+        let Some(t) = &self.trace else {
+            return;
+        };
+        if key.is_none_or(|k| k == t) {
+            let line = format!("{} {}", self.now, line());
+            self.log.push(line);
+        }
     }
 
     fn traced(&self, msg: &Msg) -> bool {

@@ -2,6 +2,7 @@
 //! broke earlier versions of it.
 
 use super::*;
+use crate::cluster::ownership::testing::{owns, room_where};
 use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, ProptestConfig};
 
 fn names(n: usize) -> Vec<String> {
@@ -199,10 +200,7 @@ fn a_join_right_after_a_ring_change_waits_for_the_old_owner() {
     let five = names(5);
     let (r4, r5) = (Ring::new(four.clone()), Ring::new(five.clone()));
     // A room that moves to the new member, and nodes with other roles.
-    let key = (0..)
-        .map(|i| RoomKey::new("/", &format!("m{i}")))
-        .find(|k| r5.owner(&k.nsp, &k.room) == Some("hub-4"))
-        .unwrap();
+    let key = room_where("/", "m", |k| owns(&r5, k, "hub-4"));
     let old_owner = r4.owner(&key.nsp, &key.room).unwrap().to_string();
     let others: Vec<String> = four.iter().filter(|m| **m != old_owner).cloned().collect();
     let (joiner, sender) = (others[0].clone(), others[1].clone());
