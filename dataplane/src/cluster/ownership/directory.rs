@@ -21,6 +21,10 @@ use crate::cluster::ring::Ring;
 pub enum Answer {
     /// This node does not own the room under its ring: the sender must not cache anything.
     NotOwner,
+    /// The asker holds as many subscriptions here as this node allows one peer
+    /// ([`Directory::limit_subscriptions`]): it must not cache the room, and keeps
+    /// sending its broadcasts everywhere. Bounds what one peer can make an owner hold.
+    Full,
     /// The nodes with members (the asker excluded) and, sorted, the nodes whose memberships
     /// here are complete (this owner included). The asker is now subscribed to the room.
     Known {
@@ -61,6 +65,10 @@ struct PeerState {
     unlisted: Option<BTreeSet<RoomKey>>,
 }
 
+/// Subscriptions one peer may hold at an owner by default: twice the default sender cache,
+/// so an honest peer never reaches it.
+pub const DEFAULT_SUBSCRIPTIONS_PER_PEER: usize = 2 * 65_536;
+
 /// This node's directory of the rooms it owns.
 #[derive(Debug)]
 pub struct Directory {
@@ -73,6 +81,8 @@ pub struct Directory {
     peers: HashMap<NodeId, PeerState>,
     /// Subscriptions held per subscriber node (ordered, so notices go out in one order).
     subscriptions: BTreeMap<NodeId, usize>,
+    /// The most one subscriber may hold.
+    max_subscriptions: usize,
     /// The synced set subscribers were last told.
     told_synced: Vec<NodeId>,
     /// Subscribers sent a notice since the last [`Directory::take_dirty`].
@@ -91,11 +101,17 @@ impl Directory {
             rooms: HashMap::new(),
             peers: HashMap::new(),
             subscriptions: BTreeMap::new(),
+            max_subscriptions: DEFAULT_SUBSCRIPTIONS_PER_PEER,
             told_synced: Vec::new(),
             dirty: BTreeSet::new(),
         };
         dir.told_synced = dir.synced_set();
         dir
+    }
+
+    /// At most `max` subscriptions per peer from now on (see [`Answer::Full`]).
+    pub fn limit_subscriptions(&mut self, max: usize) {
+        self.max_subscriptions = max;
     }
 
     pub fn ring_id(&self) -> u64 {
@@ -331,6 +347,14 @@ impl Directory {
             return Answer::NotOwner;
         }
         let from_id = self.ids.get(from);
+        let held = self.subscriptions.get(from).copied().unwrap_or(0);
+        let subscribed = self
+            .rooms
+            .get(key)
+            .is_some_and(|e| e.subscribers.contains(from));
+        if !subscribed && held >= self.max_subscriptions {
+            return Answer::Full;
+        }
         let e = self.rooms.entry(key.clone()).or_default();
         if e.subscribers.insert(&from_id) {
             *self.subscriptions.entry(from_id).or_default() += 1;
@@ -582,6 +606,40 @@ mod tests {
         d.transition("hub-2", &kept, true);
         d.ring_changed(ring(2));
         assert!(d.targets(&kept).map(|t| t.0.is_empty()).unwrap_or(true));
+    }
+
+    /// A peer that looks up room after room (a bug, or a hostile member) holds at most its
+    /// limit of subscriptions here; the rest are refused without growing the directory, and
+    /// another peer's lookups are answered as before.
+    #[test]
+    fn one_peer_cannot_make_an_owner_hold_unbounded_subscriptions() {
+        let r = ring(3);
+        let mut d = synced_dir(3);
+        d.limit_subscriptions(100);
+        let keys: Vec<RoomKey> = (0..)
+            .map(|i| RoomKey::new("/", &format!("flood-{i}")))
+            .filter(|k| owns(&r, k, "hub-0"))
+            .take(150)
+            .collect();
+        let answers: Vec<Answer> = keys.iter().map(|k| d.lookup("hub-1", k)).collect();
+        let full = answers.iter().filter(|a| **a == Answer::Full).count();
+        assert_eq!(full, 50);
+        assert_eq!(d.len(), (100, 100), "refused lookups leave nothing behind");
+        // Asking again for a room it holds is still answered.
+        assert!(matches!(d.lookup("hub-1", &keys[0]), Answer::Known { .. }));
+        // The bystander.
+        let mine = owned_by(&r, "hub-0");
+        d.transition("hub-2", &mine, true);
+        let Answer::Known { members, .. } = d.lookup("hub-0-bystander", &mine) else {
+            panic!("a bystander's lookup is answered")
+        };
+        assert_eq!(ids(&members), ["hub-2"]);
+        // Unsubscribing makes room again.
+        d.unsubscribe("hub-1", &keys[..10]);
+        assert!(matches!(
+            d.lookup("hub-1", &keys[140]),
+            Answer::Known { .. }
+        ));
     }
 
     #[test]

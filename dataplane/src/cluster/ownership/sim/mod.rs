@@ -497,6 +497,13 @@ impl Sim {
         self.notices(&id, notices);
     }
 
+    /// Every node allows each peer at most `max` subscriptions (see `Answer::Full`).
+    pub fn limit_subscriptions(&mut self, max: usize) {
+        for n in self.nodes.values_mut() {
+            n.dir.limit_subscriptions(max);
+        }
+    }
+
     /// `node` learns the member set `members` (as discovery would tell it) and links to the
     /// members it is not linked to yet.
     pub fn learn(&mut self, node: &str, members: &[String]) {

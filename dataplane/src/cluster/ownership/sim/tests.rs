@@ -191,6 +191,33 @@ fn histories_that_once_lost_a_broadcast() {
     }
 }
 
+/// Owners that refuse a peer's subscriptions past a small limit (as they would a flood):
+/// that peer's broadcasts to the refused rooms go everywhere, and none is lost.
+#[test]
+fn refused_subscriptions_cost_copies_not_deliveries() {
+    let mut sim = cluster(4, 100, 5);
+    sim.limit_subscriptions(2);
+    let keys: Vec<RoomKey> = (0..20)
+        .map(|i| RoomKey::new("/", &format!("r{i}")))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        sim.join(&format!("hub-{}", i % 4), k);
+    }
+    sim.run_until(sim.now() + 50_000);
+    for _ in 0..3 {
+        for m in sim.members() {
+            for k in &keys {
+                sim.broadcast(&m, k);
+            }
+        }
+        sim.run_until(sim.now() + 50_000);
+    }
+    assert_eq!(sim.stats.lost, 0, "{:?}", sim.losses);
+    assert_eq!(sim.pending_joins(), 0);
+    // Refused rooms stay cold: later rounds still send some broadcasts everywhere.
+    assert!(sim.stats.cold > 4 * 20, "{:?}", sim.stats);
+}
+
 /// A node that changed its ring must not have a join acknowledged while a peer still on
 /// the old ring holds it as synced at the room's old owner: here the old owner's word
 /// to that peer is slow, and the join waits for it (the all-peer flush after a change).
