@@ -67,6 +67,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         upstream: Some(upstream),
         cluster: cluster.as_ref().map(|c| c.mesh().clone()),
         discovery: cluster.as_ref().and_then(Cluster::discovery_stats),
+        ownership: cluster.as_ref().and_then(|c| c.rooms().owned().cloned()),
     };
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
     let ops: Arc<dyn HubOps> = match &cluster {

@@ -65,6 +65,19 @@ pub struct ClusterConfig {
     /// Connections the peer port holds at once from one source address (a member needs one,
     /// two for a moment while its link is replaced).
     pub max_peer_connections_per_ip: usize,
+    /// Where the hub keeps which nodes have members in which rooms (docs/architecture.md,
+    /// "Rooms"): `replicated`, every node knows every peer's rooms; `owned`, each room's
+    /// owner (a rendezvous hash of the room over the members) knows, and senders cache its
+    /// answers. Every member of a hub must use the same.
+    pub rooms: RoomsMode,
+    /// With `rooms: owned`: the rooms a node caches owners' answers for (least recently
+    /// used ones are evicted past it). A broadcast to a room not cached goes to every peer
+    /// while its owner is asked.
+    pub room_cache_size: usize,
+    /// With `rooms: owned`: rooms one peer may subscribe to at this node as their owner;
+    /// past it the peer's lookups are refused and it sends those rooms' broadcasts to every
+    /// node (more copies, never a miss). Bounds what one peer can make an owner hold.
+    pub max_room_subscriptions_per_peer: usize,
     /// Mutual TLS on the peer port. Required for a cluster unless `plaintext` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<PeerTlsConfig>,
@@ -91,10 +104,25 @@ impl Default for ClusterConfig {
             max_peer_message_bytes: 64 * 1024 * 1024,
             max_peer_connections: 1024,
             max_peer_connections_per_ip: 8,
+            rooms: RoomsMode::default(),
+            room_cache_size: 65_536,
+            max_room_subscriptions_per_peer: 131_072,
             tls: None,
             plaintext: false,
         }
     }
+}
+
+/// Where the hub keeps which nodes have members in which rooms (`cluster.rooms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RoomsMode {
+    /// Every node knows every peer's rooms: memory and announcements per (room, node) pair
+    /// on every node.
+    Replicated,
+    /// Each room's owner knows its member nodes; senders cache owners' answers.
+    #[default]
+    Owned,
 }
 
 /// Member discovery through the EndpointSlices of the peers' headless Service: ready,
@@ -281,6 +309,18 @@ impl ClusterConfig {
             if k.port_name.is_empty() {
                 bad.add("cluster.kubernetes.portName", "must not be empty");
             }
+        }
+        if !(1..=16_777_216).contains(&self.room_cache_size) {
+            bad.add(
+                "cluster.roomCacheSize",
+                "must be between 1 and 16777216 rooms",
+            );
+        }
+        if !(1..=16_777_216).contains(&self.max_room_subscriptions_per_peer) {
+            bad.add(
+                "cluster.maxRoomSubscriptionsPerPeer",
+                "must be between 1 and 16777216 rooms",
+            );
         }
         if self
             .discovery_interval

@@ -25,7 +25,9 @@ mod recovery;
 mod socketio;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
-pub use cluster::{is_dns_name, ClusterConfig, DnsConfig, KubernetesConfig, MemberSource};
+pub use cluster::{
+    is_dns_name, ClusterConfig, DnsConfig, KubernetesConfig, MemberSource, RoomsMode,
+};
 pub use engine::{CorsConfig, EngineConfig, TransportKind};
 pub use limits::{LimitsConfig, ShutdownConfig};
 pub use management::ManagementConfig;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::mesh::{Answer, Inbound};
-use super::proto::{message::Kind, sockets_op::Action};
+use super::proto::{self as pb, message::Kind, request::Query, sockets_op::Action};
 use super::rooms::RoomSync;
 use super::{broadcast, queries, sockets};
 use crate::socketio::Hub;
@@ -33,6 +33,17 @@ impl Inbound for HubInbound {
             }
             Kind::RoomAnnounce(a) => self.rooms.announced(from, &a),
             Kind::Synced(_) => self.rooms.synced(from),
+            Kind::Ownership(message) => self.rooms.ownership(from, message),
+            Kind::Request(pb::Request {
+                id,
+                query: Some(Query::Flush(_)),
+            }) => {
+                // Not an owner here (`cluster.rooms: replicated`): nothing to flush.
+                return Some(match self.rooms.owned() {
+                    Some(owned) => owned.flush(id),
+                    None => queries::answer(self.hub.clone(), pb::Request { id, query: None }),
+                });
+            }
             Kind::Request(request) => return Some(queries::answer(self.hub.clone(), request)),
             // Replies and pongs are matched to their requests, pings answered, by the mesh.
             Kind::Hello(_)

@@ -12,6 +12,7 @@ pub mod membership;
 pub mod mesh;
 pub mod node;
 pub mod ops;
+pub mod owned;
 pub mod ownership;
 pub mod peer_certs;
 pub mod proto;

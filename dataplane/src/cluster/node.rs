@@ -14,10 +14,12 @@ use super::discovery::{self, DiscoveryStats};
 use super::inbound::HubInbound;
 use super::membership::{Members, Membership};
 use super::mesh::{LinkSettings, Mesh, PeerTls, TlsFiles, TlsSettings};
+use super::owned::Owned;
 use super::peer_certs::PeerCerts;
+use super::ring::Ring;
 use super::rooms::{self, RoomSync};
 use super::route::{advertise_address, MeshRouter};
-use crate::config::{Config, MemberSource};
+use crate::config::{Config, MemberSource, RoomsMode};
 use crate::engine::Engine;
 use crate::socketio::Hub;
 
@@ -87,7 +89,15 @@ impl Cluster {
             max_connections_per_ip: c.max_peer_connections_per_ip,
             ..LinkSettings::default()
         };
-        let (room_sync, room_events) = RoomSync::new();
+        let owned = (c.rooms == RoomsMode::Owned).then(|| {
+            Arc::new(Owned::new(
+                me,
+                Ring::new(members.ids()),
+                c.room_cache_size,
+                c.max_room_subscriptions_per_peer,
+            ))
+        });
+        let (room_sync, room_events) = RoomSync::new(owned.clone());
         let inbound = Arc::new(HubInbound {
             hub: hub.clone(),
             rooms: room_sync.clone(),
@@ -130,7 +140,11 @@ impl Cluster {
             anyhow::bail!("this engine already routes for a cluster");
         }
         // Before any link is up, so the first link's full list is queued behind nothing.
-        tokio::spawn(rooms::run(room_events, mesh.clone(), hub.clone()));
+        if let Some(owned) = &owned {
+            owned.attach(&mesh);
+            tokio::spawn(follow_members(mesh.clone(), room_sync.clone()));
+        }
+        tokio::spawn(rooms::run(room_events, mesh.clone(), hub.clone(), owned));
         let peer_addr = mesh.start(listen).await?;
         let discovery = match source {
             MemberSource::Static(_) => None,
@@ -207,6 +221,17 @@ impl Cluster {
             task.abort();
         }
         self.mesh.close();
+    }
+}
+
+/// Tells `rooms` of every change of the member set (room owners follow it).
+async fn follow_members(mesh: Arc<Mesh>, rooms: Arc<RoomSync>) {
+    let mut members = mesh.subscribe();
+    // A change before this subscription is not seen as one (a same ring changes nothing).
+    rooms.membership_changed(members.borrow_and_update().clone());
+    while members.changed().await.is_ok() {
+        let now = members.borrow_and_update().clone();
+        rooms.membership_changed(now);
     }
 }
 

@@ -13,6 +13,12 @@
 //! a new link: a `resync` marker (the peer forgets this node's rooms and sends it every
 //! broadcast meanwhile), the full list, then `Synced`. Attempts back off from 50 ms to 2 s
 //! while the queue stays full.
+//!
+//! With room ownership (`cluster.rooms: owned`, [`Owned`]) rooms are told only to their
+//! owners and this view keeps only what ownership leaves to it: sockets recovered onto
+//! this node with another node's id (announced to every peer), and the socketsJoin
+//! operations in flight. The task then also sends owners their lists and follows the
+//! member set.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -20,14 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::interest::Interest;
+use super::membership::Membership;
 use super::mesh::{Mesh, Offer};
+use super::owned::{ListDue, Owned};
 use super::proto::{self as pb, message::Kind};
+use crate::engine::sid::owner_of;
 use crate::socketio::Hub;
 
 /// Rooms per message of a full list.
@@ -96,7 +106,6 @@ impl Unsynced {
 }
 
 /// Something the announcing task must tell peers.
-#[derive(Debug)]
 enum Event {
     Room {
         nsp: Arc<str>,
@@ -112,6 +121,10 @@ enum Event {
     },
     /// Wake the sender once every peer has heard of the changes so far.
     Barrier(oneshot::Sender<()>),
+    /// Ownership: a list this node owes a peer.
+    List(ListDue),
+    /// Ownership: the member set changed.
+    Ring(Arc<Membership>),
 }
 
 /// A socketsJoin this node sent, waiting for the peers to settle it.
@@ -125,17 +138,21 @@ struct JoinWait {
 /// This node's rooms as peers must know them, and theirs as this node knows them.
 pub struct RoomSync {
     interest: Mutex<Interest>,
+    /// Room ownership, when `cluster.rooms` is `owned`.
+    owned: Option<Arc<Owned>>,
     events: mpsc::UnboundedSender<Event>,
     next_op: AtomicU64,
     joins: Mutex<HashMap<u64, JoinWait>>,
 }
 
 impl RoomSync {
-    /// The shared state, and the queue its task (see [`RoomSync::run`]) consumes.
-    pub fn new() -> (Arc<Self>, RoomEvents) {
+    /// The shared state, and the queue its task (see [`run`]) consumes; `owned` for room
+    /// ownership.
+    pub fn new(owned: Option<Arc<Owned>>) -> (Arc<Self>, RoomEvents) {
         let (events, rx) = mpsc::unbounded_channel();
         let sync = Arc::new(Self {
             interest: Mutex::new(Interest::new()),
+            owned,
             events,
             next_op: AtomicU64::new(1),
             joins: Mutex::new(HashMap::new()),
@@ -143,8 +160,19 @@ impl RoomSync {
         (sync, RoomEvents(rx))
     }
 
+    /// Room ownership, when on.
+    pub fn owned(&self) -> Option<&Arc<Owned>> {
+        self.owned.as_ref()
+    }
+
     /// Queues the announcement of a room transition of this node.
     pub fn room_changed(&self, nsp: &str, room: &str, present: bool) {
+        if let Some(owned) = self.owned.as_ref().filter(|_| owner_of(room).is_none()) {
+            // Under the hub's locks: the owner learns it at once (a barrier asked after
+            // this covers it), and nothing here reads the hub.
+            owned.transition(nsp, room, present);
+            return;
+        }
         let _ = self.events.send(Event::Room {
             nsp: Arc::from(nsp),
             room: room.to_string(),
@@ -155,11 +183,17 @@ impl RoomSync {
     /// A new link to `peer`: it must (re)learn this node's rooms, and this node its rooms.
     pub fn link_up(&self, peer: &str) {
         self.interest.lock().link_up(peer);
+        if let Some(owned) = &self.owned {
+            owned.link_up(peer);
+        }
         let _ = self.events.send(Event::LinkUp(peer.to_string()));
     }
 
     pub fn link_down(&self, peer: &str) {
         self.interest.lock().link_down(peer);
+        if let Some(owned) = &self.owned {
+            owned.link_down(peer);
+        }
         // It will not settle anything any more: the joins it had not settled may not have
         // reached it.
         let mut joins = self.joins.lock();
@@ -210,11 +244,39 @@ impl RoomSync {
 
     /// Resolves once every linked peer has handled the room changes this node made before
     /// the call (one round trip; at most the request timeout for a peer that does not answer).
+    /// With ownership: once every node that could broadcast to the rooms will reach this
+    /// node's members there (the owners' flushes).
     pub fn propagated(&self) -> impl Future<Output = ()> + Send + 'static {
+        let owned = self.owned.as_ref().map(|o| o.barrier());
         let (tx, rx) = oneshot::channel();
         let _ = self.events.send(Event::Barrier(tx));
         async move {
+            if let Some(owned) = owned {
+                owned.await;
+            }
             let _ = rx.await;
+        }
+    }
+
+    /// A peer's ownership message (`cluster.rooms: owned`).
+    pub fn ownership(&self, peer: &str, message: super::proto::Ownership) {
+        match &self.owned {
+            Some(owned) => {
+                for due in owned.receive(peer, message) {
+                    let _ = self.events.send(Event::List(due));
+                }
+            }
+            None => tracing::warn!(
+                peer,
+                "a peer uses room ownership and this node does not (set the same cluster.rooms on every member)"
+            ),
+        }
+    }
+
+    /// The member set changed (ownership follows it).
+    pub fn membership_changed(&self, membership: Arc<Membership>) {
+        if self.owned.is_some() {
+            let _ = self.events.send(Event::Ring(membership));
         }
     }
 
@@ -283,11 +345,14 @@ impl RoomSync {
 
     /// The peers (of those linked) a broadcast to `rooms` of `nsp` must reach.
     pub fn targets(&self, nsp: &str, rooms: &[String], linked: &[String]) -> Vec<String> {
-        self.interest
-            .lock()
-            .targets(nsp, rooms, linked.iter().map(String::as_str))
-            .into_iter()
-            .collect()
+        let mut targets =
+            self.interest
+                .lock()
+                .targets(nsp, rooms, linked.iter().map(String::as_str));
+        if let Some(owned) = &self.owned {
+            targets.extend(owned.targets(nsp, rooms, linked));
+        }
+        targets.into_iter().collect()
     }
 
     /// Whether every linked peer has sent all its rooms (for stats and tests).
@@ -300,21 +365,49 @@ impl RoomSync {
 /// The receiving end of a [`RoomSync`]'s events.
 pub struct RoomEvents(mpsc::UnboundedReceiver<Event>);
 
+/// Every room of this node (socket-id rooms aside), by namespace.
+fn hub_rooms(hub: &Hub) -> Vec<(String, Vec<String>)> {
+    hub.namespaces()
+        .into_iter()
+        .map(|ns| (ns.name().to_string(), ns.room_names()))
+        .collect()
+}
+
 /// Sends this node's room events to its peers until the mesh closes.
-pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub) {
+pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub, owned: Option<Arc<Owned>>) {
     let mut batch = Vec::with_capacity(64);
     let mut unsynced = Unsynced::default();
+    // Ownership: resets and lists that drops left due, retried with the same backoff.
+    let mut owned_retry = Unsynced::default();
+    let all_rooms = owned.is_none();
+    // Ownership: whether this view announced something since its last ping of every peer,
+    // and that ping (later barriers wait for it).
+    let mut announced = false;
+    let mut last_ping: Shared<BoxFuture<'static, ()>> =
+        futures_util::future::ready(()).boxed().shared();
     loop {
-        let received = match unsynced.next_attempt() {
+        let next = [unsynced.next_attempt(), owned_retry.next_attempt()]
+            .into_iter()
+            .flatten()
+            .min();
+        let received = match next {
             None => events.0.recv_many(&mut batch, EVENT_BATCH).await,
             Some(at) => tokio::select! {
                 received = events.0.recv_many(&mut batch, EVENT_BATCH) => received,
                 () = tokio::time::sleep_until(at) => {
-                    for peer in unsynced.due() {
-                        let outcome = send_all_rooms(&mesh, &hub, &peer, true);
-                        unsynced.attempted(&peer, outcome);
+                    let now = Instant::now();
+                    if unsynced.next_attempt().is_some_and(|t| t <= now) {
+                        for peer in unsynced.due() {
+                            let outcome = send_all_rooms(&mesh, &hub, &peer, true, all_rooms);
+                            unsynced.attempted(&peer, outcome);
+                        }
+                        unsynced.round_done(now);
                     }
-                    unsynced.round_done(Instant::now());
+                    if let Some(o) = owned.as_ref().filter(|_| owned_retry.next_attempt().is_some_and(|t| t <= now)) {
+                        let outcome = if o.retry(|| hub_rooms(&hub)) { Offer::Full } else { Offer::Queued };
+                        owned_retry.attempted(OWNED, outcome);
+                        owned_retry.round_done(now);
+                    }
                     continue;
                 }
             },
@@ -336,28 +429,74 @@ pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub) {
                 Event::LinkUp(peer) => {
                     flush(&mesh, &mut pending, &mut unsynced);
                     unsynced.linked(&peer);
-                    if send_all_rooms(&mesh, &hub, &peer, false) == Offer::Full {
+                    if send_all_rooms(&mesh, &hub, &peer, false, all_rooms) == Offer::Full {
                         unsynced.dropped(&peer, Instant::now());
                     }
                 }
                 Event::Settle { peer, op } => settles.push((peer, op)),
                 Event::Barrier(waiter) => waiters.push(waiter),
+                Event::List(due) => {
+                    if let Some(o) = &owned {
+                        o.send_list(&due, &hub_rooms(&hub));
+                    }
+                }
+                Event::Ring(membership) => {
+                    if let Some(o) = &owned {
+                        o.ring_changed(membership.ring.clone(), &hub_rooms(&hub));
+                    }
+                }
             }
         }
+        if owned.as_ref().is_some_and(|o| o.retry_due()) {
+            owned_retry.dropped(OWNED, Instant::now());
+        }
+        announced |= !pending.is_empty();
         flush(&mesh, &mut pending, &mut unsynced);
         if !waiters.is_empty() || !settles.is_empty() {
-            tokio::spawn(barrier(mesh.clone(), waiters, settles));
+            // With ownership, peers hear of this view's announcements only (recovered
+            // sockets' ids), and the owners' side of a settle is a barrier of its own.
+            if owned.is_none() || std::mem::take(&mut announced) {
+                last_ping = ping_all(mesh.clone()).boxed().shared();
+            }
+            let owned_barrier = match (&owned, settles.is_empty()) {
+                (Some(o), false) => Some(o.barrier()),
+                _ => None,
+            };
+            tokio::spawn(barrier(
+                mesh.clone(),
+                waiters,
+                settles,
+                last_ping.clone(),
+                owned_barrier,
+            ));
         }
     }
 }
 
-/// Pings every peer; once they answered (or the request timeout passed), wakes the waiters
-/// and settles peers' socketsJoin operations.
-async fn barrier(mesh: Arc<Mesh>, waiters: Vec<oneshot::Sender<()>>, settles: Vec<(String, u64)>) {
+/// The one "peer" of the ownership retries (they are per node, not per peer).
+const OWNED: &str = "";
+
+/// Pings every peer; resolves once they answered (or the request timeout passed).
+async fn ping_all(mesh: Arc<Mesh>) {
     let ping = |id| pb::Message::of(Kind::Ping(pb::Ping { id }));
     let (_, missing) = mesh.ask_all(ping, mesh.request_timeout()).await;
     if missing {
         tracing::debug!("a peer did not answer a room barrier in time");
+    }
+}
+
+/// Waits for `ping` (a ping of every peer behind this view's announcements) and `owned`
+/// (an ownership barrier); then wakes the waiters and settles peers' socketsJoin operations.
+async fn barrier(
+    mesh: Arc<Mesh>,
+    waiters: Vec<oneshot::Sender<()>>,
+    settles: Vec<(String, u64)>,
+    ping: Shared<BoxFuture<'static, ()>>,
+    owned: Option<impl Future<Output = ()>>,
+) {
+    ping.await;
+    if let Some(owned) = owned {
+        owned.await;
     }
     for (peer, op) in settles {
         let settled = pb::Message::of(Kind::RoomAnnounce(pb::RoomAnnounce {
@@ -403,7 +542,8 @@ fn flush(
 /// Every room of this node, then `Synced`, to a newly linked peer (or, with `resync`, to a
 /// linked one whose view is wrong, after a marker telling it to forget what it knew).
 /// Returns the fate of the last message offered: `Queued` when all went.
-fn send_all_rooms(mesh: &Mesh, hub: &Hub, peer: &str, resync: bool) -> Offer {
+/// With ownership (`all_rooms` false) the list is empty: peers learn rooms from owners.
+fn send_all_rooms(mesh: &Mesh, hub: &Hub, peer: &str, resync: bool, all_rooms: bool) -> Offer {
     let offer = |announce: pb::RoomAnnounce| {
         mesh.offer_to(peer, pb::Message::of(Kind::RoomAnnounce(announce)), false)
     };
@@ -417,7 +557,7 @@ fn send_all_rooms(mesh: &Mesh, hub: &Hub, peer: &str, resync: bool) -> Offer {
         }
     }
     let mut rooms = 0usize;
-    for ns in hub.namespaces() {
+    for ns in hub.namespaces().into_iter().filter(|_| all_rooms) {
         let names = ns.room_names();
         rooms += names.len();
         for chunk in names.chunks(LIST_CHUNK) {

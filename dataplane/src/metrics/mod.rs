@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::app::upstream::UpstreamStats;
 use crate::cluster::discovery::DiscoveryStats;
+use crate::cluster::owned::Owned;
 use crate::cluster::Mesh;
 use crate::engine::Engine;
 use crate::socketio::recovery::RecoveryStats;
@@ -30,6 +31,8 @@ pub struct MetricsSource {
     pub cluster: Option<Arc<Mesh>>,
     /// The discovery loop, on a member whose source changes at run time.
     pub discovery: Option<Arc<DiscoveryStats>>,
+    /// Room ownership, on a member with `cluster.rooms: owned`.
+    pub ownership: Option<Arc<Owned>>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -41,6 +44,31 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 }
 
 impl MetricsSource {
+    /// Room ownership, on a cluster member (zero with `cluster.rooms: replicated`).
+    fn render_ownership(&self, out: &mut String) {
+        let o = self
+            .ownership
+            .as_ref()
+            .map(|o| o.stats())
+            .unwrap_or_default();
+        let one = |v: u64| vec![(String::new(), v)];
+        let rows: [(&str, &str, &str, u64); 10] = [
+            ("roomcast_room_cache_rooms", "gauge", "Rooms whose owner's answer this node caches (cluster.roomCacheSize at most).", o.cached_rooms as u64),
+            ("roomcast_room_cache_hits_total", "counter", "Rooms of broadcasts whose member nodes this node knew (cached, or owned here).", o.cache.hits),
+            ("roomcast_room_cache_misses_total", "counter", "Rooms of broadcasts not cached here: sent to every peer while the owner is asked.", o.cache.misses),
+            ("roomcast_room_lookups_total", "counter", "Lookups this node sent to room owners.", o.cache.lookups),
+            ("roomcast_room_cache_evictions_total", "counter", "Cached rooms evicted to stay within cluster.roomCacheSize.", o.cache.evictions),
+            ("roomcast_room_directory_rooms", "gauge", "Rooms in this node's directory (the rooms it owns with members or subscribers).", o.directory_rooms as u64),
+            ("roomcast_room_subscriptions", "gauge", "Peers' subscriptions to rooms this node owns (the peers cache their members).", o.subscriptions as u64),
+            ("roomcast_room_transitions_total", "counter", "Rooms this node's first member joined or its last one left (each told to the room's owner only).", o.transitions),
+            ("roomcast_room_pushes_total", "counter", "Changes of owned rooms pushed to the peers caching them.", o.pushes),
+            ("roomcast_room_owner_fallbacks_total", "counter", "Joins a room's owner could not confirm (every peer was told directly).", o.fallbacks),
+        ];
+        for (name, kind, help, value) in rows {
+            metric(out, name, kind, help, &one(value));
+        }
+    }
+
     /// Connection state recovery (zero when it is off, so the set of metrics never changes).
     fn render_recovery(&self, out: &mut String) {
         let recovery = self.hub.recovery();
@@ -372,6 +400,7 @@ impl MetricsSource {
                 "Peer links refused because the caller's certificate is not valid for the member id it claimed (or it claimed none).",
                 &one(m.links_refused),
             );
+            self.render_ownership(&mut out);
             if let (Some(done), Some(failed)) = (m.tls_reloads, m.tls_reloads_failed) {
                 metric(
                     &mut out,
@@ -419,6 +448,7 @@ mod tests {
             upstream: Some(Arc::new(UpstreamStats::default())),
             cluster: None,
             discovery: None,
+            ownership: None,
         }
         .render()
     }

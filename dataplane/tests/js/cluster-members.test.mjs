@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startClusterNode, apiCall, metric, ClientPool, connected, eventually, sleep, lifecycle } from "./harness.mjs";
+import { startClusterNode, roomsMode, apiCall, metric, ClientPool, connected, eventually, sleep, lifecycle } from "./harness.mjs";
 
 const TOKEN = "cluster-members-token-0123456789abcdef";
 const IPS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
@@ -47,6 +47,7 @@ function startNode(i) {
         discoveryInterval: DISCOVERY_INTERVAL_MS,
         heartbeatInterval: 200,
         heartbeatTimeout: 1000,
+        ...roomsMode(),
       },
     },
   });

@@ -288,7 +288,7 @@ export async function startClusterNode({
     },
     management: { listen: `${ip}:0`, tokenFile: "TOKEN_FILE" },
     metrics: { listen: `${ip}:0` },
-    cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...cluster },
+    cluster: { peerListen: `${ip}:${peerPort}`, members, heartbeatInterval, heartbeatTimeout, ...roomsMode(), ...cluster },
     ...config,
   };
   if (!whole.cluster.tls && !whole.cluster.plaintext) whole.cluster.tls = memberTls(id);
@@ -306,6 +306,15 @@ export async function startClusterNode({
   const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${peerPort}`);
   await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
   return node;
+}
+
+/**
+ * `cluster.rooms` from ROOMCAST_TEST_ROOMS (`replicated` or `owned`), for the cluster files
+ * run under both (run.sh); nothing when unset (the binary's default).
+ */
+export function roomsMode() {
+  const mode = process.env.ROOMCAST_TEST_ROOMS;
+  return mode ? { rooms: mode } : {};
 }
 
 /**

@@ -16,7 +16,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startClusterNode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep } from "./harness.mjs";
+import { startClusterNode, roomsMode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep } from "./harness.mjs";
 import { RULE_FILE, VARIABLES, evaluateDashboard, loadedRules, panels, startPrometheus, substitute } from "./prometheus.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -74,7 +74,7 @@ function startNode(i) {
           { name: "/app", upstream: { url: app.url, timeout: 1000, disconnectRetries: 0 } },
         ],
       },
-      cluster: { peerListen: `${IPS[i]}:${PEER_PORT}`, membersFile, discoveryInterval: 500, heartbeatInterval: 200, heartbeatTimeout: 1000 },
+      cluster: { peerListen: `${IPS[i]}:${PEER_PORT}`, membersFile, discoveryInterval: 500, heartbeatInterval: 200, heartbeatTimeout: 1000, ...roomsMode() },
     },
   });
 }

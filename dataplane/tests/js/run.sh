@@ -4,7 +4,8 @@
 #   bash dataplane/tests/js/run.sh                  # all test files
 #   bash dataplane/tests/js/run.sh rooms.test.mjs   # some files (relative to this folder)
 #
-# Env: ROOMCAST_SKIP_BUILD=1 skips the cargo build; ROOMCAST_BIN_DIR=DIR runs the binaries in DIR
+# Env: ROOMCAST_TEST_ROOMS=owned|replicated sets cluster.rooms of the test clusters (unset: the
+# default, then the cluster files once more with `replicated`); ROOMCAST_SKIP_BUILD=1 skips the cargo build; ROOMCAST_BIN_DIR=DIR runs the binaries in DIR
 # (DIR/roomcast-dataplane, DIR/examples/*) instead of the target directory's. Exits non-zero on any failure.
 # To see server logs, run one file directly:
 #   ROOMCAST_BIN_DIR=target/debug ROOMCAST_TEST_VERBOSE=1 RUST_LOG=debug \
@@ -58,5 +59,15 @@ else
 fi
 rc=0
 node --test --test-concurrency=1 --test-timeout=300000 "${FILES[@]}" || rc=$?
+# 5. The whole run also runs the files of clusters under the other `cluster.rooms` mode
+# (the default is `owned`; harness.mjs roomsMode): both keep the same guarantees.
+if [ "$#" -eq 0 ] && [ -z "${ROOMCAST_TEST_ROOMS:-}" ]; then
+  ROOMS_FILES=()
+  for f in cluster*.test.mjs recovery.test.mjs; do
+    [ "$f" = cluster-ownership.test.mjs ] || ROOMS_FILES+=("$f")
+  done
+  echo "run.sh: the cluster files again with cluster.rooms: replicated" >&2
+  ROOMCAST_TEST_ROOMS=replicated node --test --test-concurrency=1 --test-timeout=300000 "${ROOMS_FILES[@]}" || rc=$?
+fi
 rm -rf "$ROOMCAST_TEST_PKI"
 exit "$rc"

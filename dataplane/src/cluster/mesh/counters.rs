@@ -84,12 +84,20 @@ fn is_room_update(message: &pb::Message) -> bool {
     message.kind.as_ref().is_some_and(is_room_update_kind)
 }
 
-/// Room announcements, full lists, synced markers, and the pings and pongs that make sure
-/// peers have them.
+/// Room announcements, full lists, synced markers, room ownership, and the pings, pongs
+/// and owners' flushes that make sure peers have them.
 fn is_room_update_kind(kind: &Kind) -> bool {
     matches!(
         kind,
-        Kind::RoomAnnounce(_) | Kind::Synced(_) | Kind::Ping(_) | Kind::Pong(_)
+        Kind::RoomAnnounce(_)
+            | Kind::Synced(_)
+            | Kind::Ping(_)
+            | Kind::Pong(_)
+            | Kind::Ownership(_)
+            | Kind::Request(pb::Request {
+                query: Some(pb::request::Query::Flush(_)),
+                ..
+            })
     )
 }
 

@@ -139,6 +139,14 @@ impl Agreement {
         out
     }
 
+    /// Whether `peer` is linked and holds this node's ring (its list is then due whenever
+    /// the last one did not arrive whole).
+    pub fn agrees(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.ring == Some(self.ring_id))
+    }
+
     /// This node's ring changed.
     pub fn ring_changed(&mut self, ring: Ring) -> Vec<Say> {
         let mut out = Vec::new();

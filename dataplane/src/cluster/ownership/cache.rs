@@ -305,6 +305,12 @@ impl RoomCache {
     /// holds any more (it forgot our subscriptions, and it may restart with an empty directory).
     pub fn link_down(&mut self, owner: &str) {
         self.linked.remove(owner);
+        self.forget_owner(owner);
+    }
+
+    /// Nothing `owner` said holds any more (it missed pushing us a change and dropped our
+    /// subscriptions): its rooms are cold again.
+    pub fn forget_owner(&mut self, owner: &str) {
         self.entries.retain(|_, c| *c.owner != *owner);
         self.pending.retain(|_, o| **o != *owner);
         self.synced.remove(owner);

@@ -233,6 +233,14 @@ impl Directory {
         out
     }
 
+    /// `peer` missed a push (its queue was full): it is told to forget every answer of
+    /// this node ([`RoomCache::forget_owner`]), and its subscriptions here go.
+    ///
+    /// [`RoomCache::forget_owner`]: super::cache::RoomCache::forget_owner
+    pub fn forget_subscriber(&mut self, peer: &str) {
+        self.drop_subscriber(peer);
+    }
+
     fn drop_subscriber(&mut self, peer: &str) {
         if self.subscriptions.remove(peer).is_none() {
             return;
