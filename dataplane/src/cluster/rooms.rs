@@ -140,6 +140,12 @@ pub struct RoomSync {
     interest: Mutex<Interest>,
     /// Room ownership, when `cluster.rooms` is `owned`.
     owned: Option<Arc<Owned>>,
+    /// With ownership: the linked peers that speak it (they said their ring on the link).
+    /// Only they get this view's `Synced`: a peer that keeps the replicated view (another
+    /// version, or `cluster.rooms: replicated`) never counts this node as synced, so it
+    /// sends this node every room broadcast, and this node, whose rooms it never hears of,
+    /// misses none.
+    speaking: Mutex<HashSet<String>>,
     events: mpsc::UnboundedSender<Event>,
     next_op: AtomicU64,
     joins: Mutex<HashMap<u64, JoinWait>>,
@@ -153,6 +159,7 @@ impl RoomSync {
         let sync = Arc::new(Self {
             interest: Mutex::new(Interest::new()),
             owned,
+            speaking: Mutex::new(HashSet::new()),
             events,
             next_op: AtomicU64::new(1),
             joins: Mutex::new(HashMap::new()),
@@ -183,15 +190,21 @@ impl RoomSync {
     /// A new link to `peer`: it must (re)learn this node's rooms, and this node its rooms.
     pub fn link_up(&self, peer: &str) {
         self.interest.lock().link_up(peer);
-        if let Some(owned) = &self.owned {
-            owned.link_up(peer);
+        match &self.owned {
+            Some(owned) => {
+                self.speaking.lock().remove(peer);
+                owned.link_up(peer);
+            }
+            None => {
+                let _ = self.events.send(Event::LinkUp(peer.to_string()));
+            }
         }
-        let _ = self.events.send(Event::LinkUp(peer.to_string()));
     }
 
     pub fn link_down(&self, peer: &str) {
         self.interest.lock().link_down(peer);
         if let Some(owned) = &self.owned {
+            self.speaking.lock().remove(peer);
             owned.link_down(peer);
         }
         // It will not settle anything any more: the joins it had not settled may not have
@@ -260,16 +273,22 @@ impl RoomSync {
 
     /// A peer's ownership message (`cluster.rooms: owned`).
     pub fn ownership(&self, peer: &str, message: super::proto::Ownership) {
+        let ring = matches!(message.kind, Some(super::proto::ownership::Kind::Ring(_)));
         match &self.owned {
             Some(owned) => {
+                if ring && self.speaking.lock().insert(peer.to_string()) {
+                    // Its first word on this link: it gets this view's list (see `speaking`).
+                    let _ = self.events.send(Event::LinkUp(peer.to_string()));
+                }
                 for due in owned.receive(peer, message) {
                     let _ = self.events.send(Event::List(due));
                 }
             }
-            None => tracing::warn!(
+            None if ring => tracing::warn!(
                 peer,
                 "a peer uses room ownership and this node does not (set the same cluster.rooms on every member)"
             ),
+            None => {}
         }
     }
 

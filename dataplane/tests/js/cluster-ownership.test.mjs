@@ -3,7 +3,8 @@
 // which nodes have members, senders cache its answers, and the member set changes under the
 // rooms (3 -> 4 -> 3 members), moving their owners. Through all of it, "join, then emit from
 // anywhere" reaches every member exactly once, a socket in several target rooms gets one copy,
-// and the metrics show transitions told to owners only.
+// and the metrics show transitions told to owners only. A member that keeps the replicated
+// view (an older version during a rolling upgrade) still sends and gets every broadcast.
 
 import { it, before } from "node:test";
 import assert from "node:assert/strict";
@@ -38,7 +39,7 @@ function setMembers(ids) {
   }
 }
 
-function startNode(i) {
+function startNode(i, rooms = "owned") {
   return startClusterNode({
     id: `hub-${i}`,
     ip: IPS[i],
@@ -48,7 +49,7 @@ function startNode(i) {
       members: undefined,
       membersFile: membersFile(i),
       discoveryInterval: 200,
-      rooms: "owned",
+      rooms,
     },
   });
 }
@@ -190,4 +191,13 @@ it("owners move when a node joins and when one leaves, and no emit misses a memb
     5000,
     "the directories hold every room with members",
   );
+});
+
+it("a member that keeps the replicated view (a rolling upgrade) misses nothing and makes nobody miss", async () => {
+  setMembers([0, 1, 2, 3]);
+  nodes[1] = await startNode(1, "replicated");
+  for (const node of live()) await sees(node, [0, 1, 2, 3]);
+  const rooms = await populate("e", [0, 1, 2, 3]);
+  await assertExact(rooms, [0, 1, 2, 3], "mixed modes");
+  assert.match(nodes[1].stderr(), /a peer uses room ownership and this node does not/);
 });
