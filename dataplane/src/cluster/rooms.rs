@@ -409,10 +409,26 @@ pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub, owned: Optio
             .into_iter()
             .flatten()
             .min();
+        let due = async {
+            match &owned {
+                Some(o) => o.retry_due().await,
+                None => std::future::pending().await,
+            }
+        };
         let received = match next {
-            None => events.0.recv_many(&mut batch, EVENT_BATCH).await,
+            None => tokio::select! {
+                received = events.0.recv_many(&mut batch, EVENT_BATCH) => received,
+                () = due => {
+                    owned_retry.dropped(OWNED, Instant::now());
+                    continue;
+                }
+            },
             Some(at) => tokio::select! {
                 received = events.0.recv_many(&mut batch, EVENT_BATCH) => received,
+                () = due => {
+                    owned_retry.dropped(OWNED, Instant::now());
+                    continue;
+                }
                 () = tokio::time::sleep_until(at) => {
                     let now = Instant::now();
                     if unsynced.next_attempt().is_some_and(|t| t <= now) {
@@ -465,9 +481,6 @@ pub async fn run(mut events: RoomEvents, mesh: Arc<Mesh>, hub: Hub, owned: Optio
                     }
                 }
             }
-        }
-        if owned.as_ref().is_some_and(|o| o.retry_due()) {
-            owned_retry.dropped(OWNED, Instant::now());
         }
         announced |= !pending.is_empty();
         flush(&mesh, &mut pending, &mut unsynced);

@@ -42,7 +42,7 @@ impl Inbound for Mute {
     }
 }
 
-pub(super) fn free_port(ip: [u8; 4]) -> SocketAddr {
+pub(crate) fn free_port(ip: [u8; 4]) -> SocketAddr {
     let l = std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
     l.local_addr().unwrap()
 }
@@ -55,7 +55,7 @@ pub(super) fn broadcast(n: u64) -> pb::Message {
     }))
 }
 
-pub(super) fn fast() -> LinkSettings {
+pub(crate) fn fast() -> LinkSettings {
     LinkSettings {
         heartbeat_interval: Duration::from_millis(50),
         heartbeat_timeout: Duration::from_millis(200),
@@ -87,12 +87,12 @@ pub(super) fn member_tls(id: &str) -> Arc<super::PeerTls> {
 }
 
 /// Starts `mesh` over TLS with a certificate of the test CA on `listen`.
-pub(super) async fn start(mesh: &Arc<Mesh>, listen: SocketAddr) {
+pub(crate) async fn start(mesh: &Arc<Mesh>, listen: SocketAddr) {
     mesh.secure(member_tls(mesh.me()));
     mesh.start(listen).await.unwrap();
 }
 
-pub(super) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::mesh::{Answer as Reply, Mesh, Offer};
 use super::ownership::agreement::{Agreement, Barrier, Say};
@@ -85,6 +85,8 @@ pub struct Owned {
     transitions: AtomicU64,
     pushes: AtomicU64,
     fallbacks: AtomicU64,
+    /// Woken when a drop leaves a reset or a list due (see [`Owned::retry`]).
+    due: Notify,
 }
 
 fn done() -> Shared<BoxFuture<'static, ()>> {
@@ -130,6 +132,7 @@ impl Owned {
             transitions: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            due: Notify::new(),
         }
     }
 
@@ -217,6 +220,7 @@ impl Owned {
                     tracing::warn!(peer = %to, "a room update to this peer was dropped; it will forget this node's answers");
                     s.dir.forget_subscriber(&to);
                     s.resets.insert(to.to_string());
+                    self.due.notify_one();
                 }
                 Offer::Down => {}
             }
@@ -225,7 +229,7 @@ impl Owned {
 
     /// Sends a message to an owner about this node's rooms; an owner that drops one gets
     /// the whole list again later.
-    fn to_owner(mesh: &Mesh, s: &mut State, owner: &str, message: Own) -> bool {
+    fn to_owner(&self, mesh: &Mesh, s: &mut State, owner: &str, message: Own) -> bool {
         match mesh.offer_to(owner, own(message), false) {
             Offer::Queued => true,
             Offer::Full => {
@@ -234,6 +238,7 @@ impl Owned {
                     "a room transition to this owner was dropped; resending it this node's rooms"
                 );
                 s.relists.insert(owner.to_string());
+                self.due.notify_one();
                 false
             }
             Offer::Down => false,
@@ -266,7 +271,7 @@ impl Owned {
                     left,
                 });
                 // An owner not linked learns the room from the list sent when it links.
-                Self::to_owner(&mesh, &mut s, &owner, change);
+                self.to_owner(&mesh, &mut s, &owner, change);
                 if present {
                     s.touched.entry(owner).or_default().push(key);
                 }
@@ -282,14 +287,14 @@ impl Owned {
         if s.agree.ring_id() != due.ring_id || !s.linked.contains(&due.to) {
             return; // a newer ring sends its own list
         }
-        Self::list(&mesh, &mut s, &due.to, rooms);
+        self.list(&mesh, &mut s, &due.to, rooms);
     }
 
-    fn list(mesh: &Mesh, s: &mut State, to: &str, rooms: &[(String, Vec<String>)]) {
+    fn list(&self, mesh: &Mesh, s: &mut State, to: &str, rooms: &[(String, Vec<String>)]) {
         let ring_id = s.agree.ring_id();
         let ring = s.agree.ring().clone();
         s.relists.remove(to);
-        if !Self::to_owner(mesh, s, to, Own::ListStart(pb::ListStart {})) {
+        if !self.to_owner(mesh, s, to, Own::ListStart(pb::ListStart {})) {
             return;
         }
         let mut listed = 0usize;
@@ -306,12 +311,12 @@ impl Owned {
                     joined: chunk.to_vec(),
                     left: Vec::new(),
                 });
-                if !Self::to_owner(mesh, s, to, part) {
+                if !self.to_owner(mesh, s, to, part) {
                     return;
                 }
             }
         }
-        if Self::to_owner(mesh, s, to, Own::ListDone(ring_id)) {
+        if self.to_owner(mesh, s, to, Own::ListDone(ring_id)) {
             tracing::debug!(
                 peer = to,
                 rooms = listed,
@@ -357,7 +362,7 @@ impl Owned {
                         mesh.offer_to(&peer, own(Own::Ring(ring_id)), false);
                     }
                 }
-                Say::List { to, .. } => Self::list(&mesh, &mut s, &to, rooms),
+                Say::List { to, .. } => self.list(&mesh, &mut s, &to, rooms),
             }
         }
     }
@@ -675,17 +680,17 @@ impl Owned {
             s = self.state.lock();
             for peer in agreed {
                 if s.agree.agrees(&peer) {
-                    Self::list(&mesh, &mut s, &peer, &rooms);
+                    self.list(&mesh, &mut s, &peer, &rooms);
                 }
             }
         }
         !s.resets.is_empty() || !s.relists.is_empty()
     }
 
-    /// Whether resets or lists are due.
-    pub fn retry_due(&self) -> bool {
-        let s = self.state.lock();
-        !s.resets.is_empty() || !s.relists.is_empty()
+    /// Resolves once a drop has left a reset or a list due (at once if one did since the
+    /// last call).
+    pub async fn retry_due(&self) {
+        self.due.notified().await;
     }
 }
 
@@ -703,3 +708,6 @@ impl State {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
