@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import {
   startClusterNode,
-  roomsMode,
+  ROOMS_MODE,
   apiCall as api,
   call,
   roomMember,
@@ -176,7 +176,7 @@ it("a full peer queue drops announcements and socketsJoin: the peer is resynced,
     "a broadcast from hub-1 reaches room:late on hub-0 after the resync",
   );
   assert.equal(await linked(nodes[0]), 2, "the link stayed up");
-  if (roomsMode().rooms !== "owned") {
+  if (ROOMS_MODE !== "owned") {
     assert.ok(/resending it all rooms/.test(nodes[0].stderr()), "hub-0 logged the resync");
   }
   // (With room ownership, hub-0 told only room:late's owner: when that is hub-1, the dropped

@@ -317,6 +317,9 @@ export function roomsMode() {
   return mode ? { rooms: mode } : {};
 }
 
+/** The `cluster.rooms` mode test clusters run in (the binary's default is `owned`). */
+export const ROOMS_MODE = process.env.ROOMCAST_TEST_ROOMS || "owned";
+
 /**
  * Starts members hub-0, hub-1, ... on `ips` (one random peer port, the same on every IP) and
  * waits until each is linked to all the others. `linked(node)` is the node's `/v1/stats`
