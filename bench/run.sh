@@ -23,8 +23,9 @@
 #   BENCH_SETTLE_SECS    wait after the connect phase     (15; --quick: 3)
 #   BENCH_IDLE_SECS      idle CPU window                   (60; --quick: 10)
 #   BENCH_SERVERS        which servers, in order           ("roomcast node socketioxide")
-#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery ring";
-#                        "recovery" and "ring", alone or together, rewrite only their sections of an existing report)
+#   BENCH_SCENARIOS      which scenarios                   ("idle connect sparse dense peer cluster recovery ring headline";
+#                        "recovery", "ring" and "headline", alone or together, rewrite only their sections of an
+#                        existing report)
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
@@ -32,6 +33,9 @@
 #                           scenarios that report the cost of peer TLS (default: run them)
 #   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
 #   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
+#   BENCH_HEADLINE_CONNECTIONS  connections of the headline scenario (100000; --quick: 10000), over
+#   BENCH_HEADLINE_NODES nodes (6), BENCH_HEADLINE_EVENTS broadcasts to all of them (5, one per second),
+#   BENCH_HEADLINE_SERVERS  which servers ("roomcast node": Node socket.io with its Redis adapter)
 #   BENCH_RING_NODES     nodes of the room ownership simulation (64; --quick: 16), BENCH_RING_ROOMS rooms
 #                        (2000000; --quick: 200000), BENCH_RING_SECONDS simulated seconds of churn (15; --quick: 6)
 #
@@ -48,7 +52,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -60,7 +64,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery ring"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery ring headline"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -154,7 +158,7 @@ if (( ! SIM_ONLY )) && [[ " $SERVERS " == *" node "* ]]; then
     fi
   fi
 fi
-if [[ " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ]]; then
+if [[ ( " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ) || " $SCENARIOS " == *" headline "* ]]; then
   # socket.io's and socketioxide's multi-node setups need Redis: Debian's package, installed once.
   ensure_command redis-server redis-server || exit 1
 fi
@@ -785,6 +789,108 @@ scenario_ring() {
   done
 }
 
+# ---- scenario: 100,000 connections on one hub -------------------------------------------------
+# The seed's headline on this machine: HEADLINE_NODES nodes of each server hold HEADLINE_CONNS
+# WebSocket connections together (spread evenly), every one joined to one room, then a publisher
+# on node 0 sends HEADLINE_EVENTS broadcasts to that room, one per second: each reaches every
+# connection. Roomcast runs as one hub (static members, peer TLS by default), Node socket.io as
+# processes sharing the official Redis adapter. Every node and generator is its own process on
+# its own 127.x addresses, under 20,000 open files each; all nodes share CPU $SERVER_CPU.
+HEADLINE_CONNS=${BENCH_HEADLINE_CONNECTIONS:-$(( QUICK == 1 ? 10000 : 100000 ))}
+HEADLINE_NODES=${BENCH_HEADLINE_NODES:-6}
+HEADLINE_EVENTS=${BENCH_HEADLINE_EVENTS:-5}
+HEADLINE_SERVERS=${BENCH_HEADLINE_SERVERS:-"roomcast node"}
+HEADLINE_TSV="$RESULTS/headline.tsv"
+# headline_start NAME (roomcast, node) -> HL_PIDS (server processes), HL_HOSTS, HL_PORT
+headline_start() {
+  local name=$1 i ip members="" ids="" peer=17400 certs="$RESULTS/headline-certs" sec
+  HL_PIDS=(); HL_HOSTS=(); HL_PORT=3600
+  case "$name" in
+    roomcast)
+      for (( i = 0; i < HEADLINE_NODES; i++ )); do members+="hub-$i=127.0.3.$(( i + 1 )):$peer,"; ids+="hub-$i,"; done
+      [[ -n ${BENCH_PEER_PLAINTEXT:-} ]] || "$BIN/roomcast-dataplane" certs cluster --out "$certs" --members "${ids%,}" --force >/dev/null
+      for (( i = 0; i < HEADLINE_NODES; i++ )); do
+        ip="127.0.3.$(( i + 1 ))"; HL_HOSTS+=("$ip")
+        sec=(--peer-tls-dir "$certs/hub-$i"); [[ -n ${BENCH_PEER_PLAINTEXT:-} ]] && sec=(--peer-plaintext)
+        taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$HL_PORT" \
+          --peer-listen "$ip:$peer" --members "${members%,}" "${sec[@]}" \
+          >"$RESULTS/headline.$name-$i.out" 2>"$RESULTS/headline.$name-$i.err" &
+        HL_PIDS+=("$!"); PIDS+=("$!")
+      done
+      ;;
+    node)
+      taskset -c "$SERVER_CPU" redis-server --bind 127.0.4.100 --port 6391 --save "" --appendonly no \
+        >"$RESULTS/headline.node-redis.out" 2>&1 &
+      HL_PIDS+=("$!"); PIDS+=("$!")
+      for _ in $(seq 50); do grep -q "Ready to accept" "$RESULTS/headline.node-redis.out" 2>/dev/null && break; sleep 0.1; done
+      for (( i = 0; i < HEADLINE_NODES; i++ )); do
+        ip="127.0.4.$(( i + 1 ))"; HL_HOSTS+=("$ip")
+        BENCH_REDIS_URL="redis://127.0.4.100:6391" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$HL_PORT" "$ip" \
+          >"$RESULTS/headline.$name-$i.out" 2>"$RESULTS/headline.$name-$i.err" &
+        HL_PIDS+=("$!"); PIDS+=("$!")
+      done
+      ;;
+    *) return 1 ;;
+  esac
+  for (( i = 0; i < HEADLINE_NODES; i++ )); do
+    local out="$RESULTS/headline.$name-$i.out"
+    for _ in $(seq 100); do grep -q "listening on" "$out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening on" "$out" || { echo "headline/$name node $i did not start:" >&2; tail -5 "${out%.out}.err" >&2; exit 1; }
+  done
+  sleep 3 # peer links / adapter subscriptions up
+}
+# Sums of VmRSS (MiB) and CPU ticks over HL_PIDS, and the most open files of one of them.
+hl_rss_mib() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(rss_kib "$p") )); done; echo $(( s / 1024 )); }
+hl_cpu() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(cpu_ticks "$p") )); done; echo "$s"; }
+hl_max_fds() { local p m=0 n; for p in "${HL_PIDS[@]}"; do n=$(ls "/proc/$p/fd" | wc -l); (( n > m )) && m=$n; done; echo "$m"; }
+scenario_headline() {
+  printf 'server\tnodes\tconnections\tconnected\trss_before_mib\trss_after_mib\tkib_per_conn\tconnect_cpu_s\tconnect_wall_s\tmax_fds\tsent\texpected\treceived\tbroadcast_cpu_s\tp50_us\tp99_us\tmax_us\n' >"$HEADLINE_TSV"
+  local name k=0 i share outs gens ips third
+  for name in $HEADLINE_SERVERS; do
+    k=$(( k + 1 ))
+    headline_start "$name"
+    local rss0 cpu0 t0 cpu1 t1 rss1 fds connected
+    rss0=$(hl_rss_mib); cpu0=$(hl_cpu); t0=$(date +%s.%N)
+    log "headline/$name: $HEADLINE_NODES nodes, $HEADLINE_CONNS connections joined to one room"
+    outs=(); gens=(); third=$(( 4 + k ))
+    for (( i = 0; i < HEADLINE_NODES; i++ )); do
+      share=$(( HEADLINE_CONNS / HEADLINE_NODES + (i < HEADLINE_CONNS % HEADLINE_NODES ? 1 : 0) ))
+      ips="127.0.$third.$(( 8 * i + 1 )),127.0.$third.$(( 8 * i + 2 )),127.0.$third.$(( 8 * i + 3 )),127.0.$third.$(( 8 * i + 4 ))"
+      GEN_HOST="${HL_HOSTS[$i]}" start_generators subscribe "$name" "headline$i" "$HL_PORT" "$share" "$ips" 900 --join headline-room
+      outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
+    done
+    GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
+    t1=$(date +%s.%N)
+    for p in "${HL_PIDS[@]}"; do wait_quiet "$p" 60; done
+    cpu1=$(hl_cpu); rss1=$(hl_rss_mib); fds=$(hl_max_fds)
+    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+    log "headline/$name: $connected connected; RSS $rss0 -> $rss1 MiB; at most $fds open files in one node"
+    local pub_out="$RESULTS/headline.$name.publisher.out" c2 c3
+    c2=$(hl_cpu)
+    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${HL_HOSTS[0]}:$HL_PORT" --room headline-room \
+      --source-ips "127.0.7.$k" --rate 1 --duration-secs "$HEADLINE_EVENTS" --payload-bytes 100 \
+      >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+    for p in "${HL_PIDS[@]}"; do wait_quiet "$p" 120; done
+    c3=$(hl_cpu)
+    stop_generators
+    for p in "${HL_PIDS[@]}"; do stop_pid "$p"; done
+    local sent received merged
+    sent=$(sum_field DONE sent "$pub_out")
+    received=$(sum_field DONE events "${GEN_OUTS[@]}")
+    merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+    echo "$merged" >"$RESULTS/headline.$name.latency.json"
+    awk -v name="$name" -v nodes="$HEADLINE_NODES" -v n="$HEADLINE_CONNS" -v conn="$connected" -v r0="$rss0" -v r1="$rss1" \
+        -v c0="$cpu0" -v c1="$cpu1" -v c2="$c2" -v c3="$c3" -v t0="$t0" -v t1="$t1" -v fds="$fds" -v sent="$sent" -v recv="$received" \
+        -v tck="$CLK_TCK" -v j="$merged" \
+      'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\n", name, nodes, n, conn, r0, r1,
+          conn > 0 ? (r1 - r0) * 1024 / conn : 0, (c1 - c0) / tck, t1 - t0, fds, sent, sent * conn, recv, (c3 - c2) / tck, f("p50_us"), f("p99_us"), f("max_us")
+      }' >>"$HEADLINE_TSV"
+    log "headline/$name: $(tail -1 "$HEADLINE_TSV" | cut -f2- | tr '\t' ' ')"
+  done
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
@@ -795,6 +901,7 @@ for scenario in $SCENARIOS; do
     cluster) scenario_cluster ;;
     recovery) scenario_recovery ;;
     ring) scenario_ring ;;
+    headline) scenario_headline ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -1105,7 +1212,39 @@ report_ring() {
   echo
 }
 
-# A section (recovery, ring) of the last run that measured it, when this run did not.
+report_headline() {
+  echo "<!-- headline:begin (written by BENCH_SCENARIOS=headline bash bench/run.sh; the rest of the file by a full run) -->"
+  echo "## 100,000 connections on one hub"
+  echo
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { conn[$1] = $4; n[$1] = $3; rss[$1] = $6; kpc[$1] = $7; exp_[$1] = $12; recv[$1] = $13; cpu[$1] = $14; p99[$1] = $16; mx[$1] = $17; nodes = $2; seen[$1] = 1 }
+    END {
+      if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
+      printf "- **Roomcast: %d of %d connections held by a hub of %d nodes on this 2-core machine, %d MiB of RSS in all (%.2f KiB per connection); each broadcast to all of them delivered %s; the last delivery %.0f ms after the publish (p99 %.0f ms)**, %.2f s of the nodes'"'"' CPU for the broadcasts.\n", conn["roomcast"], n["roomcast"], nodes, rss["roomcast"], kpc["roomcast"], (recv["roomcast"] == exp_["roomcast"] ? "to every one" : sprintf("%d of %d times", recv["roomcast"], exp_["roomcast"])), mx["roomcast"] / 1000, p99["roomcast"] / 1000, cpu["roomcast"]
+      if ("node" in seen) printf "- Node socket.io + Redis adapter, same load: %d of %d connections, %d MiB (%s), %d of %d deliveries, last after %.0f ms (p99 %.0f ms), %.2f s of CPU (%s).\n", conn["node"], n["node"], rss["node"], ratio(rss["node"], rss["roomcast"]), recv["node"], exp_["node"], mx["node"] / 1000, p99["node"] / 1000, cpu["node"], ratio(cpu["node"], cpu["roomcast"])
+    }' "$HEADLINE_TSV"
+  echo
+  echo "| server | nodes | connections (held) | RSS before → after (per connection) | connect phase: CPU / wall | most open files in one node | broadcasts | deliveries expected / received | CPU of the nodes for the broadcasts | p50 | p99 | last delivery |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d | %d (%d) | %d → %d MiB (%.2f KiB) | %.1f s / %.1f s | %d | %d | %d / %d | %.2f s | %.0f ms | %.0f ms | **%.0f ms** |\n", ($1 == "node" ? "node + redis" : $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 / 1000, $16 / 1000, $17 / 1000 }' "$HEADLINE_TSV"
+  echo
+  echo "How it is measured: $HEADLINE_NODES nodes of each server, all pinned to CPU $SERVER_CPU: \`roomcast-dataplane\` on"
+  echo "127.0.3.1-$HEADLINE_NODES (one hub: static members, peer links with mutual TLS unless \`BENCH_PEER_PLAINTEXT\`, default room ownership),"
+  echo "\`bench/node/server.mjs\` on 127.0.4.1-$HEADLINE_NODES with \`@socket.io/redis-adapter\` and a \`redis-server\` on 127.0.4.100."
+  echo "\`roomcast-bench subscribe\` processes of at most $PER_PROC connections each (on CPU $GEN_CPU) open the connections,"
+  echo "an even share per node from 4 source addresses per node, and join one room; then a \`roomcast-bench publish\` client on"
+  echo "node 0 sends $HEADLINE_EVENTS broadcasts of 100 bytes to the room, one per second (the built-in relay: \`roomcast:emit\`), and every"
+  echo "connection but the publisher's must get each. Latency is publish-to-receive on \`CLOCK_MONOTONIC\`; \"last delivery\" is the"
+  echo "largest of them. RSS sums \`VmRSS\` of every node (Redis included for Node) before the connections and after the connect phase."
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=headline BENCH_HEADLINE_CONNECTIONS=$HEADLINE_CONNS BENCH_HEADLINE_NODES=$HEADLINE_NODES bash bench/run.sh"
+  echo '```'
+  echo "<!-- headline:end -->"
+  echo
+}
+
+# A section (recovery, ring, headline) of the last run that measured it, when this run did not.
 carried_section() {
   [[ -f "$OUT" ]] && sed -n "/^<!-- $1:begin/,/^<!-- $1:end -->/p" "$OUT" && echo
 }
@@ -1123,9 +1262,9 @@ splice_section() {
   log "wrote the $name section of $OUT"
 }
 
-# A run of the recovery and/or ring scenarios alone rewrites only their sections of an existing report.
+# A run of the recovery, ring and/or headline scenarios alone rewrites only their sections of an existing report.
 ONLY_SECTIONS=1
-for scenario in $SCENARIOS; do [[ $scenario == recovery || $scenario == ring ]] || ONLY_SECTIONS=0; done
+for scenario in $SCENARIOS; do [[ $scenario == recovery || $scenario == ring || $scenario == headline ]] || ONLY_SECTIONS=0; done
 if (( ONLY_SECTIONS )) && [[ -f "$OUT" ]]; then
   for scenario in $SCENARIOS; do
     "report_$scenario" >"$RESULTS/$scenario.md"
@@ -1177,6 +1316,7 @@ make_plots
   [[ -f "$CLUSTER_TSV" ]] && report_cluster
   if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_section recovery; fi
   if [[ -f "$RING_TSV" ]]; then report_ring; else carried_section ring; fi
+  if [[ -f "$HEADLINE_TSV" ]]; then report_headline; else carried_section headline; fi
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo
