@@ -310,7 +310,7 @@ scenario_idle() {
     cpu0=$(cpu_ticks "$pid")
     log "idle/$name: opening $N connections (CPU $GEN_CPU, sources $ips)"
     t0=$(date +%s.%N)
-    start_generators idle "$name" idle "$port" "$N" "$ips" $(( SETTLE + IDLE + 300 ))
+    start_generators idle "$name" idle "$port" "$N" "$ips" $(( SETTLE + IDLE + 300 )) --join user- --room-per-connection
     t1=$(date +%s.%N)
     cpu1=$(cpu_ticks "$pid")
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
@@ -929,7 +929,7 @@ report_idle() {
     END {
       if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
       r = kpc["roomcast"]
-      printf "- **Memory per idle connection: Roomcast %.2f KiB**", r
+      printf "- **Memory per idle connection, each in a room of its own: Roomcast %.2f KiB**", r
       if ("node" in seen) printf "; Node socket.io %.2f KiB (%s)", kpc["node"], ratio(kpc["node"], r)
       if ("socketioxide" in seen) printf "; socketioxide %.2f KiB (%s)", kpc["socketioxide"], ratio(kpc["socketioxide"], r)
       print "."
@@ -937,8 +937,8 @@ report_idle() {
       if ("node" in seen) printf "; Node %.2f KiB (%s)", kpe["node"], ratio(kpe["node"], kpe["roomcast"])
       if ("socketioxide" in seen) printf "; socketioxide %.2f KiB (%s)", kpe["socketioxide"], ratio(kpe["socketioxide"], kpe["roomcast"])
       print "."
-      printf "- Targets: ≤ 6 KiB per idle connection: **%s** (%.2f KiB)", (r <= 6 ? "met" : "missed"), r
-      if ("node" in seen) printf "; ≥ 6× less than Node: **%s** (%s)", (r > 0 && kpc["node"] / r >= 6 ? "met" : "missed"), ratio(kpc["node"], r)
+      printf "- Targets: ≤ 3 KiB per idle connection with its room: **%s** (%.2f KiB)", (r <= 3 ? "met" : "missed"), r
+      if ("node" in seen) printf "; ≥ 5× less than Node: **%s** (%s)", (r > 0 && kpc["node"] / r >= 5 ? "met" : "missed"), ratio(kpc["node"], r)
       if ("socketioxide" in seen) printf "; ≥ 3× less than socketioxide: **%s** (%s)", (r > 0 && kpc["socketioxide"] / r >= 3 ? "met" : "missed"), ratio(kpc["socketioxide"], r)
       print "."
       c = ius["roomcast"]
@@ -958,12 +958,12 @@ report_idle() {
   echo
   echo "How it is measured: each server is pinned to CPU $SERVER_CPU (\`taskset -c $SERVER_CPU\`), the load generators"
   echo "(\`roomcast-bench idle\`, $(( (N + PER_PROC - 1) / PER_PROC )) process(es), raw Engine.IO v4 / Socket.IO v5 over WebSocket, CONNECT to \`/\`,"
-  echo "no room joined) to CPU $GEN_CPU. RSS is \`VmRSS\` (anon: \`RssAnon\`) from \`/proc/PID/status\`, read 2 s after the"
+  echo "then each connection joins a room of its own, as a per-user room, with an ack) to CPU $GEN_CPU. RSS is \`VmRSS\` (anon: \`RssAnon\`) from \`/proc/PID/status\`, read 2 s after the"
   echo "server is ready and again ${SETTLE} s after the last connection; per-connection figures are the delta"
   echo "divided by the connections opened. Idle CPU is \`utime + stime\` from \`/proc/PID/stat\` over a ${IDLE} s window"
   echo "with the servers' default heartbeat (ping every 25 s, answered by the generators);"
   echo "\"connect phase\" is the server CPU spent while the connections were being opened (engine handshake +"
-  echo "namespace CONNECT, no room join). \"Alive at end\" counts connections still open when the generators"
+  echo "namespace CONNECT + the room join). \"Alive at end\" counts connections still open when the generators"
   echo "stopped: anything below the connection count means the server dropped clients."
   echo
   echo "Where Roomcast's per-connection memory goes, and what would bring it under the target:"
@@ -1203,7 +1203,7 @@ report_ring() {
   echo "Directory and cache sizes are the structures' own counts of their heap (table slots and entries); one directory"
   echo "built alone and measured by the allocator came to $(awk -F'\t' '$1 == "directory_bytes_hub0_measured" { m = $2 } $1 == "directory_bytes_hub0_estimated" { e = $2 } END { printf "%.2f MiB (estimate %.2f MiB)", m / 1048576, e / 1048576 }' "$RING_TSV")."
   echo "Messages per transition for the replicated view are what \`cluster/rooms.rs\` sends: one announcement, a barrier"
-  echo "ping and its answer per peer. The data path still runs the replicated view; see docs/architecture.md, Room ownership."
+  echo "ping and its answer per peer. The data path runs ownership by default (\`cluster.rooms: owned\`); see docs/architecture.md, Room ownership."
   echo
   echo '```'
   echo "BENCH_SCENARIOS=ring BENCH_RING_NODES=$RING_NODES BENCH_RING_ROOMS=$RING_ROOMS BENCH_RING_SECONDS=$RING_SECONDS bash bench/run.sh"
@@ -1282,7 +1282,7 @@ make_plots() {
   mkdir -p "$PLOT_DIR"
   local common='set terminal pngcairo size 720,420 font "sans,10"; set style fill solid 0.8 border -1; set boxwidth 0.6; set grid ytics; set key off; set datafile separator "\t"; set yrange [0:*]'
   if [[ -f "$IDLE_TSV" ]]; then
-    gnuplot -e "$common; set output '$PLOT_DIR/idle-memory.png'; set title 'Memory per idle connection (KiB, RSS delta / N; lower is better)'; set arrow from graph 0, first 6 to graph 1, first 6 nohead dt 2 lw 2 lc rgb '#cc0000'; set label 'target 6 KiB' at graph 0.82, first 6 offset 0,0.7 tc rgb '#cc0000'; plot '$IDLE_TSV' every ::1 using 0:11:xtic(1) with boxes lc rgb '#3a6ea5', '' every ::1 using 0:11:(sprintf('%.2f', \$11)) with labels offset 0,0.8" \
+    gnuplot -e "$common; set output '$PLOT_DIR/idle-memory.png'; set title 'Memory per idle connection in a room of its own (KiB, RSS delta / N; lower is better)'; set arrow from graph 0, first 3 to graph 1, first 3 nohead dt 2 lw 2 lc rgb '#cc0000'; set label 'target 3 KiB' at graph 0.82, first 3 offset 0,0.7 tc rgb '#cc0000'; plot '$IDLE_TSV' every ::1 using 0:11:xtic(1) with boxes lc rgb '#3a6ea5', '' every ::1 using 0:11:(sprintf('%.2f', \$11)) with labels offset 0,0.8" \
       && PLOTS+=("idle-memory.png|Memory per idle connection")
     gnuplot -e "$common; set output '$PLOT_DIR/idle-cpu.png'; set title 'Idle CPU per connection (µs per second, default heartbeat; lower is better)'; plot '$IDLE_TSV' every ::1 using 0:17:xtic(1) with boxes lc rgb '#5a9e4b', '' every ::1 using 0:17:(sprintf('%.2f', \$17)) with labels offset 0,0.8" \
       && PLOTS+=("idle-cpu.png|Idle CPU per connection")
