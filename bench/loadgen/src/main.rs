@@ -121,6 +121,10 @@ struct IdleArgs {
     /// Room to join (with an ack) right after connecting.
     #[arg(long)]
     join: Option<String>,
+    /// With `--join ROOM`: each connection joins a room of its own, `ROOM<pid>-<i>` (a per-user
+    /// room, the common case), instead of all sharing ROOM.
+    #[arg(long, requires = "join")]
+    room_per_connection: bool,
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 10)]
     report_secs: u64,
@@ -253,18 +257,24 @@ async fn run_clients(a: IdleArgs, record_latency: bool) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let hist = Arc::new(Mutex::new(latency::new_histogram()?));
-    let join_frame = a
-        .join
-        .as_deref()
-        .map(|room| format!("[\"join\",{}]", json_str(room)));
+    let join_room = a.join.clone();
+    let room_per_connection = a.room_per_connection;
+    let pid = std::process::id();
 
     let task = {
         let counters = counters.clone();
         let hist = hist.clone();
-        move |_i: usize, mut conn: proto::Conn, ready: pool::Ready| {
+        move |i: usize, mut conn: proto::Conn, ready: pool::Ready| {
             let counters = counters.clone();
             let shutdown = shutdown_rx.clone();
-            let join_frame = join_frame.clone();
+            let join_frame = join_room.as_deref().map(|room| {
+                let room = if room_per_connection {
+                    format!("{room}{pid}-{i}")
+                } else {
+                    room.to_string()
+                };
+                format!("[\"join\",{}]", json_str(&room))
+            });
             let hist = hist.clone();
             async move {
                 if let Some(frame) = join_frame {

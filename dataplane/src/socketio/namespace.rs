@@ -641,6 +641,9 @@ impl Home for Namespace {
         let Some((room, first)) = state.join(socket.id_arc(), room) else {
             return Err(SocketError::Disconnected);
         };
+        if rooms.capacity() == 0 {
+            rooms.reserve_exact(1); // most sockets join one room (their user's), not four
+        }
         rooms.push(room.clone());
         if first {
             self.room_changed(&room, true);

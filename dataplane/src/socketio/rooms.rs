@@ -4,6 +4,7 @@
 //! transitions it reports (a room's first member joined, its last one left) into
 //! announcements to the cluster.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -48,7 +49,68 @@ impl Selector {
 #[derive(Debug)]
 pub struct RoomIndex<T> {
     members: HashMap<Arc<str>, T>,
-    rooms: HashMap<Arc<str>, HashMap<Arc<str>, T>>,
+    rooms: HashMap<Arc<str>, Members<T>>,
+}
+
+/// The members of one room. Most rooms are per-user rooms with one member, kept inline: a
+/// table of one entry would cost about 130 more bytes per room.
+#[derive(Debug)]
+enum Members<T> {
+    One(Arc<str>, T),
+    Many(HashMap<Arc<str>, T>),
+}
+
+impl<T: Clone> Members<T> {
+    fn insert(&mut self, id: Arc<str>, member: T) {
+        match self {
+            Members::Many(map) => {
+                map.insert(id, member);
+            }
+            Members::One(own, slot) if **own == *id => *slot = member,
+            Members::One(own, slot) => {
+                let map = HashMap::from([(own.clone(), slot.clone()), (id, member)]);
+                *self = Members::Many(map);
+            }
+        }
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut T> {
+        match self {
+            Members::One(own, slot) => (**own == *id).then_some(slot),
+            Members::Many(map) => map.get_mut(id),
+        }
+    }
+
+    /// Takes `id` out of a room it is not the last member of (the caller drops a room whose
+    /// last member leaves: see [`Members::is_only`]).
+    fn remove(&mut self, id: &str) {
+        if let Members::Many(map) = self {
+            map.remove(id);
+        }
+    }
+
+    /// Whether `id` is the last member: taking it out empties the room.
+    fn is_only(&self, id: &str) -> bool {
+        match self {
+            Members::One(own, _) => **own == *id,
+            Members::Many(map) => map.len() == 1 && map.contains_key(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::One(..) => 1,
+            Members::Many(map) => map.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &T)> {
+        let (one, many) = match self {
+            Members::One(id, member) => (Some((id, member)), None),
+            Members::Many(map) => (None, Some(map.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 impl<T> Default for RoomIndex<T> {
@@ -105,9 +167,16 @@ impl<T: Clone> RoomIndex<T> {
             Some((existing, _)) => existing.clone(),
             None => Arc::from(room),
         };
-        let members = self.rooms.entry(room.clone()).or_default();
-        let first = members.is_empty();
-        members.insert(id.clone(), member);
+        let first = match self.rooms.entry(room.clone()) {
+            Entry::Vacant(slot) => {
+                slot.insert(Members::One(id.clone(), member));
+                true
+            }
+            Entry::Occupied(mut slot) => {
+                slot.get_mut().insert(id.clone(), member);
+                false
+            }
+        };
         Some((room, first))
     }
 
@@ -120,7 +189,7 @@ impl<T: Clone> RoomIndex<T> {
         };
         *slot = member.clone();
         for room in rooms {
-            if let Some(slot) = self.rooms.get_mut(&**room).and_then(|m| m.get_mut(&**id)) {
+            if let Some(slot) = self.rooms.get_mut(&**room).and_then(|m| m.get_mut(id)) {
                 *slot = member.clone();
             }
         }
@@ -132,17 +201,18 @@ impl<T: Clone> RoomIndex<T> {
         let Some(members) = self.rooms.get_mut(room) else {
             return false;
         };
-        if members.remove(id).is_none() || !members.is_empty() {
-            return false;
+        if members.is_only(id) {
+            self.rooms.remove(room);
+            return true;
         }
-        self.rooms.remove(room);
-        true
+        members.remove(id);
+        false
     }
 
     /// Members of a room, including the member whose id is the room name.
     pub fn members<'a>(&'a self, room: &str) -> impl Iterator<Item = (&'a Arc<str>, &'a T)> + 'a {
         let own = self.members.get_key_value(room);
-        let joined = self.rooms.get(room).into_iter().flatten();
+        let joined = self.rooms.get(room).into_iter().flat_map(Members::iter);
         own.into_iter().chain(joined)
     }
 
@@ -245,6 +315,39 @@ mod tests {
         );
         assert_eq!(picked(&index, &Selector::all().except(["b"])), ["a", "c"]);
         assert_eq!(index.room_sizes(), [("x".into(), 2), ("y".into(), 2)]);
+    }
+
+    #[test]
+    fn a_room_grows_from_one_member_and_shrinks_back() {
+        let (mut index, ids) = index(&["a", "b", "c"]);
+        let (r, _) = index.join(&ids[0], "r").unwrap();
+        assert!(index.replace(&ids[0], "a2".into(), std::slice::from_ref(&r)));
+        assert_eq!(
+            picked(&index, &Selector::rooms(["r"])),
+            ["a2"],
+            "one member, replaced"
+        );
+        assert_eq!(
+            index.join(&ids[0], "r").map(|(_, first)| first),
+            Some(false)
+        );
+        assert_eq!(
+            index.room_sizes(),
+            [("r".into(), 1)],
+            "joining twice is one member"
+        );
+        index.join(&ids[1], "r");
+        index.join(&ids[2], "r");
+        assert!(!index.leave("ghost", "r"));
+        assert!(!index.leave("a", "r"));
+        assert!(!index.leave("c", "r"));
+        assert_eq!(picked(&index, &Selector::rooms(["r"])), ["b"]);
+        assert!(!index.leave("a", "r"), "a already left");
+        assert!(index.leave("b", "r"), "b was the last one");
+        assert!(index.room_names().is_empty());
+        index.join(&ids[2], "s");
+        assert!(!index.leave("a", "s"), "not a member of a one-member room");
+        assert_eq!(picked(&index, &Selector::rooms(["s"])), ["c"]);
     }
 
     #[test]
