@@ -34,7 +34,8 @@
 #   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
 #   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
 #   BENCH_HEADLINE_CONNECTIONS  connections of the headline scenario (100000; --quick: 10000), over
-#   BENCH_HEADLINE_NODES nodes (6), BENCH_HEADLINE_EVENTS broadcasts to all of them (5, one per second),
+#   BENCH_HEADLINE_NODES nodes (6), BENCH_HEADLINE_EVENTS broadcasts to all of them (5), one every
+#   BENCH_HEADLINE_GAP_SECS (5: each broadcast is delivered before the next one starts),
 #   BENCH_HEADLINE_SERVERS  which servers ("roomcast node": Node socket.io with its Redis adapter)
 #   BENCH_RING_NODES     nodes of the room ownership simulation (64; --quick: 16), BENCH_RING_ROOMS rooms
 #                        (2000000; --quick: 200000), BENCH_RING_SECONDS simulated seconds of churn (15; --quick: 6)
@@ -52,7 +53,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -799,6 +800,7 @@ scenario_ring() {
 HEADLINE_CONNS=${BENCH_HEADLINE_CONNECTIONS:-$(( QUICK == 1 ? 10000 : 100000 ))}
 HEADLINE_NODES=${BENCH_HEADLINE_NODES:-6}
 HEADLINE_EVENTS=${BENCH_HEADLINE_EVENTS:-5}
+HEADLINE_GAP=${BENCH_HEADLINE_GAP_SECS:-5}
 HEADLINE_SERVERS=${BENCH_HEADLINE_SERVERS:-"roomcast node"}
 HEADLINE_TSV="$RESULTS/headline.tsv"
 # headline_start NAME (roomcast, node) -> HL_PIDS (server processes), HL_HOSTS, HL_PORT
@@ -844,7 +846,7 @@ hl_rss_mib() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(rss_kib "$p
 hl_cpu() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(cpu_ticks "$p") )); done; echo "$s"; }
 hl_max_fds() { local p m=0 n; for p in "${HL_PIDS[@]}"; do n=$(ls "/proc/$p/fd" | wc -l); (( n > m )) && m=$n; done; echo "$m"; }
 scenario_headline() {
-  printf 'server\tnodes\tconnections\tconnected\trss_before_mib\trss_after_mib\tkib_per_conn\tconnect_cpu_s\tconnect_wall_s\tmax_fds\tsent\texpected\treceived\tbroadcast_cpu_s\tp50_us\tp99_us\tmax_us\n' >"$HEADLINE_TSV"
+  printf 'server\tnodes\tconnections\tconnected\trss_before_mib\trss_after_mib\tkib_per_conn\tconnect_cpu_s\tconnect_wall_s\tmax_fds\tsent\texpected\treceived\tbroadcast_cpu_s\tp50_us\tp99_us\tmax_us\tidle_cpu_s\n' >"$HEADLINE_TSV"
   local name k=0 i share outs gens ips third
   for name in $HEADLINE_SERVERS; do
     k=$(( k + 1 ))
@@ -865,10 +867,13 @@ scenario_headline() {
     cpu1=$(hl_cpu); rss1=$(hl_rss_mib); fds=$(hl_max_fds)
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
     log "headline/$name: $connected connected; RSS $rss0 -> $rss1 MiB; at most $fds open files in one node"
-    local pub_out="$RESULTS/headline.$name.publisher.out" c2 c3
+    local pub_out="$RESULTS/headline.$name.publisher.out" c2 c3 i0 i1
+    # The same window without broadcasts: what the heartbeats of the connections cost.
+    i0=$(hl_cpu); sleep $(( HEADLINE_EVENTS * HEADLINE_GAP )); i1=$(hl_cpu)
     c2=$(hl_cpu)
     taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${HL_HOSTS[0]}:$HL_PORT" --room headline-room \
-      --source-ips "127.0.7.$k" --rate 1 --duration-secs "$HEADLINE_EVENTS" --payload-bytes 100 \
+      --source-ips "127.0.7.$k" --rate "$(awk -v g="$HEADLINE_GAP" 'BEGIN { print 1 / g }')" \
+      --duration-secs $(( HEADLINE_EVENTS * HEADLINE_GAP )) --payload-bytes 100 \
       >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
     for p in "${HL_PIDS[@]}"; do wait_quiet "$p" 120; done
     c3=$(hl_cpu)
@@ -881,11 +886,11 @@ scenario_headline() {
     echo "$merged" >"$RESULTS/headline.$name.latency.json"
     awk -v name="$name" -v nodes="$HEADLINE_NODES" -v n="$HEADLINE_CONNS" -v conn="$connected" -v r0="$rss0" -v r1="$rss1" \
         -v c0="$cpu0" -v c1="$cpu1" -v c2="$c2" -v c3="$c3" -v t0="$t0" -v t1="$t1" -v fds="$fds" -v sent="$sent" -v recv="$received" \
-        -v tck="$CLK_TCK" -v j="$merged" \
+        -v tck="$CLK_TCK" -v j="$merged" -v i0="$i0" -v i1="$i1" \
       'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
       BEGIN {
-        printf "%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\n", name, nodes, n, conn, r0, r1,
-          conn > 0 ? (r1 - r0) * 1024 / conn : 0, (c1 - c0) / tck, t1 - t0, fds, sent, sent * conn, recv, (c3 - c2) / tck, f("p50_us"), f("p99_us"), f("max_us")
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\t%.2f\n", name, nodes, n, conn, r0, r1,
+          (conn > 0 ? (r1 - r0) * 1024 / conn : 0), (c1 - c0) / tck, t1 - t0, fds, sent, sent * conn, recv, (c3 - c2) / tck, f("p50_us"), f("p99_us"), f("max_us"), (i1 - i0) / tck
       }' >>"$HEADLINE_TSV"
     log "headline/$name: $(tail -1 "$HEADLINE_TSV" | cut -f2- | tr '\t' ' ')"
   done
@@ -1217,28 +1222,30 @@ report_headline() {
   echo "## 100,000 connections on one hub"
   echo
   awk -F'\t' "$RATIO_AWK"'
-    NR > 1 { conn[$1] = $4; n[$1] = $3; rss[$1] = $6; kpc[$1] = $7; exp_[$1] = $12; recv[$1] = $13; cpu[$1] = $14; p99[$1] = $16; mx[$1] = $17; nodes = $2; seen[$1] = 1 }
+    NR > 1 { conn[$1] = $4; n[$1] = $3; rss[$1] = $6; kpc[$1] = $7; exp_[$1] = $12; recv[$1] = $13; cpu[$1] = $14 - $18; p99[$1] = $16; mx[$1] = $17; nodes = $2; seen[$1] = 1 }
     END {
       if (!("roomcast" in seen)) { print "Roomcast was not part of this run."; exit }
-      printf "- **Roomcast: %d of %d connections held by a hub of %d nodes on this 2-core machine, %d MiB of RSS in all (%.2f KiB per connection); each broadcast to all of them delivered %s; the last delivery %.0f ms after the publish (p99 %.0f ms)**, %.2f s of the nodes'"'"' CPU for the broadcasts.\n", conn["roomcast"], n["roomcast"], nodes, rss["roomcast"], kpc["roomcast"], (recv["roomcast"] == exp_["roomcast"] ? "to every one" : sprintf("%d of %d times", recv["roomcast"], exp_["roomcast"])), mx["roomcast"] / 1000, p99["roomcast"] / 1000, cpu["roomcast"]
-      if ("node" in seen) printf "- Node socket.io + Redis adapter, same load: %d of %d connections, %d MiB (%s), %d of %d deliveries, last after %.0f ms (p99 %.0f ms), %.2f s of CPU (%s).\n", conn["node"], n["node"], rss["node"], ratio(rss["node"], rss["roomcast"]), recv["node"], exp_["node"], mx["node"] / 1000, p99["node"] / 1000, cpu["node"], ratio(cpu["node"], cpu["roomcast"])
+      printf "- **Roomcast: %d of %d connections held by a hub of %d nodes on this 2-core machine, %d MiB of RSS in all (%.2f KiB per connection); each broadcast to all of them delivered %s; the last delivery %.0f ms after the publish (p99 %.0f ms)**; the broadcasts cost the nodes %.2f s of CPU beyond the heartbeats (%.0f deliveries per CPU-second).\n", conn["roomcast"], n["roomcast"], nodes, rss["roomcast"], kpc["roomcast"], (recv["roomcast"] == exp_["roomcast"] ? "to every one" : sprintf("%d of %d times", recv["roomcast"], exp_["roomcast"])), mx["roomcast"] / 1000, p99["roomcast"] / 1000, cpu["roomcast"], (cpu["roomcast"] > 0 ? recv["roomcast"] / cpu["roomcast"] : 0)
+      if ("node" in seen) printf "- Node socket.io + Redis adapter, same load: %d of %d connections, %d MiB (%s), %d of %d deliveries, last after %.0f ms (p99 %.0f ms), %.2f s of CPU beyond the heartbeats (%s).\n", conn["node"], n["node"], rss["node"], ratio(rss["node"], rss["roomcast"]), recv["node"], exp_["node"], mx["node"] / 1000, p99["node"] / 1000, cpu["node"], ratio(cpu["node"], cpu["roomcast"])
     }' "$HEADLINE_TSV"
   echo
-  echo "| server | nodes | connections (held) | RSS before → after (per connection) | connect phase: CPU / wall | most open files in one node | broadcasts | deliveries expected / received | CPU of the nodes for the broadcasts | p50 | p99 | last delivery |"
+  echo "| server | nodes | connections (held) | RSS before → after (per connection) | connect phase: CPU / wall | most open files in one node | broadcasts | deliveries expected / received | CPU of the nodes in the broadcasts' window (in the same window idle) | p50 | p99 | last delivery |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %d | %d (%d) | %d → %d MiB (%.2f KiB) | %.1f s / %.1f s | %d | %d | %d / %d | %.2f s | %.0f ms | %.0f ms | **%.0f ms** |\n", ($1 == "node" ? "node + redis" : $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 / 1000, $16 / 1000, $17 / 1000 }' "$HEADLINE_TSV"
+  awk -F'\t' 'NR > 1 { printf "| %s | %d | %d (%d) | %d → %d MiB (%.2f KiB) | %.1f s / %.1f s | %d | %d | %d / %d | %.2f s (%.2f s) | %.0f ms | %.0f ms | **%.0f ms** |\n", ($1 == "node" ? "node + redis" : $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $18, $15 / 1000, $16 / 1000, $17 / 1000 }' "$HEADLINE_TSV"
   echo
   echo "How it is measured: $HEADLINE_NODES nodes of each server, all pinned to CPU $SERVER_CPU: \`roomcast-dataplane\` on"
   echo "127.0.3.1-$HEADLINE_NODES (one hub: static members, peer links with mutual TLS unless \`BENCH_PEER_PLAINTEXT\`, default room ownership),"
   echo "\`bench/node/server.mjs\` on 127.0.4.1-$HEADLINE_NODES with \`@socket.io/redis-adapter\` and a \`redis-server\` on 127.0.4.100."
   echo "\`roomcast-bench subscribe\` processes of at most $PER_PROC connections each (on CPU $GEN_CPU) open the connections,"
   echo "an even share per node from 4 source addresses per node, and join one room; then a \`roomcast-bench publish\` client on"
-  echo "node 0 sends $HEADLINE_EVENTS broadcasts of 100 bytes to the room, one per second (the built-in relay: \`roomcast:emit\`), and every"
+  echo "node 0 sends $HEADLINE_EVENTS broadcasts of 100 bytes to the room, one every $HEADLINE_GAP s (a \`message\` event that each server's relay sends to the sender's rooms), and every"
   echo "connection but the publisher's must get each. Latency is publish-to-receive on \`CLOCK_MONOTONIC\`; \"last delivery\" is the"
   echo "largest of them. RSS sums \`VmRSS\` of every node (Redis included for Node) before the connections and after the connect phase."
+  echo "CPU is \`utime + stime\` of every node from the first publish until all are quiet again; the same window is measured"
+  echo "before the publisher starts, with the connections idle (their heartbeats), and \"beyond the heartbeats\" is the difference."
   echo
   echo '```'
-  echo "BENCH_SCENARIOS=headline BENCH_HEADLINE_CONNECTIONS=$HEADLINE_CONNS BENCH_HEADLINE_NODES=$HEADLINE_NODES bash bench/run.sh"
+  echo "BENCH_SCENARIOS=headline BENCH_HEADLINE_CONNECTIONS=$HEADLINE_CONNS BENCH_HEADLINE_NODES=$HEADLINE_NODES BENCH_HEADLINE_GAP_SECS=$HEADLINE_GAP bash bench/run.sh"
   echo '```'
   echo "<!-- headline:end -->"
   echo
@@ -1246,7 +1253,7 @@ report_headline() {
 
 # A section (recovery, ring, headline) of the last run that measured it, when this run did not.
 carried_section() {
-  [[ -f "$OUT" ]] && sed -n "/^<!-- $1:begin/,/^<!-- $1:end -->/p" "$OUT" && echo
+  if [[ -f "$OUT" ]]; then sed -n "/^<!-- $1:begin/,/^<!-- $1:end -->/p" "$OUT"; echo; fi
 }
 
 # Replaces section NAME of the report with FILE (or adds it before the plots).
