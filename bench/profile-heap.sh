@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Heap profile of roomcast-dataplane holding N idle WebSocket connections, with heaptrack.
 #
-#   bash bench/profile-heap.sh [N]        # default N = 4000
+#   bash bench/profile-heap.sh [N]        # default N = 4000, each joined to a room of its own
+#   BENCH_PROFILE_NO_ROOM=1 bash bench/profile-heap.sh [N]   # no room joined
 #   BENCH_PROFILE_PARKED=1 bash bench/profile-heap.sh [N]
 #       # N parked sessions instead: connection state recovery on, N clients (each joined to one
 #       # of 100 rooms) killed with SIGKILL, the hub killed once it has parked them all
@@ -52,7 +53,8 @@ for _ in $(seq 1 300); do grep -q "listening on" "$OUTDIR/server.out" && break; 
 grep -q "listening on" "$OUTDIR/server.out" || { echo "hub did not start" >&2; cat "$OUTDIR/server.err" >&2; exit 1; }
 HUB=$(pgrep -f "^$OUTDIR/roomcast-dataplane --listen 127.0.0.1:$PORT" | head -1)
 
-MODE=(idle)
+MODE=(idle --join user- --room-per-connection)
+[[ ${BENCH_PROFILE_NO_ROOM:-0} == 1 ]] && MODE=(idle)
 [[ $PARKED == 1 ]] && MODE=(recovery --rooms 100 --reconnect-attempts 1)
 taskset -c 1 "$BIN/roomcast-bench" "${MODE[@]}" --url "ws://127.0.0.1:$PORT" --connections "$N" \
   --source-ips 127.0.0.241,127.0.0.242 --hold-secs 120 --report-secs 0 >"$OUTDIR/gen.out" 2>"$OUTDIR/gen.err" &

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::engine::headers::{visible_ascii, Headers};
 use crate::socketio::{BroadcastAcks, Hub, Namespace, Payload, Selector, Socket};
 
 /// Errors of hub operations.
@@ -267,16 +268,16 @@ impl<'a> Redaction<'a> {
 
     /// Handshake headers as JSON (name to value; values that are not visible ASCII are
     /// left out).
-    pub fn headers(&self, headers: &http::HeaderMap) -> serde_json::Map<String, Value> {
+    pub fn headers(&self, headers: &Headers) -> serde_json::Map<String, Value> {
         headers
             .iter()
             .filter_map(|(k, v)| {
-                let value = if self.hides(k.as_str()) {
+                let value = if self.hides(k) {
                     REDACTED
                 } else {
-                    v.to_str().ok()?
+                    visible_ascii(v)?
                 };
-                Some((k.as_str().to_string(), Value::String(value.to_string())))
+                Some((k.to_string(), Value::String(value.to_string())))
             })
             .collect()
     }

@@ -478,7 +478,7 @@ mod tests {
         let a = auth(hs_config()).await;
         let token = hs(&claims());
         let mut handshake = HandshakeInfo {
-            headers: http::HeaderMap::new(),
+            headers: crate::engine::Headers::default(),
             query: "EIO=4&transport=polling".into(),
             address: ([127, 0, 0, 1], 1).into(),
             url: "/socket.io/".into(),
@@ -503,10 +503,9 @@ mod tests {
         handshake.query = format!("EIO=4&access_token={token}");
         assert!(a.authenticate("/", &json!({}), &handshake).await.is_ok());
         handshake.query = "EIO=4".into();
-        handshake.headers.insert(
-            http::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
+        let bearer = format!("Bearer {token}");
+        handshake.headers =
+            crate::engine::Headers::from_pairs([("authorization", bearer.as_bytes())]);
         assert!(a.authenticate("/", &json!({}), &handshake).await.is_ok());
     }
 

@@ -25,6 +25,7 @@
 
 pub mod cork;
 pub mod forward;
+pub mod headers;
 mod heartbeat;
 pub(crate) mod iplimit;
 pub mod outbox;
@@ -46,6 +47,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use forward::{Route, SessionRouter};
+pub use headers::Headers;
 pub use outbox::{Frame, OutboxLimits, PushOutcome};
 pub use response::{Body, EngineError};
 pub use session::{ConnectionFactory, Session};
@@ -56,7 +58,7 @@ pub use stats::EngineStats;
 /// What the engine knows of the HTTP request that opened a session.
 #[derive(Debug, Clone)]
 pub struct HandshakeInfo {
-    pub headers: ::http::HeaderMap,
+    pub headers: Headers,
     pub query: String,
     pub address: SocketAddr,
     pub url: String,
@@ -69,7 +71,7 @@ impl HandshakeInfo {
     /// over from another node, until its client comes back).
     pub fn unknown() -> Self {
         Self {
-            headers: ::http::HeaderMap::new(),
+            headers: Headers::default(),
             query: String::new(),
             address: SocketAddr::from(([0, 0, 0, 0], 0)),
             url: String::new(),

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::forward::route::Route;
 use super::response::{Body, EngineError, Responder};
 use super::sessions::Engine;
-use super::{polling, websocket, HandshakeInfo};
+use super::{polling, websocket, HandshakeInfo, Headers};
 use crate::config::TransportKind;
 
 /// The query parameters the engine reads.
@@ -38,20 +38,6 @@ fn parse_query(query: &str) -> Query<'_> {
         }
     }
     q
-}
-
-/// A copy of the request headers that owns its bytes. Header values parsed by hyper share
-/// the connection's read buffer (8 KiB or more); keeping them for the session's lifetime
-/// would keep that whole buffer alive per connection.
-fn detached_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
-            owned.set_sensitive(value.is_sensitive());
-            copy.append(name.clone(), owned);
-        }
-    }
-    copy
 }
 
 /// The bytes of a request's headers as `limits.maxHandshakeHeaderBytes` counts them: every
@@ -117,7 +103,7 @@ impl Engine {
                     );
                 }
                 let handshake = HandshakeInfo {
-                    headers: detached_headers(req.headers()),
+                    headers: Headers::from_map(req.headers()),
                     query: query_string.clone(),
                     address: peer,
                     url: req.uri().to_string(),
@@ -206,6 +192,7 @@ mod tests {
 
     #[test]
     fn header_bytes_count_names_and_values() {
+        use http::HeaderValue;
         let mut headers = HeaderMap::new();
         assert_eq!(header_bytes(&headers), 0);
         headers.insert("x-a", HeaderValue::from_static("12345"));

@@ -88,10 +88,16 @@ impl WsConn {
     pub fn try_next(&mut self) -> Option<Result<WsMessage, ReadError>> {
         match self.inbox.pop_front() {
             Some(msg) => Some(Ok(msg)),
-            None => self.failed.take().map(|error| {
-                self.eof = true;
-                Err(error)
-            }),
+            None => {
+                // Drained: an idle connection keeps no inbox (160 bytes each otherwise).
+                if self.inbox.capacity() > 0 {
+                    self.inbox = VecDeque::new();
+                }
+                self.failed.take().map(|error| {
+                    self.eof = true;
+                    Err(error)
+                })
+            }
         }
     }
 
