@@ -220,33 +220,37 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
     // Pong frames owed to the client, written with the next batch.
     let mut control: Vec<u8> = Vec::new();
     let end = loop {
-        let mut rest = None;
-        let more = session.outbox.begin_write(&mut rest, &mut batch);
-        if rest.is_some() || !batch.is_empty() || !control.is_empty() {
-            engine
-                .stats
-                .frames_sent
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let closing = session.outbox.is_closed();
-            // Boxed: a write in progress is transient; the idle task stays small.
-            let write = Box::pin(write_batch(
-                &session,
-                &ws,
-                rest,
-                &mut batch,
-                &mut control,
-                closing.then_some(engine.settings.ping_timeout),
-            ));
-            let written = write.await;
-            session.outbox.end_write();
-            if let Err(reason) = written {
-                session.close(reason);
-                break End::Abort;
+        // Scoped: what the write takes must not stay in the idle task's state.
+        let more = {
+            let mut rest = None;
+            let more = session.outbox.begin_write(&mut rest, &mut batch);
+            if rest.is_some() || !batch.is_empty() || !control.is_empty() {
+                engine
+                    .stats
+                    .frames_sent
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let closing = session.outbox.is_closed();
+                // Boxed: a write in progress is transient; the idle task stays small.
+                let write = Box::pin(write_batch(
+                    &session,
+                    &ws,
+                    rest,
+                    &mut batch,
+                    &mut control,
+                    closing.then_some(engine.settings.ping_timeout),
+                ));
+                let written = write.await;
+                session.outbox.end_write();
+                if let Err(reason) = written {
+                    session.close(reason);
+                    break End::Abort;
+                }
+            } else {
+                // Nothing to write: let direct writes resume at once.
+                session.outbox.end_write();
             }
-        } else {
-            // Nothing to write: let direct writes resume at once.
-            session.outbox.end_write();
-        }
+            more
+        };
         if more {
             continue;
         }

