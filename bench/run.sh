@@ -986,7 +986,7 @@ report_connect() {
       printf "- **Roomcast %.0f handshakes per CPU-second**", r
       if ("node" in seen) printf "; Node %.0f (%s)", h["node"], more(r, h["node"])
       if ("socketioxide" in seen) printf "; socketioxide %.0f (%s)", h["socketioxide"], more(r, h["socketioxide"])
-      printf ". Target ≥ 10,000: **%s**.\n", (r >= 10000 ? "met" : "missed")
+      printf ". Target ≥ 25,000 (with the room join): **%s**.\n", (r >= 25000 ? "met" : "missed")
     }' "$CONNECT_TSV"
   echo
   echo "| server | connections (failed) | join re-sent | server CPU | wall | handshakes per CPU-s | handshakes per s (wall) |"
@@ -1012,10 +1012,13 @@ report_fanout() {
         printf "- **%s fan-out: Roomcast %.0f deliveries per CPU-second**, p99 %.2f ms", t, r, p99[t, "roomcast"] / 1000
         if ("node" in srv) printf "; Node %.0f (%s), p99 %.2f ms", dpc[t, "node"], more(r, dpc[t, "node"]), p99[t, "node"] / 1000
         if ("socketioxide" in srv) printf "; socketioxide %.0f (%s), p99 %.2f ms", dpc[t, "socketioxide"], more(r, dpc[t, "socketioxide"]), p99[t, "socketioxide"] / 1000
-        if (t == "sparse" && r >= 150000) printf ". Target ≥ 150,000: **met**.\n"
-        else if (t == "sparse") printf ". Target ≥ 150,000: **missed**; why, and the plan: [bench/PROFILE.md](../bench/PROFILE.md#sparse-fan-out).\n"
-        else if (r >= 1000000 && p99[t, "roomcast"] <= 5000) printf ". Target ≥ 1,000,000 with p99 ≤ 5 ms: **met**.\n"
-        else printf ". Target ≥ 1,000,000 with p99 ≤ 5 ms: **missed**; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#dense-fan-out-where-the-cpu-goes) (`bash bench/profile-cpu.sh`).\n"
+        x = dpc[t, "socketioxide"]
+        if (t == "sparse") ok = r >= 200000 && (!("socketioxide" in srv) || r >= 1.5 * x)
+        else ok = ("socketioxide" in srv) && r >= 1.5 * x && p99[t, "roomcast"] <= p99[t, "socketioxide"]
+        if (t == "sparse") printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**", (ok ? "met" : "missed")
+        else printf ". Target ≥ 1.5× socketioxide with a p99 no worse than its: **%s**", (ok ? "met" : "missed")
+        if (!ok) printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#dense-fan-out-where-the-cpu-goes) (`bash bench/profile-cpu.sh`)"
+        printf ".\n"
       }
     }' "$FANOUT_TSV"
   echo
