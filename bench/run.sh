@@ -72,6 +72,7 @@ else
   CONNECT_N=${BENCH_CONNECT_N:-10000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-10000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-1000}; FANOUT_SECS=${BENCH_FANOUT_SECS:-20}
 fi
 SPARSE_RATE=${BENCH_SPARSE_RATE:-10}; DENSE_RATE=${BENCH_DENSE_RATE:-200}
+HEADLINE_NODES=${BENCH_HEADLINE_NODES:-6} # here: the peer certificates below cover its nodes
 PEER_SECS=${BENCH_PEER_SECS:-$(( QUICK == 1 ? 3 : 10 ))}
 RECOVERY_N=${BENCH_RECOVERY_N:-$(( QUICK == 1 ? 1000 : 10000 ))}; RECOVERY_ROOMS=${BENCH_RECOVERY_ROOMS:-100}
 RING_NODES=${BENCH_RING_NODES:-$(( QUICK == 1 ? 16 : 64 ))}; RING_ROOMS=${BENCH_RING_ROOMS:-$(( QUICK == 1 ? 200000 : 2000000 ))}
@@ -168,6 +169,8 @@ fi
 rss_kib() { awk -v k="${2:-VmRSS:}" '$1 == k { print $2 }' "/proc/$1/status"; }
 threads() { awk '$1 == "Threads:" { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# CPU ticks of all the given processes together (one that has exited counts 0).
+sum_ticks() { local p t=0; for p in "$@"; do t=$(( t + $(cpu_ticks "$p" 2>/dev/null || echo 0) )); done; echo "$t"; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_server NAME PORT -> sets SERVER_PID
@@ -283,11 +286,7 @@ start_generators() {
 }
 
 # CPU ticks used so far by the running subscriber processes.
-gen_ticks() {
-  local gp t=0
-  for gp in "${GEN_PIDS[@]}"; do t=$(( t + $(cpu_ticks "$gp" 2>/dev/null || echo 0) )); done
-  echo "$t"
-}
+gen_ticks() { sum_ticks "${GEN_PIDS[@]}"; }
 
 stop_generators() {
   local gp
@@ -432,7 +431,8 @@ PEER_TSV="$RESULTS/peer.tsv"
 PEER_CERTS="$RESULTS/peer-certs"
 PEER_TLS=()
 if [[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && (( ! SIM_ONLY )); then
-  "$BIN/roomcast-dataplane" certs cluster --out "$PEER_CERTS" --members a,b,hub-0,hub-1,hub-2 --force >/dev/null
+  hubs=$(for (( i = 0; i < (HEADLINE_NODES > 3 ? HEADLINE_NODES : 3); i++ )); do printf ',hub-%d' "$i"; done)
+  "$BIN/roomcast-dataplane" certs cluster --out "$PEER_CERTS" --members "a,b$hubs" --force >/dev/null
   PEER_TLS=(--tls-dir "$PEER_CERTS")
 fi
 # The plaintext re-runs that measure what peer TLS costs (tags and server names end in -plaintext).
@@ -559,13 +559,13 @@ scenario_cluster() {
     local connected pub_out cpu0=0 cpu1=0 p sent received merged
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
     sleep 2
-    for p in "${CL_PIDS[@]}"; do cpu0=$(( cpu0 + $(cpu_ticks "$p") )); done
+    cpu0=$(sum_ticks "${CL_PIDS[@]}")
     pub_out="$RESULTS/cluster.$name.publisher.out"
     taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${CL_HOSTS[0]}:$CL_PORT" --room bench-room \
       --source-ips "127.0.0.$(( 200 + k ))" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
       >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
     for p in "${CL_PIDS[@]}"; do wait_quiet "$p" 60; done
-    for p in "${CL_PIDS[@]}"; do cpu1=$(( cpu1 + $(cpu_ticks "$p") )); done
+    cpu1=$(sum_ticks "${CL_PIDS[@]}")
     stop_generators
     for p in "${CL_PIDS[@]}"; do stop_pid "$p"; done
     sent=$(sum_field DONE sent "$pub_out")
@@ -798,24 +798,21 @@ scenario_ring() {
 # processes sharing the official Redis adapter. Every node and generator is its own process on
 # its own 127.x addresses, under 20,000 open files each; all nodes share CPU $SERVER_CPU.
 HEADLINE_CONNS=${BENCH_HEADLINE_CONNECTIONS:-$(( QUICK == 1 ? 10000 : 100000 ))}
-HEADLINE_NODES=${BENCH_HEADLINE_NODES:-6}
 HEADLINE_EVENTS=${BENCH_HEADLINE_EVENTS:-5}
 HEADLINE_GAP=${BENCH_HEADLINE_GAP_SECS:-5}
 HEADLINE_SERVERS=${BENCH_HEADLINE_SERVERS:-"roomcast node"}
 HEADLINE_TSV="$RESULTS/headline.tsv"
 # headline_start NAME (roomcast, node) -> HL_PIDS (server processes), HL_HOSTS, HL_PORT
 headline_start() {
-  local name=$1 i ip members="" ids="" peer=17400 certs="$RESULTS/headline-certs" sec
+  local name=$1 i ip members="" peer=17400
   HL_PIDS=(); HL_HOSTS=(); HL_PORT=3600
   case "$name" in
     roomcast)
-      for (( i = 0; i < HEADLINE_NODES; i++ )); do members+="hub-$i=127.0.3.$(( i + 1 )):$peer,"; ids+="hub-$i,"; done
-      [[ -n ${BENCH_PEER_PLAINTEXT:-} ]] || "$BIN/roomcast-dataplane" certs cluster --out "$certs" --members "${ids%,}" --force >/dev/null
+      for (( i = 0; i < HEADLINE_NODES; i++ )); do members+="hub-$i=127.0.3.$(( i + 1 )):$peer,"; done
       for (( i = 0; i < HEADLINE_NODES; i++ )); do
-        ip="127.0.3.$(( i + 1 ))"; HL_HOSTS+=("$ip")
-        sec=(--peer-tls-dir "$certs/hub-$i"); [[ -n ${BENCH_PEER_PLAINTEXT:-} ]] && sec=(--peer-plaintext)
+        ip="127.0.3.$(( i + 1 ))"; HL_HOSTS+=("$ip"); peer_security "hub-$i"
         taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$HL_PORT" \
-          --peer-listen "$ip:$peer" --members "${members%,}" "${sec[@]}" \
+          --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" \
           >"$RESULTS/headline.$name-$i.out" 2>"$RESULTS/headline.$name-$i.err" &
         HL_PIDS+=("$!"); PIDS+=("$!")
       done
@@ -843,7 +840,7 @@ headline_start() {
 }
 # Sums of VmRSS (MiB) and CPU ticks over HL_PIDS, and the most open files of one of them.
 hl_rss_mib() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(rss_kib "$p") )); done; echo $(( s / 1024 )); }
-hl_cpu() { local p s=0; for p in "${HL_PIDS[@]}"; do s=$(( s + $(cpu_ticks "$p") )); done; echo "$s"; }
+hl_cpu() { sum_ticks "${HL_PIDS[@]}"; }
 hl_max_fds() { local p m=0 n; for p in "${HL_PIDS[@]}"; do n=$(ls "/proc/$p/fd" | wc -l); (( n > m )) && m=$n; done; echo "$m"; }
 scenario_headline() {
   printf 'server\tnodes\tconnections\tconnected\trss_before_mib\trss_after_mib\tkib_per_conn\tconnect_cpu_s\tconnect_wall_s\tmax_fds\tsent\texpected\treceived\tbroadcast_cpu_s\tp50_us\tp99_us\tmax_us\tidle_cpu_s\n' >"$HEADLINE_TSV"
