@@ -14,11 +14,12 @@
 //! | 4 | [`ops`] | hub-wide operations (emit, socketsJoin, fetchSockets...) and their single-node implementation |
 //! | 5 | [`cluster`] | membership, discovery, peer links, the rooms view, cluster-wide operations |
 //! | 6 | [`app`] | what the hub does with clients: the handler, policies, relay, webhooks |
-//! | 7 | [`api`] | the management REST API |
-//! | 8 | [`metrics`] | Prometheus metrics, read from every layer's counters, and the metrics listener (`/metrics`, probes) |
-//! | 9 | [`server`] | the HTTP front: client endpoint, health |
-//! | 10 | [`node`] | assembles a node from its configuration and runs it |
-//! | 11 | [`cli`] | command-line flags and the binary's entry |
+//! | 7 | [`applink`] | or: the clients served by the application's own socket.io Server, over app links (Node SDK) |
+//! | 8 | [`api`] | the management REST API |
+//! | 9 | [`metrics`] | Prometheus metrics, read from every layer's counters, and the metrics listener (`/metrics`, probes) |
+//! | 10 | [`server`] | the HTTP front: client endpoint, health |
+//! | 11 | [`node`] | assembles a node from its configuration and runs it |
+//! | 12 | [`cli`] | command-line flags and the binary's entry |
 
 #![cfg_attr(
     not(test),
@@ -38,6 +39,8 @@ pub mod ops;
 pub mod cluster;
 
 pub mod app;
+
+pub mod applink;
 
 pub mod api;
 

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use crate::app::handler::HubApp;
+use crate::applink::service::AppToken;
+use crate::applink::AppLinks;
 use crate::auth::{Authenticator, NoAuth};
 use crate::cluster::{Cluster, ClusterOps};
 use crate::config::{AuthMode, Config};
@@ -25,6 +27,8 @@ pub struct Node {
     pub metrics: MetricsSource,
     /// This node's peer links, when the configuration names a cluster.
     pub cluster: Option<Cluster>,
+    /// The app links and their listener's address, with `appLink.listen` set.
+    pub app_links: Option<(Arc<AppLinks>, std::net::SocketAddr)>,
 }
 
 /// The authenticator the configuration asks for.
@@ -50,7 +54,16 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     let auth = authenticator(&config).await?;
     let app = handler(&config)?;
     let upstream = app.stats.clone();
-    let server = Server::with_auth(config.clone(), app as Arc<dyn Handler>, auth);
+    // With app links, the engine hands every session to an application instance.
+    let (server, links) = if config.app_link.enabled() {
+        let hub =
+            crate::socketio::Hub::new(Arc::new(config.clone()), app as Arc<dyn Handler>, auth);
+        let links = AppLinks::new(&config, hub.clone());
+        (Server::with_hub(&config, hub, links.clone()), Some(links))
+    } else {
+        let server = Server::with_auth(config.clone(), app as Arc<dyn Handler>, auth);
+        (server, None)
+    };
     let Some(hub) = server.hub().cloned() else {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
@@ -59,8 +72,21 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let client_addr = listener.local_addr()?;
+    // Bound before the cluster starts, so peers learn where this node takes app links.
+    let app_links = match (links, config.app_link.listen) {
+        (Some(links), Some(listen)) => {
+            let token = AppToken::from_config(&config.app_link)?;
+            let (addr, _task) =
+                crate::applink::service::serve(links.clone(), listen, token).await?;
+            Some((links, addr))
+        }
+        _ => None,
+    };
+    let app_addr = app_links
+        .as_ref()
+        .map(|(_, addr)| config.app_link.advertise_address.unwrap_or(*addr));
     // The peer listener is bound here, so a taken address fails the start like the others.
-    let cluster = Cluster::start(&config, &hub, &engine, client_addr).await?;
+    let cluster = Cluster::start(&config, &hub, &engine, client_addr, app_addr).await?;
     let metrics = MetricsSource {
         engine: engine.clone(),
         hub: hub.clone(),
@@ -79,6 +105,25 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         )),
         None => Arc::new(local),
     };
+    if let (Some((links, _)), Some(addr)) = (&app_links, app_addr) {
+        links.set_ops(ops.clone());
+        // What instances are told: an address they can dial (a wildcard IP is replaced by
+        // the one peers are told, or loopback on a single node).
+        let mut own = addr;
+        if own.ip().is_unspecified() {
+            let ip = config
+                .cluster
+                .advertise_address
+                .map(|a| a.ip())
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            own.set_ip(ip);
+        }
+        links.set_address(own);
+        if let Some(cluster) = &cluster {
+            links.set_mesh(cluster.mesh().clone());
+        }
+        links.watch_members();
+    }
     Ok(Node {
         config,
         server,
@@ -86,6 +131,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         ops,
         metrics,
         cluster,
+        app_links,
     })
 }
 
@@ -103,6 +149,7 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         ops,
         metrics,
         cluster,
+        app_links,
     } = node;
     // The token file is read before anything listens, so a bad one fails the start.
     let management = match config.management.listen {
@@ -145,6 +192,10 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
     }
     if let Some(cluster) = &cluster {
         println!("peer listening on {}", cluster.peer_addr());
+    }
+    if let Some((_, addr)) = &app_links {
+        println!("app link listening on {addr}");
+        tracing::info!(%addr, "app links listening");
     }
 
     // The management API keeps serving while the client endpoint drains (the app may still

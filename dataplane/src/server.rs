@@ -79,6 +79,16 @@ impl Server {
     }
 
     /// A bare Engine.IO server (no Socket.IO layer), e.g. for engine conformance tests.
+    /// A server whose engine hands sessions to `factory` (app links) while `hub` keeps the
+    /// rooms and broadcasts.
+    pub fn with_hub(config: &Config, hub: Hub, factory: Arc<dyn ConnectionFactory>) -> Self {
+        Self {
+            engine: Engine::new(config, factory),
+            hub: Some(hub),
+            drain: Drain::from_config(&config.shutdown),
+        }
+    }
+
     pub fn engine_only(config: &Config, factory: Arc<dyn ConnectionFactory>) -> Self {
         Self {
             engine: Engine::new(config, factory),

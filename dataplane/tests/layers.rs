@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, bottom up. Same order as the table in `src/lib.rs`.
 const LAYERS: &[&str] = &[
-    "config", "engine", "auth", "socketio", "ops", "cluster", "app", "api", "metrics", "server",
-    "node", "cli",
+    "config", "engine", "auth", "socketio", "ops", "cluster", "app", "applink", "api", "metrics",
+    "server", "node", "cli",
 ];
 
 struct Module {

@@ -13,6 +13,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod applink;
 mod auth;
 mod cluster;
 mod engine;
@@ -24,6 +25,7 @@ mod peertls;
 mod recovery;
 mod socketio;
 
+pub use applink::AppLinkConfig;
 pub use auth::{AuthConfig, AuthMode, JwtConfig};
 pub use cluster::{
     is_dns_name, ClusterConfig, DnsConfig, KubernetesConfig, MemberSource, RoomsMode,
@@ -87,6 +89,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// What SIGTERM does: leave readiness, close the client sessions, exit.
     pub shutdown: ShutdownConfig,
+    /// Application instances serving the clients through the Node SDK. Off by default.
+    #[serde(skip_serializing_if = "AppLinkConfig::is_off")]
+    pub app_link: AppLinkConfig,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             cluster: ClusterConfig::default(),
             shutdown: ShutdownConfig::default(),
+            app_link: AppLinkConfig::default(),
         }
     }
 }
@@ -148,6 +154,10 @@ impl Config {
         self.shutdown.validate(&mut bad);
         self.auth.validate(&mut bad);
         self.management.validate(&mut bad);
+        self.app_link.validate(&mut bad);
+        if self.app_link.enabled() {
+            self.validate_app_mode(&mut bad);
+        }
         self.metrics.validate(self.listen, &mut bad);
         self.cluster
             .validate(&self.node_id, self.engine.max_http_buffer_size, &mut bad);
@@ -157,6 +167,33 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(bad.0))
+        }
+    }
+}
+
+impl Config {
+    /// With app links, the application owns the Socket.IO side: what the hub would
+    /// otherwise do itself for a namespace cannot be asked for too.
+    fn validate_app_mode(&self, bad: &mut Problems) {
+        for (i, ns) in self.socketio.namespaces.iter().enumerate() {
+            if ns.upstream.is_some() || ns.relay || ns.policies.is_some() {
+                bad.add(
+                    &format!("socketio.namespaces[{i}]"),
+                    "upstream, relay and policies are for the webhook mode; with appLink the application's socket.io Server handles every namespace",
+                );
+            }
+        }
+        if self.auth.mode != AuthMode::None {
+            bad.add(
+                "auth.mode",
+                "not available with appLink yet: authenticate clients in the application (io.use)",
+            );
+        }
+        if self.socketio.connection_state_recovery.enabled {
+            bad.add(
+                "socketio.connectionStateRecovery",
+                "not available with appLink (the application's sockets cannot be parked by the hub)",
+            );
         }
     }
 }

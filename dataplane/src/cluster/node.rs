@@ -43,12 +43,14 @@ impl Cluster {
     ///
     /// `client_addr` is where `engine` serves clients: peers learn it (or the configured
     /// `cluster.advertiseAddress`) and forward this node's sessions' requests there, and
-    /// `engine` forwards theirs.
+    /// `engine` forwards theirs. `app_addr` is where this node takes app links, for peers to
+    /// tell the app instances linked to them.
     pub async fn start(
         config: &Config,
         hub: &Hub,
         engine: &Arc<Engine>,
         client_addr: SocketAddr,
+        app_addr: Option<SocketAddr>,
     ) -> anyhow::Result<Option<Cluster>> {
         let c = &config.cluster;
         let Some(source) = c.source()? else {
@@ -136,6 +138,9 @@ impl Cluster {
         }
         let advertised = advertise_address(c.advertise_address, client_addr, listen);
         mesh.advertise_client_address(advertised);
+        if let Some(app) = app_addr {
+            mesh.advertise_app_address(app);
+        }
         if !engine.set_router(Arc::new(MeshRouter(mesh.clone()))) {
             anyhow::bail!("this engine already routes for a cluster");
         }

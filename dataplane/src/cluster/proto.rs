@@ -13,6 +13,7 @@ impl Message {
         Self::of(message::Kind::Hello(Hello {
             member: member.to_string(),
             client_address: client_address.map(|a| a.to_string()).unwrap_or_default(),
+            app_address: String::new(),
         }))
     }
 }

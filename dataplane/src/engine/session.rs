@@ -25,6 +25,11 @@ use crate::config::TransportKind;
 /// Creates the upper-layer handler of each new session.
 pub trait ConnectionFactory: Send + Sync {
     fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler>;
+    /// Whether a new session could be served now; false refuses the handshake (503) before
+    /// a session exists (app links: no application instance is linked).
+    fn accepting(&self) -> bool {
+        true
+    }
 }
 
 /// What a session needs of the table that holds it (the engine).

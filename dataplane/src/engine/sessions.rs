@@ -62,6 +62,8 @@ pub enum Refusal {
     Closing,
     /// `limits.maxConnectionsPerIp` sessions are open from the client's address.
     PerIpLimit,
+    /// No application instance can take the session (app links).
+    NoApplication,
 }
 
 impl Refusal {
@@ -70,13 +72,16 @@ impl Refusal {
             Refusal::AtLimit => "Server at its connection limit",
             Refusal::Closing => "Server shutting down",
             Refusal::PerIpLimit => "Too many connections from this address",
+            Refusal::NoApplication => "No application instance available",
         }
     }
 
     /// The HTTP status of the refused handshake.
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::AtLimit | Refusal::Closing => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AtLimit | Refusal::Closing | Refusal::NoApplication => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::PerIpLimit => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -174,6 +179,9 @@ impl Engine {
         transport: TransportKind,
         handshake: HandshakeInfo,
     ) -> Result<Arc<Session>, Refusal> {
+        if !self.factory.accepting() {
+            return Err(Refusal::NoApplication);
+        }
         let session = {
             let mut sessions = self.sessions.write();
             // Checked under the lock `close_for_shutdown` sweeps after, so no session

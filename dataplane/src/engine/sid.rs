@@ -50,8 +50,14 @@ pub fn random_id() -> String {
 /// session's node suffix (nothing else of the session id).
 pub fn socket_id(sid: &str) -> String {
     let mut id = random_part();
-    id.push_str(sid.get(RANDOM_CHARS..).unwrap_or(""));
+    id.push_str(node_suffix(sid));
     id
+}
+
+/// The part of a session id that names its node: what every socket id of the session
+/// ends with.
+pub fn node_suffix(sid: &str) -> &str {
+    sid.get(RANDOM_CHARS..).unwrap_or("")
 }
 
 /// The member id of the node that owns a session id, if the id is well formed.

@@ -35,6 +35,11 @@ impl Hub {
             max_pending_acks: config.limits.max_pending_acks,
             max_rooms_per_socket: config.limits.max_rooms_per_socket,
             max_room_name_bytes: config.limits.max_room_name_bytes,
+            first_ack_id: if config.app_link.enabled() {
+                crate::socketio::external::HUB_ACK_BASE
+            } else {
+                0
+            },
         };
         let inner = Arc::new(Namespaces::new(config, handler, authenticator, limits));
         for ns in &inner.config.socketio.namespaces {

@@ -10,6 +10,7 @@
 mod connection;
 mod deadlines;
 mod expiry;
+pub mod external;
 pub mod handler;
 pub mod hub;
 pub mod namespace;
@@ -27,4 +28,4 @@ pub use namespace::{BroadcastAcks, Fanout, Namespace};
 pub use payload::Payload;
 pub use registry::{namespace_matches, segments_match};
 pub use rooms::Selector;
-pub use socket::{AckReply, DisconnectReason, Socket, SocketError};
+pub use socket::{AckReply, DisconnectReason, Socket, SocketError, Transport};

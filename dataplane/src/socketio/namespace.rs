@@ -59,6 +59,9 @@ pub struct NamespaceLimits {
     pub max_pending_acks: usize,
     pub max_rooms_per_socket: usize,
     pub max_room_name_bytes: usize,
+    /// The first ack id of the namespace's emits (an application's own acks use the ids
+    /// below it when an app link serves the sockets).
+    pub first_ack_id: u64,
 }
 
 /// The outcome of a broadcast that asked every recipient for an ack.
@@ -95,7 +98,7 @@ impl Namespace {
         Arc::new(Self {
             name: Arc::from(name),
             state: RwLock::new(RoomIndex::default()),
-            next_ack: AtomicU64::new(0),
+            next_ack: AtomicU64::new(limits.first_ack_id),
             limits,
             handler,
             fanout,
@@ -583,6 +586,7 @@ impl Namespace {
             for room in rooms {
                 let _ = Home::join(self, socket, room);
             }
+            socket.rooms_changed(rooms, &[]);
         }
         sockets.len()
     }
@@ -594,6 +598,7 @@ impl Namespace {
             for room in rooms {
                 Home::leave(self, socket, room);
             }
+            socket.rooms_changed(&[], rooms);
         }
         sockets.len()
     }

@@ -90,11 +90,14 @@ impl Namespaces {
     }
 
     pub fn namespace_allowed(&self, name: &str) -> bool {
-        self.config
-            .socketio
-            .namespaces
-            .iter()
-            .any(|ns| namespace_matches(&ns.name, name))
+        // With app links the application decides which namespaces exist.
+        self.config.app_link.enabled()
+            || self
+                .config
+                .socketio
+                .namespaces
+                .iter()
+                .any(|ns| namespace_matches(&ns.name, name))
     }
 
     /// Whether `name` is configured as an exact name (not only matched by a pattern). Such

@@ -80,14 +80,23 @@ pub(super) trait Home: Any + Send + Sync {
     fn when_rooms_propagated(&self, then: Box<dyn FnOnce() + Send>);
 }
 
-/// What a socket needs of the engine session's Socket.IO side (`Connection`), which holds
-/// one socket per joined namespace.
-pub(super) trait Transport: Send + Sync {
+/// What a socket needs of the engine session's Socket.IO side (`Connection`, or an app
+/// link's session for a socket an application serves), which holds one socket per joined
+/// namespace.
+pub trait Transport: Send + Sync {
     /// The socket left its namespace: the connection forgets it.
     fn forget(&self, socket: &Arc<Socket>);
     /// `disconnect(true)`: every namespace of the connection gets a DISCONNECT, then the
     /// connection closes.
     fn disconnect_all_and_close(&self);
+    /// The hub was asked to disconnect the socket (management API, a peer): true when the
+    /// transport takes it from here (an application decides what its sockets do).
+    fn disconnect_requested(&self, _socket: &Arc<Socket>, _close: bool) -> bool {
+        false
+    }
+    /// The hub changed the socket's rooms (socketsJoin/socketsLeave), so whoever serves
+    /// the socket can follow.
+    fn rooms_changed(&self, _socket: &Arc<Socket>, _joined: &[String], _left: &[String]) {}
 }
 
 /// The transport of a socket that has none (parked, or taken over from another node).
@@ -486,6 +495,11 @@ impl Socket {
         if !self.connected() {
             return;
         }
+        if let Some(conn) = self.conn.upgrade() {
+            if conn.disconnect_requested(self, close) {
+                return;
+            }
+        }
         let _ = self.push(&[Frame::from(packet::encode_disconnect(&self.nsp))], false);
         if close {
             if let Some(conn) = self.conn.upgrade() {
@@ -500,6 +514,13 @@ impl Socket {
     /// reconnects by itself (used for draining a node).
     pub fn close_transport(&self) {
         self.session.close(CloseReason::ForcedClose);
+    }
+
+    /// Tells whoever serves the socket that the hub changed its rooms.
+    pub(super) fn rooms_changed(self: &Arc<Self>, joined: &[String], left: &[String]) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.rooms_changed(self, joined, left);
+        }
     }
 
     /// Leaves the namespace and tells the application; runs once.

@@ -78,8 +78,8 @@ impl<H: Host> PeerService for Acceptor<H> {
         }
         let inbound = request.into_inner();
         let (out, rx) = mpsc::channel(STREAM_DEPTH);
-        let client = hello::client_address(&hello, peer.addr);
-        link::attach(host, peer, inbound, out, client);
+        let advertised = hello::advertised(&hello, peer.addr);
+        link::attach(host, peer, inbound, out, advertised);
         let stream = ReceiverStream::new(rx).map(Ok);
         let mut response = Response::new(Box::pin(stream) as LinkStream);
         hello::write(response.metadata_mut(), &host.hello());
@@ -130,6 +130,7 @@ mod tests {
             &pb::Hello {
                 member: claimed.into(),
                 client_address: String::new(),
+                app_address: String::new(),
             },
         );
         let result = PeerClient::new(channel).link(request).await;

@@ -118,9 +118,9 @@ async fn dial_loop<H: Host>(host: Arc<H>, peer: Arc<Peer>) {
     loop {
         let mut refused_as_stranger = false;
         match dial(host.as_ref(), &peer).await {
-            Ok((inbound, out, client)) => {
+            Ok((inbound, out, advertised)) => {
                 let started = Instant::now();
-                let link = link::attach(&host, &peer, inbound, out, client);
+                let link = link::attach(&host, &peer, inbound, out, advertised);
                 // The link task ends when the link breaks (or is replaced or aborted).
                 let _ = link.await;
                 backoff.link_ended(started.elapsed());
@@ -141,11 +141,11 @@ async fn dial_loop<H: Host>(host: Arc<H>, peer: Arc<Peer>) {
     }
 }
 
-/// A dialed link: the peer's stream, this side's sender, and the peer's client address.
+/// A dialed link: the peer's stream, this side's sender, and the addresses the peer advertises.
 type Dialed = (
     Streaming<pb::Batch>,
     mpsc::Sender<pb::Batch>,
-    Option<std::net::SocketAddr>,
+    super::hello::Advertised,
 );
 
 /// Opens the link stream to `peer` (over TLS naming the peer's member id, unless the mesh
@@ -180,8 +180,8 @@ async fn dial<H: Host>(host: &H, peer: &Peer) -> Result<Dialed, DialError> {
     if answer.member != peer.id {
         return Err(DialError::WrongPeer(answer.member));
     }
-    let client = hello::client_address(&answer, peer.addr);
-    Ok((response.into_inner(), out, client))
+    let advertised = hello::advertised(&answer, peer.addr);
+    Ok((response.into_inner(), out, advertised))
 }
 
 /// An error with its sources, `a: b: c` (tonic's transport errors say little on their own).

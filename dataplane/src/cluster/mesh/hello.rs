@@ -18,6 +18,8 @@ use crate::cluster::proto as pb;
 const MEMBER: &str = "roomcast-member";
 /// Where it serves Socket.IO clients (IP:PORT); absent: it takes no forwarded requests.
 const CLIENT_ADDRESS: &str = "roomcast-client-address";
+/// Where it takes app links (IP:PORT); absent: it takes none.
+const APP_ADDRESS: &str = "roomcast-app-address";
 /// Longest member id (a DNS name is at most 253 bytes).
 const MAX_MEMBER_BYTES: usize = 253;
 
@@ -27,9 +29,14 @@ pub(super) fn write(metadata: &mut MetadataMap, hello: &pb::Hello) {
     if let Ok(v) = MetadataValue::try_from(hello.member.as_str()) {
         metadata.insert(MEMBER, v);
     }
-    if !hello.client_address.is_empty() {
-        if let Ok(v) = MetadataValue::try_from(hello.client_address.as_str()) {
-            metadata.insert(CLIENT_ADDRESS, v);
+    for (key, value) in [
+        (CLIENT_ADDRESS, &hello.client_address),
+        (APP_ADDRESS, &hello.app_address),
+    ] {
+        if !value.is_empty() {
+            if let Ok(v) = MetadataValue::try_from(value.as_str()) {
+                metadata.insert(key, v);
+            }
         }
     }
 }
@@ -41,14 +48,32 @@ pub(super) fn read(metadata: &MetadataMap) -> Result<pb::Hello, Status> {
         .and_then(|v| v.to_str().ok())
         .filter(|m| !m.is_empty() && m.len() <= MAX_MEMBER_BYTES)
         .ok_or_else(|| Status::invalid_argument("no member id (roomcast-member header)"))?;
-    let client_address = metadata
-        .get(CLIENT_ADDRESS)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     Ok(pb::Hello {
         member: member.to_string(),
-        client_address: client_address.to_string(),
+        client_address: text(CLIENT_ADDRESS),
+        app_address: text(APP_ADDRESS),
     })
+}
+
+/// The addresses a peer's Hello advertises that this node believes (see [`client_address`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Advertised {
+    pub client: Option<SocketAddr>,
+    pub app: Option<SocketAddr>,
+}
+
+pub(super) fn advertised(hello: &pb::Hello, peer_addr: SocketAddr) -> Advertised {
+    Advertised {
+        client: client_address(hello, peer_addr),
+        app: on_peer_ip(&hello.member, "app", &hello.app_address, peer_addr),
+    }
 }
 
 /// The client address of a peer's Hello that this node will forward requests to: only one
@@ -56,18 +81,24 @@ pub(super) fn read(metadata: &MetadataMap) -> Result<pb::Hello, Status> {
 /// requests, cookies and Authorization headers included, sent anywhere else. An
 /// unspecified IP (a node on 0.0.0.0 that was not told its address) is the peer's IP.
 pub(super) fn client_address(hello: &pb::Hello, peer_addr: SocketAddr) -> Option<SocketAddr> {
-    if hello.client_address.is_empty() {
+    on_peer_ip(&hello.member, "client", &hello.client_address, peer_addr)
+}
+
+/// An advertised `kind` address, if it is on the peer's own IP (the app address, like the
+/// client address, is where this node sends others: app instances are told to link there).
+fn on_peer_ip(member: &str, kind: &str, text: &str, peer_addr: SocketAddr) -> Option<SocketAddr> {
+    if text.is_empty() {
         return None;
     }
-    let Ok(mut addr) = hello.client_address.parse::<SocketAddr>() else {
-        tracing::warn!(peer = %hello.member, address = %hello.client_address, "peer advertises an unusable client address");
+    let Ok(mut addr) = text.parse::<SocketAddr>() else {
+        tracing::warn!(peer = %member, address = %text, kind, "peer advertises an unusable address");
         return None;
     };
     if addr.ip().is_unspecified() {
         addr.set_ip(peer_addr.ip());
     }
     if addr.ip() != peer_addr.ip() {
-        tracing::warn!(peer = %hello.member, address = %addr, peer_ip = %peer_addr.ip(), "peer advertises a client address off its own IP; ignored (no requests are forwarded to it)");
+        tracing::warn!(peer = %member, address = %addr, peer_ip = %peer_addr.ip(), kind, "peer advertises an address off its own IP; ignored");
         return None;
     }
     Some(addr)
@@ -81,6 +112,7 @@ mod tests {
         pb::Hello {
             member: member.into(),
             client_address: address.into(),
+            app_address: String::new(),
         }
     }
 

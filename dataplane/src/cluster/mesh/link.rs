@@ -7,7 +7,6 @@
 //! module depends on nothing above it. Batching and reading a Hello's client address are
 //! pure and tested here.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
+use super::hello::Advertised;
 use super::peer::{Peer, Queued};
 use super::reload::PeerTls;
 use crate::cluster::proto::{self as pb, message::Kind};
@@ -85,18 +85,18 @@ pub(super) trait Host: Send + Sync + 'static {
 /// What a new link task starts with.
 struct Link {
     generation: u64,
-    /// The peer's client address, from its Hello (already checked against its IP).
-    client_addr: Option<SocketAddr>,
+    /// The peer's client and app addresses, from its Hello (already checked against its IP).
+    advertised: Advertised,
 }
 
 /// Runs a new link to `peer` on its own task, replacing any previous one. Both Hellos were
-/// exchanged in the headers of the call; `client_addr` is what the peer's said.
+/// exchanged in the headers of the call; `advertised` is what the peer's said.
 pub(super) fn attach<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
     inbound: Streaming<pb::Batch>,
     out: mpsc::Sender<pb::Batch>,
-    client_addr: Option<SocketAddr>,
+    advertised: Advertised,
 ) -> tokio::task::JoinHandle<()> {
     let generation = peer
         .generation
@@ -104,7 +104,7 @@ pub(super) fn attach<H: Host>(
         .wrapping_add(1);
     let link = Link {
         generation,
-        client_addr,
+        advertised,
     };
     let task = tokio::spawn(run(host.clone(), peer.clone(), link, inbound, out));
     if let Some(old) = peer.link.lock().replace(task.abort_handle()) {
@@ -126,7 +126,7 @@ async fn run<H: Host>(
 ) {
     let Link {
         generation,
-        client_addr,
+        advertised,
     } = link;
     // Waits for a link this one replaces to be aborted and let go of the queue.
     let mut queue = peer.rx.lock().await;
@@ -138,7 +138,8 @@ async fn run<H: Host>(
         let _ = peer.take(stale);
     }
     *peer.client_addr.lock() = None;
-    peer.learn_client_addr(client_addr);
+    peer.learn_client_addr(advertised.client);
+    *peer.app_addr.lock() = advertised.app;
     peer.up.store(true, Ordering::Release);
     tracing::info!(peer = %peer.id, addr = %peer.addr, "peer link up");
     host.link_up(&peer);
@@ -183,6 +184,7 @@ async fn run<H: Host>(
         peer.up.store(false, Ordering::Release);
         host.link_down(&peer);
         *peer.client_addr.lock() = None;
+        *peer.app_addr.lock() = None;
         let mut discarded = 0usize;
         while let Ok(stale) = queue.try_recv() {
             let _ = peer.take(stale);

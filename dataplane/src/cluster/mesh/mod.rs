@@ -121,6 +121,7 @@ pub struct Mesh {
     membership: watch::Sender<Arc<Membership>>,
     /// This node's client address, told to peers in every Hello.
     client_address: std::sync::OnceLock<SocketAddr>,
+    app_address: std::sync::OnceLock<SocketAddr>,
     /// TLS on the peer port (unset: plaintext).
     tls: std::sync::OnceLock<Arc<PeerTls>>,
     counters: Counters,
@@ -159,6 +160,7 @@ impl Mesh {
             control: Mutex::new(Control::default()),
             membership,
             client_address: std::sync::OnceLock::new(),
+            app_address: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
@@ -333,6 +335,22 @@ impl Mesh {
         let _ = self.client_address.set(addr);
     }
 
+    /// Sets the app link address this node advertises to its peers (before [`Mesh::start`];
+    /// later calls are ignored).
+    pub fn advertise_app_address(&self, addr: SocketAddr) {
+        let _ = self.app_address.set(addr);
+    }
+
+    /// Where member `id` takes app links, if its link is up and it told us.
+    pub fn app_address_of(&self, id: &str) -> Option<SocketAddr> {
+        let peer = self.peers.read().get(id).cloned()?;
+        if !peer.is_up() {
+            return None;
+        }
+        let addr = *peer.app_addr.lock();
+        addr
+    }
+
     /// Where member `id` serves clients, if its link is up and it told us.
     pub fn client_address_of(&self, id: &str) -> Option<SocketAddr> {
         let peer = self.peers.read().get(id).cloned()?;
@@ -501,6 +519,11 @@ impl Host for Mesh {
             member: self.me.clone(),
             client_address: self
                 .client_address
+                .get()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            app_address: self
+                .app_address
                 .get()
                 .map(ToString::to_string)
                 .unwrap_or_default(),

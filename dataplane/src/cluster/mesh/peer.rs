@@ -54,6 +54,8 @@ pub(super) struct Peer {
     pub(super) dropped: AtomicU64,
     /// Where the peer serves clients, as its Hello of the current link said.
     pub(super) client_addr: Mutex<Option<SocketAddr>>,
+    /// Where the peer takes app links, as its Hello of the current link said.
+    pub(super) app_addr: Mutex<Option<SocketAddr>>,
     /// Set on the first drop of an overload, cleared on the next successful send, so an
     /// overload logs twice (start, end) instead of once per message.
     pub(super) overloaded: AtomicBool,
@@ -78,6 +80,7 @@ impl Peer {
             removed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             client_addr: Mutex::new(None),
+            app_addr: Mutex::new(None),
             overloaded: AtomicBool::new(false),
         })
     }

@@ -1,0 +1,197 @@
+//! The gRPC service app instances link to, on `appLink.listen`.
+//!
+//! Each call is one link: checked (the bearer token, compared in constant time; the
+//! instance id), welcomed, then read in order on one task while a second task writes the
+//! link's outbox in batches. The link ends when the app ends its stream, the stream
+//! fails, the app sends a batch over `appLink.maxBatchBytes`, or the app is too slow to
+//! take what is queued for it (`appLink.maxQueuedBytes`); its clients' sessions are then
+//! closed.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::links::AppLinks;
+use super::proto::{
+    self as pb,
+    app_link_server::{AppLink, AppLinkServer},
+    hub_message::Kind,
+};
+
+/// The instance id header.
+const INSTANCE: &str = "roomcast-app-instance";
+/// Longest instance id.
+const MAX_INSTANCE_BYTES: usize = 128;
+/// Shortest accepted token.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The token app instances present, kept as a digest so that comparing it takes the same
+/// time whatever is presented.
+#[derive(Clone)]
+pub struct AppToken([u8; 32]);
+
+impl AppToken {
+    /// From `appLink.token`, or read (once, now) from `appLink.tokenFile`, whitespace trimmed.
+    pub fn from_config(config: &crate::config::AppLinkConfig) -> anyhow::Result<Self> {
+        let token = match (&config.token, &config.token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("appLink.tokenFile: cannot read {}: {e}", path.display())
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => anyhow::bail!("appLink: a token or tokenFile is required"),
+        };
+        if token.len() < MIN_TOKEN_LEN {
+            anyhow::bail!("appLink token must be at least {MIN_TOKEN_LEN} characters");
+        }
+        Ok(Self::new(&token))
+    }
+
+    pub fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest.ct_eq(&self.0).into()
+    }
+}
+
+fn valid_instance(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_INSTANCE_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub struct Service {
+    links: Arc<AppLinks>,
+    token: AppToken,
+}
+
+type LinkStream = Pin<Box<dyn Stream<Item = Result<pb::HubBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AppLink for Service {
+    type LinkStream = LinkStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<pb::AppBatch>>,
+    ) -> Result<Response<LinkStream>, Status> {
+        let metadata = request.metadata();
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !self.token.matches(presented) {
+            return Err(Status::unauthenticated("app link token refused"));
+        }
+        let instance = metadata
+            .get(INSTANCE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| valid_instance(id))
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "roomcast-app-instance: 1 to 128 characters of [A-Za-z0-9._-]",
+                )
+            })?
+            .to_string();
+        let mut inbound = request.into_inner();
+        let links = self.links.clone();
+        let (link, reader) = links.add_link(instance);
+        link.send(Kind::Welcome(links.welcome()));
+        links.publish_members();
+
+        let reading = {
+            let links = links.clone();
+            let link = link.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        batch = inbound.message() => match batch {
+                            Ok(Some(batch)) => {
+                                for message in batch.messages {
+                                    super::inbound::handle(&links, &link, message);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::info!(instance = %link.instance, %status, "app link stream failed");
+                                break;
+                            }
+                        },
+                        _ = link.outbox.overflowed.notified() => break,
+                    }
+                }
+                links.remove_link(&link);
+            }
+        };
+        tokio::spawn(reading);
+
+        // Ends once the link is closed.
+        let stream =
+            futures_util::stream::unfold((reader, link), |(mut reader, link)| async move {
+                let batch = reader.next_batch(&link.outbox).await?;
+                Some((Ok(batch), (reader, link)))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Binds `appLink.listen` and serves app links on it until the node stops. Returns the
+/// bound address.
+pub async fn serve(
+    links: Arc<AppLinks>,
+    listen: SocketAddr,
+    token: AppToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (appLink.listen): {e}"))?;
+    let addr = listener.local_addr()?;
+    let max = links.settings.max_batch_bytes;
+    let service = AppLinkServer::new(Service {
+        links: links.clone(),
+        token,
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(super::outbox::BATCH_BYTES * 2));
+    let incoming = crate::cluster::listen::incoming(listener, "app link");
+    let task = tokio::spawn(async move {
+        if let Err(error) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(%error, "app link listener failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_instance_ids() {
+        let token = AppToken::new("0123456789abcdef");
+        assert!(token.matches("0123456789abcdef"));
+        assert!(!token.matches("0123456789abcdeg"));
+        assert!(!token.matches(""));
+        assert!(valid_instance("app-7f3a.1_x"));
+        for bad in ["", "a b", "a/b", &"x".repeat(129), "é"] {
+            assert!(!valid_instance(bad), "{bad:?}");
+        }
+    }
+}
