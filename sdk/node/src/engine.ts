@@ -88,6 +88,7 @@ export class HubConn extends EventEmitter {
     socket: { encrypted: boolean; remoteAddress: string };
   };
   readonly roomcast: SessionInfo;
+  private droppedVolatile = false;
 
   constructor(
     readonly link: SessionLink,
@@ -122,9 +123,16 @@ export class HubConn extends EventEmitter {
   /** engine.io's `socket.write(data, opts, callback)`: one engine.io message to the client. */
   write(data: string | Buffer, opts?: { volatile?: boolean }, callback?: () => void): this {
     if (this.readyState !== "open") return this;
-    // The first frame of a socket.io packet is text; binary frames are its attachments.
-    const volatile = !!opts?.volatile && typeof data === "string";
-    this.link.sendPacket(this.session, typeof data === "string" ? data : toBuffer(data), volatile);
+    // Every frame of a volatile packet is marked (the hub drops the packet whole). The first
+    // frame of a socket.io packet is text, binary frames are its attachments: when the text
+    // frame of a volatile packet could not be queued, its attachments are not sent either.
+    const volatile = !!opts?.volatile;
+    if (typeof data === "string") {
+      const sent = this.link.sendPacket(this.session, data, volatile);
+      this.droppedVolatile = volatile && !sent;
+    } else if (!(volatile && this.droppedVolatile)) {
+      this.link.sendPacket(this.session, toBuffer(data), volatile);
+    }
     if (callback) setImmediate(callback);
     return this;
   }

@@ -3,9 +3,10 @@
 //
 // Back-pressure: at most `window` bytes are handed to gRPC and not yet written; the rest
 // waits here. The queue holds at most `maxQueuedBytes`: past a quarter of it the link counts
-// as congested (volatile packets are dropped, as engine.io drops them on a busy transport),
-// and a message that would pass the whole bound overflows: the link is given up (its sessions
-// end, their clients reconnect) rather than letting memory grow without limit.
+// as congested (its transports report `writable: false`, so socket.io drops volatile packets
+// as engine.io does on a busy transport), a volatile message that would pass the whole bound
+// is dropped, and any other message that would pass it overflows: the link is given up (its
+// sessions end, their clients reconnect) rather than letting memory grow without limit.
 
 export type Push = "queued" | "dropped" | "too-large" | "overflow";
 
@@ -44,7 +45,6 @@ export class OutQueue {
   push(part: Buffer, volatile = false): Push {
     if (this.stopped) return "dropped";
     if (part.length > this.opts.maxBatchBytes) return "too-large";
-    if (volatile && this.congested) return "dropped";
     if (this.bytes + part.length > this.opts.maxQueuedBytes) return volatile ? "dropped" : "overflow";
     this.parts.push(part);
     this.queued += part.length;
