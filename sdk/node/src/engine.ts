@@ -156,11 +156,20 @@ export class HubConn extends EventEmitter {
     this.emit("message", data);
   }
 
-  /** The session ended (hub's Closed, or its link ended). */
+  /**
+   * The session ended (hub's Closed, or its link ended). An app that closed the session
+   * itself sees engine.io's reason, "forced close".
+   *
+   * socket.io handles each decoded packet on a later tick (process.nextTick), while the
+   * messages of one batch from the hub are handled at once: "close" is emitted after those
+   * ticks (setImmediate), so that the packets the client sent before it left (a DISCONNECT,
+   * say) are handled first, as with engine.io where they come in earlier reads.
+   */
   _closed(reason: string, description?: unknown): void {
     if (this.readyState === "closed") return;
+    const why = this.readyState === "closing" ? "forced close" : reason;
     this.readyState = "closed";
-    this.emit("close", reason, description);
+    setImmediate(() => this.emit("close", why, description));
   }
 
   /** The client upgraded its transport. */

@@ -69,7 +69,8 @@ export async function startHub({ ips, token = randomBytes(24).toString("hex"), a
       peerPort,
       members,
       token: apiToken,
-      config: { appLink: { listen: `${ips[i]}:0`, tokenFile, ...appLink } },
+      // With appLink the app handles every namespace: none of the hub's own (webhook mode) ones.
+      config: { socketio: {}, appLink: { listen: `${ips[i]}:0`, tokenFile, ...appLink } },
     });
   const nodes = await Promise.all(ips.map((_, i) => startNode(i)));
   const line = /app link listening on ([0-9.]+:\d+)/;
