@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::outbox::Outbox;
 use super::proto::{hub_message::Kind, HubMessage, Reply};
-use super::session::AppSession;
+use super::session::{AppSession, Uplink};
 
 pub struct Link {
     /// Unique per link on this node (an instance that reconnects gets a new one).
@@ -44,6 +44,12 @@ impl Link {
 
     pub fn send(&self, kind: Kind) -> bool {
         self.outbox.push(HubMessage::of(kind))
+    }
+
+    /// This link as its sessions see it.
+    pub fn uplink(self: &Arc<Self>) -> std::sync::Weak<dyn Uplink> {
+        let link: Arc<dyn Uplink> = self.clone();
+        Arc::downgrade(&link)
     }
 
     pub fn session_count(&self) -> usize {
@@ -124,5 +130,15 @@ impl Link {
             error,
             ..Reply::default()
         });
+    }
+}
+
+impl Uplink for Link {
+    fn send(&self, kind: Kind) -> bool {
+        Link::send(self, kind)
+    }
+
+    fn remove_session(&self, handle: u64) {
+        Link::remove_session(self, handle);
     }
 }

@@ -259,7 +259,13 @@ impl ConnectionFactory for AppLinks {
         let max_attachments = self.max_attachments;
         let served = self.pick().and_then(|link| {
             let app = link.add_session(|handle| {
-                AppSession::new(handle, &link, session, handshake.clone(), max_attachments)
+                AppSession::new(
+                    handle,
+                    link.uplink(),
+                    session,
+                    handshake.clone(),
+                    max_attachments,
+                )
             })?;
             let suffix = crate::engine::sid::node_suffix(&session.sid).to_string();
             link.send(Kind::Open(pb::Open {

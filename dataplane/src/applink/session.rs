@@ -10,12 +10,19 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::link::Link;
 use super::proto::{self as pb, hub_message::Kind, packet::Body};
 use crate::engine::{CloseReason, ConnectionHandler, Frame, HandshakeInfo, PushOutcome, Session};
 use crate::socketio::external::HUB_ACK_BASE;
 use crate::socketio::packet::{Packet, PacketKind};
 use crate::socketio::{DisconnectReason, Payload, Socket, Transport};
+
+/// What a session needs of its link (`link::Link`), which holds it.
+pub trait Uplink: Send + Sync {
+    /// Queues a message for the app; false when the link is over its budget or gone.
+    fn send(&self, kind: Kind) -> bool;
+    /// The session ended: the link forgets it.
+    fn remove_session(&self, handle: u64);
+}
 
 /// A binary ACK for the hub, waiting for its attachments.
 struct PartialAck {
@@ -38,7 +45,7 @@ struct State {
 
 pub struct AppSession {
     pub handle: u64,
-    link: Weak<Link>,
+    link: Weak<dyn Uplink>,
     session: Weak<Session>,
     pub handshake: Arc<HandshakeInfo>,
     max_attachments: usize,
@@ -48,14 +55,14 @@ pub struct AppSession {
 impl AppSession {
     pub fn new(
         handle: u64,
-        link: &Arc<Link>,
+        link: Weak<dyn Uplink>,
         session: &Arc<Session>,
         handshake: Arc<HandshakeInfo>,
         max_attachments: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             handle,
-            link: Arc::downgrade(link),
+            link,
             session: Arc::downgrade(session),
             handshake,
             max_attachments,
@@ -223,6 +230,13 @@ impl ConnectionHandler for AppSession {
             session: self.handle,
             body: Some(Body::Binary(data)),
             volatile: false,
+        }));
+    }
+
+    fn on_upgrade(&self) {
+        self.send(Kind::Upgraded(pb::Upgraded {
+            session: self.handle,
+            transport: "websocket".to_string(),
         }));
     }
 

@@ -123,4 +123,6 @@ pub trait ConnectionHandler: Send + Sync {
     fn on_binary(&self, data: Bytes);
     /// The session closed; called exactly once.
     fn on_close(&self, reason: CloseReason);
+    /// The client upgraded the session to WebSocket.
+    fn on_upgrade(&self) {}
 }

@@ -122,6 +122,10 @@ impl Session {
         let _ = self.handler.set(handler);
     }
 
+    pub(super) fn handler(&self) -> Option<&Arc<dyn ConnectionHandler>> {
+        self.handler.get()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

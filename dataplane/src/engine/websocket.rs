@@ -139,6 +139,9 @@ async fn run_upgrade(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn)
     session.outbox.wake();
     if upgraded && !session.is_closed() {
         tracing::debug!(sid = %session.sid, "upgraded to websocket");
+        if let Some(handler) = session.handler() {
+            handler.on_upgrade();
+        }
         // The long-lived loop gets a task of its own, sized for its idle state only; this
         // task (handshake or upgrade state) ends here.
         tokio::spawn(serve(engine, session, ws));

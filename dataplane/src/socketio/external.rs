@@ -17,10 +17,7 @@ use super::payload::Payload;
 use super::socket::{DisconnectReason, Joining, Socket, Transport};
 use crate::engine::{HandshakeInfo, Session};
 
-/// The first ack id of the hub's own emits when applications serve the sockets: an app's
-/// socket.io counts its ack ids up from 0 and never gets near it, so a client's ACK says by
-/// its id alone whether it answers the hub (a broadcast with acks) or the app.
-pub const HUB_ACK_BASE: u64 = 1 << 40;
+pub use super::namespace::HUB_ACK_BASE;
 
 /// What the hub knows of a socket an application created.
 pub struct Attach {

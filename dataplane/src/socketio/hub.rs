@@ -36,7 +36,7 @@ impl Hub {
             max_rooms_per_socket: config.limits.max_rooms_per_socket,
             max_room_name_bytes: config.limits.max_room_name_bytes,
             first_ack_id: if config.app_link.enabled() {
-                crate::socketio::external::HUB_ACK_BASE
+                super::namespace::HUB_ACK_BASE
             } else {
                 0
             },

@@ -52,6 +52,12 @@ pub trait Fanout: Send + Sync {
 /// cluster is started with a handle on the hub), so it sits in a cell every namespace reads.
 pub(super) type FanoutCell = Arc<OnceLock<Arc<dyn Fanout>>>;
 
+/// The first ack id of the hub's own emits when applications serve the sockets (app links,
+/// `socketio::external`): an app's socket.io counts its ack ids up from 0 and never gets
+/// near it, so a client's ACK says by its id alone whether it answers the hub (a broadcast
+/// with acks) or the app.
+pub const HUB_ACK_BASE: u64 = 1 << 40;
+
 /// Per-namespace limits, from `LimitsConfig`.
 #[derive(Debug, Clone, Copy)]
 pub struct NamespaceLimits {

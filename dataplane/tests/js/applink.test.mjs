@@ -1,0 +1,253 @@
+// The hub side of app links (proto/app.proto), driven by a raw gRPC app written here (not the
+// SDK: the SDK has its own suite in sdk/node/test), with stock socket.io clients: sessions
+// handed to linked instances, the app's sockets and rooms, broadcasts and hub acks, and what
+// a hostile or broken app cannot do (wrong token, foreign socket ids, a slow reader, an
+// oversized batch), each time with a bystander that must not notice.
+
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { spawn } from "node:child_process";
+import grpc from "@grpc/grpc-js";
+import { rawApp as linkApp } from "./rawapp.mjs";
+import {
+  startServer,
+  writeConfig,
+  ClientPool,
+  connected,
+  once,
+  eventually,
+  sleep,
+  http,
+  apiCall,
+} from "./harness.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const TOKEN = "app-link-token-0123456789";
+const API_TOKEN = "management-token-0123456789";
+
+async function startAppHub(appLink = {}, extra = {}) {
+  const dir = path.dirname(writeConfig({}, "roomcast-applink-"));
+  const tokenFile = path.join(dir, "app-token");
+  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
+  const apiTokenFile = path.join(dir, "api-token");
+  fs.writeFileSync(apiTokenFile, `${API_TOKEN}\n`);
+  const config = {
+    appLink: { listen: "127.0.0.1:0", tokenFile, ...appLink },
+    management: { listen: "127.0.0.1:0", tokenFile: apiTokenFile },
+    ...extra,
+  };
+  const file = path.join(dir, "hub.json");
+  fs.writeFileSync(file, JSON.stringify(config));
+  const hub = await startServer({ bin: "main", args: ["--config", file] });
+  await eventually(() => /app link listening on \S+/.test(hub.stdout()), 5000, "app link line");
+  hub.appAddr = /app link listening on (\S+)/.exec(hub.stdout())[1];
+  hub.api = /management listening on (http:\/\/\S+)/.exec(hub.stdout())[1];
+  hub.token = API_TOKEN;
+  return hub;
+}
+
+const pool = new ClientPool();
+const apps = [];
+let hub;
+
+function app(opts) {
+  const a = linkApp(hub.appAddr, { token: TOKEN, ...opts });
+  apps.push(a);
+  return a;
+}
+
+async function echoes(s, what) {
+  const p = once(s, "echo", 5000, what);
+  s.emit("echo", what);
+  assert.deepEqual(await p, [what]);
+}
+
+afterEach(() => {
+  pool.closeAll();
+  for (const a of apps.splice(0)) a.close();
+});
+after(async () => {
+  hub?.assertHealthy("after the app link tests");
+  await hub?.stop();
+});
+
+describe("app links: sessions go to linked instances", () => {
+  before(async () => {
+    hub = await startAppHub();
+  });
+
+  it("refuses handshakes (503) while no instance is linked, serves them once one is", async () => {
+    const res = await http(`${hub.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(res.status, 503);
+    assert.match(res.body, /No application instance available/);
+    const a = app();
+    await a.welcome;
+    for (const transports of [["websocket"], ["polling"], ["polling", "websocket"]]) {
+      const s = pool.io(hub.url, { transports });
+      await connected(s, 5000, transports.join("+"));
+      await echoes(s, `via ${transports.join("+")}`);
+    }
+    const opens = a.of("open");
+    assert.equal(opens.length, 3);
+    assert.ok(opens.every((o) => o.socketIdSuffix.length > 0 && o.handshake.url.startsWith("/socket.io/")));
+    await eventually(() => a.of("upgraded").length === 1, 5000, "the polling-then-websocket client's upgrade");
+  });
+
+  it("a wrong token or instance id is refused, and the refused caller gets no sessions", async () => {
+    const bystander = app();
+    await bystander.welcome;
+    const wrong = app({ token: "not-the-token-at-all" });
+    const badId = app({ instance: "bad id/with slash" });
+    await eventually(() => wrong.error && badId.error, 5000, "both refused");
+    assert.equal(wrong.error.code, grpc.status.UNAUTHENTICATED);
+    assert.match(wrong.error.details, /token refused/);
+    assert.equal(badId.error.code, grpc.status.INVALID_ARGUMENT);
+    const s = pool.io(hub.url, { transports: ["websocket"] });
+    await connected(s);
+    await echoes(s, "served by the bystander");
+    assert.equal(bystander.of("open").length, 1);
+  });
+
+  it("balances sessions over instances, and a draining one gets no new sessions", async () => {
+    const a = app();
+    const b = app();
+    await Promise.all([a.welcome, b.welcome]);
+    const first = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const s = pool.io(hub.url, { transports: ["websocket"] });
+        await connected(s);
+        return s;
+      }),
+    );
+    assert.equal(a.of("open").length, 3, "fewest sessions first");
+    assert.equal(b.of("open").length, 3);
+    a.send({ drain: {} });
+    await sleep(200);
+    for (let i = 0; i < 3; i++) {
+      const s = pool.io(hub.url, { transports: ["websocket"] });
+      await connected(s);
+    }
+    assert.equal(a.of("open").length, 3, "a draining instance gets no new session");
+    assert.equal(b.of("open").length, 6);
+    // The draining instance's clients are still served.
+    await echoes(first[0], "still served while draining");
+  });
+
+  it("when an instance's link ends its clients are disconnected and reconnect onto another", async () => {
+    const a = app();
+    await a.welcome;
+    const s = pool.io(hub.url, { transports: ["websocket"], reconnection: true, reconnectionDelay: 100 });
+    await connected(s);
+    const b = app();
+    await b.welcome;
+    const gone = once(s, "disconnect", 5000, "disconnect");
+    const back = once(s, "connect", 10_000, "reconnect");
+    a.close();
+    assert.equal((await gone)[0], "transport close");
+    await back;
+    await echoes(s, "served by the other instance");
+    assert.equal(b.of("open").length, 1);
+  });
+});
+
+describe("app links: rooms, broadcasts and acks are the hub's", () => {
+  it("joins are acknowledged, broadcasts reach the room only, acks are collected by the hub", async () => {
+    const a = app();
+    await a.welcome;
+    const member = pool.io(hub.url, { transports: ["websocket"] });
+    const outsider = pool.io(hub.url, { transports: ["polling"] });
+    await Promise.all([connected(member), connected(outsider)]);
+    const joined = once(member, "joined");
+    member.emit("join", "news");
+    assert.deepEqual(await joined, ["news"]);
+    let outsiderGot = 0;
+    outsider.on("news", () => outsiderGot++);
+    const news = once(member, "news");
+    a.send({ broadcast: { namespace: "/", rooms: ["news"], text: '2["news",{"n":1}]' } });
+    assert.deepEqual(await news, [{ n: 1 }]);
+    // A broadcast with acks to everyone: the hub numbers it above the app's ack ids and
+    // collects the replies itself (the app never sees the clients' ACK packets).
+    member.on("ask", (cb) => cb("member"));
+    outsider.on("ask", (cb) => cb("outsider"));
+    const reply = await a.request({ broadcast: { namespace: "/", rooms: [], text: '2["ask"]', ackTimeoutMs: 2000 } });
+    assert.equal(reply.error, "");
+    assert.equal(reply.recipients, 2);
+    assert.equal(reply.timedOut, false);
+    assert.deepEqual(reply.acks.map((r) => JSON.parse(r.argsJson)).sort(), [["member"], ["outsider"]].sort());
+    const welcome = await a.welcome;
+    const acksSeen = a.of("packet").filter((p) => /^3\d+/.test(p.text ?? "") && Number(/^3(\d+)/.exec(p.text)[1]) >= welcome.hubAckBase);
+    assert.deepEqual(acksSeen, [], "hub acks are not forwarded to the app");
+    assert.equal(outsiderGot, 0, "the room broadcast reached its member only");
+  });
+
+  it("the management API's socketsJoin and disconnectSockets are passed to the app", async () => {
+    const a = app();
+    await a.welcome;
+    const s = pool.io(hub.url, { transports: ["websocket"] });
+    await connected(s);
+    const sid = [...a.sockets.values()][0];
+    await apiCall(hub, "POST", "/v1/namespaces/%2F/sockets/join", { socketIds: [sid], join: ["vip"] });
+    await eventually(() => a.of("roomsChanged").length === 1, 5000, "RoomsChanged");
+    assert.deepEqual(a.of("roomsChanged")[0].joined, ["vip"]);
+    await apiCall(hub, "POST", "/v1/namespaces/%2F/sockets/disconnect", { rooms: ["vip"] });
+    await eventually(() => a.of("disconnect").length === 1, 5000, "Disconnect");
+    assert.equal(a.of("disconnect")[0].socketId, sid);
+  });
+});
+
+describe("app links: what a broken or hostile app cannot do", () => {
+  it("an app cannot claim a socket id of another node or one already in use", async () => {
+    const a = app();
+    await a.welcome;
+    const first = pool.io(hub.url, { transports: ["websocket"] });
+    await connected(first);
+    const second = pool.io(hub.url, { transports: ["websocket"] });
+    await connected(second);
+    const [one, two] = [...a.sessions.keys()];
+    const foreign = crypto.randomBytes(12).toString("base64url") + Buffer.from("another-node").toString("base64url");
+    let reply = await a.request({ join: { session: two, namespace: "/x", socketId: foreign, rooms: [] } });
+    assert.match(reply.error, /does not name this node/);
+    // The first session's socket id, claimed for the second session in the same namespace.
+    reply = await a.request({ join: { session: two, namespace: "/", socketId: a.sockets.get(one), rooms: ["stolen"] } });
+    assert.match(reply.error, /already in use/);
+    reply = await a.request({ join: { session: 999, namespace: "/", socketId: a.sockets.get(one), rooms: [] } });
+    assert.match(reply.error, /unknown or closed session/);
+    await echoes(first, "the first client is unaffected");
+    await echoes(second, "the second client is unaffected");
+  });
+
+  it("a frozen app is cut off at appLink.maxQueuedBytes; a bystander instance and its client are not", async () => {
+    await hub.stop();
+    hub = await startAppHub({ maxBatchBytes: 65536, maxQueuedBytes: 262144 });
+    const bystander = app();
+    await bystander.welcome;
+    const calm = pool.io(hub.url, { transports: ["websocket"] });
+    await connected(calm);
+    // An instance in a process of its own, then frozen (SIGSTOP): it reads nothing more.
+    const frozen = spawn(process.execPath, [path.join(HERE, "rawapp.mjs"), hub.appAddr, TOKEN, "frozen-app"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await once(frozen.stdout, "data", 10_000, "the frozen app's welcome");
+      const flooder = pool.io(hub.url, { transports: ["websocket"], reconnection: false });
+      await connected(flooder, 5000, "the flooder (served by the app before it freezes)");
+      assert.equal(bystander.of("open").length, 1, "the flooder's session went to the instance that then freezes");
+      frozen.kill("SIGSTOP");
+      const closed = once(flooder, "disconnect", 30_000, "the flooder's session closed");
+      const big = "x".repeat(16_000);
+      for (let i = 0; i < 2000 && flooder.connected; i++) {
+        flooder.emit("echo", big);
+        if (i % 20 === 0) await sleep(5);
+      }
+      await closed;
+      await eventually(() => /maxQueuedBytes reached/.test(hub.stderr()), 5000, "the overflow is logged");
+      await echoes(calm, "the bystander instance's client is served");
+    } finally {
+      frozen.kill("SIGKILL");
+    }
+  });
+});
