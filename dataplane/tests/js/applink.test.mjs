@@ -8,6 +8,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawn } from "node:child_process";
@@ -23,6 +24,7 @@ import {
   sleep,
   http,
   apiCall,
+  startClusterNode,
 } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -249,5 +251,79 @@ describe("app links: what a broken or hostile app cannot do", () => {
     } finally {
       frozen.kill("SIGKILL");
     }
+  });
+});
+
+describe("app links in a 3-node cluster", () => {
+  const IPS = ["127.0.0.91", "127.0.0.92", "127.0.0.93"];
+  const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+  const nodes = [];
+  const tokenDir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-applink-cluster-"));
+  const tokenFile = path.join(tokenDir, "app-token");
+  fs.writeFileSync(tokenFile, TOKEN);
+
+  before(async () => {
+    const members = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
+    for (let i = 0; i < IPS.length; i++) {
+      const node = await startClusterNode({
+        id: `hub-${i}`,
+        ip: IPS[i],
+        peerPort: PEER_PORT,
+        members,
+        token: API_TOKEN,
+        config: {
+          socketio: { namespaces: [{ name: "/" }] },
+          appLink: { listen: `${IPS[i]}:0`, tokenFile },
+        },
+      });
+      await eventually(() => /app link listening on \S+/.test(node.stdout()), 5000, "app link line");
+      node.appAddr = /app link listening on (\S+)/.exec(node.stdout())[1];
+      nodes.push(node);
+    }
+    for (const node of nodes) {
+      await eventually(async () => (await apiCall(node, "GET", "/v1/stats")).nodes === IPS.length, 10_000, "linked");
+    }
+  });
+  after(async () => {
+    for (const n of nodes) n.assertHealthy("after the cluster app link tests");
+    await Promise.all(nodes.map((n) => n.stop()));
+  });
+
+  it("every node tells an instance where every node takes app links", async () => {
+    const a = linkApp(nodes[0].appAddr, { token: TOKEN });
+    apps.push(a);
+    const want = nodes.map((n, i) => ({ id: `hub-${i}`, appAddress: n.appAddr }));
+    await eventually(
+      () => JSON.stringify(a.of("members").at(-1)?.members ?? (a.of("welcome")[0]?.members?.members)) === JSON.stringify(want),
+      10_000,
+      "the member list with every node's app address",
+    );
+  });
+
+  it("a broadcast sent on one node's link reaches clients of every node, each once", async () => {
+    const links = nodes.map((n) => linkApp(n.appAddr, { token: TOKEN, instance: "one-instance" }));
+    apps.push(...links);
+    await Promise.all(links.map((l) => l.welcome));
+    const clients = await Promise.all(
+      nodes.map(async (n) => {
+        const s = pool.io(n.url, { transports: ["websocket"] });
+        await connected(s);
+        const joined = once(s, "joined");
+        s.emit("join", "everyone");
+        await joined;
+        return s;
+      }),
+    );
+    const counts = clients.map(() => 0);
+    clients.forEach((s, i) => s.on("hello", () => counts[i]++));
+    links[1].send({ broadcast: { namespace: "/", rooms: ["everyone"], text: '2["hello"]' } });
+    await eventually(() => counts.every((c) => c === 1), 5000, "one hello per client");
+    // To one socket, by its id: only that client.
+    const [session] = [...links[2].sockets.keys()];
+    const target = links[2].sockets.get(session);
+    links[0].send({ broadcast: { namespace: "/", rooms: [target], text: '2["hello"]' } });
+    await eventually(() => counts[2] === 2, 5000, "the private hello");
+    await sleep(200);
+    assert.deepEqual(counts, [1, 1, 2]);
   });
 });
