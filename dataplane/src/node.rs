@@ -94,6 +94,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         cluster: cluster.as_ref().map(|c| c.mesh().clone()),
         discovery: cluster.as_ref().and_then(Cluster::discovery_stats),
         ownership: cluster.as_ref().and_then(|c| c.rooms().owned().cloned()),
+        app_links: app_links.as_ref().map(|(links, _)| links.clone()),
     };
     let local = LocalOps::new(hub.clone(), Arc::new(move || engine.session_count()));
     let ops: Arc<dyn HubOps> = match &cluster {

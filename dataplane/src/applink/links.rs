@@ -21,8 +21,18 @@ use crate::socketio::Hub;
 /// How often the member list is checked for changes to tell the instances.
 const MEMBERS_EVERY: Duration = Duration::from_secs(1);
 
+/// Counters of the app links.
+#[derive(Debug, Default)]
+pub struct AppLinkStats {
+    /// Link attempts refused (token, instance id).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Links ended at `appLink.maxQueuedBytes`.
+    pub overflowed: std::sync::atomic::AtomicU64,
+}
+
 pub struct AppLinks {
     pub hub: Hub,
+    pub stats: AppLinkStats,
     pub node_id: String,
     pub settings: AppLinkConfig,
     pub max_attachments: usize,
@@ -41,6 +51,7 @@ impl AppLinks {
     pub fn new(config: &Config, hub: Hub) -> Arc<Self> {
         Arc::new(Self {
             hub,
+            stats: AppLinkStats::default(),
             node_id: config.node_id.clone(),
             settings: config.app_link.clone(),
             max_attachments: config.limits.max_attachments,
@@ -119,6 +130,20 @@ impl AppLinks {
 
     pub fn link_count(&self) -> usize {
         self.links.read().len()
+    }
+
+    /// Sessions handed to the linked instances.
+    pub fn session_count(&self) -> usize {
+        self.links.read().iter().map(|l| l.session_count()).sum()
+    }
+
+    /// Bytes queued for every link.
+    pub fn queued_bytes(&self) -> usize {
+        self.links
+            .read()
+            .iter()
+            .map(|l| l.outbox.queued_bytes())
+            .sum()
     }
 
     /// The link a new session goes to: the one with the fewest sessions among those that

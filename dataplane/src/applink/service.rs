@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::Stream;
@@ -94,6 +95,8 @@ impl AppLink for Service {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !self.token.matches(presented) {
+            self.links.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("app link refused: wrong token");
             return Err(Status::unauthenticated("app link token refused"));
         }
         let instance = metadata
@@ -101,6 +104,7 @@ impl AppLink for Service {
             .and_then(|v| v.to_str().ok())
             .filter(|id| valid_instance(id))
             .ok_or_else(|| {
+                self.links.stats.refused.fetch_add(1, Ordering::Relaxed);
                 Status::invalid_argument(
                     "roomcast-app-instance: 1 to 128 characters of [A-Za-z0-9._-]",
                 )
@@ -130,7 +134,10 @@ impl AppLink for Service {
                                 break;
                             }
                         },
-                        _ = link.outbox.overflowed.notified() => break,
+                        _ = link.outbox.overflowed.notified() => {
+                            links.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
                     }
                 }
                 links.remove_link(&link);

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::app::upstream::UpstreamStats;
+use crate::applink::AppLinks;
 use crate::cluster::discovery::DiscoveryStats;
 use crate::cluster::owned::Owned;
 use crate::cluster::Mesh;
@@ -33,6 +34,8 @@ pub struct MetricsSource {
     pub discovery: Option<Arc<DiscoveryStats>>,
     /// Room ownership, on a member with `cluster.rooms: owned`.
     pub ownership: Option<Arc<Owned>>,
+    /// The app links, with `appLink.listen` set (their metrics read 0 without).
+    pub app_links: Option<Arc<AppLinks>>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -70,6 +73,48 @@ impl MetricsSource {
     }
 
     /// Connection state recovery (zero when it is off, so the set of metrics never changes).
+    /// Printed on every node (zeros without app links), so dashboards and alerts can rely on
+    /// them.
+    fn render_app_links(&self, out: &mut String) {
+        let links = self.app_links.as_deref();
+        let one = |f: fn(&AppLinks) -> u64| vec![(String::new(), links.map_or(0, f))];
+        metric(
+            out,
+            "roomcast_app_links",
+            "gauge",
+            "App instances linked to this node.",
+            &one(|l| l.link_count() as u64),
+        );
+        metric(
+            out,
+            "roomcast_app_sessions",
+            "gauge",
+            "Client sessions of this node handed to app instances.",
+            &one(|l| l.session_count() as u64),
+        );
+        metric(
+            out,
+            "roomcast_app_queued_bytes",
+            "gauge",
+            "Bytes queued for app instances and not yet written to their links.",
+            &one(|l| l.queued_bytes() as u64),
+        );
+        metric(
+            out,
+            "roomcast_app_links_refused_total",
+            "counter",
+            "App link attempts refused (wrong token or instance id).",
+            &one(|l| l.stats.refused.load(Ordering::Relaxed)),
+        );
+        metric(
+            out,
+            "roomcast_app_links_overflowed_total",
+            "counter",
+            "App links ended because the app was too slow (appLink.maxQueuedBytes).",
+            &one(|l| l.stats.overflowed.load(Ordering::Relaxed)),
+        );
+    }
+
     fn render_recovery(&self, out: &mut String) {
         let recovery = self.hub.recovery();
         let load = |f: fn(&RecoveryStats) -> &AtomicU64| {
@@ -265,6 +310,7 @@ impl MetricsSource {
             &rooms,
         );
         self.render_recovery(&mut out);
+        self.render_app_links(&mut out);
         if let Some(u) = &self.upstream {
             metric(
                 &mut out,
@@ -449,6 +495,7 @@ mod tests {
             cluster: None,
             discovery: None,
             ownership: None,
+            app_links: None,
         }
         .render()
     }

@@ -25,6 +25,7 @@ import {
   http,
   apiCall,
   startClusterNode,
+  metric,
 } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -40,6 +41,7 @@ async function startAppHub(appLink = {}, extra = {}) {
   const config = {
     appLink: { listen: "127.0.0.1:0", tokenFile, ...appLink },
     management: { listen: "127.0.0.1:0", tokenFile: apiTokenFile },
+    metrics: { listen: "127.0.0.1:0" },
     ...extra,
   };
   const file = path.join(dir, "hub.json");
@@ -112,6 +114,9 @@ describe("app links: sessions go to linked instances", () => {
     await connected(s);
     await echoes(s, "served by the bystander");
     assert.equal(bystander.of("open").length, 1);
+    assert.ok((await metric(hub, "roomcast_app_links_refused_total")) >= 2);
+    assert.equal(await metric(hub, "roomcast_app_links"), 1);
+    assert.equal(await metric(hub, "roomcast_app_sessions"), 1);
   });
 
   it("balances sessions over instances, and a draining one gets no new sessions", async () => {
@@ -247,6 +252,7 @@ describe("app links: what a broken or hostile app cannot do", () => {
       }
       await closed;
       await eventually(() => /maxQueuedBytes reached/.test(hub.stderr()), 5000, "the overflow is logged");
+      assert.equal(await metric(hub, "roomcast_app_links_overflowed_total"), 1);
       await echoes(calm, "the bystander instance's client is served");
     } finally {
       frozen.kill("SIGKILL");
