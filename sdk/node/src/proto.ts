@@ -38,3 +38,8 @@ export function encodeMessage(message: AppMessage): Buffer {
 export function decodeBatch(bytes: Buffer): HubBatch {
   return link.responseDeserialize(bytes) as HubBatch;
 }
+
+/** An AppBatch from the wire (what the hub reads; for tests and tools). */
+export function decodeAppBatch(bytes: Buffer): { messages: Array<Record<string, unknown>> } {
+  return link.requestDeserialize(bytes) as { messages: Array<Record<string, unknown>> };
+}
