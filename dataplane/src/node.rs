@@ -108,18 +108,8 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     };
     if let (Some((links, _)), Some(addr)) = (&app_links, app_addr) {
         links.set_ops(ops.clone());
-        // What instances are told: an address they can dial (a wildcard IP is replaced by
-        // the one peers are told, or loopback on a single node).
-        let mut own = addr;
-        if own.ip().is_unspecified() {
-            let ip = config
-                .cluster
-                .advertise_address
-                .map(|a| a.ip())
-                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-            own.set_ip(ip);
-        }
-        links.set_address(own);
+        // A wildcard IP is replaced, for each link, by the IP its instance reached this node at.
+        links.set_address(addr);
         if let Some(cluster) = &cluster {
             links.set_mesh(cluster.mesh().clone());
         }

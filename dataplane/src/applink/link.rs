@@ -16,6 +16,8 @@ pub struct Link {
     pub id: u64,
     /// The instance's id (`roomcast-app-instance`).
     pub instance: String,
+    /// The IP the instance reached this node at (from the link's TCP connection).
+    pub local_ip: Option<std::net::IpAddr>,
     pub outbox: Outbox,
     sessions: Mutex<HashMap<u64, Arc<AppSession>>>,
     next_session: AtomicU64,
@@ -28,10 +30,17 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(id: u64, instance: String, outbox: Outbox, max_pending: usize) -> Self {
+    pub fn new(
+        id: u64,
+        instance: String,
+        local_ip: Option<std::net::IpAddr>,
+        outbox: Outbox,
+        max_pending: usize,
+    ) -> Self {
         Self {
             id,
             instance,
+            local_ip,
             outbox,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),

@@ -84,12 +84,17 @@ impl AppLinks {
     }
 
     /// Registers a new link of `instance`.
-    pub fn add_link(&self, instance: String) -> (Arc<Link>, OutboxReader) {
+    pub fn add_link(
+        &self,
+        instance: String,
+        local_ip: Option<std::net::IpAddr>,
+    ) -> (Arc<Link>, OutboxReader) {
         let (outbox, reader) = Outbox::new(self.settings.max_queued_bytes);
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(Link::new(
             id,
             instance,
+            local_ip,
             outbox,
             self.settings.max_pending_requests,
         ));
@@ -196,6 +201,22 @@ impl AppLinks {
         pb::Members { members, instances }
     }
 
+    /// The member list as `link` is told: this node's own address, when it was bound to a
+    /// wildcard IP, gets the IP the link's instance reached it at (a pod does not know its
+    /// own IP; its peers learn it from the connection, and so does the app).
+    pub fn members_for(&self, link: &Link, members: &pb::Members) -> pb::Members {
+        let mut members = members.clone();
+        if let (Some(ip), Some(own)) = (link.local_ip, self.address.get()) {
+            if own.ip().is_unspecified() {
+                let dialed = SocketAddr::new(ip, own.port()).to_string();
+                for m in members.members.iter_mut().filter(|m| m.id == self.node_id) {
+                    m.app_address = dialed.clone();
+                }
+            }
+        }
+        members
+    }
+
     /// Tells every link the member list when it changed.
     pub fn publish_members(&self) {
         let now = self.members();
@@ -207,7 +228,7 @@ impl AppLinks {
             *last = now.clone();
         }
         for link in self.links.read().iter() {
-            link.send(Kind::Members(now.clone()));
+            link.send(Kind::Members(self.members_for(link, &now)));
         }
     }
 
@@ -225,14 +246,14 @@ impl AppLinks {
     }
 
     /// The `Welcome` a new link starts with.
-    pub fn welcome(&self) -> pb::Welcome {
+    pub fn welcome(&self, link: &Link) -> pb::Welcome {
         pb::Welcome {
             node: self.node_id.clone(),
             limits: Some(pb::Limits {
                 max_batch_bytes: u32::try_from(self.settings.max_batch_bytes).unwrap_or(u32::MAX),
                 max_queued_bytes: self.settings.max_queued_bytes as u64,
             }),
-            members: Some(self.members()),
+            members: Some(self.members_for(link, &self.members())),
             hub_ack_base: crate::socketio::external::HUB_ACK_BASE,
         }
     }

@@ -110,10 +110,11 @@ impl AppLink for Service {
                 )
             })?
             .to_string();
+        let local_ip = request.local_addr().map(|a| a.ip());
         let mut inbound = request.into_inner();
         let links = self.links.clone();
-        let (link, reader) = links.add_link(instance);
-        link.send(Kind::Welcome(links.welcome()));
+        let (link, reader) = links.add_link(instance, local_ip);
+        link.send(Kind::Welcome(links.welcome(&link)));
         links.publish_members();
 
         let reading = {
