@@ -28,6 +28,9 @@ use super::proto::{
 const INSTANCE: &str = "roomcast-app-instance";
 /// Longest instance id.
 const MAX_INSTANCE_BYTES: usize = 128;
+/// How often an idle link is pinged, and how long an answer may take.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Shortest accepted token.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -176,7 +179,12 @@ pub async fn serve(
     .max_encoding_message_size(max.max(super::outbox::BATCH_BYTES * 2));
     let incoming = crate::cluster::listen::incoming(listener, "app link");
     let task = tokio::spawn(async move {
+        // An instance that vanishes without closing its connection (its node lost, a
+        // partition) is noticed by HTTP/2 pings within KEEPALIVE + KEEPALIVE_TIMEOUT, and its
+        // clients' sessions are then closed like those of a link that ended.
         if let Err(error) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
