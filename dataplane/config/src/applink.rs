@@ -36,6 +36,9 @@ pub struct AppLinkConfig {
     pub max_sessions_per_link: usize,
     /// Requests (joins with a reply, broadcasts with acks) one link may have in flight.
     pub max_pending_requests: usize,
+    /// Milliseconds between HTTP/2 pings of a link, and given to each answer: a link whose
+    /// instance does not answer (vanished, frozen) ends after about twice this.
+    pub keepalive_interval: u64,
 }
 
 impl Default for AppLinkConfig {
@@ -49,6 +52,7 @@ impl Default for AppLinkConfig {
             max_queued_bytes: 64 * 1024 * 1024,
             max_sessions_per_link: 100_000,
             max_pending_requests: 10_000,
+            keepalive_interval: 10_000,
         }
     }
 }
@@ -85,6 +89,7 @@ impl AppLinkConfig {
         if self.max_sessions_per_link == 0 {
             bad.add("appLink.maxSessionsPerLink", "must be at least 1");
         }
+        bad.millis("appLink.keepaliveInterval", self.keepalive_interval);
         if self.max_pending_requests == 0 {
             bad.add("appLink.maxPendingRequests", "must be at least 1");
         }

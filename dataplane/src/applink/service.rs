@@ -28,9 +28,6 @@ use super::proto::{
 const INSTANCE: &str = "roomcast-app-instance";
 /// Longest instance id.
 const MAX_INSTANCE_BYTES: usize = 128;
-/// How often an idle link is pinged, and how long an answer may take.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Shortest accepted token.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -171,6 +168,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (appLink.listen): {e}"))?;
     let addr = listener.local_addr()?;
     let max = links.settings.max_batch_bytes;
+    let keepalive = std::time::Duration::from_millis(links.settings.keepalive_interval);
     let service = AppLinkServer::new(Service {
         links: links.clone(),
         token,
@@ -180,11 +178,12 @@ pub async fn serve(
     let incoming = crate::cluster::listen::incoming(listener, "app link");
     let task = tokio::spawn(async move {
         // An instance that vanishes without closing its connection (its node lost, a
-        // partition) is noticed by HTTP/2 pings within KEEPALIVE + KEEPALIVE_TIMEOUT, and its
-        // clients' sessions are then closed like those of a link that ended.
+        // partition, a frozen process) is noticed by HTTP/2 pings within twice
+        // `appLink.keepaliveInterval`, and its clients' sessions are then closed like those of
+        // a link that ended.
         if let Err(error) = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(KEEPALIVE))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await

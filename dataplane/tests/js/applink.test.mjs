@@ -260,6 +260,34 @@ describe("app links: what a broken or hostile app cannot do", () => {
   });
 });
 
+describe("app links: an instance that stops answering", () => {
+  it("is noticed by the keepalive pings; its client reconnects onto a live instance", async () => {
+    await hub.stop();
+    hub = await startAppHub({ keepaliveInterval: 500 });
+    const frozen = spawn(process.execPath, [path.join(HERE, "rawapp.mjs"), hub.appAddr, TOKEN, "frozen-app"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await once(frozen.stdout, "data", 10_000, "the app's welcome");
+      const s = pool.io(hub.url, { transports: ["websocket"], reconnection: true, reconnectionDelay: 100 });
+      await connected(s);
+      const live = app();
+      await live.welcome;
+      const gone = once(s, "disconnect", 10_000, "the frozen instance's client cut off");
+      const back = once(s, "connect", 10_000, "its reconnection");
+      frozen.kill("SIGSTOP");
+      const t0 = Date.now();
+      assert.equal((await gone)[0], "transport close");
+      assert.ok(Date.now() - t0 < 5000, `cut off after ${Date.now() - t0} ms (keepalive 500 ms)`);
+      await back;
+      await echoes(s, "served by the live instance");
+      assert.equal(live.of("open").length, 1);
+    } finally {
+      frozen.kill("SIGKILL");
+    }
+  });
+});
+
 describe("app links in a 3-node cluster", () => {
   const IPS = ["127.0.0.91", "127.0.0.92", "127.0.0.93"];
   const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
