@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::builders::{self, names, BuildOptions, MANAGEMENT_TOKEN_KEY, MANAGER};
+use crate::builders::{self, names, BuildOptions, GeneratedToken, MANAGER, TOKEN_KEY};
 use crate::ca_sync;
 use crate::crd::{SocketIOHub, SocketIOHubStatus, GROUP, VERSION};
 use crate::hub_stats::{self, StatsLimits};
@@ -273,16 +273,15 @@ async fn reconcile_hub(hub: &SocketIOHub, ctx: &Context) -> Result<(Action, bool
         }
     };
 
-    let token = match hub.spec.management.token_secret_ref {
-        Some(_) => None,
-        None => Some(management_token(client, &ns, &name).await?),
-    };
+    let management_token = generated_token(client, &ns, hub, GeneratedToken::Management).await?;
+    let app_link_token = generated_token(client, &ns, hub, GeneratedToken::AppLink).await?;
     let ca = ca_sync::sync(client, hub, Timestamp::now().as_second()).await?;
     let desired = builders::build(
         hub,
         &BuildOptions {
             default_image: ctx.default_image.clone(),
-            management_token: token,
+            management_token,
+            app_link_token,
             peer_ca: ca.material,
             csr_cluster_role: ctx.csr_cluster_role.clone(),
             references_hash: references_hash.clone(),
@@ -396,17 +395,26 @@ async fn apply_all(
     apply(client, ns, &d.trust_config_map).await?;
     apply(client, ns, &d.peer_ca_secret).await?;
     let name = hub.name_any();
-    match &d.secret {
-        Some(s) => {
-            apply(client, ns, s).await?;
-        }
-        None => {
-            delete_if_owned::<Secret>(client, ns, &names::management_secret(&name), hub).await?
+    for (secret, which) in [
+        (&d.secret, GeneratedToken::Management),
+        (&d.app_link_secret, GeneratedToken::AppLink),
+    ] {
+        match secret {
+            Some(s) => {
+                apply(client, ns, s).await?;
+            }
+            None => delete_if_owned::<Secret>(client, ns, &which.secret_name(&name), hub).await?,
         }
     }
     apply(client, ns, &d.peer_service).await?;
     apply(client, ns, &d.client_service).await?;
     apply(client, ns, &d.management_service).await?;
+    match &d.app_service {
+        Some(s) => {
+            apply(client, ns, s).await?;
+        }
+        None => delete_if_owned::<Service>(client, ns, &names::app_service(&name), hub).await?,
+    }
     let sts = apply(client, ns, &d.statefulset).await?;
     match &d.pdb {
         Some(p) => {
@@ -516,23 +524,33 @@ where
     Ok(())
 }
 
-/// The management token: kept from the generated Secret when it exists, else a new random one.
-async fn management_token(client: &Client, ns: &str, hub: &str) -> Result<String> {
+/// A token the operator generates for `hub` (the management token, the app link token):
+/// `None` when the hub names its own Secret or does not need it; else kept from the generated
+/// Secret when it exists, or a new random one (32 bytes, hex).
+async fn generated_token(
+    client: &Client,
+    ns: &str,
+    hub: &SocketIOHub,
+    which: GeneratedToken,
+) -> Result<Option<String>> {
+    if !which.generated(hub) {
+        return Ok(None);
+    }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    if let Some(s) = secrets.get_opt(&names::management_secret(hub)).await? {
+    if let Some(s) = secrets.get_opt(&which.secret_name(&hub.name_any())).await? {
         if let Some(token) = s
             .data
             .as_ref()
-            .and_then(|d| d.get(MANAGEMENT_TOKEN_KEY))
+            .and_then(|d| d.get(TOKEN_KEY))
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
             .filter(|t| !t.is_empty())
         {
-            return Ok(token);
+            return Ok(Some(token));
         }
     }
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Some(bytes.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 /// Writes the status through the status subresource, only when it changed, and publishes an
@@ -546,9 +564,11 @@ async fn write_status(
     if hub.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    // connectedClients belongs to the stats loop's field manager; leave it out of this apply.
+    // connectedClients and linkedAppInstances belong to the stats loop's field manager;
+    // leave them out of this apply.
     let applied = SocketIOHubStatus {
         connected_clients: None,
+        linked_app_instances: None,
         ..status.clone()
     };
     let patch = serde_json::json!({

@@ -50,6 +50,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Clients", type_ = "integer", json_path = ".status.connectedClients"),
+    printcolumn(name = "Apps", type_ = "integer", json_path = ".status.linkedAppInstances"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -161,6 +162,87 @@ pub struct SocketIOHubSpec {
     /// Certificates of the peer mesh (docs/operator.md#peer-certificates).
     #[serde(default)]
     pub peer_tls: PeerTlsSpec,
+
+    /// App links (docs/app-sdk.md): the application's own socket.io Server, run with the
+    /// Node SDK (`@roomcast/socket.io`), serves this hub's clients over gRPC links to every
+    /// pod. Off unless `enabled`; then namespaces may not have `upstream`, `relay` or
+    /// `policies`, and neither `auth` nor connection state recovery may be on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_link: Option<AppLinkSpec>,
+}
+
+/// App links: the listener application instances link to, behind the Service `<hub>-app`.
+/// Limits left out take the data plane's defaults (docs/configuration.md, `appLink`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppLinkSpec {
+    /// Hand every client session to linked application instances.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Port of the app link listener on every pod (container port and Service port
+    /// `app-link`); not one of the hub's other ports (3000, 3001, 7000, 9090).
+    #[serde(default = "AppLinkSpec::default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    #[x_kube(validation = Rule::new("!(self in [3000, 3001, 7000, 9090])").message("appLink.port must differ from the hub's other ports (3000, 3001, 7000, 9090)"))]
+    pub port: i32,
+    /// Secret key holding the token app instances present. When absent the operator
+    /// generates one into the Secret `<hub>-app-link` (key `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// Largest batch of messages an instance may send at once, in bytes (default 4 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 67108864))]
+    pub max_batch_bytes: Option<i64>,
+    /// Bytes a pod may hold for one instance that does not read fast enough; past it the
+    /// link is ended and its sessions closed (default 64 MiB; at least `maxBatchBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_queued_bytes: Option<i64>,
+    /// Client sessions one link may hold (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_sessions_per_link: Option<i64>,
+    /// Requests one link may have in flight (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pending_requests: Option<i64>,
+    /// Milliseconds between HTTP/2 pings of each link (default 10000): the link of an
+    /// instance that stopped answering ends after about twice this, and its clients'
+    /// sessions are closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub keepalive_interval: Option<i64>,
+    /// Who may reach the app link port (NetworkPolicy peers). Default: every pod of the
+    /// hub's namespace, where the application usually runs (it still needs the token);
+    /// an empty list closes the port to every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub allowed_from: Option<Vec<NetworkPolicyPeer>>,
+}
+
+impl AppLinkSpec {
+    /// Default port of the app link listener.
+    pub const DEFAULT_PORT: i32 = 5100;
+
+    fn default_port() -> i32 {
+        Self::DEFAULT_PORT
+    }
+}
+
+impl Default for AppLinkSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: Self::DEFAULT_PORT,
+            token_secret_ref: None,
+            max_batch_bytes: None,
+            max_queued_bytes: None,
+            max_sessions_per_link: None,
+            max_pending_requests: None,
+            keepalive_interval: None,
+            allowed_from: None,
+        }
+    }
 }
 
 /// The hub's peer CA and the leaf certificates the operator signs for its pods.
@@ -772,6 +854,10 @@ pub struct SocketIOHubStatus {
     /// In-cluster URL of the management API (for the application backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_endpoint: Option<String>,
+    /// Address application instances link to (`ROOMCAST_APP_ENDPOINT` of the Node SDK),
+    /// `<hub>-app.<namespace>.svc:<port>`; only with `spec.appLink.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_endpoint: Option<String>,
     /// Hash of the rendered data-plane configuration now in the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
@@ -783,6 +869,11 @@ pub struct SocketIOHubStatus {
     /// read from their metrics port every `--stats-refresh-seconds`; unset when no pod answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_clients: Option<i64>,
+    /// Application instances linked to the hub (every instance links to every pod: the most
+    /// links any pod read reports), read with `connectedClients`; unset when no pod answered
+    /// or app links are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_app_instances: Option<i64>,
     /// `Ready`, `Progressing`, `Degraded` and `PodsHealthy` (docs/operator.md, "Status
     /// reasons").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -791,6 +882,11 @@ pub struct SocketIOHubStatus {
 }
 
 impl SocketIOHubSpec {
+    /// The app link settings when app links are on.
+    pub fn enabled_app_link(&self) -> Option<&AppLinkSpec> {
+        self.app_link.as_ref().filter(|a| a.enabled)
+    }
+
     /// Namespace names the data plane accepts; `/` when none are listed.
     pub fn namespace_names(&self) -> Vec<String> {
         if self.namespaces.is_empty() {

@@ -1,7 +1,8 @@
-//! Connected clients per hub, for `kubectl get socketiohubs`: read from the `roomcast_connections`
-//! gauge on each ready hub pod's metrics port, bounded (timeout, body size, pods per hub) and
-//! refreshed at most once per interval by one loop, separate from the reconciler so that a slow
-//! or unreachable pod never delays or fails a reconcile.
+//! Connected clients and linked app instances per hub, for `kubectl get socketiohubs`: read
+//! from the `roomcast_connections` and `roomcast_app_links` gauges on each ready hub pod's
+//! metrics port, bounded (timeout, body size, pods per hub) and refreshed at most once per
+//! interval by one loop, separate from the reconciler so that a slow or unreachable pod never
+//! delays or fails a reconcile.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,8 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -22,6 +22,9 @@ use crate::scope::Scope;
 
 /// The data plane's gauge of open sessions (dataplane/src/metrics/exported.txt).
 pub const CONNECTIONS_GAUGE: &str = "roomcast_connections";
+/// The data plane's gauge of app instances linked to a pod. Every instance links to every
+/// pod, so the most any pod reports is the number of instances.
+pub const APP_LINKS_GAUGE: &str = "roomcast_app_links";
 
 /// Bounds of the stats reads (`--stats-*` flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,9 +74,15 @@ pub enum ScrapeError {
 /// `None` when there is none. Other metrics sharing the prefix (`roomcast_connections_limit`)
 /// do not count.
 pub fn parse_connections(body: &str) -> Option<u64> {
+    parse_gauge(body, CONNECTIONS_GAUGE)
+}
+
+/// Sum of the samples of gauge `name` (any labels); `None` when there is none. Other metrics
+/// whose name starts with `name` (`roomcast_app_links_refused_total`) do not count.
+pub fn parse_gauge(body: &str, name: &str) -> Option<u64> {
     let mut total: Option<u64> = None;
     for line in body.lines() {
-        let Some(rest) = line.strip_prefix(CONNECTIONS_GAUGE) else {
+        let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
         let value = if let Some(labelled) = rest.strip_prefix('{') {
@@ -118,9 +127,18 @@ pub fn pods_to_read(pods: &[Pod], max: usize) -> Vec<(String, IpAddr)> {
     out
 }
 
+/// What one pod's metrics say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodStats {
+    /// `roomcast_connections`.
+    pub connections: u64,
+    /// `roomcast_app_links`; `None` from a data plane without app link metrics.
+    pub app_links: Option<u64>,
+}
+
 /// `GET /metrics` on `ip:port` (HTTP/1.0, so the body ends with the connection), at most
 /// `limits.max_body_bytes` read, all within `limits.timeout`.
-pub async fn scrape(ip: IpAddr, port: u16, limits: &StatsLimits) -> Result<u64, ScrapeError> {
+pub async fn scrape(ip: IpAddr, port: u16, limits: &StatsLimits) -> Result<PodStats, ScrapeError> {
     let read = async {
         let mut s = tokio::net::TcpStream::connect((ip, port))
             .await
@@ -144,11 +162,59 @@ pub async fn scrape(ip: IpAddr, port: u16, limits: &StatsLimits) -> Result<u64, 
         if status.split_whitespace().nth(1) != Some("200") {
             return Err(ScrapeError::Status(status.chars().take(80).collect()));
         }
-        parse_connections(body).ok_or(ScrapeError::NoSample)
+        let connections = parse_connections(body).ok_or(ScrapeError::NoSample)?;
+        Ok(PodStats {
+            connections,
+            app_links: parse_gauge(body, APP_LINKS_GAUGE),
+        })
     };
     tokio::time::timeout(limits.timeout, read)
         .await
         .map_err(|_| ScrapeError::Timeout)?
+}
+
+/// What the status shows of one hub's pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Sum of the pods' connections; `None` when no pod answered (or none is ready).
+    pub connected_clients: Option<u64>,
+    /// Most app links any answering pod has (each instance links to every pod); `None` when
+    /// no pod answered with the gauge.
+    pub linked_app_instances: Option<u64>,
+}
+
+/// Connected clients and linked app instances of one hub, from the pods read. Failures are
+/// counted in `metrics`, never returned.
+pub async fn hub_stats(
+    pods: &[Pod],
+    port: u16,
+    limits: &StatsLimits,
+    metrics: &Metrics,
+) -> HubStats {
+    let targets = pods_to_read(pods, limits.max_pods);
+    let results = join_all(targets.iter().map(|(_, ip)| scrape(*ip, port, limits))).await;
+    let mut stats = HubStats::default();
+    for ((pod, _), r) in targets.iter().zip(results) {
+        match r {
+            Ok(p) => {
+                stats.connected_clients = Some(
+                    stats
+                        .connected_clients
+                        .unwrap_or(0)
+                        .saturating_add(p.connections),
+                );
+                if let Some(links) = p.app_links {
+                    stats.linked_app_instances =
+                        Some(stats.linked_app_instances.unwrap_or(0).max(links));
+                }
+            }
+            Err(e) => {
+                metrics.stats_failures.inc();
+                debug!(pod = %pod, error = %e, "reading the pod's metrics failed");
+            }
+        }
+    }
+    stats
 }
 
 /// Connected clients of one hub: the sum over the pods read; `None` when no pod answered
@@ -159,50 +225,59 @@ pub async fn hub_connections(
     limits: &StatsLimits,
     metrics: &Metrics,
 ) -> Option<u64> {
-    let targets = pods_to_read(pods, limits.max_pods);
-    let results = join_all(targets.iter().map(|(_, ip)| scrape(*ip, port, limits))).await;
-    let mut total = None;
-    for ((pod, _), r) in targets.iter().zip(results) {
-        match r {
-            Ok(n) => total = Some(total.unwrap_or(0u64).saturating_add(n)),
-            Err(e) => {
-                metrics.stats_failures.inc();
-                debug!(pod = %pod, error = %e, "reading the connection count failed");
-            }
-        }
+    hub_stats(pods, port, limits, metrics)
+        .await
+        .connected_clients
+}
+
+/// What the status should show: `linkedAppInstances` only for a hub with app links on.
+pub fn status_counts(stats: HubStats, app_link: bool) -> HubStats {
+    HubStats {
+        connected_clients: stats.connected_clients,
+        linked_app_instances: stats.linked_app_instances.filter(|_| app_link),
     }
-    total
+}
+
+/// Whether the hub object (as stored, any shape) has `spec.appLink.enabled: true`.
+fn app_link_enabled(hub: &DynamicObject) -> bool {
+    hub.data
+        .pointer("/spec/appLink/enabled")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// Every `limits.refresh`: for each hub in `scope`, read its pods and write
-/// `status.connectedClients` when it changed (a merge patch of that one field).
+/// `status.connectedClients` and `status.linkedAppInstances` when they changed (an apply of
+/// those two fields).
 pub async fn run(
     client: Client,
     scope: Scope,
     limits: StatsLimits,
     metrics: std::sync::Arc<Metrics>,
 ) {
-    let apis: Vec<Api<SocketIOHub>> = if scope.is_all() {
-        vec![Api::all(client.clone())]
+    // Untyped: a hub that does not decode into the current types does not stop the round;
+    // only its metadata and `spec.appLink.enabled` are read.
+    let resource = ApiResource::erase::<SocketIOHub>(&());
+    let apis: Vec<Api<DynamicObject>> = if scope.is_all() {
+        vec![Api::all_with(client.clone(), &resource)]
     } else {
         scope
             .list()
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
             .collect()
     };
     let mut tick = tokio::time::interval(limits.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // What this loop last wrote, per hub uid: an unchanged count is not written again (a
+    // What this loop last wrote, per hub uid: unchanged counts are not written again (a
     // recreated hub has a new uid, so it is written). Hubs not listed this round are
     // forgotten (at worst written once more).
-    let mut written: HashMap<String, Option<u64>> = HashMap::new();
+    let mut written: HashMap<String, HubStats> = HashMap::new();
     loop {
         tick.tick().await;
         let mut seen = HashMap::new();
         for api in &apis {
-            // Metadata only: an undecodable hub does not stop the round.
-            let hubs = match api.list_metadata(&ListParams::default()).await {
+            let hubs = match api.list(&ListParams::default()).await {
                 Ok(l) => l.items,
                 Err(e) => {
                     warn!(error = %e, "listing hubs for their connection counts failed");
@@ -223,15 +298,15 @@ pub async fn run(
     }
 }
 
-/// Reads one hub's count and writes it unless it is `last` (what this loop last wrote).
-/// Returns the count now in the status, or `None` when nothing was read or written.
+/// Reads one hub's counts and writes them unless they are `last` (what this loop last
+/// wrote). Returns the counts now in the status, or `None` when nothing was read or written.
 async fn round_one(
     client: &Client,
-    hub: &PartialObjectMeta<SocketIOHub>,
-    last: Option<Option<u64>>,
+    hub: &DynamicObject,
+    last: Option<HubStats>,
     limits: &StatsLimits,
     metrics: &Metrics,
-) -> Option<Option<u64>> {
+) -> Option<HubStats> {
     let (Some(ns), name) = (hub.namespace(), hub.name_any()) else {
         return None;
     };
@@ -245,14 +320,21 @@ async fn round_one(
             return None;
         }
     };
-    let count = hub_connections(&list, limits.port, limits, metrics).await;
+    let count = status_counts(
+        hub_stats(&list, limits.port, limits, metrics).await,
+        app_link_enabled(hub),
+    );
     if last == Some(count) {
         return Some(count);
     }
+    // A null leaves the field to nobody: it is removed (no pod answered, app links off).
     let patch = serde_json::json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "SocketIOHub",
-        "status": {"connectedClients": count},
+        "status": {
+            "connectedClients": count.connected_clients,
+            "linkedAppInstances": count.linked_app_instances,
+        },
     });
     let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), &ns);
     // Its own field manager: the reconciler's status apply never owns this field.
@@ -261,7 +343,7 @@ async fn round_one(
         Ok(_) => Some(count),
         Err(e) => {
             metrics.stats_failures.inc();
-            warn!(hub = %name, namespace = %ns, error = %e, "writing connectedClients failed");
+            warn!(hub = %name, namespace = %ns, error = %e, "writing connectedClients and linkedAppInstances failed");
             None
         }
     }
@@ -280,6 +362,53 @@ mod tests {
                     roomcast_connections_limit 10000\n\
                     roomcast_connections{shard=\"b\"} 3 1700000000000\n";
         assert_eq!(parse_connections(body), Some(10));
+    }
+
+    #[test]
+    fn app_links_gauge_skips_the_counters_sharing_its_prefix() {
+        let body = "# TYPE roomcast_app_links gauge\n\
+                    roomcast_app_links 3\n\
+                    roomcast_app_links_refused_total 12\n\
+                    roomcast_app_links_overflowed_total 1\n\
+                    roomcast_app_sessions 40\n";
+        assert_eq!(parse_gauge(body, APP_LINKS_GAUGE), Some(3));
+        assert_eq!(
+            parse_gauge("roomcast_app_links_refused_total 1\n", APP_LINKS_GAUGE),
+            None
+        );
+    }
+
+    #[test]
+    fn linked_app_instances_only_with_app_links_on() {
+        let stats = HubStats {
+            connected_clients: Some(5),
+            linked_app_instances: Some(2),
+        };
+        assert_eq!(status_counts(stats, true), stats);
+        assert_eq!(
+            status_counts(stats, false),
+            HubStats {
+                connected_clients: Some(5),
+                linked_app_instances: None
+            }
+        );
+        let hub = |spec: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+                "metadata": {"name": "h"}, "spec": spec}))
+            .unwrap()
+        };
+        assert!(app_link_enabled(&hub(
+            serde_json::json!({"appLink": {"enabled": true}})
+        )));
+        assert!(!app_link_enabled(&hub(
+            serde_json::json!({"appLink": {"enabled": false}})
+        )));
+        assert!(!app_link_enabled(&hub(serde_json::json!({"appLink": {}}))));
+        assert!(!app_link_enabled(&hub(serde_json::json!({}))));
+        assert!(!app_link_enabled(&hub(
+            serde_json::json!({"appLink": "odd"})
+        )));
     }
 
     #[test]
@@ -333,6 +462,23 @@ mod tests {
         port
     }
 
+    /// [`serve`] at `ip:port`, answering at once.
+    async fn serve_at(ip: &str, port: u16, response: Vec<u8>) -> u16 {
+        let l = TcpListener::bind((ip, port)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&response).await;
+                });
+            }
+        });
+        port
+    }
+
     fn ok(body: &str) -> Vec<u8> {
         format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}").into_bytes()
     }
@@ -352,7 +498,25 @@ mod tests {
     #[tokio::test]
     async fn scrape_reads_the_gauge() {
         let port = serve(ok("roomcast_connections 42\n"), Duration::ZERO).await;
-        assert_eq!(scrape(LOOPBACK, port, &limits()).await, Ok(42));
+        assert_eq!(
+            scrape(LOOPBACK, port, &limits()).await,
+            Ok(PodStats {
+                connections: 42,
+                app_links: None
+            })
+        );
+        let port = serve(
+            ok("roomcast_connections 3\nroomcast_app_links 2\nroomcast_app_links_refused_total 9\n"),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            scrape(LOOPBACK, port, &limits()).await,
+            Ok(PodStats {
+                connections: 3,
+                app_links: Some(2)
+            })
+        );
     }
 
     #[tokio::test]
@@ -400,6 +564,39 @@ mod tests {
         };
         assert_eq!(
             hub_connections(&pods, closed, &limits(), &metrics).await,
+            None
+        );
+        assert_eq!(metrics.stats_failures.get(), 2);
+        // App links: the most any pod has (each instance links to every pod), not the sum.
+        let three = serve(
+            ok("roomcast_connections 1\nroomcast_app_links 3\n"),
+            Duration::ZERO,
+        )
+        .await;
+        // The second pod, at 127.0.0.2 on the same port, has one link fewer (an instance
+        // still linking to it).
+        let two = serve_at(
+            "127.0.0.2",
+            three,
+            ok("roomcast_connections 4\nroomcast_app_links 2\n"),
+        )
+        .await;
+        let apart = vec![
+            pod("h-0", Some("127.0.0.1"), true),
+            pod("h-1", Some("127.0.0.2"), true),
+        ];
+        assert_eq!(
+            hub_stats(&apart, two, &limits(), &metrics).await,
+            HubStats {
+                connected_clients: Some(5),
+                linked_app_instances: Some(3)
+            }
+        );
+        // A pod without the gauge (an older data plane): no instance count from it.
+        assert_eq!(
+            hub_stats(&pods, good, &limits(), &metrics)
+                .await
+                .linked_app_instances,
             None
         );
         assert_eq!(metrics.stats_failures.get(), 2);

@@ -1,5 +1,5 @@
-//! The Secrets a hub references (`auth.secretRef`, `management.tokenSecretRef`, each
-//! namespace's `upstream.signingSecretRef`): checked before anything is applied, so that a
+//! The Secrets a hub references (`auth.secretRef`, `management.tokenSecretRef`,
+//! `appLink.tokenSecretRef` with app links on, each namespace's `upstream.signingSecretRef`): checked before anything is applied, so that a
 //! missing Secret or key never rolls the StatefulSet to pods that cannot start, and hashed into
 //! the pod template, so that a change of their data rolls the pods as a config change does.
 //! Pure: the reconciler fetches the Secrets (by name, never listed) and passes them in.
@@ -19,9 +19,9 @@ pub struct Reference {
     pub secret: SecretKeyRef,
 }
 
-/// The Secrets the hub references, in spec order. The management Secret the operator
-/// generates (when `management.tokenSecretRef` is unset) is not a reference: the reconcile
-/// writes it.
+/// The Secrets the hub references, in spec order. The management and app link Secrets the
+/// operator generates (when `management.tokenSecretRef` / `appLink.tokenSecretRef` is unset)
+/// are not references: the reconcile writes them.
 pub fn references(hub: &SocketIOHub) -> Vec<Reference> {
     let spec = &hub.spec;
     let mut refs = Vec::new();
@@ -34,6 +34,15 @@ pub fn references(hub: &SocketIOHub) -> Vec<Reference> {
     if let Some(r) = spec.management.token_secret_ref.clone() {
         refs.push(Reference {
             field: "spec.management.tokenSecretRef".to_string(),
+            secret: r,
+        });
+    }
+    if let Some(r) = spec
+        .enabled_app_link()
+        .and_then(|a| a.token_secret_ref.clone())
+    {
+        refs.push(Reference {
+            field: "spec.appLink.tokenSecretRef".to_string(),
             secret: r,
         });
     }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::builders::{endpoint, management_endpoint, selector_string};
+use crate::builders::{app_endpoint, endpoint, management_endpoint, selector_string};
 use crate::crd::{SocketIOHub, SocketIOHubStatus};
 use crate::pod_health::PodHealth;
 
@@ -184,6 +184,7 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
         selector: Some(selector_string(hub)),
         endpoint: Some(endpoint(hub)),
         management_endpoint: Some(management_endpoint(hub)),
+        app_endpoint: app_endpoint(hub),
         config_hash: observed.config_hash.clone().or(previous.config_hash),
         references_hash: observed
             .references_hash
@@ -191,6 +192,7 @@ pub fn compute(hub: &SocketIOHub, observed: &Observed<'_>, now: &Time) -> Socket
             .or(previous.references_hash),
         // Written by the stats loop (crate::hub_stats), kept as is here.
         connected_clients: previous.connected_clients,
+        linked_app_instances: previous.linked_app_instances,
         conditions,
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
+use crate::builders::{CLIENT_PORT, METRICS_PORT, PEER_PORT};
 use crate::crd::SocketIOHub;
 use roomcast_config::ConfigError;
 
@@ -83,16 +84,81 @@ pub fn validate(hub: &SocketIOHub) -> Vec<String> {
     {
         problems.push("spec.service.nodePort needs type NodePort or LoadBalancer".to_string());
     }
-    // The data plane's own validation of the configuration the hub renders to.
+    if let Some(a) = spec.enabled_app_link() {
+        let taken = [
+            CLIENT_PORT,
+            crate::builders::MANAGEMENT_PORT,
+            PEER_PORT,
+            METRICS_PORT,
+        ];
+        if taken.contains(&a.port) {
+            problems.push(format!(
+                "spec.appLink.port: {} is taken by another port of the hub ({taken:?})",
+                a.port
+            ));
+        }
+    }
+    let app_link_conflicts = app_link_conflicts(hub);
+    let conflicts = !app_link_conflicts.is_empty();
+    problems.extend(app_link_conflicts);
+    // The data plane's own validation of the configuration the hub renders to. When the
+    // checks above found what app links exclude, the data plane's own app-mode checks would
+    // say it again in terms of the file: the rest of the file is still checked.
     match crate::builders::render_config(hub) {
-        Ok(config) => match config.validate() {
-            Ok(()) => {}
-            Err(ConfigError::Invalid(fields)) => {
-                problems.extend(fields.iter().map(|f| format!("rendered config: {f}")))
+        Ok(mut config) => {
+            if conflicts {
+                config.app_link.listen = None;
             }
-            Err(e) => problems.push(format!("rendered config: {e}")),
-        },
+            match config.validate() {
+                Ok(()) => {}
+                Err(ConfigError::Invalid(fields)) => {
+                    problems.extend(fields.iter().map(|f| format!("rendered config: {f}")))
+                }
+                Err(e) => problems.push(format!("rendered config: {e}")),
+            }
+        }
         Err(e) => problems.push(e.to_string()),
+    }
+    problems
+}
+
+/// What `spec.appLink.enabled` excludes, named by spec field: the application's socket.io
+/// Server handles every namespace (no webhook, relay or policies), authenticates clients
+/// itself (no `auth`), and its sockets cannot be parked (no connection state recovery).
+pub fn app_link_conflicts(hub: &SocketIOHub) -> Vec<String> {
+    let spec = &hub.spec;
+    if spec.enabled_app_link().is_none() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    let with = "with spec.appLink.enabled";
+    for (i, ns) in spec.namespaces.iter().enumerate() {
+        for (set, field) in [
+            (ns.upstream.is_some(), "upstream"),
+            (ns.relay, "relay"),
+            (ns.policies.is_some(), "policies"),
+        ] {
+            if set {
+                problems.push(format!(
+                    "spec.namespaces[{i}].{field} ({}): not available {with}; the application's socket.io Server handles every namespace",
+                    ns.name
+                ));
+            }
+        }
+    }
+    if spec.auth.is_some() {
+        problems.push(format!(
+            "spec.auth: client authentication by the hub is not available {with}; authenticate clients in the application (io.use)"
+        ));
+    }
+    if spec
+        .connection_state_recovery
+        .as_ref()
+        .is_some_and(|r| r.enabled.unwrap_or(true))
+    {
+        problems.push(format!(
+            "spec.connectionStateRecovery: not available {with} (the hub cannot park the application's sockets); remove it or set enabled: false"
+        ));
     }
     problems
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 const IMAGE: &str = "roomcast/roomcast-dataplane:test";
 const TOKEN: &str = "fixture-token";
+const APP_TOKEN: &str = "fixture-app-link-token";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -25,6 +26,7 @@ fn opts() -> BuildOptions {
     BuildOptions {
         default_image: IMAGE.to_string(),
         management_token: Some(TOKEN.to_string()),
+        app_link_token: Some(APP_TOKEN.to_string()),
         // Builders do not parse the CA: fixed text keeps the fixtures stable.
         peer_ca: CaMaterial {
             cert_pem: "-----BEGIN CERTIFICATE-----\nfixture-ca\n-----END CERTIFICATE-----\n"
@@ -66,9 +68,15 @@ fn render(d: &Desired) -> String {
     if let Some(s) = &d.secret {
         doc(&mut out, "Secret", s);
     }
+    if let Some(s) = &d.app_link_secret {
+        doc(&mut out, "Secret (app link)", s);
+    }
     doc(&mut out, "Service (peers)", &d.peer_service);
     doc(&mut out, "Service (clients)", &d.client_service);
     doc(&mut out, "Service (management)", &d.management_service);
+    if let Some(s) = &d.app_service {
+        doc(&mut out, "Service (app links)", s);
+    }
     doc(&mut out, "StatefulSet", &d.statefulset);
     if let Some(p) = &d.pdb {
         doc(&mut out, "PodDisruptionBudget", p);
@@ -121,6 +129,11 @@ fn fixture_full() {
 #[test]
 fn fixture_own_secret_no_pdb() {
     check("own-secret-no-pdb");
+}
+
+#[test]
+fn fixture_app_link() {
+    check("app-link");
 }
 
 #[test]
@@ -323,4 +336,57 @@ fn default_requests_and_spread_are_replaced_or_turned_off() {
     // Own constraints replace the default ones ("full" sets one on zones only).
     let full = pod(&load("full"));
     assert_eq!(full.topology_spread_constraints.unwrap().len(), 1);
+}
+
+#[test]
+fn app_link_objects_follow_the_spec() {
+    use serde_json::json;
+    let hub = load("app-link");
+    let d = build(&hub, &opts_for(&hub)).unwrap();
+    assert!(d.app_link_secret.is_some() && d.app_service.is_some());
+    assert_eq!(
+        roomcast_operator::builders::app_endpoint(&hub).as_deref(),
+        Some("chat-app.apps.svc:5100")
+    );
+
+    // The hub's own token Secret: nothing generated, its key projected, and it is a
+    // reference (checked and hashed before anything is applied).
+    let mut own = hub.clone();
+    own.spec.app_link.as_mut().unwrap().token_secret_ref =
+        Some(serde_json::from_value(json!({"name": "app-secrets", "key": "link-token"})).unwrap());
+    let d = build(&own, &opts_for(&own)).unwrap();
+    assert!(d.app_link_secret.is_none());
+    let pod = serde_json::to_string(&d.statefulset).unwrap();
+    assert!(
+        pod.contains(r#"{"items":[{"key":"link-token","path":"app-link-token"}],"name":"app-secrets","optional":false}"#),
+        "{pod}"
+    );
+    let refs = roomcast_operator::secret_refs::references(&own);
+    assert!(refs
+        .iter()
+        .any(|r| r.field == "spec.appLink.tokenSecretRef" && r.secret.name == "app-secrets"));
+
+    // allowedFrom left out: the hub's namespace; `[]`: no rule (nobody).
+    let mut open = hub.clone();
+    open.spec.app_link.as_mut().unwrap().allowed_from = None;
+    let rules = policy_rules(&build(&open, &opts()).unwrap());
+    assert_eq!(
+        rules.last(),
+        Some(&(5100, Some(json!([{"podSelector": {}}]))))
+    );
+    open.spec.app_link.as_mut().unwrap().allowed_from = Some(vec![]);
+    let rules = policy_rules(&build(&open, &opts()).unwrap());
+    assert!(rules.iter().all(|(port, _)| *port != 5100), "{rules:?}");
+
+    // Off (the block kept, enabled: false): none of it, and the config has no appLink.
+    let mut off = hub.clone();
+    off.spec.app_link.as_mut().unwrap().enabled = false;
+    let d = build(&off, &opts()).unwrap();
+    assert!(d.app_link_secret.is_none() && d.app_service.is_none());
+    assert!(roomcast_operator::builders::app_endpoint(&off).is_none());
+    let text = serde_json::to_string(&d.statefulset).unwrap();
+    assert!(!text.contains("app-link"), "{text}");
+    assert!(!d.config_map.data.as_ref().unwrap()["config.yaml"].contains("appLink"));
+    assert!(policy_rules(&d).iter().all(|(port, _)| *port != 5100));
+    assert!(roomcast_operator::secret_refs::references(&off).is_empty());
 }

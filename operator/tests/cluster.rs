@@ -396,6 +396,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         &BuildOptions {
             default_image: "roomcast/roomcast-dataplane:e2e".into(),
             management_token: Some(token.clone()),
+            app_link_token: None,
             peer_ca: peer_ca(&client, ns, "chat").await,
             csr_cluster_role: "roomcast-operator-hub-csr".into(),
             references_hash: None,

@@ -379,3 +379,83 @@ fn reference_problems_are_degraded_and_reference_changes_announced() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].reason, "ReferencesChanged");
 }
+
+#[test]
+fn app_link_conflicts_name_the_spec_field() {
+    let mut h = hub(1);
+    h.spec = serde_json::from_value(serde_json::json!({
+        "appLink": {"enabled": true},
+        "namespaces": [
+            {"name": "/"},
+            {"name": "/orders", "upstream": {"url": "http://backend/hook"}},
+            {"name": "/lobby", "relay": true, "policies": {"join": ["*"]}},
+        ],
+        "auth": {"secretRef": {"name": "jwt", "key": "k"}},
+        "connectionStateRecovery": {},
+    }))
+    .unwrap();
+    let problems = validate(&h);
+    let p = problems.join("\n");
+    for needle in [
+        "spec.namespaces[1].upstream (/orders): not available with spec.appLink.enabled",
+        "spec.namespaces[2].relay (/lobby)",
+        "spec.namespaces[2].policies (/lobby)",
+        "spec.auth: client authentication by the hub is not available with spec.appLink.enabled",
+        "spec.connectionStateRecovery: not available with spec.appLink.enabled",
+    ] {
+        assert!(p.contains(needle), "missing {needle:?} in {p}");
+    }
+    // Said once, by spec field: not again in terms of the rendered file.
+    assert_eq!(problems.len(), 5, "{p}");
+    assert!(!p.contains("rendered config"), "{p}");
+
+    // The same spec is valid without app links (recovery on, webhooks, relay, auth).
+    h.spec.app_link.as_mut().unwrap().enabled = false;
+    assert!(validate(&h).is_empty(), "{:?}", validate(&h));
+
+    // Recovery explicitly off is fine; other problems of the file still surface.
+    h.spec = serde_json::from_value(serde_json::json!({
+        "appLink": {"enabled": true, "maxBatchBytes": 1048576, "maxQueuedBytes": 4096},
+        "connectionStateRecovery": {"enabled": false},
+    }))
+    .unwrap();
+    let p = validate(&h).join("\n");
+    assert!(
+        p.contains("rendered config: appLink.maxQueuedBytes: must be at least maxBatchBytes"),
+        "{p}"
+    );
+    // A port of the hub's own (the CRD's CEL rule says so too, for new objects).
+    h.spec =
+        serde_json::from_value(serde_json::json!({"appLink": {"enabled": true, "port": 7000}}))
+            .unwrap();
+    let p = validate(&h).join("\n");
+    assert!(p.contains("spec.appLink.port: 7000 is taken"), "{p}");
+}
+
+#[test]
+fn app_endpoint_only_with_app_links_and_linked_instances_kept() {
+    let mut h = hub(1);
+    let s = compute(&h, &Observed::default(), &t(0));
+    assert_eq!(s.app_endpoint, None);
+    h.spec.app_link = Some(serde_json::from_value(serde_json::json!({"enabled": true})).unwrap());
+    let s = compute(&h, &Observed::default(), &t(0));
+    assert_eq!(s.app_endpoint.as_deref(), Some("chat-app.apps.svc:5100"));
+    h.spec.app_link.as_mut().unwrap().port = 6000;
+    assert_eq!(
+        compute(&h, &Observed::default(), &t(0))
+            .app_endpoint
+            .as_deref(),
+        Some("chat-app.apps.svc:6000")
+    );
+    // linkedAppInstances (like connectedClients) is the stats loop's: kept as stored.
+    h.status = Some(roomcast_operator::crd::SocketIOHubStatus {
+        linked_app_instances: Some(4),
+        connected_clients: Some(9),
+        ..s
+    });
+    let s = compute(&h, &Observed::default(), &t(1));
+    assert_eq!(
+        (s.linked_app_instances, s.connected_clients),
+        (Some(4), Some(9))
+    );
+}

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use roomcast_config::{
-    AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, MetricsConfig, NamespaceConfig,
-    PolicyConfig, ShutdownConfig, TransportKind, UpstreamConfig,
+    AppLinkConfig, AuthMode, ClusterConfig, Config, CorsConfig, KubernetesConfig, MetricsConfig,
+    NamespaceConfig, PolicyConfig, ShutdownConfig, TransportKind, UpstreamConfig,
 };
 use sha2::{Digest, Sha256};
 
-use super::secret::management_token_ref;
+use super::secret::{app_link_token_ref, management_token_ref};
 use super::statefulset::{CLIENT_PORT, METRICS_PORT, PEER_PORT};
 use super::{names, object_meta};
 use crate::crd::{SecretKeyRef, SocketIOHub, Transport, UpstreamEvent, UpstreamSpec};
@@ -27,6 +27,8 @@ pub const CONFIG_MOUNT_PATH: &str = "/etc/roomcast";
 pub const SECRETS_MOUNT_PATH: &str = "/etc/roomcast-secrets";
 /// Port of the management API in the pod.
 pub const MANAGEMENT_PORT: i32 = 3001;
+/// File (under [`SECRETS_MOUNT_PATH`]) of the app link token.
+pub const APP_LINK_TOKEN_FILE: &str = "app-link-token";
 
 /// A Secret key the pods need as a file: where it comes from and its path under
 /// [`SECRETS_MOUNT_PATH`].
@@ -42,13 +44,20 @@ impl SecretFile {
     }
 }
 
-/// Every Secret key mounted into the hub's pods: the management token, the auth key and each
-/// upstream's signing key. The config file names the same paths.
+/// Every Secret key mounted into the hub's pods: the management token, the app link token
+/// (with app links on), the auth key and each upstream's signing key. The config file names
+/// the same paths.
 pub fn secret_files(hub: &SocketIOHub) -> Vec<SecretFile> {
     let mut files = vec![SecretFile {
         source: management_token_ref(hub),
         file: "management-token".to_string(),
     }];
+    if hub.spec.enabled_app_link().is_some() {
+        files.push(SecretFile {
+            source: app_link_token_ref(hub),
+            file: APP_LINK_TOKEN_FILE.to_string(),
+        });
+    }
     if let Some(r) = hub.spec.auth.as_ref().and_then(|a| a.secret_ref.clone()) {
         files.push(SecretFile {
             source: r,
@@ -251,6 +260,52 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
 
     c.management.listen = Some(SocketAddr::from(([0, 0, 0, 0], MANAGEMENT_PORT as u16)));
     c.management.token_file = file_of(&files, "management-token");
+
+    if let Some(a) = spec.enabled_app_link() {
+        // A wildcard address: each app instance is told the IP it reached the pod at, and
+        // peers the IP of the pod's peer connection, so no per-pod advertiseAddress.
+        let port = u16::try_from(a.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                Error::InvalidHub(format!("appLink.port is out of range: {}", a.port))
+            })?;
+        let mut link = AppLinkConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], port))),
+            token_file: file_of(&files, APP_LINK_TOKEN_FILE),
+            ..AppLinkConfig::default()
+        };
+        for (value, field, at) in [
+            (
+                a.max_batch_bytes,
+                "maxBatchBytes",
+                &mut link.max_batch_bytes,
+            ),
+            (
+                a.max_queued_bytes,
+                "maxQueuedBytes",
+                &mut link.max_queued_bytes,
+            ),
+            (
+                a.max_sessions_per_link,
+                "maxSessionsPerLink",
+                &mut link.max_sessions_per_link,
+            ),
+            (
+                a.max_pending_requests,
+                "maxPendingRequests",
+                &mut link.max_pending_requests,
+            ),
+        ] {
+            if let Some(v) = value {
+                *at = to_usize(v, &format!("appLink.{field}"))?;
+            }
+        }
+        if let Some(v) = a.keepalive_interval {
+            link.keepalive_interval = to_u64(v, "appLink.keepaliveInterval")?;
+        }
+        c.app_link = link;
+    }
 
     if let Some(l) = &spec.limits {
         let set = |dst: &mut usize, v: Option<i64>, field: &str| -> Result<()> {

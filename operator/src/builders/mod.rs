@@ -24,8 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 pub use config::{
-    config_hash, hash_entries, render_config, secret_files, SecretFile, CONFIG_FILE,
-    CONFIG_MOUNT_PATH, MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
+    config_hash, hash_entries, render_config, secret_files, SecretFile, APP_LINK_TOKEN_FILE,
+    CONFIG_FILE, CONFIG_MOUNT_PATH, MANAGEMENT_PORT, SECRETS_MOUNT_PATH,
 };
 pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
@@ -34,11 +34,17 @@ pub use peer_tls::{
     HUB_NAMESPACE_LABEL, PEER_TLS_MOUNT_PATH, PEER_TLS_VOLUME_SIZE,
 };
 pub use rbac::{role, role_binding, service_account};
-pub use secret::{management_secret, management_token_ref, MANAGEMENT_TOKEN_KEY};
-pub use service::{
-    client_service, endpoint, management_endpoint, management_service, peer_service,
+pub use secret::{
+    app_link_secret, app_link_token_ref, management_secret, management_token_ref, GeneratedToken,
+    MANAGEMENT_TOKEN_KEY, TOKEN_KEY,
 };
-pub use statefulset::{statefulset, CLIENT_PORT, CONTAINER_NAME, METRICS_PORT, PEER_PORT};
+pub use service::{
+    app_endpoint, app_service, client_service, endpoint, management_endpoint, management_service,
+    peer_service,
+};
+pub use statefulset::{
+    statefulset, APP_LINK_PORT_NAME, CLIENT_PORT, CONTAINER_NAME, METRICS_PORT, PEER_PORT,
+};
 
 use crate::crd::SocketIOHub;
 use crate::peer_ca::CaMaterial;
@@ -65,6 +71,9 @@ pub struct BuildOptions {
     /// Management token to store in the generated Secret. `None` when the hub names its own
     /// Secret (then no Secret is generated).
     pub management_token: Option<String>,
+    /// App link token to store in the generated Secret `<hub>-app-link`. `None` when app
+    /// links are off or the hub names its own Secret (then none is generated).
+    pub app_link_token: Option<String>,
     /// The hub's peer CA (kept from its Secret, or freshly made / rotated by the caller).
     pub peer_ca: CaMaterial,
     /// The chart's ClusterRole letting hub ServiceAccounts create and read CSRs.
@@ -83,9 +92,14 @@ pub struct Desired {
     pub config_map: ConfigMap,
     /// Generated management-token Secret; `None` when the hub references its own.
     pub secret: Option<Secret>,
+    /// Generated app-link-token Secret `<hub>-app-link`; `None` when app links are off or
+    /// the hub references its own.
+    pub app_link_secret: Option<Secret>,
     pub peer_service: Service,
     pub client_service: Service,
     pub management_service: Service,
+    /// Service `<hub>-app` the application instances link to; `None` when app links are off.
+    pub app_service: Option<Service>,
     pub statefulset: StatefulSet,
     /// `None` when the hub disables its PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
@@ -108,15 +122,12 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
         service_account: service_account(hub)?,
         role: role(hub)?,
         role_binding: role_binding(hub)?,
-        secret: match &opts.management_token {
-            Some(token) if hub.spec.management.token_secret_ref.is_none() => {
-                Some(management_secret(hub, token)?)
-            }
-            _ => None,
-        },
+        secret: generated_secret(hub, GeneratedToken::Management, &opts.management_token)?,
+        app_link_secret: generated_secret(hub, GeneratedToken::AppLink, &opts.app_link_token)?,
         peer_service: peer_service(hub)?,
         client_service: client_service(hub)?,
         management_service: management_service(hub)?,
+        app_service: app_service(hub)?,
         statefulset: statefulset(
             hub,
             &opts.default_image,
@@ -133,6 +144,19 @@ pub fn build(hub: &SocketIOHub, opts: &BuildOptions) -> Result<Desired> {
     })
 }
 
+/// The generated Secret of `which` holding `token`, when the hub needs one and names no
+/// Secret of its own.
+fn generated_secret(
+    hub: &SocketIOHub,
+    which: GeneratedToken,
+    token: &Option<String>,
+) -> Result<Option<Secret>> {
+    match token {
+        Some(token) if which.generated(hub) => Ok(Some(which.secret(hub, token)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Names of the objects of a hub, derived from the hub's name.
 pub mod names {
     pub fn config_map(hub: &str) -> String {
@@ -146,6 +170,12 @@ pub mod names {
     }
     pub fn management_service(hub: &str) -> String {
         format!("{hub}-management")
+    }
+    pub fn app_link_secret(hub: &str) -> String {
+        format!("{hub}-app-link")
+    }
+    pub fn app_service(hub: &str) -> String {
+        format!("{hub}-app")
     }
     pub fn peer_ca_secret(hub: &str) -> String {
         format!("{hub}-peer-ca")

@@ -21,7 +21,9 @@ use crate::Result;
 /// - client port: from anywhere;
 /// - peer port: from the hub's own pods only;
 /// - management port: from `managementFrom` (default: pods of the hub's namespace);
-/// - metrics port: from `metricsFrom` (default: pods of any namespace).
+/// - metrics port: from `metricsFrom` (default: pods of any namespace);
+/// - app link port (with app links on): from `appLink.allowedFrom` (default: pods of the
+///   hub's namespace).
 ///
 /// An empty list renders no rule for its port (in a rule, no `from` would mean everyone).
 pub fn network_policy(hub: &SocketIOHub) -> Result<Option<NetworkPolicy>> {
@@ -56,7 +58,17 @@ pub fn network_policy(hub: &SocketIOHub) -> Result<Option<NetworkPolicy>> {
             }]),
         ),
     ];
-    for (port, from) in [(MANAGEMENT_PORT, management), (METRICS_PORT, metrics)] {
+    let mut others = vec![(MANAGEMENT_PORT, management), (METRICS_PORT, metrics)];
+    if let Some(a) = hub.spec.enabled_app_link() {
+        let apps = a.allowed_from.clone().unwrap_or_else(|| {
+            vec![NetworkPolicyPeer {
+                pod_selector: Some(everything()),
+                ..NetworkPolicyPeer::default()
+            }]
+        });
+        others.push((a.port, apps));
+    }
+    for (port, from) in others {
         if !from.is_empty() {
             ingress.push(rule(port, Some(from)));
         }

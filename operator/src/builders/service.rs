@@ -1,10 +1,11 @@
-//! The client Service and the headless peer Service.
+//! The client Service, the headless peer Service, the management Service and the app link
+//! Service.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::MANAGEMENT_PORT;
-use super::statefulset::{CLIENT_PORT, PEER_PORT};
+use super::statefulset::{APP_LINK_PORT_NAME, CLIENT_PORT, PEER_PORT};
 use super::{names, object_meta, selector_labels};
 use crate::crd::{SessionAffinity, SocketIOHub};
 use crate::Result;
@@ -98,6 +99,42 @@ pub fn management_service(hub: &SocketIOHub) -> Result<Service> {
         }),
         ..Service::default()
     })
+}
+
+/// Service `<hub>-app` (ClusterIP): what application instances running the Node SDK link to
+/// (port `app-link`, `spec.appLink.port`). Any pod will do: an instance learns every pod
+/// from the one it reached and links to each. `None` when app links are off.
+pub fn app_service(hub: &SocketIOHub) -> Result<Option<Service>> {
+    let Some(a) = hub.spec.enabled_app_link() else {
+        return Ok(None);
+    };
+    let name = hub.metadata.name.clone().unwrap_or_default();
+    Ok(Some(Service {
+        metadata: object_meta(hub, names::app_service(&name))?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector_labels(hub)),
+            ports: Some(vec![ServicePort {
+                name: Some(APP_LINK_PORT_NAME.to_string()),
+                port: a.port,
+                target_port: Some(IntOrString::String(APP_LINK_PORT_NAME.to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }))
+}
+
+/// Where application instances link to (what goes in `status.appEndpoint` and the SDK's
+/// `ROOMCAST_APP_ENDPOINT`): `<hub>-app.<namespace>.svc:<port>`; `None` when app links are
+/// off.
+pub fn app_endpoint(hub: &SocketIOHub) -> Option<String> {
+    let a = hub.spec.enabled_app_link()?;
+    let name = hub.metadata.name.as_deref().unwrap_or_default();
+    let ns = hub.metadata.namespace.as_deref().unwrap_or("default");
+    Some(format!("{}.{ns}.svc:{}", names::app_service(name), a.port))
 }
 
 /// In-cluster URL of the management API (what goes in `status.managementEndpoint`).

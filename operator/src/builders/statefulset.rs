@@ -32,6 +32,9 @@ pub const METRICS_PORT: i32 = 9090;
 /// The peer (gRPC) port, named `peer`: the EndpointSlices and DNS SRV records
 /// (`_peer._tcp.<hub>-peers...`) of the peer Service carry it.
 pub const PEER_PORT: i32 = 7000;
+/// Name of the app link port (`spec.appLink.port`) on the container and the `<hub>-app`
+/// Service.
+pub const APP_LINK_PORT_NAME: &str = "app-link";
 /// Name of the data-plane container.
 pub const CONTAINER_NAME: &str = "hub";
 
@@ -127,6 +130,42 @@ pub fn statefulset(
         ..Probe::default()
     };
 
+    let mut ports = vec![
+        ContainerPort {
+            name: Some("http".to_string()),
+            container_port: CLIENT_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("management".to_string()),
+            container_port: MANAGEMENT_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("peer".to_string()),
+            container_port: PEER_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("metrics".to_string()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+    ];
+    // Only with app links on: a port added to every hub would roll every hub's pods.
+    if let Some(a) = spec.enabled_app_link() {
+        ports.push(ContainerPort {
+            name: Some(APP_LINK_PORT_NAME.to_string()),
+            container_port: a.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+    }
+
     let container = Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(
@@ -140,32 +179,7 @@ pub fn statefulset(
             format!("{CONFIG_MOUNT_PATH}/{CONFIG_FILE}"),
         ]),
         env: Some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".to_string()),
-                container_port: CLIENT_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("management".to_string()),
-                container_port: MANAGEMENT_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("peer".to_string()),
-                container_port: PEER_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("metrics".to_string()),
-                container_port: METRICS_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
