@@ -696,7 +696,7 @@ async fn hub_lifecycle_objects_status_scale_rollout_drift_and_gc() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "REPLICAS", "READY", "CLIENTS", "STATUS", "ENDPOINT", "AGE"],
+        ["NAME", "REPLICAS", "READY", "CLIENTS", "APPS", "STATUS", "ENDPOINT", "AGE"],
         "{table}"
     );
     assert!(
@@ -1596,7 +1596,8 @@ async fn scoped_install_reconciles_only_the_watched_namespaces() {
     }
 }
 
-/// Serves `/metrics` with `roomcast_connections <n>` on 127.0.0.1 until the task is aborted.
+/// Serves `/metrics` with `roomcast_connections <n>` and `roomcast_app_links 3` on 127.0.0.1
+/// until the task is aborted.
 async fn fake_hub_metrics(n: u64) -> (u16, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1606,7 +1607,7 @@ async fn fake_hub_metrics(n: u64) -> (u16, tokio::task::JoinHandle<()>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
-                let body = format!("# TYPE roomcast_connections gauge\nroomcast_connections {n}\nroomcast_connections_limit 100\n");
+                let body = format!("# TYPE roomcast_connections gauge\nroomcast_connections {n}\nroomcast_connections_limit 100\nroomcast_app_links 3\nroomcast_app_links_refused_total 5\n");
                 let _ = s
                     .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes())
                     .await;
@@ -1653,15 +1654,352 @@ async fn connected_clients_column_from_the_pods_metrics() {
     let out = kubectl(&["-n", ns, "get", "sio", "cc", "--no-headers"]);
     let row = String::from_utf8_lossy(&out.stdout).to_string();
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols.get(1..4), Some(&["2", "2", "14"][..]), "{row}");
-    // No pod answers any more: the count is dropped, not kept stale.
+    assert_eq!(
+        cols.get(1..5),
+        Some(&["2", "2", "14", "<none>"][..]),
+        "{row}"
+    );
+    // The pods report app links, but the hub has none: no linkedAppInstances.
+    let h = hubs.get("cc").await.unwrap();
+    assert_eq!(h.status.unwrap().linked_app_instances, None);
+
+    // A hub with app links: the most links any pod has (3 on each here), in the Apps column.
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(
+            json!({"apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "cc-app"}, "spec": {"replicas": 2, "appLink": {"enabled": true}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("linkedAppInstances = 3", || async {
+        mark_pods_ready(&client, ns, "cc-app").await;
+        let st = hubs.get("cc-app").await.ok()?.status?;
+        (st.linked_app_instances == Some(3) && st.connected_clients == Some(14)).then_some(())
+    })
+    .await;
+    let out = kubectl(&["-n", ns, "get", "sio", "cc-app", "--no-headers"]);
+    let row = String::from_utf8_lossy(&out.stdout).to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1..5), Some(&["2", "2", "14", "3"][..]), "{row}");
+
+    // No pod answers any more: the counts are dropped, not kept stale.
     server.abort();
     eventually("connectedClients unset when no pod answers", || async {
         let h = hubs.get("cc").await.ok()?;
         h.status?.connected_clients.is_none().then_some(())
     })
     .await;
+    eventually("linkedAppInstances unset when no pod answers", || async {
+        let st = hubs.get("cc-app").await.ok()?.status?;
+        (st.linked_app_instances.is_none() && st.connected_clients.is_none()).then_some(())
+    })
+    .await;
     hubs.delete("cc", &DeleteParams::default()).await.unwrap();
+    hubs.delete("cc-app", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of e2e/operator-tests.sh"]
+async fn app_link_hub_gets_secret_service_port_policy_and_endpoint() {
+    let client = admin().await;
+    let ns = "e2e-applink";
+    namespace(&client, ns).await;
+    let _op = Operator::start("applink-op", "applink-lease", Some(ns));
+    let hubs: Api<SocketIOHub> = Api::namespaced(client.clone(), ns);
+
+    // The CRD's CEL rule refuses a port the hub already uses.
+    let m = rejected(
+        &hubs,
+        json!({"appLink": {"enabled": true, "port": 3001}}),
+        "port-taken",
+    )
+    .await;
+    assert!(m.contains("appLink.port must differ"), "{m}");
+
+    let hub = hubs
+        .create(
+            &PostParams::default(),
+            &hub_from(json!({
+                "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+                "metadata": {"name": "chat"},
+                "spec": {
+                    "replicas": 2,
+                    "namespaces": [{"name": "/"}],
+                    "appLink": {"enabled": true, "maxSessionsPerLink": 5000}
+                }
+            })),
+        )
+        .await
+        .expect("creating hub");
+
+    // The generated token Secret, the Service, the container port, the projected token,
+    // the config and the NetworkPolicy rule.
+    let secret: Secret =
+        eventually("Secret chat-app-link", || get(&client, ns, "chat-app-link")).await;
+    let app: Service = eventually("Service chat-app", || get(&client, ns, "chat-app")).await;
+    let sts: StatefulSet = eventually("StatefulSet", || get(&client, ns, "chat")).await;
+    let cm: ConfigMap = eventually("ConfigMap", || get(&client, ns, "chat-config")).await;
+    let np: NetworkPolicy = eventually("NetworkPolicy", || get(&client, ns, "chat")).await;
+    let mgmt: Secret =
+        eventually("management Secret", || get(&client, ns, "chat-management")).await;
+    assert!(owned_by(&secret.metadata, &hub) && owned_by(&app.metadata, &hub));
+    let token = String::from_utf8(secret.data.as_ref().unwrap()["token"].0.clone()).unwrap();
+    assert_eq!(token.len(), 64, "generated token is 32 random bytes in hex");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    let mgmt_token = String::from_utf8(mgmt.data.as_ref().unwrap()["token"].0.clone()).unwrap();
+    assert_ne!(token, mgmt_token, "a token of its own");
+    let spec = app.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.port, port.target_port.clone()),
+        (
+            Some("app-link"),
+            5100,
+            Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    "app-link".into()
+                )
+            )
+        )
+    );
+    let pod_spec = sts.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let container_port = pod_spec.containers[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("app-link"))
+        .map(|p| p.container_port);
+    assert_eq!(container_port, Some(5100));
+    let pod_json = serde_json::to_string(&pod_spec).unwrap();
+    assert!(
+        pod_json.contains(r#"{"items":[{"key":"token","path":"app-link-token"}],"name":"chat-app-link","optional":false}"#),
+        "{pod_json}"
+    );
+    let desired = builders::build(
+        &hub,
+        &BuildOptions {
+            default_image: "roomcast/roomcast-dataplane:e2e".into(),
+            management_token: Some(mgmt_token),
+            app_link_token: Some(token.clone()),
+            peer_ca: peer_ca(&client, ns, "chat").await,
+            csr_cluster_role: "roomcast-operator-hub-csr".into(),
+            references_hash: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        cm.data, desired.config_map.data,
+        "ConfigMap holds the rendered config"
+    );
+    let config = roomcast_config::Config::parse(&cm.data.as_ref().unwrap()["config.yaml"], "yaml")
+        .expect("the data plane parses the file");
+    config.validate().expect("the data plane accepts the file");
+    assert_eq!(
+        config.app_link.listen,
+        Some("0.0.0.0:5100".parse().unwrap())
+    );
+    assert_eq!(
+        config.app_link.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/roomcast-secrets/app-link-token"))
+    );
+    assert_eq!(config.app_link.max_sessions_per_link, 5000);
+    assert_eq!(
+        config.app_link.max_queued_bytes,
+        64 * 1024 * 1024,
+        "the data plane's default"
+    );
+    assert_eq!(
+        policy_rules(&np).last(),
+        Some(&(5100, Some(json!([{"podSelector": {}}]))))
+    );
+    assert_eq!(
+        serde_json::to_value(&app).unwrap()["spec"]["selector"],
+        json!({"app.kubernetes.io/instance": "chat", "app.kubernetes.io/name": "roomcast-hub"})
+    );
+
+    // status.appEndpoint, next to the other endpoints.
+    let st = eventually("status.appEndpoint", || async {
+        let st = hubs.get("chat").await.ok()?.status?;
+        st.app_endpoint.is_some().then_some(st)
+    })
+    .await;
+    assert_eq!(
+        st.app_endpoint.as_deref(),
+        Some("chat-app.e2e-applink.svc:5100")
+    );
+    assert_eq!(
+        st.management_endpoint.as_deref(),
+        Some("http://chat-management.e2e-applink.svc:3001")
+    );
+
+    // A change of the port and of allowedFrom: the token is kept; Service, port, rule and
+    // endpoint follow.
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"appLink": {"port": 5200,
+            "allowedFrom": [{"podSelector": {"matchLabels": {"app": "chat-app"}}}]}}})),
+    )
+    .await
+    .unwrap();
+    eventually("port 5200 everywhere", || async {
+        let app: Service = get(&client, ns, "chat-app").await?;
+        let np: NetworkPolicy = get(&client, ns, "chat").await?;
+        let st = hubs.get("chat").await.ok()?.status?;
+        let sts: StatefulSet = get(&client, ns, "chat").await?;
+        let ports = sts.spec?.template.spec?.containers[0].ports.clone()?;
+        let ok = app.spec?.ports?[0].port == 5200
+            && policy_rules(&np).last()
+                == Some(&(
+                    5200,
+                    Some(json!([{"podSelector": {"matchLabels": {"app": "chat-app"}}}])),
+                ))
+            && st.app_endpoint.as_deref() == Some("chat-app.e2e-applink.svc:5200")
+            && ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some("app-link") && p.container_port == 5200);
+        ok.then_some(())
+    })
+    .await;
+    let kept: Secret = get(&client, ns, "chat-app-link").await.unwrap();
+    assert_eq!(
+        kept.data.unwrap()["token"].0,
+        token.as_bytes(),
+        "token kept"
+    );
+
+    // What app links exclude, added to the running hub: Degraded/InvalidSpec naming the
+    // field, nothing applied (the StatefulSet keeps its template).
+    let before: StatefulSet = get(&client, ns, "chat").await.unwrap();
+    let hash_of = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["roomcast.dev/config-hash"]
+            .clone()
+    };
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"namespaces": [{"name": "/"}, {"name": "/dev", "relay": true}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let msg = condition_message(&hubs, "chat", "Degraded", "True", "InvalidSpec").await;
+    assert!(
+        msg.contains("spec.namespaces[1].relay (/dev): not available with spec.appLink.enabled"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: StatefulSet = get(&client, ns, "chat").await.unwrap();
+    assert_eq!(hash_of(&after), hash_of(&before), "nothing applied");
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"namespaces": [{"name": "/"}]}})),
+    )
+    .await
+    .unwrap();
+    condition_message(&hubs, "chat", "Degraded", "False", "AsExpected").await;
+
+    // A new hub with client auth and recovery: refused, each field named, no StatefulSet.
+    hubs.create(
+        &PostParams::default(),
+        &hub_from(json!({
+            "apiVersion": "roomcast.dev/v1alpha1", "kind": "SocketIOHub",
+            "metadata": {"name": "authed"},
+            "spec": {
+                "appLink": {"enabled": true},
+                "auth": {"jwksUrl": "https://idp.example/jwks.json"},
+                "connectionStateRecovery": {"maxDisconnectionDuration": 60000}
+            }
+        })),
+    )
+    .await
+    .unwrap();
+    let msg = condition_message(&hubs, "authed", "Degraded", "True", "InvalidSpec").await;
+    assert!(msg.contains("spec.auth: client authentication by the hub is not available with spec.appLink.enabled"), "{msg}");
+    assert!(
+        msg.contains("spec.connectionStateRecovery: not available with spec.appLink.enabled"),
+        "{msg}"
+    );
+    assert!(get::<StatefulSet>(&client, ns, "authed").await.is_none());
+    assert!(get::<Secret>(&client, ns, "authed-app-link")
+        .await
+        .is_none());
+
+    // The hub's own token Secret: the generated one goes, the pods read the user's key.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let own: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "app-token"}, "stringData": {"t": "0123456789abcdef0123"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &own).await.unwrap();
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"appLink": {"tokenSecretRef": {"name": "app-token", "key": "t"}}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("generated Secret deleted, own key projected", || async {
+        let gone = get::<Secret>(&client, ns, "chat-app-link").await.is_none();
+        let sts: StatefulSet = get(&client, ns, "chat").await?;
+        let text = serde_json::to_string(&sts.spec?.template.spec?).ok()?;
+        (gone && text.contains(r#""key":"t","path":"app-link-token""#)).then_some(())
+    })
+    .await;
+    let st = hubs.get("chat").await.unwrap().status.unwrap();
+    assert!(
+        st.references_hash.is_some(),
+        "the own Secret is a checked reference"
+    );
+
+    // App links off: the Service, the rule, the port and the endpoint go; the user's
+    // Secret stays.
+    hubs.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"appLink": {"enabled": false}}})),
+    )
+    .await
+    .unwrap();
+    eventually("app link objects gone", || async {
+        let gone = get::<Service>(&client, ns, "chat-app").await.is_none();
+        let np: NetworkPolicy = get(&client, ns, "chat").await?;
+        let st = hubs.get("chat").await.ok()?.status?;
+        let sts: StatefulSet = get(&client, ns, "chat").await?;
+        let text = serde_json::to_string(&sts.spec?.template.spec?).ok()?;
+        let cm: ConfigMap = get(&client, ns, "chat-config").await?;
+        let ok = gone
+            && policy_rules(&np).iter().all(|(p, _)| *p != 5200)
+            && st.app_endpoint.is_none()
+            && !text.contains("app-link")
+            && !cm.data?["config.yaml"].contains("appLink");
+        ok.then_some(())
+    })
+    .await;
+    assert!(get::<Secret>(&client, ns, "app-token").await.is_some());
+    hubs.delete("chat", &DeleteParams::default()).await.unwrap();
+    hubs.delete("authed", &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 /// Taint of the pod runner's Node in this tier (e2e/operator-tests.sh): only hubs that
