@@ -10,7 +10,7 @@
 import { EventEmitter } from "node:events";
 import type { Server } from "socket.io";
 import { HubConn, HubEngine } from "./engine.js";
-import { NodeLink, LinkError, type LinkOwner, type LinkState } from "./link.js";
+import { NodeLink, LinkError, parseAddress, type LinkOwner, type LinkState } from "./link.js";
 import type { Broadcast, HubMessage, Members, Reply, Welcome } from "./messages.js";
 import * as grpc from "@grpc/grpc-js";
 import { decodeClusterMessage, encodeClusterMessage } from "./codec.js";
@@ -65,6 +65,7 @@ export class Hub extends EventEmitter implements LinkOwner {
   private links = new Map<string, NodeLink>();
   private bootstrap: NodeLink;
   private draining = false;
+  private started = false;
   private closePromise: Promise<void> | null = null;
   private io: Server;
 
@@ -133,6 +134,7 @@ export class Hub extends EventEmitter implements LinkOwner {
       for (const link of this.links.values()) link.end();
       throw e;
     });
+    this.started = true;
     // The other nodes: wait (within what is left of the timeout) until each listed one is linked.
     const pending = () => [...this.links.values()].filter((l) => l.state !== "open");
     while (pending().length > 0 && Date.now() < deadline) {
@@ -147,7 +149,20 @@ export class Hub extends EventEmitter implements LinkOwner {
   // LinkOwner
 
   onWelcome(link: NodeLink, welcome: Welcome): void {
-    if (link === this.bootstrap && !this.links.has(welcome.node)) this.links.set(welcome.node, link);
+    // Key the link by the node it reached (the endpoint, or an address a node used to have,
+    // may lead to another node than expected); one link per node.
+    const other = this.links.get(welcome.node);
+    if (other && other !== link) {
+      if (other.live) {
+        this.log("debug", `a second link to hub node ${welcome.node} (via ${link.address}): ended`);
+        this.unkey(link);
+        link.end();
+        return;
+      }
+      other.end();
+    }
+    this.unkey(link);
+    this.links.set(welcome.node, link);
     this.log("debug", `linked to hub node ${welcome.node} at ${link.address}`);
     if (this.draining) link.send({ drain: {} });
     this.reconcile(link, welcome.members, true);
@@ -161,6 +176,32 @@ export class Hub extends EventEmitter implements LinkOwner {
     for (const conn of sessions.values()) conn._closed("transport close");
     if (welcomed) this.emit("node-down", link);
     this.emit("sessions");
+    this.probeEndpoint();
+  }
+
+  private unkey(link: NodeLink): void {
+    for (const [id, l] of this.links) if (l === link) this.links.delete(id);
+  }
+
+  /**
+   * With no live link left, the nodes may have moved (new addresses after a restart): the
+   * configured endpoint is tried again too, as a new bootstrap link.
+   */
+  private probeEndpoint(): void {
+    if (this.draining || !this.started || this.primary()) return;
+    const target = (address: string) => {
+      try {
+        return parseAddress(address).target;
+      } catch {
+        return address;
+      }
+    };
+    const endpoint = target(this.opts.endpoint);
+    const tryingEndpoint = this.allLinks().some((l) => target(l.address) === endpoint && l.state !== "closed");
+    if (tryingEndpoint) return;
+    this.log("debug", `no live app link: trying the endpoint ${this.opts.endpoint} again`);
+    this.bootstrap = new NodeLink(this, "", this.opts.endpoint);
+    this.bootstrap.connect();
   }
 
   onMessage(link: NodeLink, message: HubMessage): void {

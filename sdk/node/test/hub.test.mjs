@@ -159,7 +159,7 @@ describe(`hub only (${sio.name}@${sio.version})`, () => {
     assert.equal((await serverGone)[0], "server namespace disconnect");
     assert.equal((await clientGone)[0], "io server disconnect");
 
-    const d = await client(2);
+    const d = await client(2, { transports: ["websocket"] });
     const dServer = app.socket(d.id);
     const dGone = once(dServer, "disconnect");
     const dClient = once(d, "disconnect");
@@ -225,6 +225,7 @@ describe(`hub only (${sio.name}@${sio.version})`, () => {
     assert.equal(app.links[0].sessions, 0);
     assert.ok(app.links[0].nodes().every((n) => n.state === "closed"));
     await eventually(() => reasons[0].length === onFirst, 5000, "the drained sockets' disconnect");
+    await eventually(() => clientReasons.length >= onFirst, 5000, "the drained clients' disconnect");
     assert.deepEqual(new Set(reasons[0]), new Set(["forced close"]));
     assert.deepEqual(new Set(clientReasons), new Set(["transport close"]));
     assert.equal(clientReasons.length, onFirst);

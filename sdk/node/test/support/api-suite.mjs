@@ -311,7 +311,7 @@ export function apiSuite(env) {
 
       // The server disconnects the socket, then the whole connection.
       for (const [k, close] of [[1, false], [2, true]]) {
-        const s = track(await client(k));
+        const s = track(await client(k, { transports: ["websocket"] }));
         const id = s.id;
         const gone = once(s, "disconnect");
         s.emit("kick", close);
@@ -332,6 +332,18 @@ export function apiSuite(env) {
       c.emit("close-conn");
       assert.equal((await cGone)[0], "transport close");
       await ended(c, cId, "forced close");
+    });
+
+    test("socket.disconnect(true) over HTTP long-polling: the client gets the DISCONNECT before the close", async () => {
+      await start((io) => io.on("connection", (socket) => socket.on("kick", () => socket.disconnect(true))));
+      const reasons = [];
+      for (let k = 0; k < 6; k++) {
+        const s = await client(k, { transports: ["polling"] });
+        const gone = once(s, "disconnect");
+        s.emit("kick");
+        reasons.push((await gone)[0]);
+      }
+      assert.deepEqual(reasons, reasons.map(() => "io server disconnect"));
     });
 
     test("rooms: to(room), except, socket.to, leave, to(socket.id) private messages, await join", async () => {
