@@ -7,7 +7,8 @@
 # 1. `npm ci` from the committed lockfiles (sdk/node, and dataplane/tests/js whose harness
 #    and socket.io-client the tests use); 2. `npm run build`; 3. the tests: the API suite
 #    against a standalone socket.io Server and through useRoomcast against a 3-node hub, each
-#    with socket.io 4.8 and 4.7 (ROOMCAST_SIO), the hub-only tests, unit and package tests.
+#    with socket.io 4.8 and 4.7 (ROOMCAST_SIO), the hub-only tests, the endpoint test (a load
+#    balancer in front of the nodes, the whole hub restarting), unit and package tests.
 #
 # Env: ROOMCAST_BIN_DIR=DIR runs the hub binary DIR/roomcast-dataplane (default: the cargo
 # target directory's debug build, built first unless ROOMCAST_SKIP_BUILD=1);
@@ -70,4 +71,5 @@ for sio in "${VERSIONS[@]}"; do
   echo "run.sh: the API suite and the hub tests with $sio" >&2
   ROOMCAST_SIO="$sio" run api-standalone.test.mjs api-hub.test.mjs hub.test.mjs || rc=$?
 done
+run endpoint.test.mjs || rc=$?
 exit "$rc"
