@@ -71,8 +71,9 @@ if "$helm" template roomcast-operator "$chart" --set concurrency=0 >/dev/null 2>
 fi
 "$helm" install roomcast-operator "$chart" -n "$release_ns"
 "$kubectl" wait --for condition=Established crd/socketiohubs.roomcast.dev --timeout=60s
-# The chart's example hub is valid for the installed CRD.
+# The chart's example hubs are valid for the installed CRD.
 "$kubectl" apply --dry-run=server -n default -f "$chart/examples/hub.yaml"
+"$kubectl" apply --dry-run=server -n default -f "$chart/examples/hub-app-link.yaml"
 # An upgrade of the release with changed values goes through too.
 "$helm" upgrade roomcast-operator "$chart" -n "$release_ns" --set concurrency=2
 [[ "$("$kubectl" -n "$release_ns" get deploy roomcast-operator -o jsonpath='{.spec.template.spec.containers[0].args}')" == *--concurrency=2* ]] ||

@@ -390,3 +390,17 @@ fn app_link_objects_follow_the_spec() {
     assert!(policy_rules(&d).iter().all(|(port, _)| *port != 5100));
     assert!(roomcast_operator::secret_refs::references(&off).is_empty());
 }
+
+#[test]
+fn chart_examples_are_valid_hubs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/roomcast-operator/examples");
+    for file in ["hub.yaml", "hub-app-link.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut hub: SocketIOHub = serde_saphyr::from_str(&text).unwrap();
+        hub.metadata.namespace = Some("default".into());
+        hub.metadata.uid = Some("example-uid".into());
+        let problems = roomcast_operator::validate::validate(&hub);
+        assert!(problems.is_empty(), "{file}: {problems:?}");
+        build(&hub, &opts_for(&hub)).unwrap();
+    }
+}

@@ -1654,9 +1654,10 @@ async fn connected_clients_column_from_the_pods_metrics() {
     let out = kubectl(&["-n", ns, "get", "sio", "cc", "--no-headers"]);
     let row = String::from_utf8_lossy(&out.stdout).to_string();
     let cols: Vec<&str> = row.split_whitespace().collect();
+    // The APPS column is blank (no linkedAppInstances): STATUS follows CLIENTS.
     assert_eq!(
         cols.get(1..5),
-        Some(&["2", "2", "14", "<none>"][..]),
+        Some(&["2", "2", "14", "AllReplicasReady"][..]),
         "{row}"
     );
     // The pods report app links, but the hub has none: no linkedAppInstances.

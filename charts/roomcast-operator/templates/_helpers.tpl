@@ -51,10 +51,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services", "serviceaccounts"]
+  resources: ["configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Never list or watch: only the Secrets it generates (management token, peer CA) and the
-# ones a hub references, each by name (a referenced Secret's change is noticed by polling it).
+# Services too, and deleted: the app link Service <hub>-app when the hub turns app links off.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Never list or watch: only the Secrets it generates (management and app link tokens, peer
+# CA) and the ones a hub references, each by name (a referenced Secret's change is noticed by
+# polling it).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
