@@ -78,6 +78,35 @@ export function apiSuite(env) {
       assert.deepEqual(await hello, [{ user: "alice", second: true }, "/"]);
     });
 
+    test("a middleware joins rooms before the connection: accepted, the rooms work; refused, nothing is left", async () => {
+      await start((io) => {
+        io.use(async (socket, next) => {
+          await socket.join(["from-mw", `user:${socket.handshake.auth.user}`]);
+          if (socket.handshake.auth.user === "mallory") return next(new Error("banned"));
+          next();
+        });
+        io.on("connection", (socket) => socket.emit("rooms", [...socket.rooms].filter((r) => r !== socket.id).sort()));
+      });
+      const m = pool.io(app.url(0), { auth: { user: "mallory" } });
+      assert.equal((await connectError(m)).message, "banned");
+      const a = pool.io(app.url(1), { auth: { user: "alice" } });
+      const rooms = once(a, "rooms");
+      await connected(a);
+      assert.deepEqual(await rooms, [["from-mw", "user:alice"]]);
+      const io = app.ios[0];
+      assert.deepEqual((await io.in("from-mw").fetchSockets()).map((s) => s.id), [a.id]);
+      assert.deepEqual(await io.in("user:mallory").fetchSockets(), []);
+      const got = once(a, "to-user");
+      io.to("user:alice").emit("to-user", 1);
+      assert.deepEqual(await got, [1]);
+      record(a);
+      io.to("user:mallory").emit("to-mallory");
+      io.to("from-mw").emit("to-all-mw");
+      await eventually(() => events(a, "to-all-mw").length === 1, 5000, "to-all-mw");
+      await sleep(SETTLE_MS);
+      assert.deepEqual(events(a, "to-mallory"), []);
+    });
+
     test("static, dynamic (function) and regex namespaces; namespace middlewares; unknown namespaces refused", async () => {
       await start((io) => {
         const where = (socket) => socket.emit("where", socket.nsp.name, socket.handshake.auth);
