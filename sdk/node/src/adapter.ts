@@ -102,7 +102,10 @@ export function createAdapterClass(hub: Hub): AdapterConstructor {
           join: { session: conn.session, namespace: this.nspName, socket_id: id, rooms: [...rooms], request },
         }))
         .then((reply) => {
-          if (reply?.error) hub.log("warn", `join of ${id} to ${[...rooms].join(", ")} in ${this.nspName}: ${reply.error}`);
+          if (!reply?.error) return;
+          // A session that ended meanwhile is no news; anything else is (a hub limit, say).
+          const level = conn.readyState === "open" ? "warn" : "debug";
+          hub.log(level, `join of ${id} to ${[...rooms].join(", ")} in ${this.nspName}: ${reply.error}`);
         });
     }
 
