@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test test-rust test-dataplane-js test-clients test-operator test-discovery test-e2e lint bench
+.PHONY: help run test test-rust test-dataplane-js test-sdk test-clients test-operator test-discovery test-e2e lint bench
 .PHONY: fuzz test-fuzz-corpus images
 
 help:
@@ -19,7 +19,7 @@ run:
 	cargo run --release -p roomcast-dataplane --bin roomcast-dataplane
 
 # The whole suite; .ci/run calls exactly this. Every tier must run: a tier that cannot run fails.
-test: lint test-rust test-fuzz-corpus test-dataplane-js test-clients test-operator test-discovery test-e2e
+test: lint test-rust test-fuzz-corpus test-dataplane-js test-sdk test-clients test-operator test-discovery test-e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -39,6 +39,12 @@ test-fuzz-corpus:
 
 test-dataplane-js:
 	bash dataplane/tests/js/run.sh
+
+# The Node SDK (sdk/node: the socket.io API suite standalone and through a 3-node hub, with
+# socket.io 4.8 and 4.7) and the sio-chat example's page in headless Chromium.
+test-sdk:
+	bash sdk/node/test/run.sh
+	bash examples/sio-chat/test/run.sh
 
 # Stock clients beyond Node against a 3-node hub behind the round-robin proxy: socket.io-client
 # in headless Chromium, python-socketio (Client, AsyncClient), socket.io-client-java,
