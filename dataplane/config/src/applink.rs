@@ -31,6 +31,10 @@ pub struct AppLinkConfig {
     /// Bytes this node may have queued for one app link; past it the app is too slow, the
     /// link is ended and its sessions closed (their clients reconnect to other instances).
     pub max_queued_bytes: usize,
+    /// Bytes of one client's packets that may wait on its app's link; past it that client is
+    /// disconnected (one client must not fill the link that serves every other client of the
+    /// app). A single packet of any allowed size always goes through an empty queue.
+    pub max_queued_bytes_per_session: usize,
     /// Sessions one app link may hold; past it new sessions go to other links, or are
     /// refused (503) when every link is full.
     pub max_sessions_per_link: usize,
@@ -50,6 +54,7 @@ impl Default for AppLinkConfig {
             token_file: None,
             max_batch_bytes: 4 * 1024 * 1024,
             max_queued_bytes: 64 * 1024 * 1024,
+            max_queued_bytes_per_session: 1024 * 1024,
             max_sessions_per_link: 100_000,
             max_pending_requests: 10_000,
             keepalive_interval: 10_000,
@@ -85,6 +90,14 @@ impl AppLinkConfig {
         }
         if self.max_queued_bytes < self.max_batch_bytes {
             bad.add("appLink.maxQueuedBytes", "must be at least maxBatchBytes");
+        }
+        if self.max_queued_bytes_per_session == 0
+            || self.max_queued_bytes_per_session > self.max_queued_bytes
+        {
+            bad.add(
+                "appLink.maxQueuedBytesPerSession",
+                "must be between 1 and maxQueuedBytes",
+            );
         }
         if self.max_sessions_per_link == 0 {
             bad.add("appLink.maxSessionsPerLink", "must be at least 1");

@@ -147,6 +147,10 @@ impl Uplink for Link {
         Link::send(self, kind)
     }
 
+    fn send_for(&self, kind: Kind, queued: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> bool {
+        self.outbox.push_for(HubMessage::of(kind), Some(queued))
+    }
+
     fn remove_session(&self, handle: u64) {
         Link::remove_session(self, handle);
     }

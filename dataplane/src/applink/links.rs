@@ -303,6 +303,7 @@ impl ConnectionFactory for AppLinks {
         let transport = session.transport().as_str();
         let handshake = Arc::new(handshake);
         let max_attachments = self.max_attachments;
+        let max_queued = self.settings.max_queued_bytes_per_session;
         let served = self.pick().and_then(|link| {
             let app = link.add_session(|handle| {
                 AppSession::new(
@@ -311,6 +312,7 @@ impl ConnectionFactory for AppLinks {
                     session,
                     handshake.clone(),
                     max_attachments,
+                    max_queued,
                 )
             })?;
             let suffix = crate::engine::sid::node_suffix(&session.sid).to_string();

@@ -7,6 +7,7 @@
 //! queue into batches of at most [`BATCH_BYTES`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use prost::Message as _;
 use tokio::sync::{mpsc, Notify};
@@ -16,8 +17,12 @@ use super::proto::{HubBatch, HubMessage};
 /// How much a batch carries at most (one gRPC message; the rest waits for the next).
 pub const BATCH_BYTES: usize = 256 * 1024;
 
+/// A queued message, its encoded size, and the counter of the session it is for (a client's
+/// packet), which gives the bytes back once written.
+type Queued = (HubMessage, usize, Option<Arc<AtomicUsize>>);
+
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<(HubMessage, usize)>,
+    tx: mpsc::UnboundedSender<Queued>,
     queued: AtomicUsize,
     max_bytes: usize,
     failed: AtomicBool,
@@ -29,7 +34,7 @@ pub struct Outbox {
 
 /// The receiving half, owned by the link's writer.
 pub struct OutboxReader {
-    rx: mpsc::UnboundedReceiver<(HubMessage, usize)>,
+    rx: mpsc::UnboundedReceiver<Queued>,
 }
 
 impl Outbox {
@@ -51,6 +56,12 @@ impl Outbox {
     /// Queues a message; false when the link is over its budget (or gone): the message is
     /// dropped and the link fails.
     pub fn push(&self, message: HubMessage) -> bool {
+        self.push_for(message, None)
+    }
+
+    /// Queues a message for a session whose queued bytes `session` counts (see
+    /// [`Outbox::push`]).
+    pub fn push_for(&self, message: HubMessage, session: Option<Arc<AtomicUsize>>) -> bool {
         if self.failed.load(Ordering::Acquire) {
             return false;
         }
@@ -68,8 +79,15 @@ impl Outbox {
             }
             return false;
         }
-        if self.tx.send((message, size)).is_err() {
+        if let Some(counter) = &session {
+            counter.fetch_add(size, Ordering::AcqRel);
+        }
+        if let Err(mpsc::error::SendError((_, _, session))) = self.tx.send((message, size, session))
+        {
             self.queued.fetch_sub(size, Ordering::AcqRel);
+            if let Some(counter) = session {
+                counter.fetch_sub(size, Ordering::AcqRel);
+            }
             return false;
         }
         true
@@ -94,14 +112,16 @@ impl OutboxReader {
     /// The next batch: waits for one message, then takes what else is queued up to
     /// [`BATCH_BYTES`]. `None` once the link ended.
     pub async fn next_batch(&mut self, outbox: &Outbox) -> Option<HubBatch> {
-        let (first, mut bytes) = tokio::select! {
+        let (first, mut bytes, session) = tokio::select! {
             next = self.rx.recv() => next?,
             _ = outbox.ended.notified() => return None,
         };
+        give_back(session, bytes);
         let mut messages = vec![first];
         while bytes < BATCH_BYTES {
             match self.rx.try_recv() {
-                Ok((message, size)) => {
+                Ok((message, size, session)) => {
+                    give_back(session, size);
                     messages.push(message);
                     bytes = bytes.saturating_add(size);
                 }
@@ -110,6 +130,12 @@ impl OutboxReader {
         }
         outbox.sent(bytes);
         Some(HubBatch { messages })
+    }
+}
+
+fn give_back(session: Option<Arc<AtomicUsize>>, size: usize) {
+    if let Some(counter) = session {
+        counter.fetch_sub(size, Ordering::AcqRel);
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`HUB_ACK_BASE`] answers a broadcast with acks the hub sent (the app's own ack ids stay
 //! below it), so the hub takes it to collect the replies hub-wide.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use crate::socketio::{DisconnectReason, Payload, Socket, Transport};
 pub trait Uplink: Send + Sync {
     /// Queues a message for the app; false when the link is over its budget or gone.
     fn send(&self, kind: Kind) -> bool;
+    /// Queues a client's packet for the app, counted in `queued` until it is written.
+    fn send_for(&self, kind: Kind, queued: Arc<AtomicUsize>) -> bool;
     /// The session ended: the link forgets it.
     fn remove_session(&self, handle: u64);
 }
@@ -49,6 +52,10 @@ pub struct AppSession {
     session: Weak<Session>,
     pub handshake: Arc<HandshakeInfo>,
     max_attachments: usize,
+    /// Bytes of this client's packets queued on the link, not yet written to the app.
+    queued: Arc<AtomicUsize>,
+    /// `appLink.maxQueuedBytesPerSession`.
+    max_queued: usize,
     state: Mutex<State>,
 }
 
@@ -59,6 +66,7 @@ impl AppSession {
         session: &Arc<Session>,
         handshake: Arc<HandshakeInfo>,
         max_attachments: usize,
+        max_queued: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             handle,
@@ -66,6 +74,8 @@ impl AppSession {
             session: Arc::downgrade(session),
             handshake,
             max_attachments,
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queued,
             state: Mutex::new(State::default()),
         })
     }
@@ -77,6 +87,29 @@ impl AppSession {
     fn send(&self, kind: Kind) {
         if let Some(link) = self.link.upgrade() {
             link.send(kind);
+        }
+    }
+
+    /// Passes one of the client's messages to the app. A client whose earlier packets still
+    /// wait on the link past `appLink.maxQueuedBytesPerSession` is cut off alone, so that one
+    /// client cannot fill its app's link and get every other client of that app cut off.
+    fn forward(&self, body: Body, size: usize) {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(size) > self.max_queued {
+            if let Some(session) = self.session.upgrade() {
+                tracing::warn!(sid = %session.sid, queued, limit = self.max_queued,
+                    "closing a client whose packets wait for its app: appLink.maxQueuedBytesPerSession reached");
+                session.close(CloseReason::ForcedClose);
+            }
+            return;
+        }
+        if let Some(link) = self.link.upgrade() {
+            let packet = Kind::Packet(pb::Packet {
+                session: self.handle,
+                body: Some(body),
+                volatile: false,
+            });
+            link.send_for(packet, self.queued.clone());
         }
     }
 
@@ -215,22 +248,15 @@ impl ConnectionHandler for AppSession {
         if self.take_hub_ack(text) {
             return;
         }
-        self.send(Kind::Packet(pb::Packet {
-            session: self.handle,
-            body: Some(Body::Text(text.to_string())),
-            volatile: false,
-        }));
+        self.forward(Body::Text(text.to_string()), text.len());
     }
 
     fn on_binary(&self, data: Bytes) {
         if self.take_hub_attachment(&data) {
             return;
         }
-        self.send(Kind::Packet(pb::Packet {
-            session: self.handle,
-            body: Some(Body::Binary(data)),
-            volatile: false,
-        }));
+        let size = data.len();
+        self.forward(Body::Binary(data), size);
     }
 
     fn on_upgrade(&self) {

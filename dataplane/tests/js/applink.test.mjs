@@ -227,28 +227,60 @@ describe("app links: what a broken or hostile app cannot do", () => {
     await echoes(second, "the second client is unaffected");
   });
 
+  it("one client flooding a frozen app is cut off alone at appLink.maxQueuedBytesPerSession", async () => {
+    await hub.stop();
+    hub = await startAppHub({ maxBatchBytes: 65536, maxQueuedBytes: 1048576, maxQueuedBytesPerSession: 131072 });
+    const frozen = spawn(process.execPath, [path.join(HERE, "rawapp.mjs"), hub.appAddr, TOKEN, "frozen-app"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await once(frozen.stdout, "data", 10_000, "the app's welcome");
+      const flooder = pool.io(hub.url, { transports: ["websocket"] });
+      const neighbour = pool.io(hub.url, { transports: ["websocket"] });
+      await Promise.all([connected(flooder), connected(neighbour)]);
+      frozen.kill("SIGSTOP");
+      const closed = once(flooder, "disconnect", 20_000, "the flooder cut off");
+      const big = "x".repeat(16_000);
+      for (let i = 0; i < 2000 && flooder.connected; i++) {
+        flooder.emit("echo", big);
+        if (i % 20 === 0) await sleep(5);
+      }
+      await closed;
+      await eventually(() => /maxQueuedBytesPerSession reached/.test(hub.stderr()), 5000, "logged");
+      frozen.kill("SIGCONT");
+      // The app's other client was not touched, and the link lives on.
+      await echoes(neighbour, "the neighbour is still served");
+      assert.equal(await metric(hub, "roomcast_app_links_overflowed_total"), 0);
+      assert.equal(await metric(hub, "roomcast_app_links"), 1);
+    } finally {
+      frozen.kill("SIGKILL");
+    }
+  });
+
   it("a frozen app is cut off at appLink.maxQueuedBytes; a bystander instance and its client are not", async () => {
     await hub.stop();
-    hub = await startAppHub({ maxBatchBytes: 65536, maxQueuedBytes: 262144 });
-    const bystander = app();
-    await bystander.welcome;
-    const calm = pool.io(hub.url, { transports: ["websocket"] });
-    await connected(calm);
+    hub = await startAppHub({ maxBatchBytes: 65536, maxQueuedBytes: 262144, maxQueuedBytesPerSession: 131072 });
     // An instance in a process of its own, then frozen (SIGSTOP): it reads nothing more.
     const frozen = spawn(process.execPath, [path.join(HERE, "rawapp.mjs"), hub.appAddr, TOKEN, "frozen-app"], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     try {
       await once(frozen.stdout, "data", 10_000, "the frozen app's welcome");
-      const flooder = pool.io(hub.url, { transports: ["websocket"], reconnection: false });
-      await connected(flooder, 5000, "the flooder (served by the app before it freezes)");
-      assert.equal(bystander.of("open").length, 1, "the flooder's session went to the instance that then freezes");
+      // Four clients of the app that will freeze (the only instance yet), each under the
+      // per-session budget, together over the link's.
+      const flooders = Array.from({ length: 4 }, () => pool.io(hub.url, { transports: ["websocket"], reconnection: false }));
+      await Promise.all(flooders.map((f) => connected(f)));
+      const bystander = app();
+      await bystander.welcome;
+      const calm = pool.io(hub.url, { transports: ["websocket"] });
+      await connected(calm);
+      assert.equal(bystander.of("open").length, 1, "the calm client is the bystander instance's");
       frozen.kill("SIGSTOP");
-      const closed = once(flooder, "disconnect", 30_000, "the flooder's session closed");
+      const closed = Promise.all(flooders.map((f) => once(f, "disconnect", 30_000, "a flooder's session closed")));
       const big = "x".repeat(16_000);
-      for (let i = 0; i < 2000 && flooder.connected; i++) {
-        flooder.emit("echo", big);
-        if (i % 20 === 0) await sleep(5);
+      for (let i = 0; i < 7; i++) {
+        for (const f of flooders) f.emit("echo", big);
+        await sleep(5);
       }
       await closed;
       await eventually(() => /maxQueuedBytes reached/.test(hub.stderr()), 5000, "the overflow is logged");
