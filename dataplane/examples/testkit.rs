@@ -177,6 +177,7 @@ impl Handler for Testkit {
                 });
             }
             "disconnect-me" => socket.disconnect(false),
+            "disconnect-me-close" => socket.disconnect(true),
             "close-me" => socket.close_transport(),
             "flood" => {
                 let count = first.get("count").and_then(Value::as_u64).unwrap_or(100);

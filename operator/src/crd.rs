@@ -198,6 +198,11 @@ pub struct AppLinkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024))]
     pub max_queued_bytes: Option<i64>,
+    /// Bytes of one client's packets that may wait on its app's link; past it that client
+    /// is disconnected (default 1 MiB; at most `maxQueuedBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_queued_bytes_per_session: Option<i64>,
     /// Client sessions one link may hold (default 100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -237,6 +242,7 @@ impl Default for AppLinkSpec {
             token_secret_ref: None,
             max_batch_bytes: None,
             max_queued_bytes: None,
+            max_queued_bytes_per_session: None,
             max_sessions_per_link: None,
             max_pending_requests: None,
             keepalive_interval: None,

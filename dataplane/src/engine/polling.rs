@@ -33,6 +33,10 @@ fn encode_payload(frames: &[Frame]) -> Bytes {
     Bytes::from(out)
 }
 
+fn is_close(frame: &Frame) -> bool {
+    matches!(frame, Frame::Text(text) if text.as_bytes() == b"1")
+}
+
 /// A polling GET: answers at once with what is queued, or waits for the next frames.
 pub(super) async fn poll(
     engine: &Engine,
@@ -55,7 +59,17 @@ pub(super) async fn poll(
         let ready = session.outbox.ready();
         // Polling answers with everything queued: flush boundaries matter only on WebSocket.
         while session.outbox.drain_into(&mut frames) {}
+        // A server-side close after packets: they go in this answer, the close packet in the
+        // next (the session lingers for it), as the reference server's close waits for its
+        // write buffer to drain. In one payload the client would act on the close first and
+        // drop the packets before it (a DISCONNECT would read as a lost connection).
+        if frames.len() > 1 && frames.last().is_some_and(is_close) {
+            frames.pop();
+        }
         if !frames.is_empty() {
+            if frames.last().is_some_and(is_close) {
+                session.collected_close();
+            }
             engine
                 .stats
                 .frames_sent
@@ -67,6 +81,7 @@ pub(super) async fn poll(
             );
         }
         if session.outbox.is_closed() {
+            session.collected_close();
             return responder.build(StatusCode::OK, "text/plain; charset=UTF-8", "1");
         }
         {

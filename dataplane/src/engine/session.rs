@@ -212,10 +212,12 @@ impl Session {
         }
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
         if let Some(host) = self.host.upgrade() {
-            // A server-side close of a polling session with no GET waiting stays findable
-            // until the client's next poll collects the close packet (as in the reference
-            // server); otherwise that poll would get "unknown sid" and the client would see a
-            // transport error instead of a close. A timer removes it if no poll comes.
+            // A server-side close of a polling session stays findable until the client's
+            // next poll collects the close packet (as in the reference server): with no GET
+            // waiting, or with one that is answered with the packets queued before the close
+            // (the close packet then goes in the next answer; see `polling::poll`). Otherwise
+            // that poll would get "unknown sid" and the client would see a transport error
+            // instead of a close. A timer removes it if no poll comes.
             let server_side = matches!(
                 reason,
                 CloseReason::ForcedClose
@@ -223,10 +225,7 @@ impl Session {
                     | CloseReason::SlowConsumer
                     | CloseReason::ServerShutdown
             );
-            let linger = server_side && {
-                let t = self.transport.lock();
-                t.transport == TransportKind::Polling && !t.get_active
-            };
+            let linger = server_side && self.transport.lock().transport == TransportKind::Polling;
             if linger {
                 let (weak, sid) = (self.host.clone(), self.sid.clone());
                 let grace = host.linger();
@@ -256,6 +255,13 @@ impl Session {
         self.outbox.push_control(last);
         self.outbox.close();
         self.closed_notify.notify_waiters();
+    }
+
+    /// The client collected the close packet of a lingering session: it can go now.
+    pub(super) fn collected_close(&self) {
+        if let Some(host) = self.host.upgrade() {
+            host.remove(&self.sid);
+        }
     }
 
     pub(super) fn set_pong_deadline(&self, deadline: Option<Instant>) {

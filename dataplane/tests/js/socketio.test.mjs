@@ -285,6 +285,22 @@ describe("disconnects and reconnection", () => {
     assert.equal(attempts, 0, "no reconnection attempt");
   });
 
+  for (const transports of [["polling"], ["websocket"]]) {
+    it(`disconnect(true) over ${transports[0]}: the DISCONNECT reaches the client before the close (10 times)`, async () => {
+      // Over polling the close packet waits for the next poll (as in the reference server):
+      // in the same payload, the client would act on the close first ("transport close").
+      for (let i = 0; i < 10; i++) {
+        const s = await pool.connect(server.url, { transports, reconnection: true, reconnectionDelay: 50 });
+        const disc = once(s, "disconnect", 5000);
+        s.emit("disconnect-me-close");
+        const [reason] = await disc;
+        assert.equal(reason, "io server disconnect", `try ${i}`);
+        assert.equal(s.active, false, `try ${i}: no reconnection`);
+        s.close();
+      }
+    });
+  }
+
   it("disconnect-me on one namespace leaves the other namespace of the session connected", async () => {
     const m = pool.manager(server.url, { transports: ["websocket"] });
     const root = pool.track(m.socket("/"));

@@ -287,6 +287,11 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
                 &mut link.max_queued_bytes,
             ),
             (
+                a.max_queued_bytes_per_session,
+                "maxQueuedBytesPerSession",
+                &mut link.max_queued_bytes_per_session,
+            ),
+            (
                 a.max_sessions_per_link,
                 "maxSessionsPerLink",
                 &mut link.max_sessions_per_link,
