@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::app::handler::HubApp;
-use crate::applink::service::AppToken;
 use crate::applink::AppLinks;
+use crate::auth::bearer::BearerToken;
 use crate::auth::{Authenticator, NoAuth};
 use crate::cluster::{Cluster, ClusterOps};
 use crate::config::{AuthMode, Config};
@@ -75,7 +75,11 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     // Bound before the cluster starts, so peers learn where this node takes app links.
     let app_links = match (links, config.app_link.listen) {
         (Some(links), Some(listen)) => {
-            let token = AppToken::from_config(&config.app_link)?;
+            let token = BearerToken::from_config(
+                config.app_link.token.as_deref(),
+                config.app_link.token_file.as_deref(),
+                "appLink",
+            )?;
             let (addr, _task) =
                 crate::applink::service::serve(links.clone(), listen, token).await?;
             Some((links, addr))

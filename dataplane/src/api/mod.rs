@@ -29,10 +29,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::auth::bearer::BearerToken;
 use crate::cluster::listen::AcceptBackoff;
 use crate::config::ManagementConfig;
 use crate::ops::{EmitRequest, HubOps};
@@ -44,7 +43,7 @@ use model::{
 use problem::{Kind, Problem};
 
 /// Shortest token accepted, as for `management.token`.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub use crate::auth::bearer::MIN_TOKEN_LEN;
 
 /// The management API of one hub node.
 #[derive(Clone)]
@@ -54,8 +53,8 @@ pub struct ManagementApi {
 
 struct Inner {
     ops: Arc<dyn HubOps>,
-    /// SHA-256 of the token: comparing digests in constant time hides the token's length too.
-    token_digest: [u8; 32],
+    /// The token, as a digest compared in constant time (which hides its length too).
+    token: BearerToken,
     max_body_bytes: usize,
     openapi: Bytes,
     /// How long a connection may take to send a request's headers.
@@ -79,11 +78,25 @@ impl ManagementApi {
         max_body_bytes: usize,
         header_read_timeout: Duration,
     ) -> Self {
+        Self::with_bearer(
+            ops,
+            BearerToken::new(token),
+            max_body_bytes,
+            header_read_timeout,
+        )
+    }
+
+    fn with_bearer(
+        ops: Arc<dyn HubOps>,
+        token: BearerToken,
+        max_body_bytes: usize,
+        header_read_timeout: Duration,
+    ) -> Self {
         let openapi = serde_json::to_vec_pretty(&openapi::document()).unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 ops,
-                token_digest: Sha256::digest(token.as_bytes()).into(),
+                token,
                 max_body_bytes,
                 openapi: Bytes::from(openapi),
                 header_read_timeout,
@@ -94,22 +107,14 @@ impl ManagementApi {
     /// The API as configured: the token comes from `token` or is read (once, now) from
     /// `tokenFile`, surrounding whitespace trimmed.
     pub fn from_config(config: &ManagementConfig, ops: Arc<dyn HubOps>) -> anyhow::Result<Self> {
-        let token = match (&config.token, &config.token_file) {
-            (Some(token), _) => token.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    anyhow::anyhow!("management.tokenFile: cannot read {}: {e}", path.display())
-                })?
-                .trim()
-                .to_string(),
-            (None, None) => anyhow::bail!("management: a token or tokenFile is required"),
-        };
-        if token.len() < MIN_TOKEN_LEN {
-            anyhow::bail!("management token must be at least {MIN_TOKEN_LEN} characters");
-        }
-        Ok(Self::with_timeouts(
+        let token = BearerToken::from_config(
+            config.token.as_deref(),
+            config.token_file.as_deref(),
+            "management",
+        )?;
+        Ok(Self::with_bearer(
             ops,
-            &token,
+            token,
             config.max_body_bytes,
             Duration::from_millis(config.header_read_timeout),
         ))
@@ -184,8 +189,7 @@ impl ManagementApi {
     }
 
     fn token_matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.inner.token_digest).into()
+        self.inner.token.matches(presented)
     }
 }
 

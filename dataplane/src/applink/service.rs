@@ -13,8 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::links::AppLinks;
@@ -23,48 +21,12 @@ use super::proto::{
     app_link_server::{AppLink, AppLinkServer},
     hub_message::Kind,
 };
+use crate::auth::bearer::BearerToken;
 
 /// The instance id header.
 const INSTANCE: &str = "roomcast-app-instance";
 /// Longest instance id.
 const MAX_INSTANCE_BYTES: usize = 128;
-/// Shortest accepted token.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// The token app instances present, kept as a digest so that comparing it takes the same
-/// time whatever is presented.
-#[derive(Clone)]
-pub struct AppToken([u8; 32]);
-
-impl AppToken {
-    /// From `appLink.token`, or read (once, now) from `appLink.tokenFile`, whitespace trimmed.
-    pub fn from_config(config: &crate::config::AppLinkConfig) -> anyhow::Result<Self> {
-        let token = match (&config.token, &config.token_file) {
-            (Some(token), _) => token.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    anyhow::anyhow!("appLink.tokenFile: cannot read {}: {e}", path.display())
-                })?
-                .trim()
-                .to_string(),
-            (None, None) => anyhow::bail!("appLink: a token or tokenFile is required"),
-        };
-        if token.len() < MIN_TOKEN_LEN {
-            anyhow::bail!("appLink token must be at least {MIN_TOKEN_LEN} characters");
-        }
-        Ok(Self::new(&token))
-    }
-
-    pub fn new(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.0).into()
-    }
-}
-
 fn valid_instance(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_INSTANCE_BYTES
@@ -75,7 +37,7 @@ fn valid_instance(id: &str) -> bool {
 
 pub struct Service {
     links: Arc<AppLinks>,
-    token: AppToken,
+    token: BearerToken,
 }
 
 type LinkStream = Pin<Box<dyn Stream<Item = Result<pb::HubBatch, Status>> + Send>>;
@@ -161,7 +123,7 @@ impl AppLink for Service {
 pub async fn serve(
     links: Arc<AppLinks>,
     listen: SocketAddr,
-    token: AppToken,
+    token: BearerToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -199,11 +161,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_and_instance_ids() {
-        let token = AppToken::new("0123456789abcdef");
-        assert!(token.matches("0123456789abcdef"));
-        assert!(!token.matches("0123456789abcdeg"));
-        assert!(!token.matches(""));
+    fn instance_ids() {
         assert!(valid_instance("app-7f3a.1_x"));
         for bad in ["", "a b", "a/b", &"x".repeat(129), "é"] {
             assert!(!valid_instance(bad), "{bad:?}");

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::engine::HandshakeInfo;
 
+pub mod bearer;
 mod jwks;
 mod keys;
 #[cfg(test)]

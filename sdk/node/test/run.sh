@@ -8,7 +8,9 @@
 #    and socket.io-client the tests use); 2. `npm run build`; 3. the tests: the API suite
 #    against a standalone socket.io Server and through useRoomcast against a 3-node hub, each
 #    with socket.io 4.8 and 4.7 (ROOMCAST_SIO), the hub-only tests, the endpoint test (a load
-#    balancer in front of the nodes, the whole hub restarting), unit and package tests.
+#    balancer in front of the nodes, the whole hub restarting), the chaos test (two app
+#    instances, 3 nodes behind a round-robin proxy, an instance and a node killed under
+#    traffic), unit and package tests.
 #
 # Env: ROOMCAST_BIN_DIR=DIR runs the hub binary DIR/roomcast-dataplane (default: the cargo
 # target directory's debug build, built first unless ROOMCAST_SKIP_BUILD=1);
@@ -36,7 +38,7 @@ npm_ci_locked "$SDK" "$REPO/dataplane/tests/js"
 # 3. The hub binary.
 if [ -z "${ROOMCAST_BIN_DIR:-}" ]; then
   if [ -z "${ROOMCAST_SKIP_BUILD:-}" ]; then
-    (cd "$REPO" && nice -n 10 cargo build -p roomcast-dataplane --bin roomcast-dataplane --locked)
+    (cd "$REPO" && nice -n 10 cargo build -p roomcast-dataplane --bin roomcast-dataplane --example rr-proxy --locked)
   fi
   TARGET_DIR="$(cd "$REPO" && cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
     | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).target_directory)}catch{}})' \
@@ -72,4 +74,5 @@ for sio in "${VERSIONS[@]}"; do
   ROOMCAST_SIO="$sio" run api-standalone.test.mjs api-hub.test.mjs hub.test.mjs || rc=$?
 done
 run endpoint.test.mjs || rc=$?
+run chaos.test.mjs || rc=$?
 exit "$rc"
