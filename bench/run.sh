@@ -65,7 +65,7 @@ else
 fi
 PER_PROC=${BENCH_PER_PROC:-5000}
 SERVERS=${BENCH_SERVERS:-"roomcast node socketioxide"}
-SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster recovery ring headline"}
+SCENARIOS=${BENCH_SCENARIOS:-"idle connect sparse dense peer cluster app recovery ring headline"}
 if [[ $QUICK == 1 ]]; then
   CONNECT_N=${BENCH_CONNECT_N:-2000}; SPARSE_SUBS=${BENCH_SPARSE_SUBS:-2000}; DENSE_SUBS=${BENCH_DENSE_SUBS:-500}; FANOUT_SECS=${BENCH_FANOUT_SECS:-5}
 else
@@ -140,7 +140,13 @@ NEEDED="roomcast-ringsim"
 for b in $NEEDED; do
   [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b" >&2; exit 1; }
 done
-if (( ! SIM_ONLY )) && [[ " $SERVERS " == *" node "* ]]; then
+if (( ! SIM_ONLY )) && [[ " $SERVERS " == *" node "* || " $SCENARIOS " == *" app "* ]]; then
+  if [[ " $SCENARIOS " == *" app "* ]]; then
+    # The app scenario runs bench/node/server.mjs through the Node SDK, installed from sdk/node.
+    log "building the Node SDK (sdk/node)"
+    npm_ci_locked sdk/node >&2
+    (cd sdk/node && npm run --silent build >&2)
+  fi
   log "installing Node peer (npm ci)"
   (cd bench/node && npm ci --no-audit --no-fund --loglevel=error >&2)
   # socket.io's optional native WebSocket engine. It builds from source at install time and is
@@ -160,7 +166,7 @@ if (( ! SIM_ONLY )) && [[ " $SERVERS " == *" node "* ]]; then
     fi
   fi
 fi
-if [[ ( " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ) || " $SCENARIOS " == *" headline "* ]]; then
+if [[ ( " $SCENARIOS " == *" cluster "* && ( " $SERVERS " == *" node "* || " $SERVERS " == *" socketioxide "* ) ) || " $SCENARIOS " == *" headline "* || ( " $SCENARIOS " == *" app "* && " $SERVERS " == *" node "* ) ]]; then
   # socket.io's and socketioxide's multi-node setups need Redis: Debian's package, installed once.
   ensure_command redis-server redis-server || exit 1
 fi
@@ -493,11 +499,18 @@ cluster_start() {
   local name=$1 i ip members="" peer=17200
   CL_PIDS=(); CL_HOSTS=(); CL_PORT=3300
   case "$name" in
-    roomcast | roomcast-plaintext)
+    roomcast | roomcast-plaintext | roomcast-app)
+      local security=${name#roomcast-} config=()
+      [[ $name == roomcast-app ]] && security=tls
       for i in 0 1 2; do members+="hub-$i=127.0.0.$(( 51 + i )):$peer,"; done
       for i in 0 1 2; do
-        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i" "${name#roomcast-}"
-        taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
+        ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i" "$security"
+        if [[ $name == roomcast-app ]]; then
+          # App links on: the app (bench/node/server.mjs through the SDK) serves the clients.
+          printf '{"appLink":{"listen":"%s:%d","token":"%s"}}\n' "$ip" "$APP_PORT" "$APP_TOKEN" >"$RESULTS/cluster.$name-$i.json"
+          config=(--config "$RESULTS/cluster.$name-$i.json")
+        fi
+        taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" "${config[@]}" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
           --peer-listen "$ip:$peer" --members "${members%,}" "${PEER_SEC[@]}" >"$RESULTS/cluster.$name-$i.out" 2>"$RESULTS/cluster.$name-$i.err" &
         CL_PIDS+=("$!"); PIDS+=("$!")
       done
@@ -531,55 +544,107 @@ cluster_start() {
     for _ in $(seq 100); do grep -q "listening on" "$out" 2>/dev/null && break; sleep 0.1; done
     grep -q "listening on" "$out" || { echo "cluster/$name node $i did not start:" >&2; tail -5 "${out%.out}.err" >&2; exit 1; }
   done
+  APP_PIDS=()
+  if [[ $name == roomcast-app ]]; then
+    # Three instances of the same app code as the node row, each given another node's address
+    # (each links to all three).
+    for i in 0 1 2; do
+      local out="$RESULTS/cluster.$name-app$i.out"
+      BENCH_ROOMCAST_APP_ENDPOINT="127.0.0.$(( 51 + i )):$APP_PORT" BENCH_ROOMCAST_APP_TOKEN="$APP_TOKEN" \
+        taskset -c "$SERVER_CPU" node bench/node/server.mjs >"$out" 2>"${out%.out}.err" &
+      APP_PIDS+=("$!"); CL_PIDS+=("$!"); PIDS+=("$!")
+    done
+    for i in 0 1 2; do
+      local out="$RESULTS/cluster.$name-app$i.out"
+      for _ in $(seq 150); do grep -q "linked to the hub" "$out" 2>/dev/null && break; sleep 0.1; done
+      grep -q "linked to the hub" "$out" || { echo "cluster/$name app $i did not link:" >&2; tail -5 "${out%.out}.err" >&2; exit 1; }
+    done
+  fi
   sleep 2 # peer links / adapter subscriptions up
+}
+
+# Runs the cluster measurement on the started cluster NAME (the K-th of the run): subscribers on
+# nodes 1 and 2, a publisher on node 0; appends a row to TSV (and, with a fourth argument, the
+# CPU seconds of the app instances as one more column).
+cluster_measure() {
+  local name=$1 k=$2 tsv=$3 with_app=${4:-} i ips
+  log "cluster/$name: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
+  local outs=() gens=()
+  for i in 1 2; do
+    case $name in
+      roomcast) ips=$(source_ips 200 $(( 3 + i ))) ;;
+      roomcast-plaintext) ips=$(source_ips 130 $(( i - 1 ))) ;;
+      roomcast-app) ips=$(source_ips 140 $(( i - 1 ))) ;;
+      node) ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0) ;;
+      *) ips=$(source_ips 100 $(( i - 1 ))) ;;
+    esac
+    GEN_HOST="${CL_HOSTS[$i]}" start_generators subscribe "$name" "cluster$i" "$CL_PORT" "$CLUSTER_SUBS" \
+      "$ips" $(( FANOUT_SECS + 300 )) --join bench-room
+    outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
+  done
+  GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
+  local connected pub_out cpu0=0 cpu1=0 app0=0 app1=0 p sent received merged
+  connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+  sleep 2
+  cpu0=$(sum_ticks "${CL_PIDS[@]}"); app0=$(sum_ticks "${APP_PIDS[@]}")
+  pub_out="$RESULTS/cluster.$name.publisher.out"
+  taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${CL_HOSTS[0]}:$CL_PORT" --room bench-room \
+    --source-ips "127.0.0.$(( 200 + k ))" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
+    >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+  for p in "${CL_PIDS[@]}"; do wait_quiet "$p" 60; done
+  cpu1=$(sum_ticks "${CL_PIDS[@]}"); app1=$(sum_ticks "${APP_PIDS[@]}")
+  stop_generators
+  for p in "${CL_PIDS[@]}"; do stop_pid "$p"; done
+  sent=$(sum_field DONE sent "$pub_out")
+  received=$(sum_field DONE events "${GEN_OUTS[@]}")
+  merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+  echo "$merged" >"$RESULTS/cluster.$name.latency.json"
+  awk -v name="$name" -v subs="$(( 2 * CLUSTER_SUBS ))" -v conn="$connected" -v rate="$CLUSTER_RATE" -v dur="$FANOUT_SECS" -v sent="$sent" \
+      -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v a0="$app0" -v a1="$app1" -v app="$with_app" -v tck="$CLK_TCK" -v j="$merged" \
+      'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        cpu = (c1 - c0) / tck; dpc = cpu > 0 ? recv / cpu : 0
+        printf "%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d", name, subs, conn, rate, dur, sent, sent * conn, recv, cpu, dpc, f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
+        if (app != "") printf "\t%.2f", (a1 - a0) / tck
+        printf "\n"
+      }' >>"$tsv"
+  log "cluster/$name: $(tail -1 "$tsv" | cut -f2- | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us [app cpu_s])"
 }
 
 scenario_cluster() {
   printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$CLUSTER_TSV"
-  local name k=0 i ips servers=$SERVERS
+  local name k=0 servers=$SERVERS
   (( PEER_COMPARE )) && [[ " $SERVERS " == *" roomcast "* ]] && servers+=" roomcast-plaintext"
   for name in $servers; do
     [[ $name == node-eiows ]] && continue # the Redis setup is measured with socket.io's default engine
     k=$(( k + 1 ))
     cluster_start "$name"
-    log "cluster/$name: 3 nodes; $CLUSTER_SUBS subscribers on each of nodes 1 and 2"
-    local outs=() gens=()
-    for i in 1 2; do
-      case $name in
-        roomcast) ips=$(source_ips 200 $(( 3 + i ))) ;;
-        roomcast-plaintext) ips=$(source_ips 130 $(( i - 1 ))) ;;
-        node) ips=$(source_ips $(( 90 + 100 * (i - 1) )) 0) ;;
-        *) ips=$(source_ips 100 $(( i - 1 ))) ;;
-      esac
-      GEN_HOST="${CL_HOSTS[$i]}" start_generators subscribe "$name" "cluster$i" "$CL_PORT" "$CLUSTER_SUBS" \
-        "$ips" $(( FANOUT_SECS + 300 )) --join bench-room
-      outs+=("${GEN_OUTS[@]}"); gens+=("${GEN_PIDS[@]}")
-    done
-    GEN_OUTS=("${outs[@]}"); GEN_PIDS=("${gens[@]}")
-    local connected pub_out cpu0=0 cpu1=0 p sent received merged
-    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
-    sleep 2
-    cpu0=$(sum_ticks "${CL_PIDS[@]}")
-    pub_out="$RESULTS/cluster.$name.publisher.out"
-    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${CL_HOSTS[0]}:$CL_PORT" --room bench-room \
-      --source-ips "127.0.0.$(( 200 + k ))" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
-      >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
-    for p in "${CL_PIDS[@]}"; do wait_quiet "$p" 60; done
-    cpu1=$(sum_ticks "${CL_PIDS[@]}")
-    stop_generators
-    for p in "${CL_PIDS[@]}"; do stop_pid "$p"; done
-    sent=$(sum_field DONE sent "$pub_out")
-    received=$(sum_field DONE events "${GEN_OUTS[@]}")
-    merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
-    echo "$merged" >"$RESULTS/cluster.$name.latency.json"
-    awk -v name="$name" -v subs="$(( 2 * CLUSTER_SUBS ))" -v conn="$connected" -v rate="$CLUSTER_RATE" -v dur="$FANOUT_SECS" -v sent="$sent" \
-        -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" -v j="$merged" \
-        'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
-        BEGIN {
-          cpu = (c1 - c0) / tck; dpc = cpu > 0 ? recv / cpu : 0
-          printf "%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n", name, subs, conn, rate, dur, sent, sent * conn, recv, cpu, dpc, f("p50_us"), f("p99_us"), f("p999_us"), f("max_us")
-        }' >>"$CLUSTER_TSV"
-    log "cluster/$name: $(tail -1 "$CLUSTER_TSV" | cut -f2- | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
+    cluster_measure "$name" "$k" "$CLUSTER_TSV"
+  done
+}
+
+# ---- scenario: the app in the loop ---------------------------------------------------------------
+# The cluster scenario's load (a room broadcast across 3 nodes) with the application in the
+# loop: every event goes from the publisher to the app and back out. Three setups run the same
+# app code, bench/node/server.mjs (join on `join`, relay any other event to the sender's rooms):
+#   roomcast-app  a 3-node Roomcast hub with app links; three instances of server.mjs serve it
+#                 through the Node SDK (sdk/node, `useRoomcast`);
+#   node          three socket.io servers running server.mjs with the Redis adapter;
+#   roomcast      the hub alone (its built-in relay does what server.mjs does): the baseline
+#                 for the latency the app link adds.
+# Reported: deliveries per CPU-second of every process (hub and app; socket.io and Redis), the
+# SDK's CPU per delivery and per event (the app instances' CPU), and the latency the app link adds.
+APP_TSV="$RESULTS/app.tsv"
+APP_PORT=5100
+APP_TOKEN="bench-app-link-token-0123456789"
+scenario_app() {
+  printf 'server\tsubscribers\tconnected\trate\tduration_s\tsent\texpected\treceived\tservers_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\tapp_cpu_s\n' >"$APP_TSV"
+  local name k=10
+  for name in roomcast roomcast-app node; do
+    [[ $name == roomcast-app || " $SERVERS " == *" ${name} "* ]] || continue
+    k=$(( k + 1 ))
+    cluster_start "$name"
+    cluster_measure "$name" "$k" "$APP_TSV" app
   done
 }
 
@@ -901,6 +966,7 @@ for scenario in $SCENARIOS; do
     dense) scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150 ;;
     peer) scenario_peer ;;
     cluster) scenario_cluster ;;
+    app) scenario_app ;;
     recovery) scenario_recovery ;;
     ring) scenario_ring ;;
     headline) scenario_headline ;;
@@ -1103,6 +1169,42 @@ report_cluster() {
   echo "Several servers share one core here, so this measures the whole path under contention, not one node alone."
   echo
 }
+report_app() {
+  [[ -f "$APP_TSV" ]] || return 0
+  echo "<!-- app:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=app) -->"
+  echo "## The application in the loop: a socket.io app on a Roomcast hub (Node SDK) vs socket.io + Redis adapter"
+  echo
+  awk -F'\t' "$RATIO_AWK"'
+    NR > 1 { p50[$1] = $11; p99[$1] = $12; dpc[$1] = $10; cpu[$1] = $9; app[$1] = $15; recv[$1] = $8; sent[$1] = $6; seen[$1] = 1; subs = $2; rate = $4 }
+    END {
+      if (!("roomcast-app" in seen)) { print "The app setup was not part of this run."; exit }
+      printf "- **The same socket.io app code on a 3-node Roomcast hub through the SDK: %.0f deliveries per CPU-second** of the hub and the app instances together, p50 %.2f ms, p99 %.2f ms", dpc["roomcast-app"], p50["roomcast-app"] / 1000, p99["roomcast-app"] / 1000
+      if ("node" in seen) printf "; on 3 socket.io servers with the Redis adapter: %.0f deliveries per CPU-second with Redis (%s), p50 %.2f ms, p99 %.2f ms", dpc["node"], more(dpc["roomcast-app"], dpc["node"]), p50["node"] / 1000, p99["node"] / 1000
+      printf ". %d subscribers, %s events/s.\n", subs, rate
+      if (recv["roomcast-app"] > 0) printf "- **The SDK'"'"'s CPU: %.2f µs per delivery** (%.0f µs per event the app relays to %d subscribers): the three app instances used %.2f CPU-seconds for %d events.\n", 1e6 * app["roomcast-app"] / recv["roomcast-app"], (sent["roomcast-app"] > 0 ? 1e6 * app["roomcast-app"] / sent["roomcast-app"] : 0), subs, app["roomcast-app"], sent["roomcast-app"]
+      if ("roomcast" in seen) printf "- **Latency the app link adds: %+.2f ms at p50, %+.2f ms at p99** against the hub alone relaying the same events (its built-in relay: p50 %.2f ms, p99 %.2f ms): the event'"'"'s trip from the hub to an app instance and back.\n", (p50["roomcast-app"] - p50["roomcast"]) / 1000, (p99["roomcast-app"] - p99["roomcast"]) / 1000, p50["roomcast"] / 1000, p99["roomcast"] / 1000
+    }' "$APP_TSV"
+  echo
+  echo "| setup | subscribers (connected) | events/s × s | sent | deliveries expected / received | CPU of every process | of which the app instances | deliveries per CPU-s | p50 | p99 | p99.9 | max |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { label = ($1 == "roomcast-app" ? "Roomcast hub + 3 app instances (SDK)" : ($1 == "roomcast" ? "Roomcast hub alone (built-in relay)" : "socket.io + redis")); printf "| %s | %d (%d) | %s × %d | %d | %d / %d | %.2f s | %s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", label, $2, $3, $4, $5, $6, $7, $8, $9, ($1 == "roomcast-app" ? sprintf("%.2f s", $15) : "-"), $10, $11 / 1000, $12 / 1000, $13 / 1000, $14 / 1000 }' "$APP_TSV"
+  echo
+  echo "How it is measured: the load of the 3-node scenario above (${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients of one room on"
+  echo "node 1 and as many on node 2, a publisher on node 0, ${CLUSTER_RATE} events/s for ${FANOUT_SECS} s), with the app in the loop."
+  echo "The app is \`bench/node/server.mjs\` in both app setups: on the hub, three instances (\`node server.mjs\` with"
+  echo "\`BENCH_ROOMCAST_APP_ENDPOINT\`, one per node address; each links to all three nodes, peer TLS on between the nodes)"
+  echo "through \`useRoomcast\`; with socket.io, the three servers of the Redis row of the section above. Each event goes"
+  echo "publisher → hub node 0 → the app instance serving the publisher's session → one broadcast back to the hub → nodes 1"
+  echo "and 2 → subscribers. Every process is pinned to CPU $SERVER_CPU, generators to CPU $GEN_CPU; CPU sums every process of"
+  echo "the setup (hub nodes and app instances; socket.io servers and Redis)."
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=app BENCH_SERVERS=\"roomcast node\" bash bench/run.sh"
+  echo '```'
+  echo "<!-- app:end -->"
+  echo
+}
+
 report_recovery() {
   echo "<!-- recovery:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=recovery) -->"
   echo "## Connection state recovery: memory per parked session, and a drained node's $RECOVERY_N clients"
@@ -1269,9 +1371,9 @@ splice_section() {
   log "wrote the $name section of $OUT"
 }
 
-# A run of the recovery, ring and/or headline scenarios alone rewrites only their sections of an existing report.
+# A run of the app, recovery, ring and/or headline scenarios alone rewrites only their sections of an existing report.
 ONLY_SECTIONS=1
-for scenario in $SCENARIOS; do [[ $scenario == recovery || $scenario == ring || $scenario == headline ]] || ONLY_SECTIONS=0; done
+for scenario in $SCENARIOS; do [[ $scenario == app || $scenario == recovery || $scenario == ring || $scenario == headline ]] || ONLY_SECTIONS=0; done
 if (( ONLY_SECTIONS )) && [[ -f "$OUT" ]]; then
   for scenario in $SCENARIOS; do
     "report_$scenario" >"$RESULTS/$scenario.md"
@@ -1321,6 +1423,7 @@ make_plots
   [[ -f "$FANOUT_TSV" ]] && report_fanout
   [[ -f "$PEER_TSV" ]] && report_peer
   [[ -f "$CLUSTER_TSV" ]] && report_cluster
+  if [[ -f "$APP_TSV" ]]; then report_app; else carried_section app; fi
   if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_section recovery; fi
   if [[ -f "$RING_TSV" ]]; then report_ring; else carried_section ring; fi
   if [[ -f "$HEADLINE_TSV" ]]; then report_headline; else carried_section headline; fi

@@ -11,6 +11,8 @@
 // the multi-node setup socket.io users run, compared with a Roomcast cluster.
 // With BENCH_WS_ENGINE=eiows the WebSocket engine is eiows (native, optional: bench/run.sh
 // installs it when it builds) instead of ws.
+// With BENCH_ROOMCAST_APP_ENDPOINT (and BENCH_ROOMCAST_APP_TOKEN) it serves a Roomcast hub's
+// clients through the Node SDK (@roomcast/socket.io, from sdk/node) instead of listening.
 // With BENCH_RECOVERY_MS, connection state recovery is on (in-memory adapter only, as socket.io
 // supports it) with that maxDisconnectionDuration; SIGUSR2 prints "sessions N" (the sessions
 // kept for recovery) on stdout.
@@ -60,9 +62,17 @@ io.on("connection", (socket) => {
   });
 });
 
-httpServer.listen(port, host, () => {
-  console.log(`listening on http://${host}:${port}`);
-});
+if (process.env.BENCH_ROOMCAST_APP_ENDPOINT) {
+  // The app scenario: the same app code serving a Roomcast hub's clients through the Node SDK
+  // (the one added line of a port); it accepts no client connection itself.
+  const { useRoomcast } = await import("@roomcast/socket.io");
+  await useRoomcast(io, { endpoint: process.env.BENCH_ROOMCAST_APP_ENDPOINT, token: process.env.BENCH_ROOMCAST_APP_TOKEN });
+  console.log("linked to the hub");
+} else {
+  httpServer.listen(port, host, () => {
+    console.log(`listening on http://${host}:${port}`);
+  });
+}
 
 const stop = () => {
   io.close();
