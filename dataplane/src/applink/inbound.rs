@@ -127,12 +127,21 @@ fn apply_join(
             socket
         }
     };
+    // Every room that can be joined is; the refused ones are told back as left, so that the
+    // app's view of the socket's rooms (`socket.rooms`) stays the hub's.
+    let mut refused = Vec::new();
+    let mut errors = Vec::new();
     for room in &join.rooms {
-        socket
-            .join(room)
-            .map_err(|e| format!("room {room:?}: {e}"))?;
+        if let Err(e) = socket.join(room) {
+            errors.push(format!("room {room:?}: {e}"));
+            refused.push(room.clone());
+        }
     }
-    Ok(Some(socket))
+    if refused.is_empty() {
+        return Ok(Some(socket));
+    }
+    session.rooms_changed(&socket, &[], &refused);
+    Err(errors.join("; "))
 }
 
 fn apply_leave(link: &Arc<Link>, leave: pb::Leave) {

@@ -223,6 +223,13 @@ describe("app links: what a broken or hostile app cannot do", () => {
     assert.match(reply.error, /already in use/);
     reply = await a.request({ join: { session: 999, namespace: "/", socketId: a.sockets.get(one), rooms: [] } });
     assert.match(reply.error, /unknown or closed session/);
+    // A room over limits.maxRoomNameBytes: the others are joined, the refused one is told back
+    // as left so that the app's socket.rooms stays the hub's.
+    const long = "r".repeat(5000);
+    reply = await a.request({ join: { session: one, namespace: "/", socketId: a.sockets.get(one), rooms: ["fine", long] } });
+    assert.match(reply.error, /too long/);
+    await eventually(() => a.of("roomsChanged").some((c) => c.left.includes(long)), 5000, "the refused room told back");
+    assert.deepEqual(a.of("roomsChanged").at(-1).joined, []);
     await echoes(first, "the first client is unaffected");
     await echoes(second, "the second client is unaffected");
   });
