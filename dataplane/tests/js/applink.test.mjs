@@ -8,7 +8,6 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawn } from "node:child_process";
@@ -24,7 +23,7 @@ import {
   sleep,
   http,
   apiCall,
-  startClusterNode,
+  startAppLinkHub,
   metric,
 } from "./harness.mjs";
 
@@ -329,37 +328,22 @@ describe("app links: an instance that stops answering", () => {
 
 describe("app links in a 3-node cluster", () => {
   const IPS = ["127.0.0.91", "127.0.0.92", "127.0.0.93"];
-  const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+  let cluster;
   const nodes = [];
-  const tokenDir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-applink-cluster-"));
-  const tokenFile = path.join(tokenDir, "app-token");
-  fs.writeFileSync(tokenFile, TOKEN);
 
   before(async () => {
-    const members = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
-    for (let i = 0; i < IPS.length; i++) {
-      const node = await startClusterNode({
-        id: `hub-${i}`,
-        ip: IPS[i],
-        peerPort: PEER_PORT,
-        members,
-        token: API_TOKEN,
-        config: {
-          socketio: { namespaces: [{ name: "/" }] },
-          appLink: { listen: `${IPS[i]}:0`, tokenFile },
-        },
-      });
-      await eventually(() => /app link listening on \S+/.test(node.stdout()), 5000, "app link line");
-      node.appAddr = /app link listening on (\S+)/.exec(node.stdout())[1];
+    cluster = await startAppLinkHub({ ips: IPS, token: TOKEN, apiToken: API_TOKEN });
+    cluster.nodes.forEach((node, i) => {
+      node.appAddr = cluster.appAddresses[i];
       nodes.push(node);
-    }
+    });
     for (const node of nodes) {
       await eventually(async () => (await apiCall(node, "GET", "/v1/stats")).nodes === IPS.length, 10_000, "linked");
     }
   });
   after(async () => {
     for (const n of nodes) n.assertHealthy("after the cluster app link tests");
-    await Promise.all(nodes.map((n) => n.stop()));
+    await cluster?.stop();
   });
 
   it("every node tells an instance where every node takes app links", async () => {

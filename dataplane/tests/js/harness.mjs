@@ -6,6 +6,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { after, afterEach } from "node:test";
 import { access, constants } from "node:fs/promises";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -306,6 +307,52 @@ export async function startClusterNode({
   const peerLine = new RegExp(`peer listening on ${ip.replace(/\./g, "\\.")}:${peerPort}`);
   await eventually(() => peerLine.test(node.stdout()), 5000, `peer listening line of ${ip}`);
   return node;
+}
+
+/**
+ * A hub of `ips.length` nodes on loopback whose nodes take app links (`appLink` in their
+ * configuration, one token file for all; docs/app-sdk.md): the hub the SDK tests, the sio-chat
+ * page test and applink.test.mjs link app instances to. Returns { nodes, appAddresses (each
+ * node's `app link listening on` address), token, startNode(i), stop() }.
+ */
+export async function startAppLinkHub({
+  ips,
+  token = crypto.randomBytes(24).toString("hex"),
+  apiToken = "management-token-0123456789",
+  appLink = {},
+}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-applink-"));
+  const tokenFile = path.join(dir, "app-token");
+  fs.writeFileSync(tokenFile, `${token}\n`);
+  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
+  const startNode = (i) =>
+    startClusterNode({
+      id: `hub-${i}`,
+      ip: ips[i],
+      peerPort,
+      members,
+      token: apiToken,
+      // With appLink the app handles every namespace: none of the hub's own (webhook mode) ones.
+      config: { socketio: {}, appLink: { listen: `${ips[i]}:0`, tokenFile, ...appLink } },
+    });
+  const nodes = await Promise.all(ips.map((_, i) => startNode(i)));
+  const line = /app link listening on ([0-9.]+:\d+)/;
+  const appAddresses = [];
+  for (const node of nodes) {
+    await eventually(() => line.test(node.stdout()), 5000, `"app link listening on" line of ${node.url}`);
+    appAddresses.push(line.exec(node.stdout())[1]);
+  }
+  return {
+    nodes,
+    appAddresses,
+    token,
+    startNode,
+    async stop() {
+      await Promise.all(nodes.map((n) => n.stop()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**

@@ -6,12 +6,10 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import puppeteer from "puppeteer-core";
-import { startClusterNode, eventually, apiCall } from "../../../dataplane/tests/js/harness.mjs";
+import { startAppLinkHub, eventually, apiCall } from "../../../dataplane/tests/js/harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SERVER = path.join(HERE, "../server.mjs");
@@ -126,27 +124,15 @@ describe("sio-chat standalone (node server.mjs)", () => {
 
 describe("sio-chat on a 3-node hub, two app instances", () => {
   const IPS = ["127.0.0.101", "127.0.0.102", "127.0.0.103"];
-  const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+  let hub;
   const nodes = [];
   const apps = [];
   before(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-sio-chat-"));
-    const tokenFile = path.join(dir, "app-token");
-    fs.writeFileSync(tokenFile, TOKEN);
-    const members = IPS.map((ip, i) => `hub-${i}=${ip}:${PEER_PORT}`);
-    for (let i = 0; i < IPS.length; i++) {
-      const node = await startClusterNode({
-        id: `hub-${i}`,
-        ip: IPS[i],
-        peerPort: PEER_PORT,
-        members,
-        token: API_TOKEN,
-        config: { socketio: { namespaces: [{ name: "/" }] }, appLink: { listen: `${IPS[i]}:0`, tokenFile } },
-      });
-      await eventually(() => /app link listening on \S+/.test(node.stdout()), 5000, "app link line");
-      node.appAddr = /app link listening on (\S+)/.exec(node.stdout())[1];
+    hub = await startAppLinkHub({ ips: IPS, token: TOKEN, apiToken: API_TOKEN });
+    hub.nodes.forEach((node, i) => {
+      node.appAddr = hub.appAddresses[i];
       nodes.push(node);
-    }
+    });
     for (const node of nodes) {
       await eventually(async () => (await apiCall(node, "GET", "/v1/stats")).nodes === IPS.length, 10_000, "linked");
     }
@@ -159,7 +145,7 @@ describe("sio-chat on a 3-node hub, two app instances", () => {
   after(async () => {
     for (const a of apps) a.proc.kill();
     for (const n of nodes) n.assertHealthy("after the sio-chat page test");
-    await Promise.all(nodes.map((n) => n.stop()));
+    await hub?.stop();
   });
   it("chats with the same assertions, the pages on different hub nodes", { timeout: 120_000 }, async () => {
     await chat(apps[0].url, apps[1].url);

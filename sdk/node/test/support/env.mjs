@@ -4,9 +4,8 @@
 
 import http from "node:http";
 import fs from "node:fs";
-import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { eventually, startClusterNode } from "../../../../dataplane/tests/js/harness.mjs";
+import { eventually, startAppLinkHub } from "../../../../dataplane/tests/js/harness.mjs";
 import { useRoomcast } from "@roomcast/socket.io";
 
 /** The socket.io package under test: ROOMCAST_SIO names it (`socket.io`, `socket.io-47`). */
@@ -52,44 +51,8 @@ export function standaloneEnv(sio) {
   };
 }
 
-/**
- * A 3-node hub on loopback addresses, each node taking app links (appLink in its config).
- * Returns { nodes, appAddresses, token, stop() }.
- */
-export async function startHub({ ips, token = randomBytes(24).toString("hex"), apiToken = "management-token-0123456789", appLink = {} }) {
-  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR || "/tmp", "roomcast-sdk-"));
-  const tokenFile = path.join(dir, "app-token");
-  fs.writeFileSync(tokenFile, `${token}\n`);
-  const peerPort = 20000 + Math.floor(Math.random() * 20000);
-  const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
-  const startNode = (i) =>
-    startClusterNode({
-      id: `hub-${i}`,
-      ip: ips[i],
-      peerPort,
-      members,
-      token: apiToken,
-      // With appLink the app handles every namespace: none of the hub's own (webhook mode) ones.
-      config: { socketio: {}, appLink: { listen: `${ips[i]}:0`, tokenFile, ...appLink } },
-    });
-  const nodes = await Promise.all(ips.map((_, i) => startNode(i)));
-  const line = /app link listening on ([0-9.]+:\d+)/;
-  const appAddresses = [];
-  for (const node of nodes) {
-    await eventually(() => line.test(node.stdout()), 5000, `"app link listening on" line of ${node.url}`);
-    appAddresses.push(line.exec(node.stdout())[1]);
-  }
-  return {
-    nodes,
-    appAddresses,
-    token,
-    startNode,
-    async stop() {
-      await Promise.all(nodes.map((n) => n.stop()));
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+/** A hub whose nodes take app links: harness.mjs `startAppLinkHub`. */
+export { startAppLinkHub as startHub };
 
 /**
  * App instances (`instances` socket.io Servers) serving `hub` through useRoomcast; client URL
