@@ -295,8 +295,13 @@ fn handshake_message(handshake: &HandshakeInfo) -> pb::Handshake {
 }
 
 impl ConnectionFactory for AppLinks {
+    /// Whether `pick` would find a link, without choosing one (it runs once, in `open`).
     fn accepting(&self) -> bool {
-        self.pick().is_some()
+        let max = self.settings.max_sessions_per_link;
+        self.links
+            .read()
+            .iter()
+            .any(|l| l.takes_sessions() && l.session_count() < max)
     }
 
     fn open(&self, session: &Arc<Session>, handshake: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
