@@ -507,7 +507,9 @@ cluster_start() {
         ip="127.0.0.$(( 51 + i ))"; CL_HOSTS+=("$ip"); peer_security "hub-$i" "$security"
         if [[ $name == roomcast-app ]]; then
           # App links on: the app (bench/node/server.mjs through the SDK) serves the clients.
-          printf '{"appLink":{"listen":"%s:%d","token":"%s"}}\n' "$ip" "$APP_PORT" "$APP_TOKEN" >"$RESULTS/cluster.$name-$i.json"
+          # Over TLS with the node's peer certificate, unless the peers are plaintext too.
+          printf '{"appLink":{"listen":"%s:%d","token":"%s","plaintext":%s}}\n' "$ip" "$APP_PORT" "$APP_TOKEN" \
+            "$([[ -n ${BENCH_PEER_PLAINTEXT:-} ]] && echo true || echo false)" >"$RESULTS/cluster.$name-$i.json"
           config=(--config "$RESULTS/cluster.$name-$i.json")
         fi
         taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" "${config[@]}" --node-id "hub-$i" --listen "$ip:$CL_PORT" \
@@ -548,10 +550,13 @@ cluster_start() {
   if [[ $name == roomcast-app ]]; then
     # Three instances of the same app code as the node row, each given another node's address
     # (each links to all three).
+    local app_ca="" # empty: plaintext app links (BENCH_PEER_PLAINTEXT)
+    [[ -z ${BENCH_PEER_PLAINTEXT:-} ]] && app_ca="$PEER_CERTS/hub-0/ca.crt"
     for i in 0 1 2; do
       local out="$RESULTS/cluster.$name-app$i.out"
+      # App links are TLS with the nodes' peer certificates: the app trusts their CA.
       BENCH_ROOMCAST_APP_ENDPOINT="127.0.0.$(( 51 + i )):$APP_PORT" BENCH_ROOMCAST_APP_TOKEN="$APP_TOKEN" \
-        taskset -c "$SERVER_CPU" node bench/node/server.mjs >"$out" 2>"${out%.out}.err" &
+        ROOMCAST_APP_CA_FILE="$app_ca" taskset -c "$SERVER_CPU" node bench/node/server.mjs >"$out" 2>"${out%.out}.err" &
       APP_PIDS+=("$!"); CL_PIDS+=("$!"); PIDS+=("$!")
     done
     for i in 0 1 2; do
@@ -1192,7 +1197,7 @@ report_app() {
   echo "How it is measured: the load of the 3-node scenario above (${CLUSTER_SUBS} \`roomcast-bench subscribe\` clients of one room on"
   echo "node 1 and as many on node 2, a publisher on node 0, ${CLUSTER_RATE} events/s for ${FANOUT_SECS} s), with the app in the loop."
   echo "The app is \`bench/node/server.mjs\` in both app setups: on the hub, three instances (\`node server.mjs\` with"
-  echo "\`BENCH_ROOMCAST_APP_ENDPOINT\`, one per node address; each links to all three nodes, peer TLS on between the nodes)"
+  echo "\`BENCH_ROOMCAST_APP_ENDPOINT\`, one per node address; each links to all three nodes over TLS, peer TLS on between the nodes)"
   echo "through \`useRoomcast\`; with socket.io, the three servers of the Redis row of the section above. Each event goes"
   echo "publisher → hub node 0 → the app instance serving the publisher's session → one broadcast back to the hub → nodes 1"
   echo "and 2 → subscribers. Every process is pinned to CPU $SERVER_CPU, generators to CPU $GEN_CPU; CPU sums every process of"

@@ -38,7 +38,13 @@
 #     messages/s where every client keeps its session and gets every message exactly once; the
 #     processes of removed pods are gone;
 #   - delete the hub (run.mjs delete-hub): everything is garbage-collected and no pod process is
-#     left.
+#     left;
+#   - app links (e2e/scenarios/app-link.mjs): examples/sio-chat/k8s/ (a 3-pod hub with
+#     spec.appLink and the example's socket.io server as a Deployment of 2 pods, linked over TLS
+#     with the operator's token Secret and trust ConfigMap): the hub's status counts 2 instances
+#     (APPS), stock clients on every transport chat across pods and instances (exact counts), a
+#     private message by socket id, the user list from fetchSockets; an app pod deleted under
+#     traffic: its clients move to the other instance, the replacement links, exact again.
 # Fails loudly (runner, operator, app, pod and control-plane logs) on the first failure.
 # KEEP_STATE=1 keeps the state dir; E2E_TIME_SCALE=N multiplies the scenarios' timeouts;
 # E2E_SCENARIOS="PHASE..." runs only those phases of run.mjs (the hub is at 3 pods before them).
@@ -55,7 +61,10 @@ if [[ -z "${ROOMCAST_E2E_NETNS:-}" ]]; then
   command -v node >/dev/null || { log "node (>= 20) is required"; exit 1; }
   # shellcheck source=scripts/lib.sh
   source scripts/lib.sh
-  npm_ci_locked dataplane/tests/js examples/chat-app
+  npm_ci_locked dataplane/tests/js examples/chat-app sdk/node
+  # The sio-chat example (the app-link phase) with the SDK built and installed as a copy.
+  (cd sdk/node && npm run --silent build)
+  (cd examples/sio-chat && npm ci --no-audit --no-fund --loglevel=error)
   if [[ " $scenarios " == *" monitoring "* ]]; then
     # ROOMCAST_PROMETHEUS names another server binary (run.mjs runs it).
     ensure_command "${ROOMCAST_PROMETHEUS:-prometheus}" prometheus ||
@@ -156,6 +165,7 @@ op_sel="app.kubernetes.io/name=roomcast-operator,app.kubernetes.io/instance=room
 "$target/roomcast-pod-runner" --state-dir "$runner_state" --ip-range "$pod_range" \
   --image "roomcast/roomcast-dataplane=$target/roomcast-dataplane" \
   --image "$op_image_repo=$target/roomcast-operator" \
+  --image "roomcast/sio-chat=$root/e2e/pod-runner/images/sio-chat" \
   >"$state/logs/pod-runner.log" 2>&1 &
 pids+=($!)
 runner_pid=$!
@@ -468,6 +478,30 @@ HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE=
   node e2e/scenarios/run.mjs delete-hub || fail "deleting the hub failed"
 wait_until 30 "no pod process is left" process_count 0
 log "garbage collection took $((SECONDS - t_gc))s"
+
+# --- 5. app links: the sio-chat example as a Deployment next to its hub ---------------------------
+# examples/sio-chat/k8s/: a 3-pod hub with spec.appLink, and the example's socket.io server as a
+# Deployment of 2 pods (image roomcast/sio-chat: the runner runs examples/sio-chat/server.mjs)
+# with the endpoint, token Secret and trust ConfigMap the operator made, linked over TLS to
+# every hub pod. The Services are stand-ins (no DNS here): the app's endpoint is rewritten to
+# the one of sio-chat-app.
+t_app=$SECONDS
+app_hub=sio-chat
+start_proxy "$app_hub" http 127.0.0.1:4010
+start_proxy "$app_hub-app" app-link 127.0.0.1:4011
+"$kubectl" apply -f examples/sio-chat/k8s/hub.yaml >/dev/null
+app_inputs() { # the token Secret and the trust ConfigMap the app's pods read
+  "$kubectl" get secret "$app_hub-app-link" -o jsonpath='{.data.token}' | grep -q . &&
+    "$kubectl" get configmap "$app_hub-peer-trust" -o jsonpath='{.data.ca\.crt}' | grep -q 'BEGIN CERTIFICATE'
+}
+wait_until 30 "the operator made the app token Secret and the trust ConfigMap" app_inputs
+sed "s#$app_hub-app.default.svc:5100#127.0.0.1:4011#" examples/sio-chat/k8s/app.yaml | "$kubectl" apply -f - >/dev/null
+wait_until 120 "3 $app_hub hub pods Running and Ready" pods_ready_in default "roomcast.dev/hub=$app_hub" 3
+HUB_URL=http://127.0.0.1:4010 HUB_NAME="$app_hub" APP=sio-chat KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
+  node e2e/scenarios/app-link.mjs || fail "the app-link scenario failed"
+"$kubectl" delete -f examples/sio-chat/k8s/app.yaml -f examples/sio-chat/k8s/hub.yaml --wait=true --timeout=60s >/dev/null
+wait_until 60 "no pod process is left after the app-link phase" process_count 0
+log "app-link phase took $((SECONDS - t_app))s"
 
 # --- the runner itself stops cleanly -------------------------------------------------------------
 kill -TERM "$runner_pid"

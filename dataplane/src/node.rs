@@ -73,24 +73,38 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let client_addr = listener.local_addr()?;
     // Bound before the cluster starts, so peers learn where this node takes app links.
-    let app_links = match (links, config.app_link.listen) {
+    let app_listener = match (links, config.app_link.listen) {
         (Some(links), Some(listen)) => {
             let token = BearerToken::from_config(
                 config.app_link.token.as_deref(),
                 config.app_link.token_file.as_deref(),
                 "appLink",
             )?;
-            let (addr, _task) =
-                crate::applink::service::serve(links.clone(), listen, token).await?;
-            Some((links, addr))
+            let (listener, addr) = crate::applink::service::bind(listen).await?;
+            Some((links, listener, addr, token))
         }
         _ => None,
     };
-    let app_addr = app_links
+    let app_addr = app_listener
         .as_ref()
-        .map(|(_, addr)| config.app_link.advertise_address.unwrap_or(*addr));
+        .map(|(_, _, addr, _)| config.app_link.advertise_address.unwrap_or(*addr));
     // The peer listener is bound here, so a taken address fails the start like the others.
     let cluster = Cluster::start(&config, &hub, &engine, client_addr, app_addr).await?;
+    // App links are served with the peer port's TLS material, once it is loaded.
+    let app_links = match app_listener {
+        Some((links, listener, addr, token)) => {
+            let tls = match cluster.as_ref().and_then(|c| c.mesh().peer_tls()) {
+                _ if config.app_link.plaintext => None,
+                Some(tls) => Some(tls),
+                None => anyhow::bail!(
+                    "appLink: TLS needs this node's peer certificate (cluster.peerListen and cluster.tls), or set appLink.plaintext: true"
+                ),
+            };
+            crate::applink::service::serve(links.clone(), listener, token, tls);
+            Some((links, addr))
+        }
+        None => None,
+    };
     let metrics = MetricsSource {
         engine: engine.clone(),
         hub: hub.clone(),

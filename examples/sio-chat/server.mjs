@@ -4,7 +4,8 @@
 // ROOMCAST_APP_TOKEN set, as the application of a Roomcast hub (clients connect to the hub;
 // run as many copies as you like). The only difference is the `useRoomcast` line.
 //
-//   PORT          where the page (and, standalone, socket.io) is served (default 3000)
+//   PORT          where the page (and, standalone, socket.io) is served (default 3000);
+//                 /healthz answers 200 while linked to the hub (or standalone)
 //   HUB_URL       with a hub: the URL the page's clients connect to (the hub's Service)
 
 import http from "node:http";
@@ -22,7 +23,8 @@ const HOST = process.env.HOST ?? "127.0.0.1";
 const onHub = Boolean(process.env.ROOMCAST_APP_ENDPOINT);
 
 const io = new Server();
-if (onHub) await useRoomcast(io, { endpoint: process.env.ROOMCAST_APP_ENDPOINT, token: process.env.ROOMCAST_APP_TOKEN });
+// On a hub: the one added line (the trust bundle comes from ROOMCAST_APP_CA_FILE).
+const link = onHub ? await useRoomcast(io, { endpoint: process.env.ROOMCAST_APP_ENDPOINT, token: process.env.ROOMCAST_APP_TOKEN }) : null;
 
 const MAX_NAME = 32;
 const MAX_TEXT = 2000;
@@ -96,6 +98,10 @@ const server = http.createServer((req, res) => {
     const hub = onHub ? process.env.HUB_URL ?? "" : "";
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
     res.end(page.replace("__HUB_URL__", JSON.stringify(hub)));
+  } else if (req.url === "/healthz") {
+    // Ready while linked to at least one hub node (a readiness probe).
+    const ok = !link || link.nodes().some((n) => n.state === "open");
+    res.writeHead(ok ? 200 : 503).end(ok ? "ok\n" : "no live app link\n");
   } else if (req.url === "/socket.io.min.js") {
     res.writeHead(200, { "content-type": "text/javascript" });
     fs.createReadStream(bundle).pipe(res);

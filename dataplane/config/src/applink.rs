@@ -43,6 +43,16 @@ pub struct AppLinkConfig {
     /// Milliseconds between HTTP/2 pings of a link, and given to each answer: a link whose
     /// instance does not answer (vanished, frozen) ends after about twice this.
     pub keepalive_interval: u64,
+    /// Serve app links without TLS. Without it the listener serves TLS with the node's peer
+    /// certificate (`cluster.tls`), which apps check against the hub's trust bundle; a node
+    /// without `cluster.tls` must say `plaintext: true` (only where nothing untrusted can
+    /// reach the port: the token would cross the network in the clear).
+    pub plaintext: bool,
+    /// Connections the listener holds at once (TLS handshakes included); more are closed
+    /// at once. An instance needs one per node.
+    pub max_connections: usize,
+    /// The same, per source address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for AppLinkConfig {
@@ -58,6 +68,9 @@ impl Default for AppLinkConfig {
             max_sessions_per_link: 100_000,
             max_pending_requests: 10_000,
             keepalive_interval: 10_000,
+            plaintext: false,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -105,6 +118,15 @@ impl AppLinkConfig {
         bad.millis("appLink.keepaliveInterval", self.keepalive_interval);
         if self.max_pending_requests == 0 {
             bad.add("appLink.maxPendingRequests", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            bad.add("appLink.maxConnections", "must be at least 1");
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            bad.add(
+                "appLink.maxConnectionsPerIp",
+                "must be between 1 and maxConnections",
+            );
         }
     }
 }

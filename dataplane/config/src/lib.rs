@@ -175,6 +175,12 @@ impl Config {
     /// With app links, the application owns the Socket.IO side: what the hub would
     /// otherwise do itself for a namespace cannot be asked for too.
     fn validate_app_mode(&self, bad: &mut Problems) {
+        if self.cluster.tls.is_none() && !self.app_link.plaintext {
+            bad.add(
+                "appLink",
+                "app links are TLS with the node's peer certificate: set cluster.tls, or appLink.plaintext: true where nothing untrusted can reach appLink.listen",
+            );
+        }
         for (i, ns) in self.socketio.namespaces.iter().enumerate() {
             if ns.upstream.is_some() || ns.relay || ns.policies.is_some() {
                 bad.add(
@@ -186,7 +192,7 @@ impl Config {
         if self.auth.mode != AuthMode::None {
             bad.add(
                 "auth.mode",
-                "not available with appLink yet: authenticate clients in the application (io.use)",
+                "must be none with appLink: the application authenticates its clients (io.use), see docs/app-sdk.md",
             );
         }
         if self.socketio.connection_state_recovery.enabled {
@@ -507,6 +513,27 @@ mod tests {
                 "limits.maxUpstreamAnswerBytes",
                 "limits.maxUpstreamQueueBytes"
             ]
+        );
+    }
+
+    /// App links are TLS with the peer certificate, or say they are plaintext.
+    #[test]
+    fn app_links_need_tls_or_plaintext() {
+        let fields = |yaml: &str| match Config::parse(yaml, "yaml").unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(other) => panic!("{other}"),
+        };
+        let app = "appLink: {listen: 127.0.0.1:5100, token: 0123456789abcdef0123";
+        assert_eq!(fields(&format!("{app}}}\n")), ["appLink"]);
+        assert!(fields(&format!("{app}, plaintext: true}}\n")).is_empty());
+        let tls = "cluster:\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.12:7000]\n  tls: {caFile: /t/ca.crt, certFile: /t/tls.crt, keyFile: /t/tls.key}\n";
+        assert!(fields(&format!("nodeId: hub-0\n{app}}}\n{tls}")).is_empty());
+        assert_eq!(
+            fields(&format!(
+                "{app}, plaintext: true, maxConnections: 2, maxConnectionsPerIp: 3}}\n"
+            )),
+            ["appLink.maxConnectionsPerIp"]
         );
     }
 

@@ -24,8 +24,8 @@ const MEMBERS_EVERY: Duration = Duration::from_secs(1);
 /// Counters of the app links.
 #[derive(Debug, Default)]
 pub struct AppLinkStats {
-    /// Link attempts refused (token, instance id).
-    pub refused: std::sync::atomic::AtomicU64,
+    /// Link attempts refused (token, instance id, TLS handshake, connection budgets).
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
     /// Links ended at `appLink.maxQueuedBytes`.
     pub overflowed: std::sync::atomic::AtomicU64,
 }

@@ -22,6 +22,8 @@ use super::proto::{
     hub_message::Kind,
 };
 use crate::auth::bearer::BearerToken;
+use crate::cluster::mesh::{accept, ConnLimit, PeerConnInfo, Port, Refusals};
+use crate::cluster::PeerTls;
 
 /// The instance id header.
 const INSTANCE: &str = "roomcast-app-instance";
@@ -72,7 +74,11 @@ impl AppLink for Service {
                 )
             })?
             .to_string();
-        let local_ip = request.local_addr().map(|a| a.ip());
+        let local_ip = request
+            .extensions()
+            .get::<PeerConnInfo>()
+            .and_then(|c| c.local)
+            .map(|a| a.ip());
         let mut inbound = request.into_inner();
         let links = self.links.clone();
         let (link, reader) = links.add_link(instance, local_ip);
@@ -118,27 +124,50 @@ impl AppLink for Service {
     }
 }
 
-/// Binds `appLink.listen` and serves app links on it until the node stops. Returns the
-/// bound address.
-pub async fn serve(
-    links: Arc<AppLinks>,
-    listen: SocketAddr,
-    token: BearerToken,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// The app link port: the node's peer certificate, no client certificate asked.
+static APP_PORT: Port = Port {
+    what: "app link",
+    total_budget: "appLink.maxConnections",
+    per_ip_budget: "appLink.maxConnectionsPerIp",
+    server: |m| m.app_server.clone(),
+};
+
+/// Binds `appLink.listen` (before the cluster starts: peers learn the address).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (appLink.listen): {e}"))?;
     let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves app links on `listener` until the node stops: over TLS with the peer port's
+/// material (reloaded with it) when `tls` is given, else plaintext (`appLink.plaintext`).
+pub fn serve(
+    links: Arc<AppLinks>,
+    listener: tokio::net::TcpListener,
+    token: BearerToken,
+    tls: Option<Arc<PeerTls>>,
+) -> tokio::task::JoinHandle<()> {
     let max = links.settings.max_batch_bytes;
     let keepalive = std::time::Duration::from_millis(links.settings.keepalive_interval);
+    let limit = ConnLimit::new(
+        links.settings.max_connections,
+        links.settings.max_connections_per_ip,
+    );
+    let refused = Refusals {
+        handshakes_failed: links.stats.refused.clone(),
+        over_limit: links.stats.refused.clone(),
+    };
     let service = AppLinkServer::new(Service {
         links: links.clone(),
         token,
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(super::outbox::BATCH_BYTES * 2));
-    let incoming = crate::cluster::listen::incoming(listener, "app link");
-    let task = tokio::spawn(async move {
+    let tcp = crate::cluster::listen::incoming(listener, "app link");
+    let incoming = accept(tcp, tls, limit, refused, &APP_PORT);
+    tokio::spawn(async move {
         // An instance that vanishes without closing its connection (its node lost, a
         // partition, a frozen process) is noticed by HTTP/2 pings within twice
         // `appLink.keepaliveInterval`, and its clients' sessions are then closed like those of
@@ -152,8 +181,7 @@ pub async fn serve(
         {
             tracing::error!(%error, "app link listener failed");
         }
-    });
-    Ok((addr, task))
+    })
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import grpc from "@grpc/grpc-js";
 import { rawApp as linkApp } from "./rawapp.mjs";
 import {
@@ -25,6 +26,7 @@ import {
   apiCall,
   startAppLinkHub,
   metric,
+  binaryPath,
 } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -38,7 +40,8 @@ async function startAppHub(appLink = {}, extra = {}) {
   const apiTokenFile = path.join(dir, "api-token");
   fs.writeFileSync(apiTokenFile, `${API_TOKEN}\n`);
   const config = {
-    appLink: { listen: "127.0.0.1:0", tokenFile, ...appLink },
+    // A single node has no peer certificate to serve app links with: plaintext, said so.
+    appLink: { listen: "127.0.0.1:0", tokenFile, plaintext: true, ...appLink },
     management: { listen: "127.0.0.1:0", tokenFile: apiTokenFile },
     metrics: { listen: "127.0.0.1:0" },
     ...extra,
@@ -346,8 +349,30 @@ describe("app links in a 3-node cluster", () => {
     await cluster?.stop();
   });
 
+  it("app links are TLS with the node's peer certificate: a plaintext app or one of another CA is refused, a bystander is served", async () => {
+    const bystander = linkApp(nodes[0].appAddr, { token: TOKEN, caFile: cluster.caFile, instance: "tls-bystander" });
+    apps.push(bystander);
+    await bystander.welcome;
+    const before = await metric(nodes[0], "roomcast_app_links_refused_total");
+    const otherCa = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-other-ca-")), "ca");
+    execFileSync(binaryPath("main"), ["certs", "ca", "--out", otherCa], { stdio: "ignore" });
+    const plain = linkApp(nodes[0].appAddr, { token: TOKEN, instance: "plaintext-app" });
+    const stranger = linkApp(nodes[0].appAddr, { token: TOKEN, instance: "stranger-app", caFile: path.join(otherCa, "ca.crt") });
+    apps.push(plain, stranger);
+    await eventually(() => plain.error && stranger.error, 10_000, "both links failed");
+    assert.equal(plain.error.code, grpc.status.UNAVAILABLE);
+    assert.equal(stranger.error.code, grpc.status.UNAVAILABLE);
+    assert.equal(plain.of("welcome").length + stranger.of("welcome").length, 0);
+    // Both failed at the handshake, before the token: counted as refused on the node.
+    await eventually(async () => (await metric(nodes[0], "roomcast_app_links_refused_total")) >= before + 2, 5000, "refusals counted");
+    const s = pool.io(nodes[0].url, { transports: ["websocket"] });
+    await connected(s);
+    await echoes(s, "served by the TLS bystander");
+    assert.ok(bystander.of("open").length >= 1);
+  });
+
   it("every node tells an instance where every node takes app links", async () => {
-    const a = linkApp(nodes[0].appAddr, { token: TOKEN });
+    const a = linkApp(nodes[0].appAddr, { token: TOKEN, caFile: cluster.caFile });
     apps.push(a);
     const want = nodes.map((n, i) => ({ id: `hub-${i}`, appAddress: n.appAddr }));
     await eventually(
@@ -358,7 +383,7 @@ describe("app links in a 3-node cluster", () => {
   });
 
   it("a broadcast sent on one node's link reaches clients of every node, each once", async () => {
-    const links = nodes.map((n) => linkApp(n.appAddr, { token: TOKEN, instance: "one-instance" }));
+    const links = nodes.map((n) => linkApp(n.appAddr, { token: TOKEN, instance: "one-instance", caFile: cluster.caFile }));
     apps.push(...links);
     await Promise.all(links.map((l) => l.welcome));
     const clients = await Promise.all(

@@ -313,7 +313,8 @@ export async function startClusterNode({
  * A hub of `ips.length` nodes on loopback whose nodes take app links (`appLink` in their
  * configuration, one token file for all; docs/app-sdk.md): the hub the SDK tests, the sio-chat
  * page test and applink.test.mjs link app instances to. Returns { nodes, appAddresses (each
- * node's `app link listening on` address), token, startNode(i), stop() }.
+ * node's `app link listening on` address), token, caFile (the trust bundle the app links' TLS
+ * certificates chain to), startNode(i), stop() }.
  */
 export async function startAppLinkHub({
   ips,
@@ -347,6 +348,8 @@ export async function startAppLinkHub({
     nodes,
     appAddresses,
     token,
+    // App links are TLS with the members' peer certificates: apps check them against this CA.
+    caFile: path.join(testPki(), "ca", "ca.crt"),
     startNode,
     async stop() {
       await Promise.all(nodes.map((n) => n.stop()));

@@ -3,6 +3,7 @@
 // it links, prints `welcomed`, and serves until killed: a separate process the tests can stop.
 
 import crypto from "node:crypto";
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import grpc from "@grpc/grpc-js";
@@ -20,8 +21,12 @@ export const pkg = grpc.loadPackageDefinition(
  * session's suffix), echoes `echo` events, joins rooms on `join` events (answering `joined`
  * once the hub confirms), and records what the hub sends.
  */
-export function rawApp(addr, { token, instance = `app-${crypto.randomBytes(3).toString("hex")}` } = {}) {
-  const client = new pkg.AppLink(addr, grpc.credentials.createInsecure());
+export function rawApp(addr, { token, instance = `app-${crypto.randomBytes(3).toString("hex")}`, caFile } = {}) {
+  // TLS against the hub's CA when given: any member's certificate (the tests dial by address).
+  const creds = caFile
+    ? grpc.credentials.createSsl(fs.readFileSync(caFile), null, null, { checkServerIdentity: () => undefined })
+    : grpc.credentials.createInsecure();
+  const client = new pkg.AppLink(addr, creds);
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
   md.set("roomcast-app-instance", instance);

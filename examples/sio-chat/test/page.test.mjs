@@ -139,7 +139,7 @@ describe("sio-chat on a 3-node hub, two app instances", () => {
     // Two instances, each linked to every node through the first one's member list; each
     // serves the page pointing its clients at a different node.
     for (const [i, node] of [nodes[0], nodes[2]].entries()) {
-      apps.push(await startChat({ ROOMCAST_APP_ENDPOINT: nodes[i].appAddr, ROOMCAST_APP_TOKEN: TOKEN, HUB_URL: node.url }));
+      apps.push(await startChat({ ROOMCAST_APP_ENDPOINT: nodes[i].appAddr, ROOMCAST_APP_TOKEN: TOKEN, ROOMCAST_APP_CA_FILE: hub.caFile, HUB_URL: node.url }));
     }
   });
   after(async () => {

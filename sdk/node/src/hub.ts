@@ -14,6 +14,7 @@ import { NodeLink, LinkError, parseAddress, type LinkOwner, type LinkState } fro
 import type { Broadcast, HubMessage, Members, Reply, Welcome } from "./messages.js";
 import * as grpc from "@grpc/grpc-js";
 import { decodeClusterMessage, encodeClusterMessage } from "./codec.js";
+import type { Trust } from "./trust.js";
 
 export interface HubOptions {
   endpoint: string;
@@ -22,6 +23,7 @@ export interface HubOptions {
   connectTimeoutMs: number;
   drainTimeoutMs: number;
   maxQueuedBytes: number;
+  trust: Trust | null;
   logger: Logger;
 }
 
@@ -61,6 +63,7 @@ export class Hub extends EventEmitter implements LinkOwner {
   readonly instanceId: string;
   readonly maxQueuedBytes: number;
   readonly welcomeTimeoutMs: number;
+  readonly trust: Trust | null;
   /** Links by member id; the bootstrap link sits under its node's id once welcomed. */
   private links = new Map<string, NodeLink>();
   private bootstrap: NodeLink;
@@ -78,6 +81,7 @@ export class Hub extends EventEmitter implements LinkOwner {
     this.token = opts.token;
     this.instanceId = opts.instanceId;
     this.maxQueuedBytes = opts.maxQueuedBytes;
+    this.trust = opts.trust;
     this.welcomeTimeoutMs = Math.max(1000, opts.connectTimeoutMs);
     this.engine = new HubEngine(() => this.close());
     this.bootstrap = new NodeLink(this, "", opts.endpoint);
@@ -101,7 +105,8 @@ export class Hub extends EventEmitter implements LinkOwner {
       const timer = setTimeout(() => {
         cleanup();
         const last = this.bootstrap.lastError ? ` (last error: ${this.bootstrap.lastError.message})` : "";
-        reject(new Error(`@roomcast/socket.io: could not reach the hub's app link at ${this.opts.endpoint} within ${this.opts.connectTimeoutMs} ms${last}`));
+        const hint = this.trust ? "" : "; a hub whose app links are TLS (the default) needs its trust bundle: option `caFile` or ROOMCAST_APP_CA_FILE";
+        reject(new Error(`@roomcast/socket.io: could not reach the hub's app link at ${this.opts.endpoint} within ${this.opts.connectTimeoutMs} ms${last}${hint}`));
       }, this.opts.connectTimeoutMs);
       const onUp = (link: NodeLink) => {
         if (link !== this.bootstrap) return;

@@ -11,6 +11,7 @@ import { debuglog } from "node:util";
 import type { Server } from "socket.io";
 import { createAdapterClass } from "./adapter.js";
 import { Hub, type Logger, type NodeStatus } from "./hub.js";
+import { Trust } from "./trust.js";
 
 export type { Logger, NodeStatus } from "./hub.js";
 export type { SessionInfo } from "./engine.js";
@@ -20,6 +21,13 @@ export interface RoomcastOptions {
   endpoint?: string;
   /** The hub's app token (ROOMCAST_APP_TOKEN). */
   token?: string;
+  /**
+   * The hub's trust bundle (PEM), to check the nodes' certificates: every link is TLS when
+   * given. On Kubernetes, `ca.crt` of the ConfigMap `<hub>-peer-trust`.
+   */
+  ca?: string | Buffer;
+  /** The same from a file, re-read at every connection (CA rotation) (ROOMCAST_APP_CA_FILE). */
+  caFile?: string;
   /** This instance's id: 1 to 128 characters of [A-Za-z0-9._-], unique per running process. Default: random. */
   instanceId?: string;
   /** How long `useRoomcast` tries to reach the endpoint before it rejects (ms). Default 10000. */
@@ -97,6 +105,10 @@ export async function useRoomcast(io: Server, options: RoomcastOptions = {}): Pr
   if (!INSTANCE_ID.test(instanceId)) {
     throw new Error(`@roomcast/socket.io: bad instanceId ${JSON.stringify(instanceId)}: 1 to 128 characters of [A-Za-z0-9._-]`);
   }
+  const logger = options.logger ?? defaultLogger();
+  const caFile = options.caFile ?? process.env.ROOMCAST_APP_CA_FILE;
+  if (options.ca != null && caFile) throw new Error("@roomcast/socket.io: give `ca` or `caFile` (ROOMCAST_APP_CA_FILE), not both");
+  const trust = options.ca != null || caFile ? Trust.from({ ca: options.ca, caFile }, (m) => logger.warn(`[roomcast] ${m}`)) : null;
   const hub = new Hub(io, {
     endpoint,
     token,
@@ -104,7 +116,8 @@ export async function useRoomcast(io: Server, options: RoomcastOptions = {}): Pr
     connectTimeoutMs: options.connectTimeout ?? 10_000,
     drainTimeoutMs: options.drainTimeout ?? 10_000,
     maxQueuedBytes: options.maxQueuedBytes ?? 64 * 1024 * 1024,
-    logger: options.logger ?? defaultLogger(),
+    trust,
+    logger,
   });
   io.adapter(createAdapterClass(hub) as never);
   io.bind(hub.engine);

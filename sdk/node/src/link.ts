@@ -9,6 +9,7 @@ import type { HubConn, SessionLink } from "./engine.js";
 import type { AppMessage, Broadcast, HubBatch, HubMessage, Members, Reply, Welcome } from "./messages.js";
 import { decodeBatch, encodeMessage, LINK_METHOD } from "./proto.js";
 import { OutQueue } from "./queue.js";
+import { checkNode, type Trust } from "./trust.js";
 
 export type LinkState = "connecting" | "open" | "backoff" | "closed";
 
@@ -17,6 +18,8 @@ export interface LinkOwner {
   readonly instanceId: string;
   readonly maxQueuedBytes: number;
   readonly welcomeTimeoutMs: number;
+  /** The hub's trust bundle: every link is TLS when set. */
+  readonly trust: Trust | null;
   log(level: "warn" | "debug", message: string): void;
   onWelcome(link: NodeLink, welcome: Welcome): void;
   onMessage(link: NodeLink, message: HubMessage): void;
@@ -108,8 +111,13 @@ export class NodeLink implements SessionLink {
       this.down(generation, e as Error);
       return;
     }
-    const creds = parsed.secure ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
-    const client = new grpc.Client(parsed.target, creds, CHANNEL_OPTIONS);
+    const creds = this.credentials(parsed.secure);
+    // Over TLS the server name is the node's member id (what its certificate names), not the
+    // IP the link dials (an IP is no valid SNI).
+    const options = this.owner.trust
+      ? { ...CHANNEL_OPTIONS, "grpc.ssl_target_name_override": this.node || "roomcast-app-link" }
+      : CHANNEL_OPTIONS;
+    const client = new grpc.Client(parsed.target, creds, options);
     const md = new grpc.Metadata();
     md.set("authorization", `Bearer ${this.owner.token}`);
     md.set("roomcast-app-instance", this.owner.instanceId);
@@ -141,6 +149,22 @@ export class NodeLink implements SessionLink {
     call.on("end", () => {
       this.down(generation, new LinkError("the hub ended the link", grpc.status.OK));
     });
+  }
+
+  /**
+   * TLS against the hub's bundle, the certificate naming this link's node (any node of the
+   * hub for the endpoint's link before its Welcome); system roots for a bare "https://"
+   * endpoint; else plaintext.
+   */
+  private credentials(https: boolean): grpc.ChannelCredentials {
+    const trust = this.owner.trust;
+    if (trust) {
+      const node = this.node;
+      return grpc.credentials.createSsl(trust.bundle(), null, null, {
+        checkServerIdentity: (_host, cert) => checkNode(node, cert),
+      });
+    }
+    return https ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
   }
 
   private handle(message: HubMessage): void {

@@ -34,6 +34,7 @@ function startApp(i) {
       ...process.env,
       ROOMCAST_APP_ENDPOINT: `http://${hub.appAddresses[i]}`,
       ROOMCAST_APP_TOKEN: hub.token,
+      ROOMCAST_APP_CA_FILE: hub.caFile,
       INSTANCE_ID: `chaos-${i}`,
     },
     stdio: ["ignore", "pipe", "inherit"],

@@ -41,7 +41,7 @@ test(`an endpoint in front of the nodes; the whole hub restarting on new address
   proxy = await new CutProxy(backends(hub.appAddresses)).start("127.0.0.1");
   const io = new sio.Server();
   io.on("connection", (socket) => socket.on("where", (cb) => cb(socket.conn.roomcast.node)));
-  link = await useRoomcast(io, { endpoint: proxy.url, token: hub.token, instanceId: "behind-a-balancer" });
+  link = await useRoomcast(io, { endpoint: proxy.url, token: hub.token, caFile: hub.caFile, instanceId: "behind-a-balancer" });
   const linked = (addresses) =>
     link.nodes().length === 3 &&
     link.nodes().every((n) => n.state === "open") &&

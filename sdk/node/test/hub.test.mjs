@@ -3,10 +3,14 @@
 // limit. A 3-node hub of the real binary (ROOMCAST_BIN_DIR).
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   ClientPool,
+  binaryPath,
   apiCall,
   connected,
   eventually,
@@ -50,10 +54,27 @@ describe(`hub only (${sio.name}@${sio.version})`, () => {
     const io = new sio.Server();
     const t0 = Date.now();
     await assert.rejects(
-      useRoomcast(io, { endpoint: `http://${hub.appAddresses[0]}`, token: "not-the-token-0123456789", connectTimeout: 5000 }),
+      useRoomcast(io, { endpoint: `http://${hub.appAddresses[0]}`, token: "not-the-token-0123456789", caFile: hub.caFile, connectTimeout: 5000 }),
       /refused the app token \(UNAUTHENTICATED\)/,
     );
     assert.ok(Date.now() - t0 < 3000, "refused at once, not after the connect timeout");
+  });
+
+  test("app links are TLS: without the hub's trust bundle, or with another CA's, useRoomcast rejects, saying what to give", async () => {
+    await assert.rejects(
+      useRoomcast(new sio.Server(), { endpoint: `http://${hub.appAddresses[0]}`, token: hub.token, connectTimeout: 1500 }),
+      /could not reach the hub's app link .*needs its trust bundle: option `caFile` or ROOMCAST_APP_CA_FILE/,
+    );
+    const otherCa = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-other-ca-")), "ca");
+    execFileSync(binaryPath("main"), ["certs", "ca", "--out", otherCa], { stdio: "ignore" });
+    await assert.rejects(
+      useRoomcast(new sio.Server(), { endpoint: `http://${hub.appAddresses[0]}`, token: hub.token, caFile: path.join(otherCa, "ca.crt"), connectTimeout: 1500 }),
+      /could not reach the hub's app link .*last error: .*(certificate|UNAVAILABLE)/,
+    );
+    await assert.rejects(
+      useRoomcast(new sio.Server(), { endpoint: `http://${hub.appAddresses[0]}`, token: hub.token, caFile: "/nonexistent/ca.crt" }),
+      /cannot read the hub's trust bundle \/nonexistent\/ca\.crt/,
+    );
   });
 
   test("useRoomcast rejects an unreachable endpoint after its connect timeout, saying so", async () => {
@@ -238,7 +259,7 @@ describe(`hub only (${sio.name}@${sio.version})`, () => {
   test("drainOnSigterm: SIGTERM drains the instance, then the process ends", async () => {
     const script = fileURLToPath(new URL("./fixtures/drain-app.mjs", import.meta.url));
     const child = spawn(process.execPath, [script], {
-      env: { ...process.env, ROOMCAST_APP_ENDPOINT: hub.appAddresses[2], ROOMCAST_APP_TOKEN: hub.token, INSTANCE_ID: "sigterm-app" },
+      env: { ...process.env, ROOMCAST_APP_ENDPOINT: hub.appAddresses[2], ROOMCAST_APP_TOKEN: hub.token, ROOMCAST_APP_CA_FILE: hub.caFile, INSTANCE_ID: "sigterm-app" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";

@@ -8,6 +8,10 @@ import { makeSocketId } from "../dist/ids.js";
 import { parseAddress } from "../dist/link.js";
 import { encodeMessage, decodeAppBatch } from "../dist/proto.js";
 import { backoffDelay } from "../dist/backoff.js";
+import { checkNode, Trust } from "../dist/trust.js";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -118,4 +122,33 @@ test("reconnection delays grow from 100 ms to 5 s, with jitter", () => {
     const d9 = backoffDelay(9);
     assert.ok(d9 >= 2500 && d9 <= 5000, `${d9}`);
   }
+});
+
+test("a node's certificate must name the node a link was opened for; the endpoint's link takes any node of the hub", () => {
+  const cert = (san) => ({ subjectaltname: san });
+  assert.equal(checkNode("hub-1", cert("DNS:hub-1, DNS:hub-1.hub-peers")), undefined);
+  assert.match(checkNode("hub-1", cert("DNS:hub-2"))?.message ?? "", /hub-2's, not hub-1's/);
+  assert.equal(checkNode("", cert("DNS:hub-2")), undefined);
+  assert.match(checkNode("", cert("IP Address:127.0.0.1"))?.message ?? "", /names no member id/);
+  assert.match(checkNode("hub-1", {})?.message ?? "", /names no member id/);
+});
+
+test("the trust bundle: PEM required; a file is re-read and a bad new one keeps the last good one", () => {
+  const warnings = [];
+  const warn = (m) => warnings.push(m);
+  assert.throws(() => Trust.from({ ca: "not pem" }, warn), /holds no PEM certificate/);
+  assert.throws(() => Trust.from({ caFile: "/nonexistent/ca.crt" }, warn), /cannot read the hub's trust bundle/);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-trust-"));
+  const file = path.join(dir, "ca.crt");
+  const pem = (n) => `-----BEGIN CERTIFICATE-----\n${n}\n-----END CERTIFICATE-----\n`;
+  fs.writeFileSync(file, pem("A"));
+  const trust = Trust.from({ caFile: file }, warn);
+  assert.equal(trust.bundle().toString(), pem("A"));
+  fs.writeFileSync(file, pem("B")); // a rotation
+  assert.equal(trust.bundle().toString(), pem("B"));
+  fs.writeFileSync(file, "");
+  assert.equal(trust.bundle().toString(), pem("B"));
+  fs.rmSync(file);
+  assert.equal(trust.bundle().toString(), pem("B"));
+  assert.equal(warnings.length, 2);
 });

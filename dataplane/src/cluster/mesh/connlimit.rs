@@ -18,7 +18,7 @@ use crate::engine::iplimit::IpCounts;
 
 /// The counts; shared by the accept loop and the [`Slot`]s of open connections.
 #[derive(Debug)]
-pub(super) struct ConnLimit {
+pub(crate) struct ConnLimit {
     total_max: usize,
     per_ip_max: usize,
     open: Mutex<Open>,
@@ -32,7 +32,7 @@ struct Open {
 
 /// One counted connection; dropping it frees its place.
 #[derive(Debug)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     limit: Arc<ConnLimit>,
     ip: IpAddr,
 }
@@ -45,7 +45,7 @@ pub(super) enum Full {
 }
 
 impl ConnLimit {
-    pub(super) fn new(total_max: usize, per_ip_max: usize) -> Arc<Self> {
+    pub(crate) fn new(total_max: usize, per_ip_max: usize) -> Arc<Self> {
         Arc::new(Self {
             total_max,
             per_ip_max,

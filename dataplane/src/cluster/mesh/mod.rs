@@ -73,6 +73,9 @@ pub use self::link::{LinkSettings, BATCH_BYTES};
 pub use self::peer::Offer;
 pub use self::reload::{LoadError, PeerTls, Reload, TlsFiles, TlsSettings};
 pub use self::tls::{IdentityError, Material, TlsError};
+// The app link listener (crate::applink) accepts the way the peer port does.
+pub(crate) use self::connlimit::ConnLimit;
+pub(crate) use self::transport::{accept, PeerConnInfo, Port, Refusals};
 
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +275,7 @@ impl Mesh {
             handshakes_failed: self.counters.handshakes_failed.clone(),
             over_limit: self.counters.connections_refused.clone(),
         };
-        let incoming = transport::accept(tcp, tls.clone(), limit, refused);
+        let incoming = transport::accept(tcp, tls.clone(), limit, refused, &transport::PEER_PORT);
         let max = self.settings.max_message_bytes;
         let service = PeerServer::new(Acceptor(self.clone()))
             .max_decoding_message_size(max)
@@ -327,6 +330,11 @@ impl Mesh {
     /// ignored). Without it the port is plaintext.
     pub fn secure(&self, tls: Arc<PeerTls>) {
         let _ = self.tls.set(tls);
+    }
+
+    /// The peer port's TLS material (reloaded as its files change), when it runs TLS.
+    pub fn peer_tls(&self) -> Option<Arc<PeerTls>> {
+        self.tls.get().cloned()
     }
 
     /// Sets the client address this node advertises to its peers (before [`Mesh::start`];

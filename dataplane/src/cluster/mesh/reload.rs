@@ -59,8 +59,8 @@ pub enum Reload {
 pub struct PeerTls {
     me: String,
     files: TlsFiles,
-    pub(super) handshake_timeout: Duration,
-    pub(super) max_handshakes: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_handshakes: usize,
     pub(super) reload_interval: Duration,
     current: RwLock<Arc<Material>>,
     /// The file contents last looked at (usable or not), to tell a change.
@@ -99,7 +99,7 @@ impl PeerTls {
     }
 
     /// The material new handshakes use.
-    pub(super) fn material(&self) -> Arc<Material> {
+    pub(crate) fn material(&self) -> Arc<Material> {
         self.current.read().clone()
     }
 

@@ -60,6 +60,9 @@ pub enum IdentityError {
 pub struct Material {
     pub(super) server: Arc<ServerConfig>,
     pub(super) client: Arc<ClientConfig>,
+    /// The app link listener's: the same certificate, no client certificate asked (app
+    /// instances present a token instead).
+    pub(crate) app_server: Arc<ServerConfig>,
 }
 
 /// The crypto provider of the mesh (ring).
@@ -131,6 +134,12 @@ impl Material {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(TlsError::Key)?;
+        let mut app_server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(TlsError::Key)?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(TlsError::Key)?;
         let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::Key)?
@@ -140,9 +149,11 @@ impl Material {
         // HTTP/2 is all the peer port speaks.
         server.alpn_protocols = vec![b"h2".to_vec()];
         client.alpn_protocols = vec![b"h2".to_vec()];
+        app_server.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            app_server: Arc::new(app_server),
         })
     }
 }

@@ -27,7 +27,7 @@ use tonic::transport::server::Connected;
 
 use super::connlimit::{ConnLimit, Full, Slot};
 use super::reload::PeerTls;
-use super::tls::server_name;
+use super::tls::{server_name, Material};
 
 /// Streams (links) open at once on one peer connection. A dialer opens one connection per
 /// link, so one is all a member needs; it also bounds what one connection can make this
@@ -48,9 +48,29 @@ pub(super) const WINDOW_BYTES: u32 = 1024 * 1024;
 pub(super) const DIALER_STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 pub(super) const DIALER_CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
+/// What differs between the listeners [`accept`] serves: the peer port and the app link
+/// port (`crate::applink`), which presents the same certificate but asks for none.
+pub(crate) struct Port {
+    /// For the logs.
+    pub(crate) what: &'static str,
+    /// The settings named when a connection is over a budget.
+    pub(crate) total_budget: &'static str,
+    pub(crate) per_ip_budget: &'static str,
+    /// The TLS server configuration of this port, from the current material.
+    pub(crate) server: fn(&Material) -> Arc<rustls::ServerConfig>,
+}
+
+/// The peer port: mutual TLS.
+pub(super) const PEER_PORT: Port = Port {
+    what: "peer",
+    total_budget: "cluster.maxPeerConnections",
+    per_ip_budget: "cluster.maxPeerConnectionsPerIp",
+    server: |m| m.server.clone(),
+};
+
 /// A connection accepted on the peer port (bare TCP in plaintext mode, else TLS), with its
 /// place in the connection budgets.
-pub(super) struct PeerStream {
+pub(crate) struct PeerStream {
     io: Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>,
     /// Held for its Drop: frees the connection's place when the connection closes.
     _slot: Slot,
@@ -58,8 +78,10 @@ pub(super) struct PeerStream {
 
 /// What the gRPC service learns about a connection.
 #[derive(Debug, Clone)]
-pub(super) struct PeerConnInfo {
+pub(crate) struct PeerConnInfo {
     pub(super) remote: Option<SocketAddr>,
+    /// The address the connection reached (which of the node's IPs, on a wildcard listener).
+    pub(crate) local: Option<SocketAddr>,
     /// Whether the connection is TLS (then `leaf` is the verified client certificate).
     pub(super) tls: bool,
     pub(super) leaf: Option<CertificateDer<'static>>,
@@ -72,6 +94,7 @@ impl Connected for PeerStream {
         match &self.io {
             Either::Left(tcp) => PeerConnInfo {
                 remote: tcp.peer_addr().ok(),
+                local: tcp.local_addr().ok(),
                 tls: false,
                 leaf: None,
             },
@@ -79,6 +102,7 @@ impl Connected for PeerStream {
                 let (tcp, session) = tls.get_ref();
                 PeerConnInfo {
                     remote: tcp.peer_addr().ok(),
+                    local: tcp.local_addr().ok(),
                     tls: true,
                     leaf: session
                         .peer_certificates()
@@ -132,21 +156,22 @@ impl AsyncWrite for PeerStream {
 
 /// Where [`accept`] counts the connections it drops.
 #[derive(Clone)]
-pub(super) struct Refusals {
+pub(crate) struct Refusals {
     /// Failed or timed-out TLS handshakes.
-    pub(super) handshakes_failed: Arc<AtomicU64>,
-    /// Connections over `maxPeerConnections` or `maxPeerConnectionsPerIp`.
-    pub(super) over_limit: Arc<AtomicU64>,
+    pub(crate) handshakes_failed: Arc<AtomicU64>,
+    /// Connections over the port's connection budgets.
+    pub(crate) over_limit: Arc<AtomicU64>,
 }
 
-/// The connections of the peer port, TLS handshakes done (or plain TCP without `tls`).
+/// The connections of `port`, TLS handshakes done (or plain TCP without `tls`).
 /// A connection over the connection budgets (`limit`) is closed at once; failed handshakes
 /// are logged and dropped; both are counted in `refused`.
-pub(super) fn accept(
+pub(crate) fn accept(
     tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
     tls: Option<Arc<PeerTls>>,
     limit: Arc<ConnLimit>,
     refused: Refusals,
+    port: &'static Port,
 ) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
     let handshakes = tls.as_ref().map_or(1, |t| t.max_handshakes);
     tcp.map(move |conn| {
@@ -161,10 +186,10 @@ pub(super) fn accept(
                 full => {
                     refused.over_limit.fetch_add(1, Ordering::Relaxed);
                     let budget = match full {
-                        Some(Err(Full::PerIp)) => "cluster.maxPeerConnectionsPerIp",
-                        _ => "cluster.maxPeerConnections",
+                        Some(Err(Full::PerIp)) => port.per_ip_budget,
+                        _ => port.total_budget,
                     };
-                    tracing::warn!(remote = ?remote, budget, "peer connection closed: over the connection budget");
+                    tracing::warn!(listener = port.what, remote = ?remote, budget, "connection closed: over the connection budget");
                     return None;
                 }
             };
@@ -175,7 +200,7 @@ pub(super) fn accept(
                 }));
             };
             let failed = &refused.handshakes_failed;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server.clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from((port.server)(&tls.material()));
             match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => Some(Ok(PeerStream {
                     io: Either::Right(Box::new(stream)),
@@ -183,13 +208,13 @@ pub(super) fn accept(
                 })),
                 Ok(Err(error)) => {
                     failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(remote = ?remote, %error, "peer connection refused at the TLS handshake");
+                    tracing::warn!(listener = port.what, remote = ?remote, %error, "connection refused at the TLS handshake");
                     None
                 }
                 Err(_) => {
                     failed.fetch_add(1, Ordering::Relaxed);
                     let timeout_ms = tls.handshake_timeout.as_millis();
-                    tracing::warn!(remote = ?remote, timeout_ms, "peer connection dropped: no TLS handshake in time");
+                    tracing::warn!(listener = port.what, remote = ?remote, timeout_ms, "connection dropped: no TLS handshake in time");
                     None
                 }
             }

@@ -76,6 +76,7 @@ export function hubEnv(sio, getHub, { instances = 2 } = {}) {
             await useRoomcast(io, {
               endpoint: `http://${hub.appAddresses[i % hub.appAddresses.length]}`,
               token: hub.token,
+              caFile: hub.caFile,
               instanceId: `test-${tag}-${i}`,
               ...options,
             }),
