@@ -516,14 +516,18 @@ mod tests {
         );
     }
 
-    /// App links are TLS with the peer certificate, or say they are plaintext.
-    #[test]
-    fn app_links_need_tls_or_plaintext() {
-        let fields = |yaml: &str| match Config::parse(yaml, "yaml").unwrap().validate() {
+    /// The fields a configuration's validation names.
+    fn fields(yaml: &str) -> Vec<String> {
+        match Config::parse(yaml, "yaml").unwrap().validate() {
             Ok(()) => Vec::new(),
             Err(ConfigError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
             Err(other) => panic!("{other}"),
-        };
+        }
+    }
+
+    /// App links are TLS with the peer certificate, or say they are plaintext.
+    #[test]
+    fn app_links_need_tls_or_plaintext() {
         let app = "appLink: {listen: 127.0.0.1:5100, token: 0123456789abcdef0123";
         assert_eq!(fields(&format!("{app}}}\n")), ["appLink"]);
         assert!(fields(&format!("{app}, plaintext: true}}\n")).is_empty());
@@ -540,11 +544,6 @@ mod tests {
     /// A cluster runs mutual TLS or says it is plaintext; with TLS, member ids are DNS names.
     #[test]
     fn a_cluster_needs_tls_or_plaintext() {
-        let fields = |yaml: &str| match Config::parse(yaml, "yaml").unwrap().validate() {
-            Ok(()) => Vec::new(),
-            Err(ConfigError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
-            Err(other) => panic!("{other}"),
-        };
         let base = "nodeId: hub-1\ncluster:\n  peerListen: 127.0.0.12:7000\n  members: [hub-0=127.0.0.11:7000, hub-1=127.0.0.12:7000]\n";
         assert_eq!(fields(base), ["cluster.tls"]);
         assert!(fields(&format!("{base}  plaintext: true\n")).is_empty());

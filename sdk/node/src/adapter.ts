@@ -97,10 +97,12 @@ export function createAdapterClass(hub: Hub): AdapterConstructor {
       if (!entry || entry.conn.readyState !== "open" || rooms.size === 0) return Promise.resolve();
       entry.known = true;
       const { conn } = entry;
+      conn._hold();
       return conn.link
         .request((request) => ({
           join: { session: conn.session, namespace: this.nspName, socket_id: id, rooms: [...rooms], request },
         }))
+        .finally(() => conn._release())
         .then((reply) => {
           if (!reply?.error) return;
           // A session that ended meanwhile is no news; anything else is (a hub limit, say).

@@ -78,6 +78,8 @@ export class HubConn extends EventEmitter {
   transport: HubTransport;
   upgraded = false;
   upgrading = false;
+  private holds = 0;
+  private held: (string | Buffer)[] = [];
   readonly remoteAddress: string;
   readonly request: {
     headers: Record<string, string | string[]>;
@@ -152,8 +154,31 @@ export class HubConn extends EventEmitter {
   /** An engine.io message from the client. */
   _receive(data: string | Buffer): void {
     if (this.readyState === "closed") return;
+    if (this.holds > 0) {
+      this.held.push(data);
+      return;
+    }
     this.emit("data", data);
     this.emit("message", data);
+  }
+
+  /**
+   * Holds the client's packets while one of its sockets' joins is under way. Standalone,
+   * `await socket.join()` resumes within the same tick, before the next packet is read, so
+   * handlers registered after it see every event; on a hub the join waits for every node, and
+   * a packet read meanwhile would reach a socket with no handler yet and be lost.
+   */
+  _hold(): void {
+    this.holds++;
+  }
+
+  /** A join is done: once none is left, the held packets go on, in order (after the awaiting code resumed). */
+  _release(): void {
+    setImmediate(() => {
+      if (this.holds === 0 || --this.holds > 0) return;
+      const held = this.held.splice(0);
+      for (const data of held) this._receive(data);
+    });
   }
 
   /**
@@ -168,6 +193,9 @@ export class HubConn extends EventEmitter {
   _closed(reason: string, description?: unknown): void {
     if (this.readyState === "closed") return;
     const why = this.readyState === "closing" ? "forced close" : reason;
+    // What the client sent before it left goes first, held or not.
+    this.holds = 0;
+    for (const data of this.held.splice(0)) this._receive(data);
     this.readyState = "closed";
     setImmediate(() => this.emit("close", why, description));
   }

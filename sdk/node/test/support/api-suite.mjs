@@ -226,6 +226,25 @@ export function apiSuite(env) {
       await assert.rejects(s.timeout(300).emitWithAck("nobody-listens"), /operation has timed out/);
     });
 
+    test("handlers registered after `await socket.join()` in the connection handler get the client's first events", async () => {
+      // A common pattern: join, then register the handlers. The client emits at once on
+      // connect; none of its events may be lost while the joins complete (every transport).
+      await start((io) => {
+        io.on("connection", async (socket) => {
+          await socket.join("a");
+          await socket.join(["b", "c"]);
+          socket.on("hello", (cb) => cb([...socket.rooms].filter((r) => r !== socket.id).sort()));
+        });
+      });
+      for (const [k, transports] of [["websocket"], ["polling"], ["polling", "websocket"]].entries()) {
+        const s = pool.io(app.url(k), { transports });
+        const answer = new Promise((resolve, reject) => {
+          s.once("connect", () => s.timeout(3000).emit("hello", (err, rooms) => (err ? reject(err) : resolve(rooms))));
+        });
+        assert.deepEqual(await answer, ["a", "b", "c"], transports.join("+"));
+      }
+    });
+
     test("catch-all listeners: onAny and onAnyOutgoing, server and client", async () => {
       const seen = [];
       await start((io) => {
