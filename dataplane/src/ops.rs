@@ -332,7 +332,7 @@ pub fn socket_info(socket: &Socket, redaction: Redaction<'_>) -> SocketInfo {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             url: redaction.url(&hs.url),
-            query: redaction.query(&hs.query),
+            query: redaction.query(hs.query()),
             headers: redaction.headers(&hs.headers),
             auth: redaction.auth(socket.auth()),
         },

@@ -353,7 +353,7 @@ impl Handler for HubApp {
             "handshake": {
                 "address": hs.address.ip().to_string(),
                 "url": redaction.url(&hs.url),
-                "query": redaction.query(&hs.query),
+                "query": redaction.query(hs.query()),
                 "headers": redaction.headers(&hs.headers),
             },
         });

@@ -75,7 +75,7 @@ pub fn token_from(auth: &Value, handshake: &HandshakeInfo) -> Option<String> {
     if let Some(token) = auth.get("token").and_then(Value::as_str) {
         return Some(token.to_string());
     }
-    for pair in handshake.query.split('&') {
+    for pair in handshake.query().split('&') {
         if let Some(value) = pair.strip_prefix("access_token=") {
             return Some(percent_decode(value));
         }
@@ -130,9 +130,8 @@ mod tests {
         let headers = authorization.map(|a| ("Authorization", a.as_bytes()));
         HandshakeInfo {
             headers: crate::engine::Headers::from_pairs(headers),
-            query: query.to_string(),
             address: ([127, 0, 0, 1], 1).into(),
-            url: "/socket.io/".into(),
+            url: format!("/socket.io/?{query}"),
             time: std::time::SystemTime::now(),
             secure: false,
         }

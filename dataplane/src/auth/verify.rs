@@ -479,9 +479,8 @@ mod tests {
         let token = hs(&claims());
         let mut handshake = HandshakeInfo {
             headers: crate::engine::Headers::default(),
-            query: "EIO=4&transport=polling".into(),
             address: ([127, 0, 0, 1], 1).into(),
-            url: "/socket.io/".into(),
+            url: "/socket.io/?EIO=4&transport=polling".into(),
             time: std::time::SystemTime::now(),
             secure: false,
         };
@@ -500,9 +499,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.unwrap()["sub"], "alice");
-        handshake.query = format!("EIO=4&access_token={token}");
+        handshake.url = format!("/socket.io/?EIO=4&access_token={token}");
         assert!(a.authenticate("/", &json!({}), &handshake).await.is_ok());
-        handshake.query = "EIO=4".into();
+        handshake.url = "/socket.io/?EIO=4".into();
         let bearer = format!("Bearer {token}");
         handshake.headers =
             crate::engine::Headers::from_pairs([("authorization", bearer.as_bytes())]);

@@ -59,8 +59,9 @@ pub use stats::EngineStats;
 #[derive(Debug, Clone)]
 pub struct HandshakeInfo {
     pub headers: Headers,
-    pub query: String,
     pub address: SocketAddr,
+    /// The request target, query included ([`HandshakeInfo::query`] is its tail: one string
+    /// per connection, not two).
     pub url: String,
     pub time: std::time::SystemTime,
     pub secure: bool,
@@ -72,12 +73,16 @@ impl HandshakeInfo {
     pub fn unknown() -> Self {
         Self {
             headers: Headers::default(),
-            query: String::new(),
             address: SocketAddr::from(([0, 0, 0, 0], 0)),
             url: String::new(),
             time: std::time::SystemTime::UNIX_EPOCH,
             secure: false,
         }
+    }
+
+    /// The query string of the request (after `?`; empty without one).
+    pub fn query(&self) -> &str {
+        self.url.split_once('?').map_or("", |(_, query)| query)
     }
 }
 

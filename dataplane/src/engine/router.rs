@@ -104,7 +104,6 @@ impl Engine {
                 }
                 let handshake = HandshakeInfo {
                     headers: Headers::from_map(req.headers()),
-                    query: query_string.clone(),
                     address: peer,
                     url: req.uri().to_string(),
                     time: std::time::SystemTime::now(),

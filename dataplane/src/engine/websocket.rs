@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -244,6 +245,10 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
                 ));
                 let written = write.await;
                 session.outbox.end_write();
+                if !more {
+                    // Idle from here on: keep no batch storage.
+                    batch = Vec::new();
+                }
                 if let Err(reason) = written {
                     session.close(reason);
                     break End::Abort;
@@ -260,23 +265,28 @@ async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
         if session.outbox.is_closed() {
             break End::Closed;
         }
-        tokio::select! {
-            biased;
-            _ = session.outbox.ready() => {}
-            msg = ws.next() => {
-                // Everything this read brought is handled in one write-combining scope.
-                let end = cork::corked(|| {
-                    let mut msg = msg;
-                    loop {
-                        if let Some(end) = on_message(&engine, &session, &mut control, msg) {
-                            return Some(end);
-                        }
-                        msg = Some(ws.try_next()?);
+        // The outbox first, then the socket; both wait in slots of their own (the outbox's
+        // waker, the stream's reader), so the idle future holds no waiter nodes.
+        let woke = std::future::poll_fn(|cx| {
+            if session.outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            ws.poll_next(cx).map(Some)
+        })
+        .await;
+        if let Some(msg) = woke {
+            // Everything this read brought is handled in one write-combining scope.
+            let end = cork::corked(|| {
+                let mut msg = msg;
+                loop {
+                    if let Some(end) = on_message(&engine, &session, &mut control, msg) {
+                        return Some(end);
                     }
-                });
-                if let Some(end) = end {
-                    break end;
+                    msg = Some(ws.try_next()?);
                 }
+            });
+            if let Some(end) = end {
+                break end;
             }
         }
     };
@@ -377,5 +387,43 @@ async fn write_batch(
             // Abandoned mid-write: the socket is dropped without a close frame.
             _ = session.wait_closed() => Err(CloseReason::SlowConsumer),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::session::EchoHandler;
+    use crate::engine::{ConnectionFactory, ConnectionHandler};
+
+    struct Echo;
+
+    impl ConnectionFactory for Echo {
+        fn open(&self, session: &Arc<Session>, _: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+            Arc::new(EchoHandler {
+                session: Arc::downgrade(session),
+            })
+        }
+    }
+
+    /// Every idle WebSocket connection holds one `serve` task. Its future must stay within
+    /// 384 bytes, so that tokio's task cell (header, future, trailer; 128-byte aligned) is
+    /// 512 bytes, not 640 (bench/PROFILE.md: what an idle connection costs). Anything large
+    /// or rare that the loop holds across its idle wait belongs in a box.
+    #[tokio::test]
+    async fn the_idle_task_stays_in_its_size_class() {
+        let engine = Engine::new(&crate::config::Config::default(), Arc::new(Echo));
+        let session = Session::detached("sid", TransportKind::Websocket);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        let (_client, server) = (client.unwrap(), accepted.unwrap().0);
+        let ws = WsConn::new(server, &[], 1024);
+        let task = serve(engine, session, ws);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= 384,
+            "the idle WebSocket task's future is {size} bytes"
+        );
     }
 }

@@ -111,8 +111,9 @@ pub struct Decoder {
     max_message: usize,
     /// Bytes of an incomplete frame (at most one).
     pending: Vec<u8>,
-    /// A fragmented message being collected: (is text, data so far).
-    fragments: Option<(bool, Vec<u8>)>,
+    /// A fragmented message being collected: (is text, data so far). Boxed: rare, and every
+    /// idle connection's task would carry its size.
+    fragments: Option<Box<(bool, Vec<u8>)>>,
 }
 
 /// What the start of a buffer holds.
@@ -267,7 +268,7 @@ impl Decoder {
                 }
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => {
-                let so_far = self.fragments.as_ref().map_or(0, |(_, d)| d.len() as u64);
+                let so_far = self.fragments.as_ref().map_or(0, |f| f.1.len() as u64);
                 // A declared length near 2^64 must not wrap around to a small size.
                 let size = so_far.checked_add(len);
                 match size {
@@ -321,16 +322,17 @@ impl Decoder {
                 if head.fin {
                     out.push_back(message(text, Bytes::copy_from_slice(payload))?);
                 } else {
-                    self.fragments = Some((text, payload.to_vec()));
+                    self.fragments = Some(Box::new((text, payload.to_vec())));
                 }
             }
             OP_CONTINUATION => {
-                let Some((_, data)) = self.fragments.as_mut() else {
+                let Some(fragments) = self.fragments.as_mut() else {
                     return Err(WsError::Protocol("continuation frame without a message"));
                 };
-                data.extend_from_slice(payload);
+                fragments.1.extend_from_slice(payload);
                 if head.fin {
-                    if let Some((text, data)) = self.fragments.take() {
+                    if let Some(fragments) = self.fragments.take() {
+                        let (text, data) = *fragments;
                         out.push_back(message(text, Bytes::from(data))?);
                     }
                 }

@@ -37,6 +37,16 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// The connect of `nsp` is decided; an idle connection keeps no `connecting` storage.
+    fn connected(&mut self, nsp: &str) {
+        self.connecting.retain(|n| n != nsp);
+        if self.connecting.is_empty() {
+            self.connecting = Vec::new();
+        }
+    }
+}
+
 pub(crate) struct Connection {
     hub: Arc<Namespaces>,
     session: Weak<Session>,
@@ -204,7 +214,7 @@ impl Connection {
         };
         {
             let mut state = self.state.lock();
-            state.connecting.retain(|n| n != &nsp);
+            state.connected(&nsp);
             if state.closed {
                 return;
             }
@@ -251,6 +261,9 @@ impl Connection {
                 drop(state);
                 socket.finish(DisconnectReason::Transport(CloseReason::TransportClose));
                 return;
+            }
+            if state.sockets.capacity() == 0 {
+                state.sockets.reserve_exact(1); // most clients use one namespace
             }
             state.sockets.push(socket.clone());
         }
@@ -340,7 +353,7 @@ impl Connection {
         let (socket, missed) = ns.recover(&old, joining, claim.offset.as_deref())?;
         {
             let mut state = self.state.lock();
-            state.connecting.retain(|n| n != nsp);
+            state.connected(nsp);
             if state.closed {
                 drop(state);
                 socket.finish(DisconnectReason::Transport(CloseReason::TransportClose));

@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod packet;
 mod parking;
 pub mod payload;
+mod pending_acks;
 pub mod recovery;
 mod registry;
 pub mod rooms;

@@ -1,7 +1,6 @@
 //! A Socket.IO socket: one client in one namespace.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::packet;
 use super::payload::Payload;
+use super::pending_acks::PendingAcks;
 use super::recovery::SessionRecovery;
 use super::rooms::Selector;
 use crate::engine::{CloseReason, Frame, HandshakeInfo, PushOutcome, Session};
@@ -142,6 +142,10 @@ pub(super) enum AckWaiter {
     Many(mpsc::UnboundedSender<AckReply>),
 }
 
+fn is_empty_object(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| o.is_empty())
+}
+
 /// Builds the frames of one packet: the text frame then its attachments.
 pub(super) fn packet_frames(text: String, payload: &Payload) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + payload.attachments.len());
@@ -175,11 +179,12 @@ pub struct Socket {
     pub(super) session: Arc<Session>,
     conn: Weak<dyn Transport>,
     handshake: Arc<HandshakeInfo>,
-    auth: Value,
-    claims: Option<Value>,
+    /// The `auth` object and verified claims; `None` for an empty `auth` object and no
+    /// claims (most sockets, which then pay 8 bytes instead of 64).
+    credentials: Option<Box<(Value, Option<Value>)>>,
     /// Rooms joined, not counting the implicit room named by the socket id.
     pub(super) rooms: Mutex<Vec<Arc<str>>>,
-    acks: Mutex<HashMap<u64, AckWaiter>>,
+    acks: Mutex<PendingAcks<AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
     /// Disconnected, kept for recovery: still in its rooms, delivered nothing. Whoever
@@ -224,10 +229,10 @@ impl Socket {
             session,
             conn,
             handshake,
-            auth,
-            claims,
+            credentials: (!is_empty_object(&auth) || claims.is_some())
+                .then(|| Box::new((auth, claims))),
             rooms: Mutex::new(Vec::new()),
-            acks: Mutex::new(HashMap::new()),
+            acks: Mutex::new(PendingAcks::default()),
             data: Mutex::new(data),
             connected: AtomicBool::new(true),
             parked: AtomicBool::new(false),
@@ -257,12 +262,14 @@ impl Socket {
 
     /// The `auth` object the client sent when connecting to this namespace.
     pub fn auth(&self) -> &Value {
-        &self.auth
+        static EMPTY: std::sync::LazyLock<Value> =
+            std::sync::LazyLock::new(|| Value::Object(Default::default()));
+        self.credentials.as_ref().map_or(&EMPTY, |c| &c.0)
     }
 
     /// Verified claims of the client's credentials (e.g. its JWT), if any.
     pub fn claims(&self) -> Option<&Value> {
-        self.claims.as_ref()
+        self.credentials.as_ref().and_then(|c| c.1.as_ref())
     }
 
     pub fn data(&self) -> Value {
