@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# CPU profile of roomcast-dataplane during the dense fan-out scenario, with `perf record`
+# CPU profile of a server under the dense fan-out or the connect load, with `perf record`
 # (software clock: this machine's VM has no hardware counters).
 #
 #   bash bench/profile-cpu.sh [SUBSCRIBERS] [RATE] [SECONDS]   # default 1000 200 15
+#   BENCH_PROFILE_SERVER=socketioxide bash bench/profile-cpu.sh # the same load on socketioxide
+#   BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh 10000  # 10,000 handshakes with a join
 #
-# Starts the hub pinned to CPU 0 (the built-in relay app, as in bench/run.sh), SUBSCRIBERS
-# `roomcast-bench subscribe --join bench-room` connections in two processes on CPU 1, and one
-# publisher emitting RATE 100-byte events per second into the room for SECONDS; samples the hub
-# at 499 Hz with DWARF call graphs over the publishing window. Prints the functions with the
-# most self time and the share of the big buckets (syscalls, WebSocket framing, the relay,
-# allocation), and keeps perf.data under bench/results/cpu-*. Needs `perf` (Debian's
-# linux-perf; installed with apt-get when missing and running as root). Loopback only.
+# Fan-out (the default): starts the server pinned to CPU 0 (roomcast-dataplane's built-in relay
+# app, or bench-socketioxide-server, as in bench/run.sh), SUBSCRIBERS `roomcast-bench subscribe
+# --join bench-room` connections in two processes on CPU 1, and one publisher emitting RATE
+# 100-byte events per second into the room for SECONDS; samples the server at 499 Hz with DWARF
+# call graphs over the publishing window. Connect: samples the server while SUBSCRIBERS clients
+# (two processes on CPU 1) connect, join a room and wait for the ack, as the connect scenario.
+# Prints the functions with the most self time, the top inclusive entries, and the server's CPU
+# per delivery (or handshake) split into user space, the kernel, and the part of the kernel that
+# is the *clients'* TCP receive path run in the server's context (on loopback a send runs the
+# receiver's softirq: `net_rx_action` under the server's own system calls); keeps perf.data
+# under bench/results/cpu-*. Needs `perf` (Debian's linux-perf; installed with apt-get when
+# missing and running as root). Loopback only, unless BENCH_PROFILE_NETNS=1: then the server
+# runs in namespace rcb-hub and its clients in rcb-cli, joined by a veth pair with each side's
+# receive path on its own CPU (bench/netns.sh; root).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +28,9 @@ SUBS=${1:-1000}
 RATE=${2:-200}
 SECS=${3:-15}
 PORT=${BENCH_PROFILE_PORT:-3398}
+SERVER_NAME=${BENCH_PROFILE_SERVER:-roomcast}
+MODE=${BENCH_PROFILE_MODE:-fanout}
+[[ $MODE == fanout || $MODE == connect ]] || { echo "BENCH_PROFILE_MODE is fanout or connect" >&2; exit 2; }
 OUTDIR="$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUTDIR"
 
@@ -27,48 +39,126 @@ source scripts/lib.sh
 ensure_command perf linux-perf || exit 1
 ulimit -n "$(ulimit -Hn)"
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-  nice -n 10 cargo build --release -p roomcast-dataplane -p roomcast-bench >&2
+  nice -n 10 cargo build --release --locked -p roomcast-dataplane -p roomcast-bench -p roomcast-bench-socketioxide >&2
 fi
 BIN="$ROOT/target/release"
-cp "$BIN/roomcast-dataplane" "$OUTDIR/roomcast-dataplane"
+case "$SERVER_NAME" in
+  roomcast) SERVER_BIN=roomcast-dataplane ;;
+  socketioxide) SERVER_BIN=bench-socketioxide-server ;;
+  *) echo "BENCH_PROFILE_SERVER is roomcast or socketioxide" >&2; exit 2 ;;
+esac
+# perf resolves symbols from the binary it sampled: keep a copy beside perf.data.
+cp "$BIN/$SERVER_BIN" "$OUTDIR/$SERVER_BIN"
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+HOST=127.0.0.1; SRC=127.0.0; HUB_NS=(); CLI_NS=()
+if [[ ${BENCH_PROFILE_NETNS:-0} == 1 ]]; then
+  # shellcheck source=bench/netns.sh
+  source bench/netns.sh
+  netns_up 0 1
+  HOST=$NETNS_HUB_IP; SRC=$NETNS_CLI_NET; HUB_NS=(ip netns exec "$NETNS_HUB"); CLI_NS=(ip netns exec "$NETNS_CLI")
+  export BENCH_NETNS_HOST=$NETNS_HUB_IP
+fi
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # The next run binds the same port: wait until the server has let go of it.
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ ${BENCH_PROFILE_NETNS:-0} == 1 ]]; then sleep 1; netns_down; fi
+}
 trap cleanup EXIT
 
-taskset -c 0 "$OUTDIR/roomcast-dataplane" --listen "127.0.0.1:$PORT" >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
+if [[ $SERVER_NAME == roomcast ]]; then
+  "${HUB_NS[@]}" taskset -c 0 "$OUTDIR/$SERVER_BIN" --listen "$HOST:$PORT" >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
+else
+  "${HUB_NS[@]}" taskset -c 0 "$OUTDIR/$SERVER_BIN" "$PORT" "$HOST" >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
+fi
 SERVER=$!
 PIDS+=("$SERVER")
 for _ in $(seq 100); do grep -q "listening on" "$OUTDIR/server.out" 2>/dev/null && break; sleep 0.1; done
 
-half=$(( SUBS / 2 ))
-for p in 0 1; do
-  taskset -c 1 "$BIN/roomcast-bench" subscribe --url "ws://127.0.0.1:$PORT" --connections $(( p == 0 ? half : SUBS - half )) \
-    --source-ips "127.0.0.$(( 81 + p ))" --join bench-room --hold-secs $(( SECS + 60 )) \
-    >"$OUTDIR/sub$p.out" 2>"$OUTDIR/sub$p.err" &
-  PIDS+=("$!")
-done
-for _ in $(seq 600); do
-  (( $(cat "$OUTDIR"/sub*.out 2>/dev/null | grep -c "^READY ") == 2 )) && break
-  sleep 0.1
-done
-sleep 1
+# In namespaces the server's side of the veth receives in a kernel thread: sampled with it.
+TARGETS=$SERVER
+if [[ ${BENCH_PROFILE_NETNS:-0} == 1 ]]; then
+  for napi in $(netns_napi_pids rcb-h); do TARGETS+=",$napi"; done
+fi
+target_ticks() { local t=0 p; for p in ${TARGETS//,/ }; do t=$(( t + $(cpu_ticks "$p") )); done; echo "$t"; }
 
-taskset -c 1 "$BIN/roomcast-bench" publish --url "ws://127.0.0.1:$PORT" --room bench-room --source-ips 127.0.0.80 \
-  --rate "$RATE" --duration-secs "$SECS" --payload-bytes 100 >"$OUTDIR/pub.out" 2>"$OUTDIR/pub.err" &
-PUB=$!
-PIDS+=("$PUB")
-sleep 1
-perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$SERVER" -o "$OUTDIR/perf.data" \
-  -- sleep $(( SECS - 2 )) >"$OUTDIR/perf-record.log" 2>&1
-wait "$PUB" || true
+# subscribers MODE HOLD [ARGS...]: SUBS clients in two processes on CPU 1.
+subscribers() {
+  local mode=$1 hold=$2 p half=$(( SUBS / 2 )); shift 2
+  for p in 0 1; do
+    "${CLI_NS[@]}" taskset -c 1 "$BIN/roomcast-bench" "$mode" --url "ws://$HOST:$PORT" --connections $(( p == 0 ? half : SUBS - half )) \
+      --source-ips "$SRC.$(( 81 + p ))" --join bench-room --hold-secs "$hold" "$@" \
+      >"$OUTDIR/sub$p.out" 2>"$OUTDIR/sub$p.err" &
+    PIDS+=("$!")
+  done
+}
+wait_ready() {
+  for _ in $(seq 1200); do
+    (( $(cat "$OUTDIR"/sub*.out 2>/dev/null | grep -c "^READY ") == 2 )) && return 0
+    sleep 0.05
+  done
+  echo "the clients did not connect in 60 s" >&2
+  exit 1
+}
 
+if [[ $MODE == connect ]]; then
+  perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" >"$OUTDIR/perf-record.log" 2>&1 &
+  PERF=$!
+  sleep 0.5
+  ticks0=$(target_ticks)
+  subscribers idle 30
+  wait_ready
+  ticks1=$(target_ticks)
+  kill -INT "$PERF"; wait "$PERF" || true
+  UNITS=$(cat "$OUTDIR"/sub*.out | awk -F'"connected":' '/^READY / { split($2, a, ","); n += a[1] } END { print n + 0 }')
+  UNIT=handshake
+else
+  subscribers subscribe $(( SECS + 60 ))
+  wait_ready
+  sleep 1
+  "${CLI_NS[@]}" taskset -c 1 "$BIN/roomcast-bench" publish --url "ws://$HOST:$PORT" --room bench-room --source-ips "$SRC.80" \
+    --rate "$RATE" --duration-secs "$SECS" --payload-bytes 100 >"$OUTDIR/pub.out" 2>"$OUTDIR/pub.err" &
+  PUB=$!
+  PIDS+=("$PUB")
+  sleep 1
+  ticks0=$(target_ticks)
+  perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" \
+    -- sleep $(( SECS - 2 )) >"$OUTDIR/perf-record.log" 2>&1
+  ticks1=$(target_ticks)
+  wait "$PUB" || true
+  # Deliveries in the sampled window: every event reaches the room but its publisher.
+  UNITS=$(( RATE * (SECS - 2) * SUBS ))
+  UNIT=delivery
+fi
+
+# Reports below read pipes that `head` may close early: no pipefail from here on.
+set +o pipefail
 perf report -i "$OUTDIR/perf.data" --no-children --sort symbol --stdio --percent-limit 0.7 -g none 2>/dev/null \
   | grep -E '^ +[0-9]' >"$OUTDIR/self.txt" || true
 perf report -i "$OUTDIR/perf.data" --children --sort symbol --stdio --percent-limit 3 -g none 2>/dev/null \
   | grep -E '^ +[0-9]' >"$OUTDIR/children.txt" || true
 echo "== self time, top functions ($OUTDIR/self.txt)"
-head -30 "$OUTDIR/self.txt"
+head -30 "$OUTDIR/self.txt" | cut -c1-160
 echo "== inclusive time, top entries ($OUTDIR/children.txt)"
-head -40 "$OUTDIR/children.txt"
-grep -h "DONE" "$OUTDIR"/pub.out || true
+grep -v -E 'inlined|closure_env|catch_unwind|call_once|do_call|poll_future|Harness|Core<T,S>|std::sys|start_thread|clone3|tokio::runtime::(context|scheduler|blocking)' \
+  "$OUTDIR/children.txt" | head -40 | cut -c1-160
+grep -h "DONE" "$OUTDIR"/pub.out 2>/dev/null || true
+
+# The split: kernel share from the samples' DSOs; the clients' receive path is the softirq
+# work (net_rx_action) the server's context ran, inclusive.
+kernel=$(perf report -i "$OUTDIR/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+  | awk '/\[kernel.kallsyms\]/ { gsub("%", "", $1); print $1; exit }' || true)
+softirq=$(perf report -i "$OUTDIR/perf.data" --children --sort symbol --stdio -g none 2>/dev/null \
+  | awk '/\[k\] net_rx_action( |$)/ { gsub("%", "", $1); print $1; exit }' || true)
+awk -v t0="$ticks0" -v t1="$ticks1" -v tck="$CLK_TCK" -v units="$UNITS" -v k="${kernel:-0}" -v rx="${softirq:-0}" \
+    -v unit="$UNIT" -v name="$SERVER_NAME" 'BEGIN {
+  cpu = (t1 - t0) / tck; if (units <= 0 || cpu <= 0) { print "no CPU or no " unit "s measured"; exit }
+  us = 1e6 * cpu / units
+  printf "== %s: %.2f CPU-s for %d %ss: %.2f us per %s (%.0f per CPU-second)\n", name, cpu, units, unit, us, unit, units / cpu
+  printf "   user space %.2f us (%.0f %%); kernel %.2f us (%.0f %%), of which the clients'"'"' receive path in the server'"'"'s context %.2f us (%.0f %%)\n", \
+    us * (100 - k) / 100, 100 - k, us * k / 100, k, us * rx / 100, rx
+  printf "   without the clients'"'"' receive path: %.2f us per %s (%.0f per CPU-second)\n", us * (100 - rx) / 100, unit, (100 - rx) > 0 ? 1e6 / (us * (100 - rx) / 100) : 0
+}' | tee "$OUTDIR/split.txt"

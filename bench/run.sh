@@ -103,6 +103,7 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do
     [[ -n "$p" ]] && wait "$p" 2>/dev/null || true
   done
+  if [[ ${NETNS_ACTIVE:-0} == 1 ]]; then netns_down; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -119,6 +120,9 @@ if (( N + 100 > NOFILE )); then
   exit 1
 fi
 (( PER_PROC + 100 <= NOFILE )) || PER_PROC=$(( NOFILE - 100 ))
+# Where single-node servers listen and their clients run: loopback here; the netns scenario
+# moves them into two network namespaces (bench/netns.sh).
+SERVER_HOST=127.0.0.1; SRC_NET=127.0.0; SERVER_NS=(); GEN_NS=(); SERVER_EXTRA_PIDS=(); GEN_EXTRA_PIDS=()
 
 # ---- build ------------------------------------------------------------------------------------
 # The ring scenario is a simulation: it needs none of the servers.
@@ -177,6 +181,9 @@ threads() { awk '$1 == "Threads:" { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 # CPU ticks of all the given processes together (one that has exited counts 0).
 sum_ticks() { local p t=0; for p in "$@"; do t=$(( t + $(cpu_ticks "$p" 2>/dev/null || echo 0) )); done; echo "$t"; }
+# A single-node server's CPU ticks; in the netns scenario with its namespace's receive thread
+# (the kernel work a NIC's interrupts would cost the server's machine).
+server_ticks() { sum_ticks "$1" "${SERVER_EXTRA_PIDS[@]}"; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_server NAME PORT -> sets SERVER_PID
@@ -185,16 +192,16 @@ start_server() {
   port_free "$port" || { echo "port $port is busy" >&2; exit 1; }
   case "$name" in
     roomcast)
-      taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --listen "127.0.0.1:$port" >"$out" 2>"$err" &
+      "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --listen "$SERVER_HOST:$port" >"$out" 2>"$err" &
       ;;
     node)
-      taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" >"$out" 2>"$err" &
+      "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" "$SERVER_HOST" >"$out" 2>"$err" &
       ;;
     node-eiows)
-      BENCH_WS_ENGINE=eiows taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" >"$out" 2>"$err" &
+      BENCH_WS_ENGINE=eiows "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" "$SERVER_HOST" >"$out" 2>"$err" &
       ;;
     socketioxide)
-      taskset -c "$SERVER_CPU" "$BIN/bench-socketioxide-server" "$port" >"$out" 2>"$err" &
+      "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" "$BIN/bench-socketioxide-server" "$port" "$SERVER_HOST" >"$out" 2>"$err" &
       ;;
     *) echo "unknown server $name" >&2; exit 2 ;;
   esac
@@ -260,7 +267,7 @@ server_version() {
 # (scenario, server) pair gets its own, so TIME_WAIT ports of one run never limit the next.
 source_ips() {
   local base=$1 k=$2 i ips=""
-  for i in 1 2 3 4; do ips+="127.0.0.$(( base + 10 * k + i )),"; done
+  for i in 1 2 3 4; do ips+="$SRC_NET.$(( base + 10 * k + i )),"; done
   echo "${ips%,}"
 }
 
@@ -274,7 +281,7 @@ start_generators() {
   for p in $(seq 0 $(( procs - 1 ))); do
     share=$(( n / procs + (p < n % procs ? 1 : 0) ))
     o="$RESULTS/$tag.$name.gen$p.out"
-    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" "$mode" --url "ws://${GEN_HOST:-127.0.0.1}:$port" \
+    "${GEN_NS[@]}" taskset -c "$GEN_CPU" "$BIN/roomcast-bench" "$mode" --url "ws://${GEN_HOST:-$SERVER_HOST}:$port" \
       --connections "$share" --source-ips "$ips" --ip-offset "$p" --hold-secs "$hold" \
       --report-secs 30 "$@" >"$o" 2>"${o%.out}.err" &
     GEN_PIDS+=("$!"); PIDS+=("$!"); GEN_OUTS+=("$o")
@@ -292,7 +299,7 @@ start_generators() {
 }
 
 # CPU ticks used so far by the running subscriber processes.
-gen_ticks() { sum_ticks "${GEN_PIDS[@]}"; }
+gen_ticks() { sum_ticks "${GEN_PIDS[@]}" "${GEN_EXTRA_PIDS[@]}"; }
 
 stop_generators() {
   local gp
@@ -360,20 +367,20 @@ scenario_fanout() {
   local k=0 name port ips pid cpu0 cpu1 connected pub_out sent received merged
   for name in $SERVERS; do
     k=$(( k + 1 )); port=$(( 3100 + 10 * k + ipbase / 30 )); ips=$(source_ips "$ipbase" "$k")
-    log "$tag/$name: starting on 127.0.0.1:$port; $subs subscribers"
+    log "$tag/$name: starting on $SERVER_HOST:$port; $subs subscribers"
     start_server "$name" "$port"
     pid=$SERVER_PID
     start_generators subscribe "$name" "$tag" "$port" "$subs" "$ips" $(( dur + 300 )) --join bench-room
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
     sleep 2
     pub_out="$RESULTS/$tag.$name.publisher.out"
-    cpu0=$(cpu_ticks "$pid"); g0=$(gen_ticks); w0=$(date +%s.%N)
+    cpu0=$(server_ticks "$pid"); g0=$(gen_ticks); w0=$(date +%s.%N)
     log "$tag/$name: publishing $rate/s x ${dur}s, $payload-byte payloads"
-    taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://127.0.0.1:$port" --room bench-room \
+    "${GEN_NS[@]}" taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://$SERVER_HOST:$port" --room bench-room \
       --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
       >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
     wait_quiet "$pid" 90 # let the server drain what it still has queued
-    cpu1=$(cpu_ticks "$pid"); g1=$(gen_ticks); w1=$(date +%s.%N)
+    cpu1=$(server_ticks "$pid"); g1=$(gen_ticks); w1=$(date +%s.%N)
     stop_generators
     stop_pid "$pid"
     sent=$(sum_field DONE sent "$pub_out")
@@ -405,13 +412,13 @@ scenario_connect() {
   local k=0 name port ips pid cpu0 cpu1 t0 t1 connected failed retries
   for name in $SERVERS; do
     k=$(( k + 1 )); port=$(( 3100 + 10 * k + 7 )); ips=$(source_ips 190 "$k")
-    log "connect/$name: starting on 127.0.0.1:$port; $CONNECT_N connections with a room join"
+    log "connect/$name: starting on $SERVER_HOST:$port; $CONNECT_N connections with a room join"
     start_server "$name" "$port"
     pid=$SERVER_PID
     sleep 1
-    cpu0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
+    cpu0=$(server_ticks "$pid"); t0=$(date +%s.%N)
     start_generators idle "$name" connect "$port" "$CONNECT_N" "$ips" 60 --join bench-room
-    cpu1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
+    cpu1=$(server_ticks "$pid"); t1=$(date +%s.%N)
     connected=$(sum_field READY connected "${GEN_OUTS[@]}")
     failed=$(sum_field READY failed "${GEN_OUTS[@]}")
     retries=$(sum_field READY join_retries "${GEN_OUTS[@]}")
@@ -963,6 +970,38 @@ scenario_headline() {
   done
 }
 
+# ---- scenario: the clients in their own network namespace ----------------------------------
+# Connect rate and both fan-outs again, with each server in namespace rcb-hub and its clients in
+# rcb-cli, joined by a veth pair whose receive processing runs on each side's own CPU
+# (bench/netns.sh): the clients' TCP receive path, which loopback bills to the sender, leaves
+# the server's CPU figures. Same loads and servers as the loopback scenarios.
+NETNS_CONNECT_TSV="$RESULTS/netns-connect.tsv"
+NETNS_FANOUT_TSV="$RESULTS/netns-fanout.tsv"
+scenario_netns() {
+  (( $(id -u) == 0 )) || { echo "the netns scenario needs root (ip netns, veth)" >&2; exit 1; }
+  # shellcheck source=bench/netns.sh
+  source "$ROOT/bench/netns.sh"
+  NETNS_ACTIVE=1
+  netns_up "$SERVER_CPU" "$GEN_CPU"
+  local connect_tsv=$CONNECT_TSV fanout_tsv=$FANOUT_TSV
+  SERVER_HOST=$NETNS_HUB_IP; SRC_NET=$NETNS_CLI_NET
+  SERVER_NS=(ip netns exec "$NETNS_HUB"); GEN_NS=(ip netns exec "$NETNS_CLI")
+  mapfile -t SERVER_EXTRA_PIDS < <(netns_napi_pids rcb-h)
+  mapfile -t GEN_EXTRA_PIDS < <(netns_napi_pids rcb-c)
+  # The Node and socketioxide peers listen on loopback only, unless told this address is ours.
+  export BENCH_NETNS_HOST=$NETNS_HUB_IP
+  CONNECT_TSV=$NETNS_CONNECT_TSV; FANOUT_TSV=$NETNS_FANOUT_TSV
+  rm -f "$FANOUT_TSV"
+  scenario_connect
+  scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90
+  scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150
+  CONNECT_TSV=$connect_tsv; FANOUT_TSV=$fanout_tsv
+  SERVER_HOST=127.0.0.1; SRC_NET=127.0.0; SERVER_NS=(); GEN_NS=(); SERVER_EXTRA_PIDS=(); GEN_EXTRA_PIDS=()
+  unset BENCH_NETNS_HOST
+  netns_down
+  NETNS_ACTIVE=0
+}
+
 for scenario in $SCENARIOS; do
   case "$scenario" in
     idle) scenario_idle ;;
@@ -975,6 +1014,7 @@ for scenario in $SCENARIOS; do
     recovery) scenario_recovery ;;
     ring) scenario_ring ;;
     headline) scenario_headline ;;
+    netns) scenario_netns ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
@@ -1358,6 +1398,56 @@ report_headline() {
   echo
 }
 
+report_netns() {
+  [[ -f "$NETNS_FANOUT_TSV" || -f "$NETNS_CONNECT_TSV" ]] || return 0
+  echo "<!-- netns:begin (bench/run.sh splices this section alone with BENCH_SCENARIOS=netns) -->"
+  echo "## With the clients in their own network namespace"
+  echo
+  echo "On loopback a server's \`send\` runs the receiving client's TCP input and wake-up in the server's"
+  echo "own context, so every figure above bills part of the clients' work to the server (a third of a"
+  echo "delivery's kernel time: [bench/PROFILE.md](../bench/PROFILE.md)). Here each server runs in a network"
+  echo "namespace of its own and its clients in another, joined by a veth pair whose receive processing runs"
+  echo "in a kernel thread per side (threaded NAPI) pinned to that side's CPU: the clients' receive path on the"
+  echo "clients' CPU ($GEN_CPU), the server's on the server's ($SERVER_CPU), as on two machines (\`bench/netns.sh\`)."
+  echo "The server's CPU is its process plus its side's receive thread (what its NIC's interrupts would cost it);"
+  echo "the client CPU column likewise. Same loads, same servers, same measurement as the loopback runs."
+  echo
+  awk -F'\t' "$RATIO_AWK"'
+    FNR == 1 { file++; next }
+    file == 1 { h[$1] = $8; hseen[$1] = 1; next }
+    { key = $1 SUBSEP $2; dpc[key] = $12; p99[key] = $14; seen[$1] = 1; srv[$2] = 1 }
+    END {
+      if ("roomcast" in hseen) {
+        r = h["roomcast"]
+        printf "- **Connect: Roomcast %.0f handshakes per CPU-second**", r
+        if ("node" in hseen) printf "; Node %.0f (%s)", h["node"], more(r, h["node"])
+        if ("socketioxide" in hseen) printf "; socketioxide %.0f (%s)", h["socketioxide"], more(r, h["socketioxide"])
+        printf ". Target ≥ 25,000: **%s**.\n", (r >= 25000 ? "met" : "missed")
+      }
+      n = split("sparse dense", order, " ")
+      for (i = 1; i <= n; i++) {
+        t = order[i]; if (!(t in seen)) continue
+        r = dpc[t, "roomcast"]; x = dpc[t, "socketioxide"]
+        printf "- **%s fan-out: Roomcast %.0f deliveries per CPU-second**, p99 %.2f ms", t, r, p99[t, "roomcast"] / 1000
+        if ("node" in srv) printf "; Node %.0f (%s)", dpc[t, "node"], more(r, dpc[t, "node"])
+        if ("socketioxide" in srv) printf "; socketioxide %.0f (%s), p99 %.2f ms", x, more(r, x), p99[t, "socketioxide"] / 1000
+        if (t == "sparse") { ok = r >= 200000 && x > 0 && r >= 1.5 * x; printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**.\n", (ok ? "met" : "missed") }
+        else { ok = x > 0 && r >= 1.5 * x && p99[t, "roomcast"] <= p99[t, "socketioxide"]; printf ". Target ≥ 1.5× socketioxide, p99 no worse: **%s**.\n", (ok ? "met" : "missed") }
+      }
+    }' "$NETNS_CONNECT_TSV" "$NETNS_FANOUT_TSV"
+  echo
+  echo "| scenario | server | clients (connected) | server CPU | per CPU-second | p50 | p99 | p99.9 | client CPU |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  [[ -f "$NETNS_CONNECT_TSV" ]] && awk -F'\t' 'NR > 1 { printf "| connect | %s | %d (%d) | %.2f s | **%d** handshakes | | | | |\n", $1, $2, $3, $6, $8 }' "$NETNS_CONNECT_TSV"
+  [[ -f "$NETNS_FANOUT_TSV" ]] && awk -F'\t' 'NR > 1 { printf "| %s (%s/s) | %s | %d (%d) | %.2f s | **%d** deliveries | %.2f ms | %.2f ms | %.2f ms | %s%% |\n", $1, $5, $2, $3, $4, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $17 }' "$NETNS_FANOUT_TSV"
+  echo
+  echo '```'
+  echo "BENCH_SCENARIOS=netns bash bench/run.sh"
+  echo '```'
+  echo "<!-- netns:end -->"
+  echo
+}
+
 # A section (recovery, ring, headline) of the last run that measured it, when this run did not.
 carried_section() {
   if [[ -f "$OUT" ]]; then sed -n "/^<!-- $1:begin/,/^<!-- $1:end -->/p" "$OUT"; echo; fi
@@ -1376,9 +1466,9 @@ splice_section() {
   log "wrote the $name section of $OUT"
 }
 
-# A run of the app, recovery, ring and/or headline scenarios alone rewrites only their sections of an existing report.
+# A run of the app, recovery, ring, headline and/or netns scenarios alone rewrites only their sections of an existing report.
 ONLY_SECTIONS=1
-for scenario in $SCENARIOS; do [[ $scenario == app || $scenario == recovery || $scenario == ring || $scenario == headline ]] || ONLY_SECTIONS=0; done
+for scenario in $SCENARIOS; do [[ $scenario == app || $scenario == recovery || $scenario == ring || $scenario == headline || $scenario == netns ]] || ONLY_SECTIONS=0; done
 if (( ONLY_SECTIONS )) && [[ -f "$OUT" ]]; then
   for scenario in $SCENARIOS; do
     "report_$scenario" >"$RESULTS/$scenario.md"
@@ -1432,6 +1522,7 @@ make_plots
   if [[ -f "$RECOVERY_DRAIN_TSV" || -f "$RECOVERY_MEM_TSV" ]]; then report_recovery; else carried_section recovery; fi
   if [[ -f "$RING_TSV" ]]; then report_ring; else carried_section ring; fi
   if [[ -f "$HEADLINE_TSV" ]]; then report_headline; else carried_section headline; fi
+  if [[ -f "$NETNS_FANOUT_TSV" || -f "$NETNS_CONNECT_TSV" ]]; then report_netns; else carried_section netns; fi
   if (( ${#PLOTS[@]} > 0 )); then
     echo "## Plots"
     echo

@@ -4,7 +4,7 @@
 //   any other event   -> relayed with its arguments to every other socket in the sender's
 //                        rooms (the whole namespace when it joined none); ack({ ok: true })
 // Usage: node server.mjs [PORT] [HOST]   (default 3001, 127.0.0.1; HOST must be a loopback
-// address). Prints "listening on http://HOST:PORT" once ready. Heartbeats: socket.io defaults
+// address, or the one BENCH_NETNS_HOST names). Prints "listening on http://HOST:PORT" once ready. Heartbeats: socket.io defaults
 // (pingInterval 25 s, pingTimeout 20 s) unless BENCH_PING_INTERVAL_MS is set.
 // With BENCH_REDIS_URL (e.g. redis://127.0.0.1:6390) several of these processes form one
 // server through the official Redis adapter (@socket.io/redis-adapter, node-redis clients):
@@ -21,7 +21,9 @@ import { Server } from "socket.io";
 
 const port = Number(process.argv[2] ?? 3001);
 const host = process.argv[3] ?? "127.0.0.1";
-if (!host.startsWith("127.")) throw new Error(`${host} is not a loopback address`);
+// bench/run.sh's netns scenario names the address it gave this process's namespace.
+if (!host.startsWith("127.") && host !== process.env.BENCH_NETNS_HOST)
+  throw new Error(`${host} is not a loopback address`);
 const httpServer = createServer();
 // BENCH_PING_INTERVAL_MS only shortens heartbeats for smoke runs; benchmarks use the default.
 const pingInterval = Number(process.env.BENCH_PING_INTERVAL_MS ?? 25000);

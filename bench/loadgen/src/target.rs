@@ -1,8 +1,25 @@
-//! Where the load goes: a loopback server address, the Engine.IO path and the local source IPs.
+//! Where the load goes: a loopback server address (or one in bench/netns.sh's namespaces),
+//! the Engine.IO path and the local source IPs.
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context};
+
+/// The addresses of bench/netns.sh's two namespaces (10.231.0.0/16): allowed besides loopback
+/// when `BENCH_NETNS_HOST` is set, which bench/run.sh does only for processes it starts in them.
+fn in_bench_netns(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [10, 231])
+}
+
+/// Whether the load may target or come from `ip`: loopback, or bench/netns.sh's namespaces
+/// while `netns` is true.
+fn allowed(ip: IpAddr, netns: bool) -> bool {
+    ip.is_loopback() || (netns && in_bench_netns(ip))
+}
+
+fn netns_run() -> bool {
+    std::env::var_os("BENCH_NETNS_HOST").is_some()
+}
 
 /// A parsed `ws://IP:PORT[/path/]` server URL.
 #[derive(Debug, Clone)]
@@ -30,8 +47,8 @@ impl Target {
         let addr: SocketAddr = hostport
             .parse()
             .with_context(|| format!("url host must be IP:PORT, got {hostport}"))?;
-        if !addr.ip().is_loopback() {
-            bail!("refusing non-loopback target {addr}: benchmarks only load 127.0.0.0/8");
+        if !allowed(addr.ip(), netns_run()) {
+            bail!("refusing non-loopback target {addr}: benchmarks only load 127.0.0.0/8 (or bench/netns.sh's namespaces)");
         }
         let path = if url_path.len() > 1 { url_path } else { path };
         let path = if path.ends_with('/') {
@@ -60,7 +77,7 @@ pub fn parse_source_ips(list: &str) -> anyhow::Result<Vec<IpAddr>> {
         let ip: IpAddr = part
             .parse()
             .with_context(|| format!("bad source ip {part}"))?;
-        if !ip.is_loopback() {
+        if !allowed(ip, netns_run()) {
             bail!("refusing non-loopback source ip {ip}");
         }
         ips.push(ip);
@@ -74,6 +91,16 @@ pub fn parse_source_ips(list: &str) -> anyhow::Result<Vec<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_or_the_bench_namespaces_while_in_them() {
+        let netns: IpAddr = "10.231.1.7".parse().unwrap();
+        assert!(allowed("127.0.0.9".parse().unwrap(), false));
+        assert!(!allowed(netns, false));
+        assert!(allowed(netns, true));
+        assert!(!allowed("10.232.0.1".parse().unwrap(), true));
+        assert!(!allowed("192.168.1.1".parse().unwrap(), true));
+    }
 
     #[test]
     fn parses_plain_url() {

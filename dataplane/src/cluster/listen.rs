@@ -28,6 +28,28 @@ pub struct AcceptBackoff {
     delay: Duration,
     /// Failures in the current episode.
     failures: u64,
+    /// Whether accepted streams inherit TCP_NODELAY from the listener; found at the first
+    /// accept.
+    inherits_nodelay: Option<bool>,
+}
+
+/// Sets TCP_NODELAY on a listening socket right after it is bound, before any connection
+/// arrives. Linux copies it into every socket the listener accepts, which saves a
+/// `setsockopt` per connection (one of a dozen system calls in a Socket.IO handshake).
+pub fn set_nodelay(listener: &TcpListener) {
+    if let Err(error) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY on a listener");
+    }
+}
+
+/// Whether the streams `listener` accepts already have TCP_NODELAY ([`set_nodelay`] on
+/// Linux). Otherwise each accepted stream gets it: a listener set only after connections were
+/// queued would hand those out without it.
+fn inherits_nodelay(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .tcp_nodelay()
+            .unwrap_or(false)
 }
 
 /// Whether a failed accept concerns only the connection being accepted (retry at once).
@@ -47,6 +69,7 @@ impl AcceptBackoff {
             what,
             delay: Duration::ZERO,
             failures: 0,
+            inherits_nodelay: None,
         }
     }
 
@@ -91,12 +114,17 @@ impl AcceptBackoff {
         listener: &TcpListener,
         mut stop: std::pin::Pin<&mut F>,
     ) -> Option<(TcpStream, std::net::SocketAddr)> {
+        let inherits = *self
+            .inherits_nodelay
+            .get_or_insert_with(|| inherits_nodelay(listener));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         self.succeeded();
-                        let _ = stream.set_nodelay(true);
+                        if !inherits {
+                            let _ = stream.set_nodelay(true);
+                        }
                         return Some((stream, peer));
                     }
                     Err(error) => {
@@ -126,14 +154,17 @@ pub fn incoming(
     listener: TcpListener,
     what: &'static str,
 ) -> impl Stream<Item = io::Result<TcpStream>> + Send + 'static {
+    let inherits = inherits_nodelay(&listener);
     futures_util::stream::unfold(
         (listener, AcceptBackoff::new(what)),
-        |(listener, mut backoff)| async move {
+        move |(listener, mut backoff)| async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         backoff.succeeded();
-                        let _ = stream.set_nodelay(true);
+                        if !inherits {
+                            let _ = stream.set_nodelay(true);
+                        }
                         return Some((Ok(stream), (listener, backoff)));
                     }
                     Err(error) => {
@@ -196,5 +227,27 @@ mod tests {
         let _client = TcpStream::connect(addr).await.unwrap();
         let accepted = stream.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn accepted_client_connections_have_nodelay_whether_the_listener_has_it_or_not() {
+        for on_listener in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if on_listener {
+                set_nodelay(&listener);
+                assert_eq!(inherits_nodelay(&listener), cfg!(target_os = "linux"));
+            } else {
+                assert!(!inherits_nodelay(&listener));
+            }
+            let addr = listener.local_addr().unwrap();
+            let mut backoff = AcceptBackoff::new("test");
+            let stop = std::future::pending::<()>();
+            tokio::pin!(stop);
+            for _ in 0..2 {
+                let _client = TcpStream::connect(addr).await.unwrap();
+                let (accepted, _) = backoff.accept(&listener, stop.as_mut()).await.unwrap();
+                assert!(accepted.nodelay().unwrap(), "on_listener={on_listener}");
+            }
+        }
     }
 }

@@ -6,12 +6,13 @@
 //! transport is idle. The outbox lock orders the two, so frames never interleave.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::outbox::{Frame, FrameSink, SinkWrite};
@@ -117,7 +118,7 @@ impl WsConn {
         let mut chunk = [0u8; READ_CHUNK];
         let mut budget = READ_BUDGET;
         while budget > 0 && self.failed.is_none() {
-            match self.stream.try_read(&mut chunk) {
+            match read_draining(&self.stream, &mut chunk) {
                 Ok(0) => {
                     self.eof = true;
                     return;
@@ -185,6 +186,29 @@ impl WsConn {
             }
         };
         let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+    }
+}
+
+/// Reads what `stream` has into `buf`. A read that does not fill `buf` has drained the
+/// socket, so the stream's read readiness is cleared then, as tokio's own `poll_read` does on
+/// epoll: otherwise the next wait would return at once and a read would find nothing, one
+/// wasted `recvfrom` per message received. Data arriving later raises a new edge, and a
+/// closed read side stays ready (tokio never clears "read closed").
+fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len();
+    let mut got = 0;
+    let result = stream.try_io(Interest::READABLE, || {
+        let mut socket: &socket2::Socket = &socket2::SockRef::from(stream);
+        got = socket.read(buf)?;
+        if cfg!(target_os = "linux") && 0 < got && got < len {
+            // `try_io` clears the readiness when its closure reports WouldBlock.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(got)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
@@ -260,5 +284,87 @@ fn rest_of(written: usize, total: usize, wire: impl FnOnce() -> Vec<u8>) -> Sink
         let mut all = wire();
         all.drain(..written);
         SinkWrite::Rest(Bytes::from(all))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    fn read_ready(stream: &TcpStream) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        stream.poll_read_ready(&mut cx).is_ready()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_later_data_or_the_end_is_still_seen() {
+        let (server, mut client) = pair().await;
+        let mut buf = [0u8; 64];
+
+        client.write_all(b"hello").await.unwrap();
+        poll_fn(|cx| server.poll_read_ready(cx)).await.unwrap();
+        assert_eq!(read_draining(&server, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        // Drained: no wake-up is left for a read that would find nothing.
+        assert!(!read_ready(&server), "readiness kept after a short read");
+
+        // New data raises readiness again.
+        client.write_all(b"again").await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            poll_fn(|cx| server.poll_read_ready(cx)),
+        )
+        .await
+        .expect("new data must wake the reader")
+        .unwrap();
+        assert_eq!(read_draining(&server, &mut buf).unwrap(), 5);
+
+        // Data and the end together: the data first, then the end (0), never a hang.
+        client.write_all(b"bye").await.unwrap();
+        client.shutdown().await.unwrap();
+        drop(client);
+        let mut seen = Vec::new();
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                poll_fn(|cx| server.poll_read_ready(cx)).await.unwrap();
+                match read_draining(&server, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the end of the stream was not seen");
+        assert_eq!(seen, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_full_read_keeps_readiness_for_the_rest() {
+        let (server, mut client) = pair().await;
+        client.write_all(&[7u8; 100]).await.unwrap();
+        poll_fn(|cx| server.poll_read_ready(cx)).await.unwrap();
+        // Wait for all 100 bytes to be queued before reading 64 of them.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut buf = [0u8; 64];
+        assert_eq!(read_draining(&server, &mut buf).unwrap(), 64);
+        assert!(read_ready(&server), "more may be waiting: readiness stays");
+        assert_eq!(read_draining(&server, &mut buf).unwrap(), 36);
     }
 }
