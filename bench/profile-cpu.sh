@@ -160,5 +160,5 @@ awk -v t0="$ticks0" -v t1="$ticks1" -v tck="$CLK_TCK" -v units="$UNITS" -v k="${
   printf "== %s: %.2f CPU-s for %d %ss: %.2f us per %s (%.0f per CPU-second)\n", name, cpu, units, unit, us, unit, units / cpu
   printf "   user space %.2f us (%.0f %%); kernel %.2f us (%.0f %%), of which the clients'"'"' receive path in the server'"'"'s context %.2f us (%.0f %%)\n", \
     us * (100 - k) / 100, 100 - k, us * k / 100, k, us * rx / 100, rx
-  printf "   without the clients'"'"' receive path: %.2f us per %s (%.0f per CPU-second)\n", us * (100 - rx) / 100, unit, (100 - rx) > 0 ? 1e6 / (us * (100 - rx) / 100) : 0
+  printf "   without the clients'"'"' receive path: %.2f us per %s (%.0f per CPU-second)\n", us * (100 - rx) / 100, unit, ((100 - rx) > 0 ? 1e6 / (us * (100 - rx) / 100) : 0)
 }' | tee "$OUTDIR/split.txt"

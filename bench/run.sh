@@ -1094,7 +1094,9 @@ report_connect() {
       printf "- **Roomcast %.0f handshakes per CPU-second**", r
       if ("node" in seen) printf "; Node %.0f (%s)", h["node"], more(r, h["node"])
       if ("socketioxide" in seen) printf "; socketioxide %.0f (%s)", h["socketioxide"], more(r, h["socketioxide"])
-      printf ". Target ≥ 25,000 (with the room join): **%s**.\n", (r >= 25000 ? "met" : "missed")
+      printf ". Target ≥ 25,000 (with the room join): **%s**", (r >= 25000 ? "met" : "missed")
+      if (r < 25000) printf "; where the CPU goes: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-later-the-fan-out-and-connect-targets-profiled-against-socketioxide) (`BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh`)"
+      printf ".\n"
     }' "$CONNECT_TSV"
   echo
   echo "| server | connections (failed) | join re-sent | server CPU | wall | handshakes per CPU-s | handshakes per s (wall) |"
@@ -1125,7 +1127,7 @@ report_fanout() {
         else ok = ("socketioxide" in srv) && r >= 1.5 * x && p99[t, "roomcast"] <= p99[t, "socketioxide"]
         if (t == "sparse") printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**", (ok ? "met" : "missed")
         else printf ". Target ≥ 1.5× socketioxide with a p99 no worse than its: **%s**", (ok ? "met" : "missed")
-        if (!ok) printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#dense-fan-out-where-the-cpu-goes) (`bash bench/profile-cpu.sh`)"
+        if (!ok) printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-later-the-fan-out-and-connect-targets-profiled-against-socketioxide) (`bash bench/profile-cpu.sh`)"
         printf ".\n"
       }
     }' "$FANOUT_TSV"

@@ -4,8 +4,9 @@
 //   any other event   -> relayed with its arguments to every other socket in the sender's
 //                        rooms (the whole namespace when it joined none); ack({ ok: true })
 // Usage: node server.mjs [PORT] [HOST]   (default 3001, 127.0.0.1; HOST must be a loopback
-// address, or the one BENCH_NETNS_HOST names). Prints "listening on http://HOST:PORT" once ready. Heartbeats: socket.io defaults
-// (pingInterval 25 s, pingTimeout 20 s) unless BENCH_PING_INTERVAL_MS is set.
+// address, or the one BENCH_NETNS_HOST names). Prints "listening on http://HOST:PORT" once
+// ready. Heartbeats: socket.io defaults (pingInterval 25 s, pingTimeout 20 s) unless
+// BENCH_PING_INTERVAL_MS is set.
 // With BENCH_REDIS_URL (e.g. redis://127.0.0.1:6390) several of these processes form one
 // server through the official Redis adapter (@socket.io/redis-adapter, node-redis clients):
 // the multi-node setup socket.io users run, compared with a Roomcast cluster.

@@ -7,9 +7,9 @@
 //!   rooms (to the whole namespace when the sender joined none); the ack gets `{"ok":true}`.
 //!
 //! Usage: `bench-socketioxide-server [PORT] [HOST]` (default 3002 on 127.0.0.1; HOST must be a
-//! loopback address, or the one `BENCH_NETNS_HOST` names). Prints `listening on http://HOST:PORT` once ready. Heartbeats are
-//! socketioxide's defaults (ping interval 25 s, timeout 20 s) unless `BENCH_PING_INTERVAL_MS`
-//! is set.
+//! loopback address, or the one `BENCH_NETNS_HOST` names). Prints `listening on
+//! http://HOST:PORT` once ready. Heartbeats are socketioxide's defaults (ping interval 25 s,
+//! timeout 20 s) unless `BENCH_PING_INTERVAL_MS` is set.
 //!
 //! With `BENCH_REDIS_URL` (e.g. `redis://127.0.0.70:6391`) several of these processes form one
 //! server through socketioxide's Redis adapter (`socketioxide-redis`, the `redis` crate driver,
