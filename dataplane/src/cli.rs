@@ -284,10 +284,9 @@ pub async fn serve(
     listen: SocketAddr,
     path: &str,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = crate::cluster::listen::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    crate::cluster::listen::set_nodelay(&listener);
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this exact line.
     println!("listening on http://{addr} (path {path})");

@@ -68,10 +68,9 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
     let engine = server.engine().clone();
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = crate::cluster::listen::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    crate::cluster::listen::set_nodelay(&listener);
     let client_addr = listener.local_addr()?;
     // Bound before the cluster starts, so peers learn where this node takes app links.
     let app_listener = match (links, config.app_link.listen) {

@@ -33,23 +33,36 @@ pub struct AcceptBackoff {
     inherits_nodelay: Option<bool>,
 }
 
-/// Sets TCP_NODELAY on a listening socket right after it is bound, before any connection
-/// arrives. Linux copies it into every socket the listener accepts, which saves a
-/// `setsockopt` per connection (one of a dozen system calls in a Socket.IO handshake).
-pub fn set_nodelay(listener: &TcpListener) {
+/// Binds a listener for [`AcceptBackoff::accept`] or [`incoming`], with TCP_NODELAY set
+/// before any connection arrives: Linux copies it into every socket the listener accepts,
+/// which saves a `setsockopt` per connection (one of a dozen system calls in a Socket.IO
+/// handshake).
+pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    set_nodelay(&listener);
+    Ok(listener)
+}
+
+fn set_nodelay(listener: &TcpListener) {
     if let Err(error) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY on a listener");
     }
 }
 
-/// Whether the streams `listener` accepts already have TCP_NODELAY ([`set_nodelay`] on
-/// Linux). Otherwise each accepted stream gets it: a listener set only after connections were
+/// Whether the streams `listener` accepts already have TCP_NODELAY ([`bind`] on Linux). Otherwise each accepted stream gets it: a listener set only after connections were
 /// queued would hand those out without it.
 fn inherits_nodelay(listener: &TcpListener) -> bool {
     cfg!(target_os = "linux")
         && socket2::SockRef::from(listener)
             .tcp_nodelay()
             .unwrap_or(false)
+}
+
+/// Gives an accepted stream TCP_NODELAY unless it came with it.
+fn nodelay(stream: &TcpStream, inherited: bool) {
+    if !inherited {
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 /// Whether a failed accept concerns only the connection being accepted (retry at once).
@@ -122,9 +135,7 @@ impl AcceptBackoff {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         self.succeeded();
-                        if !inherits {
-                            let _ = stream.set_nodelay(true);
-                        }
+                        nodelay(&stream, inherits);
                         return Some((stream, peer));
                     }
                     Err(error) => {
@@ -162,9 +173,7 @@ pub fn incoming(
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         backoff.succeeded();
-                        if !inherits {
-                            let _ = stream.set_nodelay(true);
-                        }
+                        nodelay(&stream, inherits);
                         return Some((Ok(stream), (listener, backoff)));
                     }
                     Err(error) => {
@@ -232,9 +241,13 @@ mod tests {
     #[tokio::test]
     async fn accepted_client_connections_have_nodelay_whether_the_listener_has_it_or_not() {
         for on_listener in [true, false] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let listener = if on_listener {
+                bind(any).await.unwrap()
+            } else {
+                TcpListener::bind(any).await.unwrap()
+            };
             if on_listener {
-                set_nodelay(&listener);
                 assert_eq!(inherits_nodelay(&listener), cfg!(target_os = "linux"));
             } else {
                 assert!(!inherits_nodelay(&listener));
