@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -17,7 +19,9 @@ use tokio::net::TcpListener;
 use crate::auth::{Authenticator, NoAuth};
 use crate::cluster::listen::AcceptBackoff;
 use crate::config::{Config, ShutdownConfig};
+use crate::engine::direct::{self, Accepted};
 use crate::engine::response::Body;
+use crate::engine::rewind::Rewind;
 use crate::engine::{ConnectionFactory, Engine};
 use crate::metrics::probes;
 use crate::socketio::{Handler, Hub};
@@ -175,8 +179,47 @@ impl Server {
     }
 }
 
-async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let header_read_timeout = engine.settings.header_read_timeout;
+/// Serves one client connection: a fresh WebSocket handshake on the engine's direct path,
+/// anything else over HTTP/1 with hyper.
+///
+/// Written with combinators, not as an `async fn`: a WebSocket connection lives on in this
+/// task, and an `async fn` would keep room for the handshake's result beside the session's
+/// loop, for every idle connection (the test below holds it to the loop's size class).
+fn serve_connection(
+    engine: Arc<Engine>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    // Boxed: reading the head is transient, and so is the HTTP connection's state.
+    let accept = Box::pin(direct::accept(
+        engine.clone(),
+        stream,
+        peer,
+        probes::is_probe,
+    ));
+    accept.then(move |accepted| match accepted {
+        Accepted::WebSocket(socket) => Either::Left(socket.serve()),
+        Accepted::Http {
+            io,
+            header_read_timeout,
+        } => Either::Right(Either::Left(Box::pin(serve_http(
+            engine,
+            io,
+            peer,
+            header_read_timeout,
+        )))),
+        Accepted::Done => Either::Right(Either::Right(std::future::ready(()))),
+    })
+}
+
+async fn serve_http(
+    engine: Arc<Engine>,
+    io: Rewind,
+    peer: SocketAddr,
+    header_read_timeout: Duration,
+) {
+    // The first request's headers get what is left of `headerReadTimeout`; hyper uses the
+    // same figure for each later request of the connection.
     let service = service_fn(move |req: Request<Incoming>| {
         let engine = engine.clone();
         async move { Ok::<_, Infallible>(route(engine, req, peer).await) }
@@ -184,7 +227,7 @@ async fn serve_connection(engine: Arc<Engine>, stream: tokio::net::TcpStream, pe
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await;
     if let Err(error) = result {
@@ -222,4 +265,37 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::session::EchoHandler;
+    use crate::engine::{ConnectionHandler, HandshakeInfo, Session};
+
+    struct Echo;
+
+    impl ConnectionFactory for Echo {
+        fn open(&self, session: &Arc<Session>, _: HandshakeInfo) -> Arc<dyn ConnectionHandler> {
+            Arc::new(EchoHandler {
+                session: Arc::downgrade(session),
+            })
+        }
+    }
+
+    /// A WebSocket connection answered on the direct path lives in the task that accepted
+    /// it: that task must be as small as the session's loop alone (384 bytes, see
+    /// `engine::websocket`'s test), or every idle connection pays for a larger task cell.
+    #[tokio::test]
+    async fn a_connection_task_stays_in_the_idle_size_class() {
+        let engine = Engine::new(&Config::default(), Arc::new(Echo));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr);
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        let (_client, (server, peer)) = (client.unwrap(), accepted.unwrap());
+        let task = serve_connection(engine, server, peer);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 384, "the connection task's future is {size} bytes");
+    }
 }

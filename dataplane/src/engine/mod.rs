@@ -14,9 +14,12 @@
 //! - [`session`] (one session), `heartbeat` (pings for every session), `wsconn` (one
 //!   WebSocket's socket), [`response`] (error answers and CORS), [`forward`] (requests for
 //!   sessions another node owns);
-//! - [`sessions`] (the [`Engine`]: the node's session table), then the transports
-//!   `polling` and `websocket`, and on top `router`, the HTTP entry point
-//!   ([`Engine::handle`]).
+//! - [`sessions`] (the [`Engine`]: the node's session table), `request` (the query and
+//!   header sizes of a request) and [`rewind`] (a stream with its first bytes put back),
+//!   then the transports `polling` and `websocket`, and on top the two entry points:
+//!   `router`, for HTTP requests hyper parsed ([`Engine::handle`]), and [`direct`], which
+//!   answers a new connection's WebSocket handshake without hyper and hands anything else
+//!   to it.
 
 #![cfg_attr(
     not(test),
@@ -24,6 +27,7 @@
 )]
 
 pub mod cork;
+pub mod direct;
 pub mod forward;
 pub mod headers;
 mod heartbeat;
@@ -31,7 +35,9 @@ pub(crate) mod iplimit;
 pub mod outbox;
 pub mod packet;
 mod polling;
+mod request;
 pub mod response;
+pub mod rewind;
 mod router;
 pub mod session;
 pub mod sessions;

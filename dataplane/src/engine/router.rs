@@ -13,41 +13,11 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::forward::route::Route;
+use super::request::{header_bytes, parse_query};
 use super::response::{Body, EngineError, Responder};
 use super::sessions::Engine;
 use super::{polling, websocket, HandshakeInfo, Headers};
 use crate::config::TransportKind;
-
-/// The query parameters the engine reads.
-#[derive(Debug, Default)]
-struct Query<'a> {
-    eio: Option<&'a str>,
-    transport: Option<&'a str>,
-    sid: Option<&'a str>,
-}
-
-fn parse_query(query: &str) -> Query<'_> {
-    let mut q = Query::default();
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "EIO" => q.eio = Some(value),
-            "transport" => q.transport = Some(value),
-            "sid" => q.sid = Some(value),
-            _ => {}
-        }
-    }
-    q
-}
-
-/// The bytes of a request's headers as `limits.maxHandshakeHeaderBytes` counts them: every
-/// name and value (not the separators hyper already parsed away).
-fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len().saturating_add(value.len()))
-        .fold(0, usize::saturating_add)
-}
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
@@ -95,7 +65,11 @@ impl Engine {
                     return responder.error(EngineError::BadHandshakeMethod);
                 }
                 // The headers are kept with the session: bounded before anything is kept.
-                if header_bytes(req.headers()) > self.settings.max_handshake_header_bytes {
+                let pairs = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_bytes()));
+                if header_bytes(pairs) > self.settings.max_handshake_header_bytes {
                     return responder.status_json(
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         EngineError::BadRequest.code(),
@@ -172,31 +146,5 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parsing() {
-        let q = parse_query("EIO=4&transport=polling&t=abc&sid=xyz");
-        assert_eq!(q.eio, Some("4"));
-        assert_eq!(q.transport, Some("polling"));
-        assert_eq!(q.sid, Some("xyz"));
-        let q = parse_query("");
-        assert_eq!(q.eio, None);
-    }
-
-    #[test]
-    fn header_bytes_count_names_and_values() {
-        use http::HeaderValue;
-        let mut headers = HeaderMap::new();
-        assert_eq!(header_bytes(&headers), 0);
-        headers.insert("x-a", HeaderValue::from_static("12345"));
-        headers.append("x-a", HeaderValue::from_static("67"));
-        headers.insert(header::HOST, HeaderValue::from_static("h"));
-        assert_eq!(header_bytes(&headers), (3 + 5) + (3 + 2) + (4 + 1));
     }
 }

@@ -9,13 +9,14 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::cork;
 use super::outbox::Frame;
 use super::packet::Packet;
 use super::response::{Body, EngineError, Responder};
+use super::rewind::Rewind;
 use super::session::Session;
 use super::sessions::Engine;
 use super::wsconn::{encode_frame, ReadError, WsConn};
@@ -62,16 +63,19 @@ pub(super) fn accept(
         // Our listener serves TCP streams only, so the downcast failing would be a bug.
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded
-                .downcast::<TokioIo<TcpStream>>()
+                .downcast::<TokioIo<Rewind>>()
                 .map_err(|_| "the upgraded connection is not a TCP stream".to_string()),
             Err(error) => Err(error.to_string()),
         };
         let ws = match upgraded {
-            Ok(parts) => WsConn::new(
-                parts.io.into_inner(),
-                &parts.read_buf,
-                engine.settings.max_payload,
-            ),
+            Ok(parts) => {
+                // hyper read ahead first, then anything of the direct path's head it had
+                // not reached: in that order, both come before the socket's next bytes.
+                let (stream, unread) = parts.io.into_inner().into_parts();
+                let mut early = parts.read_buf.to_vec();
+                early.extend_from_slice(&unread);
+                WsConn::new(stream, &early, engine.settings.max_payload)
+            }
             Err(error) => {
                 tracing::debug!(%error, "websocket upgrade failed");
                 if let Mode::Fresh(session) = mode {
@@ -218,7 +222,7 @@ enum End {
 
 /// Main loop: writes queued frames in batches (one write per batch) and reads packets. The
 /// outbox writes directly to the socket while this task is idle.
-async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
+pub(super) async fn serve(engine: Arc<Engine>, session: Arc<Session>, mut ws: WsConn) {
     session.outbox.attach_sink(ws.sink(engine.stats.clone()));
     let mut batch: Vec<Frame> = Vec::new();
     // Pong frames owed to the client, written with the next batch.
@@ -395,6 +399,7 @@ mod tests {
     use super::*;
     use crate::engine::session::EchoHandler;
     use crate::engine::{ConnectionFactory, ConnectionHandler};
+    use tokio::net::TcpStream;
 
     struct Echo;
 

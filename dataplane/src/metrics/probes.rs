@@ -7,7 +7,12 @@ use http::{Response, StatusCode};
 use crate::engine::response::Body;
 use crate::engine::Engine;
 
-/// The answer to a probe at `path`, or `None` when `path` is not a probe.
+/// Whether `path` is a probe's: the client port answers it before the engine.
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
+/// The answer to a probe at `path`, or `None` when `path` is not a probe ([`is_probe`]).
 pub fn answer(engine: &Engine, path: &str) -> Option<Response<Body>> {
     match path {
         "/healthz" => Some(Response::new(Body::from("ok"))),

@@ -418,3 +418,138 @@ describe("limits.maxConnectionsPerIp 3", () => {
     await by.check("after the slot was reused");
   });
 });
+
+/** Server frames (unmasked, text, small) read from `sock` as they arrive, after a 101 head. */
+function frameReader(sock) {
+  let buf = Buffer.alloc(0);
+  let head = null;
+  const texts = [];
+  let wake = () => {};
+  sock.on("data", (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (head === null) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return wake();
+      head = buf.subarray(0, end).toString("latin1");
+      buf = buf.subarray(end + 4);
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        off = 4;
+      }
+      if (buf.length < off + len) break;
+      texts.push(buf.subarray(off, off + len).toString("utf8"));
+      buf = buf.subarray(off + len);
+    }
+    wake();
+  });
+  return {
+    /** The response head, once it came. */
+    head: () => head,
+    /** Waits for the `n`th text frame (1-based) and returns all so far. */
+    async frames(n, ms = 5000) {
+      const deadline = Date.now() + ms;
+      while (texts.length < n) {
+        const left = deadline - Date.now();
+        assert.ok(left > 0, `only ${texts.length} of ${n} frames (head ${JSON.stringify(head)})`);
+        await Promise.race([new Promise((r) => (wake = r)), sleep(left)]);
+      }
+      return texts.slice();
+    },
+  };
+}
+
+/** A WebSocket handshake's head for a fresh Engine.IO session. */
+function wsHead(server, extra = "") {
+  const url = new URL(eioUrl(server, { EIO: "4", transport: "websocket" }, { ws: true }));
+  return (
+    `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+    `Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
+    `Sec-WebSocket-Key: ${Buffer.from("roomcast-direct!").toString("base64")}\r\n${extra}\r\n`
+  );
+}
+
+describe("the direct WebSocket handshake (engine/direct.rs; headerReadTimeout 1000)", () => {
+  const ctx = withTestkit({ engine: { headerReadTimeout: 1000 } });
+
+  it("a head in several writes, or with the client's first frames behind it, is answered with 101 and the open packet", async () => {
+    const { server } = ctx;
+    const by = await bystanders(server);
+    // in pieces: the path keeps reading until the head is complete
+    const split = await rawConnect(server);
+    const splitFrames = frameReader(split);
+    const head = wsHead(server);
+    for (const piece of [head.slice(0, 5), head.slice(5, 60), head.slice(60)]) {
+      split.write(piece);
+      await sleep(30);
+    }
+    const [open] = await splitFrames.frames(1);
+    assert.match(splitFrames.head(), /^HTTP\/1.1 101 Switching Protocols\r\n/i);
+    // RFC 6455: the accept key of the key sent
+    const accept = (await import("node:crypto"))
+      .createHash("sha1")
+      .update(Buffer.from("roomcast-direct!").toString("base64") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+      .digest("base64");
+    assert.match(splitFrames.head(), new RegExp(`sec-websocket-accept: ${accept.replace(/[+/=]/g, "\\$&")}`, "i"));
+    const sid = JSON.parse(open.slice(1)).sid;
+    assert.ok(open.startsWith("0{") && sid, `open packet: ${open}`);
+    assert.deepEqual(JSON.parse(open.slice(1)).upgrades, []);
+    split.write(wsFrame(1, "40"));
+    const [, connect] = await splitFrames.frames(2);
+    assert.match(connect, /^40\{"sid":"/);
+
+    // the client's first frames in the same write as the head: read with it, not lost
+    const eager = await rawConnect(server);
+    const eagerFrames = frameReader(eager);
+    eager.write(Buffer.concat([Buffer.from(head), wsFrame(1, "40")]));
+    const texts = await eagerFrames.frames(2);
+    assert.match(texts[0], /^0\{/);
+    assert.match(texts[1], /^40\{"sid":"/);
+    // (an event in the same read as `40` would close the session: its namespace is not
+    // connected yet; socket.io clients wait for the `40` answer)
+    eager.write(wsFrame(1, '42["echo","early"]'));
+    const all = await eagerFrames.frames(4);
+    assert.ok(all.slice(2).includes('42["echo","early"]'), `echo after a direct handshake: ${JSON.stringify(all)}`);
+    await by.check("after direct handshakes");
+  });
+
+  it("a head over 8 KiB is served by hyper as before; one whose rest trickles is closed headerReadTimeout after the start", async () => {
+    const { server } = ctx;
+    const by = await bystanders(server);
+    // 10 KiB of cookies: past the direct path's buffer, within maxHandshakeHeaderBytes
+    const big = wsHead(server, `Cookie: c=${"x".repeat(10 * 1024)}\r\n`);
+    const sock = await rawConnect(server);
+    const frames = frameReader(sock);
+    sock.write(big);
+    const [open] = await frames.frames(1);
+    assert.match(frames.head(), /^HTTP\/1.1 101/i);
+    assert.ok(open.startsWith("0{") && JSON.parse(open.slice(1)).sid, `open packet: ${open}`);
+    sock.write(wsFrame(1, "40"));
+    assert.match((await frames.frames(2))[1], /^40\{"sid":"/);
+
+    // 4 KiB, 5 KiB more 600 ms later (past the direct path's buffer: hyper takes over), then
+    // a byte every 50 ms: hyper gets only what is left of the second, not a second of its own
+    const slow = await rawConnect(server);
+    const closed = closedAfter(slow, 5000, "a long head trickling after 9 KiB");
+    slow.write(big.slice(0, 4 * 1024));
+    await sleep(600);
+    slow.write(big.slice(4 * 1024, 9 * 1024));
+    let i = 9 * 1024;
+    const dribble = setInterval(() => {
+      if (i < big.length && slow.writable) slow.write(big[i++]);
+    }, 50);
+    cleanups.push(() => clearInterval(dribble));
+    const r = await closed;
+    clearInterval(dribble);
+    // from the connection's start: 1000 ms, where a fresh timer for hyper would give 1600
+    assert.ok(r.elapsed >= 900 && r.elapsed < 1450, `closed after ${r.elapsed} ms (headerReadTimeout 1000)`);
+    assert.equal(r.data, "", "no answer to a head that never completed");
+    assert.ok(i < big.length, "the slow client was still sending its headers");
+    await by.check("after the long heads");
+  });
+});
