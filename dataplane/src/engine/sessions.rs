@@ -233,14 +233,17 @@ impl Engine {
         } else {
             &[]
         };
-        let open = serde_json::json!({
-            "sid": &*session.sid,
-            "upgrades": upgrades,
-            "pingInterval": millis(self.settings.ping_interval),
-            "pingTimeout": millis(self.settings.ping_timeout),
-            "maxPayload": self.settings.max_payload,
-        });
-        format!("0{open}")
+        let open = Open {
+            sid: &session.sid,
+            upgrades,
+            ping_interval: millis(self.settings.ping_interval),
+            ping_timeout: millis(self.settings.ping_timeout),
+            max_payload: self.settings.max_payload,
+        };
+        // Serialized straight from the struct: no JSON tree built per handshake.
+        let mut out = String::from("0");
+        out.push_str(&serde_json::to_string(&open).unwrap_or_default());
+        out
     }
 
     /// Closes every session (graceful shutdown).
@@ -250,6 +253,17 @@ impl Engine {
             session.close(reason);
         }
     }
+}
+
+/// The open packet's JSON, in the reference server's order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Open<'a> {
+    sid: &'a str,
+    upgrades: &'a [&'a str],
+    ping_interval: u64,
+    ping_timeout: u64,
+    max_payload: usize,
 }
 
 /// A duration in whole milliseconds (settings come from `u64` milliseconds, so it fits).
@@ -278,5 +292,38 @@ impl SessionHost for Engine {
 
     fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_packet_is_the_reference_servers() {
+        let mut config = Config::default();
+        config.engine.ping_interval = 25_000;
+        config.engine.ping_timeout = 20_000;
+        config.engine.max_http_buffer_size = 1_000_000;
+        struct None_;
+        impl ConnectionFactory for None_ {
+            fn open(
+                &self,
+                _: &Arc<Session>,
+                _: HandshakeInfo,
+            ) -> Arc<dyn super::super::ConnectionHandler> {
+                unreachable!("no session is opened")
+            }
+        }
+        let engine = Engine::new(&config, Arc::new(None_));
+        let session = Session::detached("abc", TransportKind::Polling);
+        assert_eq!(
+            engine.open_packet(&session, TransportKind::Polling),
+            r#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+        );
+        assert_eq!(
+            engine.open_packet(&session, TransportKind::Websocket),
+            r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+        );
     }
 }

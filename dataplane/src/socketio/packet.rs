@@ -315,11 +315,14 @@ pub fn encode_connect_pid(nsp: &str, sid: &str, pid: Option<&str>) -> String {
         None,
         sid.len().saturating_add(16),
     );
-    let body = match pid {
-        Some(pid) => serde_json::json!({ "sid": sid, "pid": pid }),
-        None => serde_json::json!({ "sid": sid }),
-    };
-    out.push_str(&body.to_string());
+    // Serialized straight from the struct: no JSON tree built per connection.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        sid: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<&'a str>,
+    }
+    out.push_str(&serde_json::to_string(&Body { sid, pid }).unwrap_or_default());
     out
 }
 
@@ -450,7 +453,8 @@ mod tests {
         assert_eq!(encode_connect("/x", "abc"), "40/x,{\"sid\":\"abc\"}");
         assert_eq!(
             encode_connect_pid("/", "abc", Some("p")),
-            "40{\"pid\":\"p\",\"sid\":\"abc\"}"
+            // the reference server's order: { sid, pid }
+            "40{\"sid\":\"abc\",\"pid\":\"p\"}"
         );
         assert_eq!(
             encode_event_tagged("/", "e", &[serde_json::json!(1)], 0, Some("o-1")),
