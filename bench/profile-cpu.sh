@@ -12,10 +12,11 @@
 # 100-byte events per second into the room for SECONDS; samples the server at 499 Hz with DWARF
 # call graphs over the publishing window. Connect: samples the server while SUBSCRIBERS clients
 # (two processes on CPU 1) connect, join a room and wait for the ack, as the connect scenario.
-# Prints the functions with the most self time, the top inclusive entries, and the server's CPU
+# Prints the functions with the most self time, the top inclusive entries, the server's CPU
 # per delivery (or handshake) split into user space, the kernel, and the part of the kernel that
 # is the *clients'* TCP receive path run in the server's context (on loopback a send runs the
-# receiver's softirq: `net_rx_action` under the server's own system calls); keeps perf.data
+# receiver's softirq: `net_rx_action` under the server's own system calls) and, for connect,
+# the system calls per handshake (`perf stat` on the syscall tracepoints); keeps perf.data
 # under bench/results/cpu-*. Needs `perf` (Debian's linux-perf; installed with apt-get when
 # missing and running as root). Loopback only, unless BENCH_PROFILE_NETNS=1: then the server
 # runs in namespace rcb-hub and its clients in rcb-cli, joined by a veth pair with each side's
@@ -107,12 +108,15 @@ wait_ready() {
 if [[ $MODE == connect ]]; then
   perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" >"$OUTDIR/perf-record.log" 2>&1 &
   PERF=$!
+  # The system calls of the same handshakes (tracepoints: needs root).
+  perf stat -e 'syscalls:sys_enter_*' -p "$TARGETS" -o "$OUTDIR/syscalls.txt" >"$OUTDIR/perf-stat.log" 2>&1 &
+  STAT=$!
   sleep 0.5
   ticks0=$(target_ticks)
   subscribers idle 30
   wait_ready
   ticks1=$(target_ticks)
-  kill -INT "$PERF"; wait "$PERF" || true
+  kill -INT "$PERF" "$STAT"; wait "$PERF" || true; wait "$STAT" || true
   UNITS=$(cat "$OUTDIR"/sub*.out | awk -F'"connected":' '/^READY / { split($2, a, ","); n += a[1] } END { print n + 0 }')
   UNIT=handshake
 else
@@ -162,3 +166,12 @@ awk -v t0="$ticks0" -v t1="$ticks1" -v tck="$CLK_TCK" -v units="$UNITS" -v k="${
     us * (100 - k) / 100, 100 - k, us * k / 100, k, us * rx / 100, rx
   printf "   without the clients'"'"' receive path: %.2f us per %s (%.0f per CPU-second)\n", us * (100 - rx) / 100, unit, ((100 - rx) > 0 ? 1e6 / (us * (100 - rx) / 100) : 0)
 }' | tee "$OUTDIR/split.txt"
+
+if [[ $MODE == connect ]]; then
+  echo "== system calls per handshake ($OUTDIR/syscalls.txt)"
+  awk -v units="$UNITS" '$1 ~ /^[0-9,]+$/ && $1 != "0" && units > 0 {
+    n = $1; gsub(",", "", n); sub("syscalls:sys_enter_", "", $2)
+    printf "   %-16s %6.2f\n", $2, n / units; total += n
+  } END { if (units > 0) printf "   %-16s %6.2f\n", "total", total / units }' "$OUTDIR/syscalls.txt" 2>/dev/null \
+    | sort -k2 -nr | grep -v -E ' 0\.0[0-4]$' || echo "   not counted (see $OUTDIR/perf-stat.log)"
+fi

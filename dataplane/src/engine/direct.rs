@@ -4,8 +4,8 @@
 //!
 //! Why: that is how nearly every client connects, and through hyper it took three tasks (the
 //! HTTP connection, the upgrade, the session's loop), hyper's request and response objects,
-//! and two writes (the `101`, then the open packet). Here it is one task and one write: the
-//! `101` and the open packet go out together. Everything else, and every answer that is not
+//! and two writes (the `101`, then the open packet). Here it is two tasks (the connection's,
+//! then the session's loop) and one write: the `101` and the open packet go out together. Everything else, and every answer that is not
 //! a `101` (errors, refusals, polling, upgrades, requests for other nodes' sessions), still
 //! goes through hyper and the router, which see the request from its first byte
 //! ([`Rewind`]): this path answers only what it is sure the router would accept.
@@ -38,6 +38,9 @@ use crate::config::TransportKind;
 /// served by hyper, which has its own limits.
 pub const HEAD_BYTES: usize = 8 * 1024;
 
+/// The head buffer's first size; it grows (×4) up to [`HEAD_BYTES`] for a longer head.
+const HEAD_START: usize = 1024;
+
 /// Headers a head may have for this path; one with more goes to hyper.
 const MAX_HEADERS: usize = 48;
 
@@ -64,8 +67,7 @@ pub struct DirectSocket {
 }
 
 impl DirectSocket {
-    /// The session's loop, until it ends. Not an `async fn`: the loop's future is all the
-    /// connection's task holds from here on.
+    /// The session's loop, until it ends (the future to spawn as the session's task).
     pub fn serve(self) -> impl std::future::Future<Output = ()> {
         websocket::serve(self.engine, self.session, self.ws)
     }
@@ -81,9 +83,13 @@ pub async fn accept(
 ) -> Accepted {
     let settings = &engine.settings;
     let deadline = Instant::now() + settings.header_read_timeout;
-    let mut buf = vec![0u8; HEAD_BYTES];
+    // Small first: a client library's head fits, with no 8 KiB to zero for it.
+    let mut buf = vec![0u8; HEAD_START];
     let mut filled = 0;
     let head = loop {
+        if filled == buf.len() {
+            buf.resize(buf.len().saturating_mul(4).min(HEAD_BYTES), 0);
+        }
         let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;
         match read {
             // As hyper does: no head in time, or a broken socket, ends it without an answer.

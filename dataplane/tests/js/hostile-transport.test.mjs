@@ -496,6 +496,8 @@ describe("the direct WebSocket handshake (engine/direct.rs; headerReadTimeout 10
       .update(Buffer.from("roomcast-direct!").toString("base64") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
       .digest("base64");
     assert.match(splitFrames.head(), new RegExp(`sec-websocket-accept: ${accept.replace(/[+/=]/g, "\\$&")}`, "i"));
+    // answered on the direct path: hyper would have added a Date header
+    assert.doesNotMatch(splitFrames.head(), /\r\ndate:/i);
     const sid = JSON.parse(open.slice(1)).sid;
     assert.ok(open.startsWith("0{") && sid, `open packet: ${open}`);
     assert.deepEqual(JSON.parse(open.slice(1)).upgrades, []);
@@ -515,6 +517,13 @@ describe("the direct WebSocket handshake (engine/direct.rs; headerReadTimeout 10
     eager.write(wsFrame(1, '42["echo","early"]'));
     const all = await eagerFrames.frames(4);
     assert.ok(all.slice(2).includes('42["echo","early"]'), `echo after a direct handshake: ${JSON.stringify(all)}`);
+
+    // a 3 KiB head: past the first read buffer (1 KiB), still on the direct path
+    const mid = await rawConnect(server);
+    const midFrames = frameReader(mid);
+    mid.write(wsHead(server, `Cookie: c=${"m".repeat(3 * 1024)}\r\n`));
+    assert.match((await midFrames.frames(1))[0], /^0\{/);
+    assert.doesNotMatch(midFrames.head(), /\r\ndate:/i);
     await by.check("after direct handshakes");
   });
 
@@ -528,6 +537,7 @@ describe("the direct WebSocket handshake (engine/direct.rs; headerReadTimeout 10
     sock.write(big);
     const [open] = await frames.frames(1);
     assert.match(frames.head(), /^HTTP\/1.1 101/i);
+    assert.match(frames.head(), /\r\ndate:/i, "answered by hyper");
     assert.ok(open.startsWith("0{") && JSON.parse(open.slice(1)).sid, `open packet: ${open}`);
     sock.write(wsFrame(1, "40"));
     assert.match((await frames.frames(2))[1], /^40\{"sid":"/);
