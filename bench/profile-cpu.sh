@@ -16,7 +16,8 @@
 # per delivery (or handshake) split into user space, the kernel, and the part of the kernel that
 # is the *clients'* TCP receive path run in the server's context (on loopback a send runs the
 # receiver's softirq: `net_rx_action` under the server's own system calls) and, for connect,
-# the system calls per handshake (`perf stat` on the syscall tracepoints); keeps perf.data
+# the system calls per handshake (`perf stat` on the syscall tracepoints, over a second batch
+# of clients: tracing slows every system call); keeps perf.data
 # under bench/results/cpu-*. Needs `perf` (Debian's linux-perf; installed with apt-get when
 # missing and running as root). Loopback only, unless BENCH_PROFILE_NETNS=1: then the server
 # runs in namespace rcb-hub and its clients in rcb-cli, joined by a veth pair with each side's
@@ -86,39 +87,55 @@ if [[ ${BENCH_PROFILE_NETNS:-0} == 1 ]]; then
 fi
 target_ticks() { local t=0 p; for p in ${TARGETS//,/ }; do t=$(( t + $(cpu_ticks "$p") )); done; echo "$t"; }
 
-# subscribers MODE HOLD [ARGS...]: SUBS clients in two processes on CPU 1.
+# subscribers MODE HOLD [ARGS...]: SUBS clients in two processes on CPU 1 (batch BATCH, from
+# source addresses of their own).
+BATCH=0
 subscribers() {
   local mode=$1 hold=$2 p half=$(( SUBS / 2 )); shift 2
   for p in 0 1; do
     "${CLI_NS[@]}" taskset -c 1 "$BIN/roomcast-bench" "$mode" --url "ws://$HOST:$PORT" --connections $(( p == 0 ? half : SUBS - half )) \
-      --source-ips "$SRC.$(( 81 + p ))" --join bench-room --hold-secs "$hold" "$@" \
-      >"$OUTDIR/sub$p.out" 2>"$OUTDIR/sub$p.err" &
+      --source-ips "$SRC.$(( 81 + 2 * BATCH + p ))" --join bench-room --hold-secs "$hold" "$@" \
+      >"$OUTDIR/sub$BATCH-$p.out" 2>"$OUTDIR/sub$BATCH-$p.err" &
     PIDS+=("$!")
   done
 }
 wait_ready() {
   for _ in $(seq 1200); do
-    (( $(cat "$OUTDIR"/sub*.out 2>/dev/null | grep -c "^READY ") == 2 )) && return 0
+    (( $(cat "$OUTDIR"/sub"$BATCH"-*.out 2>/dev/null | grep -c "^READY ") == 2 )) && return 0
     sleep 0.05
   done
   echo "the clients did not connect in 60 s" >&2
   exit 1
 }
+connected() { cat "$OUTDIR"/sub"$BATCH"-*.out | awk -F'"connected":' '/^READY / { split($2, a, ","); n += a[1] } END { print n + 0 }'; }
 
 if [[ $MODE == connect ]]; then
   perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" >"$OUTDIR/perf-record.log" 2>&1 &
   PERF=$!
-  # The system calls of the same handshakes (tracepoints: needs root).
+  sleep 0.5
+  ticks0=$(target_ticks)
+  subscribers idle 40
+  wait_ready
+  ticks1=$(target_ticks)
+  kill -INT "$PERF"; wait "$PERF" || true
+  UNITS=$(connected)
+  UNIT=handshake
+  # The first batch leaves (at most 20,000 open files per process here), then a second one
+  # connects while the system calls are counted.
+  first_batch=("${PIDS[@]: -2}")
+  kill "${first_batch[@]}" 2>/dev/null || true
+  wait "${first_batch[@]}" 2>/dev/null || true
+  sleep 2
+  # A second batch for the system calls per handshake, counted apart: tracing every system
+  # call (tracepoints, root) slows each one, so it must not be in the CPU figure above.
   perf stat -e 'syscalls:sys_enter_*' -p "$TARGETS" -o "$OUTDIR/syscalls.txt" >"$OUTDIR/perf-stat.log" 2>&1 &
   STAT=$!
   sleep 0.5
-  ticks0=$(target_ticks)
-  subscribers idle 30
+  BATCH=1
+  subscribers idle 20
   wait_ready
-  ticks1=$(target_ticks)
-  kill -INT "$PERF" "$STAT"; wait "$PERF" || true; wait "$STAT" || true
-  UNITS=$(cat "$OUTDIR"/sub*.out | awk -F'"connected":' '/^READY / { split($2, a, ","); n += a[1] } END { print n + 0 }')
-  UNIT=handshake
+  kill -INT "$STAT"; wait "$STAT" || true
+  SYSCALL_UNITS=$(connected)
 else
   subscribers subscribe $(( SECS + 60 ))
   wait_ready
@@ -168,8 +185,8 @@ awk -v t0="$ticks0" -v t1="$ticks1" -v tck="$CLK_TCK" -v units="$UNITS" -v k="${
 }' | tee "$OUTDIR/split.txt"
 
 if [[ $MODE == connect ]]; then
-  echo "== system calls per handshake ($OUTDIR/syscalls.txt)"
-  awk -v units="$UNITS" '$1 ~ /^[0-9,]+$/ && $1 != "0" && units > 0 {
+  echo "== system calls per handshake, a second batch of $SYSCALL_UNITS ($OUTDIR/syscalls.txt)"
+  awk -v units="$SYSCALL_UNITS" '$1 ~ /^[0-9,]+$/ && $1 != "0" && units > 0 {
     n = $1; gsub(",", "", n); sub("syscalls:sys_enter_", "", $2)
     printf "   %-16s %6.2f\n", $2, n / units; total += n
   } END { if (units > 0) printf "   %-16s %6.2f\n", "total", total / units }' "$OUTDIR/syscalls.txt" 2>/dev/null \
