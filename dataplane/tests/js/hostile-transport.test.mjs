@@ -106,35 +106,22 @@ function wsFrame(opcode, payload) {
 }
 
 /**
- * A raw WebSocket upgrade on a raw socket: resolves with the socket once the 101 and the
- * server's first `frames` text frames (unmasked, small) arrived; returns { sock, texts }.
+ * Server frames (unmasked, small; payloads as text) read from `sock` as they arrive, after
+ * the response head. Reads on until `sock` is paused or closed.
  */
-async function rawUpgrade(server, query, frames = 0) {
-  const sock = await rawConnect(server);
-  const url = new URL(eioUrl(server, query, { ws: true }));
-  sock.write(
-    `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
-      `Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.from("roomcast-hostile").toString("base64")}\r\n\r\n`,
-  );
+function frameReader(sock) {
   let buf = Buffer.alloc(0);
+  let head = null;
   const texts = [];
-  let head = false;
-  const deadline = Date.now() + 5000;
-  while (!head || texts.length < frames) {
-    const chunk = await Promise.race([
-      new Promise((resolve) => sock.once("data", resolve)),
-      sleep(Math.max(0, deadline - Date.now())).then(() => null),
-    ]);
-    assert.ok(chunk, `upgrade: timed out (head ${head}, frames ${JSON.stringify(texts)})`);
+  let wake = () => {};
+  sock.on("data", (chunk) => {
     buf = Buffer.concat([buf, chunk]);
-    if (!head) {
+    if (head === null) {
       const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) continue;
-      assert.match(buf.subarray(0, end).toString("latin1"), /^HTTP\/1.1 101/, "upgrade accepted");
+      if (end < 0) return wake();
+      head = buf.subarray(0, end).toString("latin1");
       buf = buf.subarray(end + 4);
-      head = true;
     }
-    // small unmasked server frames: 2-byte header (or 4 with a 16-bit length)
     for (;;) {
       if (buf.length < 2) break;
       let len = buf[1] & 0x7f;
@@ -148,7 +135,38 @@ async function rawUpgrade(server, query, frames = 0) {
       texts.push(buf.subarray(off, off + len).toString("utf8"));
       buf = buf.subarray(off + len);
     }
-  }
+    wake();
+  });
+  return {
+    /** The response head, once it came. */
+    head: () => head,
+    /** Waits for the response head and the `n`th frame (1-based); returns all frames so far. */
+    async frames(n, ms = 5000) {
+      const deadline = Date.now() + ms;
+      while (head === null || texts.length < n) {
+        const left = deadline - Date.now();
+        assert.ok(left > 0, `only ${texts.length} of ${n} frames (head ${JSON.stringify(head)})`);
+        await Promise.race([new Promise((r) => (wake = r)), sleep(left)]);
+      }
+      return texts.slice();
+    },
+  };
+}
+
+/**
+ * A raw WebSocket upgrade on a raw socket: resolves with the socket once the 101 and the
+ * server's first `frames` text frames (unmasked, small) arrived; returns { sock, texts }.
+ */
+async function rawUpgrade(server, query, frames = 0) {
+  const sock = await rawConnect(server);
+  const reader = frameReader(sock);
+  const url = new URL(eioUrl(server, query, { ws: true }));
+  sock.write(
+    `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.from("roomcast-hostile").toString("base64")}\r\n\r\n`,
+  );
+  const texts = await reader.frames(frames);
+  assert.match(reader.head(), /^HTTP\/1.1 101/, "upgrade accepted");
   return { sock, texts };
 }
 
@@ -418,51 +436,6 @@ describe("limits.maxConnectionsPerIp 3", () => {
     await by.check("after the slot was reused");
   });
 });
-
-/** Server frames (unmasked, text, small) read from `sock` as they arrive, after a 101 head. */
-function frameReader(sock) {
-  let buf = Buffer.alloc(0);
-  let head = null;
-  const texts = [];
-  let wake = () => {};
-  sock.on("data", (chunk) => {
-    buf = Buffer.concat([buf, chunk]);
-    if (head === null) {
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) return wake();
-      head = buf.subarray(0, end).toString("latin1");
-      buf = buf.subarray(end + 4);
-    }
-    for (;;) {
-      if (buf.length < 2) break;
-      let len = buf[1] & 0x7f;
-      let off = 2;
-      if (len === 126) {
-        if (buf.length < 4) break;
-        len = buf.readUInt16BE(2);
-        off = 4;
-      }
-      if (buf.length < off + len) break;
-      texts.push(buf.subarray(off, off + len).toString("utf8"));
-      buf = buf.subarray(off + len);
-    }
-    wake();
-  });
-  return {
-    /** The response head, once it came. */
-    head: () => head,
-    /** Waits for the `n`th text frame (1-based) and returns all so far. */
-    async frames(n, ms = 5000) {
-      const deadline = Date.now() + ms;
-      while (texts.length < n) {
-        const left = deadline - Date.now();
-        assert.ok(left > 0, `only ${texts.length} of ${n} frames (head ${JSON.stringify(head)})`);
-        await Promise.race([new Promise((r) => (wake = r)), sleep(left)]);
-      }
-      return texts.slice();
-    },
-  };
-}
 
 /** A WebSocket handshake's head for a fresh Engine.IO session. */
 function wsHead(server, extra = "") {
