@@ -17,12 +17,13 @@ import {
   ClientPool,
   eventually,
   lifecycle,
+  presetPort,
 } from "./harness.mjs";
 
 const TOKEN = "cluster-links-token-0123456789abcdef";
 const IPS = ["127.0.0.31", "127.0.0.32"];
 const HEARTBEAT_TIMEOUT_MS = 1000;
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PEER_PORT = presetPort();
 const pool = new ClientPool();
 let nodes = [];
 let relay;

@@ -9,14 +9,14 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startClusterNode, roomsMode, apiCall, metric, ClientPool, connected, eventually, sleep, lifecycle } from "./harness.mjs";
+import { startClusterNode, roomsMode, apiCall, metric, ClientPool, connected, eventually, sleep, lifecycle, presetPort } from "./harness.mjs";
 
 const TOKEN = "cluster-members-token-0123456789abcdef";
 const IPS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
 const DISCOVERY_INTERVAL_MS = 200;
 /** Discovery interval + dial (with backoff) + link: generous for slow machines. */
 const JOIN_WITHIN_MS = 8000;
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PEER_PORT = presetPort();
 const pool = new ClientPool();
 const nodes = [];
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-members-"));

@@ -24,12 +24,13 @@ import {
   lifecycle,
   metric,
   sleep,
+  presetPort,
 } from "./harness.mjs";
 
 const TOKEN = "cluster-overload-token-0123456789abcdef";
 const IPS = ["127.0.0.41", "127.0.0.42"];
 const HEARTBEAT_TIMEOUT_MS = 5000;
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PEER_PORT = presetPort();
 const pool = new ClientPool();
 let nodes = [];
 let relay;

@@ -20,11 +20,12 @@ import {
   ClientPool,
   eventually,
   lifecycle,
+  presetPort,
 } from "./harness.mjs";
 
 const TOKEN = "cluster-ownership-token-0123456789abcdef";
 const IPS = ["127.0.0.81", "127.0.0.82", "127.0.0.83", "127.0.0.84"];
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PEER_PORT = presetPort();
 const ROOMS = 24;
 const pool = new ClientPool();
 const nodes = [];

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
-import { binaryPath, memberTls, writeConfig, ClientPool, connected, eventually, once, sleep } from "./harness.mjs";
+import { binaryPath, memberTls, writeConfig, ClientPool, connected, eventually, once, sleep, presetPort } from "./harness.mjs";
 
 const HAVE_PRLIMIT = spawnSync("prlimit", ["--version"]).status === 0;
 const pool = new ClientPool();
@@ -23,7 +23,7 @@ function cpuTicks(pid) {
 it("listeners out of file descriptors back off instead of spinning; bystanders are unaffected", async () => {
   // A tier that cannot run fails: prlimit comes with util-linux, on every Debian.
   assert.ok(HAVE_PRLIMIT, "prlimit (util-linux) is required for this test");
-  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const peerPort = presetPort();
   const config = writeConfig({
     nodeId: "hub-0",
     socketio: { namespaces: [{ name: "/", relay: true }] },

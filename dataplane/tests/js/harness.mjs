@@ -259,6 +259,15 @@ export function memberTls(id, pki = testPki()) {
   };
 }
 
+/**
+ * A random port for a listener whose port must be known in advance (a cluster's peer port):
+ * below Linux's ephemeral range (32768-60999), so no port the OS picks for someone else in the
+ * same run (a `listen(0)` on all addresses, an outgoing connection) can already hold it.
+ */
+export function presetPort() {
+  return 20000 + Math.floor(Math.random() * 12000);
+}
+
 // ---------------------------------------------------------------------------
 // Cluster members of the real binary
 
@@ -325,7 +334,7 @@ export async function startAppLinkHub({
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "roomcast-applink-"));
   const tokenFile = path.join(dir, "app-token");
   fs.writeFileSync(tokenFile, `${token}\n`);
-  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const peerPort = presetPort();
   const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
   const startNode = (i) =>
     startClusterNode({
@@ -376,7 +385,7 @@ export const ROOMS_MODE = process.env.ROOMCAST_TEST_ROOMS || "owned";
  * `nodes`; `startNode(i)` (re)starts member i with the same settings.
  */
 export async function startCluster({ ips, token, heartbeatTimeout, config }) {
-  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const peerPort = presetPort();
   const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
   const startNode = (i) =>
     startClusterNode({ id: `hub-${i}`, ip: ips[i], peerPort, members, token, heartbeatTimeout, config });

@@ -16,15 +16,15 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startClusterNode, roomsMode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep } from "./harness.mjs";
+import { startClusterNode, roomsMode, apiCall, metricsUrl, ClientPool, connected, roomMember, call, eventually, sleep, presetPort } from "./harness.mjs";
 import { RULE_FILE, VARIABLES, evaluateDashboard, loadedRules, panels, startPrometheus, substitute } from "./prometheus.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const EXPORTED = path.join(REPO, "dataplane/src/metrics/exported.txt");
 const IPS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"];
-const PEER_PORT = 20000 + Math.floor(Math.random() * 20000);
+const PEER_PORT = presetPort();
 // Prometheus listens on an address of its own, on a port below the ephemeral range.
-const PROM_ADDR = `127.0.0.64:${20000 + Math.floor(Math.random() * 12000)}`;
+const PROM_ADDR = `127.0.0.64:${presetPort()}`;
 const TOKEN = "monitoring-test-token";
 const MAX_CONNECTIONS = 500;
 const TRAFFIC_MS = Number(process.env.ROOMCAST_MONITORING_TRAFFIC_MS ?? 20_000);

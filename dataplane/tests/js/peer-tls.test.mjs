@@ -26,6 +26,7 @@ import {
   sleep,
   startClusterNode,
   apiCall,
+  presetPort,
 } from "./harness.mjs";
 
 const TOKEN = "peer-tls-token-0123456789abcdef";
@@ -43,7 +44,7 @@ const linked = async (node) => (await apiCall(node, "GET", "/v1/stats")).nodes;
 
 /** Starts hub-0..hub-N-1 on `ips` with `tlsOf(i)` as cluster.tls; waits until all are linked. */
 async function startCluster(ips, tlsOf) {
-  const peerPort = 20000 + Math.floor(Math.random() * 20000);
+  const peerPort = presetPort();
   const members = ips.map((ip, i) => `hub-${i}=${ip}:${peerPort}`);
   const startNode = (i) =>
     startClusterNode({ id: `hub-${i}`, ip: ips[i], peerPort, members, token: TOKEN, cluster: { tls: tlsOf(i) } });
