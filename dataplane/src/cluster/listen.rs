@@ -49,8 +49,9 @@ fn set_nodelay(listener: &TcpListener) {
     }
 }
 
-/// Whether the streams `listener` accepts already have TCP_NODELAY ([`bind`] on Linux). Otherwise each accepted stream gets it: a listener set only after connections were
-/// queued would hand those out without it.
+/// Whether the streams `listener` accepts already have TCP_NODELAY ([`bind`] on Linux).
+/// Otherwise each accepted stream gets it: a listener set only after connections were queued
+/// would hand those out without it.
 fn inherits_nodelay(listener: &TcpListener) -> bool {
     cfg!(target_os = "linux")
         && socket2::SockRef::from(listener)

@@ -9,7 +9,6 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::cork;
