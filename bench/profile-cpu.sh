@@ -5,6 +5,7 @@
 #   bash bench/profile-cpu.sh [SUBSCRIBERS] [RATE] [SECONDS]   # default 1000 200 15
 #   BENCH_PROFILE_SERVER=socketioxide bash bench/profile-cpu.sh # the same load on socketioxide
 #   BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh 10000  # 10,000 handshakes with a join
+#   BENCH_PROFILE_FREQ=4999 ...                                  # samples per second (default 499)
 #
 # Fan-out (the default): starts the server pinned to CPU 0 (roomcast-dataplane's built-in relay
 # app, or bench-socketioxide-server, as in bench/run.sh), SUBSCRIBERS `roomcast-bench subscribe
@@ -32,12 +33,16 @@ SECS=${3:-15}
 PORT=${BENCH_PROFILE_PORT:-3398}
 SERVER_NAME=${BENCH_PROFILE_SERVER:-roomcast}
 MODE=${BENCH_PROFILE_MODE:-fanout}
+# Samples per second: 499 keeps perf light beside the load; raise it for a finer user-space view.
+FREQ=${BENCH_PROFILE_FREQ:-499}
 [[ $MODE == fanout || $MODE == connect ]] || { echo "BENCH_PROFILE_MODE is fanout or connect" >&2; exit 2; }
 OUTDIR="$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUTDIR"
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=bench/perf-split.sh
+source bench/perf-split.sh
 ensure_command perf linux-perf || exit 1
 ulimit -n "$(ulimit -Hn)"
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
@@ -110,7 +115,7 @@ wait_ready() {
 connected() { cat "$OUTDIR"/sub"$BATCH"-*.out | awk -F'"connected":' '/^READY / { split($2, a, ","); n += a[1] } END { print n + 0 }'; }
 
 if [[ $MODE == connect ]]; then
-  perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" >"$OUTDIR/perf-record.log" 2>&1 &
+  perf record -e cpu-clock -F "$FREQ" --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" >"$OUTDIR/perf-record.log" 2>&1 &
   PERF=$!
   sleep 0.5
   ticks0=$(target_ticks)
@@ -146,7 +151,7 @@ else
   PIDS+=("$PUB")
   sleep 1
   ticks0=$(target_ticks)
-  perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" \
+  perf record -e cpu-clock -F "$FREQ" --call-graph dwarf,16384 -p "$TARGETS" -o "$OUTDIR/perf.data" \
     -- sleep $(( SECS - 2 )) >"$OUTDIR/perf-record.log" 2>&1
   ticks1=$(target_ticks)
   wait "$PUB" || true
@@ -170,10 +175,7 @@ grep -h "DONE" "$OUTDIR"/pub.out 2>/dev/null || true
 
 # The split: kernel share from the samples' DSOs; the clients' receive path is the softirq
 # work (net_rx_action) the server's context ran, inclusive.
-kernel=$(perf report -i "$OUTDIR/perf.data" --no-children --sort dso --stdio 2>/dev/null \
-  | awk '/\[kernel.kallsyms\]/ { gsub("%", "", $1); print $1; exit }' || true)
-softirq=$(perf report -i "$OUTDIR/perf.data" --children --sort symbol --stdio -g none 2>/dev/null \
-  | awk '/\[k\] net_rx_action( |$)/ { gsub("%", "", $1); print $1; exit }' || true)
+read -r kernel softirq < <(perf_split "$OUTDIR/perf.data")
 awk -v t0="$ticks0" -v t1="$ticks1" -v tck="$CLK_TCK" -v units="$UNITS" -v k="${kernel:-0}" -v rx="${softirq:-0}" \
     -v unit="$UNIT" -v name="$SERVER_NAME" 'BEGIN {
   cpu = (t1 - t0) / tck; if (units <= 0 || cpu <= 0) { print "no CPU or no " unit "s measured"; exit }

@@ -31,6 +31,9 @@
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
 #   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
 #                           scenarios that report the cost of peer TLS (default: run them)
+#   BENCH_CLUSTER_PROFILE=1 profile the Roomcast cluster nodes while the publisher runs (perf,
+#                           kernel call chains) and print, per node, its CPU per delivery split into
+#                           user space, kernel and the subscribers' receive path (bench/perf-split.sh)
 #   BENCH_RECOVERY_N     clients of the recovery scenario (10000; --quick: 1000), in
 #   BENCH_RECOVERY_ROOMS rooms (100), BENCH_RECOVERY_RATE messages/s to each room (1) in the drain
 #   BENCH_HEADLINE_CONNECTIONS  connections of the headline scenario (100000; --quick: 10000), over
@@ -48,6 +51,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=bench/perf-split.sh
+source bench/perf-split.sh
 
 QUICK=0
 for arg in "$@"; do
@@ -600,11 +605,24 @@ cluster_measure() {
   sleep 2
   cpu0=$(sum_ticks "${CL_PIDS[@]}"); app0=$(sum_ticks "${APP_PIDS[@]}")
   pub_out="$RESULTS/cluster.$name.publisher.out"
+  local perf_pid="" node_ticks0=() node_ticks1=()
+  if [[ ${BENCH_CLUSTER_PROFILE:-0} == 1 && $name == roomcast* ]]; then
+    ensure_command perf linux-perf || exit 1
+    for p in "${CL_PIDS[@]}"; do node_ticks0+=("$(sum_ticks "$p")"); done
+    perf record -e cpu-clock -F 999 -g -p "$(IFS=,; echo "${CL_PIDS[*]}")" -o "$RESULTS/cluster.$name.perf.data" \
+      >"$RESULTS/cluster.$name.perf.log" 2>&1 &
+    perf_pid=$!
+  fi
   taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://${CL_HOSTS[0]}:$CL_PORT" --room bench-room \
     --source-ips "127.0.0.$(( 200 + k ))" --rate "$CLUSTER_RATE" --duration-secs "$FANOUT_SECS" --payload-bytes 100 \
     >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
   for p in "${CL_PIDS[@]}"; do wait_quiet "$p" 60; done
   cpu1=$(sum_ticks "${CL_PIDS[@]}"); app1=$(sum_ticks "${APP_PIDS[@]}")
+  if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" || true
+    for p in "${CL_PIDS[@]}"; do node_ticks1+=("$(sum_ticks "$p")"); done
+    cluster_profile_report "$name" "$RESULTS/cluster.$name.perf.data" "$(sum_field DONE sent "$pub_out")"
+  fi
   stop_generators
   for p in "${CL_PIDS[@]}"; do stop_pid "$p"; done
   sent=$(sum_field DONE sent "$pub_out")
@@ -621,6 +639,25 @@ cluster_measure() {
         printf "\n"
       }' >>"$tsv"
   log "cluster/$name: $(tail -1 "$tsv" | cut -f2- | tr '\t' ' ') (subs connected rate s sent expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us [app cpu_s])"
+}
+
+# cluster_profile_report NAME DATA SENT: for each node of the profiled cluster (node_ticks0/1,
+# CL_PIDS), its CPU per delivery it made (nodes 1 and 2: SENT x CLUSTER_SUBS each) or per event
+# (node 0, which only relays), split as bench/profile-cpu.sh does. Written to the log and to
+# cluster.NAME.profile.txt.
+cluster_profile_report() {
+  local name=$1 data=$2 sent=$3 i kernel rx units unit
+  for i in 0 1 2; do
+    read -r kernel rx < <(perf_split "$data" "${CL_PIDS[$i]}")
+    if (( i == 0 )); then units=$sent; unit=event; else units=$(( sent * CLUSTER_SUBS )); unit=delivery; fi
+    awk -v i="$i" -v t="$(( node_ticks1[i] - node_ticks0[i] ))" -v tck="$CLK_TCK" -v n="$units" -v unit="$unit" \
+        -v k="$kernel" -v rx="$rx" 'BEGIN {
+      if (n <= 0) exit
+      us = 1e6 * t / tck / n
+      printf "node %d: %.2f CPU-s, %.2f us per %s: user space %.2f, kernel %.2f, of which the subscribers'"'"' receive path %.2f\n", \
+        i, t / tck, us, unit, us * (100 - k) / 100, us * k / 100, us * rx / 100
+    }'
+  done | tee "$RESULTS/cluster.$name.profile.txt" | while read -r line; do log "cluster/$name profile: $line"; done
 }
 
 scenario_cluster() {

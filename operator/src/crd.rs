@@ -422,6 +422,18 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
     pub header_read_timeout: Option<i64>,
+    /// Under sustained fan-out load, the longest a WebSocket write may wait so that it
+    /// carries several room broadcasts, in milliseconds (default 10); 0 writes every
+    /// broadcast at once. See docs/configuration.md, "Write coalescing".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub write_coalescing_delay: Option<i64>,
+    /// The share of a pod's time, in percent, spent writing to clients above which writes
+    /// start waiting (default 50); 0: whenever broadcasts come closer together than
+    /// `writeCoalescingDelay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub write_coalescing_load: Option<i64>,
 }
 
 /// CORS settings.

@@ -46,6 +46,14 @@ pub struct EngineConfig {
     /// How long a connection to the client endpoint may take to send a request's headers
     /// (counted from the connection's start or the end of the previous answer).
     pub header_read_timeout: u64,
+    /// Under sustained fan-out load (write rounds taking over half of the node's time, room
+    /// broadcasts closer together than this), the longest a WebSocket write may wait so that
+    /// it carries several broadcasts' frames, in milliseconds. 0: every write goes out at once.
+    pub write_coalescing_delay: u64,
+    /// The share of its time, in percent, a node must spend in write rounds before its writes
+    /// start waiting (they stop again below two fifths of it). 0: whenever broadcasts are
+    /// closer together than `writeCoalescingDelay`.
+    pub write_coalescing_load: u8,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +69,8 @@ impl Default for EngineConfig {
             cors: CorsConfig::default(),
             polling_body_timeout: 10_000,
             header_read_timeout: 10_000,
+            write_coalescing_delay: 10,
+            write_coalescing_load: 50,
         }
     }
 }
@@ -103,6 +113,15 @@ impl EngineConfig {
         bad.millis("engine.upgradeTimeout", self.upgrade_timeout);
         bad.millis("engine.pollingBodyTimeout", self.polling_body_timeout);
         bad.millis("engine.headerReadTimeout", self.header_read_timeout);
+        if self.write_coalescing_delay > 1_000 {
+            bad.add(
+                "engine.writeCoalescingDelay",
+                "must be at most 1000 ms (0 turns it off)",
+            );
+        }
+        if self.write_coalescing_load > 100 {
+            bad.add("engine.writeCoalescingLoad", "is a percentage: 0 to 100");
+        }
         if self.cors.credentials && self.cors.origin.iter().any(|o| o == "*") {
             bad.add(
                 "engine.cors",
@@ -115,5 +134,36 @@ impl EngineConfig {
                 "must be between 1 byte and 256 MiB",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ConfigError};
+
+    #[test]
+    fn write_coalescing_is_on_by_default_and_bounded() {
+        let config = Config::default();
+        assert_eq!(config.engine.write_coalescing_delay, 10);
+        assert_eq!(config.engine.write_coalescing_load, 50);
+
+        let yaml = "engine:\n  writeCoalescingDelay: 0\n  writeCoalescingLoad: 0\n";
+        let off = Config::parse(yaml, "yaml").unwrap();
+        off.validate().unwrap();
+        assert_eq!(off.engine.write_coalescing_delay, 0);
+
+        let mut bad = Config::default();
+        bad.engine.write_coalescing_delay = 1_001;
+        bad.engine.write_coalescing_load = 101;
+        let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["engine.writeCoalescingDelay", "engine.writeCoalescingLoad"]
+        );
+        // A percentage that does not fit a byte is a parse error, not a wrap-around.
+        assert!(Config::parse("engine:\n  writeCoalescingLoad: 300\n", "yaml").is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! session noted; when the burst is handled, each noted session is written once, with all
 //! of its frames in one syscall. Without this, a hub that falls behind writes every frame on
 //! its own and never catches up; with it, the more it is behind, the more each write
-//! carries. A burst of one packet costs the same as a direct write.
+//! carries. A burst of one packet costs the same as a direct write. Under sustained fan-out
+//! load the end of a scope may wait a little for the next ones (`coalesce`).
 //!
 //! The scope is synchronous (no `.await` inside), so a thread-local list is enough.
 //!
@@ -15,16 +16,14 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Something that queued writes during a corked scope and writes them at its end.
-pub trait Flush {
-    /// Writes what was deferred (called once per `defer`, at the end of the scope).
-    fn flush(&self);
-}
+pub use super::coalesce::Flush;
 
 #[derive(Default)]
 struct Cork {
     depth: usize,
     deferred: Vec<Arc<dyn Flush>>,
+    /// Something was pushed in the scope (deferred now, or joining a write already waiting).
+    pushed: bool,
 }
 
 thread_local! {
@@ -46,24 +45,33 @@ pub(super) fn is_active() -> bool {
 
 /// Notes a session (or anything else that can [`Flush`]) to write at the end of the scope.
 pub(super) fn defer(pending: Arc<dyn Flush>) {
-    CORK.with(|c| c.borrow_mut().deferred.push(pending));
+    CORK.with(|c| {
+        let mut c = c.borrow_mut();
+        c.deferred.push(pending);
+        c.pushed = true;
+    });
+}
+
+/// Notes a push whose write was already deferred (by this scope, or by a round waiting in
+/// `coalesce`): the scope counts as one that writes.
+pub(super) fn pushed() {
+    CORK.with(|c| c.borrow_mut().pushed = true);
 }
 
 struct Uncork;
 
 impl Drop for Uncork {
     fn drop(&mut self) {
-        let deferred = CORK.with(|c| {
+        let ended = CORK.with(|c| {
             let mut c = c.borrow_mut();
             c.depth = c.depth.saturating_sub(1);
-            if c.depth == 0 {
+            (c.depth == 0 && c.pushed).then(|| {
+                c.pushed = false;
                 std::mem::take(&mut c.deferred)
-            } else {
-                Vec::new()
-            }
+            })
         });
-        for pending in deferred {
-            pending.flush();
+        if let Some(deferred) = ended {
+            super::coalesce::end_scope(deferred);
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - pure codecs: [`packet`] (Engine.IO packets and polling payloads), [`wsframe`] (WebSocket
 //!   frames), [`sid`] (session and socket ids);
 //! - [`stats`] (the counters `/metrics` reads), [`outbox`] (a session's outbound queue),
-//!   [`settings`] (settings resolved from the configuration), [`cork`] (write combining),
+//!   [`settings`] (settings resolved from the configuration), `coalesce` (write rounds that
+//!   wait under load) and [`cork`] (write combining),
 //!   `iplimit` (open sessions per client address);
 //! - [`session`] (one session), `heartbeat` (pings for every session), `wsconn` (one
 //!   WebSocket's socket), [`response`] (error answers and CORS), [`forward`] (requests for
@@ -26,6 +27,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod coalesce;
 pub mod cork;
 pub mod direct;
 pub mod forward;
@@ -52,13 +54,14 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+pub use coalesce::coalesced_rounds;
 pub use forward::{Route, SessionRouter};
 pub use headers::Headers;
 pub use outbox::{Frame, OutboxLimits, PushOutcome};
 pub use response::{Body, EngineError};
 pub use session::{ConnectionFactory, Session};
 pub use sessions::{Engine, Refusal};
-pub use settings::EngineSettings;
+pub use settings::{Coalescing, EngineSettings};
 pub use stats::EngineStats;
 
 /// What the engine knows of the HTTP request that opened a session.

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::cork::{self, Flush};
 use super::outbox::{Frame, Outbox, OutboxLimits, PushOutcome};
 use super::packet::Packet;
+use super::settings::Coalescing;
 use super::stats::EngineStats;
 use super::{CloseReason, ConnectionHandler, HandshakeInfo};
 use crate::config::TransportKind;
@@ -38,6 +39,8 @@ pub(super) trait SessionHost: Send + Sync {
     fn outbox_limits(&self) -> OutboxLimits;
     /// How long a closed polling session stays findable for its last poll.
     fn linger(&self) -> Duration;
+    /// When and how long a write may wait under fan-out load (`coalesce`).
+    fn coalescing(&self) -> Coalescing;
     /// The session answered its ping: schedule its next one.
     fn pong_received(&self, sid: &str);
     /// Takes the session out of the table.
@@ -172,6 +175,8 @@ impl Session {
         let (outcome, first) = self.outbox.push_deferred(frames, volatile, limits);
         if first {
             cork::defer(self.clone());
+        } else {
+            cork::pushed();
         }
         outcome
     }
@@ -297,6 +302,12 @@ impl Flush for Session {
     fn flush(&self) {
         self.outbox.flush_deferred();
     }
+
+    fn coalescing(&self) -> Coalescing {
+        self.host
+            .upgrade()
+            .map_or(Coalescing::OFF, |h| h.coalescing())
+    }
 }
 
 /// The host of a detached session: never alive, so never called.
@@ -312,6 +323,10 @@ impl SessionHost for NoHost {
 
     fn linger(&self) -> Duration {
         Duration::ZERO
+    }
+
+    fn coalescing(&self) -> Coalescing {
+        Coalescing::OFF
     }
 
     fn pong_received(&self, _: &str) {}

@@ -19,7 +19,7 @@ use super::heartbeat::Heartbeats;
 use super::iplimit::PerIp;
 use super::outbox::OutboxLimits;
 use super::session::{ConnectionFactory, Session, SessionHost};
-use super::settings::EngineSettings;
+use super::settings::{Coalescing, EngineSettings};
 use super::sid::SidGenerator;
 use super::stats::EngineStats;
 use super::{CloseReason, HandshakeInfo};
@@ -278,6 +278,10 @@ impl SessionHost for Engine {
 
     fn linger(&self) -> Duration {
         self.settings.ping_timeout
+    }
+
+    fn coalescing(&self) -> Coalescing {
+        self.settings.write_coalescing
     }
 
     fn pong_received(&self, sid: &str) {

@@ -30,6 +30,25 @@ pub struct EngineSettings {
     pub max_handshake_header_bytes: usize,
     /// Open sessions per client IP address; 0: no limit.
     pub max_connections_per_ip: usize,
+    /// When and how long a write round may wait under fan-out load (`coalesce`).
+    pub write_coalescing: Coalescing,
+}
+
+/// `engine.writeCoalescingDelay` and `engine.writeCoalescingLoad`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coalescing {
+    /// The longest a write round waits; zero: never.
+    pub delay: Duration,
+    /// Share of the time spent writing (0 to 1) above which rounds start waiting.
+    pub load: f64,
+}
+
+impl Coalescing {
+    /// Never waits.
+    pub const OFF: Coalescing = Coalescing {
+        delay: Duration::ZERO,
+        load: 1.0,
+    };
 }
 
 impl EngineSettings {
@@ -54,6 +73,10 @@ impl EngineSettings {
             header_read_timeout: Duration::from_millis(e.header_read_timeout),
             max_handshake_header_bytes: config.limits.max_handshake_header_bytes,
             max_connections_per_ip: config.limits.max_connections_per_ip,
+            write_coalescing: Coalescing {
+                delay: Duration::from_millis(e.write_coalescing_delay),
+                load: f64::from(e.write_coalescing_load.min(100)) / 100.0,
+            },
         }
     }
 

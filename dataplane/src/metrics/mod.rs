@@ -253,6 +253,13 @@ impl MetricsSource {
         );
         metric(
             &mut out,
+            "roomcast_write_rounds_coalesced_total",
+            "counter",
+            "Write rounds that waited under fan-out load to carry several broadcasts (engine.writeCoalescingDelay), in this process.",
+            &one(crate::engine::coalesced_rounds()),
+        );
+        metric(
+            &mut out,
             "roomcast_slow_consumers_total",
             "counter",
             "Sessions closed because their outbound queue was full.",

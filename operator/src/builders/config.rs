@@ -151,6 +151,17 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = e.header_read_timeout {
         c.engine.header_read_timeout = to_u64(v, "engine.headerReadTimeout")?;
     }
+    if let Some(v) = e.write_coalescing_delay {
+        c.engine.write_coalescing_delay = to_u64(v, "engine.writeCoalescingDelay")?;
+    }
+    if let Some(v) = e.write_coalescing_load {
+        c.engine.write_coalescing_load = u8::try_from(to_u64(v, "engine.writeCoalescingLoad")?)
+            .map_err(|_| {
+                Error::InvalidHub(format!(
+                    "engine.writeCoalescingLoad is a percentage, 0 to 100: {v}"
+                ))
+            })?;
+    }
     if let Some(v) = e.upgrade_timeout {
         c.engine.upgrade_timeout = to_u64(v, "engine.upgradeTimeout")?;
     }
