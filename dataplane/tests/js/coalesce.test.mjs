@@ -1,0 +1,122 @@
+// Write coalescing (engine.writeCoalescingDelay, engine/coalesce.rs): under fan-out load a
+// write round waits up to the delay so each write carries several broadcasts. With
+// writeCoalescingLoad 0 the hub coalesces whenever broadcasts come closer together than the
+// delay, whatever the machine's speed, so the path runs here for sure. Stock socket.io
+// clients on both transports must still get every broadcast once and in order, no later than
+// the delay allows; a bystander in another room keeps working; a hub with the delay at 0
+// never waits.
+
+import { describe, it, before } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, writeConfig, ClientPool, lifecycle, metric, eventually, sleep, withTimeout } from "./harness.mjs";
+
+const DELAY_MS = 20;
+const EVENTS = 300;
+const SUBSCRIBERS = 30;
+const pool = new ClientPool();
+let coalescing;
+let plain;
+
+/** The main binary's relay app (join any room, events go to the sender's rooms), metrics on. */
+function relayHub(engine) {
+  return startServer({
+    bin: "main",
+    args: [
+      "--config",
+      writeConfig({
+        engine,
+        metrics: { listen: "127.0.0.1:0" },
+        socketio: { namespaces: [{ name: "*", relay: true, policies: { join: ["*"], emit: [], emitToJoined: true } }] },
+      }),
+    ],
+  });
+}
+
+before(async () => {
+  coalescing = await relayHub({ writeCoalescingDelay: DELAY_MS, writeCoalescingLoad: 0 });
+  plain = await relayHub({ writeCoalescingDelay: 0 });
+});
+lifecycle(pool, { servers: () => [coalescing, plain], label: "at the end of the coalescing tests" });
+
+async function member(server, room, transports = ["websocket"]) {
+  const s = pool.io(server.url, { transports });
+  await new Promise((resolve, reject) => {
+    s.once("connect", resolve);
+    s.once("connect_error", reject);
+  });
+  const ack = await s.timeout(5000).emitWithAck("join", room);
+  assert.equal(ack?.ok, true, `join ${room}: ${JSON.stringify(ack)}`);
+  return s;
+}
+
+/** Publishes EVENTS ticks into `room`, one every 2 ms (each in its own WebSocket message),
+ * and returns what every subscriber received: [{n, latency}] per subscriber. */
+async function fanOut(server, room) {
+  const subs = [];
+  for (let i = 0; i < SUBSCRIBERS; i++) subs.push(await member(server, room, i === 0 ? ["polling"] : ["websocket"]));
+  const got = subs.map((s) => {
+    const list = [];
+    s.on("tick", (n, sentAt) => list.push({ n, latency: Date.now() - sentAt }));
+    return list;
+  });
+  const publisher = await member(server, room);
+  // A bystander pair in another room, talking during the load.
+  const [calmA, calmB] = [await member(server, "calm"), await member(server, "calm")];
+  const calmGot = [];
+  calmB.on("chat", (text) => calmGot.push(text));
+
+  await new Promise((resolve) => {
+    let n = 0;
+    const timer = setInterval(() => {
+      publisher.emit("tick", n, Date.now());
+      if (n % 50 === 0) calmA.emit("chat", `calm-${n}`);
+      if (++n === EVENTS) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 2);
+  });
+  await eventually(() => got.every((l) => l.length >= EVENTS), 20_000, "every subscriber gets every tick");
+  await eventually(() => calmGot.length >= EVENTS / 50, 5000, "the bystander gets its room's chat");
+  await sleep(100);
+  return { got, calmGot };
+}
+
+function assertComplete(got, calmGot, what) {
+  for (const [i, list] of got.entries()) {
+    assert.deepEqual(
+      list.map((x) => x.n),
+      Array.from({ length: EVENTS }, (_, n) => n),
+      `${what}: subscriber ${i} (${i === 0 ? "polling" : "websocket"}) got every tick once, in order`,
+    );
+  }
+  assert.deepEqual(calmGot, Array.from({ length: EVENTS / 50 }, (_, k) => `calm-${k * 50}`), `${what}: bystander`);
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+describe("write coalescing under fan-out load (engine.writeCoalescingDelay)", () => {
+  it("rounds wait, every client still gets every broadcast once and in order", { timeout: 60_000 }, async () => {
+    const before = await metric(coalescing, "roomcast_write_rounds_coalesced_total");
+    const { got, calmGot } = await withTimeout(fanOut(coalescing, "hot"), 50_000, "fan-out");
+    assertComplete(got, calmGot, "coalescing hub");
+    const rounds = (await metric(coalescing, "roomcast_write_rounds_coalesced_total")) - before;
+    // 300 broadcasts 2 ms apart with a 20 ms delay: rounds of about ten broadcasts.
+    assert.ok(rounds >= 5, `coalesced write rounds: ${rounds}`);
+    assert.ok(rounds < EVENTS, `a round carries several broadcasts: ${rounds} rounds for ${EVENTS}`);
+    // WebSocket subscribers waited (a broadcast waits for its round's delay, half of it on
+    // average), and only about as long as the delay allows (plus this machine's scheduling).
+    const ws = got.slice(1).flatMap((l) => l.map((x) => x.latency));
+    assert.ok(median(ws) >= DELAY_MS / 4, `median latency ${median(ws)} ms with a ${DELAY_MS} ms delay`);
+    assert.ok(Math.max(...ws) < DELAY_MS + 2000, `max latency ${Math.max(...ws)} ms`);
+    console.log(`# ${rounds} coalesced rounds for ${EVENTS} broadcasts; WebSocket latency median ${median(ws)} ms, max ${Math.max(...ws)} ms`);
+    coalescing.assertHealthy("after the coalesced fan-out");
+  });
+
+  it("with writeCoalescingDelay 0 no round waits", { timeout: 60_000 }, async () => {
+    const { got, calmGot } = await withTimeout(fanOut(plain, "hot"), 50_000, "fan-out");
+    assertComplete(got, calmGot, "hub without coalescing");
+    assert.equal(await metric(plain, "roomcast_write_rounds_coalesced_total"), 0);
+    plain.assertHealthy("after the plain fan-out");
+  });
+});
