@@ -128,11 +128,17 @@ pub fn coalesced_rounds() -> u64 {
     COALESCED.load(Ordering::Relaxed)
 }
 
-/// Ends a scope that pushed: writes `deferred` now, or adds it to a round that waits. The
-/// settings are the first session's (a scope's sessions belong to one engine), or the last
-/// ones seen when every push joined a write already deferred.
-pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>) {
+/// Ends a scope that made `pushes` pushes: writes `deferred` now, or adds it to a round that
+/// waits. A scope with one push (an answer to a client's own packet: a handshake, an ack)
+/// neither waits nor counts: waiting would merge nothing. The settings are the first
+/// session's (a scope's sessions belong to one engine), or the last ones seen when every push
+/// joined a write already deferred.
+pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>, pushes: usize) {
     let now = Instant::now();
+    if pushes < 2 {
+        write(deferred, now, false);
+        return;
+    }
     let mut state = STATE.lock();
     if let Some(first) = deferred.first() {
         state.how = first.coalescing();

@@ -22,8 +22,8 @@ pub use super::coalesce::Flush;
 struct Cork {
     depth: usize,
     deferred: Vec<Arc<dyn Flush>>,
-    /// Something was pushed in the scope (deferred now, or joining a write already waiting).
-    pushed: bool,
+    /// Pushes in the scope (deferred now, or joining a write already waiting).
+    pushes: usize,
 }
 
 thread_local! {
@@ -48,14 +48,14 @@ pub(super) fn defer(pending: Arc<dyn Flush>) {
     CORK.with(|c| {
         let mut c = c.borrow_mut();
         c.deferred.push(pending);
-        c.pushed = true;
+        c.pushes += 1;
     });
 }
 
 /// Notes a push whose write was already deferred (by this scope, or by a round waiting in
 /// `coalesce`): the scope counts as one that writes.
 pub(super) fn pushed() {
-    CORK.with(|c| c.borrow_mut().pushed = true);
+    CORK.with(|c| c.borrow_mut().pushes += 1);
 }
 
 struct Uncork;
@@ -65,13 +65,15 @@ impl Drop for Uncork {
         let ended = CORK.with(|c| {
             let mut c = c.borrow_mut();
             c.depth = c.depth.saturating_sub(1);
-            (c.depth == 0 && c.pushed).then(|| {
-                c.pushed = false;
-                std::mem::take(&mut c.deferred)
+            (c.depth == 0 && c.pushes > 0).then(|| {
+                (
+                    std::mem::take(&mut c.deferred),
+                    std::mem::take(&mut c.pushes),
+                )
             })
         });
-        if let Some(deferred) = ended {
-            super::coalesce::end_scope(deferred);
+        if let Some((deferred, pushes)) = ended {
+            super::coalesce::end_scope(deferred, pushes);
         }
     }
 }
