@@ -42,8 +42,8 @@ const LEAVE: f64 = 0.4;
 #[derive(Debug, Clone)]
 pub(super) struct Load {
     last_scope: Option<Instant>,
-    /// Seconds between the ends of consecutive scopes that wrote.
-    scope_gap: f64,
+    /// Seconds between the ends of consecutive scopes that wrote (none measured yet: `None`).
+    scope_gap: Option<f64>,
     last_round: Option<Instant>,
     /// Share of the time between round starts spent writing, 0 to 1.
     duty: f64,
@@ -60,7 +60,7 @@ impl Load {
     const fn new() -> Self {
         Self {
             last_scope: None,
-            scope_gap: f64::MAX,
+            scope_gap: None,
             last_round: None,
             duty: 0.0,
             waiting: false,
@@ -71,21 +71,20 @@ impl Load {
     pub(super) fn scope_ended(&mut self, at: Instant, how: Coalescing) -> bool {
         if let Some(prev) = self.last_scope {
             let gap = at.saturating_duration_since(prev).as_secs_f64();
-            self.scope_gap = if self.scope_gap == f64::MAX {
-                gap
-            } else {
-                (1.0 - ALPHA) * self.scope_gap + ALPHA * gap
-            };
+            self.scope_gap = Some(
+                self.scope_gap
+                    .map_or(gap, |g| (1.0 - ALPHA) * g + ALPHA * gap),
+            );
         }
         self.last_scope = Some(at);
-        let max = how.delay.as_secs_f64();
-        if max == 0.0 {
-            self.waiting = false;
+        let (max, gap) = (how.delay.as_secs_f64(), self.scope_gap.unwrap_or(f64::MAX));
+        self.waiting = if max == 0.0 {
+            false
         } else if self.waiting {
-            self.waiting = self.duty >= LEAVE * how.load && self.scope_gap <= max;
+            self.duty >= LEAVE * how.load && gap <= max
         } else {
-            self.waiting = self.duty >= how.load && self.scope_gap < max;
-        }
+            self.duty >= how.load && gap < max
+        };
         self.waiting
     }
 
@@ -134,19 +133,24 @@ pub fn coalesced_rounds() -> u64 {
 /// session's (a scope's sessions belong to one engine), or the last ones seen when every push
 /// joined a write already deferred.
 pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>, pushes: usize) {
-    let now = Instant::now();
     if pushes < 2 {
-        write(deferred, now, false);
+        write(deferred, None);
         return;
     }
+    let own = deferred.first().map(|first| first.coalescing());
+    if own.is_some_and(|how| how.delay.is_zero()) {
+        write(deferred, None);
+        return;
+    }
+    let now = Instant::now();
     let mut state = STATE.lock();
-    if let Some(first) = deferred.first() {
-        state.how = first.coalescing();
+    if let Some(own) = own {
+        state.how = own;
     }
     let how = state.how;
     if how.delay.is_zero() {
         drop(state);
-        write(deferred, now, false);
+        write(deferred, None);
         return;
     }
     if state.load.scope_ended(now, how) {
@@ -164,7 +168,7 @@ pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>, pushes: usize) {
         }
     }
     drop(state);
-    write(deferred, now, true);
+    write(deferred, Some(now));
 }
 
 /// Writes the waiting sessions when dropped: when its delay is over, or when the runtime
@@ -178,19 +182,19 @@ impl Drop for WaitingRound {
             state.armed = false;
             std::mem::take(&mut state.waiting)
         };
-        write(waiting, Instant::now(), true);
+        write(waiting, Some(Instant::now()));
     }
 }
 
-/// One write round; measured when coalescing is on.
-fn write(sessions: Vec<Arc<dyn Flush>>, start: Instant, measure: bool) {
+/// One write round; measured (from `start`) when coalescing is on.
+fn write(sessions: Vec<Arc<dyn Flush>>, start: Option<Instant>) {
     if sessions.is_empty() {
         return;
     }
     for session in sessions {
         session.flush();
     }
-    if measure {
+    if let Some(start) = start {
         STATE.lock().load.round_done(start, start.elapsed());
     }
 }

@@ -4,11 +4,11 @@
 // delay, whatever the machine's speed, so the path runs here for sure. Stock socket.io
 // clients on both transports must still get every broadcast once and in order, no later than
 // the delay allows; a bystander in another room keeps working; a hub with the delay at 0
-// never waits.
+// never waits; a client that stops reading while rounds wait is cut off as a slow consumer.
 
 import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, writeConfig, ClientPool, lifecycle, metric, eventually, sleep, withTimeout } from "./harness.mjs";
+import { startServer, writeConfig, ClientPool, connected, lifecycle, metric, eventually, sleep, withTimeout, rawEioWs } from "./harness.mjs";
 
 const DELAY_MS = 20;
 const EVENTS = 300;
@@ -16,15 +16,17 @@ const SUBSCRIBERS = 30;
 const pool = new ClientPool();
 let coalescing;
 let plain;
+let bounded;
 
 /** The main binary's relay app (join any room, events go to the sender's rooms), metrics on. */
-function relayHub(engine) {
+function relayHub(engine, limits = {}) {
   return startServer({
     bin: "main",
     args: [
       "--config",
       writeConfig({
         engine,
+        limits,
         metrics: { listen: "127.0.0.1:0" },
         socketio: { namespaces: [{ name: "*", relay: true, policies: { join: ["*"], emit: [], emitToJoined: true } }] },
       }),
@@ -35,15 +37,13 @@ function relayHub(engine) {
 before(async () => {
   coalescing = await relayHub({ writeCoalescingDelay: DELAY_MS, writeCoalescingLoad: 0 });
   plain = await relayHub({ writeCoalescingDelay: 0 });
+  bounded = await relayHub({ writeCoalescingDelay: DELAY_MS, writeCoalescingLoad: 0 }, { maxOutboundFrames: 64 });
 });
-lifecycle(pool, { servers: () => [coalescing, plain], label: "at the end of the coalescing tests" });
+lifecycle(pool, { servers: () => [coalescing, plain, bounded], label: "at the end of the coalescing tests" });
 
 async function member(server, room, transports = ["websocket"]) {
   const s = pool.io(server.url, { transports });
-  await new Promise((resolve, reject) => {
-    s.once("connect", resolve);
-    s.once("connect_error", reject);
-  });
+  await connected(s);
   const ack = await s.timeout(5000).emitWithAck("join", room);
   assert.equal(ack?.ok, true, `join ${room}: ${JSON.stringify(ack)}`);
   return s;
@@ -118,5 +118,49 @@ describe("write coalescing under fan-out load (engine.writeCoalescingDelay)", ()
     assertComplete(got, calmGot, "hub without coalescing");
     assert.equal(await metric(plain, "roomcast_write_rounds_coalesced_total"), 0);
     plain.assertHealthy("after the plain fan-out");
+  });
+
+  it("a client that stops reading while rounds wait is still cut off as a slow consumer; the others get everything", { timeout: 60_000 }, async () => {
+    // The attack: join the busy room, then never read. Frames held by a waiting round sit in
+    // the socket's outbox and count against limits.maxOutboundFrames like any others.
+    const { ws } = await rawEioWs(bounded);
+    ws.send("40");
+    assert.ok((await ws.next(5000, "CONNECT reply")).startsWith("40{"));
+    ws.send('420["join","hot"]');
+    assert.ok((await ws.next(5000, "join ack")).startsWith("430"));
+    ws.ws._socket.pause();
+
+    const subs = [];
+    for (let i = 0; i < 3; i++) subs.push(await member(bounded, "hot"));
+    const got = subs.map((s) => {
+      const list = [];
+      s.on("tick", (n) => list.push(n));
+      return list;
+    });
+    const publisher = await member(bounded, "hot");
+    const by = await member(bounded, "calm");
+    const COUNT = 800;
+    const pad = "x".repeat(16 * 1024); // 12.8 MB for the stuck client: more than loopback buffers take
+    await new Promise((resolve) => {
+      let n = 0;
+      const timer = setInterval(() => {
+        publisher.emit("tick", n, Date.now(), pad);
+        if (++n === COUNT) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 2);
+    });
+    await eventually(() => got.every((l) => l.length >= COUNT), 20_000, "every reading subscriber gets every tick");
+    for (const [i, list] of got.entries()) {
+      assert.deepEqual(list, Array.from({ length: COUNT }, (_, n) => n), `subscriber ${i}: every tick once, in order`);
+    }
+    await eventually(async () => (await metric(bounded, "roomcast_slow_consumers_total")) >= 1, 10_000, "the stuck client cut off");
+    assert.ok((await metric(bounded, "roomcast_write_rounds_coalesced_total")) > 0, "rounds waited during the flood");
+    ws.ws._socket.resume();
+    await eventually(() => ws.closed, 10_000, "the stuck client's connection closed");
+    const ack = await by.timeout(3000).emitWithAck("join", "calm-2");
+    assert.equal(ack?.ok, true, "the bystander still gets answers");
+    bounded.assertHealthy("after the slow consumer");
   });
 });
