@@ -29,6 +29,7 @@ mod peer;
 mod pool;
 mod proto;
 mod recovery;
+mod sendcost;
 mod target;
 
 use std::path::PathBuf;
@@ -78,6 +79,8 @@ enum Mode {
     RecoveryPublish(recovery::PublishRoomsArgs),
     /// Prints CLOCK_MONOTONIC in nanoseconds (the clock of every timestamp here).
     Clock,
+    /// The kernel's cost of a small loopback write by system call (`writev` or `send`).
+    SendCost(sendcost::SendCostArgs),
 }
 
 #[derive(Args, Clone)]
@@ -194,6 +197,8 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", clock::monotonic_ns());
                 Ok(())
             }
+            // Plain threads: nothing else runs on the runtime meanwhile.
+            Mode::SendCost(a) => sendcost::run(a),
         }
     })
 }
