@@ -231,7 +231,7 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
 
 /// A single frame up to this size (header included) is copied into one buffer on the stack
 /// and written with `send`; a larger one goes out as header and payload with `writev`.
-/// `writev` goes through the file layer, which a socket does not need: on the bench VM a
+/// One buffer through `send` skips the file layer and the vectored path: on the bench VM a
 /// 130-byte `writev` cost 4.70 µs of kernel time against 4.25 µs for `send`
 /// (`roomcast-bench send-cost`, bench/PROFILE.md). Copying 4 KiB costs far less.
 const SEND_COPY_MAX: usize = 4096;
