@@ -1150,7 +1150,7 @@ report_connect() {
       if ("node" in seen) printf "; Node %.0f (%s)", h["node"], more(r, h["node"])
       if ("socketioxide" in seen) printf "; socketioxide %.0f (%s)", h["socketioxide"], more(r, h["socketioxide"])
       printf ". Target ≥ 25,000 (with the room join): **%s**", (r >= 25000 ? "met" : "missed")
-      if (r < 25000) printf "; where the CPU goes: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-third-a-new-websocket-connection-without-hyper) (`BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh`)"
+      if (r < 25000) printf "; where the CPU goes: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-fifth-send-instead-of-writev-and-the-cross-pod-p99-over-three-runs) (`BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh`)"
       printf ".\n"
     }' "$CONNECT_TSV"
   echo
