@@ -24,8 +24,28 @@ state="${2:?usage: control-plane.sh start|stop STATE_DIR}"
 
 log() { echo "[control-plane] $*" >&2; }
 
+# A port for a component to bind later, below the kernel's ephemeral range: a port from a bind
+# to port 0 lies inside that range, and an outgoing connection can take it as its source port
+# before the component binds it (kube-controller-manager once failed with "address already in
+# use" that way).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+first = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(500):
+    port = random.randrange(10000, first) if first > 11000 else 0
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(s.getsockname()[1])
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    raise SystemExit("no free port")
+'
 }
 
 # kubeconfig FILE TOKEN USER NAMESPACE: a kubeconfig for this control plane (its api-port

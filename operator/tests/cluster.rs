@@ -79,11 +79,27 @@ where
     }
 }
 
+/// A port for a child process to bind later, below the kernel's ephemeral range (as
+/// e2e/control-plane.sh's `free_port`): one from a bind to port 0 lies inside that range, and
+/// an outgoing connection can take it as its source port before the child binds it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    let first = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32768);
+    let span = first.saturating_sub(10_000).max(1);
+    let seed = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        );
+    (0..span.min(500))
+        .map(|i| 10_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % span))
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// A `roomcast-operator` process run with the chart ServiceAccount's credentials.
