@@ -80,11 +80,16 @@ fn matches_tokens(tokens: &[Token], text: &str) -> bool {
             Token::Wildcard => segments.push(""),
         }
     }
-    crate::socketio::segments_match(&segments, text)
+    crate::socketio::segments_match(segments, text)
 }
 
 /// Whether `room` matches `pattern` for a client with these claims.
 pub fn pattern_allows(pattern: &str, room: &str, claims: Option<&Value>) -> bool {
+    if !pattern.contains('{') {
+        // No claims to substitute: the segments are the pattern's own (nothing allocated
+        // per join for the common `*` or `chat-*`).
+        return crate::socketio::segments_match(pattern.split('*'), room);
+    }
     tokens(pattern, claims).is_some_and(|t| matches_tokens(&t, room))
 }
 

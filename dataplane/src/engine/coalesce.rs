@@ -132,7 +132,7 @@ pub fn coalesced_rounds() -> u64 {
 /// neither waits nor counts: waiting would merge nothing. The settings are the first
 /// session's (a scope's sessions belong to one engine), or the last ones seen when every push
 /// joined a write already deferred.
-pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>, pushes: usize) {
+pub(super) fn end_scope(deferred: &mut Vec<Arc<dyn Flush>>, pushes: usize) {
     if pushes < 2 {
         write(deferred, None);
         return;
@@ -155,7 +155,7 @@ pub(super) fn end_scope(deferred: Vec<Arc<dyn Flush>>, pushes: usize) {
     }
     if state.load.scope_ended(now, how) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            state.waiting.extend(deferred);
+            state.waiting.append(deferred);
             if !state.armed {
                 state.armed = true;
                 COALESCED.fetch_add(1, Ordering::Relaxed);
@@ -177,21 +177,22 @@ struct WaitingRound;
 
 impl Drop for WaitingRound {
     fn drop(&mut self) {
-        let waiting = {
+        let mut waiting = {
             let mut state = STATE.lock();
             state.armed = false;
             std::mem::take(&mut state.waiting)
         };
-        write(waiting, Some(Instant::now()));
+        write(&mut waiting, Some(Instant::now()));
     }
 }
 
-/// One write round; measured (from `start`) when coalescing is on.
-fn write(sessions: Vec<Arc<dyn Flush>>, start: Option<Instant>) {
+/// One write round; measured (from `start`) when coalescing is on. Leaves `sessions` empty,
+/// with its storage, for the caller to use again.
+fn write(sessions: &mut Vec<Arc<dyn Flush>>, start: Option<Instant>) {
     if sessions.is_empty() {
         return;
     }
-    for session in sessions {
+    for session in sessions.drain(..) {
         session.flush();
     }
     if let Some(start) = start {

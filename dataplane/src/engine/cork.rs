@@ -26,6 +26,9 @@ struct Cork {
     pushes: usize,
 }
 
+/// Most deferred sessions whose list a thread keeps between scopes (64 KiB of pointers).
+const KEEP_DEFERRED: usize = 4096;
+
 thread_local! {
     static CORK: RefCell<Cork> = RefCell::default();
 }
@@ -72,8 +75,20 @@ impl Drop for Uncork {
                 )
             })
         });
-        if let Some((deferred, pushes)) = ended {
-            super::coalesce::end_scope(deferred, pushes);
+        if let Some((mut deferred, pushes)) = ended {
+            super::coalesce::end_scope(&mut deferred, pushes);
+            // The list goes back, empty, for the next scope: most scopes defer a session or
+            // two, and would otherwise allocate it anew each time. One that grew past
+            // `KEEP_DEFERRED` (a broadcast to a large room) is let go.
+            if deferred.capacity() <= KEEP_DEFERRED {
+                CORK.with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.deferred.capacity() == 0 {
+                        deferred.clear();
+                        c.deferred = deferred;
+                    }
+                });
+            }
         }
     }
 }

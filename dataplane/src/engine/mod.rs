@@ -41,6 +41,7 @@ mod request;
 pub mod response;
 pub mod rewind;
 mod router;
+mod scratch;
 pub mod session;
 pub mod sessions;
 pub mod settings;

@@ -247,21 +247,27 @@ impl Outbox {
         if q.frames.is_empty() {
             return;
         }
-        // A flush boundary asks for separate writes: the transport keeps them apart.
-        if q.boundary == 0 {
+        // A flush boundary inside the queue asks for separate writes: the transport keeps
+        // them apart. One after the last frame (a CONNECT answered within the packet's own
+        // scope) asks for nothing more than this write.
+        if q.boundary == 0 || q.boundary >= q.frames.len() {
             let written = q
                 .sink_idle()
                 .map(|sink| sink.try_write(&mut q.frames.iter().map(|(f, _)| f)));
             if let Some(written) = written {
+                // All written: the queue storage goes, as in `take_batch` (an idle session
+                // kept the 176 bytes of its last reply's queue otherwise).
                 match written {
                     SinkWrite::All => {
-                        q.frames.clear();
+                        q.frames = VecDeque::new();
                         q.bytes = 0;
+                        q.boundary = 0;
                         return;
                     }
                     SinkWrite::Rest(rest) => {
-                        q.frames.clear();
+                        q.frames = VecDeque::new();
                         q.bytes = 0;
+                        q.boundary = 0;
                         q.rest = Some(rest);
                     }
                     SinkWrite::Nothing => {}
@@ -572,5 +578,35 @@ mod tests {
             o.push_deferred(&[text("4g")], false, LIMITS).0,
             PushOutcome::Overflow
         );
+    }
+
+    #[test]
+    fn a_boundary_after_the_deferred_frames_is_written_at_the_flush() {
+        let o = Outbox::default();
+        let s = socket(100);
+        o.attach_sink(s.clone());
+        // A CONNECT answered inside the packet's scope: nothing after its boundary yet.
+        o.push_deferred(&[text("40")], false, LIMITS);
+        o.flush_boundary();
+        o.flush_deferred();
+        assert_eq!(*s.wire.lock(), vec!["40"], "written by the flush itself");
+        assert!(o.is_empty());
+        assert_eq!(
+            o.queue.lock().frames.capacity(),
+            0,
+            "no storage kept when idle"
+        );
+        // The boundary is spent: later pushes are written directly again, on their own.
+        o.push(&[text("42")], false, LIMITS);
+        assert_eq!(*s.wire.lock(), vec!["40", "42"]);
+        // A frame queued behind a boundary is left to the writer, which keeps them apart.
+        o.push_deferred(&[text("40")], false, LIMITS);
+        o.flush_boundary();
+        o.push_deferred(&[text("43")], false, LIMITS);
+        o.flush_deferred();
+        assert_eq!(s.wire.lock().len(), 2, "nothing more written directly");
+        let mut out = Vec::new();
+        assert!(o.drain_into(&mut out));
+        assert_eq!(out, vec![text("40")]);
     }
 }

@@ -10,7 +10,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 /// The separator between packets in an HTTP long-polling payload.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
@@ -66,7 +66,10 @@ impl Packet {
                 .map_err(|_| DecodeError::BadBase64)?;
             return Ok(Packet::Binary(Bytes::from(decoded)));
         }
-        let data = input.slice_ref(rest);
+        // Advanced in place: slicing a `Bytes` that owns a fresh buffer (a WebSocket message)
+        // would allocate a shared header for the two handles, once per message.
+        let mut data = input;
+        data.advance(1);
         Ok(match first {
             b'0' => Packet::Open(
                 String::from_utf8(data.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?,

@@ -240,10 +240,14 @@ impl Engine {
             ping_timeout: millis(self.settings.ping_timeout),
             max_payload: self.settings.max_payload,
         };
-        // Serialized straight from the struct: no JSON tree built per handshake.
-        let mut out = String::from("0");
-        out.push_str(&serde_json::to_string(&open).unwrap_or_default());
-        out
+        // Serialized straight from the struct into one buffer of the usual size: no JSON
+        // tree and no second allocation per handshake.
+        let mut out = Vec::with_capacity(OPEN_PACKET_CAPACITY);
+        out.push(b'0');
+        if serde_json::to_writer(&mut out, &open).is_err() {
+            out.truncate(1);
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Closes every session (graceful shutdown).
@@ -254,6 +258,10 @@ impl Engine {
         }
     }
 }
+
+/// Room for an open packet: `0{"sid":"<20 chars>","upgrades":["websocket"],"pingInterval":
+/// 25000,"pingTimeout":20000,"maxPayload":1000000}` is 111 bytes.
+const OPEN_PACKET_CAPACITY: usize = 128;
 
 /// The open packet's JSON, in the reference server's order.
 #[derive(serde::Serialize)]

@@ -15,10 +15,21 @@ const RANDOM_BYTES: usize = 12;
 /// Length of the random part of a session id in characters.
 const RANDOM_CHARS: usize = RANDOM_BYTES * 4 / 3;
 
-fn random_part() -> String {
+/// A fresh random part followed by `suffix`, in one allocation of the exact size (one per
+/// id: a handshake makes two).
+fn random_with(suffix: &str) -> String {
     let mut bytes = [0u8; RANDOM_BYTES];
     rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    let mut chars = [0u8; RANDOM_CHARS];
+    // 12 bytes are exactly 16 base64 characters: the slice always fits.
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(bytes, &mut chars)
+        .unwrap_or_default();
+    let mut id = String::with_capacity(RANDOM_CHARS + suffix.len());
+    // base64url is ASCII.
+    id.push_str(std::str::from_utf8(&chars[..written]).unwrap_or_default());
+    id.push_str(suffix);
+    id
 }
 
 /// Makes session ids that name their node.
@@ -35,23 +46,19 @@ impl SidGenerator {
     }
 
     pub fn session_id(&self) -> String {
-        let mut sid = random_part();
-        sid.push_str(&self.node_suffix);
-        sid
+        random_with(&self.node_suffix)
     }
 }
 
 /// A fresh random id (CloudEvent ids and the like).
 pub fn random_id() -> String {
-    random_part()
+    random_with("")
 }
 
 /// A fresh Socket.IO socket id for a socket of session `sid`: a new random part, and the
 /// session's node suffix (nothing else of the session id).
 pub fn socket_id(sid: &str) -> String {
-    let mut id = random_part();
-    id.push_str(node_suffix(sid));
-    id
+    random_with(node_suffix(sid))
 }
 
 /// The part of a session id that names its node: what every socket id of the session

@@ -16,6 +16,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::outbox::{Frame, FrameSink, SinkWrite};
+use super::scratch;
 use super::stats::EngineStats;
 use super::wsframe::{self, Decoder, WsError, WsMessage, MAX_HEADER};
 
@@ -115,26 +116,28 @@ impl WsConn {
 
     /// Reads what the socket has, without waiting, and decodes it.
     fn read_now(&mut self) {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut budget = READ_BUDGET;
-        while budget > 0 && self.failed.is_none() {
-            match read_draining(&self.stream, &mut chunk) {
-                Ok(0) => {
-                    self.eof = true;
-                    return;
-                }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    self.decode(&mut chunk[..n]);
-                    if n < chunk.len() {
+        scratch::with_read(READ_CHUNK, |chunk| {
+            let mut budget = READ_BUDGET;
+            while budget > 0 && self.failed.is_none() {
+                match read_draining(&self.stream, chunk) {
+                    Ok(0) => {
+                        self.eof = true;
                         return;
                     }
+                    Ok(n) => {
+                        budget = budget.saturating_sub(n);
+                        // Only the `n` bytes just read are looked at.
+                        self.decode(chunk.get_mut(..n).unwrap_or_default());
+                        if n < chunk.len() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => self.failed = Some(e.into()),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.failed = Some(e.into()),
             }
-        }
+        })
     }
 
     fn decode(&mut self, bytes: &mut [u8]) {
@@ -229,10 +232,10 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
     wsframe::encode_frame(opcode, payload, out);
 }
 
-/// A single frame up to this size (header included) is copied into one buffer on the stack
-/// and written with `send`; a larger one goes out as header and payload with `writev`.
-/// One buffer through `send` skips the file layer and the vectored path: on the bench VM a
-/// 130-byte `writev` cost 4.70 µs of kernel time against 4.25 µs for `send`
+/// A single frame up to this size (header included) is copied into one buffer and written
+/// with `send`; a larger one goes out as header and payload with `writev`. One buffer
+/// through `send` skips the file layer and the vectored path: on the bench VM a 130-byte
+/// `writev` cost 4.70 µs of kernel time against 4.25 µs for `send`
 /// (`roomcast-bench send-cost`, bench/PROFILE.md). Copying 4 KiB costs far less.
 const SEND_COPY_MAX: usize = 4096;
 
@@ -246,31 +249,35 @@ struct DirectSink {
 impl FrameSink for DirectSink {
     fn try_write(&self, frames: &mut dyn ExactSizeIterator<Item = &Frame>) -> SinkWrite {
         let count = frames.len();
-        // The common case, one frame: header and payload in one vectored write, no copy.
         let single = if count == 1 { frames.next() } else { None };
-        let written = if let Some(frame) = single {
-            let (opcode, payload) = opcode_and_payload(frame);
-            let mut header = [0; MAX_HEADER];
-            let n = wsframe::encode_header(opcode, payload.len(), &mut header);
-            let total = n + payload.len();
-            let sent = if total <= SEND_COPY_MAX {
-                let mut wire = [0u8; SEND_COPY_MAX];
-                wire[..n].copy_from_slice(&header[..n]);
-                wire[n..total].copy_from_slice(payload);
-                self.stream.try_write(&wire[..total])
-            } else {
-                let slices = [IoSlice::new(&header[..n]), IoSlice::new(payload)];
-                self.stream.try_write_vectored(&slices)
-            };
-            sent.map(|w| rest_of(w, total, || [&header[..n], payload].concat()))
+        let mut header = [0; MAX_HEADER];
+        let large = single
+            .map(opcode_and_payload)
+            .and_then(|(opcode, payload)| {
+                let n = wsframe::encode_header(opcode, payload.len(), &mut header);
+                (n + payload.len() > SEND_COPY_MAX).then_some((n, payload))
+            });
+        let written = if let Some((n, payload)) = large {
+            // Too large to copy: header and payload in one vectored write.
+            let slices = [IoSlice::new(&header[..n]), IoSlice::new(payload)];
+            self.stream.try_write_vectored(&slices).map(|w| {
+                rest_of(w, n + payload.len(), |at| {
+                    let wire = [&header[..n], payload].concat();
+                    Bytes::copy_from_slice(wire.get(at..).unwrap_or_default())
+                })
+            })
         } else {
-            let mut wire = Vec::new();
-            for frame in frames {
-                encode_frame(frame, &mut wire);
-            }
-            self.stream
-                .try_write(&wire)
-                .map(|w| rest_of(w, wire.len(), || wire.clone()))
+            // One frame or a batch: encoded into this thread's buffer, one `send`.
+            scratch::with_write(|wire| {
+                for frame in single.into_iter().chain(frames) {
+                    encode_frame(frame, wire);
+                }
+                self.stream.try_write(wire).map(|w| {
+                    rest_of(w, wire.len(), |at| {
+                        Bytes::copy_from_slice(wire.get(at..).unwrap_or_default())
+                    })
+                })
+            })
         };
         match written {
             Ok(result) => {
@@ -287,16 +294,15 @@ impl FrameSink for DirectSink {
     }
 }
 
-/// What is left after `written` of `total` wire bytes went out.
-fn rest_of(written: usize, total: usize, wire: impl FnOnce() -> Vec<u8>) -> SinkWrite {
+/// What is left after `written` of `total` wire bytes went out; `tail(at)` copies the wire
+/// bytes from `at` on.
+fn rest_of(written: usize, total: usize, tail: impl FnOnce(usize) -> Bytes) -> SinkWrite {
     if written >= total {
         SinkWrite::All
     } else if written == 0 {
         SinkWrite::Nothing
     } else {
-        let mut all = wire();
-        all.drain(..written);
-        SinkWrite::Rest(Bytes::from(all))
+        SinkWrite::Rest(tail(written))
     }
 }
 

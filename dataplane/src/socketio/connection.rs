@@ -95,7 +95,7 @@ impl Connection {
     }
 
     fn on_connect(self: &Arc<Self>, packet: Packet, packet_bytes: usize) {
-        let nsp = packet.nsp;
+        let nsp = packet.nsp.into_owned();
         let limits = &self.hub.config.limits;
         if nsp.len() > limits.max_namespace_name_bytes || !self.hub.namespace_allowed(&nsp) {
             self.send_text(packet::encode_connect_error(
@@ -166,7 +166,7 @@ impl Connection {
             handshake: self.handshake.clone(),
         };
         let conn = self.clone();
-        tokio::spawn(async move {
+        run_or_spawn(async move {
             let verdict = conn
                 .hub
                 .authenticator
@@ -732,5 +732,18 @@ impl ConnectionFactory for Factory {
         let timeout = Duration::from_millis(self.hub.config.socketio.connect_timeout);
         self.deadlines.push(timeout, &conn, session);
         Arc::new(conn)
+    }
+}
+
+/// Runs `future` at once, and gives it a task only if it has to wait. A CONNECT with nothing
+/// to wait for (no token to verify remotely, no `connect` webhook) completes inside the
+/// packet's own dispatch: one task fewer per handshake, with its allocation, scheduling
+/// and teardown. A future left pending is polled again by its task, which registers that
+/// task's waker in place of the no-op one, as every poll must.
+fn run_or_spawn(future: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut future = Box::pin(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if future.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(future);
     }
 }

@@ -12,6 +12,7 @@
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::ser::{SerializeSeq, Serializer};
@@ -62,7 +63,8 @@ pub const RESERVED_EVENTS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packet {
     pub kind: PacketKind,
-    pub nsp: String,
+    /// Borrowed for the main namespace `/`, which most packets name: no allocation.
+    pub nsp: Cow<'static, str>,
     pub id: Option<u64>,
     pub attachments: usize,
     pub data: Option<Value>,
@@ -110,10 +112,12 @@ impl Packet {
             rest = after;
         }
 
-        let mut nsp = "/".to_string();
+        let mut nsp = Cow::Borrowed("/");
         if rest.starts_with('/') {
             let (name, after) = rest.split_once(',').unwrap_or((rest, ""));
-            nsp = name.to_string();
+            if name != "/" {
+                nsp = Cow::Owned(name.to_string());
+            }
             rest = after;
         }
 
@@ -369,7 +373,7 @@ mod tests {
         assert_eq!(p.data, Some(json!({"token": "123"})));
         let p = decode("2/admin,12[\"bar\"]").unwrap();
         assert_eq!(
-            (p.kind, p.id, p.nsp.as_str()),
+            (p.kind, p.id, &*p.nsp),
             (PacketKind::Event, Some(12), "/admin")
         );
         let p = decode("51-[\"baz\",{\"_placeholder\":true,\"num\":0}]").unwrap();

@@ -15,31 +15,35 @@ use crate::config::Config;
 
 /// Whether `name` matches a namespace pattern, where `*` matches any run of characters.
 pub fn namespace_matches(pattern: &str, name: &str) -> bool {
-    let segments: Vec<&str> = pattern.split('*').collect();
-    segments_match(&segments, name)
+    segments_match(pattern.split('*'), name)
 }
 
 /// Whether `text` is `segments` joined by wildcards (`*`, any run of characters): the first
 /// segment is a prefix, the last a suffix, and each one between is found leftmost in what
 /// remains. Linear time (leftmost is always safe, as a wildcard absorbs anything), unlike a
 /// backtracking matcher, whose time grows exponentially with the number of wildcards.
-pub fn segments_match(segments: &[&str], text: &str) -> bool {
-    let Some((first, rest)) = segments.split_first() else {
+/// Takes the segments as an iterator so that a pattern is matched without collecting them:
+/// this runs for every CONNECT and every join.
+pub fn segments_match<'a>(segments: impl IntoIterator<Item = &'a str>, text: &str) -> bool {
+    let mut segments = segments.into_iter();
+    let Some(first) = segments.next() else {
         return text.is_empty();
-    };
-    let Some((last, middle)) = rest.split_last() else {
-        return text == *first;
     };
     let Some(mut remaining) = text.strip_prefix(first) else {
         return false;
     };
-    for part in middle {
-        match remaining.find(part) {
-            Some(at) => remaining = remaining.get(at.saturating_add(part.len())..).unwrap_or(""),
+    let Some(mut last) = segments.next() else {
+        return remaining.is_empty();
+    };
+    for next in segments {
+        // `last` lies between two wildcards.
+        match remaining.find(last) {
+            Some(at) => remaining = remaining.get(at.saturating_add(last.len())..).unwrap_or(""),
             None => return false,
         }
+        last = next;
     }
-    remaining.len() >= last.len() && remaining.ends_with(last)
+    remaining.ends_with(last)
 }
 
 /// The namespaces of a hub and what every one of them shares.
