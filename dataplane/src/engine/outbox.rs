@@ -255,17 +255,18 @@ impl Outbox {
                 .sink_idle()
                 .map(|sink| sink.try_write(&mut q.frames.iter().map(|(f, _)| f)));
             if let Some(written) = written {
-                // All written: the queue storage goes, as in `take_batch` (an idle session
-                // kept the 176 bytes of its last reply's queue otherwise).
+                // The queue keeps its storage for the next scope: freeing it here cost an
+                // allocation per delivery of a fan-out (measured: 0.56 `malloc` per delivery
+                // against 0.02).
                 match written {
                     SinkWrite::All => {
-                        q.frames = VecDeque::new();
+                        q.frames.clear();
                         q.bytes = 0;
                         q.boundary = 0;
                         return;
                     }
                     SinkWrite::Rest(rest) => {
-                        q.frames = VecDeque::new();
+                        q.frames.clear();
                         q.bytes = 0;
                         q.boundary = 0;
                         q.rest = Some(rest);
@@ -591,11 +592,6 @@ mod tests {
         o.flush_deferred();
         assert_eq!(*s.wire.lock(), vec!["40"], "written by the flush itself");
         assert!(o.is_empty());
-        assert_eq!(
-            o.queue.lock().frames.capacity(),
-            0,
-            "no storage kept when idle"
-        );
         // The boundary is spent: later pushes are written directly again, on their own.
         o.push(&[text("42")], false, LIMITS);
         assert_eq!(*s.wire.lock(), vec!["40", "42"]);
