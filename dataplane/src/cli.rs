@@ -284,9 +284,10 @@ pub async fn serve(
     listen: SocketAddr,
     path: &str,
 ) -> anyhow::Result<()> {
-    let listener = crate::cluster::listen::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        crate::cluster::listen::bind_client(listen, server.engine().settings.defer_accept)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this exact line.
     println!("listening on http://{addr} (path {path})");

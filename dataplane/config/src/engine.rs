@@ -46,6 +46,10 @@ pub struct EngineConfig {
     /// How long a connection to the client endpoint may take to send a request's headers
     /// (counted from the connection's start or the end of the previous answer).
     pub header_read_timeout: u64,
+    /// How long the kernel may hold a new client connection until its first bytes arrive
+    /// before handing it to the node (TCP_DEFER_ACCEPT, Linux; whole seconds, rounded up),
+    /// in milliseconds. 0: connections are handed over as soon as they are established.
+    pub defer_accept: u64,
     /// Under sustained fan-out load (write rounds taking over half of the node's time, room
     /// broadcasts closer together than this), the longest a WebSocket write may wait so that
     /// it carries several broadcasts' frames, in milliseconds. 0: every write goes out at once.
@@ -55,6 +59,10 @@ pub struct EngineConfig {
     /// closer together than `writeCoalescingDelay`.
     pub write_coalescing_load: u8,
 }
+
+/// The longest `engine.deferAccept`: a client that connected and says nothing is the node's
+/// after this, whatever the setting (its `headerReadTimeout` then starts).
+pub const MAX_DEFER_ACCEPT: u64 = 60_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for EngineConfig {
             cors: CorsConfig::default(),
             polling_body_timeout: 10_000,
             header_read_timeout: 10_000,
+            defer_accept: 1_000,
             write_coalescing_delay: 10,
             write_coalescing_load: 50,
         }
@@ -113,6 +122,12 @@ impl EngineConfig {
         bad.millis("engine.upgradeTimeout", self.upgrade_timeout);
         bad.millis("engine.pollingBodyTimeout", self.polling_body_timeout);
         bad.millis("engine.headerReadTimeout", self.header_read_timeout);
+        if self.defer_accept > MAX_DEFER_ACCEPT {
+            bad.add(
+                "engine.deferAccept",
+                "must be at most 60000 ms (0 turns it off)",
+            );
+        }
         if self.write_coalescing_delay > 1_000 {
             bad.add(
                 "engine.writeCoalescingDelay",
@@ -165,5 +180,21 @@ mod tests {
         );
         // A percentage that does not fit a byte is a parse error, not a wrap-around.
         assert!(Config::parse("engine:\n  writeCoalescingLoad: 300\n", "yaml").is_err());
+    }
+
+    #[test]
+    fn defer_accept_is_one_second_by_default_and_bounded() {
+        assert_eq!(Config::default().engine.defer_accept, 1_000);
+        let off = Config::parse("engine:\n  deferAccept: 0\n", "yaml").unwrap();
+        off.validate().unwrap();
+        assert_eq!(off.engine.defer_accept, 0);
+
+        let mut bad = Config::default();
+        bad.engine.defer_accept = 60_001;
+        let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["engine.deferAccept"]);
     }
 }

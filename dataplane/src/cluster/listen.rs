@@ -43,6 +43,74 @@ pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Binds the client endpoint's listener: [`bind`], with TCP_DEFER_ACCEPT for `defer`
+/// (Linux; zero leaves it off). The kernel then hands a connection over once its first bytes
+/// are in, not at the end of the TCP handshake, so the first read finds the request: without
+/// it, three handshakes in four read nothing first (EAGAIN) and wait for another wake-up
+/// (bench/PROFILE.md). A client that connects and says nothing is handed over anyway after
+/// `defer` (and a SYN-ACK retransmission); `headerReadTimeout` starts then.
+pub async fn bind_client(addr: std::net::SocketAddr, defer: Duration) -> io::Result<TcpListener> {
+    let listener = bind(addr).await?;
+    if !defer.is_zero() {
+        if let Err(error) = set_defer_accept(&listener, defer) {
+            tracing::warn!(%error, "cannot set TCP_DEFER_ACCEPT on the client listener");
+        }
+    }
+    Ok(listener)
+}
+
+/// TCP_DEFER_ACCEPT in whole seconds, rounded up (what the kernel takes).
+#[cfg(target_os = "linux")]
+fn set_defer_accept(listener: &TcpListener, defer: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = libc::c_int::try_from(defer.as_millis().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: the descriptor is the listener's, open while it is borrowed; the option value
+    // points at a live c_int of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&secs).cast::<libc::c_void>(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_defer_accept(_: &TcpListener, _: Duration) -> io::Result<()> {
+    Ok(())
+}
+
+/// The TCP_DEFER_ACCEPT of `listener` in seconds, as the kernel reports it back.
+#[cfg(all(test, target_os = "linux"))]
+fn defer_accept_secs(listener: &TcpListener) -> io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    let mut secs: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: as in `set_defer_accept`; `len` is the size of `secs`.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_mut(&mut secs).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(secs)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn set_nodelay(listener: &TcpListener) {
     if let Err(error) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY on a listener");
@@ -195,6 +263,54 @@ mod tests {
 
     fn emfile() -> io::Error {
         io::Error::from_raw_os_error(24)
+    }
+
+    /// With `deferAccept`, a connection is handed over once its first bytes are in (and read
+    /// at once); a silent one after the deferral; with zero, at the end of the handshake.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_client_listener_hands_connections_over_with_their_first_bytes() {
+        use tokio::io::AsyncWriteExt;
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let deferred = bind_client(addr, Duration::from_millis(1)).await.unwrap();
+        assert!(defer_accept_secs(&deferred).unwrap() > 0);
+        let mut client = TcpStream::connect(deferred.local_addr().unwrap())
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), deferred.accept()).await;
+        assert!(early.is_err(), "handed over before its first bytes");
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), deferred.accept())
+            .await
+            .expect("handed over once its bytes were in")
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            stream.try_read(&mut buf).unwrap(),
+            16,
+            "the bytes are there at once"
+        );
+        // A client that says nothing is handed over after the deferral all the same.
+        let silent = TcpStream::connect(deferred.local_addr().unwrap())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (late, _) = tokio::time::timeout(Duration::from_secs(10), deferred.accept())
+            .await
+            .expect("a silent client is handed over after the deferral")
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert_eq!(late.peer_addr().unwrap(), silent.local_addr().unwrap());
+
+        let plain = bind_client(addr, Duration::ZERO).await.unwrap();
+        assert_eq!(defer_accept_secs(&plain).unwrap(), 0);
+        let _client = TcpStream::connect(plain.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), plain.accept())
+            .await
+            .expect("without deferral: handed over at the end of the handshake")
+            .unwrap();
     }
 
     #[test]

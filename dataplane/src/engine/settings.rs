@@ -26,6 +26,9 @@ pub struct EngineSettings {
     pub polling_body_timeout: Duration,
     /// Longest wait for a request's headers on the client endpoint.
     pub header_read_timeout: Duration,
+    /// How long the kernel holds a new connection until its first bytes (`deferAccept`);
+    /// zero: not at all.
+    pub defer_accept: Duration,
     /// Largest sum of header name and value bytes a handshake may carry.
     pub max_handshake_header_bytes: usize,
     /// Open sessions per client IP address; 0: no limit.
@@ -71,6 +74,7 @@ impl EngineSettings {
             cors_credentials: e.cors.credentials,
             polling_body_timeout: Duration::from_millis(e.polling_body_timeout),
             header_read_timeout: Duration::from_millis(e.header_read_timeout),
+            defer_accept: Duration::from_millis(e.defer_accept),
             max_handshake_header_bytes: config.limits.max_handshake_header_bytes,
             max_connections_per_ip: config.limits.max_connections_per_ip,
             write_coalescing: Coalescing {
