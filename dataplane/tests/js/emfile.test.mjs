@@ -49,9 +49,11 @@ it("listeners out of file descriptors back off instead of spinning; bystanders a
     for (const s of [a, b]) s.on("disconnect", (reason) => disconnects.push(reason));
     for (const s of [a, b]) assert.deepEqual(await s.timeout(3000).emitWithAck("join", "by"), { ok: true });
 
-    // More connections than descriptors, on both listeners; they stay open.
+    // More connections than descriptors, on both listeners; they stay open. The client
+    // listener gets its silent connections after `engine.deferAccept` (1 s): the peer flood
+    // waits until they have taken every descriptor, else it would take some first.
     for (let i = 0; i < 100; i++) flood.push(net.connect(port, "127.0.0.51").on("error", () => {}));
-    await sleep(500);
+    await eventually(() => /accept failed.*listener="client"/.test(err), 5000, "the client listener hits EMFILE");
     for (let i = 0; i < 20; i++) flood.push(net.connect(peerPort, "127.0.0.51").on("error", () => {}));
     await eventually(() => (err.match(/accept failed/g) || []).length >= 2, 5000, "both listeners hit EMFILE");
     const before = cpuTicks(proc.pid);
