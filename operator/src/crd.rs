@@ -422,6 +422,12 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 600000))]
     pub header_read_timeout: Option<i64>,
+    /// How long the kernel may hold a new client connection until its first bytes arrive
+    /// before the pod takes it (TCP_DEFER_ACCEPT), in milliseconds, rounded up to whole
+    /// seconds (default 1000); 0 hands connections over at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 60000))]
+    pub defer_accept: Option<i64>,
     /// Under sustained fan-out load, the longest a WebSocket write may wait so that it
     /// carries several room broadcasts, in milliseconds (default 10); 0 writes every
     /// broadcast at once. See docs/configuration.md, "Write coalescing".

@@ -151,6 +151,9 @@ pub fn render_config(hub: &SocketIOHub) -> Result<Config> {
     if let Some(v) = e.header_read_timeout {
         c.engine.header_read_timeout = to_u64(v, "engine.headerReadTimeout")?;
     }
+    if let Some(v) = e.defer_accept {
+        c.engine.defer_accept = to_u64(v, "engine.deferAccept")?;
+    }
     if let Some(v) = e.write_coalescing_delay {
         c.engine.write_coalescing_delay = to_u64(v, "engine.writeCoalescingDelay")?;
     }
