@@ -68,12 +68,9 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
         anyhow::bail!("a hub node needs the Socket.IO layer");
     };
     let engine = server.engine().clone();
-    let listener = crate::cluster::listen::bind_client(
-        config.listen,
-        std::time::Duration::from_millis(config.engine.defer_accept),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = crate::cluster::listen::bind_client(config.listen, engine.settings.defer_accept)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let client_addr = listener.local_addr()?;
     // Bound before the cluster starts, so peers learn where this node takes app links.
     let app_listener = match (links, config.app_link.listen) {

@@ -501,11 +501,17 @@ mod tests {
         })
     }
 
+    /// An outbox writing to a socket that takes `room` bytes at once.
+    fn attached(room: usize) -> (Outbox, Arc<Socket>) {
+        let o = Outbox::default();
+        let s = socket(room);
+        o.attach_sink(s.clone());
+        (o, s)
+    }
+
     #[test]
     fn an_idle_sink_is_written_at_once() {
-        let o = Outbox::default();
-        let s = socket(100);
-        o.attach_sink(s.clone());
+        let (o, s) = attached(100);
         assert_eq!(o.push(&[text("4a")], false, LIMITS), PushOutcome::Queued);
         assert_eq!(o.push(&[text("4b")], false, LIMITS), PushOutcome::Queued);
         assert_eq!(*s.wire.lock(), vec!["4a", "4b"]);
@@ -514,9 +520,7 @@ mod tests {
 
     #[test]
     fn a_partial_write_leaves_the_rest_first_and_queues_what_follows() {
-        let o = Outbox::default();
-        let s = socket(3);
-        o.attach_sink(s.clone());
+        let (o, s) = attached(3);
         o.push(&[text("4abcd")], false, LIMITS);
         assert_eq!(*s.wire.lock(), vec!["4ab"]);
         // The socket has room again, but the rest is owed first: this push must queue.
@@ -539,9 +543,7 @@ mod tests {
 
     #[test]
     fn a_full_socket_queues_and_detach_stops_direct_writes() {
-        let o = Outbox::default();
-        let s = socket(0);
-        o.attach_sink(s.clone());
+        let (o, s) = attached(0);
         o.push(&[text("4a")], false, LIMITS);
         assert_eq!(drain(&o), vec![text("4a")]);
         o.detach_sink();
@@ -553,9 +555,7 @@ mod tests {
 
     #[test]
     fn deferred_pushes_go_out_in_one_write_at_the_flush() {
-        let o = Outbox::default();
-        let s = socket(100);
-        o.attach_sink(s.clone());
+        let (o, s) = attached(100);
         assert_eq!(
             o.push_deferred(&[text("4a")], false, LIMITS),
             (PushOutcome::Queued, true),
@@ -583,9 +583,7 @@ mod tests {
 
     #[test]
     fn a_boundary_after_the_deferred_frames_is_written_at_the_flush() {
-        let o = Outbox::default();
-        let s = socket(100);
-        o.attach_sink(s.clone());
+        let (o, s) = attached(100);
         // A CONNECT answered inside the packet's scope: nothing after its boundary yet.
         o.push_deferred(&[text("40")], false, LIMITS);
         o.flush_boundary();

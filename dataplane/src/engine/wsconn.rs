@@ -262,8 +262,9 @@ impl FrameSink for DirectSink {
             let slices = [IoSlice::new(&header[..n]), IoSlice::new(payload)];
             self.stream.try_write_vectored(&slices).map(|w| {
                 rest_of(w, n + payload.len(), |at| {
-                    let wire = [&header[..n], payload].concat();
-                    Bytes::copy_from_slice(wire.get(at..).unwrap_or_default())
+                    let mut wire = [&header[..n], payload].concat();
+                    wire.drain(..at.min(wire.len()));
+                    Bytes::from(wire)
                 })
             })
         } else {
