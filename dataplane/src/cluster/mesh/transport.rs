@@ -201,7 +201,11 @@ pub(crate) fn accept(
             };
             let failed = &refused.handshakes_failed;
             let acceptor = tokio_rustls::TlsAcceptor::from((port.server)(&tls.material()));
-            match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
+            // Kept in place until the failure is counted: dropping it closes the connection,
+            // and whoever sees the close must see the count too.
+            let mut handshake =
+                std::pin::pin!(tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)));
+            match handshake.as_mut().await {
                 Ok(Ok(stream)) => Some(Ok(PeerStream {
                     io: Either::Right(Box::new(stream)),
                     _slot: slot,
