@@ -4,15 +4,18 @@
 //! it touched. A node that keeps up writes every broadcast on its own, one system call and
 //! one wake-up of the client per delivery, even when the next broadcast to the same room is
 //! a few milliseconds away. When write rounds take over half of the node's time and scopes
-//! follow each other closer than the configured delay, the round waits instead, up to that
-//! delay, and the scopes that end meanwhile add their frames to the same writes: each write
-//! carries several broadcasts, as a node that has fallen behind would write them, but without
-//! falling behind first. A node that is not busy, or whose broadcasts are far apart, never
-//! waits. Like Nagle's algorithm (or Kafka's `linger.ms`), it trades a bounded latency for
-//! fewer system calls; bench/PROFILE.md has the measurements.
+//! follow each other closer than the configured delay, a session's writes take turns instead
+//! ([`super::stagger`]): each is written at the end of every few scopes, with the frames of
+//! all of them, and no frame waits longer than the delay. Each write carries several
+//! broadcasts, as a node that has fallen behind would write them, but without falling behind
+//! first, and each scope writes only its turn's share of the sessions. A node that is not
+//! busy, or whose broadcasts are far apart, never waits. Like Nagle's algorithm (or Kafka's
+//! `linger.ms`), it trades a bounded latency for fewer system calls; bench/PROFILE.md has the
+//! measurements.
 //!
-//! [`Load`] is the decision, as plain data; the rest is the waiting round. The load is
-//! measured per process: the rounds of every engine in it share the same CPU.
+//! [`Load`] is the decision, as plain data; the turns are plain data too; the rest is the
+//! task that bounds the wait. The load is measured per process: the rounds of every engine in
+//! it share the same CPU.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::settings::Coalescing;
+use super::stagger::{turn_hash, turns_for, Turns};
 
 /// Something that queued writes during a corked scope and writes them at its end.
 pub trait Flush: Send + Sync {
@@ -88,6 +92,11 @@ impl Load {
         self.waiting
     }
 
+    /// The moving average of the gaps between scopes that wrote (zero before any).
+    pub(super) fn gap(&self) -> Duration {
+        Duration::from_secs_f64(self.scope_gap.unwrap_or(0.0).clamp(0.0, 3600.0))
+    }
+
     /// A write round started at `start` and took `took`.
     pub(super) fn round_done(&mut self, start: Instant, took: Duration) {
         if let Some(prev) = self.last_round {
@@ -107,31 +116,32 @@ struct State {
     load: Load,
     /// The settings of the last scope that deferred a session.
     how: Coalescing,
-    /// Sessions whose writes wait for the armed round.
-    waiting: Vec<Arc<dyn Flush>>,
+    /// Sessions whose writes wait for their turn.
+    turns: Turns<Arc<dyn Flush>>,
+    /// A task enforces the delay on what waits.
     armed: bool,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     load: Load::new(),
     how: Coalescing::OFF,
-    waiting: Vec::new(),
+    turns: Turns::new(),
     armed: false,
 });
 
-/// Write rounds that waited (`roomcast_write_rounds_coalesced_total`).
+/// Scopes whose writes took turns (`roomcast_write_rounds_coalesced_total`).
 static COALESCED: AtomicU64 = AtomicU64::new(0);
 
-/// Write rounds that waited for more frames, since the process started.
+/// Write rounds (scopes) whose writes took turns under load, since the process started.
 pub fn coalesced_rounds() -> u64 {
     COALESCED.load(Ordering::Relaxed)
 }
 
-/// Ends a scope that made `pushes` pushes: writes `deferred` now, or adds it to a round that
-/// waits. A scope with one push (an answer to a client's own packet: a handshake, an ack)
-/// neither waits nor counts: waiting would merge nothing. The settings are the first
-/// session's (a scope's sessions belong to one engine), or the last ones seen when every push
-/// joined a write already deferred.
+/// Ends a scope that made `pushes` pushes: writes `deferred` now, or, under load, lets its
+/// writes take turns (`stagger`) and writes whatever's turn it is. A scope with one push (an
+/// answer to a client's own packet: a handshake, an ack) neither waits nor counts: waiting
+/// would merge nothing. The settings are the first session's (a scope's sessions belong to
+/// one engine), or the last ones seen when every push joined a write already waiting.
 pub(super) fn end_scope(deferred: &mut Vec<Arc<dyn Flush>>, pushes: usize) {
     if pushes < 2 {
         write(deferred, None);
@@ -148,41 +158,80 @@ pub(super) fn end_scope(deferred: &mut Vec<Arc<dyn Flush>>, pushes: usize) {
         state.how = own;
     }
     let how = state.how;
-    if how.delay.is_zero() {
+    if how.delay.is_zero() || !state.load.scope_ended(now, how) {
         drop(state);
-        write(deferred, None);
+        write(deferred, Some(now));
         return;
     }
-    if state.load.scope_ended(now, how) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            state.waiting.append(deferred);
-            if !state.armed {
-                state.armed = true;
-                COALESCED.fetch_add(1, Ordering::Relaxed);
-                runtime.spawn(async move {
-                    let _round = WaitingRound;
-                    tokio::time::sleep(how.delay).await;
-                });
-            }
-            return;
-        }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        drop(state);
+        write(deferred, Some(now));
+        return;
+    };
+    COALESCED.fetch_add(1, Ordering::Relaxed);
+    let turns = turns_for(how.delay, state.load.gap());
+    let mut io: Vec<(Arc<dyn Flush>, u64)> = deferred
+        .drain(..)
+        .map(|s| {
+            let hash = turn_hash(Arc::as_ptr(&s));
+            (s, hash)
+        })
+        .collect();
+    state.turns.scope_ended(&mut io, turns, now, how.delay);
+    if state.turns.len() > 0 && !state.armed {
+        state.armed = true;
+        runtime.spawn(enforce_delay());
     }
     drop(state);
+    deferred.extend(io.into_iter().map(|(s, _)| s));
     write(deferred, Some(now));
 }
 
-/// Writes the waiting sessions when dropped: when its delay is over, or when the runtime
-/// shuts down first (nothing is left unwritten).
-struct WaitingRound;
-
-impl Drop for WaitingRound {
-    fn drop(&mut self) {
-        let mut waiting = {
+/// Writes what has waited the delay, for as long as anything waits: the turns keep writes
+/// apart while broadcasts go on; this bounds the wait when they stop.
+async fn enforce_delay() {
+    let mut last = WriteAll { cancelled: true };
+    let mut due = Vec::new();
+    loop {
+        let (deadline, delay) = {
             let mut state = STATE.lock();
-            state.armed = false;
-            std::mem::take(&mut state.waiting)
+            let delay = state.how.delay;
+            match state.turns.deadline(delay) {
+                Some(at) => (at, delay),
+                None => {
+                    state.armed = false;
+                    last.cancelled = false;
+                    return;
+                }
+            }
         };
-        write(&mut waiting, Some(Instant::now()));
+        tokio::time::sleep_until(deadline.into()).await;
+        let now = Instant::now();
+        STATE.lock().turns.overdue(&mut due, now, delay);
+        let mut sessions: Vec<Arc<dyn Flush>> = due.drain(..).map(|(s, _)| s).collect();
+        write(&mut sessions, Some(now));
+    }
+}
+
+/// Writes everything still waiting when the task is dropped unfinished: when the runtime
+/// shuts down before the delay is over, nothing is left unwritten.
+struct WriteAll {
+    cancelled: bool,
+}
+
+impl Drop for WriteAll {
+    fn drop(&mut self) {
+        if !self.cancelled {
+            return;
+        }
+        let mut all = Vec::new();
+        {
+            let mut state = STATE.lock();
+            state.turns.all(&mut all);
+            state.armed = false;
+        }
+        let mut sessions: Vec<Arc<dyn Flush>> = all.into_iter().map(|(s, _)| s).collect();
+        write(&mut sessions, None);
     }
 }
 

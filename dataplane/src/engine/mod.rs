@@ -46,6 +46,7 @@ pub mod session;
 pub mod sessions;
 pub mod settings;
 pub mod sid;
+mod stagger;
 pub mod stats;
 mod websocket;
 mod wsconn;
