@@ -1193,7 +1193,7 @@ report_fanout() {
         if (t == "sparse") printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**", (ok ? "met" : "missed")
         else printf ". Target ≥ 1.5× socketioxide with a p99 no worse than its: **%s**", (ok ? "met" : "missed")
         if (!ok && t == "sparse") printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-later-the-fan-out-and-connect-targets-profiled-against-socketioxide) (`bash bench/profile-cpu.sh`)"
-        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 10 ms; how its p99 compares with socketioxide'"'"'s from run to run: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-fourth-write-coalescing-under-fan-out-load))"
+        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 10 ms; writes taking turns: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-eighth-write-coalescing-in-turns))"
         printf ".\n"
       }
     }' "$FANOUT_TSV"
