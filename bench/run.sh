@@ -28,6 +28,8 @@
 #                        existing report)
 #   BENCH_OUT            markdown output                   (docs/benchmarks.md; --quick: results dir)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
+#   BENCH_ROOMCAST_CONFIG   a config file for the single-node Roomcast server (`--config`; it replaces the
+#                           embedded default, so give it the relay namespace: bench/README.md)
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
 #   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
 #                           scenarios that report the cost of peer TLS (default: run them)
@@ -58,7 +60,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -199,7 +201,8 @@ start_server() {
   port_free "$port" || { echo "port $port is busy" >&2; exit 1; }
   case "$name" in
     roomcast)
-      "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --listen "$SERVER_HOST:$port" >"$out" 2>"$err" &
+      "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" "$BIN/roomcast-dataplane" --listen "$SERVER_HOST:$port" \
+        ${BENCH_ROOMCAST_CONFIG:+--config "$BENCH_ROOMCAST_CONFIG"} >"$out" 2>"$err" &
       ;;
     node)
       "${SERVER_NS[@]}" taskset -c "$SERVER_CPU" node bench/node/server.mjs "$port" "$SERVER_HOST" >"$out" 2>"$err" &
@@ -1193,7 +1196,7 @@ report_fanout() {
         if (t == "sparse") printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**", (ok ? "met" : "missed")
         else printf ". Target ≥ 1.5× socketioxide with a p99 no worse than its: **%s**", (ok ? "met" : "missed")
         if (!ok && t == "sparse") printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-later-the-fan-out-and-connect-targets-profiled-against-socketioxide) (`bash bench/profile-cpu.sh`)"
-        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 10 ms; writes taking turns: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-eighth-write-coalescing-in-turns))"
+        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 6 ms; writes taking turns: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-eighth-write-coalescing-in-turns))"
         printf ".\n"
       }
     }' "$FANOUT_TSV"

@@ -428,8 +428,8 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 60000))]
     pub defer_accept: Option<i64>,
-    /// Under sustained fan-out load, the longest a WebSocket write may wait so that it
-    /// carries several room broadcasts, in milliseconds (default 10); 0 writes every
+    /// Under sustained fan-out load, the longest a WebSocket frame may wait so that each
+    /// write carries several room broadcasts, in milliseconds (default 6); 0 writes every
     /// broadcast at once. See docs/configuration.md, "Write coalescing".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]

@@ -51,8 +51,9 @@ pub struct EngineConfig {
     /// in milliseconds. 0: connections are handed over as soon as they are established.
     pub defer_accept: u64,
     /// Under sustained fan-out load (write rounds taking over half of the node's time, room
-    /// broadcasts closer together than this), the longest a WebSocket write may wait so that
-    /// it carries several broadcasts' frames, in milliseconds. 0: every write goes out at once.
+    /// broadcasts closer together than this), the longest a WebSocket frame may wait so that
+    /// each write carries several broadcasts' frames, in milliseconds. 0: every write goes out
+    /// at once.
     pub write_coalescing_delay: u64,
     /// The share of its time, in percent, a node must spend in write rounds before its writes
     /// start waiting (they stop again below two fifths of it). 0: whenever broadcasts are
@@ -78,7 +79,7 @@ impl Default for EngineConfig {
             polling_body_timeout: 10_000,
             header_read_timeout: 10_000,
             defer_accept: 1_000,
-            write_coalescing_delay: 10,
+            write_coalescing_delay: 6,
             write_coalescing_load: 50,
         }
     }
@@ -159,7 +160,7 @@ mod tests {
     #[test]
     fn write_coalescing_is_on_by_default_and_bounded() {
         let config = Config::default();
-        assert_eq!(config.engine.write_coalescing_delay, 10);
+        assert_eq!(config.engine.write_coalescing_delay, 6);
         assert_eq!(config.engine.write_coalescing_load, 50);
 
         let yaml = "engine:\n  writeCoalescingDelay: 0\n  writeCoalescingLoad: 0\n";

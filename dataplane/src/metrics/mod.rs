@@ -255,7 +255,7 @@ impl MetricsSource {
             &mut out,
             "roomcast_write_rounds_coalesced_total",
             "counter",
-            "Write rounds that waited under fan-out load to carry several broadcasts (engine.writeCoalescingDelay), in this process.",
+            "Broadcasts whose writes took turns under fan-out load so that each write carries several (engine.writeCoalescingDelay), in this process.",
             &one(crate::engine::coalesced_rounds()),
         );
         metric(
