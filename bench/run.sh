@@ -30,6 +30,8 @@
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release
 #   BENCH_ROOMCAST_CONFIG   a config file for the single-node Roomcast server (`--config`; it replaces the
 #                           embedded default, so give it the relay namespace: bench/README.md)
+#   BENCH_FANOUT_RUNS    fresh servers per server kind in the sparse and dense scenarios (3; --quick: 1);
+#                        the report shows the run with the median p99 and every run
 #   BENCH_PEER_PLAINTEXT=1  peer links (peer, cluster) without TLS only (default: mutual TLS)
 #   BENCH_PEER_COMPARE=0    skip the plaintext re-runs of the peer and Roomcast cluster
 #                           scenarios that report the cost of peer TLS (default: run them)
@@ -60,7 +62,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -89,6 +91,7 @@ RECOVERY_RATE=${BENCH_RECOVERY_RATE:-1}; RECOVERY_WARM=${BENCH_RECOVERY_WARM_SEC
 RECOVERY_WINDOW_MS=${BENCH_RECOVERY_WINDOW_MS:-600000}
 CLUSTER_SUBS=${BENCH_CLUSTER_SUBS:-$(( QUICK == 1 ? 100 : 250 ))}; CLUSTER_RATE=${BENCH_CLUSTER_RATE:-100}
 CLUSTER_RUNS=${BENCH_CLUSTER_RUNS:-$(( QUICK == 1 ? 1 : 3 ))}
+FANOUT_RUNS=${BENCH_FANOUT_RUNS:-$(( QUICK == 1 ? 1 : 3 ))}
 CONNECT_RUNS=${BENCH_CONNECT_RUNS:-$(( QUICK == 1 ? 1 : 3 ))}
 # 100 events/s to 500 subscribers is 50,000 deliveries/s: about half of what Roomcast's three
 # nodes sustain on the one shared core (about 130,000 per CPU-second), the "half load" of the
@@ -369,47 +372,67 @@ scenario_idle() {
 # One room of SUBS subscribers (`roomcast-bench subscribe`), one publisher (`roomcast-bench
 # publish`, also a member of the room) emitting RATE events per second of PAYLOAD bytes for DUR
 # seconds; each server relays every event to the other members. Deliveries per server
-# CPU-second and publish-to-receive latency (one monotonic clock, HDR histograms).
+# CPU-second and publish-to-receive latency (one monotonic clock, HDR histograms). Each server
+# runs FANOUT_RUNS times, a fresh server each time: the p99 of one binary moves by half or more
+# between runs here. The row reported is the run with the median p99; its last column lists
+# every run's rate and p99.
 FANOUT_TSV="$RESULTS/fanout.tsv"
 scenario_fanout() {
   local tag=$1 subs=$2 rate=$3 dur=$4 payload=$5 ipbase=$6
-  [[ -f "$FANOUT_TSV" ]] || printf 'scenario\tserver\tsubscribers\tconnected\trate\tduration_s\tpayload_bytes\tsent\texpected\treceived\tserver_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$FANOUT_TSV"
-  local k=0 name port ips pid cpu0 cpu1 connected pub_out sent received merged
+  [[ -f "$FANOUT_TSV" ]] || printf 'scenario\tserver\tsubscribers\tconnected\trate\tduration_s\tpayload_bytes\tsent\texpected\treceived\tserver_cpu_s\tdeliveries_per_cpu_s\tp50_us\tp99_us\tp999_us\tmax_us\tsubscriber_cpu_pct\truns\n' >"$FANOUT_TSV"
+  local k=0 name port ips r runs row all
   for name in $SERVERS; do
     k=$(( k + 1 )); port=$(( 3100 + 10 * k + ipbase / 30 )); ips=$(source_ips "$ipbase" "$k")
-    log "$tag/$name: starting on $SERVER_HOST:$port; $subs subscribers"
-    start_server "$name" "$port"
-    pid=$SERVER_PID
-    start_generators subscribe "$name" "$tag" "$port" "$subs" "$ips" $(( dur + 300 )) --join bench-room
-    connected=$(sum_field READY connected "${GEN_OUTS[@]}")
-    sleep 2
-    pub_out="$RESULTS/$tag.$name.publisher.out"
-    cpu0=$(server_ticks "$pid"); g0=$(gen_ticks); w0=$(date +%s.%N)
-    log "$tag/$name: publishing $rate/s x ${dur}s, $payload-byte payloads"
-    "${GEN_NS[@]}" taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://$SERVER_HOST:$port" --room bench-room \
-      --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
-      >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
-    wait_quiet "$pid" 90 # let the server drain what it still has queued
-    cpu1=$(server_ticks "$pid"); g1=$(gen_ticks); w1=$(date +%s.%N)
-    stop_generators
-    stop_pid "$pid"
-    sent=$(sum_field DONE sent "$pub_out")
-    received=$(sum_field DONE events "${GEN_OUTS[@]}")
-    merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
-    echo "$merged" >"$RESULTS/$tag.$name.latency.json"
-    awk -v tag="$tag" -v name="$name" -v subs="$subs" -v conn="$connected" -v rate="$rate" -v dur="$dur" \
-        -v payload="$payload" -v sent="$sent" -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" \
-        -v g0="$g0" -v g1="$g1" -v w0="$w0" -v w1="$w1" -v j="$merged" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
-        BEGIN {
-          cpu = (c1 - c0) / tck
-          dpc = (cpu > 0) ? recv / cpu : 0
-          gpct = (w1 > w0) ? 100 * (g1 - g0) / tck / (w1 - w0) : 0
-          printf "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%.0f\n",
-            tag, name, subs, conn, rate, dur, payload, sent, sent * conn, recv, cpu, dpc,
-            f("p50_us"), f("p99_us"), f("p999_us"), f("max_us"), gpct
-        }' >>"$FANOUT_TSV"
-    log "$tag/$name: $(tail -1 "$FANOUT_TSV" | cut -f9-16 | tr '\t' ' ') (expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
+    runs="$RESULTS/$tag.$name.runs.tsv"
+    : >"$runs"
+    for r in $(seq "$FANOUT_RUNS"); do
+      (( FANOUT_RUNS > 1 )) && log "$tag/$name: run $r of $FANOUT_RUNS"
+      fanout_run "$tag" "$name" "$subs" "$rate" "$dur" "$payload" "$port" "$ips" "$runs"
+    done
+    # The run with the median p99 (the lower one of an even count), then every run's rate and p99.
+    row=$(sort -t$'\t' -k14,14n "$runs" | awk '{ r[NR] = $0 } END { if (NR) print r[int((NR + 1) / 2)] }')
+    all=$(awk -F'\t' '{ printf "%s%.0f / %.2f ms", (NR > 1 ? ", " : ""), $12, $14 / 1000 }' "$runs")
+    printf '%s\t%s\n' "$row" "$all" >>"$FANOUT_TSV"
   done
+}
+
+# fanout_run TAG SERVER SUBSCRIBERS RATE SECONDS PAYLOAD PORT IPS RUNS_TSV: one measurement on a
+# fresh server, appended to RUNS_TSV as a row of FANOUT_TSV (without its last column).
+fanout_run() {
+  local tag=$1 name=$2 subs=$3 rate=$4 dur=$5 payload=$6 port=$7 ips=$8 runs=$9
+  local pid cpu0 cpu1 connected pub_out sent received merged g0 g1 w0 w1
+  log "$tag/$name: starting on $SERVER_HOST:$port; $subs subscribers"
+  start_server "$name" "$port"
+  pid=$SERVER_PID
+  start_generators subscribe "$name" "$tag" "$port" "$subs" "$ips" $(( dur + 300 )) --join bench-room
+  connected=$(sum_field READY connected "${GEN_OUTS[@]}")
+  sleep 2
+  pub_out="$RESULTS/$tag.$name.publisher.out"
+  cpu0=$(server_ticks "$pid"); g0=$(gen_ticks); w0=$(date +%s.%N)
+  log "$tag/$name: publishing $rate/s x ${dur}s, $payload-byte payloads"
+  "${GEN_NS[@]}" taskset -c "$GEN_CPU" "$BIN/roomcast-bench" publish --url "ws://$SERVER_HOST:$port" --room bench-room \
+    --source-ips "${ips%%,*}" --rate "$rate" --duration-secs "$dur" --payload-bytes "$payload" \
+    >"$pub_out" 2>"${pub_out%.out}.err" || { echo "publisher failed:" >&2; tail -5 "${pub_out%.out}.err" >&2; exit 1; }
+  wait_quiet "$pid" 90 # let the server drain what it still has queued
+  cpu1=$(server_ticks "$pid"); g1=$(gen_ticks); w1=$(date +%s.%N)
+  stop_generators
+  stop_pid "$pid"
+  sent=$(sum_field DONE sent "$pub_out")
+  received=$(sum_field DONE events "${GEN_OUTS[@]}")
+  merged=$("$BIN/roomcast-bench" merge "${GEN_OUTS[@]}")
+  echo "$merged" >>"$RESULTS/$tag.$name.latency.jsonl" # one line per run
+  awk -v tag="$tag" -v name="$name" -v subs="$subs" -v conn="$connected" -v rate="$rate" -v dur="$dur" \
+      -v payload="$payload" -v sent="$sent" -v recv="$received" -v c0="$cpu0" -v c1="$cpu1" -v tck="$CLK_TCK" \
+      -v g0="$g0" -v g1="$g1" -v w0="$w0" -v w1="$w1" -v j="$merged" 'function f(k,   i) { i = index(j, "\"" k "\":"); return i ? substr(j, i + length(k) + 3) + 0 : 0 }
+      BEGIN {
+        cpu = (c1 - c0) / tck
+        dpc = (cpu > 0) ? recv / cpu : 0
+        gpct = (w1 > w0) ? 100 * (g1 - g0) / tck / (w1 - w0) : 0
+        printf "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%.0f\n",
+          tag, name, subs, conn, rate, dur, payload, sent, sent * conn, recv, cpu, dpc,
+          f("p50_us"), f("p99_us"), f("p999_us"), f("max_us"), gpct
+      }' >>"$runs"
+  log "$tag/$name: $(tail -1 "$runs" | cut -f9-16 | tr '\t' ' ') (expected received cpu_s deliveries/cpu_s p50 p99 p99.9 max us)"
 }
 
 # ---- scenario: connect rate -------------------------------------------------------------------
@@ -1059,6 +1082,7 @@ scenario_netns() {
   export BENCH_NETNS_HOST=$NETNS_HUB_IP
   CONNECT_TSV=$NETNS_CONNECT_TSV; FANOUT_TSV=$NETNS_FANOUT_TSV
   rm -f "$FANOUT_TSV"
+  local FANOUT_RUNS=1 # a fan-out run takes several times as long here
   scenario_connect
   scenario_fanout sparse "$SPARSE_SUBS" "$SPARSE_RATE" "$FANOUT_SECS" 100 90
   scenario_fanout dense "$DENSE_SUBS" "$DENSE_RATE" "$FANOUT_SECS" 100 150
@@ -1196,16 +1220,16 @@ report_fanout() {
         if (t == "sparse") printf ". Target ≥ 200,000 and ≥ 1.5× socketioxide: **%s**", (ok ? "met" : "missed")
         else printf ". Target ≥ 1.5× socketioxide with a p99 no worse than its: **%s**", (ok ? "met" : "missed")
         if (!ok && t == "sparse") printf "; where the CPU goes and the plan: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-later-the-fan-out-and-connect-targets-profiled-against-socketioxide) (`bash bench/profile-cpu.sh`)"
-        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 6 ms; writes taking turns: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-06-eighth-write-coalescing-in-turns))"
+        if (t != "sparse") printf " (Roomcast with write coalescing, `engine.writeCoalescingDelay` 6 ms; writes taking turns: [bench/PROFILE.md](../bench/PROFILE.md#2026-12-07-eighth-write-coalescing-in-turns))"
         printf ".\n"
       }
     }' "$FANOUT_TSV"
   echo
-  echo "| scenario | server | room size (connected) | publishes/s × s | payload | sent | deliveries expected / received | server CPU | deliveries per CPU-s | p50 | p99 | p99.9 | max | subscriber CPU |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | server | room size (connected) | publishes/s × s | payload | sent | deliveries expected / received | server CPU | deliveries per CPU-s | p50 | p99 | p99.9 | max | subscriber CPU | every run: deliveries per CPU-s / p99 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk -F'\t' 'NR > 1 {
-      printf "| %s | %s | %d (%d) | %s × %d | %d B | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %s%% |\n",
-        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $16 / 1000, $17
+      printf "| %s | %s | %d (%d) | %s × %d | %d B | %d | %d / %d | %.2f s | **%d** | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %s%% | %s |\n",
+        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 / 1000, $14 / 1000, $15 / 1000, $16 / 1000, $17, $18
     }' "$FANOUT_TSV"
   echo
   echo "How it is measured: one room of subscribers (\`roomcast-bench subscribe --join\`) and one publisher"
@@ -1215,7 +1239,9 @@ report_fanout() {
   echo "\`utime + stime\` from the first publish until the server is idle again (under 30 ms of CPU in a second,"
   echo "at most 90 s after the last publish); deliveries are the events the subscribers received by then. Latency is publish-to-receive on \`CLOCK_MONOTONIC\` (shared by all processes), HDR histograms"
   echo "merged across generator processes. Sparse: ${SPARSE_SUBS} subscribers, ${SPARSE_RATE} publishes/s; dense: ${DENSE_SUBS}"
-  echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads."
+  echo "subscribers, ${DENSE_RATE} publishes/s; ${FANOUT_SECS} s each, 100-byte payloads. Each server ran $FANOUT_RUNS time(s)"
+  echo "(\`BENCH_FANOUT_RUNS\`), a fresh server each time; a row is the run with the median p99, and its last column lists"
+  echo "every run."
   echo
   echo "Read the latency columns with the last one: \"subscriber CPU\" is the share of one core the subscriber"
   echo "processes used over the window. All generators share CPU $GEN_CPU; near 100 % the clients, not the server, set"
