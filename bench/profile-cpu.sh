@@ -6,6 +6,7 @@
 #   BENCH_PROFILE_SERVER=socketioxide bash bench/profile-cpu.sh # the same load on socketioxide
 #   BENCH_PROFILE_MODE=connect bash bench/profile-cpu.sh 10000  # 10,000 handshakes with a join
 #   BENCH_PROFILE_FREQ=4999 ...                                  # samples per second (default 499)
+#   BENCH_ROOMCAST_CONFIG=FILE ...                               # Roomcast's --config (as in run.sh)
 #
 # Fan-out (the default): starts the server pinned to CPU 0 (roomcast-dataplane's built-in relay
 # app, or bench-socketioxide-server, as in bench/run.sh), SUBSCRIBERS `roomcast-bench subscribe
@@ -77,7 +78,8 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ $SERVER_NAME == roomcast ]]; then
-  "${HUB_NS[@]}" taskset -c 0 "$OUTDIR/$SERVER_BIN" --listen "$HOST:$PORT" >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
+  "${HUB_NS[@]}" taskset -c 0 "$OUTDIR/$SERVER_BIN" --listen "$HOST:$PORT" \
+    ${BENCH_ROOMCAST_CONFIG:+--config "$BENCH_ROOMCAST_CONFIG"} >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
 else
   "${HUB_NS[@]}" taskset -c 0 "$OUTDIR/$SERVER_BIN" "$PORT" "$HOST" >"$OUTDIR/server.out" 2>"$OUTDIR/server.err" &
 fi
