@@ -389,8 +389,8 @@ scenario_fanout() {
       (( FANOUT_RUNS > 1 )) && log "$tag/$name: run $r of $FANOUT_RUNS"
       fanout_run "$tag" "$name" "$subs" "$rate" "$dur" "$payload" "$port" "$ips" "$runs"
     done
-    # The run with the median p99 (the lower one of an even count), then every run's rate and p99.
-    row=$(sort -t$'\t' -k14,14n "$runs" | awk '{ r[NR] = $0 } END { if (NR) print r[int((NR + 1) / 2)] }')
+    # The run with the median p99 (median_row's own list of p99s cut), then every run's rate and p99.
+    row=$(median_row "$runs" 14 | cut -f1-17)
     all=$(awk -F'\t' '{ printf "%s%.0f / %.2f ms", (NR > 1 ? ", " : ""), $12, $14 / 1000 }' "$runs")
     printf '%s\t%s\n' "$row" "$all" >>"$FANOUT_TSV"
   done

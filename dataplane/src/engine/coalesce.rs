@@ -170,27 +170,22 @@ pub(super) fn end_scope(deferred: &mut Vec<Arc<dyn Flush>>, pushes: usize) {
     };
     COALESCED.fetch_add(1, Ordering::Relaxed);
     let turns = turns_for(how.delay, state.load.gap());
-    let mut io: Vec<(Arc<dyn Flush>, u64)> = deferred
-        .drain(..)
-        .map(|s| {
-            let hash = turn_hash(Arc::as_ptr(&s));
-            (s, hash)
-        })
-        .collect();
-    state.turns.scope_ended(&mut io, turns, now, how.delay);
-    if state.turns.len() > 0 && !state.armed {
+    let hash = |s: &Arc<dyn Flush>| turn_hash(Arc::as_ptr(s));
+    state
+        .turns
+        .scope_ended(deferred, hash, turns, now, how.delay);
+    if !state.turns.is_empty() && !state.armed {
         state.armed = true;
         runtime.spawn(enforce_delay());
     }
     drop(state);
-    deferred.extend(io.into_iter().map(|(s, _)| s));
     write(deferred, Some(now));
 }
 
 /// Writes what has waited the delay, for as long as anything waits: the turns keep writes
 /// apart while broadcasts go on; this bounds the wait when they stop.
 async fn enforce_delay() {
-    let mut last = WriteAll { cancelled: true };
+    let mut last = WriteAll { done: false };
     let mut due = Vec::new();
     loop {
         let (deadline, delay) = {
@@ -200,7 +195,7 @@ async fn enforce_delay() {
                 Some(at) => (at, delay),
                 None => {
                     state.armed = false;
-                    last.cancelled = false;
+                    last.done = true;
                     return;
                 }
             }
@@ -208,20 +203,20 @@ async fn enforce_delay() {
         tokio::time::sleep_until(deadline.into()).await;
         let now = Instant::now();
         STATE.lock().turns.overdue(&mut due, now, delay);
-        let mut sessions: Vec<Arc<dyn Flush>> = due.drain(..).map(|(s, _)| s).collect();
-        write(&mut sessions, Some(now));
+        write(&mut due, Some(now));
     }
 }
 
 /// Writes everything still waiting when the task is dropped unfinished: when the runtime
 /// shuts down before the delay is over, nothing is left unwritten.
 struct WriteAll {
-    cancelled: bool,
+    /// The task ended because nothing waits.
+    done: bool,
 }
 
 impl Drop for WriteAll {
     fn drop(&mut self) {
-        if !self.cancelled {
+        if self.done {
             return;
         }
         let mut all = Vec::new();
@@ -230,8 +225,7 @@ impl Drop for WriteAll {
             state.turns.all(&mut all);
             state.armed = false;
         }
-        let mut sessions: Vec<Arc<dyn Flush>> = all.into_iter().map(|(s, _)| s).collect();
-        write(&mut sessions, None);
+        write(&mut all, None);
     }
 }
 

@@ -69,16 +69,24 @@ impl<T> Turns<T> {
     }
 
     /// Number of writes waiting.
-    pub(super) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.waiting.len()
     }
 
+    /// True when nothing waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     /// A scope whose writes wait ended at `now`, with `turns` turns. `io` holds the scope's
-    /// new writes, each with its [`turn_hash`]; on return it holds what is to be written now:
-    /// those whose turn this is, new or waiting, and those that waited `delay` already.
+    /// new writes, whose turns `hash` gives ([`turn_hash`]); on return it holds what is to be
+    /// written now: those whose turn this is, new or waiting, and those that waited `delay`
+    /// already.
     pub(super) fn scope_ended(
         &mut self,
-        io: &mut Vec<(T, u64)>,
+        io: &mut Vec<T>,
+        hash: impl Fn(&T) -> u64,
         turns: u64,
         now: Instant,
         delay: Duration,
@@ -88,11 +96,11 @@ impl<T> Turns<T> {
         let mut i = 0;
         while i < io.len() {
             // The next scope, from this one on, that falls in the item's turn.
-            let wait = (io[i].1 % turns + turns - scope % turns) % turns;
+            let wait = (hash(&io[i]) % turns + turns - scope % turns) % turns;
             if wait == 0 {
                 i += 1;
             } else {
-                let (item, _) = io.swap_remove(i);
+                let item = io.swap_remove(i);
                 self.waiting.push(Waiting {
                     item,
                     since: now,
@@ -104,12 +112,12 @@ impl<T> Turns<T> {
     }
 
     /// Moves what has waited `delay` by `now` into `out`.
-    pub(super) fn overdue(&mut self, out: &mut Vec<(T, u64)>, now: Instant, delay: Duration) {
+    pub(super) fn overdue(&mut self, out: &mut Vec<T>, now: Instant, delay: Duration) {
         self.take(out, |w| now >= w.since + delay);
     }
 
     /// Moves everything waiting into `out`.
-    pub(super) fn all(&mut self, out: &mut Vec<(T, u64)>) {
+    pub(super) fn all(&mut self, out: &mut Vec<T>) {
         self.take(out, |_| true);
     }
 
@@ -119,14 +127,14 @@ impl<T> Turns<T> {
     }
 
     /// Moves the waiting writes `now` picks into `out`, keeping the others in their order.
-    fn take(&mut self, out: &mut Vec<(T, u64)>, now: impl Fn(&Waiting<T>) -> bool) {
+    fn take(&mut self, out: &mut Vec<T>, now: impl Fn(&Waiting<T>) -> bool) {
         if self.waiting.is_empty() {
             return;
         }
         let mut keep = std::mem::take(&mut self.spare);
         for w in self.waiting.drain(..) {
             if now(&w) {
-                out.push((w.item, 0));
+                out.push(w.item);
             } else {
                 keep.push(w);
             }
@@ -145,11 +153,15 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Items 0..n with hashes equal to themselves.
+    /// Items are their own hashes.
+    fn own(item: &u64) -> u64 {
+        *item
+    }
+
+    /// Items 0..n.
     fn scope(turns: &mut Turns<u64>, n: u64, k: u64, at: Instant) -> Vec<u64> {
-        let mut io: Vec<(u64, u64)> = (0..n).map(|i| (i, i)).collect();
-        turns.scope_ended(&mut io, k, at, DELAY);
-        let mut out: Vec<u64> = io.into_iter().map(|(i, _)| i).collect();
+        let mut out: Vec<u64> = (0..n).collect();
+        turns.scope_ended(&mut out, own, k, at, DELAY);
         out.sort_unstable();
         out
     }
@@ -170,13 +182,10 @@ mod tests {
         for s in 0..9u32 {
             // Every item is pushed to by every scope, but one already waiting is not new.
             let at = t0 + ms(u64::from(s));
-            let mut io: Vec<(u64, u64)> = (0..9u64)
-                .filter(|i| !waiting(&turns, *i))
-                .map(|i| (i, i))
-                .collect();
-            turns.scope_ended(&mut io, 3, at, DELAY);
+            let mut io: Vec<u64> = (0..9u64).filter(|i| !waiting(&turns, *i)).collect();
+            turns.scope_ended(&mut io, own, 3, at, DELAY);
             assert_eq!(io.len(), 3, "scope {s} writes a third");
-            for (i, _) in io {
+            for i in io {
                 written[usize::try_from(i).unwrap_or(0)] += 1;
             }
         }
@@ -204,7 +213,7 @@ mod tests {
         // A scope that ends late writes the overdue ones with its own turn.
         let _ = scope(&mut turns, 8, 4, t0 + ms(20));
         let mut io = Vec::new();
-        turns.scope_ended(&mut io, 4, t0 + ms(31), DELAY);
+        turns.scope_ended(&mut io, own, 4, t0 + ms(31), DELAY);
         assert_eq!(io.len(), 6);
     }
 
