@@ -15,6 +15,17 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 t0=$SECONDS
 log() { echo "[${tier:-e2e}] $*" >&2; }
+# Why the tier failed, said again as the very last line (after the logs dumped on exit), where
+# a CI summary that shows only the tail of the output finds it: what `fail` said, or the
+# command that stopped the script under `set -e`.
+failure=""
+fail() {
+  failure="$*"
+  log "FAIL: $*"
+  exit 1
+}
+set -o errtrace
+trap '[[ -n "$failure" ]] || failure="line $LINENO: $BASH_COMMAND"' ERR
 
 run_cargo() {
   # cargo_timeout=SECONDS (set for one call) turns a hang into a failure.
@@ -37,6 +48,7 @@ _control_plane_cleanup() {
       echo "----- $(basename "$f") (last 40 lines)" >&2
       tail -n 40 "$f" | cut -c1-400 >&2
     done
+    log "FAILED (exit $rc): ${failure:-no reason recorded; see above}"
   fi
   if [[ -n "${KEEP_STATE:-}" ]]; then log "state kept in $state"; else rm -rf "$state"; fi
   exit $rc

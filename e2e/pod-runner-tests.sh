@@ -139,8 +139,6 @@ tier_cleanup() {
 }
 trap tier_cleanup EXIT
 
-fail() { log "FAIL: $*"; exit 1; }
-
 # wait_until SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.5 s.
 wait_until() {
   local timeout="$1" what="$2" start=$SECONDS
@@ -427,8 +425,10 @@ t_sc=$SECONDS
   --api-versions monitoring.coreos.com/v1/PodMonitor --show-only templates/podmonitor.yaml |
   "$kubectl" annotate --local -f - -o json roomcast.dev/rendered-for=e2e >"$state/podmonitor.json"
 # shellcheck disable=SC2086 # a list of phase names
+# Their output also goes to a file, so that a failure can be said again at the end.
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
-  PODMONITOR="$state/podmonitor.json" node e2e/scenarios/run.mjs $scenarios || fail "the scenarios failed"
+  PODMONITOR="$state/podmonitor.json" node e2e/scenarios/run.mjs $scenarios 2>&1 | tee "$state/scenarios.out" >&2 ||
+  fail "the scenarios failed: $(grep -m1 'FAIL:' "$state/scenarios.out" | cut -c1-600)"
 left="$("$kubectl" get statefulset "$hub" -o jsonpath='{.spec.replicas}')" # 3 after recover
 wait_until 30 "only the $left processes of the remaining pods run" process_count "$left"
 log "scenarios took $((SECONDS - t_sc))s"

@@ -267,7 +267,10 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         }
     }
     if let Some(cluster) = cluster {
-        cluster.shutdown();
+        // What the last calls queued for peers (an acknowledged emit's copies, hand-overs'
+        // answers) leaves before the links close; a peer that does not confirm within its
+        // heartbeat timeout is cut.
+        cluster.shutdown(cluster.mesh().request_timeout()).await;
     }
     Ok(())
 }

@@ -420,8 +420,8 @@ mod tests {
         let m = next_change(&mut ring).await;
         assert_eq!(m.ring.members(), ["hub-0"]);
         assert!(c0.mesh().connected().is_empty());
-        c0.shutdown();
-        c1.shutdown();
+        c0.shutdown(Duration::ZERO).await;
+        c1.shutdown(Duration::ZERO).await;
         server.abort();
     }
 

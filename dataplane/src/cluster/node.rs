@@ -220,12 +220,13 @@ impl Cluster {
     }
 
     /// Stops discovery and closes the peer links (at shutdown, after the client sessions
-    /// are closed).
-    pub fn shutdown(&self) {
+    /// are closed and the management API has stopped): each link first sends what is queued
+    /// for it and waits for the peer to have read it, for at most `within`.
+    pub async fn shutdown(&self, within: std::time::Duration) {
         if let Some((task, _)) = &self.discovery {
             task.abort();
         }
-        self.mesh.close();
+        self.mesh.close_gracefully(within).await;
     }
 }
 

@@ -63,6 +63,9 @@ impl<H: Host> PeerService for Acceptor<H> {
                 ));
             }
         }
+        if *host.closing().borrow() {
+            return Err(Status::unavailable("this member is leaving"));
+        }
         let Some(peer) = host.peer(&hello.member) else {
             // Also the normal case for a moment while a new member joins: it may know this
             // node before this node's discovery lists it (it re-dials with backoff).

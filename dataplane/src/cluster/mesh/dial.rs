@@ -112,10 +112,15 @@ pub(super) fn spawn_dialer<H: Host>(host: &Arc<H>, peer: &Arc<Peer>) {
     }
 }
 
-/// Re-dials `peer` until the task is aborted (the peer left or the mesh closed).
+/// Re-dials `peer` until the task is aborted (the peer left or the mesh closed), or, once
+/// this node is leaving, until its link ends.
 async fn dial_loop<H: Host>(host: Arc<H>, peer: Arc<Peer>) {
     let mut backoff = Backoff::new();
+    let closing = host.closing();
     loop {
+        if *closing.borrow() {
+            return; // leaving: no new link
+        }
         let mut refused_as_stranger = false;
         match dial(host.as_ref(), &peer).await {
             Ok((inbound, out, advertised)) => {

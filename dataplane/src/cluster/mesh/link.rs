@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
 
 use super::hello::Advertised;
@@ -68,6 +68,8 @@ pub(super) trait Host: Send + Sync + 'static {
     fn hello(&self) -> pb::Hello;
     /// The TLS material of the peer port; `None` in plaintext.
     fn tls(&self) -> Option<Arc<PeerTls>>;
+    /// Becomes true when this node leaves: links end after their queue, none opens.
+    fn closing(&self) -> watch::Receiver<bool>;
     /// Counts a link refused for its identity (logged by the caller).
     fn link_refused(&self);
     /// The current peer `id`, unless it left.
@@ -145,40 +147,69 @@ async fn run<H: Host>(
     host.link_up(&peer);
 
     let settings = host.settings();
-    let writer = async {
-        let mut seq = 0u64;
-        loop {
-            let batch = match tokio::time::timeout(settings.heartbeat_interval, queue.recv()).await
-            {
-                Ok(Some(first)) => collect_batch(peer.take(first), &mut queue, &peer),
-                Ok(None) => return "mesh closed",
-                Err(_) => {
-                    seq = seq.wrapping_add(1);
-                    pb::Batch {
-                        messages: vec![pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq }))],
+    // In a block: the writer and reader borrow the queue, emptied below once they are done.
+    let reason = {
+        let mut closing = host.closing();
+        // Ok: this node is leaving, everything queued went out and this side of the stream is
+        // ended (`out` is dropped with the finished writer).
+        let writer = async {
+            let out = out;
+            let mut seq = 0u64;
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = closing.wait_for(|leaving| *leaving) => None,
+                    next = tokio::time::timeout(settings.heartbeat_interval, queue.recv()) => Some(next),
+                };
+                let batch = match next {
+                    None => {
+                        while let Ok(first) = queue.try_recv() {
+                            let batch = collect_batch(peer.take(first), &mut queue, &peer);
+                            if out.send(batch).await.is_err() {
+                                return Err("stream closed");
+                            }
+                        }
+                        return Ok(());
+                    }
+                    Some(Ok(Some(first))) => collect_batch(peer.take(first), &mut queue, &peer),
+                    Some(Ok(None)) => return Err("mesh closed"),
+                    Some(Err(_)) => {
+                        seq = seq.wrapping_add(1);
+                        pb::Batch {
+                            messages: vec![pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq }))],
+                        }
+                    }
+                };
+                if out.send(batch).await.is_err() {
+                    return Err("stream closed");
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                match tokio::time::timeout(settings.heartbeat_timeout, inbound.message()).await {
+                    Err(_) => return "heartbeat timeout".to_string(),
+                    Ok(Ok(None)) => return "closed by peer".to_string(),
+                    Ok(Err(status)) => return format!("stream error: {}", status.message()),
+                    Ok(Ok(Some(batch))) => {
+                        receive_batch(&host, &peer, batch);
                     }
                 }
-            };
-            if out.send(batch).await.is_err() {
-                return "stream closed";
             }
+        };
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            ended = &mut writer => match ended {
+                // The peer ends its side once it has read ours to the end; until then its
+                // messages are still applied.
+                Ok(()) => match tokio::time::timeout(settings.heartbeat_timeout, &mut reader).await {
+                    Ok(reason) => format!("leaving, everything sent; then {reason}"),
+                    Err(_) => "leaving; the peer did not end its side in time".to_string(),
+                },
+                Err(reason) => reason.to_string(),
+            },
+            reason = &mut reader => reason,
         }
-    };
-    let reader = async {
-        loop {
-            match tokio::time::timeout(settings.heartbeat_timeout, inbound.message()).await {
-                Err(_) => return "heartbeat timeout".to_string(),
-                Ok(Ok(None)) => return "closed by peer".to_string(),
-                Ok(Err(status)) => return format!("stream error: {}", status.message()),
-                Ok(Ok(Some(batch))) => {
-                    receive_batch(&host, &peer, batch);
-                }
-            }
-        }
-    };
-    let reason = tokio::select! {
-        reason = writer => reason.to_string(),
-        reason = reader => reason,
     };
     if peer.generation.load(Ordering::Acquire) == generation {
         peer.up.store(false, Ordering::Release);

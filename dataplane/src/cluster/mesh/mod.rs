@@ -13,6 +13,12 @@
 //! and at most `heartbeat_timeout` after its last message when it goes silent (partition,
 //! hung process).
 //!
+//! Leaving ([`Mesh::close_gracefully`], at shutdown): every link sends what is queued for it,
+//! ends its side of the stream, and waits for the peer to end its own, which the peer does
+//! once it has read everything before that end. So a message queued before a node leaves
+//! (a broadcast its management API has already acknowledged, a handed-over session) reaches
+//! the peer, instead of dying with the process.
+//!
 //! Members come and go at run time ([`Mesh::set_members`]): a new member gets a queue (and
 //! a dial loop when this node dials it), a departed one loses its link, its queue and its
 //! place in pending requests at once, and one whose address changed is replaced as if it
@@ -129,6 +135,8 @@ pub struct Mesh {
     tls: std::sync::OnceLock<Arc<PeerTls>>,
     counters: Counters,
     requests: Requests,
+    /// Set when the node leaves: links end after their queue ([`Mesh::close_gracefully`]).
+    closing: watch::Sender<bool>,
 }
 
 impl Mesh {
@@ -167,6 +175,7 @@ impl Mesh {
             tls: std::sync::OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
+            closing: watch::channel(false).0,
         }))
     }
 
@@ -310,7 +319,25 @@ impl Mesh {
         Ok(addr)
     }
 
-    /// Closes every link and stops listening and dialing.
+    /// Ends every link after what is queued for it, then closes (as [`Mesh::close`]). Each
+    /// link sends its queue, ends its side of the stream and waits for the peer to end its
+    /// own (the peer has then read it all); no link is opened or re-dialed meanwhile. Links
+    /// still running after `within` (a peer that stopped reading) are cut. What is queued
+    /// after this begins may not be sent.
+    pub async fn close_gracefully(&self, within: Duration) {
+        self.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let running = self.peers.read().values().any(|p| p.link_running());
+            if !running || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.close();
+    }
+
+    /// Closes every link (cutting it: what is queued is lost) and stops listening and dialing.
     pub fn close(&self) {
         let mut control = self.control.lock();
         control.closed = true;
@@ -542,6 +569,10 @@ impl Host for Mesh {
         self.tls.get().cloned()
     }
 
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     fn link_refused(&self) {
         self.counters.links_refused.fetch_add(1, Ordering::Relaxed);
     }
@@ -651,6 +682,41 @@ mod tests {
                 ("n2", "\"answer to n1\"".to_string())
             ]
         );
+        for node in &nodes {
+            node.mesh.close();
+        }
+    }
+
+    /// A node that leaves right after queueing (an emit its management API acknowledged just
+    /// before shutdown) still gets every message to every peer, on links it dialed and on
+    /// links it accepted; and it neither re-dials nor accepts while leaving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaving_node_sends_what_it_queued_first() {
+        // n1 accepts n0's link and dials n2's.
+        let (_, nodes) = cluster(3, fast()).await;
+        for node in &nodes {
+            wait_for("links", || node.mesh.connected().len() == 2).await;
+        }
+        let n = 1000u64; // within fast()'s queue of 1024
+        for i in 0..n {
+            nodes[1].mesh.send_all(&broadcast(i), false);
+        }
+        nodes[1].mesh.close_gracefully(Duration::from_secs(5)).await;
+        let expected: Vec<_> = (0..n)
+            .map(|i| ("n1".to_string(), format!("2[\"n\",{i}]")))
+            .collect();
+        for at in [&nodes[0], &nodes[2]] {
+            assert_eq!(received(at), expected, "every message, once, in order");
+        }
+        // The others saw the link end and do not get it back: n1 does not re-dial n2 and
+        // refuses n0's dials (which back off).
+        wait_for("links down", || {
+            nodes[0].mesh.connected() == ["n2"] && nodes[2].mesh.connected() == ["n0"]
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(nodes[0].mesh.connected(), ["n2"]);
+        assert!(nodes[1].mesh.connected().is_empty());
         for node in &nodes {
             node.mesh.close();
         }

@@ -170,6 +170,14 @@ impl Peer {
     }
 
     /// Out of routing for good: no more dialing, the link closed, no link attaches after.
+    /// A link task runs for this peer (it may be ending).
+    pub(super) fn link_running(&self) -> bool {
+        self.link
+            .lock()
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+    }
+
     pub(super) fn stop(&self) {
         self.removed.store(true, Ordering::Release);
         self.up.store(false, Ordering::Release);
