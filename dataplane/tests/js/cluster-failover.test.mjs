@@ -151,3 +151,74 @@ it("a node drained under continuous traffic: no loss or duplicate for the others
 it("a node killed under continuous traffic: survivors go on; its clients reconnect through the proxy", async () => {
   await scenario("kill");
 });
+
+// The management API acknowledges an emit once the copies for the other nodes are queued on
+// their links. A node drained right after must still deliver them: its links send their queues
+// and wait for the peers to have read them before they close. To hold copies in its queues when
+// it leaves, the other two nodes are stopped (SIGSTOP, for less than the heartbeat timeout)
+// while the leaving node acknowledges 15 MiB of emits (more than HTTP/2 windows and socket
+// buffers take) and gets its SIGTERM; they resume once its API has stopped.
+it("a drained node's acknowledged emits reach every other node, even those queued when it leaves", async () => {
+  const { nodes, linked } = await startCluster({
+    ips: IPS,
+    token: "cluster-failover-token-0123456789ab",
+    heartbeatTimeout: 6000,
+    // The backlog reaches the members at once on resume: room for it in their outboxes.
+    config: {
+      shutdown: { drainDelay: 300, gracePeriod: 5000 },
+      limits: { maxOutboundBytes: 64 * 1024 * 1024, maxOutboundFrames: 4096 },
+    },
+  });
+  running.push(...nodes);
+  const [n0, n1, leaving] = nodes;
+  const record = (s) => {
+    s.ticks = [];
+    s.on("tick", (i) => s.ticks.push(i));
+    return s;
+  };
+  const members = [
+    record(await roomMember(pool, n0.url, [ROOM], { transports: ["websocket"] })),
+    record(await roomMember(pool, n1.url, [ROOM], { transports: ["polling"] })),
+  ];
+  const bystander = record(await roomMember(pool, n1.url, ["room:elsewhere"], { transports: ["websocket"] }));
+  const pad = "x".repeat(64 * 1024);
+  const emit = (i) => api(leaving, "POST", "/v1/namespaces/%2F/emit", { rooms: [ROOM], event: "tick", args: [i, pad] });
+  await emit(0);
+  await eventually(() => members.every((s) => s.ticks.length === 1), 5000, "the first emit at both members");
+
+  const COUNT = 240;
+  n0.proc.kill("SIGSTOP");
+  n1.proc.kill("SIGSTOP");
+  let exit;
+  try {
+    for (let i = 1; i <= COUNT; i++) await emit(i);
+    leaving.proc.kill("SIGTERM");
+    exit = leaving.exit;
+    // Its API stops after the drain delay (it holds no session); then its links close.
+    await eventually(async () => {
+      try {
+        await fetch(`${leaving.api}/v1/stats`, { signal: AbortSignal.timeout(200) });
+        return false;
+      } catch {
+        return true;
+      }
+    }, 3000, "the leaving node's API stopped");
+  } finally {
+    n0.proc.kill("SIGCONT");
+    n1.proc.kill("SIGCONT");
+  }
+  assert.deepEqual(await withTimeout(exit, 10_000, "the drained node's exit"), { code: 0, signal: null });
+  const all = [...Array(COUNT + 1).keys()];
+  await eventually(() => members.every((s) => s.ticks.length >= all.length), 10_000, "every acknowledged emit at both members").catch(() => {});
+  await sleep(300); // a duplicate would show by now
+  for (const [m, s] of members.entries()) {
+    const missing = all.filter((i) => !s.ticks.includes(i));
+    assert.deepEqual(missing, [], `member ${m}: acknowledged emits that never arrived`);
+    assert.deepEqual(s.ticks, all, `member ${m}: every acknowledged emit once, in order`);
+  }
+  assert.deepEqual(bystander.ticks, [], "nothing for a bystander's room");
+  for (const node of [n0, n1]) {
+    await eventually(async () => (await linked(node)) === 2, 5000, "the departed node out of routing");
+    node.assertHealthy("after the drain");
+  }
+});

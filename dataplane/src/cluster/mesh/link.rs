@@ -221,7 +221,12 @@ async fn run<H: Host>(
             let _ = peer.take(stale);
             discarded = discarded.saturating_add(1);
         }
-        tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
+        if *host.closing().borrow() {
+            // This node is leaving: the expected end of every link, not a fault.
+            tracing::info!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link closed; leaving");
+        } else {
+            tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
+        }
         host.peer_gone(&peer);
     }
 }
