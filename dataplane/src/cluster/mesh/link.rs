@@ -1,7 +1,8 @@
 //! A link's life once its stream is open: the writer that drains the peer's queue into
 //! batches (and sends heartbeats when there is nothing to say), the reader that applies the
-//! peer's batches and drops the link when the peer goes silent, and the bookkeeping when it
-//! comes up and goes down.
+//! peer's batches and drops the link when the peer goes silent, the end of a link when this
+//! node leaves (everything queued is sent, then both sides end in turn), and the bookkeeping
+//! when it comes up and goes down.
 //!
 //! The link knows the mesh only through [`Host`], the few things it asks of it, so this
 //! module depends on nothing above it. Batching and reading a Hello's client address are
@@ -149,54 +150,14 @@ async fn run<H: Host>(
     let settings = host.settings();
     // In a block: the writer and reader borrow the queue, emptied below once they are done.
     let reason = {
-        let mut closing = host.closing();
-        // Ok: this node is leaving, everything queued went out and this side of the stream is
-        // ended (`out` is dropped with the finished writer).
-        let writer = async {
-            let out = out;
-            let mut seq = 0u64;
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = closing.wait_for(|leaving| *leaving) => None,
-                    next = tokio::time::timeout(settings.heartbeat_interval, queue.recv()) => Some(next),
-                };
-                let batch = match next {
-                    None => {
-                        while let Ok(first) = queue.try_recv() {
-                            let batch = collect_batch(peer.take(first), &mut queue, &peer);
-                            if out.send(batch).await.is_err() {
-                                return Err("stream closed");
-                            }
-                        }
-                        return Ok(());
-                    }
-                    Some(Ok(Some(first))) => collect_batch(peer.take(first), &mut queue, &peer),
-                    Some(Ok(None)) => return Err("mesh closed"),
-                    Some(Err(_)) => {
-                        seq = seq.wrapping_add(1);
-                        pb::Batch {
-                            messages: vec![pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq }))],
-                        }
-                    }
-                };
-                if out.send(batch).await.is_err() {
-                    return Err("stream closed");
-                }
-            }
-        };
-        let reader = async {
-            loop {
-                match tokio::time::timeout(settings.heartbeat_timeout, inbound.message()).await {
-                    Err(_) => return "heartbeat timeout".to_string(),
-                    Ok(Ok(None)) => return "closed by peer".to_string(),
-                    Ok(Err(status)) => return format!("stream error: {}", status.message()),
-                    Ok(Ok(Some(batch))) => {
-                        receive_batch(&host, &peer, batch);
-                    }
-                }
-            }
-        };
+        let writer = write(
+            &peer,
+            &mut queue,
+            out,
+            host.closing(),
+            settings.heartbeat_interval,
+        );
+        let reader = read(&host, &peer, &mut inbound, settings.heartbeat_timeout);
         tokio::pin!(writer, reader);
         tokio::select! {
             ended = &mut writer => match ended {
@@ -228,6 +189,62 @@ async fn run<H: Host>(
             tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, discarded, "peer link down; peer out of routing");
         }
         host.peer_gone(&peer);
+    }
+}
+
+/// Sends the peer's queue in batches, and a heartbeat after `heartbeat` of silence, until the
+/// stream or the queue closes (`Err`), or this node leaves (`Ok`): then what is queued goes out
+/// and this side of the stream ends, as `out` is dropped on return.
+async fn write(
+    peer: &Peer,
+    queue: &mut mpsc::Receiver<Queued>,
+    out: mpsc::Sender<pb::Batch>,
+    mut closing: watch::Receiver<bool>,
+    heartbeat: Duration,
+) -> Result<(), &'static str> {
+    let mut seq = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = closing.wait_for(|leaving| *leaving) => None,
+            next = tokio::time::timeout(heartbeat, queue.recv()) => Some(next),
+        };
+        let batch = match next {
+            None => {
+                while let Ok(first) = queue.try_recv() {
+                    let batch = collect_batch(peer.take(first), queue, peer);
+                    out.send(batch).await.map_err(|_| "stream closed")?;
+                }
+                return Ok(());
+            }
+            Some(Ok(Some(first))) => collect_batch(peer.take(first), queue, peer),
+            Some(Ok(None)) => return Err("mesh closed"),
+            Some(Err(_)) => {
+                seq = seq.wrapping_add(1);
+                pb::Batch {
+                    messages: vec![pb::Message::of(Kind::Heartbeat(pb::Heartbeat { seq }))],
+                }
+            }
+        };
+        out.send(batch).await.map_err(|_| "stream closed")?;
+    }
+}
+
+/// Applies the peer's batches until its side ends, fails, or stays silent for `timeout`;
+/// returns why it stopped.
+async fn read<H: Host>(
+    host: &Arc<H>,
+    peer: &Arc<Peer>,
+    inbound: &mut Streaming<pb::Batch>,
+    timeout: Duration,
+) -> String {
+    loop {
+        match tokio::time::timeout(timeout, inbound.message()).await {
+            Err(_) => return "heartbeat timeout".to_string(),
+            Ok(Ok(None)) => return "closed by peer".to_string(),
+            Ok(Err(status)) => return format!("stream error: {}", status.message()),
+            Ok(Ok(Some(batch))) => receive_batch(host, peer, batch),
+        }
     }
 }
 
