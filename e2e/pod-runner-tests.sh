@@ -424,8 +424,8 @@ t_sc=$SECONDS
 "$helm" template roomcast-operator charts/roomcast-operator -n "$release_ns" --set monitoring.podMonitor.enabled=true \
   --api-versions monitoring.coreos.com/v1/PodMonitor --show-only templates/podmonitor.yaml |
   "$kubectl" annotate --local -f - -o json roomcast.dev/rendered-for=e2e >"$state/podmonitor.json"
-# shellcheck disable=SC2086 # a list of phase names
 # Their output also goes to a file, so that a failure can be said again at the end.
+# shellcheck disable=SC2086 # a list of phase names
 HUB_URL=http://127.0.0.1:4000 HUB_NAME="$hub" KUBECTL="$kubectl" E2E_TIME_SCALE="${E2E_TIME_SCALE:-2}" \
   PODMONITOR="$state/podmonitor.json" node e2e/scenarios/run.mjs $scenarios 2>&1 | tee "$state/scenarios.out" >&2 ||
   fail "the scenarios failed: $(grep -m1 'FAIL:' "$state/scenarios.out" | cut -c1-600)"

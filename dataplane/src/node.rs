@@ -243,7 +243,8 @@ pub async fn run(node: Node) -> anyhow::Result<()> {
         if let Some(recovery) = hub.recovery() {
             crate::cluster::handover::hand_over_all(hub, cluster.mesh()).await;
             // Sessions that reconnecting clients' nodes are taking from this one right now:
-            // their answers must leave before the links close.
+            // their answers must be queued before the links close (which send what is
+            // queued); a moment for the tasks that queue them.
             recovery
                 .hand_overs_done(cluster.mesh().request_timeout() * 2)
                 .await;

@@ -171,20 +171,15 @@ it("a drained node's acknowledged emits reach every other node, even those queue
   });
   running.push(...nodes);
   const [n0, n1, leaving] = nodes;
-  const record = (s) => {
-    s.ticks = [];
-    s.on("tick", (i) => s.ticks.push(i));
-    return s;
-  };
   const members = [
-    record(await roomMember(pool, n0.url, [ROOM], { transports: ["websocket"] })),
-    record(await roomMember(pool, n1.url, [ROOM], { transports: ["polling"] })),
+    recordSeq(await roomMember(pool, n0.url, [ROOM], { transports: ["websocket"] })),
+    recordSeq(await roomMember(pool, n1.url, [ROOM], { transports: ["polling"] })),
   ];
-  const bystander = record(await roomMember(pool, n1.url, ["room:elsewhere"], { transports: ["websocket"] }));
+  const bystander = recordSeq(await roomMember(pool, n1.url, ["room:elsewhere"], { transports: ["websocket"] }));
   const pad = "x".repeat(64 * 1024);
-  const emit = (i) => api(leaving, "POST", "/v1/namespaces/%2F/emit", { rooms: [ROOM], event: "tick", args: [i, pad] });
+  const emit = (i) => api(leaving, "POST", "/v1/namespaces/%2F/emit", { rooms: [ROOM], event: "seq", args: [i, pad] });
   await emit(0);
-  await eventually(() => members.every((s) => s.ticks.length === 1), 5000, "the first emit at both members");
+  await eventually(() => members.every((s) => s.seq.length === 1), 5000, "the first emit at both members");
 
   const COUNT = 240;
   n0.proc.kill("SIGSTOP");
@@ -209,14 +204,14 @@ it("a drained node's acknowledged emits reach every other node, even those queue
   }
   assert.deepEqual(await withTimeout(exit, 10_000, "the drained node's exit"), { code: 0, signal: null });
   const all = [...Array(COUNT + 1).keys()];
-  await eventually(() => members.every((s) => s.ticks.length >= all.length), 10_000, "every acknowledged emit at both members").catch(() => {});
+  await eventually(() => members.every((s) => s.seq.length >= all.length), 10_000, "every acknowledged emit at both members").catch(() => {});
   await sleep(300); // a duplicate would show by now
   for (const [m, s] of members.entries()) {
-    const missing = all.filter((i) => !s.ticks.includes(i));
+    const missing = all.filter((i) => !s.seq.includes(i));
     assert.deepEqual(missing, [], `member ${m}: acknowledged emits that never arrived`);
-    assert.deepEqual(s.ticks, all, `member ${m}: every acknowledged emit once, in order`);
+    assert.deepEqual(s.seq, all, `member ${m}: every acknowledged emit once, in order`);
   }
-  assert.deepEqual(bystander.ticks, [], "nothing for a bystander's room");
+  assert.deepEqual(bystander.seq, [], "nothing for a bystander's room");
   for (const node of [n0, n1]) {
     await eventually(async () => (await linked(node)) === 2, 5000, "the departed node out of routing");
     node.assertHealthy("after the drain");
